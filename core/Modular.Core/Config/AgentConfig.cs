@@ -1,0 +1,132 @@
+using Modular.Abstractions.WireGuard;
+
+namespace Modular.Core.Config;
+
+// API agreed between the config loader and its users (the agent host). Immutable records,
+// validated once by AgentConfigLoader; every key defaults as in DESIGN.md.
+
+/// <summary>The agent's whole configuration after file, environment and flags were merged.</summary>
+public sealed record AgentConfig
+{
+    /// <summary>Management URLs, tried in order. Required.</summary>
+    public required IReadOnlyList<Uri> ManagementUrls { get; init; }
+
+    /// <summary>Secret: never log it.</summary>
+    public string SetupKey { get; init; } = "";
+
+    public string TlsCa { get; init; } = "";
+
+    public string StateDir { get; init; } = "/var/lib/modular";
+
+    /// <summary>As written; empty means <see cref="EffectiveSocketPath"/> derives it from the interface name.</summary>
+    public string Socket { get; init; } = "";
+
+    public InterfaceConfig Interface { get; init; } = new();
+
+    public LogConfig Log { get; init; } = new();
+
+    /// <summary>As written; empty when the key was absent (the host then picks its default).</summary>
+    public string PluginsDir { get; init; } = "";
+
+    public FeaturesConfig Features { get; init; } = new();
+
+    public ConnectionConfig Connection { get; init; } = new();
+
+    public ProxyConfig Proxy { get; init; } = new();
+
+    public RosenpassConfig Rosenpass { get; init; } = new();
+
+    public NetflowConfig Netflow { get; init; } = new();
+
+    public ListenConfig Ui { get; init; } = new("127.0.0.1:9091");
+
+    public ListenConfig Metrics { get; init; } = new("127.0.0.1:9090");
+
+    /// <summary>Sections for third-party plugins, <c>[plugins.NAME]</c>, as plain values.</summary>
+    public IReadOnlyDictionary<string, IReadOnlyDictionary<string, object?>> PluginSettings { get; init; } =
+        new Dictionary<string, IReadOnlyDictionary<string, object?>>();
+
+    /// <summary>The file this came from ("" when built in code); errors found later cite it.</summary>
+    public string SourcePath { get; init; } = "";
+
+    /// <summary>Where each key was written, e.g. "proxy.kind" -> line 12, column 8.</summary>
+    public IReadOnlyDictionary<string, SourcePosition> Positions { get; init; } = new Dictionary<string, SourcePosition>();
+
+    public string EffectiveSocketPath => Socket.Length > 0 ? Socket : $"/var/run/modular/{Interface.Name}.sock";
+}
+
+public readonly record struct SourcePosition(int Line, int Column);
+
+public sealed record InterfaceConfig
+{
+    public string Name { get; init; } = "mdl0";
+
+    public WgInterfaceMode Mode { get; init; } = WgInterfaceMode.Userspace;
+
+    public int Port { get; init; } = 51820;
+
+    public int Mtu { get; init; } = 1280;
+}
+
+public sealed record LogConfig
+{
+    /// <summary>trace, debug, info, warn, error.</summary>
+    public string Level { get; init; } = "info";
+
+    /// <summary>Empty: console only.</summary>
+    public string File { get; init; } = "";
+}
+
+public sealed record FeaturesConfig
+{
+    public bool LazyConnections { get; init; }
+
+    public TimeSpan InactivityTimeout { get; init; } = TimeSpan.FromMinutes(15);
+
+    public IReadOnlyList<string> AlwaysConnected { get; init; } = [];
+}
+
+public sealed record ConnectionConfig
+{
+    public bool ForceRelay { get; init; }
+}
+
+public sealed record ProxyConfig
+{
+    /// <summary>auto, udp, ebpf, bind or a third-party plugin's name.</summary>
+    public string Kind { get; init; } = "auto";
+}
+
+public sealed record RosenpassConfig
+{
+    public bool Enabled { get; init; }
+
+    public bool Permissive { get; init; }
+}
+
+public sealed record NetflowConfig
+{
+    public bool Enabled { get; init; }
+
+    public bool CollectDns { get; init; }
+
+    public bool CollectExitNode { get; init; }
+
+    public string IpfixCollector { get; init; } = "";
+}
+
+/// <summary>A local listener; an empty address turns it off.</summary>
+public sealed record ListenConfig(string Listen)
+{
+    public bool Enabled => Listen.Length > 0;
+}
+
+/// <summary>Command-line flags; null means "not given". They win over environment and file.</summary>
+public sealed record AgentConfigOverrides
+{
+    public bool? LazyConnections { get; init; }
+
+    public string? Socket { get; init; }
+
+    public string? LogLevel { get; init; }
+}
