@@ -53,6 +53,10 @@ public sealed record AgentConfig
     public IReadOnlyDictionary<string, SourcePosition> Positions { get; init; } = new Dictionary<string, SourcePosition>();
 
     public string EffectiveSocketPath => Socket.Length > 0 ? Socket : $"/var/run/modular/{Interface.Name}.sock";
+
+    /// <summary>The <c>[plugins.NAME]</c> section of <paramref name="pluginName"/>, empty when the file has none.</summary>
+    public IReadOnlyDictionary<string, object?> SettingsFor(string pluginName)
+        => PluginSettings.TryGetValue(pluginName, out var settings) ? settings : new Dictionary<string, object?>();
 }
 
 public readonly record struct SourcePosition(int Line, int Column);
@@ -95,6 +99,9 @@ public sealed record ProxyConfig
 {
     /// <summary>auto, udp, ebpf, bind or a third-party plugin's name.</summary>
     public string Kind { get; init; } = "auto";
+
+    /// <summary>NB_DISABLE_EBPF_WG_PROXY=true: never pick the eBPF proxy (no TOML key).</summary>
+    public bool EbpfDisabled { get; init; }
 }
 
 public sealed record RosenpassConfig
