@@ -127,7 +127,7 @@ public sealed class AgentConfigLoaderTests
 
         // Positions point at the value: `kind = "udp"` is on line 20, the string starts at column 8.
         Assert.Equal(new SourcePosition(20, 8), config.Positions["proxy.kind"]);
-        Assert.Equal(new SourcePosition(7, 54), config.Positions["interface.port"]);
+        Assert.Equal(new SourcePosition(7, 58), config.Positions["interface.port"]);
         Assert.Equal(new SourcePosition(38, 9), config.Positions["plugins.acme.level"]);
     }
 
