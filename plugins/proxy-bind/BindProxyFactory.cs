@@ -1,0 +1,37 @@
+using System.Composition;
+using Microsoft.Extensions.Logging;
+using Modular.Abstractions.Plugins;
+using Modular.Abstractions.Proxy;
+using Modular.Abstractions.WireGuard;
+
+namespace Modular.Plugins.ProxyBind;
+
+/// <summary>The "bind" proxy: hands relayed datagrams straight to the in-process WireGuard's Bind.</summary>
+[Export(typeof(IProxyFactory))]
+[PluginName("bind")]
+public sealed class BindProxyFactory : IProxyFactory
+{
+    public string Description =>
+        "Joins a peer's relayed connection to the in-process WireGuard at its Bind (no loopback socket); userspace interfaces only.";
+
+    public ProxyCapability CanProxy(IWgIface iface, ProxyEnvironment environment)
+    {
+        if (!iface.IsUserspace)
+        {
+            return ProxyCapability.No("the bind proxy needs the in-process (userspace) WireGuard; this interface is kernel/external");
+        }
+
+        return iface.BindHook is null
+            ? ProxyCapability.No("this userspace interface exposes no Bind hook")
+            : ProxyCapability.Yes;
+    }
+
+    public ValueTask<IProxy> CreateAsync(IWgIface iface, IPluginContext context, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        var hook = iface.BindHook
+            ?? throw new NotSupportedException($"interface {iface.Name} has no Bind hook: the bind proxy needs a userspace interface");
+        IProxy proxy = new BindProxy(hook, context.LoggerFactory.CreateLogger<BindProxy>());
+        return ValueTask.FromResult(proxy);
+    }
+}
