@@ -270,8 +270,12 @@ public sealed class PluginCatalog : IDisposable
             // Lazy exports with metadata give the name without running the constructor, so a
             // factory whose constructor throws is still reported under its own name.
             var lazyType = typeof(Lazy<,>).MakeGenericType(contract, typeof(PluginMetadata));
-            lazies = container.GetExports(lazyType);
-            unnamed = container.GetExports(contract).Count() - lazies.Count();
+            lazies = container.GetExports(lazyType).ToList();
+
+            // Export factories count every export without constructing it; those missing from the
+            // lazy-with-metadata list are exports without a [PluginName].
+            var factoryType = typeof(ExportFactory<>).MakeGenericType(contract);
+            unnamed = container.GetExports(factoryType).Count() - lazies.Count();
         }
         catch (Exception ex)
         {

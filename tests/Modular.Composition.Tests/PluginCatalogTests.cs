@@ -1,0 +1,198 @@
+using Modular.Abstractions.Flows;
+using Modular.Abstractions.Proxy;
+using Modular.Abstractions.Security;
+using Modular.Abstractions.WireGuard;
+using Modular.Testing;
+
+namespace Modular.Composition.Tests;
+
+public sealed class PluginCatalogTests : IDisposable
+{
+    private readonly List<string> _dirs = [];
+    private readonly ListLogger _logger = new();
+
+    public void Dispose()
+    {
+        foreach (var dir in _dirs)
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    private string PluginsDir(bool builtIns, params string[] fixtures)
+    {
+        var dir = PluginFixtures.CreatePluginsDir(fixtures);
+        _dirs.Add(dir);
+        if (builtIns)
+        {
+            PluginFixtures.CopyBuiltInPlugins(dir);
+        }
+
+        return dir;
+    }
+
+    [Fact]
+    public void The_five_built_in_plugins_load_and_are_found_by_name()
+    {
+        using var catalog = PluginCatalog.Load(PluginsDir(builtIns: true), _logger);
+
+        Assert.Equal(["bind", "ebpf", "udp"], catalog.NamesOf<IProxyFactory>().Order());
+        Assert.Equal(["rosenpass"], catalog.NamesOf<IPresharedKeyProviderFactory>());
+        Assert.Equal(["netflow"], catalog.NamesOf<IFlowSinkFactory>());
+        Assert.All(catalog.Plugins, p =>
+        {
+            Assert.True(p.Loaded, p.Error);
+            Assert.Null(p.Error);
+            Assert.False(string.IsNullOrWhiteSpace(p.Description));
+            Assert.StartsWith("0.1.0", p.Version, StringComparison.Ordinal);
+            Assert.True(File.Exists(p.AssemblyPath), p.AssemblyPath);
+        });
+        Assert.Equal("proxy", catalog.Plugins.Single(p => p.Name == "udp").Kind);
+        Assert.Equal("psk", catalog.Plugins.Single(p => p.Name == "rosenpass").Kind);
+        Assert.Equal("flow-sink", catalog.Plugins.Single(p => p.Name == "netflow").Kind);
+        Assert.Empty(_logger.Warnings);
+
+        // The factories work through the shared contract types.
+        Assert.True(catalog.Get<IProxyFactory>("udp").CanProxy(new FakeWgIface(WgInterfaceMode.Kernel), new ProxyEnvironment(false, false)).CanProxy);
+        Assert.False(catalog.Get<IProxyFactory>("bind").CanProxy(new FakeWgIface(WgInterfaceMode.Kernel), new ProxyEnvironment(false, true)).CanProxy);
+        Assert.Equal(["bind", "ebpf", "udp"], catalog.All<IProxyFactory>().Select(f => f.Name).Order());
+        Assert.Equal("Modular.Plugins.ProxyUdp.UdpProxyFactory", catalog.Get<IProxyFactory>("udp").GetType().FullName);
+    }
+
+    [Fact]
+    public void A_third_party_plugin_dropped_in_the_folder_is_selectable()
+    {
+        using var catalog = PluginCatalog.Load(PluginsDir(builtIns: true, "ThirdPartyProxy"), _logger);
+
+        var factory = catalog.Get<IProxyFactory>("thirdparty");
+        Assert.Equal("Third-party test proxy (fixture)", factory.Description);
+        Assert.Contains("thirdparty", catalog.NamesOf<IProxyFactory>());
+        var info = catalog.Plugins.Single(p => p.Name == "thirdparty");
+        Assert.True(info.Loaded);
+        Assert.EndsWith(Path.Combine("ThirdPartyProxy", "ThirdPartyProxy.dll"), info.AssemblyPath, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_plugin_shipping_its_own_System_Composition_still_has_its_export_found()
+    {
+        var dir = PluginsDir(builtIns: false, "OwnCompositionProxy");
+        Assert.True(File.Exists(Path.Combine(dir, "OwnCompositionProxy", "System.Composition.AttributedModel.dll")), "the fixture must ship its own System.Composition");
+
+        using var catalog = PluginCatalog.Load(dir, _logger);
+
+        Assert.Equal("Proxy fixture that ships its own System.Composition", catalog.Get<IProxyFactory>("owncomp").Description);
+    }
+
+    [Fact]
+    public void Broken_plugins_are_reported_with_reasons_and_the_others_still_load()
+    {
+        var dir = PluginsDir(builtIns: false, "ThirdPartyProxy", "ThrowingProxy");
+        var corrupt = Directory.CreateDirectory(Path.Combine(dir, "corrupt")).FullName;
+        var random = new byte[4096];
+        new Random(42).NextBytes(random);
+        File.WriteAllBytes(Path.Combine(corrupt, "corrupt.dll"), random);
+        var junk = Directory.CreateDirectory(Path.Combine(dir, "junk")).FullName;
+        File.WriteAllBytes(Path.Combine(junk, "X.dll"), random);
+        Directory.CreateDirectory(Path.Combine(dir, "empty"));
+
+        using var catalog = PluginCatalog.Load(dir, _logger);
+
+        Assert.NotNull(catalog.Get<IProxyFactory>("thirdparty"));
+
+        var throwing = catalog.Plugins.Single(p => p.Name == "throwing");
+        Assert.False(throwing.Loaded);
+        Assert.Equal("proxy", throwing.Kind);
+        Assert.Contains("refuses to start", throwing.Error, StringComparison.Ordinal);
+        Assert.Contains("InvalidOperationException", throwing.Error, StringComparison.Ordinal);
+
+        var corruptInfo = catalog.Plugins.Single(p => p.Name == "corrupt");
+        Assert.False(corruptInfo.Loaded);
+        Assert.Equal(PluginCatalog.UnknownKind, corruptInfo.Kind);
+        Assert.Equal(Path.Combine(corrupt, "corrupt.dll"), corruptInfo.AssemblyPath);
+        Assert.Contains("BadImageFormatException", corruptInfo.Error, StringComparison.Ordinal);
+
+        var junkInfo = catalog.Plugins.Single(p => p.Name == "junk");
+        Assert.False(junkInfo.Loaded);
+        Assert.Contains("X.dll: not a valid .NET assembly", junkInfo.Error, StringComparison.Ordinal);
+
+        var emptyInfo = catalog.Plugins.Single(p => p.Name == "empty");
+        Assert.False(emptyInfo.Loaded);
+        Assert.Contains("no .dll", emptyInfo.Error, StringComparison.Ordinal);
+
+        // Each failure is warned about exactly once, naming plugin, path and reason.
+        foreach (var failed in new[] { throwing, corruptInfo, junkInfo, emptyInfo })
+        {
+            var warning = Assert.Single(_logger.Warnings, w => w.Contains($"Plugin {failed.Name} ", StringComparison.Ordinal));
+            Assert.Contains(failed.AssemblyPath, warning, StringComparison.Ordinal);
+            Assert.Contains(failed.Error!, warning, StringComparison.Ordinal);
+        }
+
+        Assert.Equal(4, _logger.Warnings.Count);
+    }
+
+    [Fact]
+    public void Getting_a_plugin_that_failed_throws_with_its_path_and_reason()
+    {
+        using var catalog = PluginCatalog.Load(PluginsDir(builtIns: false, "ThrowingProxy"), _logger);
+
+        var ex = Assert.Throws<PluginLoadException>(() => catalog.Get<IProxyFactory>("throwing"));
+        Assert.Contains("'throwing'", ex.Message, StringComparison.Ordinal);
+        Assert.Contains(Path.Combine("ThrowingProxy", "ThrowingProxy.dll"), ex.Message, StringComparison.Ordinal);
+        Assert.Contains("refuses to start", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void An_unknown_name_lists_the_available_ones()
+    {
+        using var catalog = PluginCatalog.Load(PluginsDir(builtIns: true), _logger);
+
+        var ex = Assert.Throws<PluginLoadException>(() => catalog.Get<IProxyFactory>("quic"));
+        Assert.Contains("no proxy plugin named 'quic'", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("available: ", ex.Message, StringComparison.Ordinal);
+        foreach (var name in new[] { "udp", "bind", "ebpf" })
+        {
+            Assert.Contains(name, ex.Message, StringComparison.Ordinal);
+        }
+
+        var wrongKind = Assert.Throws<PluginLoadException>(() => catalog.Get<IFlowSinkFactory>("udp"));
+        Assert.Contains("is a proxy plugin, not a flow-sink plugin", wrongKind.Message, StringComparison.Ordinal);
+        Assert.Contains("netflow", wrongKind.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_second_plugin_with_a_taken_name_is_reported_as_a_duplicate()
+    {
+        var dir = PluginsDir(builtIns: false);
+        var source = PluginFixtures.Build("ThirdPartyProxy");
+        foreach (var folder in new[] { "a-first", "b-second" })
+        {
+            var target = Directory.CreateDirectory(Path.Combine(dir, folder)).FullName;
+            foreach (var file in Directory.GetFiles(source))
+            {
+                File.Copy(file, Path.Combine(target, Path.GetFileName(file)));
+            }
+        }
+
+        using var catalog = PluginCatalog.Load(dir, _logger);
+
+        var entries = catalog.Plugins.Where(p => p.Name == "thirdparty").ToList();
+        Assert.Equal(2, entries.Count);
+        Assert.True(entries[0].Loaded);
+        Assert.Contains("a-first", entries[0].AssemblyPath, StringComparison.Ordinal);
+        Assert.False(entries[1].Loaded);
+        Assert.Contains("duplicate plugin name 'thirdparty'", entries[1].Error, StringComparison.Ordinal);
+        Assert.Contains(entries[0].AssemblyPath, entries[1].Error, StringComparison.Ordinal);
+        Assert.NotNull(catalog.Get<IProxyFactory>("thirdparty"));
+        Assert.Single(_logger.Warnings);
+    }
+
+    [Fact]
+    public void A_missing_plugins_folder_gives_an_empty_catalog_and_a_warning()
+    {
+        using var catalog = PluginCatalog.Load(Path.Combine(Path.GetTempPath(), $"modular-none-{Guid.NewGuid():N}"), _logger);
+        Assert.Empty(catalog.Plugins);
+        Assert.Single(_logger.Warnings);
+        var ex = Assert.Throws<PluginLoadException>(() => catalog.Get<IProxyFactory>("udp"));
+        Assert.Contains("available: none", ex.Message, StringComparison.Ordinal);
+    }
+}

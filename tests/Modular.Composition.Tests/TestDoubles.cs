@@ -1,0 +1,170 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Modular.Abstractions.Plugins;
+using Modular.Abstractions.Proxy;
+using Modular.Abstractions.WireGuard;
+
+namespace Modular.Composition.Tests;
+
+/// <summary>Records log entries so tests can check what was warned about, and how often.</summary>
+internal sealed class ListLogger : ILogger
+{
+    public ConcurrentQueue<(LogLevel Level, string Message)> Entries { get; } = new();
+
+    public IDisposable? BeginScope<TState>(TState state)
+        where TState : notnull => null;
+
+    public bool IsEnabled(LogLevel logLevel) => true;
+
+    public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        => Entries.Enqueue((logLevel, formatter(state, exception)));
+
+    public IReadOnlyList<string> Warnings => Entries.Where(e => e.Level == LogLevel.Warning).Select(e => e.Message).ToList();
+}
+
+/// <summary>A relayed connection in memory: the test plays the relay's far side.</summary>
+internal sealed class InMemoryRelayedConnection : IRelayedConnection
+{
+    private int _receiveCalls;
+
+    /// <summary>Datagrams "arriving from the relay"; complete the writer to close the connection.</summary>
+    public Channel<byte[]> FromRelay { get; } = Channel.CreateUnbounded<byte[]>();
+
+    /// <summary>Datagrams the proxy sent to the relay.</summary>
+    public Channel<byte[]> ToRelay { get; } = Channel.CreateUnbounded<byte[]>();
+
+    public string RelayAddress => "rels://relay.test:443";
+
+    public bool Disposed { get; private set; }
+
+    /// <summary>How many times the proxy asked for a datagram (the call in progress included).</summary>
+    public int ReceiveCalls => Volatile.Read(ref _receiveCalls);
+
+    public async ValueTask<int> ReceiveAsync(Memory<byte> buffer, CancellationToken cancellationToken)
+    {
+        Interlocked.Increment(ref _receiveCalls);
+        if (!await FromRelay.Reader.WaitToReadAsync(cancellationToken) || !FromRelay.Reader.TryRead(out var datagram))
+        {
+            return 0;
+        }
+
+        datagram.CopyTo(buffer);
+        return datagram.Length;
+    }
+
+    public ValueTask SendAsync(ReadOnlyMemory<byte> datagram, CancellationToken cancellationToken)
+    {
+        ToRelay.Writer.TryWrite(datagram.ToArray());
+        return ValueTask.CompletedTask;
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        Disposed = true;
+        FromRelay.Writer.TryComplete();
+        return ValueTask.CompletedTask;
+    }
+}
+
+/// <summary>Stands in for the in-process WireGuard's Bind hook.</summary>
+internal sealed class FakeBindHook : IWgBindHook
+{
+    public ConcurrentDictionary<IPEndPoint, IDatagramSink> Claims { get; } = new();
+
+    public Channel<(byte[] Datagram, IPEndPoint From)> Injected { get; } = Channel.CreateUnbounded<(byte[], IPEndPoint)>();
+
+    public IDisposable ClaimEndpoint(IPEndPoint endpoint, IDatagramSink sink)
+    {
+        if (!Claims.TryAdd(endpoint, sink))
+        {
+            throw new InvalidOperationException($"{endpoint} already claimed");
+        }
+
+        return new Release(() => Claims.TryRemove(endpoint, out _));
+    }
+
+    public void Inject(ReadOnlySpan<byte> datagram, IPEndPoint from) => Injected.Writer.TryWrite((datagram.ToArray(), from));
+
+    private sealed class Release(Action action) : IDisposable
+    {
+        public void Dispose() => action();
+    }
+}
+
+/// <summary>An interface with just what proxy factories look at.</summary>
+internal sealed class FakeWgIface(WgInterfaceMode mode, int listenPort = 51820, IWgBindHook? bindHook = null) : IWgIface
+{
+    public string Name => "mdltest0";
+
+    public WgInterfaceMode Mode => mode;
+
+    public IPNetwork Address => IPNetwork.Parse("100.64.0.1/10");
+
+    public int Mtu => 1280;
+
+    public int ListenPort => listenPort;
+
+    public WgKey PublicKey => default;
+
+    public IWgBindHook? BindHook => bindHook;
+
+    public ValueTask CreateAsync(CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
+    public ValueTask UpAsync(CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
+    public ValueTask CloseAsync(CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
+    public ValueTask SetPeerAsync(WgPeerConfig peer, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
+    public ValueTask RemovePeerAsync(WgKey publicKey, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
+    public ValueTask UpdateEndpointAsync(WgKey publicKey, IPEndPoint endpoint, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
+    public ValueTask<IReadOnlyDictionary<WgKey, WgPeerStats>> GetStatsAsync(CancellationToken cancellationToken)
+        => ValueTask.FromResult<IReadOnlyDictionary<WgKey, WgPeerStats>>(new Dictionary<WgKey, WgPeerStats>());
+
+    public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+}
+
+internal sealed class FakePluginContext(IReadOnlyDictionary<string, object?>? settings = null) : IPluginContext
+{
+    public IReadOnlyDictionary<string, object?> Settings { get; } = settings ?? new Dictionary<string, object?>();
+
+    public ILoggerFactory LoggerFactory => NullLoggerFactory.Instance;
+
+    public TimeProvider Time => TimeProvider.System;
+
+    public string StateDirectory => Path.GetTempPath();
+
+    public IServiceProvider Services => EmptyServices.Instance;
+
+    private sealed class EmptyServices : IServiceProvider
+    {
+        public static readonly EmptyServices Instance = new();
+
+        public object? GetService(Type serviceType) => null;
+    }
+}
+
+internal static class Bounded
+{
+    /// <summary>A generous bound on waiting for something that should happen at once; never a timing assertion.</summary>
+    public static CancellationToken Wait => new CancellationTokenSource(TimeSpan.FromSeconds(15)).Token;
+
+    public static async Task UntilAsync(Func<bool> condition, string what)
+    {
+        var token = Wait;
+        while (!condition())
+        {
+            if (token.IsCancellationRequested)
+            {
+                throw new TimeoutException($"gave up waiting for {what}");
+            }
+
+            await Task.Delay(5, CancellationToken.None);
+        }
+    }
+}
