@@ -29,6 +29,7 @@ internal sealed class ListLogger : ILogger
 internal sealed class InMemoryRelayedConnection : IRelayedConnection
 {
     private int _receiveCalls;
+    private int _taken;
 
     /// <summary>Datagrams "arriving from the relay"; complete the writer to close the connection.</summary>
     public Channel<byte[]> FromRelay { get; } = Channel.CreateUnbounded<byte[]>();
@@ -43,6 +44,13 @@ internal sealed class InMemoryRelayedConnection : IRelayedConnection
     /// <summary>How many times the proxy asked for a datagram (the call in progress included).</summary>
     public int ReceiveCalls => Volatile.Read(ref _receiveCalls);
 
+    /// <summary>
+    /// Waits until the proxy took <paramref name="count"/> datagrams in all and finished with the
+    /// last one: its one receive loop has asked for the next.
+    /// </summary>
+    public Task WaitConsumedAsync(int count)
+        => Bounded.UntilAsync(() => Volatile.Read(ref _taken) >= count && ReceiveCalls > count, $"the proxy to consume {count} datagrams");
+
     public async ValueTask<int> ReceiveAsync(Memory<byte> buffer, CancellationToken cancellationToken)
     {
         Interlocked.Increment(ref _receiveCalls);
@@ -52,6 +60,7 @@ internal sealed class InMemoryRelayedConnection : IRelayedConnection
         }
 
         datagram.CopyTo(buffer);
+        Interlocked.Increment(ref _taken);
         return datagram.Length;
     }
 

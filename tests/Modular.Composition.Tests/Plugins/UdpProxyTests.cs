@@ -1,0 +1,208 @@
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.Logging.Abstractions;
+using Modular.Abstractions.Proxy;
+using Modular.Abstractions.WireGuard;
+using Modular.Plugins.ProxyUdp;
+using Modular.Testing;
+
+namespace Modular.Composition.Tests.Plugins;
+
+/// <summary>The UDP proxy on loopback, with a plain UDP socket standing in for WireGuard.</summary>
+public sealed class UdpProxyTests : IAsyncLifetime
+{
+    private static readonly WgKey Peer = new(Enumerable.Range(1, 32).Select(i => (byte)i).ToArray());
+
+    private readonly Socket _wireGuard = new(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+    private readonly InMemoryRelayedConnection _relay = new();
+    private UdpProxy _proxy = null!;
+
+    public async Task InitializeAsync()
+    {
+        _wireGuard.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        _proxy = new UdpProxy(((IPEndPoint)_wireGuard.LocalEndPoint!).Port, NullLogger.Instance);
+        await _proxy.AddRelayedConnAsync(_relay, Peer, CancellationToken.None);
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _proxy.CloseAsync();
+        _wireGuard.Dispose();
+    }
+
+    private async Task<(byte[] Data, IPEndPoint From)> WireGuardReceivesAsync()
+    {
+        var buffer = new byte[2048];
+        var result = await _wireGuard.ReceiveFromAsync(buffer, SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), Bounded.Wait);
+        return (buffer[..result.ReceivedBytes], (IPEndPoint)result.RemoteEndPoint);
+    }
+
+    [Fact]
+    public async Task Forwards_both_ways_and_WireGuard_sees_the_proxy_endpoint_as_the_peer()
+    {
+        Assert.Equal(IPAddress.Loopback, _proxy.EndpointAddr.Address);
+        Assert.NotEqual(0, _proxy.EndpointAddr.Port);
+        _proxy.Work();
+
+        for (var i = 0; i < 20; i++)
+        {
+            var fromRelay = new byte[] { 1, 2, 3, (byte)i };
+            await _relay.FromRelay.Writer.WriteAsync(fromRelay);
+            var (data, from) = await WireGuardReceivesAsync();
+            Assert.Equal(fromRelay, data);
+            Assert.Equal(_proxy.EndpointAddr, from);
+
+            var fromWireGuard = new byte[] { 9, 8, (byte)i };
+            await _wireGuard.SendToAsync(fromWireGuard, SocketFlags.None, from);
+            Assert.Equal(fromWireGuard, await _relay.ToRelay.Reader.ReadAsync(Bounded.Wait));
+        }
+    }
+
+    [Fact]
+    public async Task A_large_datagram_passes_whole()
+    {
+        _proxy.Work();
+        var big = new byte[60_000];
+        new Random(7).NextBytes(big);
+        await _relay.FromRelay.Writer.WriteAsync(big);
+        var buffer = new byte[65_536];
+        var result = await _wireGuard.ReceiveFromAsync(buffer, SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), Bounded.Wait);
+        Assert.Equal(big, buffer[..result.ReceivedBytes]);
+    }
+
+    [Fact]
+    public async Task Pause_stops_relay_to_WireGuard_and_Work_resumes()
+    {
+        _proxy.Work();
+        await _relay.FromRelay.Writer.WriteAsync([1]);
+        Assert.Equal([1], (await WireGuardReceivesAsync()).Data);
+
+        _proxy.Pause();
+        await _relay.FromRelay.Writer.WriteAsync([2]);
+        await _relay.WaitConsumedAsync(2);
+
+        // WireGuard to relay keeps flowing while paused.
+        await _wireGuard.SendToAsync(new byte[] { 7 }, SocketFlags.None, _proxy.EndpointAddr);
+        Assert.Equal([7], await _relay.ToRelay.Reader.ReadAsync(Bounded.Wait));
+
+        _proxy.Work();
+        await _relay.FromRelay.Writer.WriteAsync([3]);
+        Assert.Equal([3], (await WireGuardReceivesAsync()).Data);
+        Assert.Equal(0, _wireGuard.Available);
+    }
+
+    [Fact]
+    public async Task CloseAsync_frees_the_socket_and_closes_the_relayed_connection()
+    {
+        _proxy.Work();
+        var endpoint = _proxy.EndpointAddr;
+        var disconnected = 0;
+        _proxy.Disconnected += (_, _) => Interlocked.Increment(ref disconnected);
+
+        await _proxy.CloseAsync();
+        await _proxy.CloseAsync(); // idempotent
+
+        Assert.True(_relay.Disposed);
+        using var reuse = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        reuse.Bind(endpoint); // throws AddressAlreadyInUse if the proxy still held it
+        Assert.Equal(0, disconnected);
+        Assert.Throws<ObjectDisposedException>(() => _proxy.Work());
+    }
+
+    [Fact]
+    public async Task Disconnected_is_raised_once_when_the_relayed_connection_closes()
+    {
+        var raised = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var count = 0;
+        _proxy.Disconnected += (_, _) =>
+        {
+            Interlocked.Increment(ref count);
+            raised.TrySetResult();
+        };
+        _proxy.Work();
+
+        _relay.FromRelay.Writer.Complete();
+
+        await raised.Task.WaitAsync(Bounded.Wait);
+        await _proxy.CloseAsync();
+        Assert.Equal(1, count);
+    }
+
+    [Fact]
+    public async Task A_WireGuard_that_is_not_listening_drops_datagrams_without_breaking_the_proxy()
+    {
+        var port = ((IPEndPoint)_wireGuard.LocalEndPoint!).Port;
+        _wireGuard.Dispose();
+        await using var relay = new InMemoryRelayedConnection();
+        await using var proxy = new UdpProxy(port, NullLogger.Instance);
+        await proxy.AddRelayedConnAsync(relay, Peer, CancellationToken.None);
+        proxy.Work();
+
+        for (var i = 0; i < 5; i++)
+        {
+            await relay.FromRelay.Writer.WriteAsync([(byte)i]);
+        }
+
+        await relay.WaitConsumedAsync(5);
+
+        using var wireGuard = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        wireGuard.Bind(new IPEndPoint(IPAddress.Loopback, port));
+        await relay.FromRelay.Writer.WriteAsync([42]);
+        var buffer = new byte[16];
+        var result = await wireGuard.ReceiveFromAsync(buffer, SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), Bounded.Wait);
+        Assert.Equal([42], buffer[..result.ReceivedBytes]);
+    }
+
+    [Fact]
+    public async Task Work_before_a_relayed_connection_is_an_error()
+    {
+        await using var proxy = new UdpProxy(51820, NullLogger.Instance);
+        Assert.Throws<InvalidOperationException>(() => proxy.Work());
+        Assert.Throws<InvalidOperationException>(() => proxy.EndpointAddr);
+        await Assert.ThrowsAsync<InvalidOperationException>(async () =>
+        {
+            await proxy.AddRelayedConnAsync(new InMemoryRelayedConnection(), Peer, CancellationToken.None);
+            await proxy.AddRelayedConnAsync(new InMemoryRelayedConnection(), Peer, CancellationToken.None);
+        });
+    }
+
+    [SkippableFact]
+    public async Task RedirectAs_makes_relay_datagrams_come_from_the_given_endpoint()
+    {
+        Prerequisites.RequireRoot();
+        _proxy.Work();
+        var asPeer = new IPEndPoint(IPAddress.Parse("198.18.7.7"), 40123);
+
+        _proxy.RedirectAs(asPeer);
+        await _relay.FromRelay.Writer.WriteAsync([5, 6, 7]);
+        var (data, from) = await WireGuardReceivesAsync();
+        Assert.Equal([5, 6, 7], data);
+        Assert.Equal(asPeer, from);
+
+        _proxy.RedirectAs(_proxy.EndpointAddr);
+        await _relay.FromRelay.Writer.WriteAsync([8]);
+        (data, from) = await WireGuardReceivesAsync();
+        Assert.Equal([8], data);
+        Assert.Equal(_proxy.EndpointAddr, from);
+    }
+
+    [Fact]
+    public async Task The_factory_serves_both_modes_and_creates_a_proxy_for_the_listen_port()
+    {
+        var factory = new UdpProxyFactory();
+        var environment = new ProxyEnvironment(EbpfDisabled: false, IsRoot: false);
+        Assert.True(factory.CanProxy(new FakeWgIface(WgInterfaceMode.Userspace), environment).CanProxy);
+        Assert.True(factory.CanProxy(new FakeWgIface(WgInterfaceMode.Kernel), environment).CanProxy);
+
+        var port = ((IPEndPoint)_wireGuard.LocalEndPoint!).Port;
+        await using var proxy = await factory.CreateAsync(new FakeWgIface(WgInterfaceMode.Kernel, port), new FakePluginContext(), CancellationToken.None);
+        Assert.Equal("udp", proxy.Kind);
+        var relay = new InMemoryRelayedConnection();
+        await proxy.AddRelayedConnAsync(relay, Peer, CancellationToken.None);
+        proxy.Work();
+        await relay.FromRelay.Writer.WriteAsync([4, 4]);
+        var (data, from) = await WireGuardReceivesAsync();
+        Assert.Equal([4, 4], data);
+        Assert.Equal(proxy.EndpointAddr, from);
+    }
+}
