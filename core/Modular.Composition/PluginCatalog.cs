@@ -263,19 +263,14 @@ public sealed class PluginCatalog : IDisposable
     private static List<(string? Name, object? Factory, string? Error)> ReadExports(CompositionHost container, Type contract)
     {
         var results = new List<(string?, object?, string?)>();
-        IEnumerable<object> lazies;
-        int unnamed;
+        List<object> lazies;
         try
         {
-            // Lazy exports with metadata give the name without running the constructor, so a
-            // factory whose constructor throws is still reported under its own name.
-            var lazyType = typeof(Lazy<,>).MakeGenericType(contract, typeof(PluginMetadata));
+            // Lazy exports with their raw metadata give the name without running the constructor,
+            // so a factory whose constructor throws is still reported under its own name, and an
+            // export without [PluginName] is seen (a PluginMetadata view would drop or reject it).
+            var lazyType = typeof(Lazy<,>).MakeGenericType(contract, typeof(IDictionary<string, object>));
             lazies = container.GetExports(lazyType).ToList();
-
-            // Export factories count every export without constructing it; those missing from the
-            // lazy-with-metadata list are exports without a [PluginName].
-            var factoryType = typeof(ExportFactory<>).MakeGenericType(contract);
-            unnamed = container.GetExports(factoryType).Count() - lazies.Count();
         }
         catch (Exception ex)
         {
@@ -286,20 +281,22 @@ public sealed class PluginCatalog : IDisposable
         foreach (var lazy in lazies)
         {
             var lazyType = lazy.GetType();
-            var metadata = (PluginMetadata)lazyType.GetProperty("Metadata")!.GetValue(lazy)!;
+            var metadata = (IDictionary<string, object>)lazyType.GetProperty("Metadata")!.GetValue(lazy)!;
+            var name = metadata.TryGetValue(nameof(PluginMetadata.Name), out var value) ? value as string : null;
+            if (string.IsNullOrWhiteSpace(name))
+            {
+                results.Add((null, null, $"it exports an {contract.Name} without [PluginName(\"...\")]"));
+                continue;
+            }
+
             try
             {
-                results.Add((metadata.Name, lazyType.GetProperty("Value")!.GetValue(lazy), null));
+                results.Add((name, lazyType.GetProperty("Value")!.GetValue(lazy), null));
             }
             catch (Exception ex)
             {
-                results.Add((metadata.Name, null, $"its {contract.Name} could not be created: {Describe(ex)}"));
+                results.Add((name, null, $"its {contract.Name} could not be created: {Describe(ex)}"));
             }
-        }
-
-        for (var i = 0; i < unnamed; i++)
-        {
-            results.Add((null, null, $"it exports an {contract.Name} without [PluginName(\"...\")]"));
         }
 
         return results;

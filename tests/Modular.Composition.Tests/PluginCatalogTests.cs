@@ -187,6 +187,18 @@ public sealed class PluginCatalogTests : IDisposable
     }
 
     [Fact]
+    public void An_export_without_a_plugin_name_is_reported_not_lost()
+    {
+        using var catalog = PluginCatalog.Load(PluginsDir(builtIns: false, "UnnamedProxy", "ThirdPartyProxy"), _logger);
+
+        var unnamed = catalog.Plugins.Single(p => p.AssemblyPath.EndsWith("UnnamedProxy.dll", StringComparison.Ordinal));
+        Assert.False(unnamed.Loaded);
+        Assert.Equal("UnnamedProxy", unnamed.Name);
+        Assert.Contains("[PluginName", unnamed.Error, StringComparison.Ordinal);
+        Assert.Equal(["thirdparty"], catalog.NamesOf<IProxyFactory>());
+    }
+
+    [Fact]
     public void A_missing_plugins_folder_gives_an_empty_catalog_and_a_warning()
     {
         using var catalog = PluginCatalog.Load(Path.Combine(Path.GetTempPath(), $"modular-none-{Guid.NewGuid():N}"), _logger);
