@@ -180,7 +180,7 @@ public sealed class PluginCatalogTests : IDisposable
         Assert.True(entries[0].Loaded);
         Assert.Contains("a-first", entries[0].AssemblyPath, StringComparison.Ordinal);
         Assert.False(entries[1].Loaded);
-        Assert.Contains("duplicate plugin name 'thirdparty'", entries[1].Error, StringComparison.Ordinal);
+        Assert.Contains("duplicate proxy plugin name 'thirdparty'", entries[1].Error, StringComparison.Ordinal);
         Assert.Contains(entries[0].AssemblyPath, entries[1].Error, StringComparison.Ordinal);
         Assert.NotNull(catalog.Get<IProxyFactory>("thirdparty"));
         Assert.Single(_logger.Warnings);
