@@ -128,8 +128,10 @@ public sealed class UdpProxy : IProxy
     public void RedirectAs(IPEndPoint endpoint)
     {
         ArgumentNullException.ThrowIfNull(endpoint);
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _closed) != 0, this);
+        var own = _endpoint ?? throw new InvalidOperationException("Call AddRelayedConnAsync before RedirectAs.");
         SpoofingSender? next = null;
-        if (!endpoint.Equals(_endpoint))
+        if (!endpoint.Equals(own))
         {
             try
             {
