@@ -71,12 +71,28 @@ public static class StunMessage
         return HeaderSize;
     }
 
-    /// <summary>Writes the success response to <paramref name="request"/> telling <paramref name="mapped"/>; returns its length.</summary>
+    /// <summary>Writes the success response to <paramref name="request"/> telling <paramref name="mappedAddress"/>; returns its length.</summary>
     public static int WriteBindingSuccess(Span<byte> destination, ReadOnlySpan<byte> request, IPAddress mappedAddress, int mappedPort)
     {
-        var v6 = mappedAddress.AddressFamily == AddressFamily.InterNetworkV6 && !mappedAddress.IsIPv4MappedToIPv6;
-        var address = v6 ? mappedAddress : mappedAddress.MapToIPv4();
-        var addressLength = v6 ? 16 : 4;
+        var address = mappedAddress.IsIPv4MappedToIPv6 ? mappedAddress.MapToIPv4() : mappedAddress;
+        Span<byte> bytes = stackalloc byte[16];
+        address.TryWriteBytes(bytes, out var written);
+        return WriteBindingSuccess(destination, request, bytes[..written], mappedPort);
+    }
+
+    /// <summary>
+    /// Writes the success response for a mapped address given as raw network-order bytes (4 for IPv4,
+    /// 16 for IPv6; an IPv4-mapped IPv6 address is answered as IPv4). Allocation-free.
+    /// </summary>
+    public static int WriteBindingSuccess(Span<byte> destination, ReadOnlySpan<byte> request, ReadOnlySpan<byte> address, int mappedPort)
+    {
+        if (address.Length == 16 && address[..10].IndexOfAnyExcept((byte)0) < 0 && address[10] == 0xff && address[11] == 0xff)
+        {
+            address = address[12..];
+        }
+
+        var v6 = address.Length == 16;
+        var addressLength = address.Length;
         var attributeLength = 4 + addressLength;
 
         BinaryPrimitives.WriteUInt16BigEndian(destination, BindingSuccess);
@@ -89,7 +105,7 @@ public static class StunMessage
         attribute[5] = (byte)(v6 ? 2 : 1);
         BinaryPrimitives.WriteUInt16BigEndian(attribute[6..], (ushort)(mappedPort ^ (MagicCookie >> 16)));
         var xored = attribute.Slice(8, addressLength);
-        address.TryWriteBytes(xored, out _);
+        address.CopyTo(xored);
         // XOR with cookie (and, for IPv6, the transaction id): the 16 bytes at offset 4 of the header.
         var mask = destination.Slice(4, 16);
         for (var i = 0; i < addressLength; i++)
