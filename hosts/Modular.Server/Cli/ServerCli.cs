@@ -199,7 +199,7 @@ public static class ServerCli
             await using var app = await ServerHost.BuildAsync(config, logger, ct);
             await app.StartAsync(ct);
             logger.Information("modular-server listening on {Address} ({Scheme}); components: {Components}; data in {DataDir}",
-                config.Listen, config.Tls.Enabled ? "TLS" : "plaintext", string.Join(", ", config.Components), config.DataDir);
+                ServerHost.GrpcAddress(app), config.Tls.Enabled ? "TLS" : "plaintext", string.Join(", ", config.Components), config.DataDir);
             await app.WaitForShutdownAsync(ct);
             return 0;
         }

@@ -42,6 +42,8 @@ public sealed class SqliteStore : IStore
         }
 
         await using var db = await OpenAsync(cancellationToken);
+        // Peers and (hashed) setup keys are nobody else's business; SQLite gives the WAL files the same mode.
+        File.SetUnixFileMode(DatabasePath, UnixFileMode.UserRead | UnixFileMode.UserWrite);
         await db.ExecuteAsync("PRAGMA journal_mode=WAL;");
         var version = await db.ExecuteScalarAsync<long>("PRAGMA user_version;");
         if (version > SchemaVersion)
