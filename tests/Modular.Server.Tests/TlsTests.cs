@@ -41,6 +41,21 @@ public sealed class TlsTests
         var reply = await client.RegisterAsync(await server.CreateSetupKeyAsync(), TestServer.Meta("secure"), CancellationToken.None);
         Assert.StartsWith("https://127.0.0.1:", reply.Services.SignalUrl, StringComparison.Ordinal);
 
+        // The agent's way: ControlChannel with the certificate as tls_ca.
+        using (var agentChannel = Modular.Control.ControlChannel.Create(server.Address.ToString(), certPath))
+        {
+            var login = await new ManagementClient(agentChannel, agent).LoginAsync(TestServer.Meta("secure"), CancellationToken.None);
+            Assert.Equal(reply.PeerConfig.Address, login.PeerConfig.Address);
+        }
+
+        // Without it the certificate is not trusted.
+        using (var untrusting = Modular.Control.ControlChannel.Create(server.Address.ToString()))
+        {
+            var e = await Assert.ThrowsAsync<Grpc.Core.RpcException>(() => new ManagementClient(untrusting, agent).GetServerKeyAsync(CancellationToken.None));
+            Assert.True(e.StatusCode is Grpc.Core.StatusCode.Unavailable or Grpc.Core.StatusCode.Internal, e.ToString());
+            Assert.Contains("SSL", e.ToString(), StringComparison.OrdinalIgnoreCase);
+        }
+
         await server.DisposeAsync();
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
         Directory.Delete(dir, recursive: true);
