@@ -83,6 +83,15 @@ public sealed class RelayServer : IHostedService, IDisposable
     public Task StopAsync(CancellationToken cancellationToken)
     {
         _stopping = true;
+        try
+        {
+            // Wakes a thread blocked in recvmmsg at once (Linux wakes receivers even on an unconnected UDP socket).
+            _socket?.Shutdown(SocketShutdown.Both);
+        }
+        catch (SocketException)
+        {
+        }
+
         _thread?.Join(TimeSpan.FromSeconds(5));
         _socket?.Dispose();
         return Task.CompletedTask;
