@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text;
 using Modular.WireGuard.Conn;
@@ -361,16 +360,5 @@ public sealed unsafe class LinuxTun : ITun
         }
     }
 
-    private static void RunIp(string arguments)
-    {
-        var psi = new ProcessStartInfo("ip", arguments) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
-        using var process = Process.Start(psi) ?? throw new IOException("cannot start ip");
-        var error = process.StandardError.ReadToEnd();
-        process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
-        if (process.ExitCode != 0)
-        {
-            throw new IOException($"ip {arguments}: {error.Trim()}");
-        }
-    }
+    private static void RunIp(string arguments) => Interface.IpCommand.Run(arguments);
 }
