@@ -32,6 +32,11 @@ internal static class IpCommand
     public static Task RunAsync(string arguments, CancellationToken cancellationToken)
         => Task.Run(() => Run(arguments), cancellationToken);
 
-    /// <summary>True when the interface exists in this network namespace.</summary>
-    public static bool LinkExists(string name) => Directory.Exists(Path.Combine("/sys/class/net", name));
+    /// <summary>True when the interface exists in this network namespace (or in the named one).</summary>
+    public static bool LinkExists(string name, string? networkNamespace = null) => networkNamespace is null
+        ? Directory.Exists(Path.Combine("/sys/class/net", name))
+        : TryRun($"-n {networkNamespace} link show dev {name}").ExitCode == 0;
+
+    /// <summary>"-n ns " for commands aimed at a named namespace, else empty.</summary>
+    public static string In(string? networkNamespace) => networkNamespace is null ? string.Empty : $"-n {networkNamespace} ";
 }

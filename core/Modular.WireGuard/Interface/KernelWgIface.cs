@@ -32,9 +32,14 @@ public sealed class KernelWgIface : IWgIface
 
     public string Name => _options.Name;
 
+    /// <summary>Runs the device in this named network namespace instead of ours (component tests).</summary>
+    internal string? NetworkNamespace { get; init; }
+
+    private string Ip => IpCommand.In(NetworkNamespace);
+
     public WgInterfaceMode Mode => WgInterfaceMode.Kernel;
 
-    public IPNetwork Address => _options.Address;
+    public IPNetwork Address => _options.Network;
 
     public int Mtu => _options.Mtu;
 
@@ -66,20 +71,20 @@ public sealed class KernelWgIface : IWgIface
 
             if (UsesKernelModule)
             {
-                await IpCommand.RunAsync($"link add dev {Name} type wireguard", cancellationToken);
-                _control = new NetlinkControl(Name);
+                await IpCommand.RunAsync($"{Ip}link add dev {Name} type wireguard", cancellationToken);
+                _control = new NetlinkControl(Name, Ip);
             }
             else
             {
-                var process = await WireGuardGoProcess.StartAsync(Name, _logger, cancellationToken, _userspaceExecutable);
+                var process = await WireGuardGoProcess.StartAsync(Name, _logger, cancellationToken, _userspaceExecutable, NetworkNamespace);
                 _control = new UapiControl(process);
             }
 
             await _control.SetAsync(WgDeviceUpdate.Device(_options.PrivateKey, _options.ListenPort), cancellationToken);
-            await IpCommand.RunAsync($"address add {_options.Address} dev {Name}", cancellationToken);
-            await IpCommand.RunAsync($"link set dev {Name} mtu {_options.Mtu}", cancellationToken);
+            await IpCommand.RunAsync($"{Ip}address add {_options.AddressWithPrefix} dev {Name}", cancellationToken);
+            await IpCommand.RunAsync($"{Ip}link set dev {Name} mtu {_options.Mtu}", cancellationToken);
             _logger.LogInformation("Created {Interface} ({Kind}) {Address} mtu {Mtu} port {Port}",
-                Name, UsesKernelModule ? "kernel module" : _userspaceExecutable, _options.Address, _options.Mtu, _options.ListenPort);
+                Name, UsesKernelModule ? "kernel module" : _userspaceExecutable, _options.AddressWithPrefix, _options.Mtu, _options.ListenPort);
         }
         catch
         {
@@ -95,7 +100,7 @@ public sealed class KernelWgIface : IWgIface
     public async ValueTask UpAsync(CancellationToken cancellationToken)
     {
         RequireCreated();
-        await IpCommand.RunAsync($"link set dev {Name} up", cancellationToken);
+        await IpCommand.RunAsync($"{Ip}link set dev {Name} up", cancellationToken);
     }
 
     public async ValueTask CloseAsync(CancellationToken cancellationToken)
@@ -121,9 +126,9 @@ public sealed class KernelWgIface : IWgIface
             await control.DisposeAsync();
         }
 
-        if (IpCommand.LinkExists(Name))
+        if (IpCommand.LinkExists(Name, NetworkNamespace))
         {
-            IpCommand.TryRun($"link del {Name}");
+            IpCommand.TryRun($"{Ip}link del {Name}");
         }
     }
 
@@ -165,7 +170,7 @@ public sealed class KernelWgIface : IWgIface
     }
 
     /// <summary>Configures the kernel module through generic netlink.</summary>
-    private sealed class NetlinkControl(string name) : IExternalWgControl
+    private sealed class NetlinkControl(string name, string ipPrefix) : IExternalWgControl
     {
         public Task SetAsync(WgDeviceUpdate command, CancellationToken cancellationToken)
             => Task.Run(() => WgNetlink.SetDevice(name, command), cancellationToken);
@@ -175,7 +180,7 @@ public sealed class KernelWgIface : IWgIface
 
         public ValueTask DisposeAsync()
         {
-            IpCommand.TryRun($"link del {name}");
+            IpCommand.TryRun($"{ipPrefix}link del {name}");
             return ValueTask.CompletedTask;
         }
     }

@@ -20,8 +20,11 @@ public sealed class WireGuardGoProcess : IAsyncDisposable
     private readonly ILogger _logger;
     private int _disposed;
 
-    private WireGuardGoProcess(string interfaceName, Process process, ILogger logger)
+    private readonly string? _networkNamespace;
+
+    private WireGuardGoProcess(string interfaceName, Process process, ILogger logger, string? networkNamespace)
     {
+        _networkNamespace = networkNamespace;
         InterfaceName = interfaceName;
         _process = process;
         _logger = logger;
@@ -36,15 +39,26 @@ public sealed class WireGuardGoProcess : IAsyncDisposable
 
     public bool HasExited => _process.HasExited;
 
-    /// <summary>Starts <paramref name="executable"/> -f <paramref name="interfaceName"/> and waits until its interface and socket exist.</summary>
-    public static async Task<WireGuardGoProcess> StartAsync(string interfaceName, ILogger logger, CancellationToken cancellationToken, string executable = "wireguard-go")
+    /// <summary>
+    /// Starts <paramref name="executable"/> -f <paramref name="interfaceName"/> (inside
+    /// <paramref name="networkNamespace"/> when given) and waits until its interface and socket exist.
+    /// </summary>
+    public static async Task<WireGuardGoProcess> StartAsync(string interfaceName, ILogger logger, CancellationToken cancellationToken, string executable = "wireguard-go", string? networkNamespace = null)
     {
-        var psi = new ProcessStartInfo(executable)
+        var psi = new ProcessStartInfo(networkNamespace is null ? executable : "ip")
         {
             UseShellExecute = false,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
         };
+        if (networkNamespace is not null)
+        {
+            psi.ArgumentList.Add("netns");
+            psi.ArgumentList.Add("exec");
+            psi.ArgumentList.Add(networkNamespace);
+            psi.ArgumentList.Add(executable);
+        }
+
         psi.ArgumentList.Add("-f");
         psi.ArgumentList.Add(interfaceName);
         psi.Environment[PreferUserspaceVariable] = "1";
@@ -54,12 +68,12 @@ public sealed class WireGuardGoProcess : IAsyncDisposable
         process.ErrorDataReceived += (_, e) => LogLine(logger, e.Data);
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
-        var driver = new WireGuardGoProcess(interfaceName, process, logger);
+        var driver = new WireGuardGoProcess(interfaceName, process, logger, networkNamespace);
         try
         {
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeout.CancelAfter(TimeSpan.FromSeconds(15));
-            while (!(File.Exists(driver.Uapi.SocketPath) && IpCommand.LinkExists(interfaceName)))
+            while (!(File.Exists(driver.Uapi.SocketPath) && IpCommand.LinkExists(interfaceName, networkNamespace)))
             {
                 if (process.HasExited)
                 {
@@ -95,7 +109,7 @@ public sealed class WireGuardGoProcess : IAsyncDisposable
         }
 
         // Deleting the link makes wireguard-go shut down cleanly (it removes its socket); kill if it lingers.
-        IpCommand.TryRun($"link del {InterfaceName}");
+        IpCommand.TryRun($"{IpCommand.In(_networkNamespace)}link del {InterfaceName}");
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
         try
         {

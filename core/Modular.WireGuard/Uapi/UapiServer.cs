@@ -96,6 +96,17 @@ public sealed class UapiServer : IAsyncDisposable
         return new UapiServer(path, listener, handler, logger ?? NullLogger.Instance);
     }
 
+    /// <summary>Serves <paramref name="device"/> (its IpcGet/IpcSet) at <paramref name="path"/>.</summary>
+    public static UapiServer Start(string path, Device.WgDevice device, ILogger? logger = null)
+        => Start(path, new DeviceHandler(device), logger);
+
+    private sealed class DeviceHandler(Device.WgDevice device) : IUapiHandler
+    {
+        public void IpcGet(TextWriter output) => device.IpcGet(output);
+
+        public int IpcSet(TextReader input) => device.IpcSet(input);
+    }
+
     private static bool IsListening(string path)
     {
         using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
