@@ -446,8 +446,10 @@ internal sealed class Peer : IDisposable
         _logger.LogDebug("Peer {Peer}: sending handshake initiation{Retry}", PublicKey.ToShortString(), isRetry ? " (retry)" : "");
         OnAnyAuthenticatedPacketTraversal();
         OnAnyAuthenticatedPacketSent();
-        _device.SendHandshakeMessage(this, message, endpoint);
+
+        // Armed before sending: the response may be processed (and stop this timer) before Send returns.
         RetransmitHandshake.Set(ProtocolTimings.RekeyTimeout + Jitter());
+        _device.SendHandshakeMessage(this, message, endpoint);
     }
 
     // ---- timer events (wireguard.com/papers: 6.1-6.5) ----

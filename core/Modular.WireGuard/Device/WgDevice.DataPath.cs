@@ -500,6 +500,7 @@ public sealed partial class WgDevice
         }
 
         peer.Endpoint = source;
+        peer.AddRx(message.Length);
         peer.OnAnyAuthenticatedPacketTraversal();
         peer.OnAnyAuthenticatedPacketReceived();
         var response = new byte[MessageLayout.ResponseSize];
@@ -572,6 +573,7 @@ public sealed partial class WgDevice
 
         _logger.LogDebug("Peer {Peer}: handshake completed", peer.PublicKey.ToShortString());
         peer.Endpoint = source;
+        peer.AddRx(message.Length);
         peer.OnAnyAuthenticatedPacketTraversal();
         peer.OnAnyAuthenticatedPacketReceived();
         peer.OnHandshakeComplete();
