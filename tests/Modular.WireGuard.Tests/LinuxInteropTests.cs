@@ -179,6 +179,9 @@ public sealed class LinuxInteropTests : IDisposable
         Assert.True(result.ExitCode == 0, result.Error);
         Assert.Equal(0, nsA.TryExec($"ip link show {iface}").ExitCode);
         Assert.Contains("listening port", nsA.Exec($"wg show {iface}"));
+        var second = nsA.TryExec($"{ModularWgPath()} -f {iface}", TimeSpan.FromSeconds(30));
+        Assert.Equal(1, second.ExitCode);
+        Assert.Contains("already served", second.Error);
         nsA.Exec($"ip link del {iface}");
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
         while (File.Exists($"/var/run/wireguard/{iface}.sock") && DateTime.UtcNow < deadline)
