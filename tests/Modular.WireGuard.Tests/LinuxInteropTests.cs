@@ -193,6 +193,21 @@ public sealed class LinuxInteropTests : IDisposable
     }
 
     [SkippableFact]
+    public void ModularWgStopsCleanlyOnSigterm()
+    {
+        RequireTools();
+        var (nsA, _, subnet) = Namespaces();
+        var side = StartSide(nsA, ModularWgPath(), $"mws{Environment.ProcessId % 10000}s{subnet}", subnet, 1);
+
+        Shell.Run("kill", $"-TERM {side.Process.Process.Id}");
+
+        Assert.True(side.Process.Process.WaitForExit(10_000), "modular-wg exits on SIGTERM");
+        Assert.Equal(0, side.Process.Process.ExitCode);
+        Assert.NotEqual(0, nsA.TryExec($"ip link show {side.Iface}").ExitCode);
+        Assert.False(File.Exists($"/var/run/wireguard/{side.Iface}.sock"));
+    }
+
+    [SkippableFact]
     public void WgQuickBringsModularWgUpAndDown()
     {
         RequireTools();
