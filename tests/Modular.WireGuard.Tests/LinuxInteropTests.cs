@@ -66,6 +66,9 @@ public sealed class LinuxInteropTests : IDisposable
         var process = ns.Start($"{executable} -f {iface}", WireGuardGoEnvironment);
         _cleanup.Add(process);
         var socket = $"/var/run/wireguard/{iface}.sock";
+
+        // A process killed at the end of the test cannot remove its socket: the test does.
+        _tempFiles.Add(socket);
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
         while (!(File.Exists(socket) && ns.TryExec($"ip link show {iface}").ExitCode == 0))
         {

@@ -132,6 +132,7 @@ public sealed class LinuxUserspaceIfaceInteropTests
         finally
         {
             thread.Run(() => iface.DisposeAsync());
+            File.Delete($"/var/run/wireguard/{referenceIface}.sock");
         }
 
         Assert.NotEqual(0, nsA.TryExec($"ip link show {options.Name}").ExitCode);
