@@ -371,33 +371,35 @@ internal sealed class Peer : IDisposable
     /// <summary>Sends an authenticated empty packet (or the staged packets, which serve the same purpose).</summary>
     public void SendKeepalive()
     {
+        bool flushStaged;
         lock (SendLock)
         {
-            if (_staged.Count > 0)
+            flushStaged = _staged.Count > 0;
+            if (!flushStaged)
             {
-                goto flush;
-            }
+                var keypair = UsableSendingKeypair();
+                if (keypair is not null)
+                {
+                    var length = _device.SealTransport(keypair, _keepaliveBuffer, 0, _keepaliveBuffer.Length);
+                    if (length > 0)
+                    {
+                        _device.SendToPeer(this, [_keepaliveBuffer], [length], 1, isData: false);
+                    }
 
-            var keypair = UsableSendingKeypair();
-            if (keypair is null)
-            {
-                goto handshake;
+                    return;
+                }
             }
-
-            var length = _device.SealTransport(keypair, _keepaliveBuffer, 0, _keepaliveBuffer.Length);
-            if (length > 0)
-            {
-                _device.SendToPeer(this, [_keepaliveBuffer], [length], 1, isData: false);
-            }
-
-            return;
         }
 
-    flush:
-        SendStaged();
-        return;
-    handshake:
-        SendHandshakeInitiation(isRetry: false);
+        if (flushStaged)
+        {
+            SendStaged();
+        }
+        else
+        {
+            // No session: a keepalive cannot be sent, so start the handshake it was meant to keep up.
+            SendHandshakeInitiation(isRetry: false);
+        }
     }
 
     /// <summary>Builds and sends an initiation, at most once per REKEY_TIMEOUT unless it is a retry.</summary>
