@@ -48,6 +48,33 @@ public sealed class DeviceTests
     }
 
     [Fact]
+    public void A_batch_for_one_peer_reaches_the_bind_in_one_send()
+    {
+        using var pair = new DevicePair();
+        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+        const int batch = 32;
+        var buffers = Enumerable.Range(0, batch).Select(_ => new byte[Conn.PacketBuffers.MaxSegmentSize]).ToArray();
+        var sizes = new int[batch];
+        for (var i = 0; i < batch; i++)
+        {
+            var packet = DevicePair.IPv4Packet("100.64.0.1", i % 2 == 0 ? "100.64.0.2" : "100.64.9.9", 100, (byte)i);
+            packet.CopyTo(buffers[i], 16);
+            sizes[i] = packet.Length;
+        }
+
+        // Every other packet has no route and is dropped: the rest still form one run for B.
+        var sendsBefore = pair.Binds.A.MultiPacketSends;
+        var sentBefore = pair.Binds.A.Sent;
+        pair.A.ProcessOutbound(buffers, sizes, batch, new byte[batch][], new int[batch], [], []);
+        Assert.Equal(sendsBefore + 1, pair.Binds.A.MultiPacketSends);
+        Assert.Equal(sentBefore + (batch / 2), pair.Binds.A.Sent);
+        for (var i = 0; i < batch; i += 2)
+        {
+            Assert.Equal((byte)i, pair.TunB.TryReadWritten(DevicePair.Wait)![^1]);
+        }
+    }
+
+    [Fact]
     public void Staged_packets_are_delivered_after_the_handshake_in_order()
     {
         using var pair = new DevicePair();
