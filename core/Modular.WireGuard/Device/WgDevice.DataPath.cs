@@ -67,7 +67,7 @@ public sealed partial class WgDevice
         RaiseClosed();
     }
 
-    private void ProcessOutbound(byte[][] buffers, int[] sizes, int count, byte[][] groupBuffers, int[] groupSizes, List<Peer> stagedPeers, List<Peer> rekeyPeers)
+    internal void ProcessOutbound(byte[][] buffers, int[] sizes, int count, byte[][] groupBuffers, int[] groupSizes, List<Peer> stagedPeers, List<Peer> rekeyPeers)
     {
         Peer? groupPeer = null;
         var groupCount = 0;

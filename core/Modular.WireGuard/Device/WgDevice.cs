@@ -212,12 +212,23 @@ public sealed partial class WgDevice : IDisposable
     {
         lock (_stateLock)
         {
-            _listenPort = port;
             if (_up)
             {
+                var previous = _listenPort;
                 CloseBindLocked();
-                OpenBindLocked(port);
+                try
+                {
+                    OpenBindLocked(port);
+                }
+                catch
+                {
+                    // Stay reachable on the old port rather than losing the socket altogether.
+                    OpenBindLocked(previous);
+                    throw;
+                }
             }
+
+            _listenPort = port;
         }
     }
 
