@@ -5,9 +5,12 @@ using Modular.Server.Store;
 
 namespace Modular.Server.Management;
 
-/// <summary>The account's peers at one network serial.</summary>
-public sealed record NetworkSnapshot(ulong Serial, IReadOnlyList<PeerRecord> Peers)
+/// <summary>The account's peers, groups and policies at one network serial.</summary>
+public sealed record NetworkSnapshot(ulong Serial, IReadOnlyList<PeerRecord> Peers, Networks.PolicySet? Policies = null)
 {
+    /// <summary>Groups and policies; none (every peer isolated) when the snapshot was made without them.</summary>
+    public Networks.PolicySet PolicySet => Policies ?? Networks.PolicySet.Empty;
+
     private IReadOnlyList<(PeerRecord Peer, Modular.Control.Management.RemotePeer Remote)>? _remotePeers;
     private SyncEncoder? _encoder;
 
@@ -77,7 +80,11 @@ public sealed class NetworkState : BackgroundService
             }
 
             var peers = await _store.ListPeersAsync(cancellationToken);
-            var snapshot = new NetworkSnapshot(serial, peers);
+            var policies = new Networks.PolicySet(
+                await _store.ListGroupsAsync(cancellationToken),
+                await _store.ListPoliciesAsync(cancellationToken),
+                await _store.ListResourcesAsync(cancellationToken));
+            var snapshot = new NetworkSnapshot(serial, peers, policies);
             Volatile.Write(ref _current, snapshot);
             Publish(snapshot);
             return snapshot;
