@@ -26,6 +26,9 @@ public sealed record FirewallOptions
     /// <summary>How often expired flows are swept (their End events emitted); lookups also expire flows lazily.</summary>
     public TimeSpan SweepInterval { get; init; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>Drop events sent to the flow sink per second at most; a flood of dropped packets is counted, not turned into a flood of events.</summary>
+    public int MaxDropEventsPerSecond { get; init; } = 200;
+
     /// <summary>What a new inbound flow that no rule matches gets. Drop: only what policies allow comes in.</summary>
     public RuleAction DefaultInbound { get; init; } = RuleAction.Drop;
 

@@ -28,6 +28,9 @@ public sealed class StatefulFirewall : IDisposable
     private long _tableFull;
     private long _defaultDrops;
     private long _sinkFailures;
+    private long _dropEventWindow;
+    private long _dropEventsInWindow;
+    private long _suppressedDropEvents;
 
     public StatefulFirewall(FirewallOptions? options = null, TimeProvider? timeProvider = null, IFlowSink? sink = null)
     {
@@ -63,6 +66,9 @@ public sealed class StatefulFirewall : IDisposable
 
     /// <summary>New flows no rule matched and the direction's default dropped.</summary>
     public long DefaultDrops => Interlocked.Read(ref _defaultDrops);
+
+    /// <summary>Drop events not emitted because more than <see cref="FirewallOptions.MaxDropEventsPerSecond"/> came in one second.</summary>
+    public long SuppressedDropEvents => Interlocked.Read(ref _suppressedDropEvents);
 
     /// <summary>Flow events the sink threw on.</summary>
     public long SinkFailures => Interlocked.Read(ref _sinkFailures);
@@ -129,6 +135,14 @@ public sealed class StatefulFirewall : IDisposable
         }
 
         ended.ForEach(Emit);
+    }
+
+    /// <summary>Applies the firewall rules of a management network map; rules it cannot read are skipped and returned in <see cref="MappedRules.Rejected"/>.</summary>
+    public MappedRules ApplyNetworkMap(IEnumerable<Modular.Control.Management.FirewallRule> rules)
+    {
+        var mapped = FirewallRuleMapper.Map(rules);
+        UpdateRules(mapped.Rules);
+        return mapped;
     }
 
     /// <summary>A packet leaving towards the mesh (read from the TUN). False: drop it.</summary>
@@ -294,7 +308,7 @@ public sealed class StatefulFirewall : IDisposable
                 Interlocked.Increment(ref _defaultDrops);
             }
 
-            if (_sink is not null)
+            if (_sink is not null && TakeDropEventToken(nowTicks))
             {
                 pending = DropEvent(header, direction, ruleId);
             }
@@ -335,6 +349,25 @@ public sealed class StatefulFirewall : IDisposable
         }
 
         return true;
+    }
+
+    /// <summary>A fixed one-second window; racing threads may let a few extra through at a window's edge, which is harmless.</summary>
+    private bool TakeDropEventToken(long nowTicks)
+    {
+        var window = nowTicks / _time.TimestampFrequency;
+        if (Interlocked.Read(ref _dropEventWindow) != window)
+        {
+            Interlocked.Exchange(ref _dropEventWindow, window);
+            Interlocked.Exchange(ref _dropEventsInWindow, 0);
+        }
+
+        if (Interlocked.Increment(ref _dropEventsInWindow) <= _options.MaxDropEventsPerSecond)
+        {
+            return true;
+        }
+
+        Interlocked.Increment(ref _suppressedDropEvents);
+        return false;
     }
 
     private (RuleAction Action, int RuleIndex) Decide(RuleSets rules, RuleDirection direction, byte protocol, UInt128 remote, ushort port)

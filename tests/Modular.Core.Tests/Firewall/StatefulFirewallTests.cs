@@ -179,6 +179,37 @@ public sealed class StatefulFirewallTests : IDisposable
     }
 
     [Fact]
+    public void A_flood_of_drops_is_counted_in_full_but_emits_bounded_events()
+    {
+        using var firewall = new StatefulFirewall(new FirewallOptions { MaxDropEventsPerSecond = 10 }, _time, _sink);
+        for (ushort port = 1; port <= 100; port++)
+        {
+            Assert.False(firewall.AllowInbound(Udp(Remote, port, Local, 9)));
+        }
+
+        Assert.Equal(100, firewall.DefaultDrops);
+        Assert.Equal(10, _sink.Events.Count(e => e.Type == FlowEventType.Drop));
+        Assert.Equal(90, firewall.SuppressedDropEvents);
+        _time.Advance(TimeSpan.FromSeconds(1));
+        Assert.False(firewall.AllowInbound(Udp(Remote, 1, Local, 9)));
+        Assert.Equal(11, _sink.Events.Count(e => e.Type == FlowEventType.Drop));
+    }
+
+    [Fact]
+    public void Applying_a_network_map_replaces_the_rules_and_reports_unreadable_ones()
+    {
+        var rules = new[]
+        {
+            new Modular.Control.Management.FirewallRule { RuleId = "dns", PeerIp = Remote + "/32", Direction = "in", Action = "accept", Protocol = "udp", PortRanges = { new Modular.Control.Management.PortRange { Start = 53, End = 53 } } },
+            new Modular.Control.Management.FirewallRule { RuleId = "broken", PeerIp = "nonsense", Direction = "in", Action = "accept", Protocol = "all" },
+        };
+        var mapped = _firewall.ApplyNetworkMap(rules);
+        Assert.Single(mapped.Rejected);
+        Assert.True(_firewall.AllowInbound(Udp(Remote, 5000, Local, 53)));
+        Assert.False(_firewall.AllowInbound(Tcp(Remote, 5000, Local, 80, TcpFlags.Syn)), "the old web rule was not replaced");
+    }
+
+    [Fact]
     public void A_throwing_sink_never_breaks_the_packet_path()
     {
         using var firewall = new StatefulFirewall(null, _time, new ThrowingSink());
