@@ -18,6 +18,8 @@ public sealed class CompiledRuleSet
     private const int ProtocolSlots = 4; // Tcp, Udp, Icmp, Other
 
     private readonly TrieNode _root = new();
+    private readonly List<TrieNode> _ipv4Ancestors = [];
+    private readonly TrieNode? _ipv4Root;
 
     private CompiledRuleSet(IReadOnlyList<FirewallRule> rules, Func<string, StrongBox<long>> counterFor)
     {
@@ -44,6 +46,20 @@ public sealed class CompiledRuleSet
                 node.Tables[slot] = PortTable.Build(rules, indexes.Where(i => AppliesTo(rules[i].Protocol, slot)).ToList());
             }
         }
+
+        var ipv4Mapped = new UInt128(0, 0x0000_FFFF_0000_0000UL);
+        var walk = _root;
+        for (var depth = 0; depth < 96 && walk is not null; depth++)
+        {
+            if (walk.Tables is not null)
+            {
+                _ipv4Ancestors.Add(walk);
+            }
+
+            walk = ((ipv4Mapped >> (127 - depth)) & UInt128.One) == UInt128.Zero ? walk.Zero : walk.One;
+        }
+
+        _ipv4Root = walk;
     }
 
     public static CompiledRuleSet Empty { get; } = new([], _ => new StrongBox<long>());
@@ -69,7 +85,29 @@ public sealed class CompiledRuleSet
         // way down and keep the last; no per-packet allocation.
         var best = -1;
         var node = _root;
-        for (var depth = 0; ; depth++)
+        var depth = 0;
+        if ((remote >> 32) == 0xFFFF)
+        {
+            // IPv4: the first 96 bits are always ::ffff, so skip straight to that node, checking only the few
+            // shorter prefixes on the way that carry rules (e.g. ::/0).
+            foreach (var ancestor in _ipv4Ancestors)
+            {
+                if (ancestor.Tables![slot] is { } ancestorTable && ancestorTable.Find(lookupPort) is var ancestorHit and >= 0)
+                {
+                    best = ancestorHit;
+                }
+            }
+
+            if (_ipv4Root is null)
+            {
+                return best;
+            }
+
+            node = _ipv4Root;
+            depth = 96;
+        }
+
+        for (; ; depth++)
         {
             if (node.Tables?[slot] is { } table)
             {

@@ -94,6 +94,19 @@ public class CompiledRuleSetTests
     }
 
     [Fact]
+    public void Ipv6_wide_prefixes_cover_ipv4_below_the_more_specific_ipv4_rules()
+    {
+        var rules = CompiledRuleSet.Compile([
+            Rule("everything", RuleAction.Drop, RuleProtocol.All, "::/0"),
+            Rule("overlay", RuleAction.Accept, RuleProtocol.Udp, "100.64.0.0/10"),
+        ]);
+        Assert.Equal("everything", Winner(rules, "10.0.0.1", IpProtocol.Udp, 53));
+        Assert.Equal("overlay", Winner(rules, "100.64.3.4", IpProtocol.Udp, 53));
+        Assert.Equal("everything", Winner(rules, "100.64.3.4", IpProtocol.Tcp, 53));
+        Assert.Equal("everything", Winner(CompiledRuleSet.Compile([Rule("everything", RuleAction.Drop, RuleProtocol.All, "::/0")]), "10.0.0.1", IpProtocol.Udp, 53));
+    }
+
+    [Fact]
     public void Ten_thousand_rules_match_like_a_linear_scan()
     {
         var random = new Random(42);
