@@ -30,8 +30,9 @@ public enum TcpFlags : byte
 /// </summary>
 public readonly struct PacketHeader
 {
-    public PacketHeader(byte ipVersion, byte protocol, UInt128 source, UInt128 destination, ushort sourcePort, ushort destinationPort, TcpFlags tcpFlags, byte icmpType, byte icmpCode, int length, bool isFragment)
+    public PacketHeader(byte ipVersion, byte protocol, UInt128 source, UInt128 destination, ushort sourcePort, ushort destinationPort, TcpFlags tcpFlags, byte icmpType, byte icmpCode, int length, bool isFragment, FlowKey? quotedKey = null)
     {
+        QuotedKey = quotedKey;
         IpVersion = ipVersion;
         Protocol = protocol;
         Source = source;
@@ -68,6 +69,12 @@ public readonly struct PacketHeader
 
     /// <summary>A non-first fragment: it carries no transport header, so its ports are unknown.</summary>
     public bool IsFragment { get; }
+
+    /// <summary>
+    /// For an ICMP error (unreachable, packet too big, time exceeded, parameter problem): the 5-tuple of the
+    /// packet it quotes, so the error can be matched to the connection it concerns (Linux conntrack's RELATED).
+    /// </summary>
+    public FlowKey? QuotedKey { get; }
 
     public bool IsIcmp => Protocol is IpProtocol.Icmp or IpProtocol.IcmpV6;
 
@@ -239,12 +246,70 @@ public static class PacketParser
 
                 var type = transport[0];
                 var isEcho = protocol == IpProtocol.Icmp ? type is 8 or 0 : type is 128 or 129;
+                var isError = protocol == IpProtocol.Icmp ? type is 3 or 11 or 12 : type is 1 or 2 or 3 or 4;
                 var identifier = isEcho ? BinaryPrimitives.ReadUInt16BigEndian(transport[4..]) : (ushort)0;
-                header = new PacketHeader(version, protocol, source, destination, identifier, identifier, TcpFlags.None, type, transport[1], length, isFragment: false);
+                var quoted = isError && TryParseQuoted(version, transport[8..], out var quotedKey) ? quotedKey : (FlowKey?)null;
+                header = new PacketHeader(version, protocol, source, destination, identifier, identifier, TcpFlags.None, type, transport[1], length, isFragment: false, quoted);
                 return true;
             default:
                 header = new PacketHeader(version, protocol, source, destination, 0, 0, TcpFlags.None, 0, 0, length, isFragment: false);
                 return true;
+        }
+    }
+
+    /// <summary>
+    /// The packet an ICMP error quotes: its IP header and at least the first 8 bytes of its transport header,
+    /// so its length fields describe more than is there; only addresses, protocol and ports are read.
+    /// </summary>
+    private static bool TryParseQuoted(byte version, ReadOnlySpan<byte> quoted, out FlowKey key)
+    {
+        key = default;
+        int transportOffset;
+        byte protocol;
+        UInt128 source;
+        UInt128 destination;
+        if (version == 4)
+        {
+            if (quoted.Length < 20 || quoted[0] >> 4 != 4)
+            {
+                return false;
+            }
+
+            transportOffset = (quoted[0] & 0x0F) * 4;
+            protocol = quoted[9];
+            source = MapIpv4(BinaryPrimitives.ReadUInt32BigEndian(quoted[12..]));
+            destination = MapIpv4(BinaryPrimitives.ReadUInt32BigEndian(quoted[16..]));
+        }
+        else
+        {
+            if (quoted.Length < 40 || quoted[0] >> 4 != 6)
+            {
+                return false;
+            }
+
+            transportOffset = 40;
+            protocol = quoted[6];
+            source = BinaryPrimitives.ReadUInt128BigEndian(quoted[8..]);
+            destination = BinaryPrimitives.ReadUInt128BigEndian(quoted[24..]);
+        }
+
+        if (transportOffset < 20 || quoted.Length < transportOffset + 8)
+        {
+            return false;
+        }
+
+        var transport = quoted[transportOffset..];
+        switch (protocol)
+        {
+            case IpProtocol.Tcp or IpProtocol.Udp:
+                key = new FlowKey(protocol, source, destination, BinaryPrimitives.ReadUInt16BigEndian(transport), BinaryPrimitives.ReadUInt16BigEndian(transport[2..]));
+                return true;
+            case IpProtocol.Icmp or IpProtocol.IcmpV6:
+                var identifier = BinaryPrimitives.ReadUInt16BigEndian(transport[4..]);
+                key = new FlowKey(protocol, source, destination, identifier, identifier);
+                return true;
+            default:
+                return false;
         }
     }
 

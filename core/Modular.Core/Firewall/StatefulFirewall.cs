@@ -201,6 +201,12 @@ public sealed class StatefulFirewall : IDisposable
             return false;
         }
 
+        if (header.QuotedKey is { } quoted && IsTracked(quoted))
+        {
+            // An ICMP error about a tracked connection (e.g. "packet too big" for path MTU discovery) belongs to it.
+            return true;
+        }
+
         var key = header.Key;
         var shard = _shards[ShardIndex(key)];
         var nowTicks = _time.GetTimestamp();
@@ -224,6 +230,16 @@ public sealed class StatefulFirewall : IDisposable
         }
 
         return allowed;
+    }
+
+    private bool IsTracked(FlowKey key)
+    {
+        var shard = _shards[ShardIndex(key)];
+        var nowTicks = _time.GetTimestamp();
+        lock (shard.Lock)
+        {
+            return (shard.Flows.TryGetValue(key, out var entry) || shard.Flows.TryGetValue(key.Reverse(), out entry)) && !IsExpired(entry, nowTicks);
+        }
     }
 
     /// <summary>A packet of a connection already tracked (either direction): update state and counters.</summary>

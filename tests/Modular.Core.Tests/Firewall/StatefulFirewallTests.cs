@@ -210,6 +210,20 @@ public sealed class StatefulFirewallTests : IDisposable
     }
 
     [Fact]
+    public void Icmp_errors_about_tracked_connections_pass_and_others_follow_the_rules()
+    {
+        var syn = Tcp(Local, 45000, Remote, 443, TcpFlags.Syn);
+        Assert.True(_firewall.AllowOutbound(syn));
+        Assert.True(_firewall.AllowInbound(IcmpError(Remote, Local, syn)), "a 'fragmentation needed' for our connection was dropped");
+
+        var unrelated = Tcp(Local, 45001, Remote, 443, TcpFlags.Syn);
+        Assert.False(_firewall.AllowInbound(IcmpError(Remote, Local, unrelated)));
+
+        // A quote too short to read is just an ICMP packet for the rules (here: dropped by default).
+        Assert.False(_firewall.AllowInbound(Ip(Remote, Local, IpProtocol.Icmp, [3, 4, 0, 0, 0, 0, 5, 0x78, 0x45])));
+    }
+
+    [Fact]
     public void A_throwing_sink_never_breaks_the_packet_path()
     {
         using var firewall = new StatefulFirewall(null, _time, new ThrowingSink());
@@ -241,6 +255,18 @@ public sealed class StatefulFirewallTests : IDisposable
         Assert.True(_firewall.AllowOutbound(Tcp(Local, 80, Remote, port, TcpFlags.Syn | TcpFlags.Ack)));
         Assert.True(_firewall.AllowInbound(Tcp(Remote, port, Local, 80, TcpFlags.Ack)));
         Assert.Equal(ConnectionState.Established, _firewall.SnapshotFlows().Single(f => f.Key.SourcePort == port).State);
+    }
+
+    /// <summary>ICMPv4 "fragmentation needed" quoting the first 28 bytes of <paramref name="offending"/>.</summary>
+    private static byte[] IcmpError(string source, string destination, byte[] offending)
+    {
+        var icmp = new byte[8 + 28];
+        icmp[0] = 3;
+        icmp[1] = 4;
+        icmp[7] = 0x78; // next-hop MTU 1400 (low byte)
+        icmp[6] = 0x05;
+        offending.AsSpan(0, 28).CopyTo(icmp.AsSpan(8));
+        return Ip(source, destination, IpProtocol.Icmp, icmp);
     }
 
     private FlowSnapshot Single() => Assert.Single(_firewall.SnapshotFlows());
