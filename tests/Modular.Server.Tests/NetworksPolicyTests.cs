@@ -156,6 +156,25 @@ public sealed class NetworksPolicyTests : IAsyncLifetime
     }
 
     [Fact]
+    public void In_a_large_group_each_member_gets_one_rule_per_other_member_and_outsiders_none()
+    {
+        var peers = Enumerable.Range(0, 600).Select(i => new PeerRecord(
+            $"p{i}", default, $"h{i}", $"h{i}", OverlayNetwork.FirstHost + (uint)i, DateTimeOffset.UnixEpoch, DateTimeOffset.UnixEpoch, "1", "linux", [], [], "", null, "k")).ToList();
+        var members = peers.Take(500).Select(p => p.Id).ToList();
+        var set = new PolicySet(
+            [new GroupRecord(GroupRecord.AllGroupId, GroupRecord.AllGroupName, true, [.. peers.Select(p => p.Id)], DateTimeOffset.UnixEpoch), new GroupRecord("g", "team", false, members, DateTimeOffset.UnixEpoch)],
+            [new PolicyRecord("team-ssh", "team-ssh", "g", "g", null, PolicyProtocol.Tcp, [new PortSpan(22, 22)], PolicyAction.Accept, false, DateTimeOffset.UnixEpoch)],
+            []);
+        var snapshot = new NetworkSnapshot(1, peers, set);
+        var first = set.RulesFor(peers[0], snapshot.Peers);
+        Assert.Equal(499, first.Count(r => r.Direction == "in"));
+        Assert.Equal(499, first.Count(r => r.Direction == "out"));
+        Assert.DoesNotContain(first, r => r.PeerIp == $"{peers[0].OverlayAddress}/32");
+        Assert.Contains(set.RulesFor(peers[499], snapshot.Peers), r => r.PeerIp == $"{peers[0].OverlayAddress}/32" && r.Direction == "in");
+        Assert.Empty(set.RulesFor(peers[550], snapshot.Peers));
+    }
+
+    [Fact]
     public async Task Sync_carries_the_rules_and_pushes_new_ones_when_a_policy_changes()
     {
         var dataDir = Path.Combine(_dir, "server");

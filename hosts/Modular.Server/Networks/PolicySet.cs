@@ -15,6 +15,9 @@ public sealed class PolicySet
 
     private readonly Dictionary<string, HashSet<string>> _members;
 
+    /// <summary>Per group, its members' (peer ID, "ip/32") in address order; built once per snapshot, shared by every stream.</summary>
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, (string PeerId, string PeerIp)[]> _memberIps = new(StringComparer.Ordinal);
+
     public PolicySet(IReadOnlyList<GroupRecord> groups, IReadOnlyList<PolicyRecord> policies, IReadOnlyList<NetworkResourceRecord> resources)
     {
         Groups = groups;
@@ -32,7 +35,7 @@ public sealed class PolicySet
 
     public IReadOnlyList<NetworkResourceRecord> Resources { get; }
 
-    /// <summary>The rules that concern <paramref name="self"/>: inbound from peers allowed (or denied) to reach it, outbound to peers it may reach.</summary>
+    /// <summary>The rules that concern <paramref name="self"/> (<paramref name="peers"/> must be the same list for every call on this set): inbound from peers allowed (or denied) to reach it, outbound to peers it may reach.</summary>
     public IReadOnlyList<FirewallRule> RulesFor(PeerRecord self, IReadOnlyList<PeerRecord> peers)
     {
         var rules = new List<FirewallRule>();
@@ -90,11 +93,12 @@ public sealed class PolicySet
             return;
         }
 
-        foreach (var peer in peers)
+        var memberIps = _memberIps.GetOrAdd(remoteGroup, _ => [.. peers.Where(p => members.Contains(p.Id)).Select(p => (p.Id, $"{p.OverlayAddress}/32"))]);
+        foreach (var (peerId, peerIp) in memberIps)
         {
-            if (peer.Id != self.Id && members.Contains(peer.Id))
+            if (peerId != self.Id)
             {
-                Emit(rules, seen, policy, direction, $"{peer.OverlayAddress}/32");
+                Emit(rules, seen, policy, direction, peerIp);
             }
         }
     }
