@@ -224,6 +224,36 @@ public sealed class StatefulFirewallTests : IDisposable
     }
 
     [Fact]
+    public void Established_and_dropped_packets_allocate_nothing()
+    {
+        using var firewall = new StatefulFirewall(null, _time);
+        firewall.UpdateRules([Rule("allow-web", RuleAction.Accept, RuleProtocol.Tcp, "100.64.0.0/10", "80")]);
+        var data = Tcp(Remote, 46000, Local, 80, TcpFlags.Ack | TcpFlags.Psh, payload: 500);
+        var reply = Tcp(Local, 80, Remote, 46000, TcpFlags.Ack, payload: 1000);
+        var blocked = Udp(Remote, 1, Local, 9);
+        Assert.True(firewall.AllowInbound(Tcp(Remote, 46000, Local, 80, TcpFlags.Syn)));
+        Assert.True(firewall.AllowOutbound(Tcp(Local, 80, Remote, 46000, TcpFlags.Syn | TcpFlags.Ack)));
+        for (var warm = 0; warm < 100; warm++)
+        {
+            firewall.AllowInbound(data);
+            firewall.AllowOutbound(reply);
+            firewall.AllowInbound(blocked);
+        }
+
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        var passed = 0;
+        for (var i = 0; i < 10_000; i++)
+        {
+            passed += firewall.AllowInbound(data) ? 1 : 0;
+            passed += firewall.AllowOutbound(reply) ? 1 : 0;
+            passed += firewall.AllowInbound(blocked) ? 1 : 0;
+        }
+
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        Assert.Equal(20_000, passed);
+    }
+
+    [Fact]
     public void A_throwing_sink_never_breaks_the_packet_path()
     {
         using var firewall = new StatefulFirewall(null, _time, new ThrowingSink());
