@@ -104,13 +104,21 @@ public sealed class StatefulFirewall : IDisposable
         var compiled = new RuleSets(
             CompiledRuleSet.Compile(all.Where(r => r.Direction == RuleDirection.Inbound).ToList(), CounterFor),
             CompiledRuleSet.Compile(all.Where(r => r.Direction == RuleDirection.Outbound).ToList(), CounterFor));
+        var ended = new List<FlowEvent>();
+        var now = _time.GetUtcNow();
+
+        // Updates serialize, so the re-check below always runs against the rules that end up in force.
         lock (_rulesLock)
         {
             Volatile.Write(ref _rules, compiled);
+            ReviewTrackedFlows(compiled, ended, now);
         }
 
-        var ended = new List<FlowEvent>();
-        var now = _time.GetUtcNow();
+        ended.ForEach(Emit);
+    }
+
+    private void ReviewTrackedFlows(RuleSets compiled, List<FlowEvent> ended, DateTimeOffset now)
+    {
         foreach (var shard in _shards)
         {
             lock (shard.Lock)
@@ -133,8 +141,6 @@ public sealed class StatefulFirewall : IDisposable
                 }
             }
         }
-
-        ended.ForEach(Emit);
     }
 
     /// <summary>Applies the firewall rules of a management network map; rules it cannot read are skipped and returned in <see cref="MappedRules.Rejected"/>.</summary>
