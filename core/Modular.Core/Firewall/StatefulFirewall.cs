@@ -9,8 +9,10 @@ namespace Modular.Core.Firewall;
 /// (replies included); the first packet of a new connection is checked against the compiled rules of its
 /// direction and, when accepted, starts tracking. Thread-safe: the table is split into shards, each with
 /// its own lock, and a shard is chosen by a hash that is the same for both directions of a connection.
+/// It is the in-process WireGuard device's <see cref="Modular.WireGuard.Device.IPacketFilter"/>: set it as
+/// <c>WgDevice.PacketFilter</c>.
 /// </summary>
-public sealed class StatefulFirewall : IDisposable
+public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, IDisposable
 {
     private const int ShardCount = 16;
 
