@@ -148,6 +148,28 @@ public sealed class NetworksPolicyTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Groups_and_policies_survive_reopening_and_the_default_is_not_recreated_once_deleted()
+    {
+        var peer = await Register("alpha");
+        await _store.CreateGroupAsync("ops", default);
+        await _store.AddPeerToGroupAsync("ops", "alpha", default);
+        await _store.CreatePolicyAsync(new NewPolicy("ops-ssh", "All", "ops", null, "tcp", "22", "accept", false), default);
+        await _store.DeletePolicyAsync(PolicyRecord.DefaultPolicyId, default);
+        await _store.DisposeAsync();
+
+        _store = new SqliteStore(Path.Combine(_dir, "modular.db"), _time);
+        await _store.InitializeAsync(default);
+        var policy = Assert.Single(await _store.ListPoliciesAsync(default));
+        Assert.Equal("ops-ssh", policy.Name);
+        Assert.Equal([new PortSpan(22, 22)], policy.Ports);
+        Assert.Equal([peer.Id], (await _store.ListGroupsAsync(default)).Single(g => g.Name == "ops").PeerIds);
+
+        // Removing the peer removes it from its groups.
+        await _store.RemovePeersAsync("alpha", default);
+        Assert.Empty((await _store.ListGroupsAsync(default)).Single(g => g.Name == "ops").PeerIds);
+    }
+
+    [Fact]
     public void Port_lists_are_sorted_and_merged()
     {
         Assert.Equal("22,80-90,443", PortSpan.Format(PolicyValidator.ParsePorts(" 443, 85-90,80-86 ,22")));

@@ -254,6 +254,33 @@ public sealed class StatefulFirewallTests : IDisposable
     }
 
     [Fact]
+    public void Random_and_mutated_packets_never_throw_and_never_leak_flows_past_the_bound()
+    {
+        using var firewall = new StatefulFirewall(new FirewallOptions { MaxFlows = 256 }, _time, _sink);
+        firewall.UpdateRules([Rule("any", RuleAction.Accept, RuleProtocol.All, "::/0"), Rule("v4", RuleAction.Accept, RuleProtocol.All, "0.0.0.0/0")]);
+        var random = new Random(99);
+        var seeds = new[] { Tcp(Remote, 1, Local, 80, TcpFlags.Syn), Udp("fd00::1", 1, "fd00::2", 53), Echo(Remote, Local, 5, reply: false) };
+        var buffer = new byte[96];
+        for (var i = 0; i < 50_000; i++)
+        {
+            var seed = seeds[i % seeds.Length];
+            var length = Math.Min(buffer.Length, seed.Length);
+            seed.AsSpan(0, length).CopyTo(buffer);
+            for (var flips = random.Next(1, 6); flips > 0; flips--)
+            {
+                buffer[random.Next(length)] = (byte)random.Next(256);
+            }
+
+            var cut = random.Next(length + 1);
+            _ = random.Next(2) == 0 ? firewall.AllowInbound(buffer.AsSpan(0, cut)) : firewall.AllowOutbound(buffer.AsSpan(0, cut));
+        }
+
+        Assert.InRange(firewall.ActiveFlows, 0, 256);
+        Assert.True(firewall.MalformedDrops > 0);
+        Assert.Equal(0, firewall.SinkFailures);
+    }
+
+    [Fact]
     public void A_throwing_sink_never_breaks_the_packet_path()
     {
         using var firewall = new StatefulFirewall(null, _time, new ThrowingSink());
