@@ -74,17 +74,17 @@ internal static class AgentDaemon
         LogPlugins(logger, pluginsDir, catalog);
         PluginSelection.Validate(config, catalog);
 
-        var (_, publicKey, created) = PrivateKeyFile.LoadOrCreate(config.StateDir);
-        logger.Information(
-            created ? "Generated a new WireGuard key in {StateDir}; public key {PublicKey}" : "WireGuard public key {PublicKey} (from {StateDir})",
-            created ? config.StateDir : publicKey.ToBase64(),
-            created ? publicKey.ToBase64() : config.StateDir);
-
         var socketPath = Path.GetFullPath(config.EffectiveSocketPath);
         if (DaemonSocket.Prepare(socketPath) == DaemonSocket.Previous.StaleSocketRemoved)
         {
             logger.Warning("Removed a stale socket left by a daemon that did not stop cleanly: {Socket}", socketPath);
         }
+
+        var (_, publicKey, created) = PrivateKeyFile.LoadOrCreate(config.StateDir);
+        logger.Information(
+            created ? "Generated a new WireGuard key in {StateDir}; public key {PublicKey}" : "WireGuard public key {PublicKey} (from {StateDir})",
+            created ? config.StateDir : publicKey.ToBase64(),
+            created ? publicKey.ToBase64() : config.StateDir);
 
         var recorder = new StatusRecorder(
             new InterfaceStatus(config.Interface.Name, config.Interface.Mode.ToString().ToLowerInvariant(), config.Interface.Port, config.Interface.Mtu),
