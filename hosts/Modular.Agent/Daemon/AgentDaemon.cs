@@ -142,20 +142,22 @@ internal static class AgentDaemon
         config.Rosenpass.Permissive,
         config.Netflow.Enabled);
 
+    // The catalog logs each plugin as it loads or fails, with its path and reason; this is the one-line summary.
     private static void LogPlugins(Serilog.ILogger logger, string pluginsDir, PluginCatalog catalog)
     {
-        var loaded = catalog.Plugins.Where(p => p.Loaded).ToList();
-        logger.Information("Plugins from {PluginsDir}: {Loaded} loaded, {Failed} failed", pluginsDir, loaded.Count, catalog.Plugins.Count - loaded.Count);
-        foreach (var plugin in catalog.Plugins)
+        var loaded = string.Join(", ", catalog.Plugins.Where(p => p.Loaded).Select(p => p.Name));
+        var failed = catalog.Plugins.Where(p => !p.Loaded).Select(p => p.Name).ToList();
+        if (failed.Count == 0)
         {
-            if (plugin.Loaded)
-            {
-                logger.Information("  plugin {Name} ({Kind} {Version}) from {Path}", plugin.Name, plugin.Kind, plugin.Version ?? "-", plugin.AssemblyPath);
-            }
-            else
-            {
-                logger.Warning("  plugin {Name} NOT loaded from {Path}: {Error}", plugin.Name, plugin.AssemblyPath, plugin.Error);
-            }
+            logger.Information("Plugins from {PluginsDir}: {Loaded}", pluginsDir, loaded.Length > 0 ? loaded : "(none)");
+        }
+        else
+        {
+            logger.Warning(
+                "Plugins from {PluginsDir}: {Loaded}; NOT loaded: {Failed} (see `modular plugins` for why)",
+                pluginsDir,
+                loaded.Length > 0 ? loaded : "(none)",
+                string.Join(", ", failed));
         }
     }
 
