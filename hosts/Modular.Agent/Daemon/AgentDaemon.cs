@@ -86,10 +86,14 @@ internal static class AgentDaemon
         }
 
         var (_, publicKey, created) = PrivateKeyFile.LoadOrCreate(config.StateDir);
-        logger.Information(
-            created ? "Generated a new WireGuard key in {StateDir}; public key {PublicKey}" : "WireGuard public key {PublicKey} (from {StateDir})",
-            created ? config.StateDir : publicKey.ToBase64(),
-            created ? publicKey.ToBase64() : config.StateDir);
+        if (created)
+        {
+            logger.Information("Generated a new WireGuard key in {StateDir}; public key {PublicKey}", config.StateDir, publicKey.ToBase64());
+        }
+        else
+        {
+            logger.Information("WireGuard public key {PublicKey} (key file in {StateDir})", publicKey.ToBase64(), config.StateDir);
+        }
 
         var recorder = new StatusRecorder(
             new InterfaceStatus(config.Interface.Name, config.Interface.Mode.ToString().ToLowerInvariant(), config.Interface.Port, config.Interface.Mtu),
@@ -115,9 +119,11 @@ internal static class AgentDaemon
 
         await using var app = builder.Build();
         app.MapGrpcService<DaemonGrpcService>();
+        var bound = false;
         try
         {
             await app.StartAsync(cancellationToken);
+            bound = true;
             DaemonSocket.SetMode(socketPath);
             logger.Information("Listening for `modular` commands on {Socket}", socketPath);
             logger.Information("No management connection yet: running with no peers");
@@ -125,7 +131,11 @@ internal static class AgentDaemon
         }
         finally
         {
-            DaemonSocket.Remove(socketPath);
+            // Only our own socket: if binding failed, the file there may be a daemon that won a race.
+            if (bound)
+            {
+                DaemonSocket.Remove(socketPath);
+            }
         }
 
         logger.Information("modular stopped");
