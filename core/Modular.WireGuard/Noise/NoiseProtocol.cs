@@ -9,14 +9,15 @@ internal sealed class StaticIdentity
 {
     public StaticIdentity(ReadOnlySpan<byte> privateKey)
     {
-        PrivateKey = privateKey.ToArray();
-        Curve25519.Clamp(PrivateKey);
-        Key = Curve25519.ImportPrivateKey(PrivateKey);
+        // The secret lives only inside NSec's protected key memory; the clamped copy is wiped.
+        Span<byte> clamped = stackalloc byte[32];
+        privateKey[..32].CopyTo(clamped);
+        Curve25519.Clamp(clamped);
+        Key = Curve25519.ImportPrivateKey(clamped);
+        clamped.Clear();
         Curve25519.ExportPublicKey(Key, PublicKey);
         NoiseProtocol.InitialHashFor(PublicKey, InitialHash);
     }
-
-    public byte[] PrivateKey { get; }
 
     /// <summary>The private key imported once into NSec; safe to share between threads (it is never disposed while the identity is reachable).</summary>
     public NSec.Cryptography.Key Key { get; }
