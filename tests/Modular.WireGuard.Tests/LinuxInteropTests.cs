@@ -4,6 +4,7 @@ using Modular.Abstractions.WireGuard;
 using Modular.Testing;
 using Modular.WireGuard.Interface;
 using Modular.WireGuard.Kernel;
+using Xunit.Abstractions;
 
 namespace Modular.WireGuard.Tests;
 
@@ -12,7 +13,7 @@ namespace Modular.WireGuard.Tests;
 /// own namespace joined by a veth (underlay 198.18.x, overlay 100.64.x), configured with the
 /// real `wg` tool through the UAPI sockets.
 /// </summary>
-public sealed class LinuxInteropTests : IDisposable
+public sealed class LinuxInteropTests(ITestOutputHelper output) : IDisposable
 {
     private static readonly Dictionary<string, string> WireGuardGoEnvironment = new()
     {
@@ -372,6 +373,7 @@ public sealed class LinuxInteropTests : IDisposable
 
             // Each rekey carried a TAI64N timestamp later than the last (modular-wg's run ahead of real time): none was refused.
             Assert.DoesNotContain("invalid initiation", reference.Process.Output, StringComparison.OrdinalIgnoreCase);
+            output.WriteLine($"ping {received}/{sent}; handshakes seen by wireguard-go: {referenceHandshakes.Count}, by modular-wg: {modularHandshakes.Count}");
         }
 
         // Both ends still hold a working session, whichever side sends first.
