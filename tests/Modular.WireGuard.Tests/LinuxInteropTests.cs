@@ -439,6 +439,25 @@ public sealed class LinuxInteropTests(ITestOutputHelper output) : IDisposable
         Assert.Equal($"[{underlayA}]:51820", PeerDump(reference)[2]);
     }
 
+    /// <summary>A malformed test clock scale is refused up front, before any interface exists.</summary>
+    [SkippableTheory]
+    [InlineData("fast")]
+    [InlineData("0.5")]
+    [InlineData("-20")]
+    public void ModularWgRefusesABadTimeScale(string scale)
+    {
+        RequireTools();
+        var (nsA, _, subnet) = Namespaces();
+        var iface = $"mts{Environment.ProcessId % 10000}s{subnet}";
+        var environment = new Dictionary<string, string> { [TimeScaleVariable] = scale };
+
+        var result = Shell.TryRun("ip", $"netns exec {nsA.Name} {ModularWgPath()} -f {iface}", TimeSpan.FromSeconds(30), environment);
+
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains(TimeScaleVariable, result.Error);
+        Assert.NotEqual(0, nsA.TryExec($"ip link show {iface}").ExitCode);
+    }
+
     private const string TimeScaleVariable = "MODULAR_WG_TEST_TIME_SCALE";
 
     /// <summary>`ss -e` details of the UDP sockets bound to <paramref name="port"/> in the namespace.</summary>
