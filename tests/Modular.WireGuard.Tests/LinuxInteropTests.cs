@@ -346,10 +346,10 @@ public sealed class LinuxInteropTests(ITestOutputHelper output) : IDisposable
         Ping(modular, reference);
         Assert.Contains("TEST-ONLY clock running 20x faster", modular.Process.Output);
 
-        // ~18 s of traffic: three REKEY_AFTER_TIME periods on modular-wg's clock, bounded in count and time.
+        // ~22 s of traffic: over three REKEY_AFTER_TIME periods on modular-wg's clock, bounded in count and time.
         var referenceHandshakes = new HashSet<long>();
         var modularHandshakes = new HashSet<long>();
-        using (var ping = nsA.Start($"ping -c 90 -i 0.2 -W 1 {reference.Overlay}"))
+        using (var ping = nsA.Start($"ping -c 110 -i 0.2 -W 1 {reference.Overlay}"))
         {
             var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
             while (!ping.Process.HasExited && DateTime.UtcNow < deadline)
@@ -363,7 +363,7 @@ public sealed class LinuxInteropTests(ITestOutputHelper output) : IDisposable
             ping.Process.WaitForExit(); // drains the redirected output
             var (sent, received) = PingCounts(ping.Output);
             var logs = $"\n--- modular-wg:\n{modular.Process.Output}\n--- wireguard-go:\n{reference.Process.Output}";
-            Assert.True(sent >= 80 && received >= sent * 9 / 10, $"ping {received}/{sent}: {ping.Output}{logs}");
+            Assert.True(sent >= 100 && received >= sent * 9 / 10, $"ping {received}/{sent}: {ping.Output}{logs}");
 
             // The initial handshake plus at least two timer-driven ones, seen from both sides.
             referenceHandshakes.Remove(0);
@@ -372,6 +372,8 @@ public sealed class LinuxInteropTests(ITestOutputHelper output) : IDisposable
             Assert.True(modularHandshakes.Count >= 3, $"modular-wg saw handshakes at [{string.Join(", ", modularHandshakes)}]{logs}");
 
             // Each rekey carried a TAI64N timestamp later than the last (modular-wg's run ahead of real time): none was refused.
+            // (wireguard-go's verbose log is captured: it shows the initiations it accepted and would name a refused one.)
+            Assert.Contains("Received handshake initiation", reference.Process.Output, StringComparison.Ordinal);
             Assert.DoesNotContain("invalid initiation", reference.Process.Output, StringComparison.OrdinalIgnoreCase);
             output.WriteLine($"ping {received}/{sent}; handshakes seen by wireguard-go: {referenceHandshakes.Count}, by modular-wg: {modularHandshakes.Count}");
         }
