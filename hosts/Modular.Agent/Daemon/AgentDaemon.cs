@@ -1,0 +1,194 @@
+using System.Reflection;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Modular.Agent.Cli;
+using Modular.Composition;
+using Modular.Core.Config;
+using Modular.Core.Status;
+using Serilog;
+
+namespace Modular.Agent.Daemon;
+
+/// <summary>What `modular up` was given on its command line (null: not given).</summary>
+internal sealed record UpOptions(string? ConfigPath, bool EnableLazyConnection, string? Socket, string? LogLevel);
+
+/// <summary>
+/// `modular up`: loads the config and plugins, prepares the identity and the CLI socket, then
+/// runs until SIGTERM/SIGINT or `modular down`. Any start-up problem is one clear line on
+/// stderr and exit code 1; a clean stop is exit code 0 with the socket removed.
+/// </summary>
+internal static class AgentDaemon
+{
+    public static async Task<int> RunAsync(UpOptions options, CancellationToken cancellationToken)
+    {
+        var configPath = AgentPaths.ConfigPath(options.ConfigPath);
+        AgentConfig config;
+        try
+        {
+            var socketOverride = options.Socket ?? NonEmpty(Environment.GetEnvironmentVariable(AgentPaths.SocketEnvironmentVariable));
+            config = AgentConfigLoader.Load(
+                configPath,
+                AgentPaths.Environment(),
+                new AgentConfigOverrides
+                {
+                    LazyConnections = options.EnableLazyConnection ? true : null,
+                    Socket = socketOverride,
+                    LogLevel = options.LogLevel,
+                });
+        }
+        catch (ConfigException e)
+        {
+            await Console.Error.WriteLineAsync(e.Message);
+            return ExitCodes.Error;
+        }
+
+        using var logger = AgentLogging.Create(config.Log.Level, config.Log.File);
+        try
+        {
+            return await RunAsync(configPath, config, logger, cancellationToken);
+        }
+        catch (Exception e) when (e is ConfigException or PluginLoadException or InvalidOperationException or InvalidDataException or IOException or UnauthorizedAccessException)
+        {
+            // One line that says what to fix, on stderr for scripts and in the log for the record.
+            logger.Fatal("Cannot start: {Problem}", e.Message);
+            await Console.Error.WriteLineAsync(e.Message);
+            return ExitCodes.Error;
+        }
+    }
+
+    private static async Task<int> RunAsync(string configPath, AgentConfig config, Serilog.Core.Logger logger, CancellationToken cancellationToken)
+    {
+        var version = typeof(AgentDaemon).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "?";
+        logger.Information("modular {Version} starting (pid {Pid}), config {ConfigPath}", version, Environment.ProcessId, configPath);
+        logger.Information(
+            "interface {Interface} ({Mode}, port {Port}, mtu {Mtu}); management {Management}; setup key: {SetupKey}",
+            config.Interface.Name,
+            config.Interface.Mode.ToString().ToLowerInvariant(),
+            config.Interface.Port,
+            config.Interface.Mtu,
+            string.Join(", ", config.ManagementUrls),
+            config.SetupKey.Length > 0 ? "(hidden)" : "(none)");
+
+        var pluginsDir = AgentPaths.PluginsDir(config);
+        using var loggerFactory = new Serilog.Extensions.Logging.SerilogLoggerFactory(logger);
+        using var catalog = PluginCatalog.Load(pluginsDir, loggerFactory.CreateLogger("Modular.Composition"));
+        LogPlugins(logger, pluginsDir, catalog);
+        PluginSelection.Validate(config, catalog);
+
+        var socketPath = Path.GetFullPath(config.EffectiveSocketPath);
+        if (DaemonSocket.Prepare(socketPath) == DaemonSocket.Previous.StaleSocketRemoved)
+        {
+            logger.Warning("Removed a stale socket left by a daemon that did not stop cleanly: {Socket}", socketPath);
+        }
+
+        var (_, publicKey, created) = PrivateKeyFile.LoadOrCreate(config.StateDir);
+        logger.Information(
+            created ? "Generated a new WireGuard key in {StateDir}; public key {PublicKey}" : "WireGuard public key {PublicKey} (from {StateDir})",
+            created ? config.StateDir : publicKey.ToBase64(),
+            created ? publicKey.ToBase64() : config.StateDir);
+
+        var recorder = new StatusRecorder(
+            new InterfaceStatus(config.Interface.Name, config.Interface.Mode.ToString().ToLowerInvariant(), config.Interface.Port, config.Interface.Mtu),
+            Features(config),
+            publicKey.ToBase64(),
+            new ServiceStatus(config.ManagementUrls.Count > 0 ? config.ManagementUrls[0].ToString() : "", false, "not connected: this agent has no engine yet"),
+            new ServiceStatus("", false, "not connected: the signal address comes from the management login"));
+
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
+        builder.Logging.ClearProviders();
+        builder.Services.AddSerilog(logger, dispose: false);
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(10));
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.ListenUnixSocket(socketPath, listen => listen.Protocols = HttpProtocols.Http2);
+            kestrel.AddServerHeader = false;
+        });
+        builder.Services.AddGrpc();
+        builder.Services.AddSingleton(recorder);
+        builder.Services.AddSingleton(catalog);
+        builder.Services.AddSingleton(new DaemonInfo(config.SourcePath.Length > 0 ? config.SourcePath : configPath, pluginsDir, socketPath));
+        builder.Services.AddSingleton(TimeProvider.System);
+
+        await using var app = builder.Build();
+        app.MapGrpcService<DaemonGrpcService>();
+        try
+        {
+            await app.StartAsync(cancellationToken);
+            DaemonSocket.SetMode(socketPath);
+            logger.Information("Listening for `modular` commands on {Socket}", socketPath);
+            logger.Information("No management connection yet: running with no peers");
+            await app.WaitForShutdownAsync(cancellationToken);
+        }
+        finally
+        {
+            DaemonSocket.Remove(socketPath);
+        }
+
+        logger.Information("modular stopped");
+        return ExitCodes.Ok;
+    }
+
+    private static FeatureStatus Features(AgentConfig config) => new(
+        config.Features.LazyConnections,
+        Durations.Format(config.Features.InactivityTimeout),
+        config.Features.AlwaysConnected,
+        config.Connection.ForceRelay,
+        config.Proxy.Kind,
+        config.Rosenpass.Enabled,
+        config.Rosenpass.Permissive,
+        config.Netflow.Enabled);
+
+    private static void LogPlugins(Serilog.ILogger logger, string pluginsDir, PluginCatalog catalog)
+    {
+        var loaded = catalog.Plugins.Where(p => p.Loaded).ToList();
+        logger.Information("Plugins from {PluginsDir}: {Loaded} loaded, {Failed} failed", pluginsDir, loaded.Count, catalog.Plugins.Count - loaded.Count);
+        foreach (var plugin in catalog.Plugins)
+        {
+            if (plugin.Loaded)
+            {
+                logger.Information("  plugin {Name} ({Kind} {Version}) from {Path}", plugin.Name, plugin.Kind, plugin.Version ?? "-", plugin.AssemblyPath);
+            }
+            else
+            {
+                logger.Warning("  plugin {Name} NOT loaded from {Path}: {Error}", plugin.Name, plugin.AssemblyPath, plugin.Error);
+            }
+        }
+    }
+
+    private static string? NonEmpty(string? value) => string.IsNullOrWhiteSpace(value) ? null : value;
+}
+
+/// <summary>Durations in the TOML style ("90s", "15m", "1h30m").</summary>
+internal static class Durations
+{
+    public static string Format(TimeSpan duration)
+    {
+        if (duration <= TimeSpan.Zero)
+        {
+            return "0s";
+        }
+
+        var text = new System.Text.StringBuilder();
+        if (duration.Days > 0 || duration.Hours > 0)
+        {
+            text.Append((int)duration.TotalHours).Append('h');
+        }
+
+        if (duration.Minutes > 0)
+        {
+            text.Append(duration.Minutes).Append('m');
+        }
+
+        if (duration.Seconds > 0 || duration.Milliseconds > 0)
+        {
+            text.Append(duration.Seconds);
+            if (duration.Milliseconds > 0)
+            {
+                text.Append('.').Append(duration.Milliseconds.ToString("D3", System.Globalization.CultureInfo.InvariantCulture).TrimEnd('0'));
+            }
+
+            text.Append('s');
+        }
+
+        return text.ToString();
+    }
+}
