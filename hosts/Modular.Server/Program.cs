@@ -1,1 +1,3 @@
-return 0;
+using Modular.Server.Cli;
+
+return await ServerCli.Build().Parse(args).InvokeAsync();

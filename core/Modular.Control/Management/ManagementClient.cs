@@ -1,0 +1,108 @@
+using System.Runtime.CompilerServices;
+using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Modular.Abstractions.WireGuard;
+using Modular.Control.Crypto;
+
+namespace Modular.Control.Management;
+
+/// <summary>
+/// The agent's side of management: every request is sealed with the agent's WireGuard key to the
+/// server key (which authenticates the agent), every reply is opened and verified. gRPC failures surface as
+/// <see cref="RpcException"/> (PermissionDenied for a bad setup key or unknown peer, InvalidArgument for
+/// a malformed request); a reply that fails verification throws <see cref="InvalidDataException"/>.
+/// </summary>
+public sealed class ManagementClient
+{
+    private readonly ManagementService.ManagementServiceClient _client;
+    private readonly X25519KeyPair _identity;
+    private readonly TimeProvider _time;
+    private WgKey? _serverKey;
+
+    public ManagementClient(ChannelBase channel, X25519KeyPair identity, TimeProvider? time = null)
+    {
+        _client = new ManagementService.ManagementServiceClient(channel);
+        _identity = identity;
+        _time = time ?? TimeProvider.System;
+    }
+
+    /// <summary>Fetches (once) and caches the server's public key.</summary>
+    public async Task<WgKey> GetServerKeyAsync(CancellationToken cancellationToken)
+    {
+        if (_serverKey is { } known)
+        {
+            return known;
+        }
+
+        var reply = await _client.GetServerKeyAsync(new Empty(), cancellationToken: cancellationToken);
+        if (reply.Key.Length != WgKey.Size)
+        {
+            throw new InvalidDataException("The management server sent a server key that is not 32 bytes.");
+        }
+
+        var key = new WgKey(reply.Key.Span);
+        _serverKey = key;
+        return key;
+    }
+
+    /// <summary>Registers this agent's key with a setup key; returns its overlay config and service addresses.</summary>
+    public async Task<LoginResponse> RegisterAsync(string setupKey, PeerMeta meta, CancellationToken cancellationToken)
+    {
+        var request = new RegisterRequest { SetupKey = setupKey, Meta = meta, TimestampUnix = _time.GetUtcNow().ToUnixTimeSeconds() };
+        var reply = await _client.RegisterAsync(await SealAsync(request, cancellationToken), cancellationToken: cancellationToken);
+        return await OpenAsync(reply, LoginResponse.Parser, cancellationToken);
+    }
+
+    /// <summary>Logs in an already registered key.</summary>
+    public async Task<LoginResponse> LoginAsync(PeerMeta meta, CancellationToken cancellationToken)
+    {
+        var request = new LoginRequest { Meta = meta, TimestampUnix = _time.GetUtcNow().ToUnixTimeSeconds() };
+        var reply = await _client.LoginAsync(await SealAsync(request, cancellationToken), cancellationToken: cancellationToken);
+        return await OpenAsync(reply, LoginResponse.Parser, cancellationToken);
+    }
+
+    /// <summary>
+    /// The network map stream: the whole map first, then a new one (higher serial) on every change.
+    /// Ends when the server ends it (e.g. this peer was removed: RpcException PermissionDenied/NotFound).
+    /// </summary>
+    public async IAsyncEnumerable<SyncResponse> SyncAsync(PeerMeta meta, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var request = new SyncRequest { Meta = meta, TimestampUnix = _time.GetUtcNow().ToUnixTimeSeconds() };
+        using var call = _client.Sync(await SealAsync(request, cancellationToken), cancellationToken: cancellationToken);
+        while (await call.ResponseStream.MoveNext(cancellationToken))
+        {
+            yield return await OpenAsync(call.ResponseStream.Current, SyncResponse.Parser, cancellationToken);
+        }
+    }
+
+    private async Task<EncryptedMessage> SealAsync(IMessage message, CancellationToken cancellationToken)
+    {
+        var serverKey = await GetServerKeyAsync(cancellationToken);
+        return new EncryptedMessage
+        {
+            WgPubKey = ByteString.CopyFrom(_identity.PublicKey.ToArray()),
+            Body = ByteString.CopyFrom(Envelope.Seal(_identity, serverKey, Envelope.Purposes.Management, message.ToByteArray())),
+        };
+    }
+
+    private async Task<T> OpenAsync<T>(EncryptedMessage reply, MessageParser<T> parser, CancellationToken cancellationToken)
+        where T : IMessage<T>
+    {
+        var serverKey = await GetServerKeyAsync(cancellationToken);
+        if (reply.WgPubKey.Length != WgKey.Size || new WgKey(reply.WgPubKey.Span) != serverKey
+            || !Envelope.TryOpen(_identity, serverKey, Envelope.Purposes.Management, reply.Body.Span, out var plaintext))
+        {
+            throw new InvalidDataException("A management reply failed verification against the server key.");
+        }
+
+        try
+        {
+            return parser.ParseFrom(plaintext);
+        }
+        catch (InvalidProtocolBufferException e)
+        {
+            throw new InvalidDataException("A management reply could not be decoded.", e);
+        }
+    }
+}

@@ -1,0 +1,116 @@
+using System.Net;
+using System.Security.Cryptography.X509Certificates;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging;
+using Modular.Server.Config;
+using Modular.Server.Management;
+using Modular.Server.Relay;
+using Modular.Server.Signal;
+using Modular.Server.Store;
+using Modular.Server.Stun;
+using Serilog;
+
+namespace Modular.Server.Hosting;
+
+/// <summary>Builds the control-plane process: Kestrel gRPC plus the UDP services <c>components</c> selects.</summary>
+public static class ServerHost
+{
+    public const string DatabaseFile = "modular.db";
+
+    /// <summary>Opens the store configured in <paramref name="config"/> (creating or migrating its schema).</summary>
+    public static async Task<IStore> OpenStoreAsync(ServerConfig config, CancellationToken cancellationToken, TimeProvider? time = null)
+    {
+        ServerSecrets.EnsureDataDir(config.DataDir);
+        var store = new SqliteStore(Path.Combine(config.DataDir, DatabaseFile), time);
+        await store.InitializeAsync(cancellationToken);
+        return store;
+    }
+
+    /// <param name="configureServices">Runs last: tests replace services here (e.g. the signal router).</param>
+    public static async Task<WebApplication> BuildAsync(ServerConfig config, Serilog.ILogger logger, CancellationToken cancellationToken, Action<IServiceCollection>? configureServices = null)
+    {
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
+        builder.Logging.ClearProviders();
+        builder.Services.AddSerilog(logger, dispose: false);
+
+        var listen = IPEndPoint.Parse(config.Listen);
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.Listen(listen, endpoint =>
+            {
+                endpoint.Protocols = HttpProtocols.Http2;
+                if (config.Tls.Enabled)
+                {
+                    endpoint.UseHttps(X509Certificate2.CreateFromPemFile(config.Tls.Cert, config.Tls.Key));
+                }
+            });
+        });
+
+        var time = TimeProvider.System;
+        var store = await OpenStoreAsync(config, cancellationToken, time);
+        var secrets = ServerSecrets.LoadOrCreate(config.DataDir);
+        builder.Services.AddSingleton(config);
+        builder.Services.AddSingleton(time);
+        builder.Services.AddSingleton(store);
+        builder.Services.AddSingleton(secrets);
+        builder.Services.AddGrpc(o => o.MaxReceiveMessageSize = 1 << 20);
+
+        if (config.Runs("management"))
+        {
+            builder.Services.AddSingleton<NetworkState>();
+            builder.Services.AddHostedService(sp => sp.GetRequiredService<NetworkState>());
+            builder.Services.AddSingleton<ServiceAddressResolver>();
+        }
+
+        if (config.Runs("signal"))
+        {
+            builder.Services.TryAddSingleton<ISignalRouter, InProcessSignalRouter>();
+        }
+
+        if (config.Runs("relay"))
+        {
+            builder.Services.AddSingleton(sp => new RelayServer(
+                IPEndPoint.Parse(config.RelayListen), secrets, time, sp.GetRequiredService<ILogger<RelayServer>>()));
+            builder.Services.AddHostedService(sp => sp.GetRequiredService<RelayServer>());
+        }
+
+        if (config.Runs("stun"))
+        {
+            builder.Services.AddSingleton(sp => new StunServer(IPEndPoint.Parse(config.StunListen), sp.GetRequiredService<ILogger<StunServer>>()));
+            builder.Services.AddHostedService(sp => sp.GetRequiredService<StunServer>());
+        }
+
+        configureServices?.Invoke(builder.Services);
+        var app = builder.Build();
+        if (config.Runs("management"))
+        {
+            app.MapGrpcService<ManagementGrpcService>();
+        }
+
+        if (config.Runs("signal"))
+        {
+            app.MapGrpcService<SignalGrpcService>();
+        }
+
+        if (config.Runs("flow"))
+        {
+            logger.Information("The flow component is not part of this build yet; its API is not served");
+        }
+
+        return app;
+    }
+
+    /// <summary>The gRPC address Kestrel actually bound (useful with port 0).</summary>
+    public static Uri GrpcAddress(WebApplication app)
+    {
+        var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses
+            ?? throw new InvalidOperationException("The server has not started.");
+        return new Uri(addresses.First().Replace("0.0.0.0", "127.0.0.1", StringComparison.Ordinal).Replace("[::]", "[::1]", StringComparison.Ordinal));
+    }
+}

@@ -1,0 +1,210 @@
+using Google.Protobuf;
+using Grpc.Core;
+using Microsoft.Extensions.Logging;
+using Modular.Abstractions.WireGuard;
+using Modular.Control.Crypto;
+using Modular.Control.Management;
+using Modular.Server.Config;
+using Modular.Server.Hosting;
+using Modular.Server.Store;
+
+namespace Modular.Server.Management;
+
+/// <summary>
+/// Management over gRPC. Every request is an <see cref="EncryptedMessage"/> the agent sealed with its
+/// WireGuard key to the server key: opening it proves the agent holds the private half of wg_pub_key.
+/// Malformed input is InvalidArgument, an unusable setup key or unknown peer PermissionDenied.
+/// </summary>
+public sealed class ManagementGrpcService : ManagementService.ManagementServiceBase
+{
+    /// <summary>Requests whose timestamp is further than this from the server clock are refused (replay window).</summary>
+    public static readonly TimeSpan MaxClockSkew = TimeSpan.FromMinutes(5);
+
+    private readonly IStore _store;
+    private readonly ServerSecrets _secrets;
+    private readonly ServerConfig _config;
+    private readonly NetworkState _network;
+    private readonly ServiceAddressResolver _addresses;
+    private readonly TimeProvider _time;
+    private readonly ILogger<ManagementGrpcService> _logger;
+
+    public ManagementGrpcService(IStore store, ServerSecrets secrets, ServerConfig config, NetworkState network, ServiceAddressResolver addresses, TimeProvider time, ILogger<ManagementGrpcService> logger)
+    {
+        _store = store;
+        _secrets = secrets;
+        _config = config;
+        _network = network;
+        _addresses = addresses;
+        _time = time;
+        _logger = logger;
+    }
+
+    public override Task<ServerKeyResponse> GetServerKey(Empty request, ServerCallContext context)
+        => Task.FromResult(new ServerKeyResponse { Key = ByteString.CopyFrom(_secrets.ServerKey.PublicKey.ToArray()) });
+
+    public override async Task<EncryptedMessage> Register(EncryptedMessage request, ServerCallContext context)
+    {
+        var (peerKey, body) = Open(request, RegisterRequest.Parser);
+        CheckTimestamp(body.TimestampUnix);
+        if (string.IsNullOrWhiteSpace(body.SetupKey))
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, "setup_key is empty"));
+        }
+
+        PeerRecord peer;
+        try
+        {
+            var expires = _config.Account.PeerLoginExpiration > TimeSpan.Zero ? _time.GetUtcNow() + _config.Account.PeerLoginExpiration : (DateTimeOffset?)null;
+            peer = await _store.RegisterPeerAsync(body.SetupKey, peerKey, ToMetadata(body.Meta), expires, context.CancellationToken);
+        }
+        catch (SetupKeyRejectedException e)
+        {
+            // The key itself is a secret: log only that one was refused and why.
+            _logger.LogWarning("Registration of {Peer} refused: {Reason}", peerKey.ToShortString(), e.Message);
+            throw new RpcException(new Status(StatusCode.PermissionDenied, e.Message));
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new RpcException(new Status(StatusCode.ResourceExhausted, e.Message));
+        }
+
+        _logger.LogInformation("Registered peer {Hostname} {Peer} at {Address}", peer.Hostname, peerKey.ToShortString(), peer.OverlayAddress);
+        var snapshot = await _network.RefreshAsync(context.CancellationToken);
+        return Seal(peerKey, LoginReply(peer, snapshot.Serial, context));
+    }
+
+    public override async Task<EncryptedMessage> Login(EncryptedMessage request, ServerCallContext context)
+    {
+        var (peerKey, body) = Open(request, LoginRequest.Parser);
+        CheckTimestamp(body.TimestampUnix);
+        var peer = await RequireLivePeerAsync(peerKey, body.Meta, context.CancellationToken);
+        var snapshot = await _network.RefreshAsync(context.CancellationToken);
+        return Seal(peerKey, LoginReply(peer, snapshot.Serial, context));
+    }
+
+    public override async Task Sync(EncryptedMessage request, IServerStreamWriter<EncryptedMessage> responseStream, ServerCallContext context)
+    {
+        var (peerKey, body) = Open(request, SyncRequest.Parser);
+        CheckTimestamp(body.TimestampUnix);
+        await RequireLivePeerAsync(peerKey, body.Meta, context.CancellationToken);
+        using var subscription = _network.Subscribe();
+        var snapshot = await _network.RefreshAsync(context.CancellationToken);
+        ulong sent = 0;
+        _logger.LogInformation("Sync stream opened by {Peer}", peerKey.ToShortString());
+        try
+        {
+            while (true)
+            {
+                if (snapshot.Serial > sent)
+                {
+                    var self = snapshot.Peers.FirstOrDefault(p => p.PublicKey == peerKey);
+                    if (self is null)
+                    {
+                        throw new RpcException(new Status(StatusCode.NotFound, "this peer was removed from the network"));
+                    }
+
+                    if (self.IsExpired(_time.GetUtcNow()))
+                    {
+                        throw new RpcException(new Status(StatusCode.PermissionDenied, "this peer's login has expired; register again with a setup key"));
+                    }
+
+                    var response = new SyncResponse
+                    {
+                        NetworkMap = NetworkMapBuilder.Build(snapshot, self, _config.Account, _time.GetUtcNow()),
+                        Services = _addresses.Resolve(context.GetHttpContext(), peerKey),
+                    };
+                    await responseStream.WriteAsync(Seal(peerKey, response), context.CancellationToken);
+                    sent = snapshot.Serial;
+                }
+
+                snapshot = await subscription.Reader.ReadAsync(context.CancellationToken);
+            }
+        }
+        catch (OperationCanceledException) when (context.CancellationToken.IsCancellationRequested)
+        {
+            // The agent went away.
+        }
+        finally
+        {
+            _logger.LogInformation("Sync stream closed for {Peer}", peerKey.ToShortString());
+        }
+    }
+
+    private async Task<PeerRecord> RequireLivePeerAsync(WgKey peerKey, PeerMeta? meta, CancellationToken cancellationToken)
+    {
+        var peer = await _store.UpdatePeerAsync(peerKey, meta is null ? null : ToMetadata(meta), cancellationToken)
+            ?? throw new RpcException(new Status(StatusCode.PermissionDenied, "this key is not registered; register with a setup key first"));
+        if (peer.IsExpired(_time.GetUtcNow()))
+        {
+            throw new RpcException(new Status(StatusCode.PermissionDenied, "this peer's login has expired; register again with a setup key"));
+        }
+
+        return peer;
+    }
+
+    private LoginResponse LoginReply(PeerRecord peer, ulong serial, ServerCallContext context) => new()
+    {
+        PeerConfig = NetworkMapBuilder.PeerConfigFor(peer, _config.Account),
+        Services = _addresses.Resolve(context.GetHttpContext(), peer.PublicKey),
+        Serial = serial,
+    };
+
+    private (WgKey Peer, T Body) Open<T>(EncryptedMessage request, MessageParser<T> parser)
+        where T : IMessage<T>
+    {
+        if (request.WgPubKey.Length != WgKey.Size)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"wg_pub_key must be {WgKey.Size} bytes, got {request.WgPubKey.Length}"));
+        }
+
+        var peerKey = new WgKey(request.WgPubKey.Span);
+        if (!Envelope.TryOpen(_secrets.ServerKey, peerKey, Envelope.Purposes.Management, request.Body.Span, out var plaintext))
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, "the message body does not open with wg_pub_key and the server key (wrong key, tampered or truncated)"));
+        }
+
+        try
+        {
+            return (peerKey, parser.ParseFrom(plaintext));
+        }
+        catch (InvalidProtocolBufferException)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"the message body is not a valid {typeof(T).Name}"));
+        }
+    }
+
+    private void CheckTimestamp(long unixSeconds)
+    {
+        var skew = _time.GetUtcNow() - DateTimeOffset.FromUnixTimeSeconds(Math.Clamp(unixSeconds, 0, 253402300799));
+        if (skew.Duration() > MaxClockSkew)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, "the request timestamp is too far from the server's clock (check the agent's time)"));
+        }
+    }
+
+    private EncryptedMessage Seal(WgKey peer, IMessage reply) => new()
+    {
+        WgPubKey = ByteString.CopyFrom(_secrets.ServerKey.PublicKey.ToArray()),
+        Body = ByteString.CopyFrom(Envelope.Seal(_secrets.ServerKey, peer, Envelope.Purposes.Management, reply.ToByteArray())),
+    };
+
+    private static PeerMetadata ToMetadata(PeerMeta? meta)
+    {
+        meta ??= new PeerMeta();
+        var fingerprint = meta.Rosenpass?.PubKeyFingerprint.ToByteArray() ?? [];
+        if (fingerprint.Length is not (0 or 32))
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, "rosenpass.pub_key_fingerprint must be 32 bytes (or empty)"));
+        }
+
+        return new PeerMetadata(
+            Hostname: meta.Hostname.Length > 0 ? meta.Hostname : "peer",
+            AgentVersion: Truncate(meta.AgentVersion, 64),
+            Os: Truncate(meta.Os, 64),
+            Features: [.. meta.Features.Take(32).Select(f => Truncate(f.Replace(",", "", StringComparison.Ordinal), 64))],
+            RosenpassFingerprint: fingerprint,
+            RosenpassAddr: Truncate(meta.Rosenpass?.Addr ?? "", 128));
+    }
+
+    private static string Truncate(string value, int max) => value.Length <= max ? value : value[..max];
+}

@@ -1,0 +1,67 @@
+using Google.Protobuf;
+using Modular.Abstractions.WireGuard;
+using Modular.Control.Management;
+using Modular.Server.Config;
+using Modular.Server.Store;
+
+namespace Modular.Server.Management;
+
+/// <summary>Turns a snapshot into one peer's view: itself, every other live peer, and the account's settings.</summary>
+public static class NetworkMapBuilder
+{
+    public static NetworkMap Build(NetworkSnapshot snapshot, PeerRecord self, AccountConfig account, DateTimeOffset now)
+    {
+        var map = new NetworkMap
+        {
+            Serial = snapshot.Serial,
+            PeerConfig = PeerConfigFor(self, account),
+            Dns = new DnsConfig { Enabled = false },
+            Settings = new AccountSettings
+            {
+                LazyConnections = account.LazyConnections,
+                Flows = new FlowSettings { Enabled = account.Flows.Enabled, CollectDns = account.Flows.CollectDns, CollectExitNode = account.Flows.CollectExitNode },
+                Rosenpass = new RosenpassSettings { Enabled = account.Rosenpass.Enabled, Permissive = account.Rosenpass.Permissive },
+            },
+        };
+        if (account.Psk.Length > 0)
+        {
+            map.AccountPsk = ByteString.CopyFrom(WgKey.Parse(account.Psk).ToArray());
+        }
+
+        foreach (var peer in snapshot.Peers)
+        {
+            if (peer.Id == self.Id || peer.IsExpired(now))
+            {
+                continue;
+            }
+
+            var remote = new RemotePeer
+            {
+                Hostname = peer.Hostname,
+                Fqdn = Fqdn(peer, account),
+                WgPubKey = ByteString.CopyFrom(peer.PublicKey.ToArray()),
+                AgentVersion = peer.AgentVersion,
+                AllowedIps = { $"{peer.OverlayAddress}/32" },
+                Features = { peer.Features },
+            };
+            if (peer.RosenpassFingerprint.Length > 0)
+            {
+                remote.Rosenpass = new RosenpassConfig { PubKeyFingerprint = ByteString.CopyFrom(peer.RosenpassFingerprint), Addr = peer.RosenpassAddr };
+            }
+
+            map.RemotePeers.Add(remote);
+        }
+
+        return map;
+    }
+
+    public static PeerConfig PeerConfigFor(PeerRecord peer, AccountConfig account) => new()
+    {
+        Address = $"{peer.OverlayAddress}/{OverlayNetwork.PrefixLength}",
+        DnsDomain = account.DnsDomain,
+        Fqdn = Fqdn(peer, account),
+        LoginExpiresUnix = peer.LoginExpiresAt?.ToUnixTimeSeconds() ?? 0,
+    };
+
+    private static string Fqdn(PeerRecord peer, AccountConfig account) => $"{peer.DnsLabel}.{account.DnsDomain}";
+}

@@ -1,0 +1,156 @@
+using System.Threading.Channels;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Modular.Server.Store;
+
+namespace Modular.Server.Management;
+
+/// <summary>The account's peers at one network serial.</summary>
+public sealed record NetworkSnapshot(ulong Serial, IReadOnlyList<PeerRecord> Peers);
+
+/// <summary>
+/// Keeps the current <see cref="NetworkSnapshot"/> and tells every Sync stream when it changes. Changes
+/// made in this process are announced at once (<see cref="RefreshAsync"/>); changes made by other
+/// processes on the same store (the admin CLI, other instances) are found by polling the store's serial
+/// every second. Login expiry also counts as a change: the serial is bumped when a peer's login lapses.
+/// </summary>
+public sealed class NetworkState : BackgroundService
+{
+    private readonly IStore _store;
+    private readonly TimeProvider _time;
+    private readonly ILogger<NetworkState> _logger;
+    private readonly SemaphoreSlim _refreshLock = new(1, 1);
+    private readonly Lock _subscribersLock = new();
+    private readonly List<Channel<NetworkSnapshot>> _subscribers = [];
+    private NetworkSnapshot? _current;
+    private DateTimeOffset _lastCheck = DateTimeOffset.MinValue;
+
+    public NetworkState(IStore store, TimeProvider time, ILogger<NetworkState> logger)
+    {
+        _store = store;
+        _time = time;
+        _logger = logger;
+    }
+
+    /// <summary>How often the store is polled for changes made by other processes.</summary>
+    public TimeSpan PollInterval { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>The current snapshot, loading it if needed.</summary>
+    public async Task<NetworkSnapshot> GetAsync(CancellationToken cancellationToken)
+        => Volatile.Read(ref _current) ?? await RefreshAsync(cancellationToken);
+
+    /// <summary>Reloads from the store if the serial moved, and tells subscribers.</summary>
+    public async Task<NetworkSnapshot> RefreshAsync(CancellationToken cancellationToken)
+    {
+        await _refreshLock.WaitAsync(cancellationToken);
+        try
+        {
+            var serial = await _store.GetNetworkSerialAsync(cancellationToken);
+            var now = _time.GetUtcNow();
+            var current = _current;
+            var lastCheck = _lastCheck;
+            _lastCheck = now;
+            var lapsed = current is not null && current.Peers.Any(p => p.IsExpired(now) && !p.IsExpired(lastCheck));
+            if (current is not null && current.Serial == serial && !lapsed)
+            {
+                return current;
+            }
+
+            if (lapsed && current!.Serial == serial)
+            {
+                // A login lapsed since the last look: that changes other peers' maps, so it gets a new serial.
+                serial = await _store.BumpNetworkSerialAsync(cancellationToken);
+            }
+
+            var peers = await _store.ListPeersAsync(cancellationToken);
+            var snapshot = new NetworkSnapshot(serial, peers);
+            Volatile.Write(ref _current, snapshot);
+            Publish(snapshot);
+            return snapshot;
+        }
+        finally
+        {
+            _refreshLock.Release();
+        }
+    }
+
+    /// <summary>A stream of snapshots for one Sync call; only the newest one waits. Dispose to leave.</summary>
+    public Subscription Subscribe()
+    {
+        var channel = Channel.CreateBounded<NetworkSnapshot>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropOldest, SingleReader = true });
+        lock (_subscribersLock)
+        {
+            _subscribers.Add(channel);
+        }
+
+        return new Subscription(this, channel);
+    }
+
+    public int SubscriberCount
+    {
+        get
+        {
+            lock (_subscribersLock)
+            {
+                return _subscribers.Count;
+            }
+        }
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        using var timer = new PeriodicTimer(PollInterval, _time);
+        while (await timer.WaitForNextTickAsync(stoppingToken))
+        {
+            try
+            {
+                await RefreshAsync(stoppingToken);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                _logger.LogWarning(e, "Could not read the store for network changes; retrying");
+            }
+        }
+    }
+
+    private void Publish(NetworkSnapshot snapshot)
+    {
+        lock (_subscribersLock)
+        {
+            foreach (var subscriber in _subscribers)
+            {
+                subscriber.Writer.TryWrite(snapshot);
+            }
+        }
+    }
+
+    private void Remove(Channel<NetworkSnapshot> channel)
+    {
+        lock (_subscribersLock)
+        {
+            _subscribers.Remove(channel);
+        }
+    }
+
+    public override void Dispose()
+    {
+        _refreshLock.Dispose();
+        base.Dispose();
+    }
+
+    public sealed class Subscription : IDisposable
+    {
+        private readonly NetworkState _owner;
+        private readonly Channel<NetworkSnapshot> _channel;
+
+        internal Subscription(NetworkState owner, Channel<NetworkSnapshot> channel)
+        {
+            _owner = owner;
+            _channel = channel;
+        }
+
+        public ChannelReader<NetworkSnapshot> Reader => _channel.Reader;
+
+        public void Dispose() => _owner.Remove(_channel);
+    }
+}

@@ -1,0 +1,45 @@
+using Modular.Abstractions.WireGuard;
+
+namespace Modular.Server.Store;
+
+/// <summary>
+/// The control plane's state: one account's peers, setup keys and network serial. Every change that
+/// alters some peer's network map increments the serial, so any process sharing the store (another
+/// server instance, the admin CLI) can tell a running server to push new maps.
+/// </summary>
+public interface IStore : IAsyncDisposable
+{
+    /// <summary>Creates or migrates the schema. Idempotent.</summary>
+    Task InitializeAsync(CancellationToken cancellationToken);
+
+    /// <summary>Creates a setup key; the plaintext key is returned once and never stored.</summary>
+    Task<(SetupKeyRecord Record, string PlainKey)> CreateSetupKeyAsync(NewSetupKey spec, CancellationToken cancellationToken);
+
+    Task<IReadOnlyList<SetupKeyRecord>> ListSetupKeysAsync(CancellationToken cancellationToken);
+
+    /// <summary>Revokes by id or name; false when no such key.</summary>
+    Task<bool> RevokeSetupKeyAsync(string idOrName, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Registers (or re-registers) a peer with a setup key, atomically: checks the key, counts the use,
+    /// assigns the lowest free overlay address (kept when the key is already registered).
+    /// </summary>
+    /// <exception cref="SetupKeyRejectedException">Unknown, expired, exhausted or revoked key.</exception>
+    /// <exception cref="InvalidOperationException">The overlay network is full.</exception>
+    Task<PeerRecord> RegisterPeerAsync(string plainSetupKey, WgKey publicKey, PeerMetadata meta, DateTimeOffset? loginExpiresAt, CancellationToken cancellationToken);
+
+    Task<PeerRecord?> GetPeerAsync(WgKey publicKey, CancellationToken cancellationToken);
+
+    Task<IReadOnlyList<PeerRecord>> ListPeersAsync(CancellationToken cancellationToken);
+
+    /// <summary>Records a login: last-seen always; metadata only when changed (then the serial increments).</summary>
+    Task<PeerRecord?> UpdatePeerAsync(WgKey publicKey, PeerMetadata? meta, CancellationToken cancellationToken);
+
+    /// <summary>Removes peers matching a name (hostname or DNS label), overlay IP, public key or id. Returns them.</summary>
+    Task<IReadOnlyList<PeerRecord>> RemovePeersAsync(string match, CancellationToken cancellationToken);
+
+    Task<ulong> GetNetworkSerialAsync(CancellationToken cancellationToken);
+
+    /// <summary>Increments the serial (e.g. when a login expired) and returns the new one.</summary>
+    Task<ulong> BumpNetworkSerialAsync(CancellationToken cancellationToken);
+}

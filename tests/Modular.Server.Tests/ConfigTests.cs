@@ -1,0 +1,93 @@
+using Modular.Server.Config;
+
+namespace Modular.Server.Tests;
+
+public sealed class ConfigTests
+{
+    [Fact]
+    public void Empty_file_gives_the_documented_defaults()
+    {
+        var c = ServerConfigLoader.Parse("");
+        Assert.Equal("0.0.0.0:33073", c.Listen);
+        Assert.Equal(["flow", "management", "relay", "signal", "stun"], c.Components.Order(StringComparer.Ordinal));
+        Assert.Equal("/var/lib/modular-server", c.DataDir);
+        Assert.Equal("sqlite", c.Store.Kind);
+        Assert.Equal("0.0.0.0:33080", c.RelayListen);
+        Assert.Equal("0.0.0.0:3478", c.StunListen);
+        Assert.False(c.Tls.Enabled);
+        Assert.Equal("modular.internal", c.Account.DnsDomain);
+        Assert.False(c.Account.LazyConnections);
+    }
+
+    [Fact]
+    public void The_design_example_parses()
+    {
+        var c = ServerConfigLoader.Parse("""
+            listen     = "0.0.0.0:33073"
+            components = ["management", "signal"]
+            public_url = { signal = "https://s.example:443", relay = "", stun = "" }
+            data_dir   = "/tmp/x"
+            store      = { kind = "sqlite" }
+            relay      = { listen = "0.0.0.0:33080" }
+            stun       = { listen = "0.0.0.0:3478" }
+            redis_url  = ""
+            tls        = { cert = "", key = "" }
+
+            [account]
+            dns_domain       = "corp.internal"
+            lazy_connections = true
+            flows            = { enabled = true, collect_dns = false, collect_exit_node = false }
+            rosenpass        = { enabled = true, permissive = true }
+            psk              = ""
+            peer_login_expiration = "7d"
+            """);
+        Assert.Equal(["management", "signal"], c.Components.Order(StringComparer.Ordinal));
+        Assert.Equal("https://s.example:443", c.PublicUrl.Signal);
+        Assert.Equal("corp.internal", c.Account.DnsDomain);
+        Assert.True(c.Account.LazyConnections);
+        Assert.True(c.Account.Flows.Enabled);
+        Assert.True(c.Account.Rosenpass.Permissive);
+        Assert.Equal(TimeSpan.FromDays(7), c.Account.PeerLoginExpiration);
+        Assert.True(c.Runs("signal"));
+        Assert.False(c.Runs("relay"));
+    }
+
+    [Theory]
+    [InlineData("listen = 33073", "server.toml:1:1: key 'listen': expected a string, got an integer")]
+    [InlineData("\n\nbogus = true", "server.toml:3:1: unknown key 'bogus'")]
+    [InlineData("[account]\nlazy_connections = \"yes\"", "server.toml:2:1: key 'account.lazy_connections': expected true or false, got a string")]
+    [InlineData("relay = { listen = \"nowhere\" }", "key 'relay.listen': expected an address and port")]
+    [InlineData("components = [\"management\", \"dns\"]", "each entry must be one of")]
+    [InlineData("[account]\nflows = { enabled = true, colour = 1 }", "unknown key 'account.flows.colour'")]
+    [InlineData("store = { kind = \"mysql\" }", "key 'store.kind': expected one of sqlite, postgres")]
+    [InlineData("tls = { cert = \"/a.pem\" }", "give both 'cert' and 'key'")]
+    [InlineData("[account]\npsk = \"short\"", "key 'account.psk'")]
+    [InlineData("[account]\npeer_login_expiration = \"soon\"", "expected a duration")]
+    [InlineData("listen = ", "server.toml:1:")]
+    [InlineData("listen = \"a:1\"\nlisten = \"b:2\"", "server.toml:2:1: The key `listen`")]
+    public void Mistakes_are_errors_with_position_and_key(string toml, string expected)
+    {
+        var e = Assert.Throws<ConfigException>(() => ServerConfigLoader.Parse(toml));
+        Assert.Contains(expected, e.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("90s", 90)]
+    [InlineData("15m", 900)]
+    [InlineData("24h", 86400)]
+    [InlineData("1h30m", 5400)]
+    [InlineData("7d", 604800)]
+    public void Durations_parse(string text, int seconds)
+    {
+        Assert.True(DurationParser.TryParse(text, out var d));
+        Assert.Equal(TimeSpan.FromSeconds(seconds), d);
+    }
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("h")]
+    [InlineData("10")]
+    [InlineData("10x")]
+    [InlineData("-5m")]
+    public void Bad_durations_do_not_parse(string text) => Assert.False(DurationParser.TryParse(text, out _));
+}

@@ -1,0 +1,109 @@
+using System.Net;
+using System.Net.Sockets;
+using Modular.Control.Crypto;
+using Modular.Control.Relay;
+
+namespace Modular.Server.Tests;
+
+public sealed class RelayTests
+{
+    private static readonly TimeSpan Wait = TimeSpan.FromSeconds(20);
+
+    private static async Task<(X25519KeyPair Key, byte[] Token)> RegisteredAsync(TestServer server, string name)
+    {
+        var (key, client) = server.NewAgent();
+        var reply = await client.RegisterAsync(await server.CreateSetupKeyAsync(), TestServer.Meta(name), CancellationToken.None);
+        return (key, reply.Services.RelayToken.ToByteArray());
+    }
+
+    [Fact]
+    public async Task Two_peers_exchange_datagrams_through_the_relay()
+    {
+        await using var server = await TestServer.StartAsync();
+        var (a, tokenA) = await RegisteredAsync(server, "a");
+        var (b, tokenB) = await RegisteredAsync(server, "b");
+        using var _ = a;
+        using var __ = b;
+        using var cts = new CancellationTokenSource(Wait);
+        var relay = server.Relay.LocalEndPoint!;
+
+        await using var connA = await RelayClient.ConnectAsync(relay, a.PublicKey, b.PublicKey, tokenA, cts.Token);
+        Assert.False(connA.IsPaired);
+        await using var connB = await RelayClient.ConnectAsync(relay, b.PublicKey, a.PublicKey, tokenB, cts.Token);
+        Assert.True(connB.IsPaired);
+
+        var buffer = new byte[2048];
+        var payload = Enumerable.Range(0, 1400).Select(i => (byte)i).ToArray();
+        await connA.SendAsync(payload, cts.Token);
+        var n = await connB.ReceiveAsync(buffer, cts.Token);
+        Assert.Equal(payload, buffer.AsSpan(0, n).ToArray());
+
+        await connB.SendAsync("pong"u8.ToArray(), cts.Token);
+        n = await connA.ReceiveAsync(buffer, cts.Token);
+        Assert.Equal("pong"u8.ToArray(), buffer.AsSpan(0, n).ToArray());
+        Assert.True(connA.IsPaired);
+        Assert.Equal(2, server.Relay.ForwardedPackets);
+    }
+
+    [Fact]
+    public async Task Wrong_token_is_rejected_and_unauthenticated_sources_get_nothing_forwarded()
+    {
+        await using var server = await TestServer.StartAsync();
+        var (a, tokenA) = await RegisteredAsync(server, "a");
+        var (b, tokenB) = await RegisteredAsync(server, "b");
+        using var _ = a;
+        using var __ = b;
+        using var mallory = X25519KeyPair.Generate();
+        using var cts = new CancellationTokenSource(Wait);
+        var relay = server.Relay.LocalEndPoint!;
+
+        // Mallory presents A's token for her own key: refused.
+        await Assert.ThrowsAsync<UnauthorizedAccessException>(() => RelayClient.ConnectAsync(relay, mallory.PublicKey, b.PublicKey, tokenA, cts.Token));
+        // A forged token: refused.
+        var forged = RelayToken.Issue(new byte[32], mallory.PublicKey, DateTimeOffset.UtcNow.AddHours(1));
+        await Assert.ThrowsAsync<UnauthorizedAccessException>(() => RelayClient.ConnectAsync(relay, mallory.PublicKey, b.PublicKey, forged, cts.Token));
+        Assert.True(server.Relay.RejectedBinds >= 2);
+
+        await using var connB = await RelayClient.ConnectAsync(relay, b.PublicKey, a.PublicKey, tokenB, cts.Token);
+
+        // A raw socket that never bound sends data frames "to B": dropped.
+        using var raw = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        raw.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        for (var i = 0; i < 5; i++)
+        {
+            await raw.SendToAsync(new byte[] { RelayProtocol.Data, 0xde, 0xad }, SocketFlags.None, relay);
+        }
+
+        // A bound peer whose partner has not bound is not forwarded either.
+        using var c = X25519KeyPair.Generate();
+        await using var connA = await RelayClient.ConnectAsync(relay, a.PublicKey, c.PublicKey, tokenA, cts.Token);
+        await connA.SendAsync("unpaired"u8.ToArray(), cts.Token);
+
+        // Then the genuine pair: the first thing B receives is A's genuine datagram, not the junk.
+        await using var connA2 = await RelayClient.ConnectAsync(relay, a.PublicKey, b.PublicKey, tokenA, cts.Token);
+        await connA2.SendAsync("genuine"u8.ToArray(), cts.Token);
+        var buffer = new byte[2048];
+        var n = await connB.ReceiveAsync(buffer, cts.Token);
+        Assert.Equal("genuine"u8.ToArray(), buffer.AsSpan(0, n).ToArray());
+        Assert.True(server.Relay.Dropped >= 6);
+        Assert.Equal(1, server.Relay.ForwardedPackets);
+    }
+
+    [Fact]
+    public void Tokens_verify_only_for_their_key_secret_and_lifetime()
+    {
+        var secret = new byte[32];
+        secret[0] = 7;
+        using var peer = X25519KeyPair.Generate();
+        using var other = X25519KeyPair.Generate();
+        var now = DateTimeOffset.UtcNow;
+        var token = RelayToken.Issue(secret, peer.PublicKey, now.AddMinutes(5));
+        Assert.True(RelayToken.Verify(secret, peer.PublicKey, token, now));
+        Assert.False(RelayToken.Verify(secret, other.PublicKey, token, now));
+        Assert.False(RelayToken.Verify(new byte[32], peer.PublicKey, token, now));
+        Assert.False(RelayToken.Verify(secret, peer.PublicKey, token, now.AddMinutes(6)));
+        token[^1] ^= 1;
+        Assert.False(RelayToken.Verify(secret, peer.PublicKey, token, now));
+        Assert.False(RelayToken.Verify(secret, peer.PublicKey, token.AsSpan(0, 10), now));
+    }
+}
