@@ -1,0 +1,121 @@
+using System.Buffers.Binary;
+using System.Net;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+using Modular.Abstractions.WireGuard;
+using Modular.Testing.WireGuard;
+using Modular.WireGuard.Crypto;
+using Modular.WireGuard.Device;
+
+namespace Modular.WireGuard.Tests;
+
+/// <summary>
+/// Two devices in one process, wired by an in-memory network, on a fake clock: A is 100.64.0.1
+/// at 198.18.0.1:51820, B is 100.64.0.2 at 198.18.0.2:51821.
+/// </summary>
+internal sealed class DevicePair : IDisposable
+{
+    public static readonly TimeSpan Wait = TimeSpan.FromSeconds(10);
+
+    public DevicePair(bool configureEndpoints = true, WgKey? presharedKey = null)
+    {
+        PrivateA = NewPrivateKey();
+        PrivateB = NewPrivateKey();
+        A = new WgDevice(TunA, Binds.A, NullLoggerFactory.Instance, Time);
+        B = new WgDevice(TunB, Binds.B, NullLoggerFactory.Instance, Time);
+        A.SetPrivateKey(PrivateA);
+        B.SetPrivateKey(PrivateB);
+        A.SetListenPort(51820);
+        B.SetListenPort(51821);
+        A.SetPeer(new WgPeerConfig(B.PublicKey, [IPNetwork.Parse("100.64.0.2/32"), IPNetwork.Parse("fd00::2/128")], configureEndpoints ? IPEndPoint.Parse("198.18.0.2:51821") : null, presharedKey));
+        B.SetPeer(new WgPeerConfig(A.PublicKey, [IPNetwork.Parse("100.64.0.1/32"), IPNetwork.Parse("fd00::1/128")], configureEndpoints ? IPEndPoint.Parse("198.18.0.1:51820") : null, presharedKey));
+        A.Up();
+        B.Up();
+    }
+
+    public FakeTimeProvider Time { get; } = new(DateTimeOffset.Parse("2026-03-01T12:00:00Z", System.Globalization.CultureInfo.InvariantCulture));
+
+    public InMemoryBindPair Binds { get; } = new();
+
+    public InMemoryTun TunA { get; } = new("memA");
+
+    public InMemoryTun TunB { get; } = new("memB");
+
+    public WgDevice A { get; }
+
+    public WgDevice B { get; }
+
+    public WgKey PrivateA { get; }
+
+    public WgKey PrivateB { get; }
+
+    public static WgKey NewPrivateKey()
+    {
+        Span<byte> key = stackalloc byte[32];
+        Curve25519.GeneratePrivateKey(key);
+        return new WgKey(key);
+    }
+
+    /// <summary>An IPv4 packet (protocol 253, experimental) with a recognisable payload.</summary>
+    public static byte[] IPv4Packet(string source, string destination, int payloadLength = 64, byte marker = 0x5A)
+    {
+        var packet = new byte[20 + payloadLength];
+        packet[0] = 0x45;
+        BinaryPrimitives.WriteUInt16BigEndian(packet.AsSpan(2), (ushort)packet.Length);
+        packet[8] = 64;
+        packet[9] = 253;
+        IPAddress.Parse(source).TryWriteBytes(packet.AsSpan(12, 4), out _);
+        IPAddress.Parse(destination).TryWriteBytes(packet.AsSpan(16, 4), out _);
+        packet.AsSpan(20).Fill(marker);
+        return packet;
+    }
+
+    public static byte[] IPv6Packet(string source, string destination, int payloadLength = 64, byte marker = 0x6B)
+    {
+        var packet = new byte[40 + payloadLength];
+        packet[0] = 0x60;
+        BinaryPrimitives.WriteUInt16BigEndian(packet.AsSpan(4), (ushort)payloadLength);
+        packet[6] = 253;
+        packet[7] = 64;
+        IPAddress.Parse(source).TryWriteBytes(packet.AsSpan(8, 16), out _);
+        IPAddress.Parse(destination).TryWriteBytes(packet.AsSpan(24, 16), out _);
+        packet.AsSpan(40).Fill(marker);
+        return packet;
+    }
+
+    /// <summary>Sends A -> B through the tunnel and returns what B's TUN received (null on timeout).</summary>
+    public byte[]? AToB(byte[] packet)
+    {
+        TunA.Inject(packet);
+        return TunB.TryReadWritten(Wait);
+    }
+
+    public byte[]? BToA(byte[] packet)
+    {
+        TunB.Inject(packet);
+        return TunA.TryReadWritten(Wait);
+    }
+
+    /// <summary>Polls until <paramref name="condition"/> holds (other threads do the work) or the wait ends.</summary>
+    public static bool WaitUntil(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow + Wait;
+        while (DateTime.UtcNow < deadline)
+        {
+            if (condition())
+            {
+                return true;
+            }
+
+            Thread.Sleep(5);
+        }
+
+        return condition();
+    }
+
+    public void Dispose()
+    {
+        A.Dispose();
+        B.Dispose();
+    }
+}

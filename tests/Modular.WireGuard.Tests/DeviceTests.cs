@@ -1,0 +1,234 @@
+using System.Net;
+using Modular.Abstractions.WireGuard;
+using Modular.WireGuard.Device;
+using Modular.WireGuard.Noise;
+
+namespace Modular.WireGuard.Tests;
+
+/// <summary>Two real devices over the in-memory network and TUNs (like wireguard-go's device tests).</summary>
+public sealed class DeviceTests
+{
+    [Fact]
+    public void Handshake_then_packets_flow_both_ways()
+    {
+        using var pair = new DevicePair();
+        var ping = DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2", 100, 0x11);
+        Assert.Equal(ping, pair.AToB(ping));
+        var pong = DevicePair.IPv4Packet("100.64.0.2", "100.64.0.1", 100, 0x22);
+        Assert.Equal(pong, pair.BToA(pong));
+        var ping6 = DevicePair.IPv6Packet("fd00::1", "fd00::2", 300);
+        Assert.Equal(ping6, pair.AToB(ping6));
+
+        var statsA = pair.A.GetPeerStats()[pair.B.PublicKey];
+        var statsB = pair.B.GetPeerStats()[pair.A.PublicKey];
+        Assert.NotNull(statsA.LastHandshake);
+        Assert.NotNull(statsB.LastHandshake);
+        Assert.True(statsA.TxBytes > 0 && statsA.RxBytes > 0);
+        Assert.True(statsB.TxBytes > 0 && statsB.RxBytes > 0);
+        Assert.Equal(IPEndPoint.Parse("198.18.0.2:51821"), statsA.Endpoint);
+    }
+
+    [Fact]
+    public void Many_packets_keep_their_order()
+    {
+        using var pair = new DevicePair();
+        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+        for (var i = 0; i < 500; i++)
+        {
+            pair.TunA.Inject(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2", 40 + (i % 1300), (byte)i));
+        }
+
+        for (var i = 0; i < 500; i++)
+        {
+            var received = pair.TunB.TryReadWritten(DevicePair.Wait);
+            Assert.NotNull(received);
+            Assert.Equal(40 + (i % 1300) + 20, received!.Length);
+            Assert.Equal((byte)i, received[^1]);
+        }
+    }
+
+    [Fact]
+    public void Staged_packets_are_delivered_after_the_handshake_in_order()
+    {
+        using var pair = new DevicePair();
+        for (var i = 0; i < 10; i++)
+        {
+            pair.TunA.Inject(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2", 30, (byte)i));
+        }
+
+        for (var i = 0; i < 10; i++)
+        {
+            Assert.Equal((byte)i, pair.TunB.TryReadWritten(DevicePair.Wait)![^1]);
+        }
+    }
+
+    [Fact]
+    public void Works_with_a_preshared_key()
+    {
+        Span<byte> psk = stackalloc byte[32];
+        psk.Fill(7);
+        using var pair = new DevicePair(presharedKey: new WgKey(psk));
+        var ping = DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2");
+        Assert.Equal(ping, pair.AToB(ping));
+    }
+
+    [Fact]
+    public void Mismatched_preshared_keys_never_complete_a_handshake()
+    {
+        using var pair = new DevicePair();
+        Span<byte> psk = stackalloc byte[32];
+        psk.Fill(9);
+        pair.A.SetPeer(new WgPeerConfig(pair.B.PublicKey, [IPNetwork.Parse("100.64.0.2/32")], IPEndPoint.Parse("198.18.0.2:51821"), new WgKey(psk)));
+        pair.TunA.Inject(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2"));
+        Assert.Null(pair.TunB.TryReadWritten(TimeSpan.FromMilliseconds(500)));
+        Assert.Null(pair.A.GetPeerStats()[pair.B.PublicKey].LastHandshake);
+    }
+
+    [Fact]
+    public void Rekey_after_RekeyAfterTime_keeps_traffic_flowing()
+    {
+        using var pair = new DevicePair();
+        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+        var peerOnA = pair.A.FindPeer(pair.B.PublicKey)!;
+        var first = peerOnA.CurrentKeypair;
+        Assert.NotNull(first);
+
+        pair.Time.Advance(ProtocolTimings.RekeyAfterTime + TimeSpan.FromSeconds(1));
+        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+        Assert.True(DevicePair.WaitUntil(() => peerOnA.CurrentKeypair is { } current && !ReferenceEquals(current, first)));
+
+        // The old keypair is kept as previous for packets still in flight, then traffic uses the new one.
+        Assert.Same(first, peerOnA.PreviousKeypair);
+        var reply = DevicePair.IPv4Packet("100.64.0.2", "100.64.0.1");
+        Assert.Equal(reply, pair.BToA(reply));
+    }
+
+    [Fact]
+    public void Responder_confirms_next_keypair_on_first_data_packet()
+    {
+        using var pair = new DevicePair();
+        pair.Binds.Network.Filter = (_, _, data) => MessageLayout.ReadType(data.Span) != MessageLayout.TypeTransport;
+        pair.TunA.Inject(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2"));
+        var peerOnB = pair.B.FindPeer(pair.A.PublicKey)!;
+        Assert.True(DevicePair.WaitUntil(() => peerOnB.NextKeypair is not null));
+        Assert.Null(peerOnB.CurrentKeypair);
+
+        pair.Binds.Network.Filter = null;
+        var ping = DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2", 10, 0x33);
+        Assert.Equal(ping, pair.AToB(ping));
+        Assert.True(DevicePair.WaitUntil(() => peerOnB.CurrentKeypair is not null && peerOnB.NextKeypair is null));
+    }
+
+    [Fact]
+    public void Roaming_peer_is_followed_to_its_new_endpoint()
+    {
+        using var pair = new DevicePair();
+        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+        pair.Binds.B.Roam(40999);
+        Assert.NotNull(pair.BToA(DevicePair.IPv4Packet("100.64.0.2", "100.64.0.1")));
+        Assert.Equal(IPEndPoint.Parse("198.18.0.2:40999"), pair.A.GetPeerStats()[pair.B.PublicKey].Endpoint);
+        var ping = DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2", 50, 0x44);
+        Assert.Equal(ping, pair.AToB(ping));
+    }
+
+    [Fact]
+    public void Responder_learns_endpoint_from_the_handshake()
+    {
+        using var pair = new DevicePair();
+        pair.B.SetPeer(new WgPeerConfig(pair.A.PublicKey, [IPNetwork.Parse("100.64.0.1/32")]));
+        pair.B.RemovePeer(pair.A.PublicKey);
+        pair.B.SetPeer(new WgPeerConfig(pair.A.PublicKey, [IPNetwork.Parse("100.64.0.1/32")]));
+        Assert.Null(pair.B.GetPeerStats()[pair.A.PublicKey].Endpoint);
+        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+        Assert.Equal(IPEndPoint.Parse("198.18.0.1:51820"), pair.B.GetPeerStats()[pair.A.PublicKey].Endpoint);
+        Assert.NotNull(pair.BToA(DevicePair.IPv4Packet("100.64.0.2", "100.64.0.1")));
+    }
+
+    [Fact]
+    public void Packet_from_a_source_outside_allowed_ips_is_dropped()
+    {
+        using var pair = new DevicePair();
+        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+
+        // B routes 100.64.0.0/24 to A, but A only allows 100.64.0.2/32 from B.
+        pair.B.SetPeer(new WgPeerConfig(pair.A.PublicKey, [IPNetwork.Parse("100.64.0.0/24")], IPEndPoint.Parse("198.18.0.1:51820")));
+        var dropsBefore = pair.A.DroppedPackets;
+        pair.TunB.Inject(DevicePair.IPv4Packet("100.64.0.99", "100.64.0.1", 20, 0xEE));
+        var allowed = DevicePair.IPv4Packet("100.64.0.2", "100.64.0.1", 20, 0xAA);
+        pair.TunB.Inject(allowed);
+        Assert.Equal(allowed, pair.TunA.TryReadWritten(DevicePair.Wait));
+        Assert.True(pair.A.DroppedPackets > dropsBefore);
+    }
+
+    [Fact]
+    public void Packets_to_unknown_destinations_are_dropped()
+    {
+        using var pair = new DevicePair();
+        var sentBefore = pair.Binds.A.Sent;
+        pair.TunA.Inject(DevicePair.IPv4Packet("100.64.0.1", "100.64.9.9"));
+        pair.TunA.Inject([0x45, 0, 0]); // not even an IP header
+        Assert.True(DevicePair.WaitUntil(() => pair.A.DroppedPackets >= 2));
+        Assert.Equal(sentBefore, pair.Binds.A.Sent);
+    }
+
+    [Fact]
+    public void Bind_hook_claims_endpoint_and_injects()
+    {
+        using var pair = new DevicePair();
+        var sink = new CapturingSink();
+        using (pair.A.BindHook.ClaimEndpoint(IPEndPoint.Parse("198.18.0.2:51821"), sink))
+        {
+            pair.TunA.Inject(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2"));
+            Assert.True(DevicePair.WaitUntil(() => sink.Count > 0));
+            var initiation = sink.Take();
+            Assert.Equal(MessageLayout.TypeInitiation, MessageLayout.ReadType(initiation));
+
+            // Deliver the initiation to B by hand, as a relay would, and B's response back through Inject.
+            pair.B.BindHook.Inject(initiation, IPEndPoint.Parse("198.18.0.1:51820"));
+            Assert.True(DevicePair.WaitUntil(() => pair.A.GetPeerStats()[pair.B.PublicKey].LastHandshake is not null));
+            Assert.True(DevicePair.WaitUntil(() => sink.Count > 0)); // the staged packet, encrypted
+            var data = sink.Take();
+            Assert.Equal(MessageLayout.TypeTransport, MessageLayout.ReadType(data));
+            pair.B.BindHook.Inject(data, IPEndPoint.Parse("198.18.0.1:51820"));
+            Assert.NotNull(pair.TunB.TryReadWritten(DevicePair.Wait));
+        }
+
+        // Released: sends go to the network again.
+        var ping = DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2", 8, 0x77);
+        Assert.Equal(ping, pair.AToB(ping));
+    }
+
+    [Fact]
+    public void Closed_is_raised_when_the_tun_goes_away()
+    {
+        using var pair = new DevicePair();
+        using var closed = new ManualResetEventSlim();
+        pair.A.Closed += (_, _) => closed.Set();
+        pair.TunA.Dispose();
+        Assert.True(closed.Wait(DevicePair.Wait));
+    }
+
+    [Fact]
+    public void Down_and_up_again_reconnects()
+    {
+        using var pair = new DevicePair();
+        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+        pair.A.Down();
+        Assert.Null(pair.A.FindPeer(pair.B.PublicKey)!.CurrentKeypair);
+        pair.A.Up();
+        pair.Time.Advance(TimeSpan.FromSeconds(1));
+        var ping = DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2", 8, 0x78);
+        Assert.Equal(ping, pair.AToB(ping));
+    }
+
+    private sealed class CapturingSink : IDatagramSink
+    {
+        private readonly System.Collections.Concurrent.ConcurrentQueue<byte[]> _datagrams = new();
+
+        public int Count => _datagrams.Count;
+
+        public void Send(ReadOnlySpan<byte> datagram) => _datagrams.Enqueue(datagram.ToArray());
+
+        public byte[] Take() => _datagrams.TryDequeue(out var datagram) ? datagram : throw new InvalidOperationException("empty");
+    }
+}

@@ -1,0 +1,203 @@
+using System.Net;
+using Modular.Abstractions.WireGuard;
+using Modular.WireGuard.Device;
+using Modular.WireGuard.Noise;
+
+namespace Modular.WireGuard.Tests;
+
+/// <summary>The protocol timers, driven by a fake clock (no real waiting on timer periods).</summary>
+public sealed class TimerTests
+{
+    private static readonly TimeSpan RetryStep = ProtocolTimings.RekeyTimeout + ProtocolTimings.RekeyTimeoutJitterMax + TimeSpan.FromMilliseconds(1);
+
+    /// <summary>Counts handshake initiations A puts on the wire; optionally drops everything A sends.</summary>
+    private static Func<int> CountInitiationsFromA(DevicePair pair, bool dropAll)
+    {
+        var count = 0;
+        var fromA = pair.Binds.A.Endpoint;
+        pair.Binds.Network.Filter = (from, _, data) =>
+        {
+            if (from == fromA && MessageLayout.ReadType(data.Span) == MessageLayout.TypeInitiation)
+            {
+                Interlocked.Increment(ref count);
+            }
+
+            return !(dropAll && from == fromA);
+        };
+        return () => Volatile.Read(ref count);
+    }
+
+    [Fact]
+    public void Handshake_is_retried_after_RekeyTimeout()
+    {
+        using var pair = new DevicePair();
+        var initiations = CountInitiationsFromA(pair, dropAll: true);
+        pair.TunA.Inject(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2"));
+        Assert.True(DevicePair.WaitUntil(() => initiations() == 1));
+
+        pair.Time.Advance(ProtocolTimings.RekeyTimeout - TimeSpan.FromMilliseconds(10));
+        Assert.Equal(1, initiations());
+        pair.Time.Advance(ProtocolTimings.RekeyTimeoutJitterMax + TimeSpan.FromMilliseconds(20));
+        Assert.Equal(2, initiations());
+    }
+
+    [Fact]
+    public void More_data_does_not_send_initiations_faster_than_RekeyTimeout()
+    {
+        using var pair = new DevicePair();
+        var initiations = CountInitiationsFromA(pair, dropAll: true);
+        for (var i = 0; i < 20; i++)
+        {
+            pair.TunA.Inject(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2"));
+        }
+
+        Assert.True(DevicePair.WaitUntil(() => pair.A.FindPeer(pair.B.PublicKey)!.StagedCount == 20));
+        Assert.Equal(1, initiations());
+    }
+
+    [Fact]
+    public void Gives_up_after_RekeyAttemptTime_and_drops_staged_packets()
+    {
+        using var pair = new DevicePair();
+        var initiations = CountInitiationsFromA(pair, dropAll: true);
+        pair.TunA.Inject(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2"));
+        Assert.True(DevicePair.WaitUntil(() => initiations() == 1));
+        var peer = pair.A.FindPeer(pair.B.PublicKey)!;
+        Assert.True(DevicePair.WaitUntil(() => peer.StagedCount == 1));
+
+        for (var i = 0; i < 25; i++)
+        {
+            pair.Time.Advance(RetryStep);
+        }
+
+        // The first attempt plus MaxHandshakeAttempts retries span REKEY_ATTEMPT_TIME (90 s); then silence.
+        Assert.Equal(1 + ProtocolTimings.MaxHandshakeAttempts, initiations());
+        Assert.Equal(0, peer.StagedCount);
+        Assert.True(peer.ZeroKeyMaterial.IsPending);
+    }
+
+    [Fact]
+    public void Keepalive_is_sent_after_KeepaliveTimeout_of_receive_only_traffic()
+    {
+        using var pair = new DevicePair();
+        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+        var rxOnA = pair.A.FindPeer(pair.B.PublicKey)!;
+        Assert.True(DevicePair.WaitUntil(() => rxOnA.RxBytes > 0));
+        var before = rxOnA.RxBytes;
+
+        pair.Time.Advance(ProtocolTimings.KeepaliveTimeout - TimeSpan.FromMilliseconds(1));
+        Thread.Sleep(50);
+        Assert.Equal(before, rxOnA.RxBytes);
+        pair.Time.Advance(TimeSpan.FromMilliseconds(2));
+
+        // B answered with an empty transport message: header + tag, 32 bytes.
+        Assert.True(DevicePair.WaitUntil(() => rxOnA.RxBytes == before + MessageLayout.TransportMinSize));
+    }
+
+    [Fact]
+    public void No_keepalive_when_data_went_back()
+    {
+        using var pair = new DevicePair();
+        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+        Assert.NotNull(pair.BToA(DevicePair.IPv4Packet("100.64.0.2", "100.64.0.1")));
+        var peerOnB = pair.B.FindPeer(pair.A.PublicKey)!;
+        Assert.False(peerOnB.SendKeepaliveTimer.IsPending);
+    }
+
+    [Fact]
+    public void Persistent_keepalive_is_sent_every_interval()
+    {
+        using var pair = new DevicePair();
+        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+        Assert.NotNull(pair.BToA(DevicePair.IPv4Packet("100.64.0.2", "100.64.0.1")));
+        pair.A.SetPeer(new WgPeerConfig(pair.B.PublicKey, [IPNetwork.Parse("100.64.0.2/32")], IPEndPoint.Parse("198.18.0.2:51821"), PersistentKeepalive: TimeSpan.FromSeconds(25)));
+        var peerOnB = pair.B.FindPeer(pair.A.PublicKey)!;
+        Assert.True(DevicePair.WaitUntil(() => peerOnB.RxBytes > 0));
+        var before = peerOnB.RxBytes; // includes the keepalive sent when the interval was switched on
+        for (var i = 1; i <= 3; i++)
+        {
+            pair.Time.Advance(TimeSpan.FromSeconds(25));
+            var expected = before + (i * MessageLayout.TransportMinSize);
+            Assert.True(DevicePair.WaitUntil(() => peerOnB.RxBytes >= expected), $"keepalive {i}");
+        }
+    }
+
+    [Fact]
+    public void New_handshake_when_data_gets_no_answer()
+    {
+        using var pair = new DevicePair();
+        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+        Assert.NotNull(pair.BToA(DevicePair.IPv4Packet("100.64.0.2", "100.64.0.1")));
+        pair.Time.Advance(TimeSpan.FromSeconds(30));
+        var initiations = CountInitiationsFromA(pair, dropAll: false);
+
+        // B stops answering (its keepalives are dropped too).
+        var fromB = pair.Binds.B.Endpoint;
+        var counting = pair.Binds.Network.Filter!;
+        pair.Binds.Network.Filter = (from, to, data) => counting(from, to, data) && from != fromB;
+        var peerOnA = pair.A.FindPeer(pair.B.PublicKey)!;
+        for (var attempt = 0; attempt < 5 && !peerOnA.NewHandshake.IsPending; attempt++)
+        {
+            // A packet B sent before the silence may still be on its way and stop the timer: send again.
+            pair.TunA.Inject(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2"));
+            Assert.NotNull(pair.TunB.TryReadWritten(DevicePair.Wait));
+            DevicePair.WaitUntil(() => peerOnA.NewHandshake.IsPending);
+        }
+
+        Assert.True(peerOnA.NewHandshake.IsPending);
+        pair.Time.Advance(ProtocolTimings.KeepaliveTimeout + ProtocolTimings.RekeyTimeout + ProtocolTimings.RekeyTimeoutJitterMax);
+        Assert.Equal(1, initiations());
+    }
+
+    [Fact]
+    public void Keys_are_zeroed_after_three_times_RejectAfterTime()
+    {
+        using var pair = new DevicePair();
+        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+        var peerOnA = pair.A.FindPeer(pair.B.PublicKey)!;
+        var keypair = peerOnA.CurrentKeypair!;
+        var indicesBefore = pair.A.Indices.Count;
+        Assert.True(indicesBefore > 0);
+
+        pair.Binds.Network.Filter = (_, _, _) => false; // silence: nothing refreshes the session
+        pair.Time.Advance(ProtocolTimings.RejectAfterTime);
+
+        // Expired keys are no longer used to send, although not yet erased.
+        Assert.Null(peerOnA.UsableSendingKeypair());
+        Assert.NotNull(peerOnA.CurrentKeypair);
+
+        pair.Time.Advance(ProtocolTimings.ZeroKeysAfter - ProtocolTimings.RejectAfterTime + TimeSpan.FromSeconds(1));
+        Assert.True(DevicePair.WaitUntil(() => peerOnA.CurrentKeypair is null));
+        Assert.True(keypair.IsDisposed);
+        Assert.Equal(0, pair.A.Indices.Count);
+    }
+
+    [Fact]
+    public void Expired_session_is_renewed_by_new_traffic()
+    {
+        using var pair = new DevicePair();
+        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+
+        // The network goes silent while the session expires (the timers' retries are lost too).
+        pair.Binds.Network.Filter = (_, _, _) => false;
+        pair.Time.Advance(ProtocolTimings.RejectAfterTime + TimeSpan.FromSeconds(1));
+        pair.Binds.Network.Filter = null;
+        pair.Time.Advance(TimeSpan.FromSeconds(1));
+        var ping = DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2", 12, 0x12);
+        pair.TunA.Inject(ping);
+
+        // Both sides' timers fired at expiry (their initiations were lost), so the new handshake
+        // may wait for the next retry; crossing initiations are resolved by the jittered retries.
+        byte[]? received = null;
+        for (var step = 0; step < 10 && received is null; step++)
+        {
+            received = pair.TunB.TryReadWritten(TimeSpan.FromSeconds(1));
+            if (received is null)
+            {
+                pair.Time.Advance(RetryStep);
+            }
+        }
+
+        Assert.Equal(ping, received);
+    }
+}
