@@ -1,1 +1,138 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using Microsoft.Extensions.Logging;
+using Modular.WireGuard.Conn;
+using Modular.WireGuard.Device;
+using Modular.WireGuard.Tun;
+using Modular.WireGuard.Uapi;
+using Modular.Wg;
+
+// modular-wg: the in-process WireGuard as a drop-in for wireguard-go's command line.
+//   modular-wg [-f|--foreground] <interface>
+// creates the TUN and the UAPI socket /var/run/wireguard/<interface>.sock and serves until
+// the interface is deleted or SIGTERM/SIGINT. Without -f it starts itself in the background
+// and exits 0 once the interface exists, as wireguard-go does (so wg-quick can use it through
+// WG_QUICK_USERSPACE_IMPLEMENTATION=modular-wg). LOG_LEVEL=verbose|error|silent.
+const int DefaultMtu = 1420;
+
+var foreground = false;
+string? interfaceName = null;
+foreach (var arg in args)
+{
+    switch (arg)
+    {
+        case "-f" or "--foreground":
+            foreground = true;
+            break;
+        case "--version" or "-v":
+            Console.WriteLine($"modular-wg v{typeof(WgDevice).Assembly.GetName().Version}");
+            return 0;
+        case "-h" or "--help":
+            PrintUsage();
+            return 0;
+        default:
+            if (arg.StartsWith('-') || interfaceName is not null)
+            {
+                PrintUsage();
+                return 2;
+            }
+
+            interfaceName = arg;
+            break;
+    }
+}
+
+if (interfaceName is null)
+{
+    PrintUsage();
+    return 2;
+}
+
+if (!foreground)
+{
+    return Daemonize(interfaceName);
+}
+
+var loggerFactory = new StderrLoggerFactory(interfaceName, StderrLoggerFactory.FromEnvironment(Environment.GetEnvironmentVariable("LOG_LEVEL")));
+var logger = loggerFactory.CreateLogger("modular-wg");
+LinuxTun tun;
+try
+{
+    tun = LinuxTun.Create(interfaceName, DefaultMtu);
+}
+catch (Exception e) when (e is IOException or ArgumentException)
+{
+    logger.LogError("Failed to create TUN device: {Reason}", e.Message);
+    return 1;
+}
+
+var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+using var device = new WgDevice(tun, new UdpBind(), loggerFactory, TimeProvider.System);
+device.Closed += (_, _) => stopped.TrySetResult();
+UapiServer uapi;
+try
+{
+    uapi = UapiServer.Start(UapiServer.PathFor(interfaceName), device, logger);
+}
+catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Net.Sockets.SocketException)
+{
+    logger.LogError("Failed to listen on UAPI socket: {Reason}", e.Message);
+    return 1;
+}
+
+await using (uapi)
+{
+    // The device serves from the start, like wireguard-go; `wg set listen-port` rebinds.
+    device.Up();
+    logger.LogDebug("Device started (TUN offloads {Offloads})", tun.OffloadsEnabled ? "on" : "off");
+    using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => { context.Cancel = true; stopped.TrySetResult(); });
+    using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, context => { context.Cancel = true; stopped.TrySetResult(); });
+
+    // The TUN read loop ends when the link is deleted; the check below also covers a device that has not read yet.
+    while (!stopped.Task.IsCompleted)
+    {
+        await Task.WhenAny(stopped.Task, Task.Delay(TimeSpan.FromSeconds(1)));
+        if (!Directory.Exists($"/sys/class/net/{interfaceName}"))
+        {
+            stopped.TrySetResult();
+        }
+    }
+
+    logger.LogDebug("Shutting down");
+}
+
 return 0;
+
+static void PrintUsage()
+    => Console.Error.WriteLine("Usage: modular-wg [-f/--foreground] INTERFACE-NAME");
+
+// Re-runs this program detached (new session, stdio on /dev/null) with -f, then waits until the
+// interface and its UAPI socket exist, so callers such as wg-quick can configure it right away.
+static int Daemonize(string interfaceName)
+{
+    var self = Environment.ProcessPath ?? throw new InvalidOperationException("cannot find my own executable");
+    var psi = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
+    psi.ArgumentList.Add("-c");
+    psi.ArgumentList.Add("exec setsid -f \"$0\" -f \"$1\" </dev/null >/dev/null 2>&1");
+    psi.ArgumentList.Add(self);
+    psi.ArgumentList.Add(interfaceName);
+    using (var launcher = Process.Start(psi) ?? throw new IOException("cannot start the background process"))
+    {
+        launcher.WaitForExit();
+    }
+
+    var socket = UapiServer.PathFor(interfaceName);
+    var deadline = Stopwatch.StartNew();
+    while (deadline.Elapsed < TimeSpan.FromSeconds(15))
+    {
+        if (File.Exists(socket) && Directory.Exists($"/sys/class/net/{interfaceName}"))
+        {
+            return 0;
+        }
+
+        Thread.Sleep(50);
+    }
+
+    Console.Error.WriteLine($"modular-wg: {interfaceName} did not come up (run with -f to see why)");
+    return 1;
+}

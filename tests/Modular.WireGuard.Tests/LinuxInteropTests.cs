@@ -1,0 +1,247 @@
+using System.Net;
+using Microsoft.Extensions.Logging.Abstractions;
+using Modular.Abstractions.WireGuard;
+using Modular.Testing;
+using Modular.WireGuard.Interface;
+using Modular.WireGuard.Kernel;
+
+namespace Modular.WireGuard.Tests;
+
+/// <summary>
+/// modular-wg and the wireguard-go driver against the reference wireguard-go, each side in its
+/// own namespace joined by a veth (underlay 198.18.x, overlay 100.64.x), configured with the
+/// real `wg` tool through the UAPI sockets.
+/// </summary>
+public sealed class LinuxInteropTests : IDisposable
+{
+    private static readonly Dictionary<string, string> WireGuardGoEnvironment = new()
+    {
+        [WireGuardGoProcess.PreferUserspaceVariable] = "1",
+        ["LOG_LEVEL"] = "verbose",
+    };
+
+    private static int _subnet = Environment.ProcessId % 200;
+
+    private readonly List<IDisposable> _cleanup = [];
+    private readonly List<string> _tempFiles = [];
+
+    private static void RequireTools()
+    {
+        Prerequisites.RequireRoot();
+        Prerequisites.RequireTool("wg");
+        Prerequisites.RequireTool("wireguard-go");
+    }
+
+    /// <summary>The modular-wg apphost built next to this test assembly's configuration.</summary>
+    private static string ModularWgPath()
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Modular.sln")))
+        {
+            dir = dir.Parent;
+        }
+
+        Assert.NotNull(dir);
+        var configuration = AppContext.BaseDirectory.Contains("/Release/", StringComparison.Ordinal) ? "Release" : "Debug";
+        var path = Path.Combine(dir.FullName, "hosts", "Modular.Wg", "bin", configuration, "net10.0", "modular-wg");
+        Assert.True(File.Exists(path), $"modular-wg not built at {path}");
+        return path;
+    }
+
+    private sealed record Side(NetworkNamespace Ns, string Iface, string PrivateKey, string PublicKey, string Underlay, string Overlay, Shell.BackgroundProcess Process);
+
+    private (NetworkNamespace A, NetworkNamespace B, int Subnet) Namespaces()
+    {
+        var subnet = Interlocked.Increment(ref _subnet) % 250;
+        var a = NetworkNamespace.Create("ia");
+        _cleanup.Add(a);
+        var b = NetworkNamespace.Create("ib");
+        _cleanup.Add(b);
+        a.Link(b, $"198.18.{subnet}.1/24", $"198.18.{subnet}.2/24");
+        return (a, b, subnet);
+    }
+
+    private Side StartSide(NetworkNamespace ns, string executable, string iface, int subnet, int host)
+    {
+        var process = ns.Start($"{executable} -f {iface}", WireGuardGoEnvironment);
+        _cleanup.Add(process);
+        var socket = $"/var/run/wireguard/{iface}.sock";
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while (!(File.Exists(socket) && ns.TryExec($"ip link show {iface}").ExitCode == 0))
+        {
+            Assert.True(DateTime.UtcNow < deadline && !process.Process.HasExited, $"{executable} did not create {iface}: {process.Output}");
+            Thread.Sleep(50);
+        }
+
+        var privateKey = Shell.Run("wg", "genkey").Trim();
+        var publicKey = PublicKeyOf(privateKey);
+        var keyFile = Path.Combine(Path.GetTempPath(), $"mdl-key-{Guid.NewGuid():N}");
+        File.WriteAllText(keyFile, string.Empty);
+        Shell.Run("chmod", $"600 {keyFile}");
+        File.WriteAllText(keyFile, privateKey + "\n");
+        _tempFiles.Add(keyFile);
+        ns.Exec($"wg set {iface} private-key {keyFile} listen-port 51820");
+        ns.Exec($"ip addr add 100.64.{subnet}.{host}/24 dev {iface}");
+        ns.Exec($"ip link set {iface} mtu 1420 up");
+        return new Side(ns, iface, privateKey, publicKey, $"198.18.{subnet}.{host}", $"100.64.{subnet}.{host}", process);
+    }
+
+    private static string PublicKeyOf(string privateKey) => WgKeys.PublicKeyOf(WgKey.Parse(privateKey)).ToBase64();
+
+    private static void AddPeer(Side self, Side peer)
+        => self.Ns.Exec($"wg set {self.Iface} peer {peer.PublicKey} allowed-ips {peer.Overlay}/32 endpoint {peer.Underlay}:51820");
+
+    private static void RemovePeer(Side self, Side peer) => self.Ns.Exec($"wg set {self.Iface} peer {peer.PublicKey} remove");
+
+    private static void Ping(Side from, Side to)
+    {
+        var result = from.Ns.TryExec($"ping -c 3 -i 0.2 -W 3 {to.Overlay}", TimeSpan.FromSeconds(30));
+        Assert.True(result.ExitCode == 0, $"ping {from.Iface} -> {to.Iface} failed: {result.Output}{result.Error}\n--- {from.Iface}:\n{from.Process.Output}\n--- {to.Iface}:\n{to.Process.Output}");
+    }
+
+    /// <summary>Fields of `wg show dump` for the one peer: public key, psk, endpoint, allowed, handshake, rx, tx, keepalive.</summary>
+    private static string[] PeerDump(Side side)
+    {
+        var lines = side.Ns.Exec($"wg show {side.Iface} dump").Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(2, lines.Length);
+        return lines[1].Split('\t');
+    }
+
+    [SkippableFact]
+    public void ModularWgInteroperatesWithWireGuardGo()
+    {
+        RequireTools();
+        var (nsA, nsB, subnet) = Namespaces();
+        var tag = Environment.ProcessId % 10000;
+        var modular = StartSide(nsA, ModularWgPath(), $"mwa{tag}s{subnet}", subnet, 1);
+        var reference = StartSide(nsB, "wireguard-go", $"mwb{tag}s{subnet}", subnet, 2);
+        AddPeer(modular, reference);
+        AddPeer(reference, modular);
+
+        // Handshake initiated by modular-wg.
+        Ping(modular, reference);
+        var dump = PeerDump(modular);
+        Assert.Equal(reference.PublicKey, dump[0]);
+        Assert.Equal($"{reference.Underlay}:51820", dump[2]);
+        Assert.Equal($"{reference.Overlay}/32", dump[3]);
+        Assert.True(long.Parse(dump[4]) > 0, "latest handshake recorded");
+        Assert.True(long.Parse(dump[5]) > 0 && long.Parse(dump[6]) > 0, "transfer counters move");
+
+        // Fresh sessions on both sides, then the handshake is initiated by wireguard-go.
+        RemovePeer(modular, reference);
+        RemovePeer(reference, modular);
+        AddPeer(modular, reference);
+        AddPeer(reference, modular);
+        Assert.Equal("0", PeerDump(modular)[4]);
+        Ping(reference, modular);
+        Assert.True(long.Parse(PeerDump(modular)[4]) > 0, "responder side records the handshake");
+
+        // Rekey: modular-wg forgets its session while wireguard-go keeps the old one; traffic needs a new handshake.
+        RemovePeer(modular, reference);
+        AddPeer(modular, reference);
+        Ping(modular, reference);
+        Ping(reference, modular);
+        Assert.True(long.Parse(PeerDump(modular)[4]) > 0);
+
+        var show = modular.Ns.Exec($"wg show {modular.Iface}");
+        Assert.Contains("latest handshake:", show);
+        Assert.Contains("transfer:", show);
+
+        // Deleting the link stops modular-wg and removes its socket, as with wireguard-go.
+        modular.Ns.Exec($"ip link del {modular.Iface}");
+        Assert.True(modular.Process.Process.WaitForExit(10_000), "modular-wg exits when its interface is deleted");
+        Assert.False(File.Exists($"/var/run/wireguard/{modular.Iface}.sock"));
+    }
+
+    [SkippableFact]
+    public void ModularWgDaemonizesLikeWireGuardGo()
+    {
+        RequireTools();
+        var (nsA, _, subnet) = Namespaces();
+        var iface = $"mwd{Environment.ProcessId % 10000}s{subnet}";
+
+        var result = nsA.TryExec($"{ModularWgPath()} {iface}", TimeSpan.FromSeconds(30));
+
+        Assert.True(result.ExitCode == 0, result.Error);
+        Assert.Equal(0, nsA.TryExec($"ip link show {iface}").ExitCode);
+        Assert.Contains("listening port", nsA.Exec($"wg show {iface}"));
+        nsA.Exec($"ip link del {iface}");
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (File.Exists($"/var/run/wireguard/{iface}.sock") && DateTime.UtcNow < deadline)
+        {
+            Thread.Sleep(100);
+        }
+
+        Assert.False(File.Exists($"/var/run/wireguard/{iface}.sock"), "the background modular-wg exits with its interface");
+    }
+
+    [SkippableFact]
+    public async Task KernelIfaceDrivesAWireGuardGoProcess()
+    {
+        RequireTools();
+        var (nsA, nsB, subnet) = Namespaces();
+        var tag = Environment.ProcessId % 10000;
+        var reference = StartSide(nsB, "wireguard-go", $"kgb{tag}s{subnet}", subnet, 2);
+        var options = new WgIfaceOptions($"kga{tag}s{subnet}", WgKeys.GeneratePrivateKey(), IPAddress.Parse($"100.64.{subnet}.1"), 24, Mtu: 1420);
+        await using var iface = new KernelWgIface(options, NullLoggerFactory.Instance, useKernelModule: false) { NetworkNamespace = nsA.Name };
+
+        await iface.CreateAsync(CancellationToken.None);
+        await iface.UpAsync(CancellationToken.None);
+        var referenceKey = WgKey.Parse(reference.PublicKey);
+        await iface.SetPeerAsync(new WgPeerConfig(referenceKey, [IPNetwork.Parse($"{reference.Overlay}/32")], IPEndPoint.Parse($"{reference.Underlay}:51820")), CancellationToken.None);
+        reference.Ns.Exec($"wg set {reference.Iface} peer {iface.PublicKey.ToBase64()} allowed-ips 100.64.{subnet}.1/32");
+
+        var ping = nsA.TryExec($"ping -c 3 -i 0.2 -W 3 {reference.Overlay}", TimeSpan.FromSeconds(30));
+        var stats = await iface.GetStatsAsync(CancellationToken.None);
+
+        Assert.True(ping.ExitCode == 0, ping.Output + nsA.TryExec("wg show all").Output + nsB.TryExec("wg show all").Output + nsA.TryExec("ip addr").Output + reference.Process.Output);
+        Assert.Equal(WgInterfaceMode.Kernel, iface.Mode);
+        Assert.Null(iface.BindHook);
+        var peer = Assert.Single(stats);
+        Assert.Equal(referenceKey, peer.Key);
+        Assert.NotNull(peer.Value.LastHandshake);
+        Assert.True(peer.Value.RxBytes > 0 && peer.Value.TxBytes > 0);
+        Assert.Equal(IPEndPoint.Parse($"{reference.Underlay}:51820"), peer.Value.Endpoint);
+
+        await iface.UpdateEndpointAsync(referenceKey, IPEndPoint.Parse($"{reference.Underlay}:51821"), CancellationToken.None);
+        Assert.Equal(51821, (await iface.GetStatsAsync(CancellationToken.None))[referenceKey].Endpoint!.Port);
+        await iface.RemovePeerAsync(referenceKey, CancellationToken.None);
+        Assert.Empty(await iface.GetStatsAsync(CancellationToken.None));
+
+        var pid = iface.ProcessId!.Value;
+        await iface.CloseAsync(CancellationToken.None);
+
+        Assert.NotEqual(0, nsA.TryExec($"ip link show {options.Name}").ExitCode);
+        Assert.False(Directory.Exists($"/proc/{pid}") && !File.ReadAllText($"/proc/{pid}/stat").Contains(" Z ", StringComparison.Ordinal), "wireguard-go stopped");
+        Assert.False(File.Exists($"/var/run/wireguard/{options.Name}.sock"));
+    }
+
+    [SkippableFact]
+    public async Task KernelModulePathConfiguresARealWireGuardLink()
+    {
+        Prerequisites.RequireRoot();
+        Prerequisites.SkipAlwaysUnless(KernelWgIface.KernelModuleAvailable(), "skipped: no WireGuard kernel module");
+        var (nsA, _, subnet) = Namespaces();
+        var options = new WgIfaceOptions($"kmod{subnet}", WgKeys.GeneratePrivateKey(), IPAddress.Parse($"100.64.{subnet}.1"), 24);
+        await using var iface = new KernelWgIface(options, NullLoggerFactory.Instance, useKernelModule: true) { NetworkNamespace = nsA.Name };
+
+        await iface.CreateAsync(CancellationToken.None);
+        var peerKey = WgKeys.PublicKeyOf(WgKeys.GeneratePrivateKey());
+        await iface.SetPeerAsync(new WgPeerConfig(peerKey, [IPNetwork.Parse("100.64.0.9/32")]), CancellationToken.None);
+
+        Assert.Contains(peerKey.ToBase64(), nsA.Exec($"wg show {options.Name} peers"));
+    }
+
+    public void Dispose()
+    {
+        for (var i = _cleanup.Count - 1; i >= 0; i--)
+        {
+            _cleanup[i].Dispose();
+        }
+
+        foreach (var file in _tempFiles)
+        {
+            File.Delete(file);
+        }
+    }
+}
