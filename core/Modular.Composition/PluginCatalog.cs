@@ -28,8 +28,8 @@ public sealed record PluginInfo(string Name, string Kind, string? Version, strin
 /// its reason and logged; the others still load.
 /// </summary>
 /// <remarks>
-/// Folders are read in ordinal order of their names; when two plugins export the same name,
-/// the first one found keeps it and the later one is reported as a duplicate.
+/// Folders are read in ordinal order of their names; when two plugins export the same name for
+/// the same kind, the first one found keeps it and the later one is reported as a duplicate.
 /// </remarks>
 public sealed class PluginCatalog : IDisposable
 {
@@ -118,7 +118,7 @@ public sealed class PluginCatalog : IDisposable
         }
 
         var kind = KindOf<TFactory>();
-        var failed = _plugins.FirstOrDefault(p => !p.Loaded && p.Name == name);
+        var failed = _plugins.FirstOrDefault(p => !p.Loaded && p.Name == name && (p.Kind == kind || p.Kind == UnknownKind));
         if (failed is not null)
         {
             throw new PluginLoadException($"{kind} plugin '{name}' ({failed.AssemblyPath}) could not be loaded: {failed.Error}");
@@ -227,11 +227,12 @@ public sealed class PluginCatalog : IDisposable
                     continue;
                 }
 
-                var duplicate = _plugins.FirstOrDefault(p => p.Loaded && p.Name == pluginName);
+                // Names are unique per kind: Get<T> selects by kind and name.
+                var duplicate = _plugins.FirstOrDefault(p => p.Loaded && p.Kind == kind && p.Name == pluginName);
                 if (duplicate is not null)
                 {
                     Fail(logger, new PluginInfo(pluginName, kind, version, mainAssembly, false,
-                        $"duplicate plugin name '{pluginName}': already provided by {duplicate.AssemblyPath}", null));
+                        $"duplicate {kind} plugin name '{pluginName}': already provided by {duplicate.AssemblyPath}", null));
                     continue;
                 }
 

@@ -17,6 +17,7 @@ namespace Modular.Plugins.ProxyUdp;
 public sealed class UdpProxy : IProxy
 {
     private const int MaxDatagram = 65535;
+    private const int SocketBufferBytes = 1 << 20;
 
     private readonly IPEndPoint _wireGuard;
     private readonly ILogger _logger;
@@ -68,6 +69,10 @@ public sealed class UdpProxy : IProxy
             var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
             try
             {
+                // Bursts from WireGuard (a batch of sealed packets) must not overflow the default buffers;
+                // the kernel caps these at net.core.[rw]mem_max.
+                socket.ReceiveBufferSize = SocketBufferBytes;
+                socket.SendBufferSize = SocketBufferBytes;
                 socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
                 socket.Connect(_wireGuard);
             }
@@ -123,8 +128,10 @@ public sealed class UdpProxy : IProxy
     public void RedirectAs(IPEndPoint endpoint)
     {
         ArgumentNullException.ThrowIfNull(endpoint);
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _closed) != 0, this);
+        var own = _endpoint ?? throw new InvalidOperationException("Call AddRelayedConnAsync before RedirectAs.");
         SpoofingSender? next = null;
-        if (!endpoint.Equals(_endpoint))
+        if (!endpoint.Equals(own))
         {
             try
             {

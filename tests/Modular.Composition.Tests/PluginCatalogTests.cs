@@ -60,6 +60,27 @@ public sealed class PluginCatalogTests : IDisposable
     }
 
     [Fact]
+    public async Task A_proxy_created_through_the_catalog_moves_datagrams()
+    {
+        using var catalog = PluginCatalog.Load(PluginsDir(builtIns: true), _logger);
+        using var wireGuard = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Dgram, System.Net.Sockets.ProtocolType.Udp);
+        wireGuard.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
+        var iface = new FakeWgIface(WgInterfaceMode.Kernel, ((System.Net.IPEndPoint)wireGuard.LocalEndPoint!).Port);
+
+        // The plugin lives in its own load context; logging and contract types cross from the host.
+        await using var proxy = await catalog.Get<IProxyFactory>("udp").CreateAsync(iface, new FakePluginContext(), CancellationToken.None);
+        var relay = new InMemoryRelayedConnection();
+        await proxy.AddRelayedConnAsync(relay, default, CancellationToken.None);
+        proxy.Work();
+        await relay.FromRelay.Writer.WriteAsync([1, 2, 3]);
+
+        var buffer = new byte[16];
+        var result = await wireGuard.ReceiveFromAsync(buffer, System.Net.Sockets.SocketFlags.None, new System.Net.IPEndPoint(System.Net.IPAddress.Any, 0), Bounded.Wait);
+        Assert.Equal([1, 2, 3], buffer[..result.ReceivedBytes]);
+        Assert.Equal(proxy.EndpointAddr, result.RemoteEndPoint);
+    }
+
+    [Fact]
     public void A_third_party_plugin_dropped_in_the_folder_is_selectable()
     {
         using var catalog = PluginCatalog.Load(PluginsDir(builtIns: true, "ThirdPartyProxy"), _logger);
@@ -180,7 +201,7 @@ public sealed class PluginCatalogTests : IDisposable
         Assert.True(entries[0].Loaded);
         Assert.Contains("a-first", entries[0].AssemblyPath, StringComparison.Ordinal);
         Assert.False(entries[1].Loaded);
-        Assert.Contains("duplicate plugin name 'thirdparty'", entries[1].Error, StringComparison.Ordinal);
+        Assert.Contains("duplicate proxy plugin name 'thirdparty'", entries[1].Error, StringComparison.Ordinal);
         Assert.Contains(entries[0].AssemblyPath, entries[1].Error, StringComparison.Ordinal);
         Assert.NotNull(catalog.Get<IProxyFactory>("thirdparty"));
         Assert.Single(_logger.Warnings);

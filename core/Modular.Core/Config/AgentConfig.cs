@@ -54,6 +54,30 @@ public sealed record AgentConfig
 
     public string EffectiveSocketPath => Socket.Length > 0 ? Socket : $"/var/run/modular/{Interface.Name}.sock";
 
+    // A record prints every property; this one must never print the setup key, since a config
+    // is the kind of object that ends up in a log line.
+    private bool PrintMembers(System.Text.StringBuilder builder)
+    {
+        builder.Append("ManagementUrls = [").AppendJoin(", ", ManagementUrls).Append(']');
+        builder.Append(", SetupKey = ").Append(SetupKey.Length == 0 ? "(none)" : "(hidden)");
+        builder.Append(", TlsCa = ").Append(TlsCa);
+        builder.Append(", StateDir = ").Append(StateDir);
+        builder.Append(", Socket = ").Append(EffectiveSocketPath);
+        builder.Append(", Interface = ").Append(Interface);
+        builder.Append(", Log = ").Append(Log);
+        builder.Append(", PluginsDir = ").Append(PluginsDir);
+        builder.Append(", Features = ").Append(Features);
+        builder.Append(", Connection = ").Append(Connection);
+        builder.Append(", Proxy = ").Append(Proxy);
+        builder.Append(", Rosenpass = ").Append(Rosenpass);
+        builder.Append(", Netflow = ").Append(Netflow);
+        builder.Append(", Ui = ").Append(Ui);
+        builder.Append(", Metrics = ").Append(Metrics);
+        builder.Append(", PluginSettings = [").AppendJoin(", ", PluginSettings.Keys).Append(']');
+        builder.Append(", SourcePath = ").Append(SourcePath);
+        return true;
+    }
+
     /// <summary>The <c>[plugins.NAME]</c> section of <paramref name="pluginName"/>, empty when the file has none.</summary>
     public IReadOnlyDictionary<string, object?> SettingsFor(string pluginName)
         => PluginSettings.TryGetValue(pluginName, out var settings) ? settings : new Dictionary<string, object?>();

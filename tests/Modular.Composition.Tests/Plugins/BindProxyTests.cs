@@ -49,6 +49,26 @@ public sealed class BindProxyTests
     }
 
     [Fact]
+    public async Task Pause_stops_injecting_and_Work_resumes()
+    {
+        var hook = new FakeBindHook();
+        var relay = new InMemoryRelayedConnection();
+        await using var proxy = new BindProxy(hook, NullLogger.Instance);
+        await proxy.AddRelayedConnAsync(relay, Peer, CancellationToken.None);
+        proxy.Work();
+        await relay.FromRelay.Writer.WriteAsync([1]);
+        Assert.Equal([1], (await hook.Injected.Reader.ReadAsync(Bounded.Wait)).Datagram);
+
+        proxy.Pause();
+        await relay.FromRelay.Writer.WriteAsync([2]);
+        await relay.WaitConsumedAsync(2);
+        proxy.Work();
+        await relay.FromRelay.Writer.WriteAsync([3]);
+        Assert.Equal([3], (await hook.Injected.Reader.ReadAsync(Bounded.Wait)).Datagram);
+        Assert.False(hook.Injected.Reader.TryRead(out _));
+    }
+
+    [Fact]
     public async Task Disconnected_is_raised_when_the_relay_closes()
     {
         var hook = new FakeBindHook();

@@ -159,6 +159,7 @@ public sealed class UdpProxyTests : IAsyncLifetime
         await using var proxy = new UdpProxy(51820, NullLogger.Instance);
         Assert.Throws<InvalidOperationException>(() => proxy.Work());
         Assert.Throws<InvalidOperationException>(() => proxy.EndpointAddr);
+        Assert.Throws<InvalidOperationException>(() => proxy.RedirectAs(new IPEndPoint(IPAddress.Loopback, 1)));
         await Assert.ThrowsAsync<InvalidOperationException>(async () =>
         {
             await proxy.AddRelayedConnAsync(new InMemoryRelayedConnection(), Peer, CancellationToken.None);

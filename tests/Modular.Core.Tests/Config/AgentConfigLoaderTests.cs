@@ -132,6 +132,31 @@ public sealed class AgentConfigLoaderTests
     }
 
     [Fact]
+    public void Printing_a_config_never_shows_the_setup_key()
+    {
+        var config = Parse(FullFile);
+        var text = config.ToString();
+        Assert.DoesNotContain("A2C8E62B", text, StringComparison.Ordinal);
+        Assert.Contains("SetupKey = (hidden)", text, StringComparison.Ordinal);
+        Assert.Contains("https://a.example:33073", text, StringComparison.Ordinal);
+        Assert.Contains("SetupKey = (none)", Parse("management_url = \"https://m\"").ToString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Dotted_keys_reach_the_same_tables()
+    {
+        var config = Parse("""
+            management_url = "https://m.example"
+            interface.port = 40001
+            features.always_connected = ["db"]
+            """);
+        Assert.Equal(40001, config.Interface.Port);
+        Assert.Equal("mdl0", config.Interface.Name);
+        Assert.Equal(["db"], config.Features.AlwaysConnected);
+        Assert.Equal(new SourcePosition(2, 18), config.Positions["interface.port"]);
+    }
+
+    [Fact]
     public void Interface_and_log_may_be_written_as_tables()
     {
         var config = Parse("""
