@@ -163,6 +163,11 @@ public sealed class PluginTests : IDisposable
         {
             _cleanup.Add(disposable);
         }
+        else
+        {
+            // A plain folder: the caller deletes it.
+            _folders.Add(dir);
+        }
 
         foreach (var file in Directory.GetFiles(AgentHarness.BuiltInPluginsDir, "*", SearchOption.AllDirectories))
         {
@@ -175,6 +180,7 @@ public sealed class PluginTests : IDisposable
     }
 
     private readonly List<IDisposable> _cleanup = [];
+    private readonly List<string> _folders = [];
 
     public void Dispose()
     {
@@ -182,6 +188,17 @@ public sealed class PluginTests : IDisposable
         foreach (var item in _cleanup)
         {
             item.Dispose();
+        }
+
+        foreach (var folder in _folders)
+        {
+            try
+            {
+                Directory.Delete(folder, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
         }
     }
 }

@@ -42,6 +42,11 @@ internal static class AgentCommandLine
             await Console.Error.WriteLineAsync(e.Message);
             return ExitCodes.Error;
         }
+        catch (Exception e) when (e is PluginLoadException or IOException or UnauthorizedAccessException)
+        {
+            await Console.Error.WriteLineAsync(e.Message);
+            return ExitCodes.Error;
+        }
         catch (Grpc.Core.RpcException e)
         {
             await Console.Error.WriteLineAsync($"the modular daemon failed the request: {e.Status.StatusCode}: {e.Status.Detail}");

@@ -48,9 +48,21 @@ internal sealed class DaemonClient : IDisposable
     public static DaemonClient Connect(string socketPath)
     {
         var fullPath = Path.GetFullPath(socketPath);
-        if (!DaemonSocket.IsAnswering(fullPath))
+        using (var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
         {
-            throw DaemonUnavailableException.At(fullPath);
+            try
+            {
+                probe.Connect(new UnixDomainSocketEndPoint(fullPath));
+            }
+            catch (SocketException e) when (e.SocketErrorCode == SocketError.AccessDenied)
+            {
+                throw new DaemonUnavailableException(
+                    $"permission denied on {fullPath}: run as root or as a member of the socket's group", e);
+            }
+            catch (SocketException e)
+            {
+                throw DaemonUnavailableException.At(fullPath, e);
+            }
         }
 
         var handler = new SocketsHttpHandler

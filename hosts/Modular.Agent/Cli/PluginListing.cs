@@ -53,12 +53,12 @@ internal static class PluginListing
 
         var nameWidth = Math.Max(4, reply.Plugins.Max(p => p.Name.Length));
         var kindWidth = Math.Max(4, reply.Plugins.Max(p => p.Kind.Length));
-        var versionWidth = Math.Max(7, reply.Plugins.Max(p => p.Version.Length));
+        var versionWidth = Math.Max(7, reply.Plugins.Max(p => ShortVersion(p.Version).Length));
         text.AppendLine($"  {"NAME".PadRight(nameWidth)}  {"KIND".PadRight(kindWidth)}  {"VERSION".PadRight(versionWidth)}  STATUS");
         foreach (var p in reply.Plugins.OrderBy(p => p.Loaded ? 0 : 1).ThenBy(p => p.Name, StringComparer.Ordinal))
         {
             var state = p.Loaded ? "loaded" : "NOT LOADED";
-            text.AppendLine($"  {p.Name.PadRight(nameWidth)}  {p.Kind.PadRight(kindWidth)}  {(p.Version.Length > 0 ? p.Version : "-").PadRight(versionWidth)}  {state}");
+            text.AppendLine($"  {p.Name.PadRight(nameWidth)}  {p.Kind.PadRight(kindWidth)}  {ShortVersion(p.Version).PadRight(versionWidth)}  {state}");
             text.Append("      ").AppendLine(p.AssemblyPath);
             if (p.Description.Length > 0)
             {
@@ -72,6 +72,13 @@ internal static class PluginListing
         }
 
         return text.ToString();
+    }
+
+    /// <summary>"0.1.0" of "0.1.0+commit": the build metadata is in --json for who needs it.</summary>
+    private static string ShortVersion(string version)
+    {
+        var plus = version.IndexOf('+', StringComparison.Ordinal);
+        return version.Length == 0 ? "-" : plus > 0 ? version[..plus] : version;
     }
 
     private static string? NullIfEmpty(string value) => value.Length == 0 ? null : value;

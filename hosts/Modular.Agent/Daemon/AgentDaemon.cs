@@ -40,6 +40,11 @@ internal static class AgentDaemon
             await Console.Error.WriteLineAsync(e.Message);
             return ExitCodes.Error;
         }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            await Console.Error.WriteLineAsync($"{configPath}: {e.Message}");
+            return ExitCodes.Error;
+        }
 
         using var logger = AgentLogging.Create(config.Log.Level, config.Log.File);
         try
