@@ -107,4 +107,35 @@ public sealed class CliTests : IAsyncLifetime
         Assert.NotEqual(0, result.ExitCode);
         Assert.Contains("server.toml:2:1: unknown key 'colour'", result.Error, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task The_server_runs_as_a_process_serves_agents_never_logs_the_setup_key_and_stops_on_sigterm()
+    {
+        var key = Cli("setup-key create --name proc").Output.Trim();
+        using var server = Shell.Start(Executable, $"--config {_configPath}");
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        System.Text.RegularExpressions.Match listening;
+        while (!(listening = System.Text.RegularExpressions.Regex.Match(server.Output, @"listening on (http://[0-9.:]+)")).Success)
+        {
+            Assert.False(server.Process.HasExited, server.Output);
+            Assert.True(DateTime.UtcNow < deadline, "the server did not report its address: " + server.Output);
+            await Task.Delay(100);
+        }
+
+        using (var channel = Grpc.Net.Client.GrpcChannel.ForAddress(listening.Groups[1].Value))
+        using (var agent = Modular.Control.Crypto.X25519KeyPair.Generate())
+        {
+            var client = new ManagementClient(channel, agent);
+            var reply = await client.RegisterAsync(key, TestServer.Meta("proc"), CancellationToken.None);
+            Assert.Equal("100.64.0.1/10", reply.PeerConfig.Address);
+            await Assert.ThrowsAsync<Grpc.Core.RpcException>(() => client.RegisterAsync("mdl-wrong-key-marker", TestServer.Meta("x"), CancellationToken.None));
+        }
+
+        Shell.Run("kill", $"-TERM {server.Process.Id}");
+        Assert.True(server.Process.WaitForExit(20_000), "the server did not stop on SIGTERM");
+        Assert.Equal(0, server.Process.ExitCode);
+        Assert.DoesNotContain(key, server.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("wrong-key-marker", server.Output, StringComparison.Ordinal);
+        Assert.Contains("Registered peer proc", server.Output, StringComparison.Ordinal);
+    }
 }

@@ -107,3 +107,103 @@ public sealed class RelayTests
         Assert.False(RelayToken.Verify(secret, peer.PublicKey, token.AsSpan(0, 10), now));
     }
 }
+
+/// <summary>The relay on its own, with a fake clock, for session lifecycle rules.</summary>
+public sealed class RelaySessionTests : IAsyncLifetime
+{
+    private readonly string _dir = TestServer.NewDataDir();
+    private readonly Microsoft.Extensions.Time.Testing.FakeTimeProvider _time = new(DateTimeOffset.UtcNow);
+    private Modular.Server.Hosting.ServerSecrets _secrets = null!;
+    private Modular.Server.Relay.RelayServer _relay = null!;
+
+    public async Task InitializeAsync()
+    {
+        _secrets = Modular.Server.Hosting.ServerSecrets.LoadOrCreate(_dir);
+        _relay = new Modular.Server.Relay.RelayServer(
+            new IPEndPoint(IPAddress.Loopback, 0), _secrets, _time,
+            Microsoft.Extensions.Logging.Abstractions.NullLogger<Modular.Server.Relay.RelayServer>.Instance,
+            new Modular.Server.Relay.RelayOptions(MaxSessionsPerKey: 2, IdleTimeout: TimeSpan.FromSeconds(30)));
+        await _relay.StartAsync(default);
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _relay.StopAsync(default);
+        _relay.Dispose();
+        _secrets.Dispose();
+        Directory.Delete(_dir, recursive: true);
+    }
+
+    private byte[] Token(Modular.Abstractions.WireGuard.WgKey key) => RelayToken.Issue(_secrets.RelaySecret, key, _time.GetUtcNow().AddMinutes(10));
+
+    [Fact]
+    public async Task A_peer_that_moves_to_a_new_port_keeps_receiving()
+    {
+        using var a = X25519KeyPair.Generate();
+        using var b = X25519KeyPair.Generate();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        var relay = _relay.LocalEndPoint!;
+        await using var oldA = await RelayClient.ConnectAsync(relay, a.PublicKey, b.PublicKey, Token(a.PublicKey), cts.Token);
+        await using var connB = await RelayClient.ConnectAsync(relay, b.PublicKey, a.PublicKey, Token(b.PublicKey), cts.Token);
+        // Same pair from a new socket (NAT rebinding): the relay follows.
+        await using var newA = await RelayClient.ConnectAsync(relay, a.PublicKey, b.PublicKey, Token(a.PublicKey), cts.Token);
+        Assert.True(newA.IsPaired);
+        Assert.Equal(2, _relay.SessionCount);
+
+        await connB.SendAsync("to-new"u8.ToArray(), cts.Token);
+        var buffer = new byte[64];
+        var n = await newA.ReceiveAsync(buffer, cts.Token);
+        Assert.Equal("to-new"u8.ToArray(), buffer.AsSpan(0, n).ToArray());
+    }
+
+    [Fact]
+    public async Task Idle_sessions_expire_and_then_nothing_is_forwarded()
+    {
+        using var a = X25519KeyPair.Generate();
+        using var b = X25519KeyPair.Generate();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        var relay = _relay.LocalEndPoint!;
+        // Keepalives far apart so only the fake clock decides.
+        await using var connA = await RelayClient.ConnectAsync(relay, a.PublicKey, b.PublicKey, Token(a.PublicKey), cts.Token, TimeSpan.FromHours(1));
+        await using var connB = await RelayClient.ConnectAsync(relay, b.PublicKey, a.PublicKey, Token(b.PublicKey), cts.Token, TimeSpan.FromHours(1));
+        Assert.Equal(2, _relay.SessionCount);
+
+        _time.Advance(TimeSpan.FromMinutes(2));
+        while (_relay.SessionCount > 0)
+        {
+            await Task.Delay(50, cts.Token); // the relay thread sweeps at least once a second
+        }
+
+        var forwarded = _relay.ForwardedPackets;
+        await connA.SendAsync("late"u8.ToArray(), cts.Token);
+        await connB.SendAsync("late"u8.ToArray(), cts.Token);
+        // Rebinding brings it back: the next datagram is forwarded, the late ones never were.
+        await using var again = await RelayClient.ConnectAsync(relay, a.PublicKey, b.PublicKey, Token(a.PublicKey), cts.Token);
+        await using var againB = await RelayClient.ConnectAsync(relay, b.PublicKey, a.PublicKey, Token(b.PublicKey), cts.Token);
+        await again.SendAsync("fresh"u8.ToArray(), cts.Token);
+        var buffer = new byte[64];
+        var n = await againB.ReceiveAsync(buffer, cts.Token);
+        Assert.Equal("fresh"u8.ToArray(), buffer.AsSpan(0, n).ToArray());
+        Assert.Equal(forwarded + 1, _relay.ForwardedPackets);
+    }
+
+    [Fact]
+    public async Task One_key_cannot_hold_more_than_its_share_of_sessions()
+    {
+        using var a = X25519KeyPair.Generate();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        var relay = _relay.LocalEndPoint!;
+        var others = Enumerable.Range(0, 3).Select(_ => X25519KeyPair.Generate()).ToList();
+        try
+        {
+            await using var one = await RelayClient.ConnectAsync(relay, a.PublicKey, others[0].PublicKey, Token(a.PublicKey), cts.Token);
+            await using var two = await RelayClient.ConnectAsync(relay, a.PublicKey, others[1].PublicKey, Token(a.PublicKey), cts.Token);
+            var e = await Assert.ThrowsAsync<UnauthorizedAccessException>(() => RelayClient.ConnectAsync(relay, a.PublicKey, others[2].PublicKey, Token(a.PublicKey), cts.Token));
+            Assert.Contains("Full", e.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            others.ForEach(k => k.Dispose());
+        }
+    }
+}

@@ -17,6 +17,7 @@ internal sealed class TestServer : IAsyncDisposable
 {
     private readonly List<GrpcChannel> _channels = [];
     private readonly bool _ownsDataDir;
+    private bool _disposed;
 
     private TestServer(WebApplication app, ServerConfig config, bool ownsDataDir)
     {
@@ -78,6 +79,12 @@ internal sealed class TestServer : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
         foreach (var channel in _channels)
         {
             channel.Dispose();

@@ -144,7 +144,7 @@ public static class ServerConfigLoader
                     throw Error(fileName, table.Span, "arrays of tables are not used in server.toml");
                 }
 
-                var node = Descend(root, KeyParts(table.Name), table.Span, fileName, createLeaf: true);
+                var node = Descend(root, KeyParts(table.Name), table.Span, fileName);
                 foreach (var item in table.Items)
                 {
                     if (item is KeyValueSyntax kv)
@@ -160,7 +160,7 @@ public static class ServerConfigLoader
         private static void Add(TomlNode table, KeyValueSyntax kv, string fileName)
         {
             var parts = KeyParts(kv.Key!);
-            var parent = Descend(table, parts[..^1], kv.Span, fileName, createLeaf: false);
+            var parent = Descend(table, parts[..^1], kv.Span, fileName);
             var name = parts[^1];
             if (parent.Children!.ContainsKey(name))
             {
@@ -184,7 +184,7 @@ public static class ServerConfigLoader
             return node;
         }
 
-        private static TomlNode Descend(TomlNode node, string[] parts, SourceSpan span, string fileName, bool createLeaf)
+        private static TomlNode Descend(TomlNode node, string[] parts, SourceSpan span, string fileName)
         {
             foreach (var part in parts)
             {
@@ -201,7 +201,6 @@ public static class ServerConfigLoader
                 node = child;
             }
 
-            _ = createLeaf;
             return node;
         }
 

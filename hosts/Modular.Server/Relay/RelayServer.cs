@@ -12,7 +12,8 @@ namespace Modular.Server.Relay;
 /// <param name="MaxSessions">Bindings held at once; further binds are answered Full.</param>
 /// <param name="IdleTimeout">A binding with no traffic or keepalive for this long is dropped.</param>
 /// <param name="SocketBufferBytes">Kernel receive/send buffer: the only queue; the relay holds no packets itself.</param>
-public sealed record RelayOptions(int MaxSessions = 65536, TimeSpan? IdleTimeout = null, int SocketBufferBytes = 8 << 20)
+/// <param name="MaxSessionsPerKey">Bindings one peer key may hold, so one peer cannot exhaust the table.</param>
+public sealed record RelayOptions(int MaxSessions = 65536, TimeSpan? IdleTimeout = null, int SocketBufferBytes = 8 << 20, int MaxSessionsPerKey = 1024)
 {
     public TimeSpan Idle => IdleTimeout ?? TimeSpan.FromSeconds(60);
 }
@@ -33,6 +34,8 @@ public sealed class RelayServer : IHostedService, IDisposable
     private readonly ILogger<RelayServer> _logger;
     private readonly Dictionary<SocketAddress, Session> _bySource = [];
     private readonly Dictionary<(WgKey Own, WgKey Remote), Session> _byPair = [];
+    private readonly Dictionary<WgKey, int> _perKey = [];
+    private int _sessionCount;
     private Socket? _socket;
     private Thread? _thread;
     private long _forwardedPackets;
@@ -59,6 +62,9 @@ public sealed class RelayServer : IHostedService, IDisposable
     public long Dropped => Interlocked.Read(ref _dropped);
 
     public long RejectedBinds => Interlocked.Read(ref _rejectedBinds);
+
+    /// <summary>Bindings currently held.</summary>
+    public int SessionCount => Volatile.Read(ref _sessionCount);
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
@@ -194,15 +200,18 @@ public sealed class RelayServer : IHostedService, IDisposable
         }
         else
         {
-            if (_byPair.Count >= _options.MaxSessions)
+            RemoveAt(from);
+            var held = _perKey.GetValueOrDefault(own);
+            if (_byPair.Count >= _options.MaxSessions || held >= _options.MaxSessionsPerKey)
             {
                 return RelayProtocol.BindStatus.Full;
             }
 
-            RemoveAt(from);
             session = new Session(own, remote, UdpEndpoint.Clone(from));
             _byPair[(own, remote)] = session;
             _bySource[session.Address] = session;
+            _perKey[own] = held + 1;
+            Volatile.Write(ref _sessionCount, _byPair.Count);
         }
 
         session.LastSeen = now;
@@ -229,7 +238,21 @@ public sealed class RelayServer : IHostedService, IDisposable
     private void Remove(Session session)
     {
         _bySource.Remove(session.Address);
-        _byPair.Remove((session.Own, session.Remote));
+        if (_byPair.Remove((session.Own, session.Remote)))
+        {
+            var held = _perKey.GetValueOrDefault(session.Own) - 1;
+            if (held > 0)
+            {
+                _perKey[session.Own] = held;
+            }
+            else
+            {
+                _perKey.Remove(session.Own);
+            }
+
+            Volatile.Write(ref _sessionCount, _byPair.Count);
+        }
+
         if (session.Peer is { } peer)
         {
             peer.Peer = null;

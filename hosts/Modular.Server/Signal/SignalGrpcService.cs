@@ -26,9 +26,11 @@ public sealed class SignalGrpcService : SignalExchange.SignalExchangeBase
     private readonly ServerSecrets _secrets;
     private readonly IStore _store;
     private readonly ILogger<SignalGrpcService> _logger;
+    private readonly TimeProvider _time;
 
-    public SignalGrpcService(ISignalRouter router, ServerSecrets secrets, IStore store, ILogger<SignalGrpcService> logger)
+    public SignalGrpcService(ISignalRouter router, ServerSecrets secrets, IStore store, TimeProvider time, ILogger<SignalGrpcService> logger)
     {
+        _time = time;
         _router = router;
         _secrets = secrets;
         _store = store;
@@ -39,9 +41,11 @@ public sealed class SignalGrpcService : SignalExchange.SignalExchangeBase
     {
         var ct = context.CancellationToken;
         var peer = await AuthenticateAsync(requestStream, responseStream, ct);
-        if (await _store.GetPeerAsync(peer, ct) is null)
+        var record = await _store.GetPeerAsync(peer, ct)
+            ?? throw new RpcException(new Status(StatusCode.PermissionDenied, "this key is not registered with management"));
+        if (record.IsExpired(_time.GetUtcNow()))
         {
-            throw new RpcException(new Status(StatusCode.PermissionDenied, "this key is not registered with management"));
+            throw new RpcException(new Status(StatusCode.PermissionDenied, "this peer's login has expired; register again with a setup key"));
         }
 
         // One writer drains this outbox, so routed messages and delivery errors never write the stream concurrently.
