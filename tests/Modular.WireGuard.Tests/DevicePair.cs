@@ -113,6 +113,32 @@ internal sealed class DevicePair : IDisposable
         return condition();
     }
 
+    /// <summary>
+    /// Advances the fake clock in small steps (so jittered timers fire apart, as they would in real
+    /// time), letting the device threads work between steps, until <paramref name="condition"/> holds.
+    /// </summary>
+    public bool AdvanceUntil(Func<bool> condition, TimeSpan fakeLimit)
+    {
+        var step = TimeSpan.FromMilliseconds(50);
+        for (var elapsed = TimeSpan.Zero; elapsed < fakeLimit; elapsed += step)
+        {
+            var deadline = DateTime.UtcNow + TimeSpan.FromMilliseconds(20);
+            while (DateTime.UtcNow < deadline)
+            {
+                if (condition())
+                {
+                    return true;
+                }
+
+                Thread.Sleep(1);
+            }
+
+            Time.Advance(step);
+        }
+
+        return condition();
+    }
+
     public void Dispose()
     {
         A.Dispose();

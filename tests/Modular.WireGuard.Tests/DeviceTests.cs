@@ -110,7 +110,8 @@ public sealed class DeviceTests
         pair.Binds.Network.Filter = (_, _, data) => MessageLayout.ReadType(data.Span) != MessageLayout.TypeTransport;
         pair.TunA.Inject(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2"));
         var peerOnB = pair.B.FindPeer(pair.A.PublicKey)!;
-        Assert.True(DevicePair.WaitUntil(() => peerOnB.NextKeypair is not null));
+        var peerOnA = pair.A.FindPeer(pair.B.PublicKey)!;
+        Assert.True(DevicePair.WaitUntil(() => peerOnB.NextKeypair is not null && peerOnA.CurrentKeypair is not null && peerOnA.StagedCount == 0));
         Assert.Null(peerOnB.CurrentKeypair);
 
         pair.Binds.Network.Filter = null;

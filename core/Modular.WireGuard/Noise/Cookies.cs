@@ -180,7 +180,7 @@ internal sealed class CookieGenerator
     /// <summary>Decrypts a cookie reply to our last message; false when it does not authenticate.</summary>
     public bool ConsumeReply(ReadOnlySpan<byte> reply)
     {
-        if (reply.Length != MessageLayout.CookieReplySize)
+        if (reply.Length != MessageLayout.CookieReplySize || MessageLayout.ReadType(reply) != MessageLayout.TypeCookieReply)
         {
             return false;
         }
@@ -205,4 +205,16 @@ internal sealed class CookieGenerator
     }
 
     internal ReadOnlySpan<byte> LastMac1 => _lastMac1;
+
+    /// <summary>Whether a cookie from the peer is held (fresh or not).</summary>
+    internal bool HasCookie
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _cookieReceived is not null;
+            }
+        }
+    }
 }
