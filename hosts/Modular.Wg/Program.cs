@@ -48,6 +48,22 @@ if (interfaceName is null)
     return 2;
 }
 
+try
+{
+    LinuxTun.ValidateInterfaceName(interfaceName);
+}
+catch (ArgumentException e)
+{
+    Console.Error.WriteLine($"modular-wg: {e.Message}");
+    return 1;
+}
+
+if (UapiServer.IsInUse(UapiServer.PathFor(interfaceName)))
+{
+    Console.Error.WriteLine($"modular-wg: {interfaceName} is already served by another process ({UapiServer.PathFor(interfaceName)})");
+    return 1;
+}
+
 if (!foreground)
 {
     return Daemonize(interfaceName);

@@ -147,6 +147,20 @@ public sealed class LinuxInteropTests : IDisposable
         Assert.Contains("latest handshake:", show);
         Assert.Contains("transfer:", show);
 
+        // No descriptor leaks from UAPI connections or peer churn (read from modular-wg's own /proc).
+        var pid = modular.Process.Process.Id;
+        var before = Directory.GetFiles($"/proc/{pid}/fd").Length;
+        for (var i = 0; i < 20; i++)
+        {
+            RemovePeer(modular, reference);
+            AddPeer(modular, reference);
+            modular.Ns.Exec($"wg show {modular.Iface} dump");
+        }
+
+        Ping(modular, reference);
+        var after = Directory.GetFiles($"/proc/{pid}/fd").Length;
+        Assert.True(after <= before + 2, $"fds {before} -> {after}");
+
         // Deleting the link stops modular-wg and removes its socket, as with wireguard-go.
         modular.Ns.Exec($"ip link del {modular.Iface}");
         Assert.True(modular.Process.Process.WaitForExit(10_000), "modular-wg exits when its interface is deleted");
@@ -165,6 +179,9 @@ public sealed class LinuxInteropTests : IDisposable
         Assert.True(result.ExitCode == 0, result.Error);
         Assert.Equal(0, nsA.TryExec($"ip link show {iface}").ExitCode);
         Assert.Contains("listening port", nsA.Exec($"wg show {iface}"));
+        var second = nsA.TryExec($"{ModularWgPath()} -f {iface}", TimeSpan.FromSeconds(30));
+        Assert.Equal(1, second.ExitCode);
+        Assert.Contains("already served", second.Error);
         nsA.Exec($"ip link del {iface}");
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
         while (File.Exists($"/var/run/wireguard/{iface}.sock") && DateTime.UtcNow < deadline)
@@ -173,6 +190,61 @@ public sealed class LinuxInteropTests : IDisposable
         }
 
         Assert.False(File.Exists($"/var/run/wireguard/{iface}.sock"), "the background modular-wg exits with its interface");
+    }
+
+    [SkippableFact]
+    public void WgQuickBringsModularWgUpAndDown()
+    {
+        RequireTools();
+        Prerequisites.RequireTool("wg-quick");
+        var (nsA, nsB, subnet) = Namespaces();
+        var tag = Environment.ProcessId % 10000;
+        var reference = StartSide(nsB, "wireguard-go", $"wqb{tag}s{subnet}", subnet, 2);
+        var iface = $"wqa{tag}s{subnet}";
+        var privateKey = Shell.Run("wg", "genkey").Trim();
+        var directory = Path.Combine(Path.GetTempPath(), $"mdl-wgquick-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(directory);
+        _tempFiles.Add(Path.Combine(directory, $"{iface}.conf"));
+        var config = Path.Combine(directory, $"{iface}.conf");
+        File.WriteAllText(config, string.Empty);
+        Shell.Run("chmod", $"600 {config}");
+        File.WriteAllText(config, $"""
+            [Interface]
+            PrivateKey = {privateKey}
+            Address = 100.64.{subnet}.1/24
+            ListenPort = 51820
+
+            [Peer]
+            PublicKey = {reference.PublicKey}
+            AllowedIPs = {reference.Overlay}/32
+            Endpoint = {reference.Underlay}:51820
+            """);
+        reference.Ns.Exec($"wg set {reference.Iface} peer {PublicKeyOf(privateKey)} allowed-ips 100.64.{subnet}.1/32");
+        var environment = new Dictionary<string, string> { ["WG_QUICK_USERSPACE_IMPLEMENTATION"] = ModularWgPath() };
+
+        var up = Shell.TryRun("ip", $"netns exec {nsA.Name} wg-quick up {config}", TimeSpan.FromSeconds(60), environment);
+        try
+        {
+            Assert.True(up.ExitCode == 0, up.Error + up.Output);
+            Assert.Contains("modular-wg", up.Error + up.Output);
+            var ping = nsA.TryExec($"ping -c 3 -i 0.2 -W 3 {reference.Overlay}", TimeSpan.FromSeconds(30));
+            Assert.True(ping.ExitCode == 0, ping.Output + reference.Process.Output);
+        }
+        finally
+        {
+            var down = Shell.TryRun("ip", $"netns exec {nsA.Name} wg-quick down {config}", TimeSpan.FromSeconds(60), environment);
+            Assert.True(down.ExitCode == 0, down.Error);
+            Directory.Delete(directory, recursive: true);
+        }
+
+        Assert.NotEqual(0, nsA.TryExec($"ip link show {iface}").ExitCode);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (File.Exists($"/var/run/wireguard/{iface}.sock") && DateTime.UtcNow < deadline)
+        {
+            Thread.Sleep(100);
+        }
+
+        Assert.False(File.Exists($"/var/run/wireguard/{iface}.sock"), "modular-wg exits after wg-quick down");
     }
 
     [SkippableFact]
@@ -241,7 +313,10 @@ public sealed class LinuxInteropTests : IDisposable
 
         foreach (var file in _tempFiles)
         {
-            File.Delete(file);
+            if (File.Exists(file))
+            {
+                File.Delete(file);
+            }
         }
     }
 }

@@ -158,6 +158,20 @@ public class LinuxOffloadTests
     }
 
     [Fact]
+    public void ChecksumMatchesTheTextbookSumForEveryLengthAndAlignment()
+    {
+        var data = Payload(70000, 9);
+        foreach (var length in Enumerable.Range(0, 300).Concat([1023, 1400, 4097, 65535]))
+        {
+            foreach (var start in new[] { 0, 1, 3, 8 })
+            {
+                var span = data.AsSpan(start, length);
+                Assert.Equal(ReferenceChecksum(span), OffloadChecksum.Finish(OffloadChecksum.Add(span, 0)));
+            }
+        }
+    }
+
+    [Fact]
     public void PartialChecksumOfASinglePacketIsCompleted()
     {
         var packet = TcpPacket(false, 5, Payload(333, 1));

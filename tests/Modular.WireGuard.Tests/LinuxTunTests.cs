@@ -160,6 +160,19 @@ public class LinuxTunTests
         Assert.True(responder.Join(5000));
     }
 
+    [Theory]
+    [InlineData("")]
+    [InlineData("bad name")]
+    [InlineData("a/b")]
+    [InlineData("x:1")]
+    [InlineData("sixteen-chars-xx")]
+    [InlineData("..")]
+    [InlineData("wg0 mtu 9000")]
+    public void InvalidInterfaceNamesAreRefusedBeforeAnythingIsCreated(string name)
+    {
+        Assert.Throws<ArgumentException>(() => LinuxTun.Create(name));
+    }
+
     [SkippableFact]
     public void ReadAfterDisposeThrowsObjectDisposed()
     {

@@ -23,6 +23,7 @@ public sealed class KernelWgIface : IWgIface
     /// <param name="useKernelModule">null: detect; false forces the userspace process.</param>
     public KernelWgIface(WgIfaceOptions options, ILoggerFactory loggerFactory, string userspaceExecutable = "wireguard-go", bool? useKernelModule = null)
     {
+        Tun.LinuxTun.ValidateInterfaceName(options.Name);
         _options = options;
         _logger = loggerFactory.CreateLogger<KernelWgIface>();
         _userspaceExecutable = userspaceExecutable;

@@ -27,6 +27,7 @@ public sealed class UserspaceWgIface : IWgIface
     /// <param name="bindFactory">The UDP bind to use; <see cref="UdpBind"/> by default (the agent's ICE layer may wrap it).</param>
     public UserspaceWgIface(WgIfaceOptions options, ILoggerFactory loggerFactory, TimeProvider time, Func<IBind>? bindFactory = null)
     {
+        Tun.LinuxTun.ValidateInterfaceName(options.Name);
         _options = options;
         _loggerFactory = loggerFactory;
         _logger = loggerFactory.CreateLogger<UserspaceWgIface>();

@@ -28,6 +28,8 @@ public sealed unsafe class LinuxTun : ITun
     private const int OCloExec = 0x80000;
     private const int IfNameSize = 16;
 
+    private static readonly System.Buffers.SearchValues<char> ForbiddenNameCharacters = System.Buffers.SearchValues.Create("/: \t\n\r\v\f\"'\\");
+
     private readonly int _fd;
     private readonly int _wakeFd;
     private readonly object _readLock = new();
@@ -73,11 +75,7 @@ public sealed unsafe class LinuxTun : ITun
     /// </summary>
     public static LinuxTun Create(string name, int mtu = 1280, bool offloads = true)
     {
-        ArgumentException.ThrowIfNullOrEmpty(name);
-        if (Encoding.ASCII.GetByteCount(name) >= IfNameSize)
-        {
-            throw new ArgumentException($"Interface name '{name}' is longer than {IfNameSize - 1} characters.", nameof(name));
-        }
+        ValidateInterfaceName(name);
 
         var fd = OpenTun(name, offloads, out var actualName, out var offloadsOn);
         if (fd < 0 && offloads)
@@ -144,6 +142,19 @@ public sealed unsafe class LinuxTun : ITun
         offloadsOn = offloads;
         actualName = Encoding.ASCII.GetString(new ReadOnlySpan<byte>(ifreq, IfNameSize)).TrimEnd('\0');
         return fd;
+    }
+
+    /// <summary>
+    /// Throws unless <paramref name="name"/> is a name the kernel accepts (1-15 bytes, no '/', ':' or
+    /// whitespace, not "." or ".."), which also keeps it a single word on an `ip` command line.
+    /// </summary>
+    public static void ValidateInterfaceName(string name)
+    {
+        if (string.IsNullOrEmpty(name) || name.Length > 15 || name is "." or ".."
+            || name.AsSpan().IndexOfAny(ForbiddenNameCharacters) >= 0 || !System.Text.Ascii.IsValid(name))
+        {
+            throw new ArgumentException($"'{name}' is not a valid interface name (1-15 ASCII characters, no '/', ':', quotes or spaces).", nameof(name));
+        }
     }
 
     /// <summary>Sets the link up (address and routes are the caller's, through `ip`).</summary>

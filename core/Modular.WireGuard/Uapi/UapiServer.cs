@@ -72,7 +72,7 @@ public sealed class UapiServer : IAsyncDisposable
             | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
         if (File.Exists(path))
         {
-            if (IsListening(path))
+            if (IsInUse(path))
             {
                 throw new IOException($"UAPI socket {path} is in use by another process.");
             }
@@ -107,7 +107,8 @@ public sealed class UapiServer : IAsyncDisposable
         public int IpcSet(TextReader input) => device.IpcSet(input);
     }
 
-    private static bool IsListening(string path)
+    /// <summary>True when a process accepts connections on the socket at <paramref name="path"/>.</summary>
+    public static bool IsInUse(string path)
     {
         using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try
