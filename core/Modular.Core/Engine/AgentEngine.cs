@@ -138,7 +138,7 @@ public sealed class AgentEngine
                 {
                     throw;
                 }
-                catch (RpcException e) when (e.StatusCode is StatusCode.NotFound or StatusCode.PermissionDenied && _iface is not null)
+                catch (RpcException e) when (e.StatusCode is StatusCode.NotFound or StatusCode.PermissionDenied)
                 {
                     // This peer was removed or expired: drop every tunnel, keep asking (an operator may re-add it).
                     SetManagement(false, $"management refused this peer: {e.Status.Detail}");
@@ -195,7 +195,7 @@ public sealed class AgentEngine
                 {
                     login = await client.LoginAsync(meta, cancellationToken);
                 }
-                catch (RpcException e) when (e.StatusCode == StatusCode.PermissionDenied && _config.SetupKey.Length > 0)
+                catch (RpcException e) when (e.StatusCode == StatusCode.PermissionDenied && _config.SetupKey.Length > 0 && !File.Exists(RegisteredMarker))
                 {
                     try
                     {
@@ -208,11 +208,13 @@ public sealed class AgentEngine
                         throw new EngineFatalException($"management at {url} refused the setup key: {refused.Status.Detail}", refused);
                     }
                 }
-                catch (RpcException e) when (e.StatusCode == StatusCode.PermissionDenied)
+                catch (RpcException e) when (e.StatusCode == StatusCode.PermissionDenied && !File.Exists(RegisteredMarker))
                 {
                     SetManagement(false, $"not registered and no setup_key: {e.Status.Detail}");
                     throw new EngineFatalException($"management at {url} does not know this agent ({e.Status.Detail}) and no setup_key is configured", e);
                 }
+
+                MarkRegistered(url);
 
                 _managementUrl = url;
                 _services = login.Services;
@@ -236,6 +238,19 @@ public sealed class AgentEngine
         }
 
         throw last ?? new InvalidOperationException("no management URL configured");
+    }
+
+    // Registration happens once per identity: a peer the operator removed (or whose login expired) must
+    // not silently come back by re-using a reusable setup key; it keeps asking and says why in status.
+    private string RegisteredMarker => Path.Combine(_config.StateDir, "registered");
+
+    private void MarkRegistered(Uri url)
+    {
+        if (!File.Exists(RegisteredMarker))
+        {
+            Directory.CreateDirectory(_config.StateDir);
+            File.WriteAllText(RegisteredMarker, $"{url}\n");
+        }
     }
 
     private async Task SyncAsync(ManagementClient management, CancellationToken cancellationToken)
