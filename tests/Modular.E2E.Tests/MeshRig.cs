@@ -255,7 +255,15 @@ public sealed class MeshRig : IDisposable
             _process = null;
         }
 
-        public string Log => File.Exists(Path.Combine(rig.Root, Name + ".log")) ? File.ReadAllText(Path.Combine(rig.Root, Name + ".log")) : "";
+        /// <summary>The agent's log files (Serilog rolls them daily: name plus date).</summary>
+        public string Log => string.Concat(Directory.GetFiles(rig.Root, Name + "*.log").Order(StringComparer.Ordinal).Select(ReadShared));
+
+        private static string ReadShared(string path)
+        {
+            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            using var reader = new StreamReader(stream);
+            return reader.ReadToEnd();
+        }
 
         /// <summary>`modular status --json`, parsed; null while the daemon does not answer.</summary>
         public JsonElement? Status()

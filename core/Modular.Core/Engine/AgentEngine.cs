@@ -86,6 +86,8 @@ public sealed class AgentEngine
     private volatile ServiceAddresses? _services;
     private volatile Uri? _managementUrl;
     private ulong _lastSerial;
+    private SignalClient? _rejectedClient;
+    private long _rejectedReported;
 
     public AgentEngine(EngineOptions options, StatusRecorder recorder, ILoggerFactory loggerFactory, TimeProvider time)
     {
@@ -403,15 +405,9 @@ public sealed class AgentEngine
                 _recorder.SetSignal(new ServiceStatus(url, true, null));
                 _logger.LogInformation("Connected to signal {Signal}", url);
                 backoff = TimeSpan.FromSeconds(1);
-                var rejectedBefore = 0L;
                 await foreach (var inbound in client.Inbound.ReadAllAsync(cancellationToken))
                 {
-                    if (client.RejectedCount != rejectedBefore)
-                    {
-                        _logger.LogWarning("Signal: dropped {Count} message(s) that failed verification (forged or tampered)", client.RejectedCount - rejectedBefore);
-                        rejectedBefore = client.RejectedCount;
-                    }
-
+                    ReportRejectedSignal();
                     try
                     {
                         await _manager!.OnSignalAsync(inbound, cancellationToken);
@@ -445,6 +441,32 @@ public sealed class AgentEngine
         _signaling.Client = null;
     }
 
+    /// <summary>Logs signal messages the client dropped (forged, tampered, undecodable) since the last report.</summary>
+    private void ReportRejectedSignal()
+    {
+        var client = _signaling.Client;
+        if (client is null)
+        {
+            return;
+        }
+
+        lock (_signaling)
+        {
+            if (!ReferenceEquals(client, _rejectedClient))
+            {
+                _rejectedClient = client;
+                _rejectedReported = 0;
+            }
+
+            var rejected = client.RejectedCount;
+            if (rejected > _rejectedReported)
+            {
+                _logger.LogWarning("Signal: dropped {Count} message(s) that failed verification (forged, tampered or undecodable)", rejected - _rejectedReported);
+                _rejectedReported = rejected;
+            }
+        }
+    }
+
     private async Task StatsLoopAsync(CancellationToken cancellationToken)
     {
         while (!cancellationToken.IsCancellationRequested)
@@ -455,6 +477,7 @@ public sealed class AgentEngine
                 continue;
             }
 
+            ReportRejectedSignal();
             try
             {
                 _manager.OnStats(await _iface.GetStatsAsync(cancellationToken));

@@ -627,7 +627,9 @@ public sealed class PeerConn : IPeerConn
             return reflexive;
         }
 
+        // No host address on the peer's network: we reached it through a NAT, as our reflexive address.
         return local.FirstOrDefault(c => c.Type == CandidateType.Host && SameSlash24(c.Endpoint.Address, remote.Endpoint.Address))
+               ?? local.FirstOrDefault(c => c.Type == CandidateType.ServerReflexive)
                ?? (local.Count > 0 ? local[0] : null);
     }
 
