@@ -115,7 +115,7 @@ public sealed class BadInputTests(ITestOutputHelper output)
     private static Modular.Abstractions.WireGuard.WgKey WgKeyOf(string base64) => Modular.Abstractions.WireGuard.WgKey.Parse(base64);
 
     /// <summary>A gRPC channel whose sockets are created inside the server's namespace.</summary>
-    private static GrpcChannel ChannelInto(MeshRig rig)
+    internal static GrpcChannel ChannelInto(MeshRig rig)
     {
         var handler = new SocketsHttpHandler
         {

@@ -94,6 +94,16 @@ public sealed class MeshRig : IDisposable
 
     public string ServerOutput => _server?.Output ?? "";
 
+    public Process? ServerProcess => _server?.Process;
+
+    /// <summary>CPU seconds (user + system) a process has used so far, from /proc/&lt;pid&gt;/stat.</summary>
+    public static double CpuSeconds(int pid)
+    {
+        var stat = File.ReadAllText($"/proc/{pid}/stat");
+        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        return (long.Parse(fields[11], System.Globalization.CultureInfo.InvariantCulture) + long.Parse(fields[12], System.Globalization.CultureInfo.InvariantCulture)) / 100.0;
+    }
+
     public string CreateSetupKey() => Shell.Run(ServerBinary, $"setup-key create --reusable --config {ServerConfig}", CommandTimeout).Trim();
 
     public string ServerCli(string arguments) => Shell.Run(ServerBinary, $"{arguments} --config {ServerConfig}", CommandTimeout);
