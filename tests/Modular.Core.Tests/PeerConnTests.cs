@@ -83,6 +83,22 @@ public sealed class PeerConnTests
     }
 
     [Fact]
+    public async Task A_relay_that_drops_underneath_the_proxy_is_reconnected()
+    {
+        await using var pair = new ConnPair(Fast with { DirectRecheckInterval = TimeSpan.FromMinutes(5) });
+        await pair.OpenBothAsync();
+        await ConnPair.WaitForAsync(() => pair.AtoB.State == PeerConnectionState.Connected && pair.AtoB.ConnectionType == ConnectionType.Relayed, "A relayed");
+        var first = Assert.Single(pair.RelayA.Proxies);
+
+        await first.CloseAsync(); // raises Disconnected, as a relay going away does
+
+        await ConnPair.WaitForAsync(() => pair.RelayA.Proxies.Count == 2 && pair.AtoB.State == PeerConnectionState.Connected, "A relayed again through a new proxy");
+        var second = pair.RelayA.Proxies.Single(p => !ReferenceEquals(p, first));
+        Assert.True(second.Working);
+        Assert.Equal(second.EndpointAddr, pair.IfaceA.Peers[pair.AtoB.PublicKey].Endpoint);
+    }
+
+    [Fact]
     public async Task Close_returns_to_idle_removes_the_wireguard_peer_and_the_connection_can_be_opened_again()
     {
         await using var pair = new ConnPair(Fast);

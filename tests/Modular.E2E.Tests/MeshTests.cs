@@ -67,6 +67,37 @@ public sealed class MeshTests(ITestOutputHelper output)
         Assert.DoesNotContain(a1Interface, rig["a1"].Namespace.Exec("ip -o link"), StringComparison.Ordinal);
     }
 
+    [SkippableFact]
+    public void Two_agents_in_kernel_mode_connect_p2p_through_wireguard_go_and_remove_it_on_stop()
+    {
+        MeshRig.RequirePrerequisites();
+        Prerequisites.RequireTool("wireguard-go");
+        using var rig = new MeshRig(output, "k");
+        rig.StartServer();
+        var key = rig.CreateSetupKey();
+        string[] names = ["k1", "k2"];
+        foreach (var name in names)
+        {
+            var agent = rig.AddAgent(name);
+            agent.WriteConfig(key, "[proxy]\nkind = \"udp\"");
+            File.WriteAllText(agent.ConfigPath, File.ReadAllText(agent.ConfigPath).Replace("mode = \"userspace\"", "mode = \"kernel\"", StringComparison.Ordinal));
+            agent.Start();
+        }
+
+        rig.WaitUntil(() => rig["k1"].IsConnected("k2", "P2P") && rig["k2"].IsConnected("k1", "P2P"), ConnectTimeout, "k1 and k2 Connected P2P", () => Diagnostics(rig, names));
+        Assert.True(rig["k1"].Ping(rig["k2"].OverlayIp!), "k1 -> k2 over wireguard-go");
+        var peer = rig["k1"].Peer("k2")!.Value;
+        Assert.Equal("host 198.18.0.3:51821", peer.GetProperty("remote_candidate").GetString());
+
+        rig["k1"].Stop();
+        Assert.DoesNotContain(rig["k1"].Interface, rig["k1"].Namespace.Exec("ip -o link"), StringComparison.Ordinal);
+        var left = Shell.TryRun("ip", $"netns pids {rig["k1"].Namespace.Name}").Output
+            .Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(pid => File.Exists($"/proc/{pid}/comm") ? File.ReadAllText($"/proc/{pid}/comm").Trim() : "")
+            .Where(name => name.StartsWith("wireguard-go", StringComparison.Ordinal));
+        Assert.Empty(left); // the agent stopped the wireguard-go it owned
+    }
+
     internal static string Diagnostics(MeshRig rig, IEnumerable<string> names)
         => string.Join("\n", names.Select(n => $"--- {n} status:\n{rig[n].StatusText()}\n--- {n} log tail:\n{Tail(rig[n].Log, 40)}\n--- output:\n{Tail(rig[n].Output, 10)}"))
            + $"\n--- server:\n{Tail(rig.ServerOutput, 30)}";

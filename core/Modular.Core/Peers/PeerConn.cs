@@ -49,6 +49,7 @@ public sealed class PeerConn : IPeerConn
     private string? _localCandidate;
     private string? _remoteCandidate;
     private RelayedPath? _relayed;
+    private bool _relayLost;
     private double? _latencyMs;
     private WgPeerStats? _stats;
     private bool _wireGuardPeerSet;
@@ -384,6 +385,11 @@ public sealed class PeerConn : IPeerConn
                     return;
                 }
 
+                if (_relayLost && _type == Abstractions.Peers.ConnectionType.Relayed)
+                {
+                    throw new IOException("the relayed connection closed");
+                }
+
                 handshake = _stats?.LastHandshake;
                 state = _state;
                 type = _type;
@@ -490,7 +496,10 @@ public sealed class PeerConn : IPeerConn
         lock (_lock)
         {
             _relayed = path;
+            _relayLost = false;
         }
+
+        path.Proxy.Disconnected += OnRelayDisconnected;
 
         path.Proxy.Work();
         await SetEndpointAsync(path.Proxy.EndpointAddr, cancellationToken);
@@ -544,6 +553,7 @@ public sealed class PeerConn : IPeerConn
 
         if (relayed is not null)
         {
+            relayed.Proxy.Disconnected -= OnRelayDisconnected;
             try
             {
                 await relayed.Proxy.CloseAsync();
@@ -606,6 +616,16 @@ public sealed class PeerConn : IPeerConn
 
         body.Candidates.AddRange(_paths.LocalCandidates.Select(c => c.ToString()));
         await _signaling.SendAsync(PublicKey, body, cancellationToken);
+    }
+
+    private void OnRelayDisconnected(object? sender, EventArgs e)
+    {
+        lock (_lock)
+        {
+            _relayLost = true;
+        }
+
+        _wake.Writer.TryWrite(true);
     }
 
     private void OnValidCheck(IPEndPoint from, string senderUfrag)
