@@ -314,7 +314,7 @@ public sealed class MeshRig : IDisposable
                && (type is null || p.GetProperty("connection_type").GetString() == type);
 
         public bool Ping(string overlayIp, int count = 3)
-            => Namespace.TryExec($"ping -c {count} -i 0.3 -W 2 {overlayIp}", TimeSpan.FromSeconds(20)).ExitCode == 0;
+            => Namespace.TryExec($"ping -c {count} -i 0.3 -W 2 {overlayIp}", TimeSpan.FromSeconds(30)).ExitCode == 0; // any reply
 
         public string StatusText() => Shell.TryRun(AgentBinary, $"status -d --socket {Socket}", CommandTimeout).Output;
     }

@@ -32,8 +32,8 @@ public sealed class RelayTests(ITestOutputHelper output)
             "both Connected through the relay", () => MeshTests.Diagnostics(rig, names));
         var natIp = natted.OverlayIp!;
         var wallIp = walled.OverlayIp!;
-        Assert.True(natted.Ping(wallIp), "n1 -> f1 through the relay");
-        Assert.True(walled.Ping(natIp), "f1 -> n1 through the relay");
+        Assert.True(natted.Ping(wallIp, count: 5), "n1 -> f1 through the relay\n" + MeshTests.Diagnostics(rig, names));
+        Assert.True(walled.Ping(natIp, count: 5), "f1 -> n1 through the relay\n" + MeshTests.Diagnostics(rig, names));
         var peer = walled.Peer("n1")!.Value;
         Assert.Equal("udp", peer.GetProperty("proxy").GetString());
         Assert.Equal($"{MeshRig.ServerIp}:33080", peer.GetProperty("relay").GetString());
