@@ -84,6 +84,8 @@ public sealed class AgentHarness : IDisposable
             Thread.Sleep(50);
         }
 
+        // The socket accepts a moment before the daemon has set its mode; the daemon says when it is ready.
+        WaitForOutput(daemon, "Listening for `modular` commands");
         return daemon;
     }
 

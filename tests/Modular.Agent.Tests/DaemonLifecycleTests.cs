@@ -141,6 +141,20 @@ public sealed class DaemonLifecycleTests : IDisposable
         Assert.Contains($"no modular daemon at {_agent.SocketPath}: is `modular up` running?", result.Error, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void A_socket_path_too_long_for_unix_sockets_is_a_clear_error_on_both_ends()
+    {
+        var tooLong = Path.Combine(_agent.Root, new string('x', 110) + ".sock");
+
+        var up = AgentHarness.Run($"up --config {_agent.WriteConfig()} --socket {tooLong}");
+        var status = AgentHarness.Run($"status --socket {tooLong}");
+
+        Assert.Equal(1, up.ExitCode);
+        Assert.Contains("longer than the 107 bytes", up.Error, StringComparison.Ordinal);
+        Assert.Equal(1, status.ExitCode);
+        Assert.Contains("no modular daemon at", status.Error, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("status --no-such-flag")]
     [InlineData("frobnicate")]

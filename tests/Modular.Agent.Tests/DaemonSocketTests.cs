@@ -46,5 +46,13 @@ public sealed class DaemonSocketTests : IDisposable
         Assert.True(DaemonSocket.IsAnswering(live));
     }
 
+    [Fact]
+    public void Prepare_refuses_a_path_too_long_for_a_unix_socket()
+    {
+        var path = Path.Combine(_dir, new string('s', 120) + ".sock");
+
+        Assert.Contains("longer than the 107 bytes", Assert.Throws<InvalidOperationException>(() => DaemonSocket.Prepare(path)).Message, StringComparison.Ordinal);
+    }
+
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 }

@@ -7,7 +7,7 @@ using Modular.Core.Status;
 namespace Modular.Agent.Tests;
 
 /// <summary>The status snapshot, its trip across the daemon socket, and its JSON names.</summary>
-public sealed class StatusTests
+public sealed class StatusTests(Xunit.Abstractions.ITestOutputHelper output)
 {
     private static readonly string[] PeerFields =
     [
@@ -30,6 +30,14 @@ public sealed class StatusTests
         Assert.Equal("2026-11-25T12:29:47.123Z", peer.GetProperty("last_handshake").GetString());
         Assert.Equal(1234567890123, peer.GetProperty("rx_bytes").GetInt64());
         Assert.Equal(JsonValueKind.Null, peer.GetProperty("reason").ValueKind);
+    }
+
+    [Fact]
+    public void Keys_print_as_they_are_not_escaped()
+    {
+        var text = StatusJson.Serialize(WithPeers() with { PublicKey = "ab+/cd==" });
+
+        Assert.Contains("\"public_key\": \"ab+/cd==\"", text, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -98,6 +106,40 @@ public sealed class StatusTests
         Assert.False(before.Management.Connected);
         Assert.Null(before.Ip);
         Assert.Equal("100.64.0.9", recorder.Snapshot().Ip);
+    }
+
+    [Fact]
+    public void A_thousand_peers_cross_the_socket_format_and_print_whole()
+    {
+        var recorder = NewRecorder();
+        for (var i = 0; i < 1000; i++)
+        {
+            recorder.SetPeer(ConnectedPeer($"peer{i:D4}", $"100.64.{i / 250}.{i % 250}") with { PublicKey = $"{i:D43}=" });
+        }
+
+        // What `status -d --json` costs on both ends, minus the process start of the CLI. Printed, not asserted.
+        Protocol.StatusReply reply = null!;
+        byte[] wire = [];
+        AgentStatus back = null!;
+        string json = "", text = "";
+        for (var round = 0; round < 3; round++)
+        {
+            var stopwatch = System.Diagnostics.Stopwatch.StartNew();
+            reply = StatusMapping.ToReply(recorder.Snapshot(), includePeers: true);
+            wire = Google.Protobuf.MessageExtensions.ToByteArray(reply);
+            var daemonSide = stopwatch.Elapsed;
+            back = StatusMapping.FromReply(Protocol.StatusReply.Parser.ParseFrom(wire));
+            json = StatusJson.Serialize(back);
+            var jsonDone = stopwatch.Elapsed;
+            text = Cli.StatusText.Format(back, reply.PeersTotal, reply.PeersConnected, detail: true, At);
+            output.WriteLine(
+                $"1000 peers, round {round}: {wire.Length} bytes on the socket; daemon side {daemonSide.TotalMilliseconds:0.0} ms, " +
+                $"CLI JSON {(jsonDone - daemonSide).TotalMilliseconds:0.0} ms, CLI text {(stopwatch.Elapsed - jsonDone).TotalMilliseconds:0.0} ms");
+        }
+
+        Assert.Equal(1000, back.Peers.Count);
+        Assert.Equal(1000, JsonDocument.Parse(json).RootElement.GetProperty("peers").GetArrayLength());
+        Assert.Contains("peer0999", text, StringComparison.Ordinal);
     }
 
     [Theory]

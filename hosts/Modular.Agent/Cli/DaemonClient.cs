@@ -59,7 +59,7 @@ internal sealed class DaemonClient : IDisposable
                 throw new DaemonUnavailableException(
                     $"permission denied on {fullPath}: run as root or as a member of the socket's group", e);
             }
-            catch (SocketException e)
+            catch (Exception e) when (e is SocketException or ArgumentException)
             {
                 throw DaemonUnavailableException.At(fullPath, e);
             }

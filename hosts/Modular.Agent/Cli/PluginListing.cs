@@ -25,21 +25,11 @@ internal static class PluginListing
     }
 
     /// <summary>{ "plugins_dir", "source", "plugins": [{ name, kind, version, assembly_path, loaded, error, description }] }.</summary>
-    public static string ToJson(ListPluginsReply reply, string source) => StatusJson.Serialize(new
-    {
-        PluginsDir = reply.PluginsDir,
-        Source = source,
-        Plugins = reply.Plugins.Select(p => new
-        {
-            p.Name,
-            p.Kind,
-            Version = NullIfEmpty(p.Version),
-            p.AssemblyPath,
-            p.Loaded,
-            Error = NullIfEmpty(p.Error),
-            Description = NullIfEmpty(p.Description),
-        }),
-    });
+    public static string ToJson(ListPluginsReply reply, string source) => StatusJson.Serialize(new PluginsDocument(
+        reply.PluginsDir,
+        source,
+        [.. reply.Plugins.Select(p => new PluginDocument(
+            p.Name, p.Kind, NullIfEmpty(p.Version), p.AssemblyPath, p.Loaded, NullIfEmpty(p.Error), NullIfEmpty(p.Description)))]));
 
     public static string ToText(ListPluginsReply reply, string source)
     {

@@ -88,10 +88,14 @@ internal static class AgentDaemon
         }
 
         var (privateKey, publicKey, created) = PrivateKeyFile.LoadOrCreate(config.StateDir);
-        logger.Information(
-            created ? "Generated a new WireGuard key in {StateDir}; public key {PublicKey}" : "WireGuard public key {PublicKey} (from {StateDir})",
-            created ? config.StateDir : publicKey.ToBase64(),
-            created ? publicKey.ToBase64() : config.StateDir);
+        if (created)
+        {
+            logger.Information("Generated a new WireGuard key in {StateDir}; public key {PublicKey}", config.StateDir, publicKey.ToBase64());
+        }
+        else
+        {
+            logger.Information("WireGuard public key {PublicKey} (key file in {StateDir})", publicKey.ToBase64(), config.StateDir);
+        }
 
         var recorder = new StatusRecorder(
             new InterfaceStatus(config.Interface.Name, config.Interface.Mode.ToString().ToLowerInvariant(), config.Interface.Port, config.Interface.Mtu),
@@ -117,9 +121,11 @@ internal static class AgentDaemon
 
         await using var app = builder.Build();
         app.MapGrpcService<DaemonGrpcService>();
+        var bound = false;
         try
         {
             await app.StartAsync(cancellationToken);
+            bound = true;
             DaemonSocket.SetMode(socketPath);
             logger.Information("Listening for `modular` commands on {Socket}", socketPath);
             var engine = new AgentEngine(
@@ -160,7 +166,11 @@ internal static class AgentDaemon
         }
         finally
         {
-            DaemonSocket.Remove(socketPath);
+            // Only our own socket: if binding failed, the file there may be a daemon that won a race.
+            if (bound)
+            {
+                DaemonSocket.Remove(socketPath);
+            }
         }
 
         logger.Information("modular stopped");
@@ -177,20 +187,22 @@ internal static class AgentDaemon
         config.Rosenpass.Permissive,
         config.Netflow.Enabled);
 
+    // The catalog logs each plugin as it loads or fails, with its path and reason; this is the one-line summary.
     private static void LogPlugins(Serilog.ILogger logger, string pluginsDir, PluginCatalog catalog)
     {
-        var loaded = catalog.Plugins.Where(p => p.Loaded).ToList();
-        logger.Information("Plugins from {PluginsDir}: {Loaded} loaded, {Failed} failed", pluginsDir, loaded.Count, catalog.Plugins.Count - loaded.Count);
-        foreach (var plugin in catalog.Plugins)
+        var loaded = string.Join(", ", catalog.Plugins.Where(p => p.Loaded).Select(p => p.Name));
+        var failed = catalog.Plugins.Where(p => !p.Loaded).Select(p => p.Name).ToList();
+        if (failed.Count == 0)
         {
-            if (plugin.Loaded)
-            {
-                logger.Information("  plugin {Name} ({Kind} {Version}) from {Path}", plugin.Name, plugin.Kind, plugin.Version ?? "-", plugin.AssemblyPath);
-            }
-            else
-            {
-                logger.Warning("  plugin {Name} NOT loaded from {Path}: {Error}", plugin.Name, plugin.AssemblyPath, plugin.Error);
-            }
+            logger.Information("Plugins from {PluginsDir}: {Loaded}", pluginsDir, loaded.Length > 0 ? loaded : "(none)");
+        }
+        else
+        {
+            logger.Warning(
+                "Plugins from {PluginsDir}: {Loaded}; NOT loaded: {Failed} (see `modular plugins` for why)",
+                pluginsDir,
+                loaded.Length > 0 ? loaded : "(none)",
+                string.Join(", ", failed));
         }
     }
 

@@ -12,6 +12,8 @@ internal static class DaemonSocket
     /// <summary>Owner and group may talk to the daemon; nobody else.</summary>
     public const UnixFileMode SocketMode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite;
 
+    public const int MaxPathBytes = 107;
+
     /// <summary>What was at the socket path before we bind.</summary>
     public enum Previous
     {
@@ -23,6 +25,13 @@ internal static class DaemonSocket
     /// <exception cref="InvalidOperationException">A live daemon answers there, or the path is not a socket.</exception>
     public static Previous Prepare(string path)
     {
+        // sockaddr_un holds 108 bytes with the terminating NUL; a longer path cannot be bound at all.
+        if (System.Text.Encoding.UTF8.GetByteCount(path) > MaxPathBytes)
+        {
+            throw new InvalidOperationException(
+                $"socket path {path} is longer than the {MaxPathBytes} bytes a unix socket allows; choose a shorter `socket` or --socket");
+        }
+
         var directory = Path.GetDirectoryName(Path.GetFullPath(path));
         if (!string.IsNullOrEmpty(directory))
         {
@@ -62,6 +71,11 @@ internal static class DaemonSocket
         }
         catch (SocketException)
         {
+            return false;
+        }
+        catch (ArgumentException)
+        {
+            // Not a path a unix socket can have (too long): nobody can listen there.
             return false;
         }
     }
