@@ -39,7 +39,8 @@ public static class ControlChannel
             };
         }
 
-        return GrpcChannel.ForAddress(url, new GrpcChannelOptions { HttpHandler = handler, DisposeHttpClient = true });
+        // Network maps of large accounts exceed gRPC's 4 MB default (about 150 bytes per remote peer).
+        return GrpcChannel.ForAddress(url, new GrpcChannelOptions { HttpHandler = handler, DisposeHttpClient = true, MaxReceiveMessageSize = 64 << 20 });
     }
 
     private static bool ChainsTo(X509Certificate certificate, X509Certificate2Collection roots, SslPolicyErrors errors)

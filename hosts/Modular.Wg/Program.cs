@@ -122,14 +122,19 @@ return 0;
 static void PrintUsage()
     => Console.Error.WriteLine("Usage: modular-wg [-f/--foreground] INTERFACE-NAME");
 
-// Re-runs this program detached (new session, stdio on /dev/null) with -f, then waits until the
-// interface and its UAPI socket exist, so callers such as wg-quick can configure it right away.
+// Re-runs this program detached (new session) with -f, then waits until the interface and its UAPI
+// socket exist, so callers such as wg-quick can configure it right away. As with wireguard-go, the
+// background process keeps our stdout/stderr only when LOG_LEVEL asks for logs.
 static int Daemonize(string interfaceName)
 {
     var self = Environment.ProcessPath ?? throw new InvalidOperationException("cannot find my own executable");
+    var logLevel = Environment.GetEnvironmentVariable("LOG_LEVEL");
+    var keepOutput = !string.IsNullOrEmpty(logLevel) && logLevel != "silent";
     var psi = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
     psi.ArgumentList.Add("-c");
-    psi.ArgumentList.Add("exec setsid -f \"$0\" -f \"$1\" </dev/null >/dev/null 2>&1");
+    psi.ArgumentList.Add(keepOutput
+        ? "exec setsid -f \"$0\" -f \"$1\" </dev/null"
+        : "exec setsid -f \"$0\" -f \"$1\" </dev/null >/dev/null 2>&1");
     psi.ArgumentList.Add(self);
     psi.ArgumentList.Add(interfaceName);
     using (var launcher = Process.Start(psi) ?? throw new IOException("cannot start the background process"))

@@ -259,3 +259,24 @@ public sealed class ManagementTests
         }
     }
 }
+
+public sealed class ComponentSelectionTests
+{
+    [Fact]
+    public async Task Only_the_selected_components_run_and_agents_are_told_only_of_those()
+    {
+        await using var server = await TestServer.StartAsync(tweak: c => c with { Components = new HashSet<string>(["management"]) });
+        Assert.Null(server.App.Services.GetService(typeof(Modular.Server.Relay.RelayServer)));
+        Assert.Null(server.App.Services.GetService(typeof(Modular.Server.Stun.StunServer)));
+        var (key, client) = server.NewAgent();
+        using var _ = key;
+        var reply = await client.RegisterAsync(await server.CreateSetupKeyAsync(), TestServer.Meta("solo"), CancellationToken.None);
+        Assert.Equal("", reply.Services.SignalUrl);
+        Assert.Equal("", reply.Services.RelayAddress);
+        Assert.Equal("", reply.Services.StunAddress);
+
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        var e = await Assert.ThrowsAsync<RpcException>(() => Modular.Control.Signal.SignalClient.ConnectAsync(server.Channel(), key, cts.Token));
+        Assert.Equal(StatusCode.Unimplemented, e.StatusCode);
+    }
+}

@@ -207,3 +207,22 @@ public sealed class RelaySessionTests : IAsyncLifetime
         }
     }
 }
+
+public sealed class RelayedConnectionTests
+{
+    [Fact]
+    public async Task Disposing_ends_a_pending_receive_with_zero()
+    {
+        await using var server = await TestServer.StartAsync();
+        var (key, client) = server.NewAgent();
+        using var _ = key;
+        using var other = X25519KeyPair.Generate();
+        var token = (await client.RegisterAsync(await server.CreateSetupKeyAsync(), TestServer.Meta("r"), default)).Services.RelayToken.ToByteArray();
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        var conn = await RelayClient.ConnectAsync(server.Relay.LocalEndPoint!, key.PublicKey, other.PublicKey, token, cts.Token);
+        var pending = conn.ReceiveAsync(new byte[64], cts.Token).AsTask();
+        await conn.DisposeAsync();
+        Assert.Equal(0, await pending.WaitAsync(cts.Token));
+        Assert.Equal(0, await conn.ReceiveAsync(new byte[64], cts.Token));
+    }
+}

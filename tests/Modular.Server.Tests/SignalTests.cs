@@ -185,3 +185,23 @@ public sealed class SignalTests
         }
     }
 }
+
+public sealed class SignalRevocationTests
+{
+    [Fact]
+    public async Task Removing_a_peer_closes_its_signal_stream()
+    {
+        await using var server = await TestServer.StartAsync();
+        var (key, client) = server.NewAgent();
+        using var _ = key;
+        await client.RegisterAsync(await server.CreateSetupKeyAsync(), TestServer.Meta("leaver"), CancellationToken.None);
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        await using var signal = await SignalClient.ConnectAsync(server.Channel(), key, cts.Token);
+
+        await server.Store.RemovePeersAsync("leaver", CancellationToken.None);
+
+        var closed = await Assert.ThrowsAsync<System.Threading.Channels.ChannelClosedException>(async () => await signal.Inbound.ReadAsync(cts.Token));
+        var e = Assert.IsType<RpcException>(closed.InnerException);
+        Assert.Equal(StatusCode.PermissionDenied, e.StatusCode);
+    }
+}

@@ -104,6 +104,26 @@ public sealed class StoreTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Registering_the_same_live_peer_again_does_not_use_the_key_up()
+    {
+        var (_, plain) = await _store.CreateSetupKeyAsync(new NewSetupKey("two", false, 2, null), default);
+        var key = NewKey();
+        for (var i = 0; i < 3; i++)
+        {
+            await _store.RegisterPeerAsync(plain, key, Meta("retry"), null, default);
+        }
+
+        Assert.Equal(1, (await _store.ListSetupKeysAsync(default))[0].UsedCount);
+
+        // An expired peer registering again is a new use.
+        var expiring = NewKey();
+        await _store.RegisterPeerAsync(plain, expiring, Meta("exp"), _time.GetUtcNow().AddMinutes(1), default);
+        _time.Advance(TimeSpan.FromMinutes(2));
+        var e = await Assert.ThrowsAsync<SetupKeyRejectedException>(() => _store.RegisterPeerAsync(plain, expiring, Meta("exp"), null, default));
+        Assert.Equal(SetupKeyFailure.Exhausted, e.Reason);
+    }
+
+    [Fact]
     public async Task Usage_limit_is_enforced_and_reusable_without_limit_is_not()
     {
         var (_, limited) = await _store.CreateSetupKeyAsync(new NewSetupKey("two", false, 2, null), default);

@@ -66,6 +66,9 @@ public sealed class LinuxInteropTests : IDisposable
         var process = ns.Start($"{executable} -f {iface}", WireGuardGoEnvironment);
         _cleanup.Add(process);
         var socket = $"/var/run/wireguard/{iface}.sock";
+
+        // A process killed at the end of the test cannot remove its socket: the test does.
+        _tempFiles.Add(socket);
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
         while (!(File.Exists(socket) && ns.TryExec($"ip link show {iface}").ExitCode == 0))
         {
@@ -190,6 +193,21 @@ public sealed class LinuxInteropTests : IDisposable
         }
 
         Assert.False(File.Exists($"/var/run/wireguard/{iface}.sock"), "the background modular-wg exits with its interface");
+    }
+
+    [SkippableFact]
+    public void ModularWgStopsCleanlyOnSigterm()
+    {
+        RequireTools();
+        var (nsA, _, subnet) = Namespaces();
+        var side = StartSide(nsA, ModularWgPath(), $"mws{Environment.ProcessId % 10000}s{subnet}", subnet, 1);
+
+        Shell.Run("kill", $"-TERM {side.Process.Process.Id}");
+
+        Assert.True(side.Process.Process.WaitForExit(10_000), "modular-wg exits on SIGTERM");
+        Assert.Equal(0, side.Process.Process.ExitCode);
+        Assert.NotEqual(0, nsA.TryExec($"ip link show {side.Iface}").ExitCode);
+        Assert.False(File.Exists($"/var/run/wireguard/{side.Iface}.sock"));
     }
 
     [SkippableFact]

@@ -101,6 +101,36 @@ public class LinuxUdpBindTests
     }
 
     [Fact]
+    public async Task ADatagramTooBigForTheCallersBufferIsDroppedAlone()
+    {
+        using var sender = new UdpBind();
+        using var receiver = new UdpBind();
+        sender.Open(0, out _);
+        var receive = receiver.Open(0, out var port);
+        var destination = WgEndpoint.FromIPEndPoint(new IPEndPoint(IPAddress.Loopback, port));
+        byte[][] datagrams = [Datagram(1, 100), Datagram(2, 3000), Datagram(3, 100)];
+        foreach (var datagram in datagrams)
+        {
+            sender.Send([datagram], [datagram.Length], 1, destination);
+        }
+
+        var small = Enumerable.Range(0, 4).Select(_ => new byte[1500]).ToArray();
+        var sizes = new int[4];
+        var received = new List<byte[]>();
+        var task = Task.Run(() =>
+        {
+            while (received.Count < 2)
+            {
+                var n = receive[0](small, sizes, new WgEndpoint[4]);
+                received.AddRange(Enumerable.Range(0, n).Select(i => small[i].AsSpan(0, sizes[i]).ToArray()));
+            }
+        });
+
+        await task.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal([datagrams[0], datagrams[2]], received);
+    }
+
+    [Fact]
     public void CloseUnblocksAReceiverAndTheBindReopens()
     {
         using var bind = new UdpBind();

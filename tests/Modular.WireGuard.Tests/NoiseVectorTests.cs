@@ -213,6 +213,30 @@ public sealed class NoiseVectorTests
         Assert.True(rebuilt.AsSpan(132, 16).IndexOfAnyExcept((byte)0) < 0);
     }
 
+    [Theory]
+    [InlineData("probe_no_mac2_before")]
+    [InlineData("probe_no_mac2_after")]
+    public void Live_cookie_replies_to_probes_decrypt_to_the_cookie_that_made_mac2(string probe)
+    {
+        using var live = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "Vectors", "wireguard-live-cookie.json")));
+        var record = live.RootElement;
+        var responderPublic = VectorFile.Cookie("live_cookie").Hex("responder_static_public");
+        var generator = new CookieGenerator(responderPublic, _time);
+
+        // Our macs on the probe are the bytes wireguard-go saw; its answer is bound to that mac1.
+        var sent = record.Hex(probe);
+        var rebuilt = (byte[])sent.Clone();
+        generator.AddMacs(rebuilt);
+        Assert.Equal(sent, rebuilt);
+        Assert.True(generator.ConsumeReply(record.Hex(probe + "_answer")));
+
+        // The cookie inside is the one whose mac2 wireguard-go accepted.
+        var accepted = record.Hex("m2");
+        var withMac2 = (byte[])accepted.Clone();
+        generator.AddMacs(withMac2);
+        Assert.Equal(accepted, withMac2);
+    }
+
     [Fact]
     public void Responder_cookie_reply_is_byte_exact()
     {

@@ -188,6 +188,7 @@ public sealed class UapiTests : IDisposable
         _device.SetListenPort(6000);
         _device.Up();
         Assert.Equal(WgDevice.Errno.EADDRINUSE, Set("listen_port=5000\n"));
+        Assert.Equal(6000, _device.ListenPort); // still listening where it was
     }
 
     [Fact]

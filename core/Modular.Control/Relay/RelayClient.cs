@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using Modular.Abstractions.Proxy;
 using Modular.Abstractions.WireGuard;
 
@@ -100,24 +101,26 @@ public sealed class RelayedConnection : IRelayedConnection
     /// <summary>Whether the relay last said the remote peer has bound to us.</summary>
     public bool IsPaired => _paired;
 
+    // Pooled builders: the state machines of these per-packet methods are reused, not allocated.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<int> ReceiveAsync(Memory<byte> buffer, CancellationToken cancellationToken)
     {
         var scratch = ArrayPool<byte>.Shared.Rent(RelayProtocol.MaxDatagram);
         try
         {
-            using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _closed.Token);
             while (true)
             {
                 int n;
                 try
                 {
-                    n = await _socket.ReceiveAsync(scratch, SocketFlags.None, linked.Token);
+                    // No linked token source per packet: DisposeAsync closes the socket, which ends a pending receive.
+                    n = await _socket.ReceiveAsync(scratch, SocketFlags.None, cancellationToken);
                 }
-                catch (OperationCanceledException) when (_closed.IsCancellationRequested)
+                catch (ObjectDisposedException)
                 {
                     return 0;
                 }
-                catch (ObjectDisposedException)
+                catch (SocketException e) when (e.SocketErrorCode == SocketError.OperationAborted || _closed.IsCancellationRequested)
                 {
                     return 0;
                 }
@@ -146,6 +149,7 @@ public sealed class RelayedConnection : IRelayedConnection
         }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public async ValueTask SendAsync(ReadOnlyMemory<byte> datagram, CancellationToken cancellationToken)
     {
         if (datagram.Length > RelayProtocol.MaxDatagram - RelayProtocol.HeaderSize)
@@ -203,8 +207,8 @@ public sealed class RelayedConnection : IRelayedConnection
         }
 
         await _closed.CancelAsync();
-        await _keepalive;
         _socket.Dispose();
+        await _keepalive;
         _closed.Dispose();
     }
 }

@@ -18,8 +18,8 @@ public static class RelayProtocol
     public const int BindSize = 1 + WgKey.Size + WgKey.Size + RelayToken.Size;
     public const int BoundSize = 2;
 
-    /// <summary>Largest datagram the relay carries (header included).</summary>
-    public const int MaxDatagram = 65507;
+    /// <summary>Largest datagram the relay carries (header included): room for WireGuard over jumbo frames.</summary>
+    public const int MaxDatagram = 9216;
 
     public enum BindStatus : byte
     {

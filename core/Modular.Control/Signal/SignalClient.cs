@@ -37,7 +37,11 @@ public sealed class SignalClient : IAsyncDisposable
     /// <summary>Messages that failed verification (forged, tampered, or for someone else) and were dropped.</summary>
     public long RejectedCount => Interlocked.Read(ref _rejected);
 
-    /// <summary>Verified messages and delivery errors, in arrival order. Completes when the stream ends.</summary>
+    /// <summary>
+    /// Verified messages and delivery errors, in arrival order. Completes when the stream ends; when the
+    /// server ended it with an error (e.g. PermissionDenied: the peer was removed) reads throw
+    /// <see cref="ChannelClosedException"/> with that <see cref="RpcException"/> as its inner exception.
+    /// </summary>
     public ChannelReader<SignalInbound> Inbound => _inbound.Reader;
 
     /// <summary>

@@ -322,11 +322,17 @@ public sealed unsafe class UdpBind : IBind
                 while (_nextOffset < total && produced < capacity)
                 {
                     var length = Math.Min(segmentSize, total - _nextOffset);
-                    buffer.AsSpan(_nextOffset, length).CopyTo(packets[produced]);
+                    _nextOffset += length;
+                    if (length > packets[produced].Length)
+                    {
+                        // The caller's buffer cannot hold it: drop this datagram, not the batch.
+                        continue;
+                    }
+
+                    buffer.AsSpan(_nextOffset - length, length).CopyTo(packets[produced]);
                     sizes[produced] = length;
                     endpoints[produced] = from;
                     produced++;
-                    _nextOffset += length;
                 }
 
                 if (_nextOffset >= total)

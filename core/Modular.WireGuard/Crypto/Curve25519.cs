@@ -29,16 +29,29 @@ internal static class Curve25519
         key.PublicKey.Export(KeyBlobFormat.RawPublicKey).CopyTo(publicKey);
     }
 
+    /// <summary>Imports a private key once for repeated Diffie-Hellman (importing derives the public key, a scalar multiplication).</summary>
+    public static Key ImportPrivateKey(ReadOnlySpan<byte> privateKey)
+        => Key.Import(X25519, privateKey, KeyBlobFormat.RawPrivateKey, new KeyCreationParameters { ExportPolicy = KeyExportPolicies.AllowPlaintextExport });
+
+    /// <summary>Writes the public key of an imported private key.</summary>
+    public static void ExportPublicKey(Key key, Span<byte> publicKey) => key.PublicKey.Export(KeyBlobFormat.RawPublicKey).CopyTo(publicKey);
+
     /// <summary>DH(private, public); false when the result is all zero (a low-order public key).</summary>
     public static bool SharedSecret(ReadOnlySpan<byte> privateKey, ReadOnlySpan<byte> publicKey, Span<byte> shared)
+    {
+        using var key = ImportPrivateKey(privateKey);
+        return SharedSecret(key, publicKey, shared);
+    }
+
+    /// <summary>DH with an already imported private key; false when the result is all zero.</summary>
+    public static bool SharedSecret(Key privateKey, ReadOnlySpan<byte> publicKey, Span<byte> shared)
     {
         if (!PublicKey.TryImport(X25519, publicKey, KeyBlobFormat.RawPublicKey, out var peer) || peer is null)
         {
             return false;
         }
 
-        using var key = Key.Import(X25519, privateKey, KeyBlobFormat.RawPrivateKey, new KeyCreationParameters { ExportPolicy = KeyExportPolicies.AllowPlaintextExport });
-        using var secret = X25519.Agree(key, peer, new SharedSecretCreationParameters { ExportPolicy = KeyExportPolicies.AllowPlaintextExport });
+        using var secret = X25519.Agree(privateKey, peer, new SharedSecretCreationParameters { ExportPolicy = KeyExportPolicies.AllowPlaintextExport });
         if (secret is null)
         {
             return false;

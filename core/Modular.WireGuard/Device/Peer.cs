@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Logging;
 using Modular.Abstractions.WireGuard;
 using Modular.WireGuard.Conn;
@@ -16,13 +17,13 @@ internal sealed class Peer : IDisposable
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly Lock _keypairLock = new();
-    private readonly Lock _endpointLock = new();
     private readonly Queue<(byte[] Buffer, int Length)> _staged = new();
     private readonly byte[] _keepaliveBuffer = new byte[MessageLayout.TransportMinSize];
     private Keypair? _current;
     private Keypair? _previous;
     private Keypair? _next;
-    private WgEndpoint _endpoint;
+    // Swapped as a whole (a 24-byte struct is not written atomically); a new box only when the endpoint changes.
+    private volatile StrongBox<WgEndpoint> _endpoint = new(default);
     private long _rxBytes;
     private long _txBytes;
     private long _lastHandshakeUnixTicks;
@@ -77,21 +78,15 @@ internal sealed class Peer : IDisposable
         set => Interlocked.Exchange(ref _persistentKeepaliveTicks, value.Ticks);
     }
 
+    /// <summary>Where the peer's packets go; lock-free to read on every packet, and to compare before roaming.</summary>
     public WgEndpoint Endpoint
     {
-        get
-        {
-            lock (_endpointLock)
-            {
-                return _endpoint;
-            }
-        }
-
+        get => _endpoint.Value;
         set
         {
-            lock (_endpointLock)
+            if (_endpoint.Value != value)
             {
-                _endpoint = value;
+                _endpoint = new StrongBox<WgEndpoint>(value);
             }
         }
     }
@@ -371,33 +366,35 @@ internal sealed class Peer : IDisposable
     /// <summary>Sends an authenticated empty packet (or the staged packets, which serve the same purpose).</summary>
     public void SendKeepalive()
     {
+        bool flushStaged;
         lock (SendLock)
         {
-            if (_staged.Count > 0)
+            flushStaged = _staged.Count > 0;
+            if (!flushStaged)
             {
-                goto flush;
-            }
+                var keypair = UsableSendingKeypair();
+                if (keypair is not null)
+                {
+                    var length = _device.SealTransport(keypair, _keepaliveBuffer, 0, _keepaliveBuffer.Length);
+                    if (length > 0)
+                    {
+                        _device.SendToPeer(this, [_keepaliveBuffer], [length], 1, isData: false);
+                    }
 
-            var keypair = UsableSendingKeypair();
-            if (keypair is null)
-            {
-                goto handshake;
+                    return;
+                }
             }
-
-            var length = _device.SealTransport(keypair, _keepaliveBuffer, 0, _keepaliveBuffer.Length);
-            if (length > 0)
-            {
-                _device.SendToPeer(this, [_keepaliveBuffer], [length], 1, isData: false);
-            }
-
-            return;
         }
 
-    flush:
-        SendStaged();
-        return;
-    handshake:
-        SendHandshakeInitiation(isRetry: false);
+        if (flushStaged)
+        {
+            SendStaged();
+        }
+        else
+        {
+            // No session: a keepalive cannot be sent, so start the handshake it was meant to keep up.
+            SendHandshakeInitiation(isRetry: false);
+        }
     }
 
     /// <summary>Builds and sends an initiation, at most once per REKEY_TIMEOUT unless it is a retry.</summary>

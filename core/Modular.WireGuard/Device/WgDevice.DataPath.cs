@@ -67,7 +67,7 @@ public sealed partial class WgDevice
         RaiseClosed();
     }
 
-    private void ProcessOutbound(byte[][] buffers, int[] sizes, int count, byte[][] groupBuffers, int[] groupSizes, List<Peer> stagedPeers, List<Peer> rekeyPeers)
+    internal void ProcessOutbound(byte[][] buffers, int[] sizes, int count, byte[][] groupBuffers, int[] groupSizes, List<Peer> stagedPeers, List<Peer> rekeyPeers)
     {
         Peer? groupPeer = null;
         var groupCount = 0;
@@ -345,17 +345,78 @@ public sealed partial class WgDevice
             case MessageLayout.TypeTransport when size >= MessageLayout.TransportMinSize:
                 return ReceiveTransport(buffer, size, source);
             case MessageLayout.TypeInitiation when size == MessageLayout.InitiationSize:
-                ReceiveInitiation(datagram, source);
-                return 0;
             case MessageLayout.TypeResponse when size == MessageLayout.ResponseSize:
-                ReceiveResponse(datagram, source);
-                return 0;
             case MessageLayout.TypeCookieReply when size == MessageLayout.CookieReplySize:
-                ReceiveCookieReply(datagram);
+                EnqueueHandshake(datagram, source);
                 return 0;
             default:
                 CountDrop();
                 return 0;
+        }
+    }
+
+    /// <summary>Handshake messages wait here for the handshake thread, so a flood of them never stalls transport data.</summary>
+    public const int HandshakeQueueCapacity = 1024;
+
+    private readonly record struct HandshakeWork(byte[] Buffer, int Length, WgEndpoint Source);
+
+    private void EnqueueHandshake(ReadOnlySpan<byte> datagram, WgEndpoint source)
+    {
+        var queue = _handshakeQueue;
+        if (queue is null)
+        {
+            CountDrop();
+            return;
+        }
+
+        var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(datagram.Length);
+        datagram.CopyTo(buffer);
+        bool added;
+        try
+        {
+            added = queue.TryAdd(new HandshakeWork(buffer, datagram.Length, source));
+        }
+        catch (InvalidOperationException)
+        {
+            added = false; // the device went down meanwhile
+        }
+
+        if (!added)
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+            CountDrop();
+        }
+    }
+
+    private void HandshakeLoop(System.Collections.Concurrent.BlockingCollection<HandshakeWork> queue)
+    {
+        foreach (var work in queue.GetConsumingEnumerable())
+        {
+            try
+            {
+                var message = work.Buffer.AsSpan(0, work.Length);
+                switch (MessageLayout.ReadType(message))
+                {
+                    case MessageLayout.TypeInitiation:
+                        ReceiveInitiation(message, work.Source);
+                        break;
+                    case MessageLayout.TypeResponse:
+                        ReceiveResponse(message, work.Source);
+                        break;
+                    default:
+                        ReceiveCookieReply(message);
+                        break;
+                }
+            }
+            catch (Exception ex) when (ex is not OutOfMemoryException)
+            {
+                CountDrop();
+                _logger.LogDebug("Dropped a handshake message from {Endpoint}: {Reason}", work.Source, ex.Message);
+            }
+            finally
+            {
+                System.Buffers.ArrayPool<byte>.Shared.Return(work.Buffer);
+            }
         }
     }
 

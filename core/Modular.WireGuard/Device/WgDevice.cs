@@ -39,6 +39,8 @@ public sealed partial class WgDevice : IDisposable
     private volatile bool _up;
     private volatile bool _disposed;
     private Thread? _tunThread;
+    private BlockingCollection<HandshakeWork>? _handshakeQueue;
+    private Thread? _handshakeThread;
     private int _closedRaised;
     private long _loadWindowStart;
     private int _loadWindowCount;
@@ -127,7 +129,20 @@ public sealed partial class WgDevice : IDisposable
                 return;
             }
 
-            OpenBindLocked(_listenPort);
+            var queue = new BlockingCollection<HandshakeWork>(HandshakeQueueCapacity);
+            _handshakeQueue = queue;
+            _handshakeThread = new Thread(() => HandshakeLoop(queue)) { IsBackground = true, Name = $"wg-hs-{_tun.Name}" };
+            _handshakeThread.Start();
+            try
+            {
+                OpenBindLocked(_listenPort);
+            }
+            catch
+            {
+                StopHandshakeWorkerLocked();
+                throw;
+            }
+
             _up = true;
             if (_tunThread is null)
             {
@@ -160,6 +175,7 @@ public sealed partial class WgDevice : IDisposable
             }
 
             CloseBindLocked();
+            StopHandshakeWorkerLocked();
         }
 
         _logger.LogInformation("WireGuard device {Name} down", _tun.Name);
@@ -212,12 +228,23 @@ public sealed partial class WgDevice : IDisposable
     {
         lock (_stateLock)
         {
-            _listenPort = port;
             if (_up)
             {
+                var previous = _listenPort;
                 CloseBindLocked();
-                OpenBindLocked(port);
+                try
+                {
+                    OpenBindLocked(port);
+                }
+                catch
+                {
+                    // Stay reachable on the old port rather than losing the socket altogether.
+                    OpenBindLocked(previous);
+                    throw;
+                }
             }
+
+            _listenPort = port;
         }
     }
 
@@ -409,6 +436,19 @@ public sealed partial class WgDevice : IDisposable
         _receiveThreads.Clear();
     }
 
+    private void StopHandshakeWorkerLocked()
+    {
+        var queue = _handshakeQueue;
+        _handshakeQueue = null;
+        queue?.CompleteAdding();
+        if (_handshakeThread is { } thread && thread != Thread.CurrentThread)
+        {
+            thread.Join(TimeSpan.FromSeconds(5));
+        }
+
+        _handshakeThread = null;
+    }
+
     private void RaiseClosed()
     {
         if (Interlocked.Exchange(ref _closedRaised, 1) == 0)
@@ -420,7 +460,7 @@ public sealed partial class WgDevice : IDisposable
     private void CountDrop() => Interlocked.Increment(ref _dropped);
 
     /// <summary>
-    /// Counts handshake messages per second; past the threshold the device is under load for at
+    /// Counts handshake messages per second (and watches the handshake queue, as wireguard-go does); past the threshold the device is under load for at
     /// least a second, during which cookies are required.
     /// </summary>
     private bool IsUnderLoad()
@@ -435,7 +475,7 @@ public sealed partial class WgDevice : IDisposable
             }
 
             _loadWindowCount++;
-            if (_loadWindowCount > UnderLoadHandshakesPerSecond)
+            if (_loadWindowCount > UnderLoadHandshakesPerSecond || (_handshakeQueue?.Count ?? 0) >= HandshakeQueueCapacity / 8)
             {
                 _underLoadUntil = now + (long)(_time.TimestampFrequency * 1.0);
             }

@@ -29,8 +29,32 @@ internal static class IpCommand
         return (process.ExitCode, output, error.Result);
     }
 
-    public static Task RunAsync(string arguments, CancellationToken cancellationToken)
-        => Task.Run(() => Run(arguments), cancellationToken);
+    /// <summary>
+    /// Starts `ip` on the calling thread (so it inherits that thread's network namespace) and
+    /// awaits its exit.
+    /// </summary>
+    public static async Task RunAsync(string arguments, CancellationToken cancellationToken)
+    {
+        var psi = new ProcessStartInfo("ip", arguments) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        using var process = Process.Start(psi) ?? throw new IOException("cannot start ip");
+        var error = process.StandardError.ReadToEndAsync(cancellationToken);
+        var output = process.StandardOutput.ReadToEndAsync(cancellationToken);
+        try
+        {
+            await process.WaitForExitAsync(cancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill();
+            throw;
+        }
+
+        await output;
+        if (process.ExitCode != 0)
+        {
+            throw new IOException($"ip {arguments}: {(await error).Trim()}");
+        }
+    }
 
     /// <summary>True when the interface exists in this network namespace (or in the named one).</summary>
     public static bool LinkExists(string name, string? networkNamespace = null) => networkNamespace is null

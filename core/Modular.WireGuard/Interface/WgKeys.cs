@@ -1,20 +1,21 @@
-using NSec.Cryptography;
 using Modular.Abstractions.WireGuard;
+using Modular.WireGuard.Crypto;
 
 namespace Modular.WireGuard.Interface;
 
-/// <summary>Key helpers the interface layer needs.</summary>
+/// <summary>Key helpers for callers outside the protocol engine (interfaces, hosts, tests).</summary>
 public static class WgKeys
 {
     /// <summary>The Curve25519 public key of <paramref name="privateKey"/>.</summary>
     public static WgKey PublicKeyOf(WgKey privateKey)
     {
         Span<byte> raw = stackalloc byte[WgKey.Size];
+        Span<byte> publicKey = stackalloc byte[WgKey.Size];
         privateKey.CopyTo(raw);
         try
         {
-            using var key = Key.Import(KeyAgreementAlgorithm.X25519, raw, KeyBlobFormat.RawPrivateKey);
-            return new WgKey(key.PublicKey.Export(KeyBlobFormat.RawPublicKey));
+            Curve25519.DerivePublicKey(raw, publicKey);
+            return new WgKey(publicKey);
         }
         finally
         {
@@ -22,10 +23,18 @@ public static class WgKeys
         }
     }
 
-    /// <summary>A fresh private key.</summary>
+    /// <summary>A fresh, clamped private key.</summary>
     public static WgKey GeneratePrivateKey()
     {
-        using var key = Key.Create(KeyAgreementAlgorithm.X25519, new KeyCreationParameters { ExportPolicy = KeyExportPolicies.AllowPlaintextExport });
-        return new WgKey(key.Export(KeyBlobFormat.RawPrivateKey));
+        Span<byte> raw = stackalloc byte[WgKey.Size];
+        try
+        {
+            Curve25519.GeneratePrivateKey(raw);
+            return new WgKey(raw);
+        }
+        finally
+        {
+            raw.Clear();
+        }
     }
 }

@@ -42,6 +42,9 @@ internal sealed class Keypair : IDisposable
     /// <summary>How many counters have been handed out (the next counter to use).</summary>
     public ulong SendCount => (ulong)(Volatile.Read(ref _sendCounter) + 1);
 
+    /// <summary>For tests: jumps the sending counter so message limits can be reached.</summary>
+    internal void SkipSendCountersTo(ulong next) => Interlocked.Exchange(ref _sendCounter, (long)(next - 1));
+
     /// <summary>Reserves the next sending counter; false once REJECT_AFTER_MESSAGES is reached.</summary>
     public bool TryNextCounter(out ulong counter)
     {

@@ -9,13 +9,18 @@ internal sealed class StaticIdentity
 {
     public StaticIdentity(ReadOnlySpan<byte> privateKey)
     {
-        PrivateKey = privateKey.ToArray();
-        Curve25519.Clamp(PrivateKey);
-        Curve25519.DerivePublicKey(PrivateKey, PublicKey);
+        // The secret lives only inside NSec's protected key memory; the clamped copy is wiped.
+        Span<byte> clamped = stackalloc byte[32];
+        privateKey[..32].CopyTo(clamped);
+        Curve25519.Clamp(clamped);
+        Key = Curve25519.ImportPrivateKey(clamped);
+        clamped.Clear();
+        Curve25519.ExportPublicKey(Key, PublicKey);
         NoiseProtocol.InitialHashFor(PublicKey, InitialHash);
     }
 
-    public byte[] PrivateKey { get; }
+    /// <summary>The private key imported once into NSec; safe to share between threads (it is never disposed while the identity is reachable).</summary>
+    public NSec.Cryptography.Key Key { get; }
 
     public byte[] PublicKey { get; } = new byte[32];
 
@@ -78,7 +83,7 @@ internal sealed class HandshakeState
 
     public void ComputeStaticStatic(StaticIdentity? local)
     {
-        if (local is null || !Curve25519.SharedSecret(local.PrivateKey, RemoteStatic, StaticStatic))
+        if (local is null || !Curve25519.SharedSecret(local.Key, RemoteStatic, StaticStatic))
         {
             StaticStatic.AsSpan().Clear();
         }
@@ -150,11 +155,12 @@ internal static class NoiseProtocol
             message[0] = MessageLayout.TypeInitiation;
             BinaryPrimitives.WriteUInt32LittleEndian(message[MessageLayout.InitiationSender..], senderIndex);
             var ephemeralPublic = message.Slice(MessageLayout.InitiationEphemeral, 32);
-            Curve25519.DerivePublicKey(ephemeral, ephemeralPublic);
+            using var ephemeralKey = Curve25519.ImportPrivateKey(ephemeral);
+            Curve25519.ExportPublicKey(ephemeralKey, ephemeralPublic);
             MixHash(hash, ephemeralPublic);
             Blake2s.Kdf(chainingKey, ephemeralPublic, chainingKey);
 
-            if (!Curve25519.SharedSecret(ephemeral, handshake.RemoteStatic, shared))
+            if (!Curve25519.SharedSecret(ephemeralKey, handshake.RemoteStatic, shared))
             {
                 return false;
             }
@@ -215,7 +221,7 @@ internal static class NoiseProtocol
             var ephemeralPublic = message.Slice(MessageLayout.InitiationEphemeral, 32);
             MixHash(hash, ephemeralPublic);
             Blake2s.Kdf(chainingKey, ephemeralPublic, chainingKey);
-            if (!Curve25519.SharedSecret(local.PrivateKey, ephemeralPublic, shared))
+            if (!Curve25519.SharedSecret(local.Key, ephemeralPublic, shared))
             {
                 return null;
             }
@@ -309,17 +315,18 @@ internal static class NoiseProtocol
             BinaryPrimitives.WriteUInt32LittleEndian(message[MessageLayout.ResponseSender..], senderIndex);
             BinaryPrimitives.WriteUInt32LittleEndian(message[MessageLayout.ResponseReceiver..], handshake.RemoteIndex);
             var ephemeralPublic = message.Slice(MessageLayout.ResponseEphemeral, 32);
-            Curve25519.DerivePublicKey(ephemeral, ephemeralPublic);
+            using var ephemeralKey = Curve25519.ImportPrivateKey(ephemeral);
+            Curve25519.ExportPublicKey(ephemeralKey, ephemeralPublic);
             MixHash(hash, ephemeralPublic);
             Blake2s.Kdf(chainingKey, ephemeralPublic, chainingKey);
 
-            if (!Curve25519.SharedSecret(ephemeral, handshake.RemoteEphemeral, shared))
+            if (!Curve25519.SharedSecret(ephemeralKey, handshake.RemoteEphemeral, shared))
             {
                 return false;
             }
 
             Blake2s.Kdf(chainingKey, shared, chainingKey);
-            if (!Curve25519.SharedSecret(ephemeral, handshake.RemoteStatic, shared))
+            if (!Curve25519.SharedSecret(ephemeralKey, handshake.RemoteStatic, shared))
             {
                 return false;
             }
@@ -375,7 +382,7 @@ internal static class NoiseProtocol
             }
 
             Blake2s.Kdf(chainingKey, shared, chainingKey);
-            if (!Curve25519.SharedSecret(local.PrivateKey, ephemeralPublic, shared))
+            if (!Curve25519.SharedSecret(local.Key, ephemeralPublic, shared))
             {
                 return false;
             }

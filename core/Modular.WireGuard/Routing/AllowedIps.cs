@@ -225,7 +225,8 @@ public sealed class AllowedIps<T>
             return node;
         }
 
-        // Split: a new node at the common prefix holds the old subtree (and the new prefix if it is that node).
+        // Split: a new node at the common prefix holds the old subtree, and the new prefix is
+        // either that node itself or a new leaf beside the old subtree.
         _count++;
         Node parent;
         if (common == length)
@@ -234,10 +235,8 @@ public sealed class AllowedIps<T>
         }
         else
         {
-            _count--;
             parent = new Node(bits & Mask(common), common, null);
             var leaf = new Node(bits, length, value);
-            _count++;
             if (Bit(bits, common, width))
             {
                 parent.One = leaf;

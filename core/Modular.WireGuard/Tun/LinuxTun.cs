@@ -244,9 +244,15 @@ public sealed unsafe class LinuxTun : ITun
         var produced = 0;
         while (_pendingNext < _pendingCount && produced < packets.Length)
         {
-            sizes[produced] = OffloadSplitter.WriteSegment(packet, _pendingHeader, _pendingLayout, _pendingNext, packets[produced].AsSpan(offset));
-            produced++;
+            var size = OffloadSplitter.WriteSegment(packet, _pendingHeader, _pendingLayout, _pendingNext, packets[produced].AsSpan(offset));
             _pendingNext++;
+            if (size == 0)
+            {
+                Interlocked.Increment(ref _droppedReads);
+                continue;
+            }
+
+            sizes[produced++] = size;
         }
 
         return produced;

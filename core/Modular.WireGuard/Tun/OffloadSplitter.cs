@@ -82,12 +82,18 @@ internal static class OffloadSplitter
 
     /// <summary>
     /// Writes segment <paramref name="index"/> of a planned packet into <paramref name="destination"/>;
-    /// returns its length. For a non-GSO packet (index 0) the checksum is completed if the kernel asked.
+    /// returns its length (0 when <paramref name="destination"/> is too small: the segment is dropped).
+    /// For a non-GSO packet (index 0) the checksum is completed if the kernel asked.
     /// </summary>
     public static int WriteSegment(ReadOnlySpan<byte> packet, in VirtioNetHeader header, in SegmentLayout layout, int index, Span<byte> destination)
     {
         if (layout.SegmentCount == 0)
         {
+            if (destination.Length < packet.Length)
+            {
+                return 0;
+            }
+
             packet.CopyTo(destination);
             var whole = destination[..packet.Length];
             if ((header.Flags & VirtioNetHeader.FlagNeedsCsum) != 0)
@@ -107,6 +113,11 @@ internal static class OffloadSplitter
         }
 
         var length = headersLength + payloadLength;
+        if (destination.Length < length)
+        {
+            return 0;
+        }
+
         packet[..headersLength].CopyTo(destination);
         packet.Slice(payloadStart, payloadLength).CopyTo(destination[headersLength..]);
         var segment = destination[..length];

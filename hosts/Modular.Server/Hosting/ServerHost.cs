@@ -42,6 +42,9 @@ public static class ServerHost
         var listen = IPEndPoint.Parse(config.Listen);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
+            // Sync and signal streams live for days: ping so streams of vanished agents are reaped.
+            kestrel.Limits.Http2.KeepAlivePingDelay = TimeSpan.FromSeconds(30);
+            kestrel.Limits.Http2.KeepAlivePingTimeout = TimeSpan.FromSeconds(20);
             kestrel.Listen(listen, endpoint =>
             {
                 endpoint.Protocols = HttpProtocols.Http2;

@@ -108,12 +108,10 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
                         throw new RpcException(new Status(StatusCode.PermissionDenied, "this peer's login has expired; register again with a setup key"));
                     }
 
-                    var response = new SyncResponse
-                    {
-                        NetworkMap = NetworkMapBuilder.Build(snapshot, self, _config.Account, _time.GetUtcNow()),
-                        Services = _addresses.Resolve(context.GetHttpContext(), peerKey),
-                    };
-                    await responseStream.WriteAsync(Seal(peerKey, response), context.CancellationToken);
+                    var now = _time.GetUtcNow();
+                    var plaintext = snapshot.Encoder(_config.Account, now)
+                        .Encode(snapshot, self, _config.Account, _addresses.Resolve(context.GetHttpContext(), peerKey));
+                    await responseStream.WriteAsync(SealBytes(peerKey, plaintext), context.CancellationToken);
                     sent = snapshot.Serial;
                 }
 
@@ -182,10 +180,12 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
         }
     }
 
-    private EncryptedMessage Seal(WgKey peer, IMessage reply) => new()
+    private EncryptedMessage Seal(WgKey peer, IMessage reply) => SealBytes(peer, reply.ToByteArray());
+
+    private EncryptedMessage SealBytes(WgKey peer, byte[] plaintext) => new()
     {
         WgPubKey = ByteString.CopyFrom(_secrets.ServerKey.PublicKey.ToArray()),
-        Body = ByteString.CopyFrom(Envelope.Seal(_secrets.ServerKey, peer, Envelope.Purposes.Management, reply.ToByteArray())),
+        Body = UnsafeByteOperations.UnsafeWrap(Envelope.Seal(_secrets.ServerKey, peer, Envelope.Purposes.Management, plaintext)),
     };
 
     private static PeerMetadata ToMetadata(PeerMeta? meta)

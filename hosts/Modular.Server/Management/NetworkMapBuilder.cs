@@ -11,9 +11,24 @@ public static class NetworkMapBuilder
 {
     public static NetworkMap Build(NetworkSnapshot snapshot, PeerRecord self, AccountConfig account, DateTimeOffset now)
     {
+        var map = BuildHeader(snapshot.Serial, self, account);
+        foreach (var (peer, remote) in snapshot.RemotePeers(account))
+        {
+            if (peer.Id != self.Id && !peer.IsExpired(now))
+            {
+                map.RemotePeers.Add(remote);
+            }
+        }
+
+        return map;
+    }
+
+    /// <summary>Everything in a peer's map except the remote peers.</summary>
+    public static NetworkMap BuildHeader(ulong serial, PeerRecord self, AccountConfig account)
+    {
         var map = new NetworkMap
         {
-            Serial = snapshot.Serial,
+            Serial = serial,
             PeerConfig = PeerConfigFor(self, account),
             Dns = new DnsConfig { Enabled = false },
             Settings = new AccountSettings
@@ -28,30 +43,6 @@ public static class NetworkMapBuilder
             map.AccountPsk = ByteString.CopyFrom(WgKey.Parse(account.Psk).ToArray());
         }
 
-        foreach (var peer in snapshot.Peers)
-        {
-            if (peer.Id == self.Id || peer.IsExpired(now))
-            {
-                continue;
-            }
-
-            var remote = new RemotePeer
-            {
-                Hostname = peer.Hostname,
-                Fqdn = Fqdn(peer, account),
-                WgPubKey = ByteString.CopyFrom(peer.PublicKey.ToArray()),
-                AgentVersion = peer.AgentVersion,
-                AllowedIps = { $"{peer.OverlayAddress}/32" },
-                Features = { peer.Features },
-            };
-            if (peer.RosenpassFingerprint.Length > 0)
-            {
-                remote.Rosenpass = new RosenpassConfig { PubKeyFingerprint = ByteString.CopyFrom(peer.RosenpassFingerprint), Addr = peer.RosenpassAddr };
-            }
-
-            map.RemotePeers.Add(remote);
-        }
-
         return map;
     }
 
@@ -62,6 +53,26 @@ public static class NetworkMapBuilder
         Fqdn = Fqdn(peer, account),
         LoginExpiresUnix = peer.LoginExpiresAt?.ToUnixTimeSeconds() ?? 0,
     };
+
+    /// <summary>How a peer appears in everyone else's map; built once per snapshot and shared by all streams.</summary>
+    public static RemotePeer ToRemotePeer(PeerRecord peer, AccountConfig account)
+    {
+        var remote = new RemotePeer
+        {
+            Hostname = peer.Hostname,
+            Fqdn = Fqdn(peer, account),
+            WgPubKey = ByteString.CopyFrom(peer.PublicKey.ToArray()),
+            AgentVersion = peer.AgentVersion,
+            AllowedIps = { $"{peer.OverlayAddress}/32" },
+            Features = { peer.Features },
+        };
+        if (peer.RosenpassFingerprint.Length > 0)
+        {
+            remote.Rosenpass = new RosenpassConfig { PubKeyFingerprint = ByteString.CopyFrom(peer.RosenpassFingerprint), Addr = peer.RosenpassAddr };
+        }
+
+        return remote;
+    }
 
     private static string Fqdn(PeerRecord peer, AccountConfig account) => $"{peer.DnsLabel}.{account.DnsDomain}";
 }

@@ -6,7 +6,21 @@ using Modular.Server.Store;
 namespace Modular.Server.Management;
 
 /// <summary>The account's peers at one network serial.</summary>
-public sealed record NetworkSnapshot(ulong Serial, IReadOnlyList<PeerRecord> Peers);
+public sealed record NetworkSnapshot(ulong Serial, IReadOnlyList<PeerRecord> Peers)
+{
+    private IReadOnlyList<(PeerRecord Peer, Modular.Control.Management.RemotePeer Remote)>? _remotePeers;
+    private SyncEncoder? _encoder;
+
+    /// <summary>The shared encoder for this snapshot's Sync responses (built on first use).</summary>
+    public SyncEncoder Encoder(Config.AccountConfig account, DateTimeOffset now) => _encoder ??= SyncEncoder.Create(this, account, now);
+
+    /// <summary>
+    /// Every peer as others see it, built once for this snapshot and shared by every Sync stream
+    /// (protobuf messages are only read when serialized), so a change costs one build, not one per stream.
+    /// </summary>
+    public IReadOnlyList<(PeerRecord Peer, Modular.Control.Management.RemotePeer Remote)> RemotePeers(Config.AccountConfig account)
+        => _remotePeers ??= [.. Peers.Select(p => (p, NetworkMapBuilder.ToRemotePeer(p, account)))];
+}
 
 /// <summary>
 /// Keeps the current <see cref="NetworkSnapshot"/> and tells every Sync stream when it changes. Changes

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Modular.Abstractions.WireGuard;
@@ -22,8 +23,9 @@ public sealed record RelayOptions(int MaxSessions = 65536, TimeSpan? IdleTimeout
 /// UDP relay for peers with no direct path. A source authenticates by binding (its key → the remote's key)
 /// with a management-issued token; datagrams from a source are forwarded, unchanged, only to the one
 /// source that bound the reverse pair. Everything else is dropped and counted. One dedicated thread owns
-/// every table (no locks), receives with a reused <see cref="SocketAddress"/> and forwards from the same
-/// buffer: nothing is allocated per packet and the kernel socket buffer is the only queue.
+/// every table (no locks), receives up to 32 datagrams per recvmmsg, looks sources up with a reused
+/// <see cref="SocketAddress"/> and forwards them in place with one sendmmsg: nothing is allocated per
+/// packet and the kernel socket buffer is the only queue.
 /// </summary>
 public sealed class RelayServer : IHostedService, IDisposable
 {
@@ -42,6 +44,7 @@ public sealed class RelayServer : IHostedService, IDisposable
     private long _forwardedBytes;
     private long _dropped;
     private long _rejectedBinds;
+    private volatile bool _stopping;
 
     public RelayServer(IPEndPoint listen, ServerSecrets secrets, TimeProvider time, ILogger<RelayServer> logger, RelayOptions? options = null)
     {
@@ -79,94 +82,182 @@ public sealed class RelayServer : IHostedService, IDisposable
 
     public Task StopAsync(CancellationToken cancellationToken)
     {
-        _socket?.Dispose();
+        _stopping = true;
+        try
+        {
+            // Wakes a thread blocked in recvmmsg at once (Linux wakes receivers even on an unconnected UDP socket).
+            _socket?.Shutdown(SocketShutdown.Both);
+        }
+        catch (SocketException)
+        {
+        }
+
         _thread?.Join(TimeSpan.FromSeconds(5));
+        _socket?.Dispose();
         return Task.CompletedTask;
     }
+
+    private const int BatchSize = 32;
 
     private void Run()
     {
         var socket = _socket!;
-        var from = new SocketAddress(socket.AddressFamily);
-        var buffer = new byte[RelayProtocol.MaxDatagram];
-        var reply = new byte[RelayProtocol.BoundSize];
-        var idleTicks = (long)(_options.Idle.TotalSeconds * _time.TimestampFrequency);
-        var lastSweep = _time.GetTimestamp();
-        while (true)
+        var handle = socket.SafeHandle;
+        var added = false;
+        try
         {
-            int n;
-            try
+            // Hold a reference so the descriptor cannot be closed and reused while recvmmsg uses it;
+            // StopAsync sets _stopping and the 1 s receive timeout brings the loop back to see it.
+            handle.DangerousAddRef(ref added);
+            RunBatched(socket, handle.DangerousGetHandle());
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+        finally
+        {
+            if (added)
             {
-                n = socket.ReceiveFrom(buffer, SocketFlags.None, from);
-            }
-            catch (SocketException e) when (e.SocketErrorCode is SocketError.TimedOut or SocketError.WouldBlock)
-            {
-                n = -1;
-            }
-            catch (SocketException e) when (e.SocketErrorCode is SocketError.ConnectionReset or SocketError.MessageSize)
-            {
-                continue;
-            }
-            catch (Exception e) when (e is ObjectDisposedException or SocketException)
-            {
-                return;
-            }
-
-            var now = _time.GetTimestamp();
-            if (n > 0)
-            {
-                try
-                {
-                    Handle(socket, buffer.AsSpan(0, n), from, reply, now);
-                }
-                catch (ObjectDisposedException)
-                {
-                    return;
-                }
-                catch (SocketException)
-                {
-                    // A send failed (e.g. the destination vanished): UDP loss.
-                    Interlocked.Increment(ref _dropped);
-                }
-            }
-
-            if (now - lastSweep > _time.TimestampFrequency)
-            {
-                Sweep(now, idleTicks);
-                lastSweep = now;
+                handle.DangerousRelease();
             }
         }
     }
 
-    private void Handle(Socket socket, Span<byte> datagram, SocketAddress from, byte[] reply, long now)
+    private unsafe void RunBatched(Socket socket, nint fd)
     {
-        switch (datagram[0])
+        const int slot = RelayProtocol.MaxDatagram;
+        const int nameSize = UdpBatch.SockaddrStorageSize;
+        var data = GC.AllocateArray<byte>(BatchSize * slot, pinned: true);
+        var names = GC.AllocateArray<byte>(BatchSize * nameSize, pinned: true);
+        var sendNames = GC.AllocateArray<byte>(BatchSize * nameSize, pinned: true);
+        var iovs = GC.AllocateArray<UdpBatch.IoVec>(BatchSize, pinned: true);
+        var sendIovs = GC.AllocateArray<UdpBatch.IoVec>(BatchSize, pinned: true);
+        var messages = GC.AllocateArray<UdpBatch.MMsgHdr>(BatchSize, pinned: true);
+        var sendMessages = GC.AllocateArray<UdpBatch.MMsgHdr>(BatchSize, pinned: true);
+        // Exactly the family's sockaddr size: SocketAddress compares whole buffers, so lookups need the same length.
+        var from = new SocketAddress(socket.AddressFamily);
+        var reply = new byte[RelayProtocol.BoundSize];
+        var idleTicks = (long)(_options.Idle.TotalSeconds * _time.TimestampFrequency);
+        var lastSweep = _time.GetTimestamp();
+
+        fixed (byte* dataPtr = data, namesPtr = names, sendNamesPtr = sendNames)
+        fixed (UdpBatch.IoVec* iovPtr = iovs, sendIovPtr = sendIovs)
+        fixed (UdpBatch.MMsgHdr* msgPtr = messages, sendMsgPtr = sendMessages)
         {
-            case RelayProtocol.Data:
-                if (_bySource.TryGetValue(from, out var session) && session.Peer is { } peer)
+            for (var i = 0; i < BatchSize; i++)
+            {
+                iovPtr[i] = new UdpBatch.IoVec { Base = dataPtr + (i * slot), Length = slot };
+                msgPtr[i].Header = new UdpBatch.MsgHdr { Name = namesPtr + (i * nameSize), Iov = iovPtr + i, IovLength = 1 };
+                sendMsgPtr[i].Header = new UdpBatch.MsgHdr { Name = sendNamesPtr + (i * nameSize), Iov = sendIovPtr + i, IovLength = 1 };
+            }
+
+            while (!_stopping)
+            {
+                for (var i = 0; i < BatchSize; i++)
                 {
-                    session.LastSeen = now;
-                    socket.SendTo(datagram, SocketFlags.None, peer.Address);
-                    Interlocked.Increment(ref _forwardedPackets);
-                    Interlocked.Add(ref _forwardedBytes, datagram.Length - RelayProtocol.HeaderSize);
+                    msgPtr[i].Header.NameLength = nameSize;
+                    msgPtr[i].Header.Flags = 0;
                 }
-                else
+
+                var received = UdpBatch.RecvMMsg(fd, msgPtr, BatchSize, UdpBatch.MsgWaitForOne, null);
+                var now = _time.GetTimestamp();
+                if (received < 0)
                 {
-                    Interlocked.Increment(ref _dropped);
+                    var errno = Marshal.GetLastPInvokeError();
+                    if (errno is not (UdpBatch.EAgain or UdpBatch.EIntr))
+                    {
+                        if (!_stopping)
+                        {
+                            _logger.LogError("Relay receive failed with errno {Errno}; the relay stops", errno);
+                        }
+
+                        return;
+                    }
                 }
 
-                break;
+                var forward = 0;
+                for (var i = 0; i < received; i++)
+                {
+                    var length = (int)msgPtr[i].Length;
+                    var nameLength = (int)msgPtr[i].Header.NameLength;
+                    if (length < 1 || (msgPtr[i].Header.Flags & UdpBatch.MsgTrunc) != 0 || nameLength != from.Buffer.Length)
+                    {
+                        Interlocked.Increment(ref _dropped);
+                        continue;
+                    }
 
-            case RelayProtocol.Bind when datagram.Length == RelayProtocol.BindSize:
-                var status = Bind(socket, datagram, from, now);
-                reply[0] = RelayProtocol.Bound;
-                reply[1] = (byte)status;
-                socket.SendTo(reply, SocketFlags.None, from);
-                break;
+                    names.AsSpan(i * nameSize, nameLength).CopyTo(from.Buffer.Span);
+                    var datagram = data.AsSpan(i * slot, length);
+                    if (datagram[0] == RelayProtocol.Data)
+                    {
+                        if (_bySource.TryGetValue(from, out var session) && session.Peer is { } peer)
+                        {
+                            // Forward in place: the outgoing iovec points at the received bytes.
+                            session.LastSeen = now;
+                            var destination = peer.Address;
+                            destination.Buffer.Span[..destination.Size].CopyTo(sendNames.AsSpan(forward * nameSize, nameSize));
+                            sendMsgPtr[forward].Header.NameLength = (uint)destination.Size;
+                            sendIovPtr[forward] = new UdpBatch.IoVec { Base = dataPtr + (i * slot), Length = (nuint)length };
+                            forward++;
+                            Interlocked.Add(ref _forwardedBytes, length - RelayProtocol.HeaderSize);
+                        }
+                        else
+                        {
+                            Interlocked.Increment(ref _dropped);
+                        }
 
-            default:
-                Interlocked.Increment(ref _dropped);
-                break;
+                        continue;
+                    }
+
+                    try
+                    {
+                        HandleControl(socket, datagram, from, reply, now);
+                    }
+                    catch (SocketException)
+                    {
+                        Interlocked.Increment(ref _dropped);
+                    }
+                }
+
+                var sent = 0;
+                while (sent < forward)
+                {
+                    var n = UdpBatch.SendMMsg(fd, sendMsgPtr + sent, (uint)(forward - sent), 0);
+                    if (n > 0)
+                    {
+                        sent += n;
+                        Interlocked.Add(ref _forwardedPackets, n);
+                    }
+                    else if (Marshal.GetLastPInvokeError() != UdpBatch.EIntr)
+                    {
+                        // This datagram cannot be sent (e.g. its destination is unreachable): UDP loss; go on with the rest.
+                        sent++;
+                        Interlocked.Increment(ref _dropped);
+                    }
+                }
+
+                if (now - lastSweep > _time.TimestampFrequency)
+                {
+                    Sweep(now, idleTicks);
+                    lastSweep = now;
+                }
+            }
+        }
+    }
+
+    /// <summary>Everything that is not data: binds are answered, the rest is dropped.</summary>
+    private void HandleControl(Socket socket, Span<byte> datagram, SocketAddress from, byte[] reply, long now)
+    {
+        if (datagram[0] == RelayProtocol.Bind && datagram.Length == RelayProtocol.BindSize)
+        {
+            var status = Bind(socket, datagram, from, now);
+            reply[0] = RelayProtocol.Bound;
+            reply[1] = (byte)status;
+            socket.SendTo(reply, SocketFlags.None, from);
+        }
+        else
+        {
+            Interlocked.Increment(ref _dropped);
         }
     }
 

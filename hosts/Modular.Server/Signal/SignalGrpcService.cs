@@ -28,9 +28,14 @@ public sealed class SignalGrpcService : SignalExchange.SignalExchangeBase
     private readonly ILogger<SignalGrpcService> _logger;
     private readonly TimeProvider _time;
 
-    public SignalGrpcService(ISignalRouter router, ServerSecrets secrets, IStore store, TimeProvider time, ILogger<SignalGrpcService> logger)
+    private readonly Management.NetworkState? _network;
+
+    /// <param name="services">Gives the management <see cref="Management.NetworkState"/> when it runs in this process,
+    /// so a removed or expired peer's signal stream is closed at once.</param>
+    public SignalGrpcService(ISignalRouter router, ServerSecrets secrets, IStore store, TimeProvider time, ILogger<SignalGrpcService> logger, IServiceProvider services)
     {
         _time = time;
+        _network = services.GetService(typeof(Management.NetworkState)) as Management.NetworkState;
         _router = router;
         _secrets = secrets;
         _store = store;
@@ -55,6 +60,29 @@ public sealed class SignalGrpcService : SignalExchange.SignalExchangeBase
         _logger.LogInformation("Signal connected: {Peer}", peer.ToShortString());
 
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var revoked = false;
+        var watcher = _network is null ? Task.CompletedTask : Task.Run(
+            async () =>
+            {
+                using var subscription = _network.Subscribe();
+                try
+                {
+                    await foreach (var snapshot in subscription.Reader.ReadAllAsync(stop.Token))
+                    {
+                        var self = snapshot.Peers.FirstOrDefault(p => p.PublicKey == peer);
+                        if (self is null || self.IsExpired(_time.GetUtcNow()))
+                        {
+                            revoked = true;
+                            await stop.CancelAsync();
+                            return;
+                        }
+                    }
+                }
+                catch (OperationCanceledException)
+                {
+                }
+            },
+            CancellationToken.None);
         var writer = Task.Run(
             async () =>
             {
@@ -67,7 +95,7 @@ public sealed class SignalGrpcService : SignalExchange.SignalExchangeBase
         try
         {
             var senderBytes = ByteString.CopyFrom(peer.ToArray());
-            while (await requestStream.MoveNext(ct))
+            while (await requestStream.MoveNext(stop.Token))
             {
                 var frame = requestStream.Current;
                 if (frame.KindCase != SignalFrame.KindOneofCase.Message)
@@ -84,22 +112,23 @@ public sealed class SignalGrpcService : SignalExchange.SignalExchangeBase
 
                 // Never trust the client's claim: the sender is who proved their key on this stream.
                 message.Sender = senderBytes;
-                if (!await _router.RouteAsync(message, ct))
+                if (!await _router.RouteAsync(message, stop.Token))
                 {
                     outbox.Writer.TryWrite(Error(message.Recipient, "recipient is not connected to signal"));
                 }
             }
         }
-        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
         {
         }
-        catch (IOException) when (ct.IsCancellationRequested)
+        catch (IOException) when (stop.IsCancellationRequested)
         {
         }
         finally
         {
             outbox.Writer.TryComplete();
             await stop.CancelAsync();
+            await watcher;
             try
             {
                 await writer;
@@ -110,6 +139,11 @@ public sealed class SignalGrpcService : SignalExchange.SignalExchangeBase
             }
 
             _logger.LogInformation("Signal disconnected: {Peer}", peer.ToShortString());
+        }
+
+        if (revoked)
+        {
+            throw new RpcException(new Status(StatusCode.PermissionDenied, "this peer was removed or its login expired"));
         }
     }
 

@@ -239,7 +239,13 @@ public sealed class SqliteStore : IStore
                 tx);
         }
 
-        await db.ExecuteAsync("UPDATE setup_keys SET used_count = used_count + 1, last_used_at = @now WHERE id = @id", new { id = key.id, now = now.ToUnixTimeMilliseconds() }, tx);
+        // A retried (or replayed) registration of a peer that is still registered and live does not use the key up again.
+        var alreadyLive = existing is not null && (existing.login_expires_at is null || existing.login_expires_at > now.ToUnixTimeMilliseconds());
+        if (!alreadyLive)
+        {
+            await db.ExecuteAsync("UPDATE setup_keys SET used_count = used_count + 1, last_used_at = @now WHERE id = @id", new { id = key.id, now = now.ToUnixTimeMilliseconds() }, tx);
+        }
+
         await BumpSerialAsync(db, tx);
         var row = await db.QuerySingleAsync<PeerRow>("SELECT * FROM peers WHERE id = @id", new { id }, tx);
         await tx.CommitAsync(cancellationToken);
