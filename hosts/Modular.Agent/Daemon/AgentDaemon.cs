@@ -2,7 +2,9 @@ using System.Reflection;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Modular.Agent.Cli;
 using Modular.Composition;
+using Modular.Abstractions.Proxy;
 using Modular.Core.Config;
+using Modular.Core.Engine;
 using Modular.Core.Status;
 using Serilog;
 
@@ -85,7 +87,7 @@ internal static class AgentDaemon
             logger.Warning("Removed a stale socket left by a daemon that did not stop cleanly: {Socket}", socketPath);
         }
 
-        var (_, publicKey, created) = PrivateKeyFile.LoadOrCreate(config.StateDir);
+        var (privateKey, publicKey, created) = PrivateKeyFile.LoadOrCreate(config.StateDir);
         if (created)
         {
             logger.Information("Generated a new WireGuard key in {StateDir}; public key {PublicKey}", config.StateDir, publicKey.ToBase64());
@@ -99,7 +101,7 @@ internal static class AgentDaemon
             new InterfaceStatus(config.Interface.Name, config.Interface.Mode.ToString().ToLowerInvariant(), config.Interface.Port, config.Interface.Mtu),
             Features(config),
             publicKey.ToBase64(),
-            new ServiceStatus(config.ManagementUrls.Count > 0 ? config.ManagementUrls[0].ToString() : "", false, "not connected: this agent has no engine yet"),
+            new ServiceStatus(config.ManagementUrls.Count > 0 ? config.ManagementUrls[0].ToString() : "", false, "connecting"),
             new ServiceStatus("", false, "not connected: the signal address comes from the management login"));
 
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
@@ -126,8 +128,41 @@ internal static class AgentDaemon
             bound = true;
             DaemonSocket.SetMode(socketPath);
             logger.Information("Listening for `modular` commands on {Socket}", socketPath);
-            logger.Information("No management connection yet: running with no peers");
-            await app.WaitForShutdownAsync(cancellationToken);
+            var engine = new AgentEngine(
+                new EngineOptions(
+                    config,
+                    privateKey,
+                    catalog.All<IProxyFactory>().ToDictionary(p => p.Name, p => p.Factory, StringComparer.Ordinal),
+                    app.Services,
+                    version,
+                    NonEmpty(Environment.GetEnvironmentVariable("MODULAR_HOSTNAME")) ?? Environment.MachineName),
+                recorder,
+                loggerFactory,
+                TimeProvider.System);
+            using var engineStop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            var engineRun = engine.RunAsync(engineStop.Token);
+            var shutdown = app.WaitForShutdownAsync(cancellationToken);
+            if (await Task.WhenAny(engineRun, shutdown) == engineRun && engineRun.Exception?.InnerException is { } failure)
+            {
+                var problem = failure is EngineFatalException ? failure.Message : $"the engine failed: {failure}";
+                logger.Fatal("Cannot go on: {Problem}", problem);
+                await Console.Error.WriteLineAsync(problem);
+                await app.StopAsync(CancellationToken.None);
+                return ExitCodes.Error;
+            }
+
+            // The engine closes (destroys) the interface before the daemon reports it stopped.
+            await engineStop.CancelAsync();
+            try
+            {
+                await engineRun;
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                logger.Error(e, "The engine failed while stopping");
+            }
+
+            await shutdown;
         }
         finally
         {
