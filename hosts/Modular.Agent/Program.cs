@@ -1,1 +1,3 @@
-return 0;
+using Modular.Agent.Cli;
+
+return await AgentCommandLine.RunAsync(args);

@@ -13,7 +13,10 @@ using Modular.Wg;
 // the interface is deleted or SIGTERM/SIGINT. Without -f it starts itself in the background
 // and exits 0 once the interface exists, as wireguard-go does (so wg-quick can use it through
 // WG_QUICK_USERSPACE_IMPLEMENTATION=modular-wg). LOG_LEVEL=verbose|error|silent.
+// TEST ONLY: MODULAR_WG_TEST_TIME_SCALE=N runs the device's clock N times faster (protocol timers,
+// handshake timestamps, reported handshake times), so interop tests can watch rekeys happen.
 const int DefaultMtu = 1420;
+const string TimeScaleVariable = "MODULAR_WG_TEST_TIME_SCALE";
 
 var foreground = false;
 string? interfaceName = null;
@@ -71,6 +74,22 @@ if (!foreground)
 
 var loggerFactory = new StderrLoggerFactory(interfaceName, StderrLoggerFactory.FromEnvironment(Environment.GetEnvironmentVariable("LOG_LEVEL")));
 var logger = loggerFactory.CreateLogger("modular-wg");
+TimeProvider clock = TimeProvider.System;
+var timeScale = Environment.GetEnvironmentVariable(TimeScaleVariable);
+if (!string.IsNullOrEmpty(timeScale))
+{
+    if (!double.TryParse(timeScale, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var scale) || !(scale >= 1) || double.IsInfinity(scale))
+    {
+        logger.LogError("{Variable} must be a number of at least 1, not '{Value}'", TimeScaleVariable, timeScale);
+        return 1;
+    }
+
+    clock = new ScaledTimeProvider(TimeProvider.System, scale);
+
+    // Written whatever LOG_LEVEL says: a scaled clock must never go unnoticed in a real deployment.
+    Console.Error.WriteLine($"modular-wg: WARNING: {TimeScaleVariable}={scale}: TEST-ONLY clock running {scale}x faster; never use this in production");
+}
+
 LinuxTun tun;
 try
 {
@@ -83,7 +102,7 @@ catch (Exception e) when (e is IOException or ArgumentException)
 }
 
 var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-using var device = new WgDevice(tun, new UdpBind(), loggerFactory, TimeProvider.System);
+using var device = new WgDevice(tun, new UdpBind(), loggerFactory, clock);
 device.Closed += (_, _) => stopped.TrySetResult();
 UapiServer uapi;
 try

@@ -133,13 +133,14 @@ public sealed class TimerTests
         using var pair = new DevicePair();
         Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
         Assert.NotNull(pair.BToA(DevicePair.IPv4Packet("100.64.0.2", "100.64.0.1")));
-        pair.Time.Advance(TimeSpan.FromSeconds(30));
         var initiations = CountInitiationsFromA(pair, dropAll: false);
 
-        // B stops answering (its keepalives are dropped too).
+        // B stops answering (its keepalives are dropped too). Silenced before time moves, so no
+        // keepalive B sends while the clock advances can reach A late and stop A's timer.
         var fromB = pair.Binds.B.Endpoint;
         var counting = pair.Binds.Network.Filter!;
         pair.Binds.Network.Filter = (from, to, data) => counting(from, to, data) && from != fromB;
+        pair.Time.Advance(TimeSpan.FromSeconds(30));
         var peerOnA = pair.A.FindPeer(pair.B.PublicKey)!;
         for (var attempt = 0; attempt < 5 && !peerOnA.NewHandshake.IsPending; attempt++)
         {

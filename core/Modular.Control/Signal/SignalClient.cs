@@ -75,10 +75,50 @@ public sealed class SignalClient : IAsyncDisposable
             client._reader = Task.Run(client.ReadLoopAsync, CancellationToken.None);
             return client;
         }
+        catch (RpcException e) when (e.StatusCode == StatusCode.Cancelled && !cancellationToken.IsCancellationRequested)
+        {
+            // A server that rejects the call at once (signal not served there, say) may reset the
+            // stream while the hello is still being written; the call's own status says why.
+            var status = await FinalStatusAsync(call);
+            await client.DisposeAsync();
+            if (status is { StatusCode: not StatusCode.Cancelled and not StatusCode.OK } rejected)
+            {
+                throw new RpcException(rejected);
+            }
+
+            throw;
+        }
         catch
         {
             await client.DisposeAsync();
             throw;
+        }
+    }
+
+    private static async Task<Status?> FinalStatusAsync(AsyncDuplexStreamingCall<SignalFrame, SignalFrame> call)
+    {
+        try
+        {
+            using var wait = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            while (await call.ResponseStream.MoveNext(wait.Token))
+            {
+            }
+        }
+        catch (RpcException e)
+        {
+            return e.Status;
+        }
+        catch (Exception e) when (e is InvalidOperationException or OperationCanceledException or IOException)
+        {
+        }
+
+        try
+        {
+            return call.GetStatus();
+        }
+        catch (InvalidOperationException)
+        {
+            return null;
         }
     }
 

@@ -21,6 +21,7 @@ internal static unsafe partial class SocketNative
     public const int SO_RCVBUF = 8;
     public const int SO_SNDBUFFORCE = 32;
     public const int SO_RCVBUFFORCE = 33;
+    public const int SO_MARK = 36;
     public const int IPV6_V6ONLY = 26;
     public const int UDP_SEGMENT = 103;
     public const int UDP_GRO = 104;
@@ -84,6 +85,9 @@ internal static unsafe partial class SocketNative
 
     [LibraryImport("libc", SetLastError = true)]
     public static partial int setsockopt(int fd, int level, int name, void* value, uint valueLength);
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int getsockopt(int fd, int level, int name, void* value, uint* valueLength);
 
     [LibraryImport("libc", SetLastError = true)]
     public static partial int recvmmsg(int fd, MMsgHdr* messages, uint count, int flags, void* timeout);

@@ -11,8 +11,9 @@ namespace Modular.WireGuard.Conn;
 /// here by the gso_size it reports; on send, consecutive equal-size datagrams to one endpoint
 /// go out as one UDP_SEGMENT (GSO) message. Both fall back to plain batching where the kernel
 /// refuses them. Socket buffers are enlarged (the FORCE variants work as root).
+/// The firewall mark (<see cref="SetMark"/>, the UAPI fwmark) is applied as SO_MARK to the open socket and every reopened one.
 /// </summary>
-public sealed unsafe class UdpBind : IBind
+public sealed unsafe class UdpBind : IBindWithMark
 {
     /// <summary>Messages one recvmmsg fills; with GRO each can hold up to 64 datagrams.</summary>
     private const int ReceiveMessages = 32;
@@ -28,6 +29,7 @@ public sealed unsafe class UdpBind : IBind
     private readonly object _stateLock = new();
     private readonly ConcurrentQueue<SendContext> _sendContexts = new();
     private Socket? _socket;
+    private uint _mark;
 
     /// <summary>Create with <paramref name="enableOffloads"/> false to measure or test plain batching.</summary>
     public UdpBind(bool enableOffloads = true) => _offloadsAllowed = enableOffloads;
@@ -57,6 +59,19 @@ public sealed unsafe class UdpBind : IBind
             }
 
             var socket = Socket.Open(port, _offloadsAllowed);
+            if (_mark != 0)
+            {
+                try
+                {
+                    socket.SetMark(_mark);
+                }
+                catch
+                {
+                    socket.Close();
+                    throw;
+                }
+            }
+
             _socket = socket;
             actualPort = socket.Port;
             return [socket.Receive];
@@ -76,6 +91,28 @@ public sealed unsafe class UdpBind : IBind
     }
 
     public void Dispose() => Close();
+
+    public void SetMark(uint mark)
+    {
+        lock (_stateLock)
+        {
+            // Applied first, remembered only once the kernel took it, so a refused mark changes nothing.
+            _socket?.SetMark(mark);
+            _mark = mark;
+        }
+    }
+
+    /// <summary>The SO_MARK the kernel reports for the open socket (null while closed); for diagnostics and tests.</summary>
+    public uint? SocketMark
+    {
+        get
+        {
+            lock (_stateLock)
+            {
+                return _socket?.ReadMark();
+            }
+        }
+    }
 
     public void Send(byte[][] packets, int[] sizes, int count, WgEndpoint endpoint)
     {
@@ -203,6 +240,26 @@ public sealed unsafe class UdpBind : IBind
                 close(fd);
                 throw;
             }
+        }
+
+        public void SetMark(uint mark)
+        {
+            if (setsockopt(_fd, SOL_SOCKET, SO_MARK, &mark, 4) < 0)
+            {
+                throw new IOException($"Cannot set fwmark 0x{mark:x} on the UDP socket: {Marshal.GetLastPInvokeErrorMessage()}");
+            }
+        }
+
+        public uint ReadMark()
+        {
+            uint mark = 0;
+            var length = 4u;
+            if (getsockopt(_fd, SOL_SOCKET, SO_MARK, &mark, &length) < 0)
+            {
+                throw new IOException($"Cannot read SO_MARK: {Marshal.GetLastPInvokeErrorMessage()}");
+            }
+
+            return mark;
         }
 
         /// <summary>The ReceiveFunc: hands out datagrams already received, else blocks in recvmmsg for more.</summary>

@@ -12,7 +12,7 @@ namespace Modular.WireGuard.Device;
 /// <see cref="Inject"/> feeds datagrams into the device as if they came from the network
 /// (through one extra receive function). The bind proxy and lazy connections use it.
 /// </summary>
-public sealed class HookableBind : IBind, IWgBindHook
+public sealed class HookableBind : IBindWithMark, IWgBindHook
 {
     /// <summary>Injected datagrams waiting for the device; beyond this they are dropped (like a full socket buffer).</summary>
     public const int InjectQueueCapacity = 4096;
@@ -57,6 +57,9 @@ public sealed class HookableBind : IBind, IWgBindHook
         queue?.CompleteAdding();
         _inner.Close();
     }
+
+    /// <summary>Passes the mark to the inner bind when it supports one (injected datagrams have no socket to mark).</summary>
+    public void SetMark(uint mark) => (_inner as IBindWithMark)?.SetMark(mark);
 
     public void Send(byte[][] packets, int[] sizes, int count, WgEndpoint endpoint)
     {

@@ -256,11 +256,12 @@ public sealed partial class WgDevice : IDisposable
         }
     }
 
-    /// <summary>The firewall mark for the UDP sockets; kept and reported (the OS bind applies it).</summary>
+    /// <summary>The firewall mark for the UDP sockets, applied by a bind that supports one (<see cref="IBindWithMark"/>); IOException when refused.</summary>
     public void SetFwmark(uint mark)
     {
         lock (_stateLock)
         {
+            _bind.SetMark(mark);
             _fwmark = mark;
         }
     }

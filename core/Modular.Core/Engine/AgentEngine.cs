@@ -1,0 +1,591 @@
+using System.Net;
+using System.Net.Sockets;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Microsoft.Extensions.Logging;
+using Modular.Abstractions.Proxy;
+using Modular.Abstractions.WireGuard;
+using Modular.Control;
+using Modular.Control.Crypto;
+using Modular.Control.Management;
+using Modular.Control.Signal;
+using Modular.Core.Config;
+using Modular.Core.Ice;
+using Modular.Core.Peers;
+using Modular.Core.Status;
+using Modular.WireGuard.Conn;
+using Modular.WireGuard.Interface;
+
+namespace Modular.Core.Engine;
+
+/// <summary>What the engine runs with besides the config.</summary>
+/// <param name="PrivateKey">The WireGuard identity (from the host's key file); never logged.</param>
+/// <param name="ProxyFactories">Loaded proxy plugins by name.</param>
+/// <param name="Services">Handed to plugins through their context.</param>
+/// <param name="AgentVersion">Reported to management.</param>
+/// <param name="Hostname">Reported to management; peers see this name.</param>
+public sealed record EngineOptions(
+    AgentConfig Config,
+    WgKey PrivateKey,
+    IReadOnlyDictionary<string, IProxyFactory> ProxyFactories,
+    IServiceProvider Services,
+    string AgentVersion,
+    string Hostname)
+{
+    public PeerConnOptions PeerOptions { get; init; } = new(ForceRelay: Config.Connection.ForceRelay);
+
+    /// <summary>How often interface counters are read for status and handshake watching.</summary>
+    public TimeSpan StatsInterval { get; init; } = TimeSpan.FromSeconds(1);
+}
+
+/// <summary>The engine refuses to go on (e.g. management refused the setup key); the agent exits with this message.</summary>
+public sealed class EngineFatalException : Exception
+{
+    public EngineFatalException()
+    {
+    }
+
+    public EngineFatalException(string message)
+        : base(message)
+    {
+    }
+
+    public EngineFatalException(string message, Exception inner)
+        : base(message, inner)
+    {
+    }
+}
+
+/// <summary>
+/// The agent's engine: logs in to management (URLs in order, register with the setup key when the
+/// key is new), creates the WireGuard interface with the assigned overlay address, keeps the signal
+/// connection, applies every network map as a diff through the <see cref="ConnectionManager"/>, and
+/// feeds the <see cref="StatusRecorder"/> as things happen. Management, signal and relay failures are
+/// retried with jittered backoff while established tunnels stay up. The interface is always closed
+/// (destroyed) when <see cref="RunAsync"/> returns.
+/// </summary>
+#pragma warning disable CA1001 // RunAsync creates the interface and connections and always disposes them before it returns.
+public sealed class AgentEngine
+#pragma warning restore CA1001
+{
+    private static readonly TimeSpan MaxBackoff = TimeSpan.FromSeconds(30);
+
+    private readonly EngineOptions _options;
+    private readonly AgentConfig _config;
+    private readonly StatusRecorder _recorder;
+    private readonly ILoggerFactory _loggerFactory;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _time;
+    private readonly X25519KeyPair _identity;
+    private readonly EngineSignaling _signaling = new();
+    private IWgIface? _iface;
+    private EnginePaths? _paths;
+    private EngineRelayConnector? _relay;
+    private ConnectionManager? _manager;
+    private IceSocketTransport? _iceTransport;
+    private volatile ServiceAddresses? _services;
+    private volatile Uri? _managementUrl;
+    private ulong _lastSerial;
+    private SignalClient? _rejectedClient;
+    private long _rejectedReported;
+
+    public AgentEngine(EngineOptions options, StatusRecorder recorder, ILoggerFactory loggerFactory, TimeProvider time)
+    {
+        _options = options;
+        _config = options.Config;
+        _recorder = recorder;
+        _loggerFactory = loggerFactory;
+        _logger = loggerFactory.CreateLogger<AgentEngine>();
+        _time = time;
+        _identity = X25519KeyPair.FromPrivateKey(options.PrivateKey);
+    }
+
+    /// <summary>The connection manager once the interface exists (for tests and benchmarks).</summary>
+    public ConnectionManager? Connections => _manager;
+
+    /// <summary>The interface once created.</summary>
+    public IWgIface? Interface => _iface;
+
+    /// <summary>Runs until <paramref name="cancellationToken"/> fires; throws <see cref="EngineFatalException"/> when it cannot go on.</summary>
+    public async Task RunAsync(CancellationToken cancellationToken)
+    {
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var background = new List<Task>();
+        try
+        {
+            var backoff = TimeSpan.FromSeconds(1);
+            while (!stop.IsCancellationRequested)
+            {
+                GrpcChannel? channel = null;
+                try
+                {
+                    (channel, var management, var login) = await LoginAsync(stop.Token);
+                    await EnsureInterfaceAsync(login, stop.Token);
+                    if (background.Count == 0)
+                    {
+                        background.Add(Task.Run(() => SignalLoopAsync(stop.Token), CancellationToken.None));
+                        background.Add(Task.Run(() => StatsLoopAsync(stop.Token), CancellationToken.None));
+                        background.Add(Task.Run(() => ReflexiveLoopAsync(stop.Token), CancellationToken.None));
+                    }
+
+                    backoff = TimeSpan.FromSeconds(1);
+                    await SyncAsync(management, stop.Token);
+                    SetManagement(false, "the network map stream ended");
+                }
+                catch (OperationCanceledException) when (stop.IsCancellationRequested)
+                {
+                    break;
+                }
+                catch (EngineFatalException)
+                {
+                    throw;
+                }
+                catch (RpcException e) when (e.StatusCode is StatusCode.NotFound or StatusCode.PermissionDenied)
+                {
+                    // This peer was removed or expired: drop every tunnel, keep asking (an operator may re-add it).
+                    SetManagement(false, $"management refused this peer: {e.Status.Detail}");
+                    _logger.LogError("Management refused this peer ({Detail}); removing all peers", e.Status.Detail);
+                    if (_manager is not null)
+                    {
+                        await _manager.ApplyAsync([], CancellationToken.None);
+                    }
+                }
+#pragma warning disable CA1031 // Every other management failure is retried; the message goes to status.
+                catch (Exception e)
+#pragma warning restore CA1031
+                {
+                    SetManagement(false, Describe(e));
+                    _logger.LogWarning("Management: {Problem}; retrying in about {Seconds} s", Describe(e), (int)backoff.TotalSeconds);
+                }
+                finally
+                {
+                    channel?.Dispose();
+                }
+
+                try
+                {
+                    await Task.Delay(Jitter(backoff), _time, stop.Token);
+                }
+                catch (OperationCanceledException)
+                {
+                    break;
+                }
+
+                backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, MaxBackoff.Ticks));
+            }
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            await Task.WhenAll(background.Select(t => t.ContinueWith(_ => { }, TaskScheduler.Default)));
+            await ShutdownAsync();
+        }
+    }
+
+    private async Task<(GrpcChannel Channel, ManagementClient Client, LoginResponse Login)> LoginAsync(CancellationToken cancellationToken)
+    {
+        var meta = Meta();
+        Exception? last = null;
+        foreach (var url in _config.ManagementUrls)
+        {
+            var channel = ControlChannel.Create(url.ToString(), _config.TlsCa);
+            try
+            {
+                var client = new ManagementClient(channel, _identity, _time);
+                LoginResponse login;
+                try
+                {
+                    login = await client.LoginAsync(meta, cancellationToken);
+                }
+                catch (RpcException e) when (e.StatusCode == StatusCode.PermissionDenied && _config.SetupKey.Length > 0 && !File.Exists(RegisteredMarker))
+                {
+                    try
+                    {
+                        login = await client.RegisterAsync(_config.SetupKey, meta, cancellationToken);
+                        _logger.LogInformation("Registered with {Management} using the setup key", url);
+                    }
+                    catch (RpcException refused) when (refused.StatusCode is StatusCode.PermissionDenied or StatusCode.InvalidArgument)
+                    {
+                        SetManagement(false, $"setup key refused: {refused.Status.Detail}");
+                        throw new EngineFatalException($"management at {url} refused the setup key: {refused.Status.Detail}", refused);
+                    }
+                }
+                catch (RpcException e) when (e.StatusCode == StatusCode.PermissionDenied && !File.Exists(RegisteredMarker))
+                {
+                    SetManagement(false, $"not registered and no setup_key: {e.Status.Detail}");
+                    throw new EngineFatalException($"management at {url} does not know this agent ({e.Status.Detail}) and no setup_key is configured", e);
+                }
+
+                MarkRegistered(url);
+
+                _managementUrl = url;
+                _services = login.Services;
+                ApplyServices(login.Services);
+                _recorder.SetOverlayIp(AddressOnly(login.PeerConfig.Address));
+                SetManagement(true, null);
+                _logger.LogInformation("Logged in to {Management}: overlay address {Address}", url, login.PeerConfig.Address);
+                return (channel, client, login);
+            }
+            catch (Exception e) when (e is not EngineFatalException and not OperationCanceledException)
+            {
+                channel.Dispose();
+                last = e;
+                _logger.LogDebug("Management {Url}: {Problem}", url, Describe(e));
+            }
+            catch
+            {
+                channel.Dispose();
+                throw;
+            }
+        }
+
+        throw last ?? new InvalidOperationException("no management URL configured");
+    }
+
+    // Registration happens once per identity: a peer the operator removed (or whose login expired) must
+    // not silently come back by re-using a reusable setup key; it keeps asking and says why in status.
+    private string RegisteredMarker => Path.Combine(_config.StateDir, "registered");
+
+    private void MarkRegistered(Uri url)
+    {
+        if (!File.Exists(RegisteredMarker))
+        {
+            Directory.CreateDirectory(_config.StateDir);
+            File.WriteAllText(RegisteredMarker, $"{url}\n");
+        }
+    }
+
+    private async Task SyncAsync(ManagementClient management, CancellationToken cancellationToken)
+    {
+        await foreach (var update in management.SyncAsync(Meta(), cancellationToken))
+        {
+            if (update.Services is { } services)
+            {
+                _services = services;
+                ApplyServices(services);
+            }
+
+            var map = update.NetworkMap;
+            if (map is null)
+            {
+                continue;
+            }
+
+            SetManagement(true, null);
+            if (map.Serial != 0 && map.Serial < _lastSerial)
+            {
+                _logger.LogDebug("Ignored network map {Serial} older than {Last}", map.Serial, _lastSerial);
+                continue;
+            }
+
+            _lastSerial = map.Serial;
+            var started = _time.GetTimestamp();
+            var (added, updated, removed) = await _manager!.ApplyAsync(ToPeers(map), cancellationToken);
+            _logger.LogInformation("Network map {Serial}: {Total} peers (+{Added} ~{Updated} -{Removed}) applied in {Ms:F1} ms",
+                map.Serial, map.RemotePeers.Count, added, updated, removed, _time.GetElapsedTime(started).TotalMilliseconds);
+        }
+    }
+
+    /// <summary>Turns a network map into the manager's peer list; malformed entries are skipped with a warning.</summary>
+    public static IReadOnlyList<RemotePeerInfo> ToPeers(NetworkMap map, ILogger? logger = null)
+    {
+        WgKey? psk = map.AccountPsk.Length == WgKey.Size ? new WgKey(map.AccountPsk.Span) : null;
+        var peers = new List<RemotePeerInfo>(map.RemotePeers.Count);
+        foreach (var remote in map.RemotePeers)
+        {
+            if (remote.WgPubKey.Length != WgKey.Size)
+            {
+                logger?.LogWarning("Skipped map entry {Name}: public key is not 32 bytes", remote.Hostname);
+                continue;
+            }
+
+            var allowed = new List<IPNetwork>(remote.AllowedIps.Count);
+            foreach (var text in remote.AllowedIps)
+            {
+                if (IPNetwork.TryParse(text, out var network))
+                {
+                    allowed.Add(network);
+                }
+                else
+                {
+                    logger?.LogWarning("Skipped allowed IP {Text} of {Name}: not a prefix", text, remote.Hostname);
+                }
+            }
+
+            var ip = remote.AllowedIps.Count > 0 ? AddressOnly(remote.AllowedIps[0]) : "";
+            var name = remote.Fqdn.Length > 0 ? remote.Fqdn : remote.Hostname;
+            peers.Add(new RemotePeerInfo(new WgKey(remote.WgPubKey.Span), name, ip, allowed, psk));
+        }
+
+        return peers;
+    }
+
+    private async Task EnsureInterfaceAsync(LoginResponse login, CancellationToken cancellationToken)
+    {
+        if (_iface is not null)
+        {
+            return;
+        }
+
+        var text = login.PeerConfig.Address;
+        var slash = text.IndexOf('/', StringComparison.Ordinal);
+        if (slash <= 0 || !IPAddress.TryParse(text.AsSpan(0, slash), out var address)
+            || !int.TryParse(text.AsSpan(slash + 1), System.Globalization.CultureInfo.InvariantCulture, out var prefix))
+        {
+            throw new InvalidDataException($"management assigned a malformed overlay address: {text}");
+        }
+
+        var iface = _config.Interface;
+        var ifaceOptions = new WgIfaceOptions(iface.Name, _options.PrivateKey, address, prefix, iface.Mtu, iface.Port);
+        IIceTransport transport;
+        int portOffset;
+        if (iface.Mode == WgInterfaceMode.Userspace)
+        {
+            var demux = new IceDemuxBind(new UdpBind());
+            _iface = new UserspaceWgIface(ifaceOptions, _loggerFactory, _time, () => demux);
+            transport = demux;
+            portOffset = 0;
+        }
+        else
+        {
+            _iface = new KernelWgIface(ifaceOptions, _loggerFactory);
+            var socketTransport = new IceSocketTransport(iface.Port + 1);
+            _iceTransport = socketTransport;
+            transport = socketTransport;
+            portOffset = 1;
+        }
+
+        await _iface.CreateAsync(cancellationToken);
+        await _iface.UpAsync(cancellationToken);
+        var agent = new IceAgent(transport, _time, _loggerFactory.CreateLogger<IceAgent>());
+        _paths = new EnginePaths(agent, portOffset);
+        _paths.LocalCandidates = CandidateGatherer.HostCandidates(agent.LocalPort, _iface.Name, _iface.Address);
+        _logger.LogInformation("Interface {Interface} up ({Mode}); host candidates: {Candidates}", _iface.Name, iface.Mode,
+            string.Join(", ", _paths.LocalCandidates));
+
+        var proxies = new ProxySelector(
+            _config.Proxy.Kind,
+            _options.ProxyFactories,
+            new ProxyEnvironment(_config.Proxy.EbpfDisabled, Environment.UserName == "root"),
+            name => new EnginePluginContext(_config.SettingsFor(name), _loggerFactory, _time, _config.StateDir, _options.Services),
+            _logger);
+        _relay = new EngineRelayConnector(_iface, _identity.PublicKey, proxies, _recorder, _logger);
+        ApplyServices(login.Services);
+        _manager = new ConnectionManager(_iface, _signaling, _paths, _relay, _options.PeerOptions, _recorder, _time, _loggerFactory);
+    }
+
+    private void ApplyServices(ServiceAddresses? services)
+    {
+        if (services is null || _relay is null)
+        {
+            return;
+        }
+
+        _relay.Grant = new EngineRelayConnector.RelayGrant(services.RelayAddress, services.RelayToken.ToByteArray());
+    }
+
+    private async Task SignalLoopAsync(CancellationToken cancellationToken)
+    {
+        var backoff = TimeSpan.FromSeconds(1);
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            var url = _services?.SignalUrl ?? "";
+            if (url.Length == 0)
+            {
+                _recorder.SetSignal(new ServiceStatus("", false, "management announced no signal service"));
+                await DelayAsync(TimeSpan.FromSeconds(2), cancellationToken);
+                continue;
+            }
+
+            try
+            {
+                using var channel = ControlChannel.Create(url, _config.TlsCa);
+                await using var client = await SignalClient.ConnectAsync(channel, _identity, cancellationToken, time: _time);
+                _signaling.Client = client;
+                _recorder.SetSignal(new ServiceStatus(url, true, null));
+                _logger.LogInformation("Connected to signal {Signal}", url);
+                backoff = TimeSpan.FromSeconds(1);
+                await foreach (var inbound in client.Inbound.ReadAllAsync(cancellationToken))
+                {
+                    ReportRejectedSignal();
+                    try
+                    {
+                        await _manager!.OnSignalAsync(inbound, cancellationToken);
+                    }
+                    catch (Exception e) when (e is not OperationCanceledException)
+                    {
+                        _logger.LogWarning("Signal message from {Peer} not handled: {Problem}", inbound.Peer.ToShortString(), Describe(e));
+                    }
+                }
+
+                _signaling.Client = null;
+                _recorder.SetSignal(new ServiceStatus(url, false, "the signal stream ended"));
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                break;
+            }
+#pragma warning disable CA1031 // Signal failures are retried; the message goes to status.
+            catch (Exception e)
+#pragma warning restore CA1031
+            {
+                _signaling.Client = null;
+                _recorder.SetSignal(new ServiceStatus(url, false, Describe(e)));
+                _logger.LogWarning("Signal {Signal}: {Problem}; retrying", url, Describe(e));
+            }
+
+            await DelayAsync(Jitter(backoff), cancellationToken);
+            backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, MaxBackoff.Ticks));
+        }
+
+        _signaling.Client = null;
+    }
+
+    /// <summary>Logs signal messages the client dropped (forged, tampered, undecodable) since the last report.</summary>
+    private void ReportRejectedSignal()
+    {
+        var client = _signaling.Client;
+        if (client is null)
+        {
+            return;
+        }
+
+        lock (_signaling)
+        {
+            if (!ReferenceEquals(client, _rejectedClient))
+            {
+                _rejectedClient = client;
+                _rejectedReported = 0;
+            }
+
+            var rejected = client.RejectedCount;
+            if (rejected > _rejectedReported)
+            {
+                _logger.LogWarning("Signal: dropped {Count} message(s) that failed verification (forged, tampered or undecodable)", rejected - _rejectedReported);
+                _rejectedReported = rejected;
+            }
+        }
+    }
+
+    private async Task StatsLoopAsync(CancellationToken cancellationToken)
+    {
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            await DelayAsync(_options.StatsInterval, cancellationToken);
+            if (_iface is null || _manager is null || cancellationToken.IsCancellationRequested)
+            {
+                continue;
+            }
+
+            ReportRejectedSignal();
+            try
+            {
+                _manager.OnStats(await _iface.GetStatsAsync(cancellationToken));
+            }
+            catch (Exception e) when (e is IOException or InvalidOperationException or TimeoutException)
+            {
+                _logger.LogDebug("Reading interface counters failed: {Problem}", e.Message);
+            }
+        }
+    }
+
+    /// <summary>Learns (and refreshes) the server-reflexive candidate from the STUN server over the ICE port.</summary>
+    private async Task ReflexiveLoopAsync(CancellationToken cancellationToken)
+    {
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            var stun = _services?.StunAddress ?? "";
+            if (stun.Length > 0 && _paths is not null && _iface is not null)
+            {
+                try
+                {
+                    var server = await EngineRelayConnector.ResolveAsync(stun, cancellationToken);
+                    var mapped = await _paths.Agent.QueryStunAsync(server, TimeSpan.FromSeconds(3), cancellationToken);
+                    var hosts = CandidateGatherer.HostCandidates(_paths.Agent.LocalPort, _iface.Name, _iface.Address);
+                    var candidates = new List<IceCandidate>(hosts);
+                    if (mapped is not null && !hosts.Any(h => h.Endpoint.Equals(mapped)))
+                    {
+                        candidates.Add(new IceCandidate(CandidateType.ServerReflexive, mapped));
+                    }
+
+                    _paths.LocalCandidates = candidates;
+                }
+                catch (Exception e) when (e is SocketException or InvalidDataException)
+                {
+                    _logger.LogDebug("STUN {Stun}: {Problem}", stun, e.Message);
+                }
+            }
+
+            await DelayAsync(_paths?.LocalCandidates.Any(c => c.Type == CandidateType.ServerReflexive) == true ? TimeSpan.FromSeconds(60) : TimeSpan.FromSeconds(5), cancellationToken);
+        }
+    }
+
+    private async Task ShutdownAsync()
+    {
+        if (_manager is not null)
+        {
+            await _manager.DisposeAsync();
+        }
+
+        if (_iface is not null)
+        {
+            try
+            {
+                await _iface.CloseAsync(CancellationToken.None);
+                _logger.LogInformation("Interface {Interface} closed", _iface.Name);
+            }
+#pragma warning disable CA1031 // Closing must go on to the rest whatever fails here.
+            catch (Exception e)
+#pragma warning restore CA1031
+            {
+                _logger.LogError(e, "Closing interface {Interface} failed", _iface.Name);
+            }
+
+            await _iface.DisposeAsync();
+        }
+
+        _iceTransport?.Dispose();
+        _identity.Dispose();
+        _recorder.SetManagement(new ServiceStatus(_managementUrl?.ToString() ?? "", false, "stopped"));
+        _recorder.SetSignal(new ServiceStatus(_services?.SignalUrl ?? "", false, "stopped"));
+    }
+
+    private PeerMeta Meta()
+    {
+        var meta = new PeerMeta { Hostname = _options.Hostname, AgentVersion = _options.AgentVersion, Os = "linux", Kernel = Environment.OSVersion.VersionString };
+        if (_config.Connection.ForceRelay)
+        {
+            meta.Features.Add("force_relay");
+        }
+
+        return meta;
+    }
+
+    private void SetManagement(bool connected, string? error)
+        => _recorder.SetManagement(new ServiceStatus((_managementUrl ?? (_config.ManagementUrls.Count > 0 ? _config.ManagementUrls[0] : null))?.ToString() ?? "", connected, error));
+
+    private async Task DelayAsync(TimeSpan delay, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await Task.Delay(delay, _time, cancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    private static string AddressOnly(string prefixText)
+    {
+        var slash = prefixText.IndexOf('/', StringComparison.Ordinal);
+        return slash > 0 ? prefixText[..slash] : prefixText;
+    }
+
+    private static string Describe(Exception e) => e switch
+    {
+        RpcException rpc => $"{rpc.StatusCode}: {rpc.Status.Detail}",
+        _ => e.Message,
+    };
+
+    private static TimeSpan Jitter(TimeSpan delay) => delay * (0.75 + (Random.Shared.NextDouble() * 0.5));
+}

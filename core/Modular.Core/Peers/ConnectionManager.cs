@@ -1,0 +1,178 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
+using Modular.Abstractions.WireGuard;
+using Modular.Control.Signal;
+using Modular.Core.Status;
+
+namespace Modular.Core.Peers;
+
+/// <summary>
+/// Owns one <see cref="PeerConn"/> per remote peer of the network map. Each map is applied as a
+/// diff: new peers get a connection that opens at once, changed peers are updated in place (their
+/// path and tunnel untouched), peers no longer in the map are closed — their WireGuard peer and
+/// proxy removed — and leave status. Verified signal messages are routed to the peer they came from.
+/// </summary>
+public sealed class ConnectionManager : IAsyncDisposable
+{
+    private readonly Func<RemotePeerInfo, PeerConn> _create;
+    private readonly StatusRecorder _recorder;
+    private readonly ILogger _logger;
+    private readonly ConcurrentDictionary<WgKey, PeerConn> _peers = new();
+    private readonly SemaphoreSlim _applyLock = new(1, 1);
+    private long _rejectedSignal;
+
+    public ConnectionManager(IWgIface iface, IPeerSignaling signaling, IPeerPaths paths, IRelayConnector relay, PeerConnOptions options,
+        StatusRecorder recorder, TimeProvider time, ILoggerFactory loggerFactory)
+    {
+        _recorder = recorder;
+        _logger = loggerFactory.CreateLogger<ConnectionManager>();
+        var peerLogger = loggerFactory.CreateLogger<PeerConn>();
+        _create = peer => new PeerConn(peer, iface, signaling, paths, relay, options, time, peerLogger, Publish);
+    }
+
+    /// <summary>For tests: builds connections with <paramref name="create"/> (doubles for WireGuard, signal, paths).</summary>
+    public ConnectionManager(Func<RemotePeerInfo, Action<PeerConn>, PeerConn> create, StatusRecorder recorder, ILogger logger)
+    {
+        _recorder = recorder;
+        _logger = logger;
+        _create = peer => create(peer, Publish);
+    }
+
+    public int Count => _peers.Count;
+
+    /// <summary>Signal messages for peers not in the map, dropped.</summary>
+    public long RejectedSignal => Interlocked.Read(ref _rejectedSignal);
+
+    public PeerConn? Find(WgKey publicKey) => _peers.GetValueOrDefault(publicKey);
+
+    public IReadOnlyCollection<PeerConn> Peers => [.. _peers.Values];
+
+    /// <summary>Makes the connections match <paramref name="peers"/>; returns (added, updated, removed).</summary>
+    public async Task<(int Added, int Updated, int Removed)> ApplyAsync(IReadOnlyList<RemotePeerInfo> peers, CancellationToken cancellationToken)
+    {
+        await _applyLock.WaitAsync(cancellationToken);
+        try
+        {
+            var wanted = new Dictionary<WgKey, RemotePeerInfo>(peers.Count);
+            foreach (var peer in peers)
+            {
+                wanted[peer.PublicKey] = peer;
+            }
+
+            var removed = 0;
+            var removals = new List<Task>();
+            foreach (var (key, conn) in _peers)
+            {
+                if (!wanted.ContainsKey(key))
+                {
+                    _peers.TryRemove(key, out _);
+                    removals.Add(RemoveAsync(conn));
+                    removed++;
+                }
+            }
+
+            await Task.WhenAll(removals);
+
+            var added = 0;
+            var updated = 0;
+            foreach (var peer in wanted.Values)
+            {
+                if (_peers.TryGetValue(peer.PublicKey, out var existing))
+                {
+                    if (!existing.Peer.SameAs(peer))
+                    {
+                        await existing.UpdatePeerAsync(peer, cancellationToken);
+                        updated++;
+                    }
+
+                    continue;
+                }
+
+                var conn = _create(peer);
+                _peers[peer.PublicKey] = conn;
+                Publish(conn);
+                await conn.OpenAsync(cancellationToken);
+                added++;
+            }
+
+            return (added, updated, removed);
+        }
+        finally
+        {
+            _applyLock.Release();
+        }
+    }
+
+    /// <summary>Routes one verified signal message (or a delivery error) to its peer.</summary>
+    public async Task OnSignalAsync(SignalInbound inbound, CancellationToken cancellationToken)
+    {
+        if (!_peers.TryGetValue(inbound.Peer, out var conn))
+        {
+            Interlocked.Increment(ref _rejectedSignal);
+            _logger.LogDebug("Dropped a signal message from {Peer}, which is not in the network map", inbound.Peer.ToShortString());
+            return;
+        }
+
+        if (inbound.DeliveryError is { } error)
+        {
+            conn.OnDeliveryError(error);
+        }
+        else if (inbound.Body is { } body)
+        {
+            await conn.OnSignalAsync(body, cancellationToken);
+        }
+    }
+
+    /// <summary>Hands one poll of interface counters to every connection and status.</summary>
+    public void OnStats(IReadOnlyDictionary<WgKey, WgPeerStats> stats)
+    {
+        foreach (var (key, conn) in _peers)
+        {
+            if (stats.TryGetValue(key, out var peerStats))
+            {
+                conn.OnStats(peerStats);
+                _recorder.UpdatePeer(key.ToBase64(), s => s with { LastHandshake = peerStats.LastHandshake, RxBytes = peerStats.RxBytes, TxBytes = peerStats.TxBytes });
+            }
+        }
+    }
+
+    /// <summary>Closes every connection (the interface itself is the engine's to close).</summary>
+    public async Task CloseAllAsync()
+    {
+        var all = _peers.Values.ToList();
+        _peers.Clear();
+        await Task.WhenAll(all.Select(RemoveAsync));
+    }
+
+    private async Task RemoveAsync(PeerConn conn)
+    {
+        try
+        {
+            await conn.DisposeAsync();
+        }
+#pragma warning disable CA1031 // One peer failing to close must not keep the others open.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            _logger.LogWarning(e, "Closing peer {Peer} failed", conn.Name);
+        }
+
+        _recorder.RemovePeer(conn.PublicKey.ToBase64());
+        _logger.LogInformation("Peer {Peer} ({Ip}) removed", conn.Name, conn.Peer.Ip);
+    }
+
+    private void Publish(PeerConn conn)
+    {
+        // A connection closing after it left the map must not reappear in status.
+        if (_peers.TryGetValue(conn.PublicKey, out var current) && ReferenceEquals(current, conn))
+        {
+            _recorder.SetPeer(conn.ToStatus());
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await CloseAllAsync();
+        _applyLock.Dispose();
+    }
+}

@@ -1,0 +1,730 @@
+using System.Net;
+using System.Security.Cryptography;
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+using Modular.Abstractions.Peers;
+using Modular.Abstractions.WireGuard;
+using Modular.Control.Signal;
+using Modular.Core.Ice;
+using Modular.Core.Status;
+
+namespace Modular.Core.Peers;
+
+/// <summary>
+/// One remote peer's connection. Open: exchange credentials and candidates over signal (offer /
+/// answer), run connectivity checks towards the peer's candidates and set WireGuard's endpoint to the
+/// first pair that answers (P2P); when none does (or force_relay), bind at the relay and point
+/// WireGuard at a proxy (Relayed). Connected means WireGuard completed a handshake over that path;
+/// while relayed, direct paths are tried again periodically; a handshake that goes stale reconnects.
+/// Close tears down the WireGuard peer and the proxy and returns to Idle; it can be opened again.
+/// </summary>
+public sealed class PeerConn : IPeerConn
+{
+    private readonly IWgIface _iface;
+    private readonly IPeerSignaling _signaling;
+    private readonly IPeerPaths _paths;
+    private readonly IRelayConnector _relay;
+    private readonly PeerConnOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly Action<PeerConn> _changed;
+    private readonly SemaphoreSlim _lifecycle = new(1, 1);
+    private readonly Lock _lock = new();
+    private Channel<bool> _wake = NewWake();
+    private CancellationTokenSource? _run;
+    private Task _runTask = Task.CompletedTask;
+
+    // Guarded by _lock.
+    private PeerConnectionState _state = PeerConnectionState.Idle;
+    private DateTimeOffset _lastStateChange;
+    private string? _reason = "not opened";
+    private IceCredentials? _local;
+    private ulong _sessionId;
+    private IceCredentials? _remote;
+    private ulong _remoteSession;
+    private bool _remoteRestarted;
+    private List<IceCandidate> _remoteCandidates = [];
+    private IPEndPoint? _peerReflexive;
+    private ConnectionType? _type;
+    private string? _localCandidate;
+    private string? _remoteCandidate;
+    private RelayedPath? _relayed;
+    private bool _relayLost;
+    private double? _latencyMs;
+    private WgPeerStats? _stats;
+    private bool _wireGuardPeerSet;
+    private IPEndPoint? _endpoint;
+
+    public PeerConn(RemotePeerInfo peer, IWgIface iface, IPeerSignaling signaling, IPeerPaths paths, IRelayConnector relay,
+        PeerConnOptions options, TimeProvider time, ILogger logger, Action<PeerConn>? changed = null)
+    {
+        Peer = peer;
+        _iface = iface;
+        _signaling = signaling;
+        _paths = paths;
+        _relay = relay;
+        _options = options;
+        _time = time;
+        _logger = logger;
+        _changed = changed ?? (_ => { });
+        _lastStateChange = time.GetUtcNow();
+    }
+
+    public RemotePeerInfo Peer { get; private set; }
+
+    public WgKey PublicKey => Peer.PublicKey;
+
+    public string Name => Peer.Name;
+
+    public PeerConnectionState State
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _state;
+            }
+        }
+    }
+
+    public DateTimeOffset LastStateChange
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _lastStateChange;
+            }
+        }
+    }
+
+    public ConnectionType? ConnectionType
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _type;
+            }
+        }
+    }
+
+    public event EventHandler<PeerStateChange>? StateChanged;
+
+    public async ValueTask OpenAsync(CancellationToken cancellationToken)
+    {
+        await _lifecycle.WaitAsync(cancellationToken);
+        try
+        {
+            if (_run is not null)
+            {
+                return;
+            }
+
+            lock (_lock)
+            {
+                _local = IceCredentials.Generate();
+                _sessionId = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8));
+                _remote = null;
+                _remoteCandidates = [];
+                _remoteRestarted = false;
+                _peerReflexive = null;
+                _wake = NewWake();
+            }
+
+            SetState(PeerConnectionState.Connecting, "exchanging credentials over signal");
+            _run = new CancellationTokenSource();
+            var token = _run.Token;
+            _runTask = Task.Run(() => RunAsync(token), CancellationToken.None);
+        }
+        finally
+        {
+            _lifecycle.Release();
+        }
+    }
+
+    public async ValueTask CloseAsync(CancellationToken cancellationToken)
+    {
+        await _lifecycle.WaitAsync(cancellationToken);
+        try
+        {
+            var run = _run;
+            if (run is null)
+            {
+                return;
+            }
+
+            _run = null;
+            await run.CancelAsync();
+            try
+            {
+                await _runTask;
+            }
+            catch (OperationCanceledException)
+            {
+            }
+
+            run.Dispose();
+            await TeardownPathAsync(removeWireGuardPeer: true);
+            SetState(PeerConnectionState.Idle, "closed");
+        }
+        finally
+        {
+            _lifecycle.Release();
+        }
+    }
+
+    /// <summary>Takes a changed map entry (allowed IPs, PSK, name); WireGuard is updated in place, the path kept.</summary>
+    public async ValueTask UpdatePeerAsync(RemotePeerInfo peer, CancellationToken cancellationToken)
+    {
+        var wireGuardChanged = !peer.SameWireGuardConfig(Peer);
+        Peer = peer;
+        bool set;
+        IPEndPoint? endpoint;
+        lock (_lock)
+        {
+            set = _wireGuardPeerSet;
+            endpoint = _endpoint;
+        }
+
+        if (wireGuardChanged && set)
+        {
+            await _iface.SetPeerAsync(WireGuardConfig(endpoint), cancellationToken);
+        }
+
+        _changed(this);
+    }
+
+    /// <summary>A verified signal body from this peer (the signal client already authenticated the sender).</summary>
+    public async Task OnSignalAsync(SignalBody body, CancellationToken cancellationToken)
+    {
+        if (body.Type is not (SignalBody.Types.Type.Offer or SignalBody.Types.Type.Answer))
+        {
+            return;
+        }
+
+        if (!IceCredentials.IsWellFormed(body.Ufrag, body.Pwd))
+        {
+            _logger.LogWarning("Peer {Peer}: dropped a signal {Type} with malformed credentials", Name, body.Type);
+            return;
+        }
+
+        var candidates = new List<IceCandidate>();
+        foreach (var text in body.Candidates.Take(32))
+        {
+            if (IceCandidate.TryParse(text, out var candidate))
+            {
+                candidates.Add(candidate);
+            }
+        }
+
+        bool answer;
+        lock (_lock)
+        {
+            if (_run is null || _local is null)
+            {
+                return; // Closed: the peer will offer again when we open.
+            }
+
+            var newSession = _remote is not null && body.SessionId != _remoteSession;
+            _remote = new IceCredentials(body.Ufrag, body.Pwd);
+            _remoteSession = body.SessionId;
+            _remoteCandidates = candidates;
+            _remoteRestarted |= newSession;
+            answer = body.Type == SignalBody.Types.Type.Offer;
+        }
+
+        _wake.Writer.TryWrite(true);
+        if (answer)
+        {
+            await SendCredentialsAsync(SignalBody.Types.Type.Answer, cancellationToken);
+        }
+    }
+
+    /// <summary>The signal server could not deliver to this peer (it is offline).</summary>
+    public void OnDeliveryError(string reason)
+    {
+        lock (_lock)
+        {
+            if (_state == PeerConnectionState.Connecting)
+            {
+                _reason = $"peer not reachable over signal: {reason}";
+            }
+        }
+
+        _changed(this);
+    }
+
+    /// <summary>Fresh counters from the interface (the engine polls them for every peer at once).</summary>
+    public void OnStats(WgPeerStats stats)
+    {
+        lock (_lock)
+        {
+            _stats = stats;
+        }
+    }
+
+    /// <summary>The peer as `modular status` shows it.</summary>
+    public PeerStatus ToStatus()
+    {
+        lock (_lock)
+        {
+            var connected = _state == PeerConnectionState.Connected;
+            return new PeerStatus(
+                Peer.Name,
+                Peer.Ip,
+                Peer.PublicKey.ToBase64(),
+                _state,
+                connected ? null : _reason,
+                connected ? _type : null,
+                _localCandidate,
+                _remoteCandidate,
+                _relayed?.RelayAddress,
+                _relayed?.Proxy.Kind,
+                _lastStateChange,
+                _stats?.LastHandshake,
+                _stats?.RxBytes ?? 0,
+                _stats?.TxBytes ?? 0,
+                _latencyMs,
+                false,
+                null);
+        }
+    }
+
+    private async Task RunAsync(CancellationToken cancellationToken)
+    {
+        var backoff = TimeSpan.FromSeconds(1);
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            string reason;
+            try
+            {
+                await ConnectOnceAsync(cancellationToken);
+                reason = "the peer restarted its connection";
+                backoff = TimeSpan.FromSeconds(1);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                return;
+            }
+#pragma warning disable CA1031 // Any failure of one attempt is a reason shown in status, then a retry.
+            catch (Exception e)
+#pragma warning restore CA1031
+            {
+                reason = e.Message;
+                _logger.LogInformation("Peer {Peer}: {Reason}; retrying", Name, reason);
+            }
+
+            await TeardownPathAsync(removeWireGuardPeer: false);
+            SetState(PeerConnectionState.Connecting, reason);
+            try
+            {
+                await Task.Delay(Jitter(backoff), _time, cancellationToken);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+
+            backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, TimeSpan.FromSeconds(30).Ticks));
+        }
+    }
+
+    private async Task ConnectOnceAsync(CancellationToken cancellationToken)
+    {
+        IceCredentials local;
+        lock (_lock)
+        {
+            local = _local!;
+            _remoteRestarted = false;
+        }
+
+        using var registration = _paths.Register(local, OnValidCheck);
+
+        // 1. Credentials: offer until the peer answered (or offered) with its own.
+        var offerEvery = _options.Offers;
+        while (RemoteCredentials() is null)
+        {
+            try
+            {
+                await SendCredentialsAsync(SignalBody.Types.Type.Offer, cancellationToken);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                SetReason($"signal unavailable: {e.Message}");
+            }
+
+            await WaitForWakeAsync(offerEvery, cancellationToken);
+            offerEvery = TimeSpan.FromTicks(Math.Min(offerEvery.Ticks * 2, TimeSpan.FromSeconds(15).Ticks));
+        }
+
+        // 2. Path: direct when a check passes, else the relay.
+        if (_options.ForceRelay)
+        {
+            await UseRelayAsync("force_relay is on", cancellationToken);
+        }
+        else if (!await TryDirectAsync(cancellationToken))
+        {
+            await UseRelayAsync("no direct path answered the connectivity checks", cancellationToken);
+        }
+
+        // 3. Watch: handshake on the chosen path, staleness, a restarted peer, a direct path appearing.
+        var pathSet = _time.GetUtcNow();
+        var lastDirectTry = pathSet;
+        while (true)
+        {
+            await WaitForWakeAsync(TimeSpan.FromSeconds(1), cancellationToken);
+            var now = _time.GetUtcNow();
+            DateTimeOffset? handshake;
+            PeerConnectionState state;
+            ConnectionType? type;
+            lock (_lock)
+            {
+                if (_remoteRestarted)
+                {
+                    return;
+                }
+
+                if (_relayLost && _type == Abstractions.Peers.ConnectionType.Relayed)
+                {
+                    throw new IOException("the relayed connection closed");
+                }
+
+                handshake = _stats?.LastHandshake;
+                state = _state;
+                type = _type;
+            }
+
+            if (handshake is { } last && last >= pathSet - TimeSpan.FromSeconds(1))
+            {
+                if (now - last > _options.Stale)
+                {
+                    throw new TimeoutException($"WireGuard handshake went stale (last {(int)(now - last).TotalSeconds} s ago)");
+                }
+
+                if (state != PeerConnectionState.Connected)
+                {
+                    SetState(PeerConnectionState.Connected, null);
+                    _logger.LogInformation("Peer {Peer} ({Ip}) connected {Type}", Name, Peer.Ip, type);
+                }
+            }
+            else if (now - pathSet > _options.FirstHandshake)
+            {
+                throw new TimeoutException($"no WireGuard handshake over the {(type == Abstractions.Peers.ConnectionType.P2P ? "direct" : "relayed")} path within {(int)_options.FirstHandshake.TotalSeconds} s");
+            }
+
+            if (type == Abstractions.Peers.ConnectionType.Relayed && !_options.ForceRelay && now - lastDirectTry >= _options.Recheck)
+            {
+                lastDirectTry = now;
+                if (await TryDirectAsync(cancellationToken))
+                {
+                    _logger.LogInformation("Peer {Peer}: a direct path appeared; switched from the relay to P2P", Name);
+                    await CloseRelayAsync();
+                }
+            }
+        }
+    }
+
+    private async Task<bool> TryDirectAsync(CancellationToken cancellationToken)
+    {
+        IceCredentials local;
+        IceCredentials remote;
+        List<IPEndPoint> targets;
+        lock (_lock)
+        {
+            local = _local!;
+            remote = _remote!;
+            targets = [.. _remoteCandidates.OrderBy(c => c.Type).Select(c => c.Endpoint)];
+            if (_peerReflexive is { } reflexive && !targets.Contains(reflexive))
+            {
+                targets.Add(reflexive);
+            }
+        }
+
+        if (targets.Count == 0)
+        {
+            return false;
+        }
+
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var checks = targets.Select(t => _paths.CheckAsync(t, local, remote, _options.Checks, TimeSpan.FromMilliseconds(200), stop.Token)).ToList();
+        CheckResult? winner = null;
+        var remaining = new List<Task<CheckResult?>>(checks);
+        while (remaining.Count > 0 && winner is null)
+        {
+            var done = await Task.WhenAny(remaining);
+            remaining.Remove(done);
+            winner = await done;
+        }
+
+        await stop.CancelAsync();
+        try
+        {
+            await Task.WhenAll(checks);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+
+        if (winner is not { } result)
+        {
+            return false;
+        }
+
+        var endpoint = _paths.WireGuardEndpointFor(result.Remote);
+        await SetEndpointAsync(endpoint, cancellationToken);
+        IceCandidate? remoteCandidate;
+        lock (_lock)
+        {
+            remoteCandidate = _remoteCandidates.FirstOrDefault(c => c.Endpoint.Equals(result.Remote))
+                ?? new IceCandidate(CandidateType.PeerReflexive, result.Remote);
+            _type = Abstractions.Peers.ConnectionType.P2P;
+            _remoteCandidate = remoteCandidate.ToString();
+            _localCandidate = LocalCandidateFor(remoteCandidate)?.ToString();
+            _latencyMs = Math.Round(result.RoundTrip.TotalMilliseconds, 2);
+        }
+
+        _logger.LogInformation("Peer {Peer}: direct path to {Remote} (rtt {Rtt:F1} ms)", Name, remoteCandidate, result.RoundTrip.TotalMilliseconds);
+        _changed(this);
+        return true;
+    }
+
+    private async Task UseRelayAsync(string why, CancellationToken cancellationToken)
+    {
+        SetReason($"{why}; connecting through the relay");
+        var path = await _relay.ConnectAsync(PublicKey, cancellationToken);
+        lock (_lock)
+        {
+            _relayed = path;
+            _relayLost = false;
+        }
+
+        path.Proxy.Disconnected += OnRelayDisconnected;
+
+        path.Proxy.Work();
+        await SetEndpointAsync(path.Proxy.EndpointAddr, cancellationToken);
+        lock (_lock)
+        {
+            _type = Abstractions.Peers.ConnectionType.Relayed;
+            _localCandidate = null;
+            _remoteCandidate = $"relay {path.RelayAddress}";
+            _latencyMs = null;
+        }
+
+        _logger.LogInformation("Peer {Peer}: relayed through {Relay} ({Why}), proxy {Proxy}", Name, path.RelayAddress, why, path.Proxy.Kind);
+        _changed(this);
+    }
+
+    private async Task SetEndpointAsync(IPEndPoint endpoint, CancellationToken cancellationToken)
+    {
+        bool set;
+        lock (_lock)
+        {
+            set = _wireGuardPeerSet;
+            _endpoint = endpoint;
+        }
+
+        if (set)
+        {
+            await _iface.UpdateEndpointAsync(PublicKey, endpoint, cancellationToken);
+        }
+        else
+        {
+            // Adding the peer with a keepalive makes WireGuard start the handshake at once.
+            await _iface.SetPeerAsync(WireGuardConfig(endpoint), cancellationToken);
+            lock (_lock)
+            {
+                _wireGuardPeerSet = true;
+            }
+        }
+    }
+
+    private WgPeerConfig WireGuardConfig(IPEndPoint? endpoint)
+        => new(PublicKey, Peer.AllowedIps, endpoint, Peer.PresharedKey, _options.PersistentKeepalive);
+
+    private async Task CloseRelayAsync()
+    {
+        RelayedPath? relayed;
+        lock (_lock)
+        {
+            relayed = _relayed;
+            _relayed = null;
+        }
+
+        if (relayed is not null)
+        {
+            relayed.Proxy.Disconnected -= OnRelayDisconnected;
+            try
+            {
+                await relayed.Proxy.CloseAsync();
+            }
+#pragma warning disable CA1031 // A plugin's failure to close is logged; the connection goes on.
+            catch (Exception e)
+#pragma warning restore CA1031
+            {
+                _logger.LogWarning(e, "Peer {Peer}: closing the {Proxy} proxy failed", Name, relayed.Proxy.Kind);
+            }
+        }
+
+        _changed(this);
+    }
+
+    private async Task TeardownPathAsync(bool removeWireGuardPeer)
+    {
+        await CloseRelayAsync();
+        bool wasSet;
+        lock (_lock)
+        {
+            wasSet = _wireGuardPeerSet;
+            _type = null;
+            _localCandidate = null;
+            _remoteCandidate = null;
+            _latencyMs = null;
+            if (removeWireGuardPeer)
+            {
+                _wireGuardPeerSet = false;
+                _endpoint = null;
+                _stats = null;
+            }
+        }
+
+        if (removeWireGuardPeer && wasSet)
+        {
+            try
+            {
+                await _iface.RemovePeerAsync(PublicKey, CancellationToken.None);
+            }
+            catch (Exception e) when (e is IOException or InvalidOperationException or ObjectDisposedException)
+            {
+                _logger.LogDebug(e, "Peer {Peer}: WireGuard peer already gone", Name);
+            }
+        }
+    }
+
+    private async Task SendCredentialsAsync(SignalBody.Types.Type type, CancellationToken cancellationToken)
+    {
+        SignalBody body;
+        lock (_lock)
+        {
+            if (_local is null)
+            {
+                return;
+            }
+
+            body = new SignalBody { Type = type, Ufrag = _local.Ufrag, Pwd = _local.Password, SessionId = _sessionId };
+        }
+
+        body.Candidates.AddRange(_paths.LocalCandidates.Select(c => c.ToString()));
+        await _signaling.SendAsync(PublicKey, body, cancellationToken);
+    }
+
+    private void OnRelayDisconnected(object? sender, EventArgs e)
+    {
+        lock (_lock)
+        {
+            _relayLost = true;
+        }
+
+        _wake.Writer.TryWrite(true);
+    }
+
+    private void OnValidCheck(IPEndPoint from, string senderUfrag)
+    {
+        lock (_lock)
+        {
+            if (_remote is null || string.Equals(_remote.Ufrag, senderUfrag, StringComparison.Ordinal))
+            {
+                _peerReflexive = from;
+            }
+        }
+    }
+
+    private IceCandidate? LocalCandidateFor(IceCandidate remote)
+    {
+        var local = _paths.LocalCandidates;
+        if (remote.Type != CandidateType.Host && local.FirstOrDefault(c => c.Type == CandidateType.ServerReflexive) is { } reflexive)
+        {
+            return reflexive;
+        }
+
+        // No host address on the peer's network: we reached it through a NAT, as our reflexive address.
+        return local.FirstOrDefault(c => c.Type == CandidateType.Host && SameSlash24(c.Endpoint.Address, remote.Endpoint.Address))
+               ?? local.FirstOrDefault(c => c.Type == CandidateType.ServerReflexive)
+               ?? (local.Count > 0 ? local[0] : null);
+    }
+
+    private static bool SameSlash24(IPAddress a, IPAddress b)
+    {
+        var x = a.GetAddressBytes();
+        var y = b.GetAddressBytes();
+        return x.Length == 4 && y.Length == 4 && x[0] == y[0] && x[1] == y[1] && x[2] == y[2];
+    }
+
+    private IceCredentials? RemoteCredentials()
+    {
+        lock (_lock)
+        {
+            return _remote;
+        }
+    }
+
+    private async Task WaitForWakeAsync(TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        Channel<bool> wake;
+        lock (_lock)
+        {
+            wake = _wake;
+        }
+
+        using var timer = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timer.CancelAfter(timeout);
+        try
+        {
+            await wake.Reader.ReadAsync(timer.Token);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+        }
+    }
+
+    private void SetReason(string reason)
+    {
+        lock (_lock)
+        {
+            _reason = reason;
+        }
+
+        _changed(this);
+    }
+
+    private void SetState(PeerConnectionState state, string? reason)
+    {
+        PeerStateChange? change = null;
+        lock (_lock)
+        {
+            _reason = reason;
+            if (_state != state)
+            {
+                change = new PeerStateChange(PublicKey, _state, state, _time.GetUtcNow(), reason);
+                _state = state;
+                _lastStateChange = change.At;
+            }
+        }
+
+        _changed(this);
+        if (change is not null)
+        {
+            StateChanged?.Invoke(this, change);
+        }
+    }
+
+    private static TimeSpan Jitter(TimeSpan delay) => delay * (0.75 + (Random.Shared.NextDouble() * 0.5));
+
+    private static Channel<bool> NewWake() => Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
+
+    public async ValueTask DisposeAsync()
+    {
+        await CloseAsync(CancellationToken.None);
+        _lifecycle.Dispose();
+    }
+}

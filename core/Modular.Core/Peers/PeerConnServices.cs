@@ -1,0 +1,80 @@
+using System.Net;
+using Modular.Abstractions.Proxy;
+using Modular.Abstractions.WireGuard;
+using Modular.Control.Signal;
+using Modular.Core.Ice;
+
+namespace Modular.Core.Peers;
+
+/// <summary>What the connection manager knows about one remote peer from the network map.</summary>
+/// <param name="Ip">The peer's overlay address (first allowed IP, without prefix).</param>
+public sealed record RemotePeerInfo(WgKey PublicKey, string Name, string Ip, IReadOnlyList<IPNetwork> AllowedIps, WgKey? PresharedKey)
+{
+    /// <summary>Equal in every field (records compare lists by reference, a map carries new lists every time).</summary>
+    public bool SameAs(RemotePeerInfo other)
+        => SameWireGuardConfig(other) && string.Equals(Name, other.Name, StringComparison.Ordinal) && string.Equals(Ip, other.Ip, StringComparison.Ordinal);
+
+    public bool SameWireGuardConfig(RemotePeerInfo other)
+        => PublicKey == other.PublicKey && Nullable.Equals(PresharedKey, other.PresharedKey)
+           && AllowedIps.Count == other.AllowedIps.Count && AllowedIps.Zip(other.AllowedIps).All(p => p.First.Equals(p.Second));
+}
+
+/// <summary>Sends end-to-end sealed signal bodies to a peer; throws when signal is down.</summary>
+public interface IPeerSignaling
+{
+    Task SendAsync(WgKey recipient, SignalBody body, CancellationToken cancellationToken);
+}
+
+/// <summary>The ICE layer as a peer connection uses it (an <see cref="IceAgent"/>, or a test double).</summary>
+public interface IPeerPaths
+{
+    /// <summary>This machine's current candidates (host and server-reflexive), as sent in offers.</summary>
+    IReadOnlyList<IceCandidate> LocalCandidates { get; }
+
+    /// <summary>Answers checks for <paramref name="local"/>; see <see cref="IceAgent.Register"/>.</summary>
+    IDisposable Register(IceCredentials local, Action<IPEndPoint, string> onValidCheck);
+
+    Task<CheckResult?> CheckAsync(IPEndPoint remote, IceCredentials local, IceCredentials remoteCredentials, TimeSpan timeout, TimeSpan interval, CancellationToken cancellationToken);
+
+    /// <summary>The WireGuard endpoint for a remote candidate that passed checks (identity when checks run on WireGuard's port).</summary>
+    IPEndPoint WireGuardEndpointFor(IPEndPoint checkedRemote);
+}
+
+/// <summary>A relayed path to one peer joined to WireGuard through a proxy.</summary>
+public sealed record RelayedPath(IProxy Proxy, string RelayAddress);
+
+/// <summary>Opens the relay path for one peer: relay binding plus a proxy of the selected kind.</summary>
+public interface IRelayConnector
+{
+    /// <summary>Throws with a message fit for status when there is no relay or it refuses.</summary>
+    Task<RelayedPath> ConnectAsync(WgKey remotePeer, CancellationToken cancellationToken);
+}
+
+/// <summary>Timings of the connection procedure; defaults suit real networks, tests shorten them.</summary>
+/// <param name="CheckTimeout">How long connectivity checks try before the relay is used.</param>
+/// <param name="DirectRecheckInterval">While relayed, how often a direct path is tried again.</param>
+/// <param name="HandshakeTimeout">How long after a path was set a first WireGuard handshake may take.</param>
+/// <param name="StaleHandshake">A connected peer whose last handshake is older than this is reconnected.</param>
+/// <param name="OfferInterval">How often an unanswered offer is sent again.</param>
+public sealed record PeerConnOptions(
+    bool ForceRelay = false,
+    TimeSpan? CheckTimeout = null,
+    TimeSpan? DirectRecheckInterval = null,
+    TimeSpan? HandshakeTimeout = null,
+    TimeSpan? StaleHandshake = null,
+    TimeSpan? OfferInterval = null,
+    TimeSpan? Keepalive = null)
+{
+    public TimeSpan Checks => CheckTimeout ?? TimeSpan.FromSeconds(5);
+
+    public TimeSpan Recheck => DirectRecheckInterval ?? TimeSpan.FromSeconds(30);
+
+    public TimeSpan FirstHandshake => HandshakeTimeout ?? TimeSpan.FromSeconds(20);
+
+    // WireGuard re-handshakes every 2 minutes while traffic (or keepalive) flows; 3 missed minutes means the path is gone.
+    public TimeSpan Stale => StaleHandshake ?? TimeSpan.FromMinutes(3);
+
+    public TimeSpan Offers => OfferInterval ?? TimeSpan.FromSeconds(3);
+
+    public TimeSpan PersistentKeepalive => Keepalive ?? TimeSpan.FromSeconds(25);
+}

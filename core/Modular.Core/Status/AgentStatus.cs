@@ -1,0 +1,64 @@
+using Modular.Abstractions.Peers;
+
+namespace Modular.Core.Status;
+
+// The status snapshot `modular status` prints. Property names map one to one onto the JSON
+// field names of DESIGN.md (snake_case): scripts and tests rely on them, so rename nothing.
+
+/// <summary>Everything the agent reports about itself and its peers at one moment.</summary>
+/// <param name="Ip">The overlay address management assigned; null until it did.</param>
+/// <param name="PublicKey">The WireGuard public key (base64), as peers know this agent.</param>
+public sealed record AgentStatus(
+    string? Ip,
+    string PublicKey,
+    InterfaceStatus Interface,
+    FeatureStatus Features,
+    ServiceStatus Management,
+    ServiceStatus Signal,
+    IReadOnlyList<ServiceStatus> Relays,
+    IReadOnlyList<PeerStatus> Peers);
+
+/// <summary>The local WireGuard interface as configured.</summary>
+/// <param name="Mode">"userspace" or "kernel".</param>
+public sealed record InterfaceStatus(string Name, string Mode, int Port, int Mtu);
+
+/// <summary>The features in force after file, environment, flags and account settings merged.</summary>
+/// <param name="InactivityTimeout">A duration as written in TOML, e.g. "15m".</param>
+/// <param name="Proxy">The proxy kind selected ("auto" or a plugin name).</param>
+public sealed record FeatureStatus(
+    bool LazyConnections,
+    string InactivityTimeout,
+    IReadOnlyList<string> AlwaysConnected,
+    bool ForceRelay,
+    string Proxy,
+    bool Rosenpass,
+    bool RosenpassPermissive,
+    bool Netflow);
+
+/// <summary>A control-plane service (management, signal, a relay) as this agent sees it.</summary>
+/// <param name="Error">Why it is not connected; null when connected.</param>
+public sealed record ServiceStatus(string Url, bool Connected, string? Error);
+
+/// <summary>One remote peer.</summary>
+/// <param name="Reason">Why the peer is not Connected (null when it is).</param>
+/// <param name="ConnectionType">P2P or Relayed while connected, else null.</param>
+/// <param name="Proxy">The proxy plugin carrying relayed traffic, else null.</param>
+/// <param name="LatencyMs">Last measured round trip, null before one was measured.</param>
+public sealed record PeerStatus(
+    string Name,
+    string Ip,
+    string PublicKey,
+    PeerConnectionState State,
+    string? Reason,
+    ConnectionType? ConnectionType,
+    string? LocalCandidate,
+    string? RemoteCandidate,
+    string? Relay,
+    string? Proxy,
+    DateTimeOffset? LastStateChange,
+    DateTimeOffset? LastHandshake,
+    long RxBytes,
+    long TxBytes,
+    double? LatencyMs,
+    bool QuantumResistant,
+    DateTimeOffset? QuantumResistantSince);

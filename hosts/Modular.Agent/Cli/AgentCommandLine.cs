@@ -1,0 +1,235 @@
+using System.CommandLine;
+using Microsoft.Extensions.Logging.Abstractions;
+using Modular.Agent.Daemon;
+using Modular.Agent.Protocol;
+using Modular.Agent.Status;
+using Modular.Composition;
+using Modular.Core.Config;
+
+namespace Modular.Agent.Cli;
+
+/// <summary>The `modular` command line: up, down, status, plugins, config check.</summary>
+internal static class AgentCommandLine
+{
+    public static async Task<int> RunAsync(string[] args)
+    {
+        var root = Build();
+        var parseResult = root.Parse(args);
+        if (parseResult.Errors.Count > 0 && parseResult.Action is not System.CommandLine.Help.HelpAction)
+        {
+            foreach (var error in parseResult.Errors)
+            {
+                await Console.Error.WriteLineAsync(error.Message);
+            }
+
+            await Console.Error.WriteLineAsync("Run `modular --help` (or `modular COMMAND --help`) for usage.");
+            return ExitCodes.Usage;
+        }
+
+        // `up` stops on SIGTERM/SIGINT through the host's own lifetime; the other commands are short.
+        var invocation = new InvocationConfiguration { ProcessTerminationTimeout = null, EnableDefaultExceptionHandler = false };
+        try
+        {
+            return await parseResult.InvokeAsync(invocation);
+        }
+        catch (DaemonUnavailableException e)
+        {
+            await Console.Error.WriteLineAsync(e.Message);
+            return ExitCodes.Error;
+        }
+        catch (ConfigException e)
+        {
+            await Console.Error.WriteLineAsync(e.Message);
+            return ExitCodes.Error;
+        }
+        catch (Exception e) when (e is PluginLoadException or IOException or UnauthorizedAccessException)
+        {
+            await Console.Error.WriteLineAsync(e.Message);
+            return ExitCodes.Error;
+        }
+        catch (Grpc.Core.RpcException e)
+        {
+            await Console.Error.WriteLineAsync($"the modular daemon failed the request: {e.Status.StatusCode}: {e.Status.Detail}");
+            return ExitCodes.Error;
+        }
+    }
+
+    public static RootCommand Build()
+    {
+        var root = new RootCommand("modular: the Modular mesh-VPN agent (WireGuard peers found through a management server).");
+        root.Subcommands.Add(UpCommand());
+        root.Subcommands.Add(DownCommand());
+        root.Subcommands.Add(StatusCommand());
+        root.Subcommands.Add(PluginsCommand());
+        root.Subcommands.Add(ConfigCommand());
+        return root;
+    }
+
+    private static Option<string?> SocketOption() => new("--socket")
+    {
+        Description = "The daemon's CLI socket (default: MODULAR_SOCKET, else the config's socket, else /var/run/modular/<interface>.sock).",
+        HelpName = "PATH",
+    };
+
+    private static Option<string?> ConfigOption() => new("--config")
+    {
+        Description = "Agent config file (default: MODULAR_CONFIG, else /etc/modular/agent.toml).",
+        HelpName = "FILE",
+    };
+
+    private static Command UpCommand()
+    {
+        var config = ConfigOption();
+        var lazy = new Option<bool>("--enable-lazy-connection")
+        {
+            Description = "Connect to a peer only when traffic for it appears (overrides features.lazy_connections).",
+        };
+        var socket = SocketOption();
+        var logLevel = new Option<string?>("--log-level")
+        {
+            Description = "trace, debug, info, warn or error (overrides log.level).",
+            HelpName = "LEVEL",
+        };
+        logLevel.AcceptOnlyFromAmong("trace", "debug", "info", "warn", "error");
+
+        var command = new Command("up", "Run the agent daemon in the foreground until SIGTERM, SIGINT or `modular down`.")
+        {
+            config, lazy, socket, logLevel,
+        };
+        command.SetAction((parse, cancellationToken) => AgentDaemon.RunAsync(
+            new UpOptions(parse.GetValue(config), parse.GetValue(lazy), parse.GetValue(socket), parse.GetValue(logLevel)),
+            cancellationToken));
+        return command;
+    }
+
+    private static Command DownCommand()
+    {
+        var socket = SocketOption();
+        var command = new Command("down", "Stop the running daemon and wait until it is gone.") { socket };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            using var client = DaemonClient.Connect(AgentPaths.ClientSocketPath(parse.GetValue(socket)));
+            var reply = await client.InvokeAsync((d, o) => d.DownAsync(new DownRequest(), o), cancellationToken);
+
+            // The daemon removes its socket as the last thing it does: wait for that, bounded.
+            var deadline = DateTime.UtcNow.AddSeconds(20);
+            while (DaemonSocket.IsAnswering(client.SocketPath) || File.Exists(client.SocketPath))
+            {
+                if (DateTime.UtcNow > deadline)
+                {
+                    await Console.Error.WriteLineAsync($"modular daemon (pid {reply.Pid}) was asked to stop but still holds {client.SocketPath}");
+                    return ExitCodes.Error;
+                }
+
+                await Task.Delay(50, cancellationToken);
+            }
+
+            Console.WriteLine($"modular daemon (pid {reply.Pid}) stopped");
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    private static Command StatusCommand()
+    {
+        var detail = new Option<bool>("--detail", "-d") { Description = "Show every peer." };
+        var json = new Option<bool>("--json") { Description = "Print the full status as one JSON object (field names as in DESIGN.md)." };
+        var socket = SocketOption();
+        var command = new Command("status", "Show the agent's status as the daemon last recorded it.") { detail, json, socket };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var asJson = parse.GetValue(json);
+            using var client = DaemonClient.Connect(AgentPaths.ClientSocketPath(parse.GetValue(socket)));
+            var reply = await client.InvokeAsync(
+                (d, o) => d.StatusAsync(new StatusRequest { Detail = asJson || parse.GetValue(detail) }, o),
+                cancellationToken);
+            var status = StatusMapping.FromReply(reply);
+            Console.Write(asJson
+                ? StatusJson.Serialize(status) + Environment.NewLine
+                : StatusText.Format(status, reply.PeersTotal, reply.PeersConnected, parse.GetValue(detail), TimeProvider.System.GetUtcNow()));
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    private static Command PluginsCommand()
+    {
+        var json = new Option<bool>("--json") { Description = "Print the plugins as JSON." };
+        var config = ConfigOption();
+        var pluginsDir = new Option<string?>("--plugins-dir")
+        {
+            Description = "Scan this folder instead of asking the daemon or reading the config's plugins_dir.",
+            HelpName = "DIR",
+        };
+        var socket = SocketOption();
+        var command = new Command("plugins", "List the plugins (from the running daemon if one answers, else by loading them here).")
+        {
+            json, config, pluginsDir, socket,
+        };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var (reply, source) = await ListPluginsAsync(parse.GetValue(pluginsDir), parse.GetValue(config), parse.GetValue(socket), cancellationToken);
+            Console.Write(parse.GetValue(json) ? PluginListing.ToJson(reply, source) + Environment.NewLine : PluginListing.ToText(reply, source));
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    private static async Task<(ListPluginsReply Reply, string Source)> ListPluginsAsync(
+        string? pluginsDirFlag, string? configFlag, string? socketFlag, CancellationToken cancellationToken)
+    {
+        if (pluginsDirFlag is null)
+        {
+            var socketPath = AgentPaths.ClientSocketPath(socketFlag, configFlag);
+            if (DaemonSocket.IsAnswering(Path.GetFullPath(socketPath)))
+            {
+                try
+                {
+                    using var client = DaemonClient.Connect(socketPath);
+                    return (await client.InvokeAsync((d, o) => d.ListPluginsAsync(new ListPluginsRequest(), o), cancellationToken), "from the running daemon");
+                }
+                catch (DaemonUnavailableException)
+                {
+                    // It went away between the probe and the call: load them here instead.
+                }
+            }
+        }
+
+        string directory;
+        if (pluginsDirFlag is not null)
+        {
+            directory = Path.GetFullPath(pluginsDirFlag);
+        }
+        else
+        {
+            var configPath = AgentPaths.ConfigPath(configFlag);
+            directory = configFlag is null && !File.Exists(configPath)
+                ? AgentPaths.PluginsDir(new AgentConfig { ManagementUrls = [] })
+                : AgentPaths.PluginsDir(AgentConfigLoader.Load(configPath, AgentPaths.Environment(), new AgentConfigOverrides()));
+        }
+
+        using var catalog = PluginCatalog.Load(directory, NullLogger.Instance);
+        return (PluginListing.ToReply(directory, catalog.Plugins), "loaded by this command; no daemon answered");
+    }
+
+    private static Command ConfigCommand()
+    {
+        var file = new Argument<string>("FILE") { Description = "The agent config file to check." };
+        var check = new Command("check", "Load and validate a config file, including the plugin names it selects.") { file };
+        check.SetAction(async (parse, cancellationToken) =>
+        {
+            var path = parse.GetValue(file)!;
+            var config = AgentConfigLoader.Load(path, AgentPaths.Environment(), new AgentConfigOverrides());
+            var pluginsDir = AgentPaths.PluginsDir(config);
+            using (var catalog = PluginCatalog.Load(pluginsDir, NullLogger.Instance))
+            {
+                PluginSelection.Validate(config, catalog);
+            }
+
+            await Console.Out.WriteLineAsync($"{path}: OK");
+            return ExitCodes.Ok;
+        });
+
+        return new Command("config", "Work with agent config files.") { check };
+    }
+}

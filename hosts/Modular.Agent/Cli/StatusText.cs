@@ -1,0 +1,88 @@
+using System.Globalization;
+using System.Text;
+using Modular.Abstractions.Peers;
+using Modular.Core.Status;
+
+namespace Modular.Agent.Cli;
+
+/// <summary>The human form of `modular status` (summary) and `status -d` (every peer).</summary>
+internal static class StatusText
+{
+    public static string Format(AgentStatus status, int peersTotal, int peersConnected, bool detail, DateTimeOffset now)
+    {
+        var text = new StringBuilder();
+        var i = status.Interface;
+        Line(text, "Interface", $"{i.Name} ({i.Mode}, port {i.Port}, mtu {i.Mtu})");
+        Line(text, "Public key", status.PublicKey);
+        Line(text, "Overlay IP", status.Ip ?? "(not assigned yet)");
+        Line(text, "Management", Service(status.Management));
+        Line(text, "Signal", Service(status.Signal));
+        Line(text, "Relays", $"{status.Relays.Count(r => r.Connected)}/{status.Relays.Count} connected");
+        foreach (var relay in status.Relays)
+        {
+            text.Append("  ").AppendLine(Service(relay));
+        }
+
+        var f = status.Features;
+        Line(text, "Lazy connections", f.LazyConnections ? $"on (idle after {f.InactivityTimeout})" : "off");
+        Line(text, "Proxy", f.Proxy);
+        Line(text, "Force relay", f.ForceRelay ? "on" : "off");
+        Line(text, "Quantum resistance", f.Rosenpass ? (f.RosenpassPermissive ? "on (permissive)" : "on") : "off");
+        Line(text, "Flow logging", f.Netflow ? "on" : "off");
+        Line(text, "Peers", $"{peersConnected}/{peersTotal} connected");
+
+        if (detail)
+        {
+            foreach (var peer in status.Peers.OrderBy(p => p.Name, StringComparer.Ordinal))
+            {
+                text.AppendLine();
+                text.Append(' ').Append(peer.Name).Append(" (").Append(peer.Ip).AppendLine("):");
+                Field(text, "Public key", peer.PublicKey);
+                Field(text, "State", peer.State == PeerConnectionState.Connected || peer.Reason is null ? peer.State.ToString() : $"{peer.State}: {peer.Reason}");
+                Field(text, "Connection", peer.ConnectionType?.ToString() ?? "-");
+                Field(text, "ICE candidates", $"{peer.LocalCandidate ?? "-"} / {peer.RemoteCandidate ?? "-"}");
+                Field(text, "Relay", peer.Relay ?? "-");
+                Field(text, "Proxy", peer.Proxy ?? "-");
+                Field(text, "Last state change", Ago(peer.LastStateChange, now));
+                Field(text, "Last handshake", Ago(peer.LastHandshake, now));
+                Field(text, "Transfer", $"{Bytes(peer.RxBytes)} received, {Bytes(peer.TxBytes)} sent");
+                Field(text, "Latency", peer.LatencyMs is { } ms ? $"{ms.ToString("0.###", CultureInfo.InvariantCulture)} ms" : "-");
+                Field(text, "Quantum resistance", peer.QuantumResistant ? $"yes, since {Ago(peer.QuantumResistantSince, now)}" : "no");
+            }
+        }
+
+        return text.ToString();
+    }
+
+    private static string Service(ServiceStatus service)
+    {
+        var url = service.Url.Length > 0 ? service.Url : "(unknown)";
+        return service.Connected ? $"Connected, {url}" : $"Disconnected, {url}: {service.Error ?? "no reason given"}";
+    }
+
+    private static void Line(StringBuilder text, string label, string value)
+        => text.Append(label).Append(':').Append(' ', Math.Max(1, 20 - label.Length)).AppendLine(value);
+
+    private static void Field(StringBuilder text, string label, string value)
+        => text.Append("  ").Append(label).Append(':').Append(' ', Math.Max(1, 20 - label.Length)).AppendLine(value);
+
+    private static string Ago(DateTimeOffset? time, DateTimeOffset now)
+    {
+        if (time is not { } t)
+        {
+            return "-";
+        }
+
+        var utc = t.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss'Z'", CultureInfo.InvariantCulture);
+        var age = now - t;
+        return age < TimeSpan.Zero ? utc : $"{utc} ({Daemon.Durations.Format(TimeSpan.FromSeconds(Math.Floor(age.TotalSeconds)))} ago)";
+    }
+
+    private static string Bytes(long bytes) => bytes switch
+    {
+        < 1024 => $"{bytes} B",
+        < 1024 * 1024 => string.Create(CultureInfo.InvariantCulture, $"{bytes / 1024.0:0.#} KiB"),
+        < 1024L * 1024 * 1024 => string.Create(CultureInfo.InvariantCulture, $"{bytes / (1024.0 * 1024):0.#} MiB"),
+        _ => string.Create(CultureInfo.InvariantCulture, $"{bytes / (1024.0 * 1024 * 1024):0.##} GiB"),
+    };
+}

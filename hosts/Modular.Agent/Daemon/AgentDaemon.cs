@@ -1,0 +1,246 @@
+using System.Reflection;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Modular.Agent.Cli;
+using Modular.Composition;
+using Modular.Abstractions.Proxy;
+using Modular.Core.Config;
+using Modular.Core.Engine;
+using Modular.Core.Status;
+using Serilog;
+
+namespace Modular.Agent.Daemon;
+
+/// <summary>What `modular up` was given on its command line (null: not given).</summary>
+internal sealed record UpOptions(string? ConfigPath, bool EnableLazyConnection, string? Socket, string? LogLevel);
+
+/// <summary>
+/// `modular up`: loads the config and plugins, prepares the identity and the CLI socket, then
+/// runs until SIGTERM/SIGINT or `modular down`. Any start-up problem is one clear line on
+/// stderr and exit code 1; a clean stop is exit code 0 with the socket removed.
+/// </summary>
+internal static class AgentDaemon
+{
+    public static async Task<int> RunAsync(UpOptions options, CancellationToken cancellationToken)
+    {
+        var configPath = AgentPaths.ConfigPath(options.ConfigPath);
+        AgentConfig config;
+        try
+        {
+            var socketOverride = options.Socket ?? NonEmpty(Environment.GetEnvironmentVariable(AgentPaths.SocketEnvironmentVariable));
+            config = AgentConfigLoader.Load(
+                configPath,
+                AgentPaths.Environment(),
+                new AgentConfigOverrides
+                {
+                    LazyConnections = options.EnableLazyConnection ? true : null,
+                    Socket = socketOverride,
+                    LogLevel = options.LogLevel,
+                });
+        }
+        catch (ConfigException e)
+        {
+            await Console.Error.WriteLineAsync(e.Message);
+            return ExitCodes.Error;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            await Console.Error.WriteLineAsync($"{configPath}: {e.Message}");
+            return ExitCodes.Error;
+        }
+
+        using var logger = AgentLogging.Create(config.Log.Level, config.Log.File);
+        try
+        {
+            return await RunAsync(configPath, config, logger, cancellationToken);
+        }
+        catch (Exception e) when (e is ConfigException or PluginLoadException or InvalidOperationException or InvalidDataException or IOException or UnauthorizedAccessException)
+        {
+            // One line that says what to fix, on stderr for scripts and in the log for the record.
+            logger.Fatal("Cannot start: {Problem}", e.Message);
+            await Console.Error.WriteLineAsync(e.Message);
+            return ExitCodes.Error;
+        }
+    }
+
+    private static async Task<int> RunAsync(string configPath, AgentConfig config, Serilog.Core.Logger logger, CancellationToken cancellationToken)
+    {
+        var version = typeof(AgentDaemon).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "?";
+        logger.Information("modular {Version} starting (pid {Pid}), config {ConfigPath}", version, Environment.ProcessId, configPath);
+        logger.Information(
+            "interface {Interface} ({Mode}, port {Port}, mtu {Mtu}); management {Management}; setup key: {SetupKey}",
+            config.Interface.Name,
+            config.Interface.Mode.ToString().ToLowerInvariant(),
+            config.Interface.Port,
+            config.Interface.Mtu,
+            string.Join(", ", config.ManagementUrls),
+            config.SetupKey.Length > 0 ? "(hidden)" : "(none)");
+
+        var pluginsDir = AgentPaths.PluginsDir(config);
+        using var loggerFactory = new Serilog.Extensions.Logging.SerilogLoggerFactory(logger);
+        using var catalog = PluginCatalog.Load(pluginsDir, loggerFactory.CreateLogger("Modular.Composition"));
+        LogPlugins(logger, pluginsDir, catalog);
+        PluginSelection.Validate(config, catalog);
+
+        var socketPath = Path.GetFullPath(config.EffectiveSocketPath);
+        if (DaemonSocket.Prepare(socketPath) == DaemonSocket.Previous.StaleSocketRemoved)
+        {
+            logger.Warning("Removed a stale socket left by a daemon that did not stop cleanly: {Socket}", socketPath);
+        }
+
+        var (privateKey, publicKey, created) = PrivateKeyFile.LoadOrCreate(config.StateDir);
+        if (created)
+        {
+            logger.Information("Generated a new WireGuard key in {StateDir}; public key {PublicKey}", config.StateDir, publicKey.ToBase64());
+        }
+        else
+        {
+            logger.Information("WireGuard public key {PublicKey} (key file in {StateDir})", publicKey.ToBase64(), config.StateDir);
+        }
+
+        var recorder = new StatusRecorder(
+            new InterfaceStatus(config.Interface.Name, config.Interface.Mode.ToString().ToLowerInvariant(), config.Interface.Port, config.Interface.Mtu),
+            Features(config),
+            publicKey.ToBase64(),
+            new ServiceStatus(config.ManagementUrls.Count > 0 ? config.ManagementUrls[0].ToString() : "", false, "connecting"),
+            new ServiceStatus("", false, "not connected: the signal address comes from the management login"));
+
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
+        builder.Logging.ClearProviders();
+        builder.Services.AddSerilog(logger, dispose: false);
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(10));
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.ListenUnixSocket(socketPath, listen => listen.Protocols = HttpProtocols.Http2);
+            kestrel.AddServerHeader = false;
+        });
+        builder.Services.AddGrpc();
+        builder.Services.AddSingleton(recorder);
+        builder.Services.AddSingleton(catalog);
+        builder.Services.AddSingleton(new DaemonInfo(config.SourcePath.Length > 0 ? config.SourcePath : configPath, pluginsDir, socketPath));
+        builder.Services.AddSingleton(TimeProvider.System);
+
+        await using var app = builder.Build();
+        app.MapGrpcService<DaemonGrpcService>();
+        var bound = false;
+        try
+        {
+            await app.StartAsync(cancellationToken);
+            bound = true;
+            DaemonSocket.SetMode(socketPath);
+            logger.Information("Listening for `modular` commands on {Socket}", socketPath);
+            var engine = new AgentEngine(
+                new EngineOptions(
+                    config,
+                    privateKey,
+                    catalog.All<IProxyFactory>().ToDictionary(p => p.Name, p => p.Factory, StringComparer.Ordinal),
+                    app.Services,
+                    version,
+                    NonEmpty(Environment.GetEnvironmentVariable("MODULAR_HOSTNAME")) ?? Environment.MachineName),
+                recorder,
+                loggerFactory,
+                TimeProvider.System);
+            using var engineStop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            var engineRun = engine.RunAsync(engineStop.Token);
+            var shutdown = app.WaitForShutdownAsync(cancellationToken);
+            if (await Task.WhenAny(engineRun, shutdown) == engineRun && engineRun.Exception?.InnerException is { } failure)
+            {
+                var problem = failure is EngineFatalException ? failure.Message : $"the engine failed: {failure}";
+                logger.Fatal("Cannot go on: {Problem}", problem);
+                await Console.Error.WriteLineAsync(problem);
+                await app.StopAsync(CancellationToken.None);
+                return ExitCodes.Error;
+            }
+
+            // The engine closes (destroys) the interface before the daemon reports it stopped.
+            await engineStop.CancelAsync();
+            try
+            {
+                await engineRun;
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                logger.Error(e, "The engine failed while stopping");
+            }
+
+            await shutdown;
+        }
+        finally
+        {
+            // Only our own socket: if binding failed, the file there may be a daemon that won a race.
+            if (bound)
+            {
+                DaemonSocket.Remove(socketPath);
+            }
+        }
+
+        logger.Information("modular stopped");
+        return ExitCodes.Ok;
+    }
+
+    private static FeatureStatus Features(AgentConfig config) => new(
+        config.Features.LazyConnections,
+        Durations.Format(config.Features.InactivityTimeout),
+        config.Features.AlwaysConnected,
+        config.Connection.ForceRelay,
+        config.Proxy.Kind,
+        config.Rosenpass.Enabled,
+        config.Rosenpass.Permissive,
+        config.Netflow.Enabled);
+
+    // The catalog logs each plugin as it loads or fails, with its path and reason; this is the one-line summary.
+    private static void LogPlugins(Serilog.ILogger logger, string pluginsDir, PluginCatalog catalog)
+    {
+        var loaded = string.Join(", ", catalog.Plugins.Where(p => p.Loaded).Select(p => p.Name));
+        var failed = catalog.Plugins.Where(p => !p.Loaded).Select(p => p.Name).ToList();
+        if (failed.Count == 0)
+        {
+            logger.Information("Plugins from {PluginsDir}: {Loaded}", pluginsDir, loaded.Length > 0 ? loaded : "(none)");
+        }
+        else
+        {
+            logger.Warning(
+                "Plugins from {PluginsDir}: {Loaded}; NOT loaded: {Failed} (see `modular plugins` for why)",
+                pluginsDir,
+                loaded.Length > 0 ? loaded : "(none)",
+                string.Join(", ", failed));
+        }
+    }
+
+    private static string? NonEmpty(string? value) => string.IsNullOrWhiteSpace(value) ? null : value;
+}
+
+/// <summary>Durations in the TOML style ("90s", "15m", "1h30m").</summary>
+internal static class Durations
+{
+    public static string Format(TimeSpan duration)
+    {
+        if (duration <= TimeSpan.Zero)
+        {
+            return "0s";
+        }
+
+        var text = new System.Text.StringBuilder();
+        if (duration.Days > 0 || duration.Hours > 0)
+        {
+            text.Append((int)duration.TotalHours).Append('h');
+        }
+
+        if (duration.Minutes > 0)
+        {
+            text.Append(duration.Minutes).Append('m');
+        }
+
+        if (duration.Seconds > 0 || duration.Milliseconds > 0)
+        {
+            text.Append(duration.Seconds);
+            if (duration.Milliseconds > 0)
+            {
+                text.Append('.').Append(duration.Milliseconds.ToString("D3", System.Globalization.CultureInfo.InvariantCulture).TrimEnd('0'));
+            }
+
+            text.Append('s');
+        }
+
+        return text.ToString();
+    }
+}

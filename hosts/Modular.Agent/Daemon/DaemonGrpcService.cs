@@ -1,0 +1,39 @@
+using Grpc.Core;
+using Modular.Agent.Cli;
+using Modular.Agent.Protocol;
+using Modular.Agent.Status;
+using Modular.Composition;
+using Modular.Core.Status;
+
+namespace Modular.Agent.Daemon;
+
+/// <summary>Answers the CLI over the daemon socket. Every call reads state the daemon already holds.</summary>
+internal sealed class DaemonGrpcService(
+    StatusRecorder status,
+    PluginCatalog catalog,
+    DaemonInfo info,
+    IHostApplicationLifetime lifetime,
+    ILogger<DaemonGrpcService> logger) : Protocol.Daemon.DaemonBase
+{
+    public override Task<StatusReply> Status(StatusRequest request, ServerCallContext context)
+        => Task.FromResult(StatusMapping.ToReply(status.Snapshot(), request.Detail));
+
+    public override Task<DownReply> Down(DownRequest request, ServerCallContext context)
+    {
+        logger.LogInformation("Stop requested by `modular down`");
+
+        // Stop only once the reply is on its way, so the caller learns it was heard.
+        context.GetHttpContext().Response.OnCompleted(() =>
+        {
+            lifetime.StopApplication();
+            return Task.CompletedTask;
+        });
+        return Task.FromResult(new DownReply { Pid = Environment.ProcessId });
+    }
+
+    public override Task<ListPluginsReply> ListPlugins(ListPluginsRequest request, ServerCallContext context)
+        => Task.FromResult(PluginListing.ToReply(info.PluginsDir, catalog.Plugins));
+}
+
+/// <summary>Facts the daemon settled at start-up.</summary>
+internal sealed record DaemonInfo(string ConfigPath, string PluginsDir, string SocketPath);

@@ -1,0 +1,57 @@
+using Modular.Abstractions.Proxy;
+using Modular.Composition;
+using Modular.Core.Config;
+
+namespace Modular.Agent.Daemon;
+
+/// <summary>
+/// Checks that every plugin the config selects is loaded. A plugin that is present but failed
+/// to load is reported with its own reason (not as "unknown"), at the key that selected it.
+/// </summary>
+internal static class PluginSelection
+{
+    /// <summary>Throws <see cref="ConfigException"/> naming file, line, column and key.</summary>
+    public static void Validate(AgentConfig config, PluginCatalog catalog)
+    {
+        if (!string.Equals(config.Proxy.Kind, "auto", StringComparison.OrdinalIgnoreCase))
+        {
+            ThrowIfFailed(config, catalog, config.Proxy.Kind, "proxy.kind");
+        }
+
+        AgentConfigLoader.ValidatePluginNames(config, catalog.NamesOf<IProxyFactory>());
+
+        if (config.Rosenpass.Enabled)
+        {
+            RequireLoaded(config, catalog, "rosenpass", "rosenpass.enabled");
+        }
+
+        if (config.Netflow.Enabled)
+        {
+            RequireLoaded(config, catalog, "netflow", "netflow.enabled");
+        }
+    }
+
+    private static void RequireLoaded(AgentConfig config, PluginCatalog catalog, string name, string key)
+    {
+        ThrowIfFailed(config, catalog, name, key);
+        if (!catalog.Plugins.Any(p => p.Loaded && string.Equals(p.Name, name, StringComparison.Ordinal)))
+        {
+            throw At(config, key, $"needs the \"{name}\" plugin, which is not in the plugins folder");
+        }
+    }
+
+    private static void ThrowIfFailed(AgentConfig config, PluginCatalog catalog, string name, string key)
+    {
+        var failed = catalog.Plugins.FirstOrDefault(p => !p.Loaded && string.Equals(p.Name, name, StringComparison.Ordinal));
+        if (failed is not null)
+        {
+            throw At(config, key, $"plugin \"{name}\" ({failed.AssemblyPath}) failed to load: {failed.Error}");
+        }
+    }
+
+    private static ConfigException At(AgentConfig config, string key, string problem)
+    {
+        var position = config.Positions.TryGetValue(key, out var p) ? p : default;
+        return new ConfigException(config.SourcePath, position.Line, position.Column, key, problem);
+    }
+}

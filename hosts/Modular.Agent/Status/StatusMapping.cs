@@ -1,0 +1,118 @@
+using Google.Protobuf.WellKnownTypes;
+using Modular.Abstractions.Peers;
+using Modular.Agent.Protocol;
+using Modular.Core.Status;
+
+namespace Modular.Agent.Status;
+
+/// <summary>Carries an <see cref="AgentStatus"/> across the daemon socket and back, losslessly.</summary>
+internal static class StatusMapping
+{
+    public static StatusReply ToReply(AgentStatus status, bool includePeers)
+    {
+        var reply = new StatusReply
+        {
+            Ip = status.Ip,
+            PublicKey = status.PublicKey,
+            Interface = new InterfaceState
+            {
+                Name = status.Interface.Name,
+                Mode = status.Interface.Mode,
+                Port = status.Interface.Port,
+                Mtu = status.Interface.Mtu,
+            },
+            Features = new FeatureState
+            {
+                LazyConnections = status.Features.LazyConnections,
+                InactivityTimeout = status.Features.InactivityTimeout,
+                ForceRelay = status.Features.ForceRelay,
+                Proxy = status.Features.Proxy,
+                Rosenpass = status.Features.Rosenpass,
+                RosenpassPermissive = status.Features.RosenpassPermissive,
+                Netflow = status.Features.Netflow,
+            },
+            Management = ToProto(status.Management),
+            Signal = ToProto(status.Signal),
+            PeersTotal = status.Peers.Count,
+            PeersConnected = status.Peers.Count(p => p.State == PeerConnectionState.Connected),
+        };
+        reply.Features.AlwaysConnected.AddRange(status.Features.AlwaysConnected);
+        reply.Relays.AddRange(status.Relays.Select(ToProto));
+        if (includePeers)
+        {
+            reply.Peers.AddRange(status.Peers.Select(ToProto));
+        }
+
+        return reply;
+    }
+
+    public static AgentStatus FromReply(StatusReply reply) => new(
+        reply.Ip,
+        reply.PublicKey,
+        new InterfaceStatus(reply.Interface.Name, reply.Interface.Mode, reply.Interface.Port, reply.Interface.Mtu),
+        new FeatureStatus(
+            reply.Features.LazyConnections,
+            reply.Features.InactivityTimeout,
+            [.. reply.Features.AlwaysConnected],
+            reply.Features.ForceRelay,
+            reply.Features.Proxy,
+            reply.Features.Rosenpass,
+            reply.Features.RosenpassPermissive,
+            reply.Features.Netflow),
+        FromProto(reply.Management),
+        FromProto(reply.Signal),
+        [.. reply.Relays.Select(FromProto)],
+        [.. reply.Peers.Select(FromProto)]);
+
+    private static ServiceState ToProto(ServiceStatus service) => new()
+    {
+        Url = service.Url,
+        Connected = service.Connected,
+        Error = service.Error,
+    };
+
+    private static ServiceStatus FromProto(ServiceState? service)
+        => service is null ? new ServiceStatus("", false, "unknown") : new ServiceStatus(service.Url, service.Connected, service.Error);
+
+    private static PeerState ToProto(PeerStatus peer) => new()
+    {
+        Name = peer.Name,
+        Ip = peer.Ip,
+        PublicKey = peer.PublicKey,
+        State = peer.State.ToString(),
+        Reason = peer.Reason,
+        ConnectionType = peer.ConnectionType?.ToString(),
+        LocalCandidate = peer.LocalCandidate,
+        RemoteCandidate = peer.RemoteCandidate,
+        Relay = peer.Relay,
+        Proxy = peer.Proxy,
+        LastStateChange = ToTimestamp(peer.LastStateChange),
+        LastHandshake = ToTimestamp(peer.LastHandshake),
+        RxBytes = peer.RxBytes,
+        TxBytes = peer.TxBytes,
+        LatencyMs = peer.LatencyMs,
+        QuantumResistant = peer.QuantumResistant,
+        QuantumResistantSince = ToTimestamp(peer.QuantumResistantSince),
+    };
+
+    private static PeerStatus FromProto(PeerState peer) => new(
+        peer.Name,
+        peer.Ip,
+        peer.PublicKey,
+        System.Enum.TryParse<PeerConnectionState>(peer.State, out var state) ? state : PeerConnectionState.Idle,
+        peer.Reason,
+        System.Enum.TryParse<ConnectionType>(peer.ConnectionType, out var type) ? type : null,
+        peer.LocalCandidate,
+        peer.RemoteCandidate,
+        peer.Relay,
+        peer.Proxy,
+        peer.LastStateChange?.ToDateTimeOffset(),
+        peer.LastHandshake?.ToDateTimeOffset(),
+        peer.RxBytes,
+        peer.TxBytes,
+        peer.LatencyMs,
+        peer.QuantumResistant,
+        peer.QuantumResistantSince?.ToDateTimeOffset());
+
+    private static Timestamp? ToTimestamp(DateTimeOffset? time) => time is { } t ? Timestamp.FromDateTimeOffset(t) : null;
+}

@@ -1,0 +1,108 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using Modular.Control.Crypto;
+using Modular.Control.Management;
+using Modular.Testing;
+using Xunit.Abstractions;
+
+namespace Modular.E2E.Tests;
+
+/// <summary>
+/// End-to-end benchmarks of the agent (MODULAR_BENCH=1): `status -d` with 1,000 peers in the map, and
+/// relayed iperf3 throughput with the relay's CPU. They print numbers and assert only that the setup worked.
+/// </summary>
+public sealed class EngineBenchmarks(ITestOutputHelper output)
+{
+    private static void RequireBench()
+    {
+        Skip.IfNot(Environment.GetEnvironmentVariable("MODULAR_BENCH") == "1", "benchmark: set MODULAR_BENCH=1");
+        MeshRig.RequirePrerequisites();
+    }
+
+    [SkippableFact]
+    public async Task Status_with_1000_peers()
+    {
+        RequireBench();
+        using var rig = new MeshRig(output, "s");
+        rig.StartServer();
+        var key = rig.CreateSetupKey();
+        var agent = rig.AddAgent("a1");
+        agent.WriteConfig(key, "[proxy]\nkind = \"udp\"");
+
+        // 999 other registered peers (never online): the agent's map holds 999 remote peers.
+        using (var channel = BadInputTests.ChannelInto(rig))
+        {
+            var registrations = Enumerable.Range(0, 999).Select(async i =>
+            {
+                using var identity = X25519KeyPair.Generate();
+                await new ManagementClient(channel, identity).RegisterAsync(key, new PeerMeta { Hostname = $"ghost{i}" }, CancellationToken.None);
+            });
+            foreach (var batch in registrations.Chunk(50))
+            {
+                await Task.WhenAll(batch);
+            }
+        }
+
+        agent.Start();
+        rig.WaitUntil(() => agent.Status() is { } s && s.GetProperty("peers").GetArrayLength() == 999, TimeSpan.FromSeconds(120), "999 peers in a1's status");
+
+        var text = new List<double>();
+        var json = new List<double>();
+        for (var i = 0; i < 10; i++)
+        {
+            text.Add(Time(() => Shell.Run(MeshRig.AgentBinary, $"status -d --socket {agent.Socket}")));
+            json.Add(Time(() => Shell.Run(MeshRig.AgentBinary, $"status --json --socket {agent.Socket}")));
+        }
+
+        var version = Time(() => Shell.Run(MeshRig.AgentBinary, "--version"));
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"status -d, 999 peers: median {Median(text):F0} ms (min {text.Min():F0}); status --json: median {Median(json):F0} ms; `modular --version` (process start alone): {version:F0} ms"));
+    }
+
+    [SkippableTheory]
+    [InlineData("udp")]
+    [InlineData("bind")]
+    public void Relay_throughput(string proxy)
+    {
+        RequireBench();
+        Prerequisites.RequireTool("iperf3");
+        using var rig = new MeshRig(output, "t");
+        rig.StartServer();
+        var key = rig.CreateSetupKey();
+        var a = rig.AddAgent("a1");
+        var b = rig.AddAgent("a2");
+        a.WriteConfig(key, $"[proxy]\nkind = \"{proxy}\"\n[connection]\nforce_relay = true");
+        b.WriteConfig(key, $"[proxy]\nkind = \"{proxy}\"\n[connection]\nforce_relay = true");
+        a.Start();
+        b.Start();
+        rig.WaitUntil(() => a.IsConnected("a2", "Relayed") && b.IsConnected("a1", "Relayed"), TimeSpan.FromSeconds(90), "both relayed", () => MeshTests.Diagnostics(rig, ["a1", "a2"]));
+
+        using var server = b.Namespace.Start("iperf3 -s -1");
+        Thread.Sleep(1000);
+        var relayPid = rig.ServerProcess!.Id;
+        var cpuBefore = MeshRig.CpuSeconds(relayPid);
+        var clock = Stopwatch.StartNew();
+        var result = a.Namespace.Exec($"iperf3 -c {b.OverlayIp} -t 10 -J", TimeSpan.FromSeconds(40));
+        var wall = clock.Elapsed.TotalSeconds;
+        var cpu = MeshRig.CpuSeconds(relayPid) - cpuBefore;
+        using var document = JsonDocument.Parse(result);
+        var bits = document.RootElement.GetProperty("end").GetProperty("sum_received").GetProperty("bits_per_second").GetDouble();
+        Assert.True(bits > 0);
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"relayed iperf3 ({proxy} proxy): {bits / 1e9:F2} Gbit/s; server (relay) CPU {cpu:F1} s over {wall:F1} s = {cpu / wall:F2} cores; {bits / 1e9 / Math.Max(cpu / wall, 0.01):F2} Gbit/s per relay core"));
+    }
+
+    private static double Time(Action action)
+    {
+        var clock = Stopwatch.StartNew();
+        action();
+        return clock.Elapsed.TotalMilliseconds;
+    }
+
+    private static double Median(List<double> values)
+    {
+        var sorted = values.Order().ToList();
+        return sorted[sorted.Count / 2];
+    }
+}
