@@ -112,6 +112,8 @@ internal sealed class FakeWgIface(WgInterfaceMode mode, int listenPort = 51820, 
 
     public IPNetwork Address => IPNetwork.Parse("100.64.0.1/10");
 
+    public IPAddress OverlayIp => IPAddress.Parse("100.64.0.1");
+
     public int Mtu => 1280;
 
     public int ListenPort => listenPort;

@@ -27,6 +27,8 @@ internal sealed class RecordingWgIface : IWgIface
 
     public IPNetwork Address => IPNetwork.Parse("100.64.0.0/10");
 
+    public IPAddress OverlayIp => IPAddress.Parse("100.64.0.1");
+
     public int Mtu => 1280;
 
     public int ListenPort => 51820;

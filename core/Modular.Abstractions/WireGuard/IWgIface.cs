@@ -16,8 +16,11 @@ public interface IWgIface : IAsyncDisposable
     /// <summary>True when WireGuard runs in this process and <see cref="BindHook"/> is available.</summary>
     bool IsUserspace => Mode == WgInterfaceMode.Userspace;
 
-    /// <summary>The overlay address and prefix, e.g. 100.64.0.7/10.</summary>
+    /// <summary>The overlay network the interface routes, e.g. 100.64.0.0/10 (an IPNetwork holds no host bits).</summary>
     IPNetwork Address { get; }
+
+    /// <summary>This interface's own overlay address, e.g. 100.64.0.7.</summary>
+    IPAddress OverlayIp { get; }
 
     /// <summary>Default 1280.</summary>
     int Mtu { get; }

@@ -42,6 +42,8 @@ public sealed class KernelWgIface : IWgIface
 
     public IPNetwork Address => _options.Network;
 
+    public IPAddress OverlayIp => _options.Address;
+
     public int Mtu => _options.Mtu;
 
     public int ListenPort => _options.ListenPort;

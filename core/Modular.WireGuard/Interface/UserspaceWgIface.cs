@@ -42,6 +42,8 @@ public sealed class UserspaceWgIface : IWgIface
 
     public IPNetwork Address => _options.Network;
 
+    public IPAddress OverlayIp => _options.Address;
+
     public int Mtu => _options.Mtu;
 
     /// <summary>The bound port once up (when 0 was asked, the one the OS chose).</summary>
