@@ -82,6 +82,7 @@ public sealed class AgentEngine
     private EnginePaths? _paths;
     private EngineRelayConnector? _relay;
     private ConnectionManager? _manager;
+    private EngineFirewall? _firewall;
     private IceSocketTransport? _iceTransport;
     private volatile ServiceAddresses? _services;
     private volatile Uri? _managementUrl;
@@ -279,6 +280,7 @@ public sealed class AgentEngine
             }
 
             _lastSerial = map.Serial;
+            _firewall?.Apply(map);
             var started = _time.GetTimestamp();
             var (added, updated, removed) = await _manager!.ApplyAsync(ToPeers(map), cancellationToken);
             _logger.LogInformation("Network map {Serial}: {Total} peers (+{Added} ~{Updated} -{Removed}) applied in {Ms:F1} ms",
@@ -355,6 +357,7 @@ public sealed class AgentEngine
             portOffset = 1;
         }
 
+        _firewall = EngineFirewall.Attach(_iface, _time, _loggerFactory.CreateLogger<EngineFirewall>());
         await _iface.CreateAsync(cancellationToken);
         await _iface.UpAsync(cancellationToken);
         var agent = new IceAgent(transport, _time, _loggerFactory.CreateLogger<IceAgent>());
@@ -544,6 +547,7 @@ public sealed class AgentEngine
             await _iface.DisposeAsync();
         }
 
+        _firewall?.Dispose();
         _iceTransport?.Dispose();
         _identity.Dispose();
         _recorder.SetManagement(new ServiceStatus(_managementUrl?.ToString() ?? "", false, "stopped"));

@@ -22,6 +22,7 @@ public sealed class UserspaceWgIface : IWgIface
     private readonly SemaphoreSlim _gate = new(1, 1);
     private WgDevice? _device;
     private LinuxTun? _tun;
+    private IPacketFilter? _packetFilter;
     private bool _closed;
 
     /// <param name="bindFactory">The UDP bind to use; <see cref="UdpBind"/> by default (the agent's ICE layer may wrap it).</param>
@@ -56,6 +57,23 @@ public sealed class UserspaceWgIface : IWgIface
     /// <summary>The device, for in-process users (UAPI server, tests); null before Create.</summary>
     public WgDevice? Device => _device;
 
+    /// <summary>
+    /// Filters every packet crossing the device (the agent's stateful firewall); null: everything passes.
+    /// Settable before Create (kept for the device it creates) or while running.
+    /// </summary>
+    public IPacketFilter? PacketFilter
+    {
+        get => Volatile.Read(ref _packetFilter);
+        set
+        {
+            Volatile.Write(ref _packetFilter, value);
+            if (_device is { } device)
+            {
+                device.PacketFilter = value;
+            }
+        }
+    }
+
     public async ValueTask CreateAsync(CancellationToken cancellationToken)
     {
         await _gate.WaitAsync(cancellationToken);
@@ -68,7 +86,7 @@ public sealed class UserspaceWgIface : IWgIface
             }
 
             _tun = LinuxTun.Create(Name, _options.Mtu);
-            _device = new WgDevice(_tun, _bindFactory(), _loggerFactory, _time);
+            _device = new WgDevice(_tun, _bindFactory(), _loggerFactory, _time) { PacketFilter = PacketFilter };
             _device.SetPrivateKey(_options.PrivateKey);
             _device.SetListenPort((ushort)_options.ListenPort);
             await IpCommand.RunAsync($"address add {_options.AddressWithPrefix} dev {Name}", cancellationToken);
