@@ -10,7 +10,8 @@ namespace Modular.Core.Engine;
 /// The agent's enforcement of management's access policies. In userspace mode a
 /// <see cref="StatefulFirewall"/> is installed as the device's packet filter before the first map arrives
 /// (so inbound traffic is dropped until rules allow it) and every network map's rules replace the rule set.
-/// Kernel mode has no filter yet (nftables is not wired): that is logged once and maps are ignored here.
+/// Kernel mode (and any interface without an in-process packet path) has no filter yet (nftables is not
+/// wired): that is logged once and maps are ignored here.
 /// </summary>
 public sealed class EngineFirewall : IDisposable
 {
@@ -37,7 +38,7 @@ public sealed class EngineFirewall : IDisposable
             return new EngineFirewall(firewall, logger);
         }
 
-        logger.LogWarning("Access policies are not enforced in kernel mode yet ({Interface}): all mesh traffic is allowed", iface.Name);
+        logger.LogWarning("Access policies are not enforced on {Interface} ({Mode} mode) yet: all mesh traffic is allowed", iface.Name, iface.Mode);
         return new EngineFirewall(null, logger);
     }
 
