@@ -15,13 +15,22 @@ namespace Modular.Core.Engine;
 /// </summary>
 public sealed class EngineFirewall : IDisposable
 {
+    /// <summary>How often changed drop counters are logged (debug), so an operator can see what a policy blocks.</summary>
+    public static readonly TimeSpan CounterLogInterval = TimeSpan.FromMinutes(1);
+
     private readonly StatefulFirewall? _firewall;
     private readonly ILogger _logger;
+    private readonly ITimer? _counterTimer;
+    private long _lastLoggedDrops;
 
-    private EngineFirewall(StatefulFirewall? firewall, ILogger logger)
+    private EngineFirewall(StatefulFirewall? firewall, ILogger logger, TimeProvider time)
     {
         _firewall = firewall;
         _logger = logger;
+        if (firewall is not null && logger.IsEnabled(LogLevel.Debug))
+        {
+            _counterTimer = time.CreateTimer(_ => LogCountersIfChanged(), null, CounterLogInterval, CounterLogInterval);
+        }
     }
 
     /// <summary>The firewall in use; null in kernel mode.</summary>
@@ -35,11 +44,11 @@ public sealed class EngineFirewall : IDisposable
         {
             var firewall = new StatefulFirewall(options, time);
             userspace.PacketFilter = firewall;
-            return new EngineFirewall(firewall, logger);
+            return new EngineFirewall(firewall, logger, time);
         }
 
         logger.LogWarning("Access policies are not enforced on {Interface} ({Mode} mode) yet: all mesh traffic is allowed", iface.Name, iface.Mode);
-        return new EngineFirewall(null, logger);
+        return new EngineFirewall(null, logger, time);
     }
 
     /// <summary>Replaces the rule set with the rules of <paramref name="map"/>; unreadable rules are skipped with a warning.</summary>
@@ -76,8 +85,20 @@ public sealed class EngineFirewall : IDisposable
             _firewall.TableFullDrops, _firewall.ActiveFlows);
     }
 
+    private void LogCountersIfChanged()
+    {
+        var firewall = _firewall!;
+        var total = firewall.DropsByRule.Values.Sum() + firewall.DefaultDrops + firewall.InvalidDrops + firewall.MalformedDrops
+            + firewall.FragmentDrops + firewall.TableFullDrops;
+        if (Interlocked.Exchange(ref _lastLoggedDrops, total) != total)
+        {
+            LogCounters();
+        }
+    }
+
     public void Dispose()
     {
+        _counterTimer?.Dispose();
         LogCounters();
         _firewall?.Dispose();
     }
