@@ -267,6 +267,8 @@ public sealed class AgentEngine
         while (await SyncStreamAsync(management, cancellationToken))
         {
             _logger.LogWarning("Network map delta did not follow serial {Serial}; resynchronizing", _map.Serial);
+            // A pause, so a server that keeps sending broken chains cannot make the agent reconnect in a hot loop.
+            await Task.Delay(Jitter(TimeSpan.FromSeconds(1)), _time, cancellationToken);
         }
     }
 
