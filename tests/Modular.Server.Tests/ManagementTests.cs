@@ -189,6 +189,68 @@ public sealed class ManagementTests
     }
 
     [Fact]
+    public async Task Deltas_over_joins_changes_and_removals_add_up_to_the_whole_map_a_new_stream_gets()
+    {
+        await using var server = await TestServer.StartAsync();
+        var setupKey = await server.CreateSetupKeyAsync();
+        var agents = Enumerable.Range(0, 4).Select(_ => server.NewAgent()).ToList();
+        try
+        {
+            var (_, watcher) = agents[0];
+            await watcher.RegisterAsync(setupKey, TestServer.Meta("watcher"), CancellationToken.None);
+            using var cts = new CancellationTokenSource(Wait);
+            await using var stream = watcher.SyncAsync(TestServer.Meta("watcher"), cts.Token).GetAsyncEnumerator(cts.Token);
+            var state = new NetworkMapState();
+            Assert.True(await stream.MoveNextAsync());
+            Assert.Equal(MapUpdateResult.Applied, state.Apply(stream.Current));
+
+            // Each change is awaited through the stream so every step is one delta on the chain.
+            async Task NextAsync()
+            {
+                Assert.True(await stream.MoveNextAsync());
+                Assert.NotNull(stream.Current.NetworkMapDelta);
+                Assert.Equal(MapUpdateResult.Applied, state.Apply(stream.Current));
+            }
+
+            for (var i = 1; i < 4; i++)
+            {
+                await agents[i].Client.RegisterAsync(setupKey, TestServer.Meta($"peer{i}"), CancellationToken.None);
+                await NextAsync();
+            }
+
+            var upgraded = TestServer.Meta("peer2");
+            upgraded.AgentVersion = "9.9.9";
+            upgraded.Features.Add("rosenpass");
+            await agents[2].Client.LoginAsync(upgraded, CancellationToken.None);
+            await NextAsync();
+            Assert.Equal("9.9.9", state.ToMap().RemotePeers.Single(p => p.Hostname == "peer2").AgentVersion);
+
+            await server.Store.RemovePeersAsync("peer1", CancellationToken.None);
+            await server.App.Services.GetRequiredService<NetworkState>().RefreshAsync(CancellationToken.None);
+            await NextAsync();
+
+            using var fresh = new CancellationTokenSource(Wait);
+            await using var second = watcher.SyncAsync(TestServer.Meta("watcher"), fresh.Token).GetAsyncEnumerator(fresh.Token);
+            Assert.True(await second.MoveNextAsync());
+            var whole = second.Current.NetworkMap;
+            var held = state.ToMap();
+            Assert.Equal(whole.Serial, held.Serial);
+            Assert.Equal(whole.RemotePeers.OrderBy(p => p.Hostname, StringComparer.Ordinal), held.RemotePeers.OrderBy(p => p.Hostname, StringComparer.Ordinal));
+            Assert.Equal(["peer2", "peer3"], held.RemotePeers.Select(p => p.Hostname).Order(StringComparer.Ordinal));
+            whole.RemotePeers.Clear();
+            held.RemotePeers.Clear();
+            Assert.Equal(whole, held);
+        }
+        finally
+        {
+            foreach (var (key, _) in agents)
+            {
+                key.Dispose();
+            }
+        }
+    }
+
+    [Fact]
     public async Task A_stream_whose_serial_fell_out_of_the_change_log_gets_a_whole_map()
     {
         await using var server = await TestServer.StartAsync();
