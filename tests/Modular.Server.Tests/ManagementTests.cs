@@ -151,7 +151,8 @@ public sealed class ManagementTests
         Assert.Equal(32, first.AccountPsk.Length);
         Assert.True(first.Settings.LazyConnections);
         Assert.Empty(first.Routes);
-        Assert.Empty(first.FirewallRules);
+        // The default policy (All <-> All) as two overlay-wide rules.
+        Assert.Equal(["in 100.64.0.0/10", "out 100.64.0.0/10"], first.FirewallRules.Select(r => $"{r.Direction} {r.PeerIp}").Order(StringComparer.Ordinal));
 
         var rosenpassFingerprint = Enumerable.Range(0, 32).Select(i => (byte)i).ToArray();
         var metaB = TestServer.Meta("bravo");

@@ -91,7 +91,7 @@ public sealed class SyncDeltaTests(ITestOutputHelper output)
         var after = Snapshot(2, Enumerable.Range(0, 100).Select(i => i < 3 ? Peer(i, "2.0") : Peer(i)));
         log.Record(before, after, Account);
         var self = Peer(0);
-        var sections = NetworkMapBuilder.BuildHeader(2, self, Account);
+        var sections = NetworkMapBuilder.BuildHeader(after, self, Account);
 
         var bytes = SyncDeltas.TryEncode(log, 1, after, self.PublicKey, sections, sectionsUnchanged: true, new ServiceAddresses())!;
         var delta = SyncResponse.Parser.ParseFrom(bytes).NetworkMapDelta;
@@ -130,7 +130,7 @@ public sealed class SyncDeltaTests(ITestOutputHelper output)
 
         var whole = after.Encoder(Account, Now).Encode(after, self, Account, services);
         clock.Restart();
-        var delta = SyncDeltas.TryEncode(log, 1, after, self.PublicKey, NetworkMapBuilder.BuildHeader(2, self, Account), true, services)!;
+        var delta = SyncDeltas.TryEncode(log, 1, after, self.PublicKey, NetworkMapBuilder.BuildHeader(after, self, Account), true, services)!;
         var deltaTime = clock.Elapsed;
 
         Assert.Single(SyncResponse.Parser.ParseFrom(delta).NetworkMapDelta.UpsertedPeers);

@@ -74,11 +74,17 @@ public sealed partial class WgDevice
         stagedPeers.Clear();
         rekeyPeers.Clear();
         Span<byte> destination = stackalloc byte[16];
+        var filter = PacketFilter;
         for (var i = 0; i < count; i++)
         {
             var buffer = buffers[i];
             var size = sizes[i];
             var packet = buffer.AsSpan(HeaderSize, size);
+            if (filter is not null && !filter.AllowOutbound(packet))
+            {
+                continue;
+            }
+
             var addressLength = ReadAddress(packet, destination, source: false);
             var peer = addressLength == 0 ? null : _allowedIps.Lookup(destination[..addressLength]);
             if (peer is null || !peer.IsRunning)
@@ -296,12 +302,13 @@ public sealed partial class WgDevice
             }
 
             var tunCount = 0;
+            var filter = PacketFilter;
             for (var i = 0; i < count; i++)
             {
                 try
                 {
                     var length = ProcessDatagram(buffers[i], sizes[i], endpoints[i]);
-                    if (length > 0)
+                    if (length > 0 && (filter is null || filter.AllowInbound(buffers[i].AsSpan(HeaderSize, length))))
                     {
                         tunBuffers[tunCount] = buffers[i];
                         tunSizes[tunCount] = length;

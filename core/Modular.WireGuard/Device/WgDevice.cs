@@ -45,6 +45,7 @@ public sealed partial class WgDevice : IDisposable
     private long _loadWindowStart;
     private int _loadWindowCount;
     private long _underLoadUntil;
+    private IPacketFilter? _packetFilter;
 
     public WgDevice(ITun tun, IBind bind, ILoggerFactory loggerFactory, TimeProvider time)
     {
@@ -62,6 +63,13 @@ public sealed partial class WgDevice : IDisposable
 
     /// <summary>The Bind-level hook for the bind proxy and lazy connections.</summary>
     public IWgBindHook BindHook => _bind;
+
+    /// <summary>Filters every packet crossing the device (e.g. the stateful firewall); null: everything passes. Changeable while running.</summary>
+    public IPacketFilter? PacketFilter
+    {
+        get => Volatile.Read(ref _packetFilter);
+        set => Volatile.Write(ref _packetFilter, value);
+    }
 
     public bool IsUp => _up;
 

@@ -17,7 +17,7 @@ public static class ServerCli
 {
     public const string DefaultConfigPath = "/etc/modular/server.toml";
 
-    private static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+    internal static readonly JsonSerializerOptions Json = new() { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 
     public static RootCommand Build()
     {
@@ -144,6 +144,7 @@ public static class ServerCli
 
         root.Add(new Command("setup-key", "Manage setup keys") { create, listKeys, revoke });
         root.Add(new Command("peers", "Manage peers") { listPeers, remove });
+        Networks.NetworkCommands.AddTo(root, config);
         return root;
     }
 
@@ -158,7 +159,7 @@ public static class ServerCli
         return ServerConfigLoader.LoadFile(path);
     }
 
-    private static async Task<int> WithStoreAsync(string? configPath, Func<IStore, ServerConfig, Task<int>> action, CancellationToken ct)
+    internal static async Task<int> WithStoreAsync(string? configPath, Func<IStore, ServerConfig, Task<int>> action, CancellationToken ct)
     {
         try
         {
@@ -167,6 +168,10 @@ public static class ServerCli
             return await action(store, config);
         }
         catch (ConfigException e)
+        {
+            return Fail(e.Message);
+        }
+        catch (Networks.NetworkValidationException e)
         {
             return Fail(e.Message);
         }
@@ -218,9 +223,9 @@ public static class ServerCli
         (k.Reusable ? k.UsageLimit > 0 ? $"reusable, {k.UsageLimit} uses" : "reusable, unlimited uses" : "one-off")
         + (k.ExpiresAt is { } e ? $", expires {Iso(e)}" : ", never expires");
 
-    private static string? Iso(DateTimeOffset? t) => t?.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture);
+    internal static string? Iso(DateTimeOffset? t) => t?.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture);
 
-    private static int Fail(string message)
+    internal static int Fail(string message)
     {
         Console.Error.WriteLine($"modular-server: {message}");
         return 2;

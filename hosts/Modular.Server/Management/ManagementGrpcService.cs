@@ -110,7 +110,7 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
                     }
 
                     var services = _addresses.Resolve(context.GetHttpContext(), peerKey);
-                    var sections = NetworkMapBuilder.BuildHeader(snapshot.Serial, self, _config.Account);
+                    var sections = NetworkMapBuilder.BuildHeader(snapshot, self, _config.Account);
                     var sectionsBytes = SectionBytes(sections);
                     var plaintext = sent == 0 ? null : SyncDeltas.TryEncode(_network.Changes, sent, snapshot, peerKey, sections, sectionsBytes.AsSpan().SequenceEqual(sentSections), services);
                     plaintext ??= snapshot.Encoder(_config.Account, snapshot.TakenAt).Encode(snapshot, self, _config.Account, services);

@@ -11,7 +11,7 @@ public static class NetworkMapBuilder
 {
     public static NetworkMap Build(NetworkSnapshot snapshot, PeerRecord self, AccountConfig account, DateTimeOffset now)
     {
-        var map = BuildHeader(snapshot.Serial, self, account);
+        var map = BuildHeader(snapshot, self, account);
         foreach (var (peer, remote) in snapshot.RemotePeers(account))
         {
             if (peer.Id != self.Id && !peer.IsExpired(now))
@@ -23,12 +23,13 @@ public static class NetworkMapBuilder
         return map;
     }
 
-    /// <summary>Everything in a peer's map except the remote peers.</summary>
-    public static NetworkMap BuildHeader(ulong serial, PeerRecord self, AccountConfig account)
+    /// <summary>Everything in a peer's map except the remote peers: its config, settings and the firewall rules that concern it.</summary>
+    public static NetworkMap BuildHeader(NetworkSnapshot snapshot, PeerRecord self, AccountConfig account)
     {
         var map = new NetworkMap
         {
-            Serial = serial,
+            Serial = snapshot.Serial,
+            FirewallRules = { snapshot.PolicySet.RulesFor(self, snapshot.Peers) },
             PeerConfig = PeerConfigFor(self, account),
             Dns = new DnsConfig { Enabled = false },
             Settings = new AccountSettings

@@ -5,14 +5,17 @@ using Modular.Server.Store;
 
 namespace Modular.Server.Management;
 
-/// <summary>The account's peers at one network serial.</summary>
-public sealed record NetworkSnapshot(ulong Serial, IReadOnlyList<PeerRecord> Peers)
+/// <summary>The account's peers, groups and policies at one network serial.</summary>
+public sealed record NetworkSnapshot(ulong Serial, IReadOnlyList<PeerRecord> Peers, Networks.PolicySet? Policies = null)
 {
     /// <summary>
     /// When it was read: peers count as live when their login had not lapsed at this time, in whole maps and
     /// in the change log alike (a lapse after it is the next snapshot's change).
     /// </summary>
     public DateTimeOffset TakenAt { get; init; } = DateTimeOffset.MinValue;
+
+    /// <summary>Groups and policies; none (every peer isolated) when the snapshot was made without them.</summary>
+    public Networks.PolicySet PolicySet => Policies ?? Networks.PolicySet.Empty;
 
     private IReadOnlyList<(PeerRecord Peer, Modular.Control.Management.RemotePeer Remote)>? _remotePeers;
     private SyncEncoder? _encoder;
@@ -88,7 +91,11 @@ public sealed class NetworkState : BackgroundService
             }
 
             var peers = await _store.ListPeersAsync(cancellationToken);
-            var snapshot = new NetworkSnapshot(serial, peers) { TakenAt = now };
+            var policies = new Networks.PolicySet(
+                await _store.ListGroupsAsync(cancellationToken),
+                await _store.ListPoliciesAsync(cancellationToken),
+                await _store.ListResourcesAsync(cancellationToken));
+            var snapshot = new NetworkSnapshot(serial, peers, policies) { TakenAt = now };
             // Recorded before publishing, so a stream woken by this snapshot finds its change in the log.
             Changes.Record(current, snapshot, _account);
             Volatile.Write(ref _current, snapshot);

@@ -55,7 +55,7 @@ public sealed class SyncEncoder
     /// <summary>The serialized SyncResponse for <paramref name="self"/>: its map (everyone live but itself) and services.</summary>
     public byte[] Encode(NetworkSnapshot snapshot, PeerRecord self, AccountConfig account, ServiceAddresses services)
     {
-        var header = NetworkMapBuilder.BuildHeader(snapshot.Serial, self, account).ToByteArray();
+        var header = NetworkMapBuilder.BuildHeader(snapshot, self, account).ToByteArray();
         var (skipStart, skipEnd) = _spans.TryGetValue(self.Id, out var own) ? own : (_entries.Length, _entries.Length);
         var before = _entries.AsSpan(0, skipStart);
         var after = _entries.AsSpan(skipEnd);

@@ -1,13 +1,14 @@
 using Modular.Abstractions.WireGuard;
+using Modular.Server.Networks;
 
 namespace Modular.Server.Store;
 
 /// <summary>
-/// The control plane's state: one account's peers, setup keys and network serial. Every change that
+/// The control plane's state: one account's peers, setup keys, groups, policies and network serial. Every change that
 /// alters some peer's network map increments the serial, so any process sharing the store (another
 /// server instance, the admin CLI) can tell a running server to push new maps.
 /// </summary>
-public interface IStore : IAsyncDisposable
+public interface IStore : INetworkPolicyStore, IAsyncDisposable
 {
     /// <summary>Creates or migrates the schema. Idempotent.</summary>
     Task InitializeAsync(CancellationToken cancellationToken);

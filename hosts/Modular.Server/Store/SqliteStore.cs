@@ -10,10 +10,10 @@ namespace Modular.Server.Store;
 /// <see cref="IStore"/> on an embedded SQLite file (WAL, so the admin CLI can write while the server
 /// runs). Setup keys are stored as SHA-256 hashes: they are 192-bit random secrets, so a fast hash is enough.
 /// </summary>
-public sealed class SqliteStore : IStore
+public sealed partial class SqliteStore : IStore
 {
     public const string DefaultAccountId = "default";
-    private const int SchemaVersion = 1;
+    private const int SchemaVersion = 2;
 
     private readonly string _connectionString;
     private readonly TimeProvider _time;
@@ -97,6 +97,8 @@ public sealed class SqliteStore : IStore
                 tx);
             await tx.CommitAsync(cancellationToken);
         }
+
+        await MigrateNetworksAsync(db, version, _time.GetUtcNow(), cancellationToken);
     }
 
     public async Task<(SetupKeyRecord Record, string PlainKey)> CreateSetupKeyAsync(NewSetupKey spec, CancellationToken cancellationToken)

@@ -1,0 +1,37 @@
+namespace Modular.Core.Firewall;
+
+/// <summary>Connection-tracking limits and timeouts. The defaults follow Linux conntrack's spirit, shortened where a mesh VPN peer can re-open cheaply.</summary>
+public sealed record FirewallOptions
+{
+    /// <summary>Tracked connections at most; a new flow past this is dropped (and counted) rather than evicting a live one.</summary>
+    public int MaxFlows { get; init; } = 65_536;
+
+    public TimeSpan TcpHandshakeTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    public TimeSpan TcpEstablishedTimeout { get; init; } = TimeSpan.FromHours(2);
+
+    /// <summary>After a FIN from either side, until both closed and the last ACK is surely through.</summary>
+    public TimeSpan TcpClosingTimeout { get; init; } = TimeSpan.FromMinutes(2);
+
+    /// <summary>After a RST: short, just enough for stray segments in flight.</summary>
+    public TimeSpan TcpResetTimeout { get; init; } = TimeSpan.FromSeconds(10);
+
+    public TimeSpan UdpTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>UDP that has seen replies (a "stream") lives longer.</summary>
+    public TimeSpan UdpStreamTimeout { get; init; } = TimeSpan.FromSeconds(180);
+
+    public TimeSpan IcmpTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How often expired flows are swept (their End events emitted); lookups also expire flows lazily.</summary>
+    public TimeSpan SweepInterval { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Drop events sent to the flow sink per second at most; a flood of dropped packets is counted, not turned into a flood of events.</summary>
+    public int MaxDropEventsPerSecond { get; init; } = 200;
+
+    /// <summary>What a new inbound flow that no rule matches gets. Drop: only what policies allow comes in.</summary>
+    public RuleAction DefaultInbound { get; init; } = RuleAction.Drop;
+
+    /// <summary>What a new outbound flow that no rule matches gets. The peer's own inbound policy guards the far end.</summary>
+    public RuleAction DefaultOutbound { get; init; } = RuleAction.Accept;
+}
