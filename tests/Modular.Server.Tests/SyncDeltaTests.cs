@@ -84,6 +84,24 @@ public sealed class SyncDeltaTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void A_change_to_most_peers_is_kept_without_its_peers_and_forces_a_whole_map()
+    {
+        var log = new NetworkChangeLog();
+        var s1 = Snapshot(1, Enumerable.Range(0, 40).Select(i => Peer(i)));
+        var s2 = Snapshot(2, Enumerable.Range(0, 40).Select(i => Peer(i, "2.0")));
+        var s3 = Snapshot(3, Enumerable.Range(0, 41).Select(i => Peer(i, "2.0")));
+
+        var large = log.Record(s1, s2, Account)!;
+        log.Record(s2, s3, Account);
+
+        Assert.False(large.Complete);
+        Assert.Equal(0, large.Size);
+        Assert.False(log.TryCollect(1, 3, out _)); // crosses the large change
+        Assert.True(log.TryCollect(2, 3, out var after));
+        Assert.Single(after);
+    }
+
+    [Fact]
     public void A_delta_leaves_out_the_receiver_and_a_large_change_falls_back_to_a_whole_map()
     {
         var log = new NetworkChangeLog();

@@ -7,7 +7,14 @@ namespace Modular.Server.Management;
 /// What changed in the account's peer list between two consecutive snapshots, as peers see each other:
 /// entries added or changed (the whole new entry) and keys that left (removed or login lapsed).
 /// </summary>
-public sealed record NetworkChange(ulong FromSerial, ulong ToSerial, IReadOnlyDictionary<WgKey, RemotePeer> Upserted, IReadOnlyList<WgKey> Removed);
+/// <remarks>
+/// A change too large to be worth a delta (see <see cref="NetworkChangeLog.TooLarge"/>) is kept without its
+/// peers (<see cref="Complete"/> false): it only links the serials, and a stream crossing it gets a whole map.
+/// </remarks>
+public sealed record NetworkChange(ulong FromSerial, ulong ToSerial, IReadOnlyDictionary<WgKey, RemotePeer> Upserted, IReadOnlyList<WgKey> Removed, bool Complete = true)
+{
+    public int Size => Upserted.Count + Removed.Count;
+}
 
 /// <summary>
 /// A bounded log of recent <see cref="NetworkChange"/>s, recorded by <see cref="NetworkState"/> each time it
@@ -21,12 +28,19 @@ public sealed class NetworkChangeLog
     private readonly Lock _lock = new();
     private readonly Queue<NetworkChange> _changes = new();
     private readonly int _capacity;
+    private long _held;
 
     public NetworkChangeLog(int capacity = 256)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
         _capacity = capacity;
     }
+
+    /// <summary>
+    /// Whether a change of <paramref name="size"/> peers in an account of <paramref name="peers"/> is better sent
+    /// as a whole map: more than half the peers, and more than <see cref="SyncDeltas.SmallChange"/>.
+    /// </summary>
+    public static bool TooLarge(int size, int peers) => size > Math.Max(SyncDeltas.SmallChange, peers / 2);
 
     public int Count
     {
@@ -51,6 +65,7 @@ public sealed class NetworkChangeLog
             lock (_lock)
             {
                 _changes.Clear();
+                _held = 0;
             }
 
             return null;
@@ -81,12 +96,20 @@ public sealed class NetworkChangeLog
         }
 
         var change = new NetworkChange(previous.Serial, next.Serial, upserted, [.. before.Keys]);
+        if (TooLarge(change.Size, next.Peers.Count))
+        {
+            change = new NetworkChange(previous.Serial, next.Serial, new Dictionary<WgKey, RemotePeer>(), [], Complete: false);
+        }
+
+        // Bounded by count and by peers held, so a burst of large changes cannot pin many snapshots' worth of entries.
+        var maxHeld = Math.Max(4096L, 4L * next.Peers.Count);
         lock (_lock)
         {
             _changes.Enqueue(change);
-            while (_changes.Count > _capacity)
+            _held += change.Size;
+            while (_changes.Count > _capacity || (_held > maxHeld && _changes.Count > 1))
             {
-                _changes.Dequeue();
+                _held -= _changes.Dequeue().Size;
             }
         }
 
@@ -115,7 +138,7 @@ public sealed class NetworkChangeLog
                     continue;
                 }
 
-                if (change.FromSerial != serial)
+                if (change.FromSerial != serial || !change.Complete)
                 {
                     return false;
                 }

@@ -24,7 +24,7 @@ public static class SyncDeltas
     public static byte[]? TryEncode(NetworkChangeLog log, ulong sentSerial, NetworkSnapshot snapshot, WgKey self, NetworkMap sections, bool sectionsUnchanged, ServiceAddresses services)
     {
         if (!log.TryCollect(sentSerial, snapshot.Serial, out var combined)
-            || combined.Count > Math.Max(SmallChange, snapshot.Peers.Count / 2))
+            || NetworkChangeLog.TooLarge(combined.Count, snapshot.Peers.Count))
         {
             return null;
         }
