@@ -77,8 +77,10 @@ public sealed class CliTests : IAsyncLifetime
         await clientB.RegisterAsync(setupKey, TestServer.Meta("bravo"), CancellationToken.None);
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
         await using var stream = clientA.SyncAsync(TestServer.Meta("alpha"), cts.Token).GetAsyncEnumerator(cts.Token);
+        var map = new NetworkMapState();
         Assert.True(await stream.MoveNextAsync());
-        Assert.Single(stream.Current.NetworkMap.RemotePeers);
+        Assert.Equal(MapUpdateResult.Applied, map.Apply(stream.Current));
+        Assert.Single(map.ToMap().RemotePeers);
 
         var list = Cli("peers list --json");
         Assert.True(list.ExitCode == 0, list.Error);
@@ -92,7 +94,8 @@ public sealed class CliTests : IAsyncLifetime
         Assert.Contains("bravo", removed.Output, StringComparison.Ordinal);
 
         Assert.True(await stream.MoveNextAsync());
-        Assert.Empty(stream.Current.NetworkMap.RemotePeers);
+        Assert.Equal(MapUpdateResult.Applied, map.Apply(stream.Current));
+        Assert.Empty(map.ToMap().RemotePeers);
 
         var missing = Cli("peers remove nobody");
         Assert.NotEqual(0, missing.ExitCode);

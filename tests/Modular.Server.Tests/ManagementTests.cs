@@ -3,6 +3,8 @@ using Grpc.Core;
 using Modular.Abstractions.WireGuard;
 using Modular.Control.Crypto;
 using Modular.Control.Management;
+using Modular.Server.Management;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace Modular.Server.Tests;
 
@@ -157,10 +159,15 @@ public sealed class ManagementTests
         metaB.Rosenpass = new RosenpassConfig { PubKeyFingerprint = ByteString.CopyFrom(rosenpassFingerprint), Addr = "198.18.0.2:9999" };
         await b.RegisterAsync(setupKey, metaB, CancellationToken.None);
 
+        // The join arrives as a delta holding just bravo, chained to the whole map's serial.
         Assert.True(await stream.MoveNextAsync());
-        var second = stream.Current.NetworkMap;
+        Assert.Null(stream.Current.NetworkMap);
+        var second = stream.Current.NetworkMapDelta;
+        Assert.Equal(first.Serial, second.PreviousSerial);
         Assert.True(second.Serial > first.Serial);
-        var bravo = Assert.Single(second.RemotePeers);
+        Assert.Empty(second.RemovedPeerKeys);
+        Assert.Null(second.Sections); // nothing but the peers changed
+        var bravo = Assert.Single(second.UpsertedPeers);
         Assert.Equal("bravo", bravo.Hostname);
         Assert.Equal(keyB.PublicKey, new WgKey(bravo.WgPubKey.Span));
         Assert.Equal(["100.64.0.2/32"], bravo.AllowedIps);
@@ -174,9 +181,105 @@ public sealed class ManagementTests
         }
 
         Assert.True(await stream.MoveNextAsync());
-        var third = stream.Current.NetworkMap;
+        var third = stream.Current.NetworkMapDelta;
+        Assert.NotNull(third);
+        Assert.Equal(second.Serial, third.PreviousSerial);
         Assert.True(third.Serial > second.Serial);
-        Assert.Empty(third.RemotePeers);
+        Assert.Empty(third.UpsertedPeers);
+        Assert.Equal(keyB.PublicKey, new WgKey(Assert.Single(third.RemovedPeerKeys).Span));
+    }
+
+    [Fact]
+    public async Task Deltas_over_joins_changes_and_removals_add_up_to_the_whole_map_a_new_stream_gets()
+    {
+        await using var server = await TestServer.StartAsync();
+        var setupKey = await server.CreateSetupKeyAsync();
+        var agents = Enumerable.Range(0, 4).Select(_ => server.NewAgent()).ToList();
+        try
+        {
+            var (_, watcher) = agents[0];
+            await watcher.RegisterAsync(setupKey, TestServer.Meta("watcher"), CancellationToken.None);
+            using var cts = new CancellationTokenSource(Wait);
+            await using var stream = watcher.SyncAsync(TestServer.Meta("watcher"), cts.Token).GetAsyncEnumerator(cts.Token);
+            var state = new NetworkMapState();
+            Assert.True(await stream.MoveNextAsync());
+            Assert.Equal(MapUpdateResult.Applied, state.Apply(stream.Current));
+
+            // Each change is awaited through the stream so every step is one delta on the chain.
+            async Task NextAsync()
+            {
+                Assert.True(await stream.MoveNextAsync());
+                Assert.NotNull(stream.Current.NetworkMapDelta);
+                Assert.Equal(MapUpdateResult.Applied, state.Apply(stream.Current));
+            }
+
+            for (var i = 1; i < 4; i++)
+            {
+                await agents[i].Client.RegisterAsync(setupKey, TestServer.Meta($"peer{i}"), CancellationToken.None);
+                await NextAsync();
+            }
+
+            var upgraded = TestServer.Meta("peer2");
+            upgraded.AgentVersion = "9.9.9";
+            upgraded.Features.Add("rosenpass");
+            await agents[2].Client.LoginAsync(upgraded, CancellationToken.None);
+            await NextAsync();
+            Assert.Equal("9.9.9", state.ToMap().RemotePeers.Single(p => p.Hostname == "peer2").AgentVersion);
+
+            await server.Store.RemovePeersAsync("peer1", CancellationToken.None);
+            await server.App.Services.GetRequiredService<NetworkState>().RefreshAsync(CancellationToken.None);
+            await NextAsync();
+
+            using var fresh = new CancellationTokenSource(Wait);
+            await using var second = watcher.SyncAsync(TestServer.Meta("watcher"), fresh.Token).GetAsyncEnumerator(fresh.Token);
+            Assert.True(await second.MoveNextAsync());
+            var whole = second.Current.NetworkMap;
+            var held = state.ToMap();
+            Assert.Equal(whole.Serial, held.Serial);
+            Assert.Equal(whole.RemotePeers.OrderBy(p => p.Hostname, StringComparer.Ordinal), held.RemotePeers.OrderBy(p => p.Hostname, StringComparer.Ordinal));
+            Assert.Equal(["peer2", "peer3"], held.RemotePeers.Select(p => p.Hostname).Order(StringComparer.Ordinal));
+            whole.RemotePeers.Clear();
+            held.RemotePeers.Clear();
+            Assert.Equal(whole, held);
+        }
+        finally
+        {
+            foreach (var (key, _) in agents)
+            {
+                key.Dispose();
+            }
+        }
+    }
+
+    [Fact]
+    public async Task A_stream_whose_serial_fell_out_of_the_change_log_gets_a_whole_map()
+    {
+        await using var server = await TestServer.StartAsync();
+        var setupKey = await server.CreateSetupKeyAsync();
+        var (keyA, a) = server.NewAgent();
+        var (keyB, b) = server.NewAgent();
+        using var _ = keyA;
+        using var __ = keyB;
+        await a.RegisterAsync(setupKey, TestServer.Meta("alpha"), CancellationToken.None);
+
+        using var cts = new CancellationTokenSource(Wait);
+        await using var stream = a.SyncAsync(TestServer.Meta("alpha"), cts.Token).GetAsyncEnumerator(cts.Token);
+        Assert.True(await stream.MoveNextAsync());
+        var first = stream.Current.NetworkMap;
+        Assert.NotNull(first);
+
+        // The log no longer links the stream's serial to the next one (as after an overflow while the
+        // stream lagged): its oldest entry starts elsewhere. Then bravo joins.
+        var network = server.App.Services.GetRequiredService<NetworkState>();
+        network.Changes.Record(new NetworkSnapshot(first.Serial + 1000, []), new NetworkSnapshot(first.Serial + 1001, []), server.Config.Account);
+        await b.RegisterAsync(setupKey, TestServer.Meta("bravo"), CancellationToken.None);
+
+        Assert.True(await stream.MoveNextAsync());
+        Assert.Null(stream.Current.NetworkMapDelta);
+        var whole = stream.Current.NetworkMap;
+        Assert.True(whole.Serial > first.Serial);
+        Assert.Equal("bravo", Assert.Single(whole.RemotePeers).Hostname);
+        Assert.Equal("100.64.0.1/10", whole.PeerConfig.Address);
     }
 
     [Fact]
@@ -211,9 +314,11 @@ public sealed class ManagementTests
         using var cts = new CancellationTokenSource(Wait);
         await using var stream = b.SyncAsync(TestServer.Meta("watcher"), cts.Token).GetAsyncEnumerator(cts.Token);
         var sawShort = false;
+        var map = new NetworkMapState();
         while (await stream.MoveNextAsync())
         {
-            var names = stream.Current.NetworkMap.RemotePeers.Select(p => p.Hostname).ToList();
+            Assert.Equal(MapUpdateResult.Applied, map.Apply(stream.Current));
+            var names = map.ToMap().RemotePeers.Select(p => p.Hostname).ToList();
             if (names.Contains("short"))
             {
                 sawShort = true;

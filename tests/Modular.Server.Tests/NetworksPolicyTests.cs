@@ -211,15 +211,20 @@ public sealed class NetworksPolicyTests : IAsyncLifetime
 
         using var cts = new CancellationTokenSource(Wait);
         await using var stream = b.SyncAsync(TestServer.Meta("bravo"), cts.Token).GetAsyncEnumerator(cts.Token);
+        // Maps after the first arrive as deltas; rule changes travel in their sections.
+        var map = new NetworkMapState();
         Assert.True(await stream.MoveNextAsync());
-        Assert.Equal(2, stream.Current.NetworkMap.FirewallRules.Count);
+        Assert.Equal(MapUpdateResult.Applied, map.Apply(stream.Current));
+        Assert.Equal(2, map.ToMap().FirewallRules.Count);
 
         // Changes through a second store on the same file, as the admin CLI makes them.
         await using var admin = new SqliteStore(Path.Combine(dataDir, "modular.db"));
         await admin.InitializeAsync(CancellationToken.None);
         await admin.DeletePolicyAsync("Default", CancellationToken.None);
         Assert.True(await stream.MoveNextAsync());
-        Assert.Empty(stream.Current.NetworkMap.FirewallRules);
+        Assert.Equal(MapUpdateResult.Applied, map.Apply(stream.Current));
+        Assert.NotNull(stream.Current.NetworkMapDelta.Sections);
+        Assert.Empty(map.ToMap().FirewallRules);
 
         await admin.CreateGroupAsync("web", CancellationToken.None);
         await admin.AddPeerToGroupAsync("web", "bravo", CancellationToken.None);
@@ -227,7 +232,8 @@ public sealed class NetworksPolicyTests : IAsyncLifetime
         FirewallRule? rule = null;
         while (rule is null && await stream.MoveNextAsync())
         {
-            rule = stream.Current.NetworkMap.FirewallRules.SingleOrDefault(r => r.RuleId == policy.Id);
+            Assert.Equal(MapUpdateResult.Applied, map.Apply(stream.Current));
+            rule = map.ToMap().FirewallRules.SingleOrDefault(r => r.RuleId == policy.Id);
         }
 
         Assert.NotNull(rule);

@@ -63,7 +63,8 @@ public sealed class ManagementClient
     }
 
     /// <summary>
-    /// The network map stream: the whole map first, then a new one (higher serial) on every change.
+    /// The network map stream: the whole map first, then on every change a delta (previous_serial = the
+    /// serial before it) or, when the server cannot send one, a whole map (see NetworkMapState).
     /// Ends when the server ends it (e.g. this peer was removed: RpcException PermissionDenied/NotFound).
     /// </summary>
     public async IAsyncEnumerable<SyncResponse> SyncAsync(PeerMeta meta, [EnumeratorCancellation] CancellationToken cancellationToken)

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using Grpc.Core;
 using Grpc.Net.Client;
 using Microsoft.Extensions.Logging;
@@ -86,7 +87,10 @@ public sealed class AgentEngine
     private IceSocketTransport? _iceTransport;
     private volatile ServiceAddresses? _services;
     private volatile Uri? _managementUrl;
-    private ulong _lastSerial;
+    // The key management announced (GetServerKey); signal must prove the same key, so an impersonating
+    // signal server (DNS, a wrong public_url) is refused instead of trusted. Boxed for atomic publication.
+    private volatile StrongBox<WgKey>? _serverKey;
+    private readonly NetworkMapState _map = new();
     private SignalClient? _rejectedClient;
     private long _rejectedReported;
 
@@ -218,6 +222,7 @@ public sealed class AgentEngine
                 }
 
                 MarkRegistered(url);
+                _serverKey = new StrongBox<WgKey>(await client.GetServerKeyAsync(cancellationToken));
 
                 _managementUrl = url;
                 _services = login.Services;
@@ -258,6 +263,20 @@ public sealed class AgentEngine
 
     private async Task SyncAsync(ManagementClient management, CancellationToken cancellationToken)
     {
+        // A delta that does not follow the serial held means something was missed: start a new stream,
+        // which begins with a whole map, rather than diverge silently from the server.
+        while (await SyncStreamAsync(management, cancellationToken))
+        {
+            _logger.LogWarning("Network map delta did not follow serial {Serial}; resynchronizing", _map.Serial);
+            // A pause, so a server that keeps sending broken chains cannot make the agent reconnect in a hot loop.
+            await Task.Delay(Jitter(TimeSpan.FromSeconds(1)), _time, cancellationToken);
+        }
+    }
+
+    /// <summary>Reads one Sync stream; true when it was abandoned for a resync, false when the server ended it.</summary>
+    private async Task<bool> SyncStreamAsync(ManagementClient management, CancellationToken cancellationToken)
+    {
+        _map.Reset();
         await foreach (var update in management.SyncAsync(Meta(), cancellationToken))
         {
             if (update.Services is { } services)
@@ -266,26 +285,25 @@ public sealed class AgentEngine
                 ApplyServices(services);
             }
 
-            var map = update.NetworkMap;
-            if (map is null)
-            {
-                continue;
-            }
-
             SetManagement(true, null);
-            if (map.Serial != 0 && map.Serial < _lastSerial)
+            var previous = _map.Serial;
+            switch (_map.Apply(update))
             {
-                _logger.LogDebug("Ignored network map {Serial} older than {Last}", map.Serial, _lastSerial);
-                continue;
+                case MapUpdateResult.ResyncNeeded:
+                    return true;
+                case MapUpdateResult.Ignored:
+                    continue;
             }
 
-            _lastSerial = map.Serial;
-            _firewall?.Apply(map);
             var started = _time.GetTimestamp();
-            var (added, updated, removed) = await _manager!.ApplyAsync(ToPeers(map), cancellationToken);
-            _logger.LogInformation("Network map {Serial}: {Total} peers (+{Added} ~{Updated} -{Removed}) applied in {Ms:F1} ms",
-                map.Serial, map.RemotePeers.Count, added, updated, removed, _time.GetElapsedTime(started).TotalMilliseconds);
+            var map = _map.ToMap();
+            _firewall?.Apply(map);
+            var (added, updated, removed) = await _manager!.ApplyAsync(ToPeers(map, _logger), cancellationToken);
+            _logger.LogInformation("Network map {Serial} ({Kind} from {Previous}): {Total} peers (+{Added} ~{Updated} -{Removed}) applied in {Ms:F1} ms",
+                map.Serial, update.NetworkMap is null ? "delta" : "whole map", previous, map.RemotePeers.Count, added, updated, removed, _time.GetElapsedTime(started).TotalMilliseconds);
         }
+
+        return false;
     }
 
     /// <summary>Turns a network map into the manager's peer list; malformed entries are skipped with a warning.</summary>
@@ -403,7 +421,7 @@ public sealed class AgentEngine
             try
             {
                 using var channel = ControlChannel.Create(url, _config.TlsCa);
-                await using var client = await SignalClient.ConnectAsync(channel, _identity, cancellationToken, time: _time);
+                await using var client = await SignalClient.ConnectAsync(channel, _identity, cancellationToken, expectedServerKey: _serverKey?.Value, time: _time);
                 _signaling.Client = client;
                 _recorder.SetSignal(new ServiceStatus(url, true, null));
                 _logger.LogInformation("Connected to signal {Signal}", url);

@@ -90,6 +90,7 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
         using var subscription = _network.Subscribe();
         var snapshot = await _network.RefreshAsync(context.CancellationToken);
         ulong sent = 0;
+        byte[] sentSections = [];
         _logger.LogInformation("Sync stream opened by {Peer}", peerKey.ToShortString());
         try
         {
@@ -108,11 +109,14 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
                         throw new RpcException(new Status(StatusCode.PermissionDenied, "this peer's login has expired; register again with a setup key"));
                     }
 
-                    var now = _time.GetUtcNow();
-                    var plaintext = snapshot.Encoder(_config.Account, now)
-                        .Encode(snapshot, self, _config.Account, _addresses.Resolve(context.GetHttpContext(), peerKey));
+                    var services = _addresses.Resolve(context.GetHttpContext(), peerKey);
+                    var sections = NetworkMapBuilder.BuildHeader(snapshot, self, _config.Account);
+                    var sectionsBytes = SectionBytes(sections);
+                    var plaintext = sent == 0 ? null : SyncDeltas.TryEncode(_network.Changes, sent, snapshot, peerKey, sections, sectionsBytes.AsSpan().SequenceEqual(sentSections), services);
+                    plaintext ??= snapshot.Encoder(_config.Account, snapshot.TakenAt).Encode(snapshot, self, _config.Account, services);
                     await responseStream.WriteAsync(SealBytes(peerKey, plaintext), context.CancellationToken);
                     sent = snapshot.Serial;
+                    sentSections = sectionsBytes;
                 }
 
                 snapshot = await subscription.Reader.ReadAsync(context.CancellationToken);
@@ -126,6 +130,16 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
         {
             _logger.LogInformation("Sync stream closed for {Peer}", peerKey.ToShortString());
         }
+    }
+
+    // Everything in a peer's map but the peers and the serial: a delta carries it only when these bytes changed.
+    private static byte[] SectionBytes(NetworkMap sections)
+    {
+        var serial = sections.Serial;
+        sections.Serial = 0;
+        var bytes = sections.ToByteArray();
+        sections.Serial = serial;
+        return bytes;
     }
 
     private async Task<PeerRecord> RequireLivePeerAsync(WgKey peerKey, PeerMeta? meta, CancellationToken cancellationToken)

@@ -8,6 +8,12 @@ namespace Modular.Server.Management;
 /// <summary>The account's peers, groups and policies at one network serial.</summary>
 public sealed record NetworkSnapshot(ulong Serial, IReadOnlyList<PeerRecord> Peers, Networks.PolicySet? Policies = null)
 {
+    /// <summary>
+    /// When it was read: peers count as live when their login had not lapsed at this time, in whole maps and
+    /// in the change log alike (a lapse after it is the next snapshot's change).
+    /// </summary>
+    public DateTimeOffset TakenAt { get; init; } = DateTimeOffset.MinValue;
+
     /// <summary>Groups and policies; none (every peer isolated) when the snapshot was made without them.</summary>
     public Networks.PolicySet PolicySet => Policies ?? Networks.PolicySet.Empty;
 
@@ -34,6 +40,7 @@ public sealed record NetworkSnapshot(ulong Serial, IReadOnlyList<PeerRecord> Pee
 public sealed class NetworkState : BackgroundService
 {
     private readonly IStore _store;
+    private readonly Config.AccountConfig _account;
     private readonly TimeProvider _time;
     private readonly ILogger<NetworkState> _logger;
     private readonly SemaphoreSlim _refreshLock = new(1, 1);
@@ -42,12 +49,16 @@ public sealed class NetworkState : BackgroundService
     private NetworkSnapshot? _current;
     private DateTimeOffset _lastCheck = DateTimeOffset.MinValue;
 
-    public NetworkState(IStore store, TimeProvider time, ILogger<NetworkState> logger)
+    public NetworkState(IStore store, Config.ServerConfig config, TimeProvider time, ILogger<NetworkState> logger)
     {
         _store = store;
+        _account = config.Account;
         _time = time;
         _logger = logger;
     }
+
+    /// <summary>Recent changes between published snapshots, from which Sync streams build deltas.</summary>
+    public NetworkChangeLog Changes { get; } = new();
 
     /// <summary>How often the store is polled for changes made by other processes.</summary>
     public TimeSpan PollInterval { get; init; } = TimeSpan.FromSeconds(1);
@@ -84,7 +95,9 @@ public sealed class NetworkState : BackgroundService
                 await _store.ListGroupsAsync(cancellationToken),
                 await _store.ListPoliciesAsync(cancellationToken),
                 await _store.ListResourcesAsync(cancellationToken));
-            var snapshot = new NetworkSnapshot(serial, peers, policies);
+            var snapshot = new NetworkSnapshot(serial, peers, policies) { TakenAt = now };
+            // Recorded before publishing, so a stream woken by this snapshot finds its change in the log.
+            Changes.Record(current, snapshot, _account);
             Volatile.Write(ref _current, snapshot);
             Publish(snapshot);
             return snapshot;
