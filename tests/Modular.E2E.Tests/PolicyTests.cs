@@ -35,7 +35,8 @@ public sealed class PolicyTests(ITestOutputHelper output)
             () => MeshTests.Diagnostics(rig, names));
         var ipA = rig["pa"].OverlayIp ?? throw new InvalidOperationException("pa has no overlay IP");
         var ipB = rig["pb"].OverlayIp ?? throw new InvalidOperationException("pb has no overlay IP");
-        Assert.True(rig["pa"].Ping(ipB), "pa -> pb under the Default policy");
+        rig.WaitUntil(() => rig["pa"].Ping(ipB), MeshTests.FirstPingTimeout, "pa -> pb under the Default policy",
+            () => MeshTests.Diagnostics(rig, names));
 
         using var cancel = new CancellationTokenSource(TimeSpan.FromMinutes(4));
         var addressB = IPAddress.Parse(ipB);
