@@ -406,6 +406,17 @@ public sealed class PeerConn : IPeerConn
                 {
                     SetState(PeerConnectionState.Connected, null);
                     _logger.LogInformation("Peer {Peer} ({Ip}) connected {Type}", Name, Peer.Ip, type);
+                    if (!StartsHandshake)
+                    {
+                        IPEndPoint? endpoint;
+                        lock (_lock)
+                        {
+                            endpoint = _endpoint;
+                        }
+
+                        // Now that the session exists, this side keeps the path alive too.
+                        await _iface.SetPeerAsync(WireGuardConfig(endpoint), cancellationToken);
+                    }
                 }
             }
             else if (now - pathSet > _options.FirstHandshake)
@@ -540,7 +551,27 @@ public sealed class PeerConn : IPeerConn
     }
 
     private WgPeerConfig WireGuardConfig(IPEndPoint? endpoint)
-        => new(PublicKey, Peer.AllowedIps, endpoint, Peer.PresharedKey, _options.PersistentKeepalive);
+        => new(PublicKey, Peer.AllowedIps, endpoint, Peer.PresharedKey,
+            StartsHandshake || State == PeerConnectionState.Connected ? _options.PersistentKeepalive : null);
+
+    /// <summary>
+    /// Both sides set the peer within a moment of each other once a path is chosen. If both added it
+    /// with a persistent keepalive, both would send an initiation at once; crossing initiations leave
+    /// each side a responder waiting for confirmation, and WireGuard only recovers on its 5 s retry
+    /// (seen as "Connected" with no traffic for seconds). So only the side with the larger public key
+    /// starts the handshake; the other adds its keepalive once connected.
+    /// </summary>
+    private bool StartsHandshake
+    {
+        get
+        {
+            Span<byte> local = stackalloc byte[WgKey.Size];
+            Span<byte> remote = stackalloc byte[WgKey.Size];
+            _iface.PublicKey.CopyTo(local);
+            PublicKey.CopyTo(remote);
+            return local.SequenceCompareTo(remote) > 0;
+        }
+    }
 
     private async Task CloseRelayAsync()
     {
