@@ -38,4 +38,14 @@ public readonly record struct PortRange(ushort Start, ushort End)
 /// <see cref="Ports"/> (the destination port of the flow's first packet), get <see cref="Action"/>.
 /// An empty port list means every port; ICMP has no ports.
 /// </summary>
-public sealed record FirewallRule(string RuleId, RuleDirection Direction, RuleAction Action, RuleProtocol Protocol, IpPrefix128 Remote, IReadOnlyList<PortRange> Ports);
+public sealed record FirewallRule(string RuleId, RuleDirection Direction, RuleAction Action, RuleProtocol Protocol, IpPrefix128 Remote, IReadOnlyList<PortRange> Ports)
+{
+    /// <summary>
+    /// Routed traffic only: the network resource the connection goes to (on a routing peer). Null: the rule
+    /// is about this peer's own traffic. A rule never applies to the other kind.
+    /// </summary>
+    public IpPrefix128? Destination { get; init; }
+
+    /// <summary>True for a rule about forwarded traffic (see <see cref="Destination"/>).</summary>
+    public bool IsRouted => Destination is not null;
+}

@@ -99,7 +99,19 @@ public static class FirewallRuleMapper
             ports.Add(new PortRange((ushort)range.Start, (ushort)range.End));
         }
 
-        result = new FirewallRule(rule.RuleId, direction, action, protocol, remote, ports);
+        IpPrefix128? destination = null;
+        if (rule.Destination.Length > 0)
+        {
+            if (!IpPrefix128.TryParse(rule.Destination, out var routed))
+            {
+                reason = "destination is not an address or prefix";
+                return false;
+            }
+
+            destination = routed;
+        }
+
+        result = new FirewallRule(rule.RuleId, direction, action, protocol, remote, ports) { Destination = destination };
         reason = "";
         return true;
     }

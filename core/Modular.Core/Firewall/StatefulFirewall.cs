@@ -102,7 +102,8 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
     public void UpdateRules(IEnumerable<FirewallRule> rules)
     {
         ArgumentNullException.ThrowIfNull(rules);
-        var all = rules.ToList();
+        // Routed-traffic rules are not matched here yet: they must never open this peer's own address.
+        var all = rules.Where(r => !r.IsRouted).ToList();
         var compiled = new RuleSets(
             CompiledRuleSet.Compile(all.Where(r => r.Direction == RuleDirection.Inbound).ToList(), CounterFor),
             CompiledRuleSet.Compile(all.Where(r => r.Direction == RuleDirection.Outbound).ToList(), CounterFor));
