@@ -375,7 +375,15 @@ public sealed class AgentEngine
             portOffset = 1;
         }
 
-        _firewall = EngineFirewall.Attach(_iface, _time, _loggerFactory.CreateLogger<EngineFirewall>());
+        if (_config.Firewall.Enabled)
+        {
+            _firewall = EngineFirewall.Attach(_iface, _time, _loggerFactory.CreateLogger<EngineFirewall>());
+        }
+        else
+        {
+            _logger.LogWarning("[firewall] enabled = false: no access policy is enforced on {Interface}; every peer reaches this host", _iface.Name);
+        }
+
         await _iface.CreateAsync(cancellationToken);
         await _iface.UpAsync(cancellationToken);
         var agent = new IceAgent(transport, _time, _loggerFactory.CreateLogger<IceAgent>());
