@@ -26,6 +26,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
     private RuleSets _rules;
     private long _malformed;
     private long _fragments;
+    private readonly FragmentTracker _fragmentTracker;
     private long _invalid;
     private long _tableFull;
     private long _defaultDrops;
@@ -43,6 +44,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         }
 
         _time = timeProvider ?? TimeProvider.System;
+        _fragmentTracker = new FragmentTracker(_time);
         _sink = sink;
         _shards = new Shard[ShardCount];
         for (var i = 0; i < ShardCount; i++)
@@ -57,7 +59,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
     /// <summary>Packets dropped because they could not be parsed.</summary>
     public long MalformedDrops => Interlocked.Read(ref _malformed);
 
-    /// <summary>Non-first IP fragments dropped: they carry no ports to decide on.</summary>
+    /// <summary>Later IP fragments dropped: their first fragment was not allowed, not seen (yet), or too long ago.</summary>
     public long FragmentDrops => Interlocked.Read(ref _fragments);
 
     /// <summary>Inbound TCP that belongs to no tracked connection and is not an opening SYN.</summary>
@@ -206,6 +208,11 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
 
         if (header.IsFragment)
         {
+            if (_fragmentTracker.IsAllowed(header.FragmentKey))
+            {
+                return true;
+            }
+
             Interlocked.Increment(ref _fragments);
             return false;
         }
@@ -236,6 +243,11 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         if (pending is not null)
         {
             Emit(pending);
+        }
+
+        if (allowed && header.IsFirstFragment)
+        {
+            _fragmentTracker.AllowFirst(header.FragmentKey);
         }
 
         return allowed;
