@@ -297,7 +297,11 @@ public sealed class AgentEngine
 
             var started = _time.GetTimestamp();
             var map = _map.ToMap();
-            _firewall?.Apply(map);
+            if (_firewall is not null)
+            {
+                await _firewall.ApplyAsync(map, cancellationToken);
+            }
+
             var (added, updated, removed) = await _manager!.ApplyAsync(ToPeers(map, _logger), cancellationToken);
             _logger.LogInformation("Network map {Serial} ({Kind} from {Previous}): {Total} peers (+{Added} ~{Updated} -{Removed}) applied in {Ms:F1} ms",
                 map.Serial, update.NetworkMap is null ? "delta" : "whole map", previous, map.RemotePeers.Count, added, updated, removed, _time.GetElapsedTime(started).TotalMilliseconds);
@@ -375,7 +379,7 @@ public sealed class AgentEngine
             portOffset = 1;
         }
 
-        _firewall = EngineFirewall.Attach(_iface, _time, _loggerFactory.CreateLogger<EngineFirewall>());
+        _firewall = await EngineFirewall.AttachAsync(_iface, _time, _loggerFactory.CreateLogger<EngineFirewall>(), _recorder, cancellationToken: cancellationToken);
         await _iface.CreateAsync(cancellationToken);
         await _iface.UpAsync(cancellationToken);
         var agent = new IceAgent(transport, _time, _loggerFactory.CreateLogger<IceAgent>());
@@ -565,7 +569,11 @@ public sealed class AgentEngine
             await _iface.DisposeAsync();
         }
 
-        _firewall?.Dispose();
+        if (_firewall is not null)
+        {
+            await _firewall.DisposeAsync();
+        }
+
         _iceTransport?.Dispose();
         _identity.Dispose();
         _recorder.SetManagement(new ServiceStatus(_managementUrl?.ToString() ?? "", false, "stopped"));
