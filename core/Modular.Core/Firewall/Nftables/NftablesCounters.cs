@@ -2,18 +2,17 @@ using System.Text.Json;
 
 namespace Modular.Core.Firewall.Nftables;
 
-/// <summary>Reads rule counters out of `nft -j list table` output.</summary>
+/// <summary>Reads named counters out of nft's JSON (`nft -j list counters table ...` or `nft -j list table ...`).</summary>
 public static class NftablesCounters
 {
     /// <summary>
-    /// Packets counted per rule comment (summed when several rules share one, as a policy rule split over
-    /// address families or port ranges does). Rules without a comment or a counter are left out. Output that
-    /// is not nft's JSON gives false, never an exception.
+    /// Packets per named counter object. Anonymous rule counters are not read (accept rules carry those, for
+    /// `nft list` readers). Output that is not nft's JSON gives false, never an exception.
     /// </summary>
-    public static bool TryParse(string json, out IReadOnlyDictionary<string, long> packetsByComment)
+    public static bool TryParse(string json, out IReadOnlyDictionary<string, long> packetsByCounter)
     {
         var counts = new Dictionary<string, long>(StringComparer.Ordinal);
-        packetsByComment = counts;
+        packetsByCounter = counts;
         try
         {
             using var document = JsonDocument.Parse(json);
@@ -25,22 +24,11 @@ public static class NftablesCounters
 
             foreach (var item in items.EnumerateArray())
             {
-                if (item.ValueKind != JsonValueKind.Object || !item.TryGetProperty("rule", out var rule) || rule.ValueKind != JsonValueKind.Object
-                    || !rule.TryGetProperty("comment", out var comment) || comment.ValueKind != JsonValueKind.String
-                    || !rule.TryGetProperty("expr", out var expressions) || expressions.ValueKind != JsonValueKind.Array)
+                if (item.ValueKind == JsonValueKind.Object && item.TryGetProperty("counter", out var counter) && counter.ValueKind == JsonValueKind.Object
+                    && counter.TryGetProperty("name", out var name) && name.ValueKind == JsonValueKind.String
+                    && counter.TryGetProperty("packets", out var packets) && packets.ValueKind == JsonValueKind.Number && packets.TryGetInt64(out var value))
                 {
-                    continue;
-                }
-
-                foreach (var expression in expressions.EnumerateArray())
-                {
-                    if (expression.ValueKind == JsonValueKind.Object && expression.TryGetProperty("counter", out var counter)
-                        && counter.ValueKind == JsonValueKind.Object && counter.TryGetProperty("packets", out var packets) && packets.ValueKind == JsonValueKind.Number
-                        && packets.TryGetInt64(out var value))
-                    {
-                        var key = comment.GetString()!;
-                        counts[key] = counts.GetValueOrDefault(key) + value;
-                    }
+                    counts[name.GetString()!] = value;
                 }
             }
 

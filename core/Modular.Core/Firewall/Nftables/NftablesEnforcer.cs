@@ -157,7 +157,7 @@ public sealed class NftablesEnforcer : IAsyncDisposable
 
         try
         {
-            var json = await _nft.ListTableJsonAsync(NftablesRenderer.Family, Table, cancellationToken);
+            var json = await _nft.ListCountersJsonAsync(NftablesRenderer.Family, Table, cancellationToken);
             if (json is null)
             {
                 _logger.LogWarning("nftables table {Table} is gone (deleted from outside?); it is written again with the next rules", Table);
@@ -179,27 +179,27 @@ public sealed class NftablesEnforcer : IAsyncDisposable
         return ImmutableDictionary<string, long>.Empty;
     }
 
-    private void FoldIntoEarlier(IReadOnlyDictionary<string, long> packetsByComment)
+    private void FoldIntoEarlier(IReadOnlyDictionary<string, long> packetsByCounter)
     {
         if (_inForce is null)
         {
             return;
         }
 
-        foreach (var (comment, packets) in packetsByComment)
+        foreach (var (counter, packets) in packetsByCounter)
         {
-            if (_inForce.DropRuleIdByComment.TryGetValue(comment, out var ruleId))
+            if (_inForce.DropRuleIdByCounter.TryGetValue(counter, out var ruleId))
             {
                 _earlierDropsByRule[ruleId] = _earlierDropsByRule.GetValueOrDefault(ruleId) + packets;
             }
         }
 
-        _earlierDefaultDrops += packetsByComment.GetValueOrDefault(NftablesRenderer.DefaultDropComment);
-        _earlierInvalidDrops += packetsByComment.GetValueOrDefault(NftablesRenderer.InvalidComment);
+        _earlierDefaultDrops += packetsByCounter.GetValueOrDefault(NftablesRenderer.DefaultDropCounter);
+        _earlierInvalidDrops += packetsByCounter.GetValueOrDefault(NftablesRenderer.InvalidCounter);
     }
 
-    /// <summary>Counters of the table in force (<paramref name="packetsByComment"/>) plus those of the tables it replaced.</summary>
-    private void Publish(IReadOnlyDictionary<string, long> packetsByComment)
+    /// <summary>Counters of the table in force (<paramref name="packetsByCounter"/>, by counter name) plus those of the tables it replaced.</summary>
+    private void Publish(IReadOnlyDictionary<string, long> packetsByCounter)
     {
         var drops = ImmutableSortedDictionary.CreateBuilder<string, long>(StringComparer.Ordinal);
         foreach (var (ruleId, packets) in _earlierDropsByRule)
@@ -209,16 +209,16 @@ public sealed class NftablesEnforcer : IAsyncDisposable
 
         if (_inForce is not null)
         {
-            foreach (var (comment, packets) in packetsByComment)
+            foreach (var (counter, packets) in packetsByCounter)
             {
-                if (_inForce.DropRuleIdByComment.TryGetValue(comment, out var ruleId))
+                if (_inForce.DropRuleIdByCounter.TryGetValue(counter, out var ruleId))
                 {
                     drops[ruleId] = (drops.TryGetValue(ruleId, out var earlier) ? earlier : 0) + packets;
                 }
             }
 
             // Drop rules in force show up with 0 rather than not at all.
-            foreach (var ruleId in _inForce.DropRuleIdByComment.Values)
+            foreach (var ruleId in _inForce.DropRuleIdByCounter.Values)
             {
                 if (!drops.ContainsKey(ruleId))
                 {
@@ -231,8 +231,8 @@ public sealed class NftablesEnforcer : IAsyncDisposable
             FirewallStatus.NftablesMode,
             _inForce?.RuleCount ?? 0,
             drops.ToImmutable(),
-            _earlierDefaultDrops + packetsByComment.GetValueOrDefault(NftablesRenderer.DefaultDropComment),
-            _earlierInvalidDrops + packetsByComment.GetValueOrDefault(NftablesRenderer.InvalidComment),
+            _earlierDefaultDrops + packetsByCounter.GetValueOrDefault(NftablesRenderer.DefaultDropCounter),
+            _earlierInvalidDrops + packetsByCounter.GetValueOrDefault(NftablesRenderer.InvalidCounter),
             null,
             null,
             null,

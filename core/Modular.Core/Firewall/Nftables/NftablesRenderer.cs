@@ -9,13 +9,13 @@ using Modular.Core.Os;
 namespace Modular.Core.Firewall.Nftables;
 
 /// <summary>
-/// One interface's policy as an nftables script, and what its rule comments mean.
+/// One interface's policy as an nftables script, and what its counters mean.
 /// </summary>
 /// <param name="Table">The table's name (family <see cref="NftablesRenderer.Family"/>).</param>
 /// <param name="Script">The whole transaction: the replace prologue, then the table.</param>
-/// <param name="RuleCount">Policy rules rendered (not nft lines: one rule may need several).</param>
-/// <param name="DropRuleIdByComment">For each comment on a drop rule: the policy rule ID it counts for.</param>
-public sealed record NftablesPolicy(string Table, string Script, int RuleCount, IReadOnlyDictionary<string, string> DropRuleIdByComment);
+/// <param name="RuleCount">Policy rules rendered (not nft lines: several policy rules may share one, or one need several).</param>
+/// <param name="DropRuleIdByCounter">For each named counter of drop rules: the policy rule ID it counts for.</param>
+public sealed record NftablesPolicy(string Table, string Script, int RuleCount, IReadOnlyDictionary<string, string> DropRuleIdByCounter);
 
 /// <summary>
 /// Renders the firewall's rules for this peer's own traffic into one nftables table, <c>inet modular_&lt;iface&gt;</c>,
@@ -31,11 +31,11 @@ public static class NftablesRenderer
 {
     public const string Family = "inet";
 
-    /// <summary>The comment of the last rule of the inbound chain (and of the outbound one when it drops).</summary>
-    public const string DefaultDropComment = "default-drop";
+    /// <summary>The named counter of the default drop (the inbound chain's last rule, and the outbound one's when it drops).</summary>
+    public const string DefaultDropCounter = "default_drop";
 
-    /// <summary>The comment of the rules dropping inbound packets that can belong to no connection.</summary>
-    public const string InvalidComment = "invalid";
+    /// <summary>The named counter of the rules dropping inbound packets that can belong to no connection.</summary>
+    public const string InvalidCounter = "invalid";
 
     /// <summary>The comment of the accept that keeps the mesh DNS on this peer's overlay address reachable.</summary>
     public const string MeshDnsComment = "mesh-dns";
@@ -66,12 +66,18 @@ public static class NftablesRenderer
         options ??= new FirewallOptions();
         var table = TableName(interfaceName);
         var own = rules.Where(r => !r.IsRouted).ToList();
-        var comments = new CommentNames();
-        var inbound = RenderRules(own.Where(r => r.Direction == RuleDirection.Inbound), "saddr", comments);
-        var outbound = RenderRules(own.Where(r => r.Direction == RuleDirection.Outbound), "daddr", comments);
+        var names = new Names();
+        var inbound = RenderRules(own.Where(r => r.Direction == RuleDirection.Inbound), "saddr", names);
+        var outbound = RenderRules(own.Where(r => r.Direction == RuleDirection.Outbound), "daddr", names);
 
-        var script = new StringBuilder(Nft.ReplaceTablePrologue(Family, table), 512 + (64 * own.Count));
+        var script = new StringBuilder(Nft.ReplaceTablePrologue(Family, table), 1024 + inbound.Length + outbound.Length + (32 * names.DropRuleIdByCounter.Count));
         script.Append("table ").Append(Family).Append(' ').Append(table).Append(" {\n");
+        // Drops are counted in named counters: status reads them with `nft list counters`, without listing every rule.
+        foreach (var counter in names.DropRuleIdByCounter.Keys.Prepend(InvalidCounter).Prepend(DefaultDropCounter))
+        {
+            script.Append("\tcounter ").Append(counter).Append(" {\n\t}\n");
+        }
+
         script.Append("\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n");
         script.Append("\t\tiifname \"").Append(interfaceName).Append("\" jump mesh_in\n\t}\n");
         script.Append("\tchain output {\n\t\ttype filter hook output priority filter; policy accept;\n");
@@ -79,9 +85,9 @@ public static class NftablesRenderer
 
         script.Append("\tchain mesh_in {\n");
         script.Append("\t\tct state established,related accept\n");
-        script.Append("\t\tct state invalid counter drop comment \"").Append(InvalidComment).Append("\"\n");
+        script.Append("\t\tct state invalid counter name \"").Append(InvalidCounter).Append("\" drop comment \"invalid\"\n");
         // As in userspace: a TCP packet that opens nothing (stray ACK, SYN-ACK, RST) is no new connection, whatever the rules.
-        script.Append("\t\tmeta l4proto tcp tcp flags & (syn | ack | rst) != syn counter drop comment \"").Append(InvalidComment).Append("\"\n");
+        script.Append("\t\tmeta l4proto tcp tcp flags & (syn | ack | rst) != syn counter name \"").Append(InvalidCounter).Append("\" drop comment \"invalid\"\n");
         if (ownAddress is not null)
         {
             script.Append("\t\t").Append(ownAddress.AddressFamily == AddressFamily.InterNetwork ? "ip" : "ip6").Append(" daddr ")
@@ -97,7 +103,7 @@ public static class NftablesRenderer
         script.Append(outbound);
         script.Append(Default(options.DefaultOutbound));
         script.Append("\t}\n}\n");
-        return new NftablesPolicy(table, script.ToString(), own.Count, comments.DropRuleIdByComment);
+        return new NftablesPolicy(table, script.ToString(), own.Count, names.DropRuleIdByCounter);
     }
 
     /// <summary>Interface names are written into the script inside quotes: only what Linux names usually hold is accepted.</summary>
@@ -111,28 +117,33 @@ public static class NftablesRenderer
     }
 
     private static string Default(RuleAction action) => action == RuleAction.Drop
-        ? $"\t\tcounter drop comment \"{DefaultDropComment}\"\n"
+        ? $"\t\tcounter name \"{DefaultDropCounter}\" drop comment \"default-drop\"\n"
         : "\t\taccept\n";
 
     /// <summary>
-    /// One direction's rules in the order nft must try them (first match wins) to give userspace's winner: one
-    /// entry per (rule, port range) sorted by precedence, neighbours from the same rule joined into one entry with
-    /// a port set — no other rule sits between them, so the first match stays the same.
+    /// One direction's rules in the order nft must try them (first match wins) to give userspace's winner. One
+    /// entry per (rule, port range), sorted by precedence; then neighbours are joined, which never changes the
+    /// first match because no other rule sits between them: the ranges of one rule into a port set, and rules
+    /// that differ only in their remote address (what one policy sends for each peer of a group) into an address
+    /// set — so a policy over a thousand peers is one nft rule with a hashed set, not a thousand rules.
     /// </summary>
-    internal static List<(FirewallRule Rule, List<PortRange> Ranges)> Ordered(IEnumerable<FirewallRule> rules)
+    internal static List<RuleGroup> Ordered(IEnumerable<FirewallRule> rules)
     {
-        var entries = new List<(FirewallRule Rule, PortRange Range)>();
+        var entries = new List<(FirewallRule Rule, int Index, PortRange Range)>();
+        var index = 0;
         foreach (var rule in rules)
         {
             var ranges = rule.Protocol == RuleProtocol.Icmp || rule.Ports.Count == 0 ? [PortRange.Any] : rule.Ports;
             foreach (var range in ranges)
             {
-                entries.Add((rule, range));
+                entries.Add((rule, index, range));
             }
+
+            index++;
         }
 
-        entries.Sort(static (a, b) => Compare(a.Rule, a.Range, b.Rule, b.Range));
-        var ordered = new List<(FirewallRule Rule, List<PortRange> Ranges)>();
+        entries.Sort(static (a, b) => Compare(a.Rule, a.Index, a.Range, b.Rule, b.Index, b.Range));
+        var byRule = new List<(FirewallRule Rule, List<PortRange> Ranges)>();
         for (var start = 0; start < entries.Count;)
         {
             var rule = entries[start].Rule;
@@ -142,21 +153,36 @@ public static class NftablesRenderer
                 end++;
             }
 
-            ordered.Add((rule, Merge(entries.Skip(start).Take(end - start).Select(e => e.Range))));
+            byRule.Add((rule, Merge(entries.Skip(start).Take(end - start).Select(e => e.Range))));
             start = end;
         }
 
-        return ordered;
+        var groups = new List<RuleGroup>();
+        foreach (var (rule, ranges) in byRule)
+        {
+            if (groups.Count > 0 && groups[^1].CanTake(rule, ranges))
+            {
+                groups[^1].Take(rule.Remote);
+            }
+            else
+            {
+                groups.Add(new RuleGroup(rule, ranges));
+            }
+        }
+
+        return groups;
     }
 
-    private static string RenderRules(IEnumerable<FirewallRule> rules, string addressField, CommentNames comments)
+    private static string RenderRules(IEnumerable<FirewallRule> rules, string addressField, Names names)
     {
         var text = new StringBuilder();
-        foreach (var (rule, ranges) in Ordered(rules))
+        foreach (var group in Ordered(rules))
         {
-            var comment = comments.For(rule);
-            var protocol = ProtocolMatch(rule.Protocol, ranges);
-            foreach (var address in AddressMatches(rule.Remote, addressField))
+            var rule = group.Rule;
+            var comment = Names.CommentFor(rule);
+            var counter = rule.Action == RuleAction.Drop ? $"counter name \"{names.DropCounterFor(rule)}\" drop" : "counter accept";
+            var protocol = ProtocolMatch(rule.Protocol, group.Ranges);
+            foreach (var address in AddressMatches(group.Remotes, addressField))
             {
                 text.Append("\t\t");
                 if (address is not null)
@@ -169,16 +195,15 @@ public static class NftablesRenderer
                     text.Append(protocol).Append(' ');
                 }
 
-                text.Append("counter ").Append(rule.Action == RuleAction.Drop ? "drop" : "accept")
-                    .Append(" comment \"").Append(comment).Append("\"\n");
+                text.Append(counter).Append(" comment \"").Append(comment).Append("\"\n");
             }
         }
 
         return text.ToString();
     }
 
-    /// <summary>The precedence of <see cref="CompiledRuleSet"/>, over (rule, port range) pairs: smaller first.</summary>
-    private static int Compare(FirewallRule a, PortRange aRange, FirewallRule b, PortRange bRange)
+    /// <summary>The precedence of <see cref="CompiledRuleSet"/>, over (rule, port range) pairs: smaller first. The index is the rule's position in the input.</summary>
+    private static int Compare(FirewallRule a, int aIndex, PortRange aRange, FirewallRule b, int bIndex, PortRange bRange)
     {
         var prefix = b.Remote.Length.CompareTo(a.Remote.Length);
         if (prefix != 0)
@@ -210,9 +235,15 @@ public static class NftablesRenderer
             return id;
         }
 
-        // Same ID, same everything: keep the order deterministic (and a rule's own ranges ascending).
+        // Same ID, same everything else: a deterministic order that keeps each rule's own ranges together (ascending).
         var remote = a.Remote.Address.CompareTo(b.Remote.Address);
-        return remote != 0 ? remote : aRange.Start.CompareTo(bRange.Start);
+        if (remote != 0)
+        {
+            return remote;
+        }
+
+        var position = aIndex.CompareTo(bIndex);
+        return position != 0 ? position : aRange.Start.CompareTo(bRange.Start);
     }
 
     /// <summary>Overlapping or touching ranges joined (nft refuses overlapping set elements), ascending.</summary>
@@ -258,33 +289,53 @@ public static class NftablesRenderer
     }
 
     /// <summary>
-    /// The address matches one rule needs (one nft rule each); null means "any address". The firewall's
-    /// prefixes live in one 128-bit space with IPv4 mapped into ::ffff:0:0/96, so a short IPv6 prefix that
-    /// covers that block also covers every IPv4 address.
+    /// The address matches a group needs (one nft rule each); null means "any address". The firewall's prefixes
+    /// live in one 128-bit space with IPv4 mapped into ::ffff:0:0/96, so a short IPv6 prefix that covers that
+    /// block also covers every IPv4 address. Groups of several remotes hold prefixes of one family and length.
     /// </summary>
-    private static IEnumerable<string?> AddressMatches(IpPrefix128 prefix, string field)
+    private static IEnumerable<string?> AddressMatches(IReadOnlyList<IpPrefix128> remotes, string field)
     {
-        var mappedBase = new UInt128(0, 0x0000_FFFF_0000_0000UL);
+        var prefix = remotes[0];
+        switch (Kind(prefix))
+        {
+            case AddressKind.Any:
+                yield return null;
+                break;
+            case AddressKind.Ipv4 when prefix.Length == 96:
+                yield return "meta nfproto ipv4";
+                break;
+            case AddressKind.Ipv4:
+                yield return $"ip {field} {Set(remotes.Select(p => string.Create(CultureInfo.InvariantCulture, $"{IpPrefix128.ToAddress(p.Address)}/{p.Length - 96}")))}";
+                break;
+            case AddressKind.CoversIpv4:
+                yield return "meta nfproto ipv4";
+                yield return string.Create(CultureInfo.InvariantCulture, $"ip6 {field} {Ipv6(prefix.Address)}/{prefix.Length}");
+                break;
+            default:
+                yield return $"ip6 {field} {Set(remotes.Select(p => string.Create(CultureInfo.InvariantCulture, $"{Ipv6(p.Address)}/{p.Length}")))}";
+                break;
+        }
+    }
+
+    private static string Set(IEnumerable<string> elements)
+    {
+        var list = elements.ToList();
+        return list.Count == 1 ? list[0] : "{ " + string.Join(", ", list) + " }";
+    }
+
+    private static AddressKind Kind(IpPrefix128 prefix)
+    {
         if (prefix.Length == 0)
         {
-            yield return null;
+            return AddressKind.Any;
         }
-        else if (prefix.Length >= 96 && (prefix.Address >> 32) == 0xFFFF)
+
+        if (prefix.Length >= 96 && (prefix.Address >> 32) == 0xFFFF)
         {
-            var length = prefix.Length - 96;
-            yield return length == 0
-                ? "meta nfproto ipv4"
-                : string.Create(CultureInfo.InvariantCulture, $"ip {field} {IpPrefix128.ToAddress(prefix.Address)}/{length}");
+            return AddressKind.Ipv4;
         }
-        else if (prefix.Contains(mappedBase))
-        {
-            yield return "meta nfproto ipv4";
-            yield return string.Create(CultureInfo.InvariantCulture, $"ip6 {field} {Ipv6(prefix.Address)}/{prefix.Length}");
-        }
-        else
-        {
-            yield return string.Create(CultureInfo.InvariantCulture, $"ip6 {field} {Ipv6(prefix.Address)}/{prefix.Length}");
-        }
+
+        return prefix.Contains(new UInt128(0, 0x0000_FFFF_0000_0000UL)) ? AddressKind.CoversIpv4 : AddressKind.Ipv6;
     }
 
     private static IPAddress Ipv6(UInt128 address)
@@ -296,29 +347,72 @@ public static class NftablesRenderer
 
     private static IPAddress Normalize(IPAddress address) => address.IsIPv4MappedToIPv6 ? address.MapToIPv4() : address;
 
-    /// <summary>
-    /// Rule comments: the rule ID itself when it is plain (so `nft list` reads like the policy), else a stable
-    /// hash of it — a comment is a quoted string in the script and must never carry a quote, backslash or newline.
-    /// </summary>
-    private sealed class CommentNames
+    private enum AddressKind
     {
-        private readonly Dictionary<string, string> _dropRuleIdByComment = new(StringComparer.Ordinal);
+        Any,
+        Ipv4,
+        Ipv6,
+        CoversIpv4,
+    }
 
-        public IReadOnlyDictionary<string, string> DropRuleIdByComment => _dropRuleIdByComment;
+    /// <summary>Neighbouring rules that differ only in their remote prefix (same family and length), rendered as one nft rule.</summary>
+    internal sealed class RuleGroup(FirewallRule rule, List<PortRange> ranges)
+    {
+        private readonly HashSet<IpPrefix128> _seen = [rule.Remote];
+        private readonly List<IpPrefix128> _remotes = [rule.Remote];
 
-        public string For(FirewallRule rule)
+        /// <summary>The first rule; the others share its ID, action, protocol and ports.</summary>
+        public FirewallRule Rule { get; } = rule;
+
+        public List<PortRange> Ranges { get; } = ranges;
+
+        public IReadOnlyList<IpPrefix128> Remotes => _remotes;
+
+        public bool CanTake(FirewallRule other, List<PortRange> otherRanges)
+            => other.RuleId == Rule.RuleId && other.Action == Rule.Action && other.Protocol == Rule.Protocol
+               && other.Remote.Length == Rule.Remote.Length && Kind(other.Remote) is var kind && kind == Kind(Rule.Remote)
+               && kind is AddressKind.Ipv4 or AddressKind.Ipv6 && Rule.Remote.Length != 96
+               && otherRanges.SequenceEqual(Ranges);
+
+        public void Take(IpPrefix128 remote)
         {
-            var comment = IsPlain(rule.RuleId) ? rule.RuleId : "rule-" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(rule.RuleId)))[..16];
-            if (rule.Action == RuleAction.Drop)
+            if (_seen.Add(remote))
             {
-                _dropRuleIdByComment[comment] = rule.RuleId;
+                _remotes.Add(remote);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Rule comments: the rule ID itself when it is plain (so `nft list` reads like the policy), else a stable hash
+    /// of it — a comment is a quoted string in the script and must never carry a quote, backslash or newline.
+    /// Drop counters: "drop_N" per drop rule ID, mapped back to the ID for status.
+    /// </summary>
+    private sealed class Names
+    {
+        private readonly Dictionary<string, string> _dropRuleIdByCounter = new(StringComparer.Ordinal);
+        private readonly Dictionary<string, string> _counterByRuleId = new(StringComparer.Ordinal);
+
+        public IReadOnlyDictionary<string, string> DropRuleIdByCounter => _dropRuleIdByCounter;
+
+        public static string CommentFor(FirewallRule rule) => IsPlain(rule.RuleId)
+            ? rule.RuleId
+            : "rule-" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(rule.RuleId)))[..16];
+
+        public string DropCounterFor(FirewallRule rule)
+        {
+            if (!_counterByRuleId.TryGetValue(rule.RuleId, out var counter))
+            {
+                counter = string.Create(CultureInfo.InvariantCulture, $"drop_{_counterByRuleId.Count}");
+                _counterByRuleId[rule.RuleId] = counter;
+                _dropRuleIdByCounter[counter] = rule.RuleId;
             }
 
-            return comment;
+            return counter;
         }
 
         private static bool IsPlain(string id) => id.Length is > 0 and <= MaxCommentLength
-            && id is not (DefaultDropComment or InvalidComment or MeshDnsComment)
+            && id is not ("default-drop" or "invalid" or MeshDnsComment)
             && id.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-' or '.' or ':' or '/' or '@' or '+');
     }
 }

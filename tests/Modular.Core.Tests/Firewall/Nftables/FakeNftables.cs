@@ -19,7 +19,7 @@ internal sealed class FakeNftables : INftables
     /// <summary>When set, every apply fails with this message (as nft prints it).</summary>
     public string? RefuseWith { get; set; }
 
-    /// <summary>Packets per rule comment of the table in force.</summary>
+    /// <summary>Packets per named counter of the table in force.</summary>
     public Dictionary<string, long> Counters { get; } = new(StringComparer.Ordinal);
 
     public bool TableExists { get; private set; }
@@ -52,7 +52,7 @@ internal sealed class FakeNftables : INftables
         return Task.CompletedTask;
     }
 
-    public Task<string?> ListTableJsonAsync(string family, string table, CancellationToken cancellationToken)
+    public Task<string?> ListCountersJsonAsync(string family, string table, CancellationToken cancellationToken)
     {
         lock (_lock)
         {
@@ -61,17 +61,11 @@ internal sealed class FakeNftables : INftables
                 return Task.FromResult<string?>(null);
             }
 
-            var rules = Counters.Select(pair => (object)new Dictionary<string, object>
+            var counters = Counters.Select(pair => (object)new Dictionary<string, object>
             {
-                ["rule"] = new Dictionary<string, object>
-                {
-                    ["family"] = family,
-                    ["table"] = table,
-                    ["comment"] = pair.Key,
-                    ["expr"] = new object[] { new Dictionary<string, object> { ["counter"] = new Dictionary<string, long> { ["packets"] = pair.Value, ["bytes"] = pair.Value * 100 } } },
-                },
+                ["counter"] = new Dictionary<string, object> { ["family"] = family, ["name"] = pair.Key, ["table"] = table, ["packets"] = pair.Value, ["bytes"] = pair.Value * 100 },
             });
-            return Task.FromResult<string?>(JsonSerializer.Serialize(new Dictionary<string, object> { ["nftables"] = rules.ToArray() }));
+            return Task.FromResult<string?>(JsonSerializer.Serialize(new Dictionary<string, object> { ["nftables"] = counters.ToArray() }));
         }
     }
 }

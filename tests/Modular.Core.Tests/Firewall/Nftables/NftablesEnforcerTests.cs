@@ -66,10 +66,10 @@ public sealed class NftablesEnforcerTests
     {
         await using var enforcer = NewEnforcer();
         await enforcer.ApplyAsync(WebAndNoSsh, CancellationToken.None);
-        _nft.Counters["no-ssh"] = 5;
-        _nft.Counters["default-drop"] = 2;
+        _nft.Counters["drop_0"] = 5; // no-ssh, the only drop rule
+        _nft.Counters["default_drop"] = 2;
         _nft.Counters["invalid"] = 1;
-        _nft.Counters["web"] = 40; // accepts are not drops
+        _nft.Counters["stray"] = 40; // not one of ours: ignored
 
         await enforcer.RefreshAsync(CancellationToken.None);
         Assert.Equal(FirewallStatus.NftablesMode, enforcer.Status.Mode);
@@ -78,7 +78,7 @@ public sealed class NftablesEnforcerTests
         Assert.Equal(1, enforcer.Status.InvalidDrops);
 
         await enforcer.ApplyAsync(WebAndNoSsh, CancellationToken.None); // the kernel's counters start again at 0
-        _nft.Counters["no-ssh"] = 1;
+        _nft.Counters["drop_0"] = 1;
         await enforcer.RefreshAsync(CancellationToken.None);
 
         Assert.Equal(6, enforcer.Status.DropsByRule["no-ssh"]);
@@ -109,7 +109,7 @@ public sealed class NftablesEnforcerTests
         Assert.NotNull(engineFirewall.Nftables);
         Assert.Equal(FirewallStatus.NftablesMode, recorder.Snapshot().Firewall.Mode);
         var initial = Assert.Single(_nft.Applied);
-        Assert.Contains("counter drop comment \"default-drop\"", initial, StringComparison.Ordinal);
+        Assert.Contains("counter name \"default_drop\" drop comment \"default-drop\"", initial, StringComparison.Ordinal);
 
         await engineFirewall.ApplyAsync(new NetworkMap
         {
@@ -127,7 +127,7 @@ public sealed class NftablesEnforcerTests
         Assert.DoesNotContain("routed", _nft.Applied[1], StringComparison.Ordinal);
         Assert.Equal(1, recorder.Snapshot().Firewall.Rules);
 
-        _nft.Counters["default-drop"] = 3;
+        _nft.Counters["default_drop"] = 3;
         _time.Advance(EngineFirewall.StatusInterval);
         await WaitForAsync(() => recorder.Snapshot().Firewall.DefaultDrops == 3);
 

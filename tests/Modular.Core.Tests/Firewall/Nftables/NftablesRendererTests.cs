@@ -33,6 +33,14 @@ public sealed class NftablesRendererTests
             add table inet modular_mdl0
             delete table inet modular_mdl0
             table inet modular_mdl0 {
+            	counter default_drop {
+            	}
+            	counter invalid {
+            	}
+            	counter drop_0 {
+            	}
+            	counter drop_1 {
+            	}
             	chain input {
             		type filter hook input priority filter; policy accept;
             		iifname "mdl0" jump mesh_in
@@ -43,26 +51,26 @@ public sealed class NftablesRendererTests
             	}
             	chain mesh_in {
             		ct state established,related accept
-            		ct state invalid counter drop comment "invalid"
-            		meta l4proto tcp tcp flags & (syn | ack | rst) != syn counter drop comment "invalid"
+            		ct state invalid counter name "invalid" drop comment "invalid"
+            		meta l4proto tcp tcp flags & (syn | ack | rst) != syn counter name "invalid" drop comment "invalid"
             		ip daddr 100.64.0.2 meta l4proto { tcp, udp } th dport 53 accept comment "mesh-dns"
             		ip saddr 100.64.0.1/32 tcp dport { 80, 443, 8000-8100 } counter accept comment "web"
             		ip saddr 100.64.0.7/32 counter accept comment "any-from-7"
-            		ip saddr 100.64.0.0/10 tcp dport 22 counter drop comment "no-ssh"
+            		ip saddr 100.64.0.0/10 tcp dport 22 counter name "drop_0" drop comment "no-ssh"
             		ip saddr 100.64.0.0/10 meta l4proto { icmp, ipv6-icmp } counter accept comment "everyone-ping"
             		ip6 saddr fd00:1::/64 udp dport 53 counter accept comment "v6-dns"
-            		counter drop comment "default-drop"
+            		counter name "default_drop" drop comment "default-drop"
             	}
             	chain mesh_out {
             		ct state established,related accept
-            		meta nfproto ipv4 tcp dport 25 counter drop comment "no-smtp-out"
+            		meta nfproto ipv4 tcp dport 25 counter name "drop_1" drop comment "no-smtp-out"
             		accept
             	}
             }
 
             """.ReplaceLineEndings("\n"),
             policy.Script);
-        Assert.Equal(new Dictionary<string, string> { ["no-ssh"] = "no-ssh", ["no-smtp-out"] = "no-smtp-out" }, policy.DropRuleIdByComment);
+        Assert.Equal(new Dictionary<string, string> { ["drop_0"] = "no-ssh", ["drop_1"] = "no-smtp-out" }, policy.DropRuleIdByCounter);
     }
 
     [Fact]
@@ -148,10 +156,27 @@ public sealed class NftablesRendererTests
         ], null);
 
         Assert.DoesNotContain("flush", policy.Script, StringComparison.Ordinal);
-        Assert.Equal(2, policy.DropRuleIdByComment.Count);
-        Assert.Contains(Hostile, policy.DropRuleIdByComment.Values);
-        Assert.Contains("default-drop", policy.DropRuleIdByComment.Values);
-        Assert.All(policy.DropRuleIdByComment.Keys, comment => Assert.Matches("^rule-[0-9a-f]{16}$", comment));
+        Assert.Equal(2, System.Text.RegularExpressions.Regex.Count(policy.Script, "comment \"rule-[0-9a-f]{16}\"\n"));
+        Assert.Equal([Hostile, "default-drop"], policy.DropRuleIdByCounter.Values.Order(StringComparer.Ordinal).Reverse());
+    }
+
+    [Fact]
+    public void A_policy_sent_for_each_peer_of_a_group_becomes_one_rule_with_an_address_set()
+    {
+        var rules = Enumerable.Range(1, 300).Select(i => Rule("group-web", RuleAction.Accept, RuleProtocol.Tcp, $"100.64.{i / 256}.{i % 256}", "80,443")).ToList();
+        rules.Add(Rule("group-web", RuleAction.Accept, RuleProtocol.Tcp, "100.64.0.1", "80,443")); // a duplicate
+        rules.Add(Rule("group-web", RuleAction.Accept, RuleProtocol.Tcp, "fd00::1", "80,443")); // other family: its own rule
+        rules.Add(Rule("other", RuleAction.Accept, RuleProtocol.Tcp, "100.64.0.9", "80,443"));
+
+        var ordered = NftablesRenderer.Ordered(rules);
+        var policy = NftablesRenderer.Render("mdl0", rules, null);
+
+        Assert.Equal(["group-web", "group-web", "other"], ordered.Select(g => g.Rule.RuleId));
+        Assert.Equal(300, ordered[0].Remotes.Count);
+        Assert.Contains("ip saddr { 100.64.0.1/32, 100.64.0.2/32, ", policy.Script, StringComparison.Ordinal);
+        Assert.Contains("100.64.1.44/32 } tcp dport { 80, 443 } counter accept comment \"group-web\"\n", policy.Script, StringComparison.Ordinal);
+        Assert.Contains("ip6 saddr fd00::1/128 tcp dport { 80, 443 } counter accept comment \"group-web\"\n", policy.Script, StringComparison.Ordinal);
+        Assert.Equal(303, policy.RuleCount);
     }
 
     [Theory]
@@ -172,7 +197,7 @@ public sealed class NftablesRendererTests
         var policy = NftablesRenderer.Render("mdl0", [], Own, new FirewallOptions { DefaultOutbound = RuleAction.Drop });
 
         var outChain = policy.Script[policy.Script.IndexOf("chain mesh_out", StringComparison.Ordinal)..];
-        Assert.Contains("counter drop comment \"default-drop\"", outChain, StringComparison.Ordinal);
+        Assert.Contains("counter name \"default_drop\" drop comment \"default-drop\"", outChain, StringComparison.Ordinal);
     }
 
     /// <summary>
@@ -183,9 +208,10 @@ public sealed class NftablesRendererTests
     public void The_first_match_in_nft_order_is_the_userspace_winner_for_random_rule_sets()
     {
         var random = new Random(20261125);
-        string[] prefixes = ["100.64.0.0/10", "100.64.0.0/16", "100.64.1.0/24", "100.64.1.7/32", "100.64.1.8/32", "0.0.0.0/0", "::/0"];
+        string[] prefixes = ["100.64.0.0/10", "100.64.0.0/16", "100.64.1.0/24", "100.64.1.0/25", "100.64.1.128/25", "100.64.1.7/32", "100.64.1.8/32", "100.64.1.200/32", "0.0.0.0/0", "::/0", "fd00::/64", "fd00::1/128", "fd00::2/128"];
+        string[] commonPorts = ["80", "22,80", "1000-1100"];
         RuleProtocol[] protocols = [RuleProtocol.All, RuleProtocol.Tcp, RuleProtocol.Udp, RuleProtocol.Icmp];
-        string[] remotes = ["100.64.1.7", "100.64.1.8", "100.64.1.9", "100.64.2.1", "100.65.0.1", "10.0.0.1"];
+        string[] remotes = ["100.64.1.7", "100.64.1.8", "100.64.1.9", "100.64.1.200", "100.64.2.1", "100.65.0.1", "10.0.0.1", "fd00::1", "fd00::2", "fd00::3", "fe80::1"];
         byte[] packetProtocols = [IpProtocol.Tcp, IpProtocol.Udp, IpProtocol.Icmp, 47];
         for (var round = 0; round < 200; round++)
         {
@@ -193,8 +219,13 @@ public sealed class NftablesRendererTests
             var count = random.Next(1, 12);
             for (var i = 0; i < count; i++)
             {
-                var ports = random.Next(3) == 0 ? "" : string.Join(',', Enumerable.Range(0, random.Next(1, 4)).Select(_ => RandomRange(random)));
-                rules.Add(Rule($"r{random.Next(6)}", random.Next(2) == 0 ? RuleAction.Accept : RuleAction.Drop,
+                var ports = random.Next(3) switch
+                {
+                    0 => "",
+                    1 => commonPorts[random.Next(commonPorts.Length)],
+                    _ => string.Join(',', Enumerable.Range(0, random.Next(1, 4)).Select(_ => RandomRange(random))),
+                };
+                rules.Add(Rule($"r{random.Next(4)}", random.Next(2) == 0 ? RuleAction.Accept : RuleAction.Drop,
                     protocols[random.Next(protocols.Length)], prefixes[random.Next(prefixes.Length)], ports));
             }
 
@@ -206,7 +237,7 @@ public sealed class NftablesRendererTests
                 var protocol = packetProtocols[random.Next(packetProtocols.Length)];
                 var port = protocol is IpProtocol.Tcp or IpProtocol.Udp ? (ushort)random.Next(1, 1200) : (ushort)0;
                 var expected = compiled.Match(remote, protocol, port);
-                var actual = ordered.FindIndex(e => Matches(e.Rule, e.Ranges, remote, protocol, port));
+                var actual = ordered.FindIndex(g => g.Remotes.Any(p => p.Contains(remote)) && Matches(g.Rule, g.Ranges, protocol, port));
                 // Rules identical but for the object can tie; what must agree is the ID counted and the action taken.
                 Assert.Equal(
                     expected < 0 ? "none" : $"{rules[expected].RuleId} {rules[expected].Action}",
@@ -221,14 +252,9 @@ public sealed class NftablesRendererTests
         return random.Next(2) == 0 ? start.ToString(System.Globalization.CultureInfo.InvariantCulture) : $"{start}-{start + random.Next(1, 300)}";
     }
 
-    /// <summary>What the rendered nft rule tests: address, protocol (icmp covers icmpv6; all with ports is tcp/udp), port set.</summary>
-    private static bool Matches(FirewallRule rule, List<PortRange> ranges, UInt128 remote, byte protocol, ushort port)
+    /// <summary>What the rendered nft rule tests besides the address set: protocol (icmp covers icmpv6; all with ports is tcp/udp), port set.</summary>
+    private static bool Matches(FirewallRule rule, List<PortRange> ranges, byte protocol, ushort port)
     {
-        if (!rule.Remote.Contains(remote))
-        {
-            return false;
-        }
-
         var anyPort = ranges is [{ Start: 0, End: ushort.MaxValue }];
         var hasPorts = protocol is IpProtocol.Tcp or IpProtocol.Udp;
         return rule.Protocol switch
