@@ -53,6 +53,16 @@ public sealed class KernelPolicyTests(ITestOutputHelper output)
         Assert.True(PolicyTests.TryTcp(rig["ka"].Namespace.Name, addressB, 22, out var reply), "TCP 22 under the Default policy");
         Assert.Equal("port 22", reply);
 
+        // A connection the Default policy let in, held open across the policy change.
+        using var echo = EchoOnce(rig["kb"].Namespace.Name, addressB, 2222, cancel.Token);
+        using var held = NamespaceSocket.Create(rig["ka"].Namespace.Name, AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        using (var connect = new CancellationTokenSource(TimeSpan.FromSeconds(5)))
+        {
+            held.ConnectAsync(new IPEndPoint(addressB, 2222), connect.Token).AsTask().GetAwaiter().GetResult();
+        }
+
+        Assert.True(Echoes(held), "the held connection echoes under the Default policy");
+
         rig.ServerCli("groups create A");
         rig.ServerCli("groups create B");
         rig.ServerCli($"groups add-peer A {ipA}");
@@ -70,6 +80,7 @@ public sealed class KernelPolicyTests(ITestOutputHelper output)
         Assert.False(PolicyTests.UdpArrives(rig["ka"].Namespace.Name, udp, addressB), "UDP A -> B must be dropped");
         Assert.False(rig["ka"].Ping(ipB, 2), "ping A -> B must be dropped");
         Assert.False(PolicyTests.TryTcp(rig["kb"].Namespace.Name, IPAddress.Parse(ipA), 22, out _), "TCP B -> A is not allowed (the policy is one-way)");
+        Assert.False(Echoes(held), "a connection the deleted Default policy let in must end with it, as in userspace");
 
         rig.WaitUntil(() => rig["kb"].FirewallCounter("default_drops") > dropsBefore, PolicyTimeout, "kb's status counts the dropped probes",
             () => MeshTests.Diagnostics(rig, ["kb"]));
@@ -84,5 +95,48 @@ public sealed class KernelPolicyTests(ITestOutputHelper output)
 
         rig["kb"].Stop();
         Assert.DoesNotContain(table, rig["kb"].Namespace.Exec("nft list tables"), StringComparison.Ordinal);
+    }
+
+    /// <summary>Accepts one connection in a namespace and echoes what it reads until the test ends.</summary>
+    private static Socket EchoOnce(string namespaceName, IPAddress address, int port, CancellationToken cancellationToken)
+    {
+        var listener = NamespaceSocket.Create(namespaceName, AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+        listener.Bind(new IPEndPoint(address, port));
+        listener.Listen(1);
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                using var client = await listener.AcceptAsync(cancellationToken);
+                var buffer = new byte[64];
+                int read;
+                while ((read = await client.ReceiveAsync(buffer, SocketFlags.None, cancellationToken)) > 0)
+                {
+                    await client.SendAsync(buffer.AsMemory(0, read), SocketFlags.None, cancellationToken);
+                }
+            }
+            catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
+            {
+                // The test is over: the listener was closed.
+            }
+        }, CancellationToken.None);
+        return listener;
+    }
+
+    /// <summary>Sends one byte on <paramref name="connection"/>; true when it comes back within 3 s.</summary>
+    private static bool Echoes(Socket connection)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(3));
+        try
+        {
+            connection.Send("e"u8);
+            var buffer = new byte[1];
+            return connection.ReceiveAsync(buffer, SocketFlags.None, timeout.Token).AsTask().GetAwaiter().GetResult() == 1;
+        }
+        catch (Exception e) when (e is OperationCanceledException or SocketException)
+        {
+            return false;
+        }
     }
 }

@@ -32,6 +32,9 @@ public sealed class NftablesEnforcer : IAsyncDisposable
     private FirewallStatus _status;
     private bool _disposed;
 
+    // Where the table generations start: random, so connections marked by a previous run's table are re-checked.
+    private int _generation = Random.Shared.Next(NftablesRenderer.MaxGeneration);
+
     /// <param name="interfaceName">The WireGuard interface whose traffic is filtered (checked: it is written into the script).</param>
     /// <param name="ownAddress">This peer's overlay address, for the mesh DNS accept; null leaves that out.</param>
     public NftablesEnforcer(string interfaceName, IPAddress? ownAddress, FirewallOptions? options, INftables nft, ILogger logger)
@@ -59,10 +62,11 @@ public sealed class NftablesEnforcer : IAsyncDisposable
     /// </summary>
     public async Task<bool> ApplyAsync(IReadOnlyList<FirewallRule> rules, CancellationToken cancellationToken)
     {
-        var policy = NftablesRenderer.Render(_interfaceName, rules, _ownAddress, _options);
         await _gate.WaitAsync(cancellationToken);
         try
         {
+            var generation = (_generation % NftablesRenderer.MaxGeneration) + 1;
+            var policy = NftablesRenderer.Render(_interfaceName, rules, _ownAddress, _options, generation);
             ObjectDisposedException.ThrowIf(_disposed, this);
             // The counters of the table about to go: read now, or they are lost with it.
             var replaced = await ReadCountersAsync(cancellationToken);
@@ -81,6 +85,7 @@ public sealed class NftablesEnforcer : IAsyncDisposable
 
             FoldIntoEarlier(replaced);
             _inForce = policy;
+            _generation = generation;
             _error = null;
             _logger.LogInformation("nftables table {Table}: {Rules} rules enforced on {Interface} in {Ms:F0} ms", Table, policy.RuleCount, _interfaceName,
                 System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);

@@ -40,6 +40,11 @@ public static class NftablesRenderer
     /// <summary>The comment of the accept that keeps the mesh DNS on this peer's overlay address reachable.</summary>
     public const string MeshDnsComment = "mesh-dns";
 
+    /// <summary>Table generations cycle through 1..127, kept in bits 24-30 of the conntrack mark (the other bits are left as they are).</summary>
+    public const int MaxGeneration = 127;
+
+    private const int GenerationShift = 24;
+    private const uint GenerationMask = 0x7F00_0000;
     private const int MaxCommentLength = 100;
 
     /// <summary>The table name for an interface: "modular_" and the name with anything but [A-Za-z0-9_] as "_".</summary>
@@ -60,15 +65,25 @@ public static class NftablesRenderer
     /// are about forwarded traffic, never this peer's own). <paramref name="ownAddress"/>, when known, gets the
     /// mesh DNS accept (udp/tcp 53), whatever the policies.
     /// </summary>
-    public static NftablesPolicy Render(string interfaceName, IEnumerable<FirewallRule> rules, IPAddress? ownAddress, FirewallOptions? options = null)
+    /// <param name="generation">
+    /// 1..<see cref="MaxGeneration"/>, different from the table this one replaces: accepted connections carry it in
+    /// their conntrack mark, and a connection marked by an older table is checked against these rules again on its
+    /// next packet — so, as in userspace, removing a policy also ends the connections it let in.
+    /// </param>
+    public static NftablesPolicy Render(string interfaceName, IEnumerable<FirewallRule> rules, IPAddress? ownAddress, FirewallOptions? options = null, int generation = 1)
     {
         ArgumentNullException.ThrowIfNull(rules);
+        ArgumentOutOfRangeException.ThrowIfLessThan(generation, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(generation, MaxGeneration);
+        var mark = string.Create(CultureInfo.InvariantCulture, $"0x{generation << GenerationShift:x8}");
+        var checkedUnder = $"ct mark & 0x{GenerationMask:x8} == {mark}";
+        var markAndAccept = $"ct mark set ct mark & 0x{~GenerationMask:x8} | {mark} accept";
         options ??= new FirewallOptions();
         var table = TableName(interfaceName);
         var own = rules.Where(r => !r.IsRouted).ToList();
         var names = new Names();
-        var inbound = RenderRules(own.Where(r => r.Direction == RuleDirection.Inbound), "saddr", names);
-        var outbound = RenderRules(own.Where(r => r.Direction == RuleDirection.Outbound), "daddr", names);
+        var inbound = RenderRules(own.Where(r => r.Direction == RuleDirection.Inbound), "saddr", names, markAndAccept);
+        var outbound = RenderRules(own.Where(r => r.Direction == RuleDirection.Outbound), "daddr", names, markAndAccept);
 
         var script = new StringBuilder(Nft.ReplaceTablePrologue(Family, table), 1024 + inbound.Length + outbound.Length + (32 * names.DropRuleIdByCounter.Count));
         script.Append("table ").Append(Family).Append(' ').Append(table).Append(" {\n");
@@ -84,10 +99,10 @@ public static class NftablesRenderer
         script.Append("\t\toifname \"").Append(interfaceName).Append("\" jump mesh_out\n\t}\n");
 
         script.Append("\tchain mesh_in {\n");
-        script.Append("\t\tct state established,related accept\n");
+        AppendTracked(script, checkedUnder);
         script.Append("\t\tct state invalid counter name \"").Append(InvalidCounter).Append("\" drop comment \"invalid\"\n");
         // As in userspace: a TCP packet that opens nothing (stray ACK, SYN-ACK, RST) is no new connection, whatever the rules.
-        script.Append("\t\tmeta l4proto tcp tcp flags & (syn | ack | rst) != syn counter name \"").Append(InvalidCounter).Append("\" drop comment \"invalid\"\n");
+        script.Append("\t\tct state new meta l4proto tcp tcp flags & (syn | ack | rst) != syn counter name \"").Append(InvalidCounter).Append("\" drop comment \"invalid\"\n");
         if (ownAddress is not null)
         {
             script.Append("\t\t").Append(ownAddress.AddressFamily == AddressFamily.InterNetwork ? "ip" : "ip6").Append(" daddr ")
@@ -95,13 +110,13 @@ public static class NftablesRenderer
         }
 
         script.Append(inbound);
-        script.Append(Default(options.DefaultInbound));
+        script.Append(Default(options.DefaultInbound, markAndAccept));
         script.Append("\t}\n");
 
         script.Append("\tchain mesh_out {\n");
-        script.Append("\t\tct state established,related accept\n");
+        AppendTracked(script, checkedUnder);
         script.Append(outbound);
-        script.Append(Default(options.DefaultOutbound));
+        script.Append(Default(options.DefaultOutbound, markAndAccept));
         script.Append("\t}\n}\n");
         return new NftablesPolicy(table, script.ToString(), own.Count, names.DropRuleIdByCounter);
     }
@@ -116,9 +131,20 @@ public static class NftablesRenderer
         }
     }
 
-    private static string Default(RuleAction action) => action == RuleAction.Drop
+    private static string Default(RuleAction action, string markAndAccept) => action == RuleAction.Drop
         ? $"\t\tcounter name \"{DefaultDropCounter}\" drop comment \"default-drop\"\n"
-        : "\t\taccept\n";
+        : $"\t\t{markAndAccept}\n";
+
+    /// <summary>
+    /// Tracked traffic: replies and related packets (ICMP errors) pass; packets of connections the other side
+    /// opened pass only if this table's rules let the connection in, else they walk the rules again below.
+    /// </summary>
+    private static void AppendTracked(StringBuilder script, string checkedUnder)
+    {
+        script.Append("\t\tct state established ct direction reply accept\n");
+        script.Append("\t\tct state related accept\n");
+        script.Append("\t\tct state established ").Append(checkedUnder).Append(" accept\n");
+    }
 
     /// <summary>
     /// One direction's rules in the order nft must try them (first match wins) to give userspace's winner. One
@@ -173,14 +199,14 @@ public static class NftablesRenderer
         return groups;
     }
 
-    private static string RenderRules(IEnumerable<FirewallRule> rules, string addressField, Names names)
+    private static string RenderRules(IEnumerable<FirewallRule> rules, string addressField, Names names, string markAndAccept)
     {
         var text = new StringBuilder();
         foreach (var group in Ordered(rules))
         {
             var rule = group.Rule;
             var comment = Names.CommentFor(rule);
-            var counter = rule.Action == RuleAction.Drop ? $"counter name \"{names.DropCounterFor(rule)}\" drop" : "counter accept";
+            var counter = rule.Action == RuleAction.Drop ? $"counter name \"{names.DropCounterFor(rule)}\" drop" : $"counter {markAndAccept}";
             var protocol = ProtocolMatch(rule.Protocol, group.Ranges);
             foreach (var address in AddressMatches(group.Remotes, addressField))
             {

@@ -44,6 +44,24 @@ public sealed class NftablesEnforcerTests
     }
 
     [Fact]
+    public async Task Each_table_marks_connections_with_a_new_generation_so_older_ones_are_checked_again()
+    {
+        await using var enforcer = NewEnforcer();
+        var marks = new List<string>();
+        for (var i = 0; i < NftablesRenderer.MaxGeneration + 2; i++)
+        {
+            Assert.True(await enforcer.ApplyAsync(WebAndNoSsh, CancellationToken.None));
+            var mark = System.Text.RegularExpressions.Regex.Match(_nft.Applied[^1], "ct mark & 0x7f000000 == (0x[0-9a-f]{8}) accept").Groups[1].Value;
+            Assert.Contains($"| {mark} accept comment \"web\"", _nft.Applied[^1], StringComparison.Ordinal);
+            marks.Add(mark);
+        }
+
+        Assert.All(marks.Zip(marks.Skip(1)), pair => Assert.NotEqual(pair.First, pair.Second));
+        Assert.Equal(NftablesRenderer.MaxGeneration, marks.Distinct().Count());
+        Assert.DoesNotContain("0x00000000", marks);
+    }
+
+    [Fact]
     public async Task A_refused_table_keeps_the_previous_one_and_says_why_in_status()
     {
         await using var enforcer = NewEnforcer();
@@ -123,7 +141,7 @@ public sealed class NftablesEnforcerTests
         });
 
         Assert.Equal(2, _nft.Applied.Count);
-        Assert.Contains("ip saddr 100.64.0.1/32 tcp dport 80 counter accept comment \"web\"", _nft.Applied[1], StringComparison.Ordinal);
+        Assert.Matches("ip saddr 100\\.64\\.0\\.1/32 tcp dport 80 counter ct mark set ct mark & 0x80ffffff \\| 0x[0-7][0-9a-f]000000 accept comment \"web\"", _nft.Applied[1]);
         Assert.DoesNotContain("routed", _nft.Applied[1], StringComparison.Ordinal);
         Assert.Equal(1, recorder.Snapshot().Firewall.Rules);
 

@@ -50,21 +50,25 @@ public sealed class NftablesRendererTests
             		oifname "mdl0" jump mesh_out
             	}
             	chain mesh_in {
-            		ct state established,related accept
+            		ct state established ct direction reply accept
+            		ct state related accept
+            		ct state established ct mark & 0x7f000000 == 0x01000000 accept
             		ct state invalid counter name "invalid" drop comment "invalid"
-            		meta l4proto tcp tcp flags & (syn | ack | rst) != syn counter name "invalid" drop comment "invalid"
+            		ct state new meta l4proto tcp tcp flags & (syn | ack | rst) != syn counter name "invalid" drop comment "invalid"
             		ip daddr 100.64.0.2 meta l4proto { tcp, udp } th dport 53 accept comment "mesh-dns"
-            		ip saddr 100.64.0.1/32 tcp dport { 80, 443, 8000-8100 } counter accept comment "web"
-            		ip saddr 100.64.0.7/32 counter accept comment "any-from-7"
+            		ip saddr 100.64.0.1/32 tcp dport { 80, 443, 8000-8100 } counter ct mark set ct mark & 0x80ffffff | 0x01000000 accept comment "web"
+            		ip saddr 100.64.0.7/32 counter ct mark set ct mark & 0x80ffffff | 0x01000000 accept comment "any-from-7"
             		ip saddr 100.64.0.0/10 tcp dport 22 counter name "drop_0" drop comment "no-ssh"
-            		ip saddr 100.64.0.0/10 meta l4proto { icmp, ipv6-icmp } counter accept comment "everyone-ping"
-            		ip6 saddr fd00:1::/64 udp dport 53 counter accept comment "v6-dns"
+            		ip saddr 100.64.0.0/10 meta l4proto { icmp, ipv6-icmp } counter ct mark set ct mark & 0x80ffffff | 0x01000000 accept comment "everyone-ping"
+            		ip6 saddr fd00:1::/64 udp dport 53 counter ct mark set ct mark & 0x80ffffff | 0x01000000 accept comment "v6-dns"
             		counter name "default_drop" drop comment "default-drop"
             	}
             	chain mesh_out {
-            		ct state established,related accept
+            		ct state established ct direction reply accept
+            		ct state related accept
+            		ct state established ct mark & 0x7f000000 == 0x01000000 accept
             		meta nfproto ipv4 tcp dport 25 counter name "drop_1" drop comment "no-smtp-out"
-            		accept
+            		ct mark set ct mark & 0x80ffffff | 0x01000000 accept
             	}
             }
 
@@ -115,7 +119,7 @@ public sealed class NftablesRendererTests
     {
         var policy = NftablesRenderer.Render("mdl0", [Rule("r", RuleAction.Accept, RuleProtocol.Udp, "100.64.0.1", "100-200,150-250,251,300")], null);
 
-        Assert.Contains("udp dport { 100-251, 300 } counter accept comment \"r\"", policy.Script, StringComparison.Ordinal);
+        Assert.Contains("udp dport { 100-251, 300 } counter ct mark set ct mark & 0x80ffffff | 0x01000000 accept comment \"r\"", policy.Script, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -126,8 +130,8 @@ public sealed class NftablesRendererTests
             Rule("both", RuleAction.Accept, RuleProtocol.All, "100.64.0.1", "5000-5010"),
         ], null);
 
-        Assert.Contains("ip6 saddr fd00::/8 meta l4proto { icmp, ipv6-icmp } counter accept comment \"ping\"", policy.Script, StringComparison.Ordinal);
-        Assert.Contains("ip saddr 100.64.0.1/32 meta l4proto { tcp, udp } th dport 5000-5010 counter accept comment \"both\"", policy.Script, StringComparison.Ordinal);
+        Assert.Contains("ip6 saddr fd00::/8 meta l4proto { icmp, ipv6-icmp } counter ct mark set ct mark & 0x80ffffff | 0x01000000 accept comment \"ping\"", policy.Script, StringComparison.Ordinal);
+        Assert.Contains("ip saddr 100.64.0.1/32 meta l4proto { tcp, udp } th dport 5000-5010 counter ct mark set ct mark & 0x80ffffff | 0x01000000 accept comment \"both\"", policy.Script, StringComparison.Ordinal);
         Assert.DoesNotContain("mesh-dns", policy.Script, StringComparison.Ordinal);
     }
 
@@ -140,10 +144,10 @@ public sealed class NftablesRendererTests
             Rule("low-v6", RuleAction.Accept, RuleProtocol.Udp, "::/64", "123"),
         ], null);
 
-        Assert.Contains("\t\ttcp dport 22 counter accept comment \"everything\"\n", policy.Script, StringComparison.Ordinal);
-        Assert.Contains("\t\tmeta nfproto ipv4 udp dport 53 counter accept comment \"every-v4\"\n", policy.Script, StringComparison.Ordinal);
-        Assert.Contains("\t\tmeta nfproto ipv4 udp dport 123 counter accept comment \"low-v6\"\n", policy.Script, StringComparison.Ordinal);
-        Assert.Contains("\t\tip6 saddr ::/64 udp dport 123 counter accept comment \"low-v6\"\n", policy.Script, StringComparison.Ordinal);
+        Assert.Contains("\t\ttcp dport 22 counter ct mark set ct mark & 0x80ffffff | 0x01000000 accept comment \"everything\"\n", policy.Script, StringComparison.Ordinal);
+        Assert.Contains("\t\tmeta nfproto ipv4 udp dport 53 counter ct mark set ct mark & 0x80ffffff | 0x01000000 accept comment \"every-v4\"\n", policy.Script, StringComparison.Ordinal);
+        Assert.Contains("\t\tmeta nfproto ipv4 udp dport 123 counter ct mark set ct mark & 0x80ffffff | 0x01000000 accept comment \"low-v6\"\n", policy.Script, StringComparison.Ordinal);
+        Assert.Contains("\t\tip6 saddr ::/64 udp dport 123 counter ct mark set ct mark & 0x80ffffff | 0x01000000 accept comment \"low-v6\"\n", policy.Script, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -174,8 +178,8 @@ public sealed class NftablesRendererTests
         Assert.Equal(["group-web", "group-web", "other"], ordered.Select(g => g.Rule.RuleId));
         Assert.Equal(300, ordered[0].Remotes.Count);
         Assert.Contains("ip saddr { 100.64.0.1/32, 100.64.0.2/32, ", policy.Script, StringComparison.Ordinal);
-        Assert.Contains("100.64.1.44/32 } tcp dport { 80, 443 } counter accept comment \"group-web\"\n", policy.Script, StringComparison.Ordinal);
-        Assert.Contains("ip6 saddr fd00::1/128 tcp dport { 80, 443 } counter accept comment \"group-web\"\n", policy.Script, StringComparison.Ordinal);
+        Assert.Contains("100.64.1.44/32 } tcp dport { 80, 443 } counter ct mark set ct mark & 0x80ffffff | 0x01000000 accept comment \"group-web\"\n", policy.Script, StringComparison.Ordinal);
+        Assert.Contains("ip6 saddr fd00::1/128 tcp dport { 80, 443 } counter ct mark set ct mark & 0x80ffffff | 0x01000000 accept comment \"group-web\"\n", policy.Script, StringComparison.Ordinal);
         Assert.Equal(303, policy.RuleCount);
     }
 
