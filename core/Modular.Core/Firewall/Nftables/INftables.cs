@@ -25,6 +25,9 @@ public interface INftables
 /// <summary>nftables of the namespace the agent runs in: <see cref="Nft"/>, and <see cref="HostCommand"/> for the counter listing.</summary>
 public sealed class HostNftables : INftables
 {
+    /// <summary>A counter read is a status refresh: it gives up sooner than rule changes do.</summary>
+    public static readonly TimeSpan CounterReadTimeout = TimeSpan.FromSeconds(10);
+
     public static HostNftables Instance { get; } = new();
 
     private HostNftables()
@@ -37,7 +40,7 @@ public sealed class HostNftables : INftables
 
     public async Task<string?> ListCountersJsonAsync(string family, string table, CancellationToken cancellationToken)
     {
-        var result = await HostCommand.RunAsync("nft", ["-j", "list", "counters", "table", family, table], cancellationToken: cancellationToken);
+        var result = await HostCommand.RunAsync("nft", ["-j", "list", "counters", "table", family, table], timeout: CounterReadTimeout, cancellationToken: cancellationToken);
         return result.Succeeded ? result.Output : null;
     }
 }
