@@ -19,9 +19,10 @@ public sealed record NftablesPolicy(string Table, string Script, int RuleCount, 
 
 /// <summary>
 /// Renders the firewall's rules for this peer's own traffic into one nftables table, <c>inet modular_&lt;iface&gt;</c>,
-/// with the userspace <see cref="StatefulFirewall"/>'s semantics: conntrack lets established and related traffic
+/// with the userspace <see cref="StatefulFirewall"/>'s semantics: conntrack lets replies and related traffic
 /// through, new inbound connections need a rule (default drop), new outbound ones follow
-/// <see cref="FirewallOptions.DefaultOutbound"/>. nftables takes the first matching rule, so rules are written in
+/// <see cref="FirewallOptions.DefaultOutbound"/>, and a connection accepted under older rules is checked again
+/// (its conntrack mark carries the generation of the table that accepted it). nftables takes the first matching rule, so rules are written in
 /// the order of <see cref="CompiledRuleSet"/>'s precedence: longer prefix, a named protocol over all, the narrower
 /// port range, drop over accept, then the rule ID — per port range, so a rule whose ranges differ in width may be
 /// split around another rule's. Every line is built from parsed values (prefixes, ints, enums); the only text
