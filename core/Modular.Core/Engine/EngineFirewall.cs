@@ -87,7 +87,7 @@ public sealed class EngineFirewall : IAsyncDisposable
         }
         else
         {
-            var enforcer = new NftablesEnforcer(iface.Name, iface.OverlayIp, options, nftables ?? HostNftables.Instance, logger);
+            var enforcer = new NftablesEnforcer(iface.Name, iface.OverlayIp, options, nftables ?? HostNftables.Instance, logger, time);
             attached = new EngineFirewall(null, enforcer, recorder, logger, time);
             await enforcer.ApplyAsync([], cancellationToken);
         }
@@ -114,9 +114,10 @@ public sealed class EngineFirewall : IAsyncDisposable
             Volatile.Write(ref _userspaceRules, own.Count);
             _logger.LogInformation("Network map {Serial}: {Rules} firewall rules enforced", map.Serial, own.Count);
         }
-        else if (await _nftables!.ApplyAsync(own, cancellationToken))
+        else
         {
-            _logger.LogInformation("Network map {Serial}: {Rules} firewall rules enforced with nftables", map.Serial, own.Count);
+            // The enforcer logs the outcome (with nft's timing or its error).
+            await _nftables!.ApplyAsync(own, cancellationToken);
         }
 
         _recorder?.SetFirewall(Status);

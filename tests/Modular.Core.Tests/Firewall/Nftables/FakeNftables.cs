@@ -24,6 +24,9 @@ internal sealed class FakeNftables : INftables
 
     public bool TableExists { get; private set; }
 
+    /// <summary>Runs on every counter listing (e.g. to let a fake clock pass as a slow nft would).</summary>
+    public Action? OnList { get; set; }
+
     public Task ApplyAsync(string script, CancellationToken cancellationToken)
     {
         lock (_lock)
@@ -54,6 +57,7 @@ internal sealed class FakeNftables : INftables
 
     public Task<string?> ListCountersJsonAsync(string family, string table, CancellationToken cancellationToken)
     {
+        OnList?.Invoke();
         lock (_lock)
         {
             if (!TableExists)

@@ -25,7 +25,7 @@ public sealed class NftablesEnforcerTests
         Rule("no-ssh", RuleAction.Drop, RuleProtocol.Tcp, "100.64.0.0/10", "22"),
     ];
 
-    private NftablesEnforcer NewEnforcer() => new("mdl0", IPAddress.Parse("100.64.0.2"), null, _nft, NullLogger.Instance);
+    private NftablesEnforcer NewEnforcer() => new("mdl0", IPAddress.Parse("100.64.0.2"), null, _nft, NullLogger.Instance, _time);
 
     [Fact]
     public async Task Each_apply_replaces_the_whole_table_in_one_script()
@@ -102,6 +102,27 @@ public sealed class NftablesEnforcerTests
         Assert.Equal(6, enforcer.Status.DropsByRule["no-ssh"]);
         Assert.Equal(2, enforcer.Status.DefaultDrops);
         Assert.Null(enforcer.Status.ActiveFlows);
+    }
+
+    [Fact]
+    public async Task Counter_reads_are_paced_by_how_long_nft_takes_to_list_them()
+    {
+        await using var enforcer = NewEnforcer();
+        await enforcer.ApplyAsync(WebAndNoSsh, CancellationToken.None);
+        _nft.OnList = () => _time.Advance(TimeSpan.FromMilliseconds(400)); // a table nft lists slowly
+
+        _nft.Counters["default_drop"] = 1;
+        await enforcer.RefreshAsync(CancellationToken.None);
+        Assert.Equal(1, enforcer.Status.DefaultDrops);
+
+        _nft.Counters["default_drop"] = 2;
+        _time.Advance(TimeSpan.FromSeconds(3));
+        await enforcer.RefreshAsync(CancellationToken.None);
+        Assert.Equal(1, enforcer.Status.DefaultDrops); // 400 ms of listing buys 8 s of rest
+
+        _time.Advance(TimeSpan.FromSeconds(5));
+        await enforcer.RefreshAsync(CancellationToken.None);
+        Assert.Equal(2, enforcer.Status.DefaultDrops);
     }
 
     [Fact]
