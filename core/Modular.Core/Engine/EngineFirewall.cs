@@ -89,7 +89,16 @@ public sealed class EngineFirewall : IAsyncDisposable
         {
             var enforcer = new NftablesEnforcer(iface.Name, iface.OverlayIp, options, nftables ?? HostNftables.Instance, logger, time);
             attached = new EngineFirewall(null, enforcer, recorder, logger, time);
-            await enforcer.ApplyAsync([], cancellationToken);
+            try
+            {
+                await enforcer.ApplyAsync([], cancellationToken);
+            }
+            catch (OperationCanceledException)
+            {
+                // Stopped while starting: the caller never gets this firewall, so remove the table here.
+                await attached.DisposeAsync();
+                throw;
+            }
         }
 
         recorder?.SetFirewall(attached.Status);

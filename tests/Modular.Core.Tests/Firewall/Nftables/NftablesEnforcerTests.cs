@@ -175,6 +175,17 @@ public sealed class NftablesEnforcerTests
     }
 
     [Fact]
+    public async Task An_agent_stopped_while_attaching_leaves_no_table()
+    {
+        using var stopped = new CancellationTokenSource();
+        await stopped.CancelAsync();
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => EngineFirewall.AttachAsync(new RecordingWgIface(), _time, NullLogger.Instance, nftables: _nft, cancellationToken: stopped.Token));
+
+        Assert.Equal(["inet modular_fake0"], _nft.Deleted);
+    }
+
+    [Fact]
     public async Task A_missing_or_refusing_nft_is_reported_and_the_agent_goes_on()
     {
         _nft.RefuseWith = "nft: not found";
