@@ -37,6 +37,7 @@ public sealed class EngineFirewall : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly ITimer _statusTimer;
     private int _userspaceRules;
+    private HashSet<string> _userspaceDropRuleIds = [];
     private long _lastLoggedDrops;
     private long _lastLoggedAt;
 
@@ -121,6 +122,7 @@ public sealed class EngineFirewall : IAsyncDisposable
         {
             _firewall.UpdateRules(own);
             Volatile.Write(ref _userspaceRules, own.Count);
+            Volatile.Write(ref _userspaceDropRuleIds, own.Where(r => r.Action == RuleAction.Drop).Select(r => r.RuleId).ToHashSet(StringComparer.Ordinal));
             _logger.LogInformation("Network map {Serial}: {Rules} firewall rules enforced", map.Serial, own.Count);
         }
         else
@@ -191,10 +193,12 @@ public sealed class EngineFirewall : IAsyncDisposable
     private FirewallStatus UserspaceStatus()
     {
         var firewall = _firewall!;
+        var dropRuleIds = Volatile.Read(ref _userspaceDropRuleIds);
         return new FirewallStatus(
             FirewallStatus.UserspaceMode,
             Volatile.Read(ref _userspaceRules),
-            firewall.DropsByRule.ToImmutableSortedDictionary(StringComparer.Ordinal),
+            // As in nftables mode: drop rules in force, and any rule ID that ever dropped (the firewall counts per ID seen).
+            firewall.DropsByRule.Where(pair => pair.Value > 0 || dropRuleIds.Contains(pair.Key)).ToImmutableSortedDictionary(StringComparer.Ordinal),
             firewall.DefaultDrops,
             firewall.InvalidDrops,
             firewall.MalformedDrops,

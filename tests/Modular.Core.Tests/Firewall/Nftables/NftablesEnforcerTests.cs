@@ -216,6 +216,25 @@ public sealed class NftablesEnforcerTests
         Assert.Equal(1, status.MalformedDrops);
         Assert.Equal(0, status.ActiveFlows);
         Assert.Equal(2, status.TotalDrops);
+
+        await engineFirewall.ApplyAsync(new NetworkMap
+        {
+            Serial = 1,
+            FirewallRules =
+            {
+                new Modular.Control.Management.FirewallRule { RuleId = "web", PeerIp = "100.64.0.1/32", Direction = "in", Action = "accept", Protocol = "tcp", PortRanges = { new Modular.Control.Management.PortRange { Start = 80, End = 80 } } },
+                new Modular.Control.Management.FirewallRule { RuleId = "no-telnet", PeerIp = "100.64.0.0/10", Direction = "in", Action = "drop", Protocol = "tcp", PortRanges = { new Modular.Control.Management.PortRange { Start = 23, End = 23 } } },
+            },
+        });
+        Assert.Equal(new Dictionary<string, long> { ["no-telnet"] = 0 }, recorder.Snapshot().Firewall.DropsByRule);
+        Assert.False(iface.PacketFilter!.AllowInbound(Tcp("100.64.0.1", 40001, "100.64.0.2", 23, Modular.Core.Firewall.TcpFlags.Syn)));
+        Assert.True(iface.PacketFilter!.AllowInbound(Tcp("100.64.0.1", 40002, "100.64.0.2", 80, Modular.Core.Firewall.TcpFlags.Syn)));
+        await engineFirewall.RefreshStatusAsync(CancellationToken.None);
+
+        status = recorder.Snapshot().Firewall;
+        Assert.Equal(new Dictionary<string, long> { ["no-telnet"] = 1 }, status.DropsByRule); // accept rules have no drops to show
+        Assert.Equal(2, status.Rules);
+        Assert.Equal(1, status.ActiveFlows);
     }
 
     private static StatusRecorder NewRecorder() => new(
