@@ -317,5 +317,16 @@ public sealed class MeshRig : IDisposable
             => Namespace.TryExec($"ping -c {count} -i 0.3 -W 2 {overlayIp}", TimeSpan.FromSeconds(30)).ExitCode == 0; // any reply
 
         public string StatusText() => Shell.TryRun(AgentBinary, $"status -d --socket {Socket}", CommandTimeout).Output;
+
+        /// <summary>Switches the written config to kernel mode (wireguard-go where there is no kernel module).</summary>
+        public void UseKernelMode()
+            => File.WriteAllText(ConfigPath, File.ReadAllText(ConfigPath).Replace("mode = \"userspace\"", "mode = \"kernel\"", StringComparison.Ordinal));
+
+        /// <summary>The "firewall" object of `status --json`; null while the daemon does not answer.</summary>
+        public JsonElement? Firewall() => Status() is { } s && s.TryGetProperty("firewall", out var firewall) ? firewall : null;
+
+        /// <summary>A counter of the "firewall" status object (0 when absent or null).</summary>
+        public long FirewallCounter(string name)
+            => Firewall() is { } f && f.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.Number ? value.GetInt64() : 0;
     }
 }

@@ -60,12 +60,22 @@ public sealed class PolicyTests(ITestOutputHelper output)
         rig.WaitUntil(() => !rig["pa"].Ping(ipB, 2), PolicyTimeout, "ping pa -> pb dropped after the Default policy is gone",
             () => MeshTests.Diagnostics(rig, names));
 
+        var dropsBefore = rig["pb"].FirewallCounter("default_drops");
         Assert.True(TryTcp(rig["pa"].Namespace.Name, addressB, 80, out reply), "TCP 80 A -> B is allowed");
         Assert.Equal("port 80", reply);
         Assert.False(TryTcp(rig["pa"].Namespace.Name, addressB, 22, out _), "TCP 22 A -> B must be dropped");
         Assert.False(UdpArrives(rig["pa"].Namespace.Name, udp, addressB), "UDP A -> B must be dropped");
         Assert.False(rig["pa"].Ping(ipB, 2), "ping A -> B must be dropped");
         Assert.False(TryTcp(rig["pb"].Namespace.Name, IPAddress.Parse(ipA), 22, out _), "TCP B -> A is not allowed (the policy is one-way)");
+
+        // The drops show in status (a snapshot the firewall refreshes every few seconds).
+        rig.WaitUntil(() => rig["pb"].FirewallCounter("default_drops") > dropsBefore, PolicyTimeout, "pb's status counts the dropped probes",
+            () => MeshTests.Diagnostics(rig, names));
+        var firewall = rig["pb"].Firewall()!.Value;
+        rig.Log(firewall.ToString());
+        Assert.Equal("userspace", firewall.GetProperty("mode").GetString());
+        Assert.True(firewall.GetProperty("rules").GetInt32() >= 1, "pb enforces the web rule");
+        Assert.Contains("Firewall:", rig["pb"].StatusText(), StringComparison.Ordinal);
 
         rig.ServerCli("policies create open --source All --destination All --bidirectional");
         rig.WaitUntil(() => rig["pa"].Ping(ipB, 2), PolicyTimeout, "ping pa -> pb back with an allow-all policy",
@@ -77,7 +87,7 @@ public sealed class PolicyTests(ITestOutputHelper output)
     }
 
     /// <summary>A TCP listener in a namespace answering each connection with "port N".</summary>
-    private static Socket Listen(string namespaceName, IPAddress address, int port, CancellationToken cancellationToken)
+    internal static Socket Listen(string namespaceName, IPAddress address, int port, CancellationToken cancellationToken)
     {
         var listener = NamespaceSocket.Create(namespaceName, AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
@@ -104,7 +114,7 @@ public sealed class PolicyTests(ITestOutputHelper output)
     }
 
     /// <summary>Connects from a namespace (bounded by <see cref="DropProbe"/>) and reads the listener's answer.</summary>
-    private static bool TryTcp(string namespaceName, IPAddress address, int port, out string reply)
+    internal static bool TryTcp(string namespaceName, IPAddress address, int port, out string reply)
     {
         reply = "";
         using var socket = NamespaceSocket.Create(namespaceName, AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
@@ -135,7 +145,7 @@ public sealed class PolicyTests(ITestOutputHelper output)
     }
 
     /// <summary>Sends a few datagrams from a namespace; true when one reaches <paramref name="receiver"/> within <see cref="DropProbe"/>.</summary>
-    private static bool UdpArrives(string namespaceName, Socket receiver, IPAddress address)
+    internal static bool UdpArrives(string namespaceName, Socket receiver, IPAddress address)
     {
         using var sender = NamespaceSocket.Create(namespaceName, AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
         var payload = Encoding.ASCII.GetBytes("udp probe");

@@ -297,7 +297,11 @@ public sealed class AgentEngine
 
             var started = _time.GetTimestamp();
             var map = _map.ToMap();
-            _firewall?.Apply(map);
+            if (_firewall is not null)
+            {
+                await _firewall.ApplyAsync(map, cancellationToken);
+            }
+
             var (added, updated, removed) = await _manager!.ApplyAsync(ToPeers(map, _logger), cancellationToken);
             _logger.LogInformation("Network map {Serial} ({Kind} from {Previous}): {Total} peers (+{Added} ~{Updated} -{Removed}) applied in {Ms:F1} ms",
                 map.Serial, update.NetworkMap is null ? "delta" : "whole map", previous, map.RemotePeers.Count, added, updated, removed, _time.GetElapsedTime(started).TotalMilliseconds);
@@ -377,10 +381,11 @@ public sealed class AgentEngine
 
         if (_config.Firewall.Enabled)
         {
-            _firewall = EngineFirewall.Attach(_iface, _time, _loggerFactory.CreateLogger<EngineFirewall>());
+            _firewall = await EngineFirewall.AttachAsync(_iface, _time, _loggerFactory.CreateLogger<EngineFirewall>(), _recorder, cancellationToken: cancellationToken);
         }
         else
         {
+            _recorder.SetFirewall(FirewallStatus.Off);
             _logger.LogWarning("[firewall] enabled = false: no access policy is enforced on {Interface}; every peer reaches this host", _iface.Name);
         }
 
@@ -573,7 +578,11 @@ public sealed class AgentEngine
             await _iface.DisposeAsync();
         }
 
-        _firewall?.Dispose();
+        if (_firewall is not null)
+        {
+            await _firewall.DisposeAsync();
+        }
+
         _iceTransport?.Dispose();
         _identity.Dispose();
         _recorder.SetManagement(new ServiceStatus(_managementUrl?.ToString() ?? "", false, "stopped"));

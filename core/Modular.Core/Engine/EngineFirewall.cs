@@ -1,105 +1,213 @@
+using System.Collections.Immutable;
 using Microsoft.Extensions.Logging;
-using Modular.Control.Management;
 using Modular.Abstractions.WireGuard;
+using Modular.Control.Management;
 using Modular.Core.Firewall;
+using Modular.Core.Firewall.Nftables;
+using Modular.Core.Status;
 using Modular.WireGuard.Interface;
 
 namespace Modular.Core.Engine;
 
 /// <summary>
-/// The agent's enforcement of management's access policies. In userspace mode a
-/// <see cref="StatefulFirewall"/> is installed as the device's packet filter before the first map arrives
-/// (so inbound traffic is dropped until rules allow it) and every network map's rules replace the rule set.
-/// Kernel mode (and any interface without an in-process packet path) has no filter yet (nftables is not
-/// wired): that is logged once and maps are ignored here.
+/// The agent's enforcement of management's access policies, the same rules in either interface mode:
+/// <list type="bullet">
+/// <item>userspace: a <see cref="StatefulFirewall"/> installed as the device's packet filter before the device
+/// exists;</item>
+/// <item>kernel (or any interface the kernel routes): an <see cref="NftablesEnforcer"/> whose table, with no rules
+/// yet, is written before the interface is created.</item>
+/// </list>
+/// Either way inbound mesh traffic is dropped until a network map's rules allow it, and every map the engine
+/// accepts replaces the rules. Counters reach <see cref="StatusRecorder"/> every <see cref="StatusInterval"/>
+/// (status never waits on nft); changed drop counters are logged at debug at most every
+/// <see cref="CounterLogInterval"/>. Disposing removes the nftables table.
 /// </summary>
-public sealed class EngineFirewall : IDisposable
+public sealed class EngineFirewall : IAsyncDisposable
 {
+    /// <summary>How often the counters in status are refreshed.</summary>
+    public static readonly TimeSpan StatusInterval = TimeSpan.FromSeconds(3);
+
     /// <summary>How often changed drop counters are logged (debug), so an operator can see what a policy blocks.</summary>
     public static readonly TimeSpan CounterLogInterval = TimeSpan.FromMinutes(1);
 
     private readonly StatefulFirewall? _firewall;
+    private readonly NftablesEnforcer? _nftables;
+    private readonly StatusRecorder? _recorder;
     private readonly ILogger _logger;
-    private readonly ITimer? _counterTimer;
+    private readonly TimeProvider _time;
+    private readonly ITimer _statusTimer;
+    private int _userspaceRules;
+    private HashSet<string> _userspaceDropRuleIds = [];
     private long _lastLoggedDrops;
+    private long _lastLoggedAt;
 
-    private EngineFirewall(StatefulFirewall? firewall, ILogger logger, TimeProvider time)
+    private EngineFirewall(StatefulFirewall? firewall, NftablesEnforcer? nftables, StatusRecorder? recorder, ILogger logger, TimeProvider time)
     {
         _firewall = firewall;
+        _nftables = nftables;
+        _recorder = recorder;
         _logger = logger;
-        if (firewall is not null && logger.IsEnabled(LogLevel.Debug))
-        {
-            _counterTimer = time.CreateTimer(_ => LogCountersIfChanged(), null, CounterLogInterval, CounterLogInterval);
-        }
+        _time = time;
+        _lastLoggedAt = time.GetTimestamp();
+        _statusTimer = time.CreateTimer(_ => _ = RefreshStatusAsync(CancellationToken.None), null, StatusInterval, StatusInterval);
     }
 
-    /// <summary>The firewall in use; null in kernel mode.</summary>
+    /// <summary>The userspace firewall; null in nftables mode.</summary>
     public StatefulFirewall? Firewall => _firewall;
 
-    /// <summary>Creates the firewall for <paramref name="iface"/> and installs it as its packet filter (userspace only).</summary>
-    public static EngineFirewall Attach(IWgIface iface, TimeProvider time, ILogger logger, FirewallOptions? options = null)
+    /// <summary>The nftables enforcer; null in userspace mode.</summary>
+    public NftablesEnforcer? Nftables => _nftables;
+
+    /// <summary>"userspace" or "nftables".</summary>
+    public string Mode => _firewall is not null ? FirewallStatus.UserspaceMode : FirewallStatus.NftablesMode;
+
+    /// <summary>The mode and counters as last read.</summary>
+    public FirewallStatus Status => _nftables?.Status ?? UserspaceStatus();
+
+    /// <summary>
+    /// Sets up enforcement for <paramref name="iface"/> before it is created: the packet filter of a userspace
+    /// interface, else the nftables table (default drop, replacing a stale one of a crashed run). A table nft
+    /// refuses is logged and shown in status; the agent goes on.
+    /// </summary>
+    public static async Task<EngineFirewall> AttachAsync(
+        IWgIface iface,
+        TimeProvider time,
+        ILogger logger,
+        StatusRecorder? recorder = null,
+        FirewallOptions? options = null,
+        INftables? nftables = null,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(iface);
+        EngineFirewall attached;
         if (iface is UserspaceWgIface userspace)
         {
             var firewall = new StatefulFirewall(options, time);
             userspace.PacketFilter = firewall;
-            return new EngineFirewall(firewall, logger, time);
+            attached = new EngineFirewall(firewall, null, recorder, logger, time);
+        }
+        else
+        {
+            var enforcer = new NftablesEnforcer(iface.Name, iface.OverlayIp, options, nftables ?? HostNftables.Instance, logger, time);
+            attached = new EngineFirewall(null, enforcer, recorder, logger, time);
+            try
+            {
+                await enforcer.ApplyAsync([], cancellationToken);
+            }
+            catch (OperationCanceledException)
+            {
+                // Stopped while starting: the caller never gets this firewall, so remove the table here.
+                await attached.DisposeAsync();
+                throw;
+            }
         }
 
-        logger.LogWarning("Access policies are not enforced on {Interface} ({Mode} mode) yet: all mesh traffic is allowed", iface.Name, iface.Mode);
-        return new EngineFirewall(null, logger, time);
+        recorder?.SetFirewall(attached.Status);
+        return attached;
     }
 
-    /// <summary>Replaces the rule set with the rules of <paramref name="map"/>; unreadable rules are skipped with a warning.</summary>
-    public void Apply(NetworkMap map)
+    /// <summary>Enforces the rules of <paramref name="map"/> (done when this returns); unreadable rules are skipped with a warning.</summary>
+    public async Task ApplyAsync(NetworkMap map, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(map);
-        if (_firewall is null)
-        {
-            return;
-        }
-
-        var mapped = _firewall.ApplyNetworkMap(map.FirewallRules);
+        var mapped = FirewallRuleMapper.Map(map.FirewallRules);
         foreach (var reason in mapped.Rejected)
         {
             _logger.LogWarning("Network map {Serial}: skipped a firewall rule: {Reason}", map.Serial, reason);
         }
 
-        _logger.LogInformation("Network map {Serial}: {Rules} firewall rules enforced", map.Serial, mapped.Rules.Count);
+        // Routed rules belong to forwarded traffic (the routes' tables); this peer's own traffic takes the rest.
+        var own = mapped.Rules.Where(r => !r.IsRouted).ToList();
+        if (_firewall is not null)
+        {
+            _firewall.UpdateRules(own);
+            Volatile.Write(ref _userspaceRules, own.Count);
+            Volatile.Write(ref _userspaceDropRuleIds, own.Where(r => r.Action == RuleAction.Drop).Select(r => r.RuleId).ToHashSet(StringComparer.Ordinal));
+            _logger.LogInformation("Network map {Serial}: {Rules} firewall rules enforced", map.Serial, own.Count);
+        }
+        else
+        {
+            // The enforcer logs the outcome (with nft's timing or its error).
+            await _nftables!.ApplyAsync(own, cancellationToken);
+        }
+
+        _recorder?.SetFirewall(Status);
         LogCounters();
+    }
+
+    /// <summary>Reads the counters (nft, bounded; skipped while nft is busy) into status. Runs on a timer; never throws.</summary>
+    public async Task RefreshStatusAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            if (_nftables is not null)
+            {
+                await _nftables.RefreshAsync(cancellationToken);
+            }
+
+            var status = Status;
+            _recorder?.SetFirewall(status);
+            var total = status.TotalDrops;
+            if (Interlocked.Read(ref _lastLoggedDrops) != total && _time.GetElapsedTime(Interlocked.Read(ref _lastLoggedAt)) >= CounterLogInterval)
+            {
+                LogCounters();
+            }
+        }
+#pragma warning disable CA1031 // A timer callback: a failure to read counters must not take the agent down.
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            _logger.LogDebug("Refreshing firewall counters failed: {Problem}", e.Message);
+        }
     }
 
     /// <summary>Logs the drop counters at debug level (per rule ID and per drop reason).</summary>
     public void LogCounters()
     {
-        if (_firewall is null || !_logger.IsEnabled(LogLevel.Debug))
+        if (!_logger.IsEnabled(LogLevel.Debug))
         {
             return;
         }
 
-        var byRule = string.Join(", ", _firewall.DropsByRule.Select(pair => $"{pair.Key}={pair.Value}"));
+        var status = Status;
+        Interlocked.Exchange(ref _lastLoggedDrops, status.TotalDrops);
+        Interlocked.Exchange(ref _lastLoggedAt, _time.GetTimestamp());
+        var byRule = string.Join(", ", status.DropsByRule.Select(pair => $"{pair.Key}={pair.Value}"));
         _logger.LogDebug(
-            "Firewall drops: by rule [{ByRule}], default {Default}, invalid {Invalid}, malformed {Malformed}, fragments {Fragments}, table full {TableFull}; {Flows} active flows",
-            byRule, _firewall.DefaultDrops, _firewall.InvalidDrops, _firewall.MalformedDrops, _firewall.FragmentDrops,
-            _firewall.TableFullDrops, _firewall.ActiveFlows);
+            "Firewall ({Mode}) drops: by rule [{ByRule}], default {Default}, invalid {Invalid}, malformed {Malformed}, fragments {Fragments}, table full {TableFull}; {Flows} active flows",
+            status.Mode, byRule, status.DefaultDrops, Show(status.InvalidDrops), Show(status.MalformedDrops), Show(status.FragmentDrops),
+            Show(status.TableFullDrops), Show(status.ActiveFlows));
     }
 
-    private void LogCountersIfChanged()
+    public async ValueTask DisposeAsync()
     {
-        var firewall = _firewall!;
-        var total = firewall.DropsByRule.Values.Sum() + firewall.DefaultDrops + firewall.InvalidDrops + firewall.MalformedDrops
-            + firewall.FragmentDrops + firewall.TableFullDrops;
-        if (Interlocked.Exchange(ref _lastLoggedDrops, total) != total)
+        await _statusTimer.DisposeAsync();
+        LogCounters();
+        _firewall?.Dispose();
+        if (_nftables is not null)
         {
-            LogCounters();
+            await _nftables.DisposeAsync();
         }
     }
 
-    public void Dispose()
+    private FirewallStatus UserspaceStatus()
     {
-        _counterTimer?.Dispose();
-        LogCounters();
-        _firewall?.Dispose();
+        var firewall = _firewall!;
+        var dropRuleIds = Volatile.Read(ref _userspaceDropRuleIds);
+        return new FirewallStatus(
+            FirewallStatus.UserspaceMode,
+            Volatile.Read(ref _userspaceRules),
+            // As in nftables mode: drop rules in force, and any rule ID that ever dropped (the firewall counts per ID seen).
+            firewall.DropsByRule.Where(pair => pair.Value > 0 || dropRuleIds.Contains(pair.Key)).ToImmutableSortedDictionary(StringComparer.Ordinal),
+            firewall.DefaultDrops,
+            firewall.InvalidDrops,
+            firewall.MalformedDrops,
+            firewall.FragmentDrops,
+            firewall.TableFullDrops,
+            firewall.ActiveFlows,
+            null);
     }
+
+    private static string Show<T>(T? value)
+        where T : struct => value?.ToString() ?? "-";
 }

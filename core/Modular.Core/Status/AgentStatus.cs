@@ -16,7 +16,11 @@ public sealed record AgentStatus(
     ServiceStatus Management,
     ServiceStatus Signal,
     IReadOnlyList<ServiceStatus> Relays,
-    IReadOnlyList<PeerStatus> Peers);
+    IReadOnlyList<PeerStatus> Peers)
+{
+    /// <summary>Policy enforcement and its drop counters (a snapshot refreshed every few seconds).</summary>
+    public FirewallStatus Firewall { get; init; } = FirewallStatus.Off;
+}
 
 /// <summary>The local WireGuard interface as configured.</summary>
 /// <param name="Mode">"userspace" or "kernel".</param>

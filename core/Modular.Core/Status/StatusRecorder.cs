@@ -42,7 +42,10 @@ public sealed class StatusRecorder
             s.Management,
             s.Signal,
             [.. s.Relays.Values],
-            [.. s.Peers.Values]);
+            [.. s.Peers.Values])
+        {
+            Firewall = s.Firewall,
+        };
     }
 
     /// <summary>Peers in total and connected, without copying the peer list.</summary>
@@ -68,6 +71,9 @@ public sealed class StatusRecorder
     public void SetManagement(ServiceStatus management) => Update(s => s with { Management = management });
 
     public void SetSignal(ServiceStatus signal) => Update(s => s with { Signal = signal });
+
+    /// <summary>Replaces the firewall's mode and counters (the firewall publishes them every few seconds).</summary>
+    public void SetFirewall(FirewallStatus firewall) => Update(s => s with { Firewall = firewall });
 
     /// <summary>Adds or replaces the relay with this URL.</summary>
     public void SetRelay(ServiceStatus relay) => Update(s => s with { Relays = s.Relays.SetItem(relay.Url, relay) });
@@ -112,5 +118,8 @@ public sealed class StatusRecorder
         ServiceStatus Management,
         ServiceStatus Signal,
         ImmutableSortedDictionary<string, ServiceStatus> Relays,
-        ImmutableSortedDictionary<string, PeerStatus> Peers);
+        ImmutableSortedDictionary<string, PeerStatus> Peers)
+    {
+        public FirewallStatus Firewall { get; init; } = FirewallStatus.Off;
+    }
 }

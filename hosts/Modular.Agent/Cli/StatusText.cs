@@ -29,6 +29,7 @@ internal static class StatusText
         Line(text, "Force relay", f.ForceRelay ? "on" : "off");
         Line(text, "Quantum resistance", f.Rosenpass ? (f.RosenpassPermissive ? "on (permissive)" : "on") : "off");
         Line(text, "Flow logging", f.Netflow ? "on" : "off");
+        Line(text, "Firewall", Firewall(status.Firewall));
         Line(text, "Peers", $"{peersConnected}/{peersTotal} connected");
 
         if (detail)
@@ -52,6 +53,36 @@ internal static class StatusText
         }
 
         return text.ToString();
+    }
+
+    /// <summary>One line: mode, rules, drops (by rule only when a rule dropped something), and any apply error.</summary>
+    private static string Firewall(FirewallStatus firewall)
+    {
+        if (firewall.Mode == FirewallStatus.OffMode)
+        {
+            return "off";
+        }
+
+        var line = new StringBuilder();
+        line.Append(firewall.Mode).Append(", ").Append(firewall.Rules).Append(firewall.Rules == 1 ? " rule, " : " rules, ")
+            .Append(firewall.TotalDrops).Append(" dropped (default ").Append(firewall.DefaultDrops);
+        foreach (var (ruleId, drops) in firewall.DropsByRule.Where(pair => pair.Value > 0).OrderByDescending(pair => pair.Value).Take(3))
+        {
+            line.Append(", ").Append(ruleId).Append(' ').Append(drops);
+        }
+
+        line.Append(')');
+        if (firewall.ActiveFlows is { } flows)
+        {
+            line.Append(", ").Append(flows).Append(" flows");
+        }
+
+        if (firewall.Error is { } error)
+        {
+            line.Append("; ").Append(error);
+        }
+
+        return line.ToString();
     }
 
     private static string Service(ServiceStatus service)

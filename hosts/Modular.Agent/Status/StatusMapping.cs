@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using Google.Protobuf.WellKnownTypes;
 using Modular.Abstractions.Peers;
 using Modular.Agent.Protocol;
@@ -35,6 +36,7 @@ internal static class StatusMapping
             Signal = ToProto(status.Signal),
             PeersTotal = status.Peers.Count,
             PeersConnected = status.Peers.Count(p => p.State == PeerConnectionState.Connected),
+            Firewall = ToProto(status.Firewall),
         };
         reply.Features.AlwaysConnected.AddRange(status.Features.AlwaysConnected);
         reply.Relays.AddRange(status.Relays.Select(ToProto));
@@ -62,7 +64,46 @@ internal static class StatusMapping
         FromProto(reply.Management),
         FromProto(reply.Signal),
         [.. reply.Relays.Select(FromProto)],
-        [.. reply.Peers.Select(FromProto)]);
+        [.. reply.Peers.Select(FromProto)])
+    {
+        Firewall = FromProto(reply.Firewall),
+    };
+
+    private static FirewallState ToProto(FirewallStatus firewall)
+    {
+        var state = new FirewallState
+        {
+            Mode = firewall.Mode,
+            Rules = firewall.Rules,
+            DefaultDrops = firewall.DefaultDrops,
+            InvalidDrops = firewall.InvalidDrops,
+            MalformedDrops = firewall.MalformedDrops,
+            FragmentDrops = firewall.FragmentDrops,
+            TableFullDrops = firewall.TableFullDrops,
+            ActiveFlows = firewall.ActiveFlows,
+            Error = firewall.Error,
+        };
+        foreach (var (ruleId, drops) in firewall.DropsByRule)
+        {
+            state.DropsByRule[ruleId] = drops;
+        }
+
+        return state;
+    }
+
+    private static FirewallStatus FromProto(FirewallState? firewall) => firewall is null
+        ? FirewallStatus.Off
+        : new FirewallStatus(
+            firewall.Mode,
+            firewall.Rules,
+            firewall.DropsByRule.ToImmutableSortedDictionary(StringComparer.Ordinal),
+            firewall.DefaultDrops,
+            firewall.InvalidDrops,
+            firewall.MalformedDrops,
+            firewall.FragmentDrops,
+            firewall.TableFullDrops,
+            firewall.ActiveFlows,
+            firewall.Error);
 
     private static ServiceState ToProto(ServiceStatus service) => new()
     {

@@ -40,68 +40,58 @@ public sealed class EngineFirewallTests
     };
 
     [Fact]
-    public void A_userspace_interface_gets_the_firewall_as_its_packet_filter_before_it_is_created()
+    public async Task A_userspace_interface_gets_the_firewall_as_its_packet_filter_before_it_is_created()
     {
         var iface = NewUserspace();
-        using var engineFirewall = EngineFirewall.Attach(iface, _time, NullLogger.Instance);
+        await using var engineFirewall = await EngineFirewall.AttachAsync(iface, _time, NullLogger.Instance);
 
         Assert.NotNull(engineFirewall.Firewall);
         Assert.Same(engineFirewall.Firewall, iface.PacketFilter);
     }
 
     [Fact]
-    public void Before_any_map_inbound_traffic_is_dropped()
+    public async Task Before_any_map_inbound_traffic_is_dropped()
     {
         var iface = NewUserspace();
-        using var engineFirewall = EngineFirewall.Attach(iface, _time, NullLogger.Instance);
+        await using var engineFirewall = await EngineFirewall.AttachAsync(iface, _time, NullLogger.Instance);
 
         Assert.False(iface.PacketFilter!.AllowInbound(Tcp(Peer, 40000, Self, 80, TcpFlags.Syn)));
         Assert.Equal(1, engineFirewall.Firewall!.DefaultDrops);
     }
 
     [Fact]
-    public void Each_map_replaces_the_rules_the_filter_enforces()
+    public async Task Each_map_replaces_the_rules_the_filter_enforces()
     {
         var iface = NewUserspace();
-        using var engineFirewall = EngineFirewall.Attach(iface, _time, NullLogger.Instance);
+        await using var engineFirewall = await EngineFirewall.AttachAsync(iface, _time, NullLogger.Instance);
         var filter = iface.PacketFilter!;
 
-        engineFirewall.Apply(MapAllowingTcp80(1));
+        await engineFirewall.ApplyAsync(MapAllowingTcp80(1));
         Assert.True(filter.AllowInbound(Tcp(Peer, 40000, Self, 80, TcpFlags.Syn)));
         Assert.False(filter.AllowInbound(Tcp(Peer, 40001, Self, 22, TcpFlags.Syn)));
         Assert.False(filter.AllowInbound(Udp(Peer, 40002, Self, 53)));
         Assert.False(filter.AllowInbound(Echo(Peer, Self, 7, reply: false)));
 
-        engineFirewall.Apply(MapAllowingAll(2));
+        await engineFirewall.ApplyAsync(MapAllowingAll(2));
         Assert.True(filter.AllowInbound(Tcp(Peer, 40003, Self, 22, TcpFlags.Syn)));
         Assert.True(filter.AllowInbound(Echo(Peer, Self, 8, reply: false)));
 
         // A map with no rules (every policy deleted) closes the mesh again.
-        engineFirewall.Apply(new NetworkMap { Serial = 3 });
+        await engineFirewall.ApplyAsync(new NetworkMap { Serial = 3 });
         Assert.False(filter.AllowInbound(Udp(Peer, 40004, Self, 5353)));
     }
 
     [Fact]
-    public void Unreadable_rules_are_skipped_and_the_rest_enforced()
+    public async Task Unreadable_rules_are_skipped_and_the_rest_enforced()
     {
         var iface = NewUserspace();
-        using var engineFirewall = EngineFirewall.Attach(iface, _time, NullLogger.Instance);
+        await using var engineFirewall = await EngineFirewall.AttachAsync(iface, _time, NullLogger.Instance);
         var map = MapAllowingTcp80(1);
         map.FirewallRules.Add(new Modular.Control.Management.FirewallRule { RuleId = "bad", PeerIp = "not-an-ip", Direction = "in", Action = "accept", Protocol = "all" });
 
-        engineFirewall.Apply(map);
+        await engineFirewall.ApplyAsync(map);
 
         Assert.True(iface.PacketFilter!.AllowInbound(Tcp(Peer, 40000, Self, 80, TcpFlags.Syn)));
         Assert.False(iface.PacketFilter!.AllowInbound(Tcp(Peer, 40001, Self, 22, TcpFlags.Syn)));
-    }
-
-    [Fact]
-    public void An_interface_without_an_in_process_packet_path_gets_no_filter_and_maps_are_ignored()
-    {
-        var iface = new RecordingWgIface();
-        using var engineFirewall = EngineFirewall.Attach(iface, _time, NullLogger.Instance);
-
-        Assert.Null(engineFirewall.Firewall);
-        engineFirewall.Apply(MapAllowingTcp80(1)); // no throw, nothing to enforce
     }
 }

@@ -1,0 +1,46 @@
+using Modular.Core.Os;
+
+namespace Modular.Core.Firewall.Nftables;
+
+/// <summary>
+/// The three nftables operations the enforcer needs. The agent uses <see cref="HostNftables"/> (the host's `nft`);
+/// tests point it at a network namespace of their own.
+/// </summary>
+public interface INftables
+{
+    /// <summary>Applies a script as one transaction; <see cref="IOException"/> with nft's message when refused.</summary>
+    Task ApplyAsync(string script, CancellationToken cancellationToken);
+
+    /// <summary>Deletes a table; one that does not exist is not an error.</summary>
+    Task DeleteTableAsync(string family, string table, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// The table's named counters as nft's JSON (`nft -j list counters table`), or null when the table does not
+    /// exist. Listing only the counters keeps a refresh cheap with thousands of rules (the whole table with
+    /// 10,000 rules takes nft over a second to print).
+    /// </summary>
+    Task<string?> ListCountersJsonAsync(string family, string table, CancellationToken cancellationToken);
+}
+
+/// <summary>nftables of the namespace the agent runs in: <see cref="Nft"/>, and <see cref="HostCommand"/> for the counter listing.</summary>
+public sealed class HostNftables : INftables
+{
+    /// <summary>A counter read is a status refresh: it gives up sooner than rule changes do.</summary>
+    public static readonly TimeSpan CounterReadTimeout = TimeSpan.FromSeconds(10);
+
+    public static HostNftables Instance { get; } = new();
+
+    private HostNftables()
+    {
+    }
+
+    public Task ApplyAsync(string script, CancellationToken cancellationToken) => Nft.ApplyAsync(script, cancellationToken);
+
+    public Task DeleteTableAsync(string family, string table, CancellationToken cancellationToken) => Nft.DeleteTableAsync(family, table, cancellationToken);
+
+    public async Task<string?> ListCountersJsonAsync(string family, string table, CancellationToken cancellationToken)
+    {
+        var result = await HostCommand.RunAsync("nft", ["-j", "list", "counters", "table", family, table], timeout: CounterReadTimeout, cancellationToken: cancellationToken);
+        return result.Succeeded ? result.Output : null;
+    }
+}
