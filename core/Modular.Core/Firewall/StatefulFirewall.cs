@@ -23,6 +23,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
     private readonly ConcurrentDictionary<string, StrongBox<long>> _dropsByRule = new(StringComparer.Ordinal);
     private readonly ITimer _sweepTimer;
     private readonly Lock _rulesLock = new();
+    private readonly UInt128[] _localAddresses;
     private RuleSets _rules;
     private long _malformed;
     private long _fragments;
@@ -50,7 +51,8 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
             _shards[i] = new Shard(_options.MaxFlows / ShardCount);
         }
 
-        _rules = new RuleSets(CompiledRuleSet.Empty, CompiledRuleSet.Empty);
+        _localAddresses = [.. _options.LocalAddresses.Select(IpPrefix128.ToUInt128)];
+        _rules = new RuleSets(CompiledRuleSet.Empty, CompiledRuleSet.Empty, RoutedRuleSet.Empty);
         _sweepTimer = _time.CreateTimer(_ => SweepExpired(), null, _options.SweepInterval, _options.SweepInterval);
     }
 
@@ -97,16 +99,20 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
 
     /// <summary>
     /// Replaces the rules. Tracked connections the new rules would no longer open are ended at once,
-    /// so removing a policy cuts existing traffic too, not only new connections.
+    /// so removing a policy cuts existing traffic too, not only new connections. Routed rules (with a
+    /// destination) decide only inbound packets to addresses other than <see cref="FirewallOptions.LocalAddresses"/>,
+    /// the others only packets of this peer's own: a policy to a peer never opens the networks it routes, and a
+    /// route rule never opens the peer itself.
     /// </summary>
     public void UpdateRules(IEnumerable<FirewallRule> rules)
     {
         ArgumentNullException.ThrowIfNull(rules);
-        // Routed-traffic rules are not matched here yet: they must never open this peer's own address.
-        var all = rules.Where(r => !r.IsRouted).ToList();
+        var all = rules.ToList();
+        var own = all.Where(r => !r.IsRouted).ToList();
         var compiled = new RuleSets(
-            CompiledRuleSet.Compile(all.Where(r => r.Direction == RuleDirection.Inbound).ToList(), CounterFor),
-            CompiledRuleSet.Compile(all.Where(r => r.Direction == RuleDirection.Outbound).ToList(), CounterFor));
+            CompiledRuleSet.Compile(own.Where(r => r.Direction == RuleDirection.Inbound).ToList(), CounterFor),
+            CompiledRuleSet.Compile(own.Where(r => r.Direction == RuleDirection.Outbound).ToList(), CounterFor),
+            RoutedRuleSet.Compile(all.Where(r => r.IsRouted && r.Direction == RuleDirection.Inbound).ToList(), CounterFor));
         var ended = new List<FlowEvent>();
         var now = _time.GetUtcNow();
 
@@ -128,7 +134,8 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
             {
                 foreach (var (key, entry) in shard.Flows)
                 {
-                    var (action, ruleIndex) = Decide(compiled, entry.Direction, entry.Key.Protocol, entry.Direction == RuleDirection.Inbound ? entry.Key.Source : entry.Key.Destination, entry.Key.DestinationPort);
+                    var inbound = entry.Direction == RuleDirection.Inbound;
+                    var (action, ruleSet, ruleIndex) = Decide(compiled, entry.Direction, entry.Key.Protocol, inbound ? entry.Key.Source : entry.Key.Destination, inbound ? entry.Key.Destination : entry.Key.Source, entry.Key.DestinationPort);
                     if (action == RuleAction.Drop)
                     {
                         shard.Flows.Remove(key);
@@ -139,7 +146,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
                     }
                     else
                     {
-                        entry.RuleId = ruleIndex >= 0 ? compiled.For(entry.Direction).Rules[ruleIndex].RuleId : null;
+                        entry.RuleId = ruleIndex >= 0 ? ruleSet!.Rules[ruleIndex].RuleId : null;
                     }
                 }
             }
@@ -318,15 +325,14 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         }
 
         var rules = Volatile.Read(ref _rules);
-        var remote = direction == RuleDirection.Inbound ? header.Source : header.Destination;
-        var (action, ruleIndex) = Decide(rules, direction, header.Protocol, remote, header.DestinationPort);
-        var ruleSet = rules.For(direction);
-        var ruleId = ruleIndex >= 0 ? ruleSet.Rules[ruleIndex].RuleId : null;
+        var inbound = direction == RuleDirection.Inbound;
+        var (action, ruleSet, ruleIndex) = Decide(rules, direction, header.Protocol, inbound ? header.Source : header.Destination, inbound ? header.Destination : header.Source, header.DestinationPort);
+        var ruleId = ruleIndex >= 0 ? ruleSet!.Rules[ruleIndex].RuleId : null;
         if (action == RuleAction.Drop)
         {
             if (ruleIndex >= 0)
             {
-                Interlocked.Increment(ref ruleSet.DropCounters[ruleIndex].Value);
+                Interlocked.Increment(ref ruleSet!.DropCounters[ruleIndex].Value);
             }
             else
             {
@@ -395,16 +401,41 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         return false;
     }
 
-    private (RuleAction Action, int RuleIndex) Decide(RuleSets rules, RuleDirection direction, byte protocol, UInt128 remote, ushort port)
+    /// <summary>
+    /// The action for a new flow, with the rule set and index of the rule that decided it (-1: the default).
+    /// <paramref name="local"/> is this side's address (the destination of an inbound flow): inbound to an
+    /// address that is not this peer's own is forwarded traffic, decided by the routed rules for it alone.
+    /// </summary>
+    private (RuleAction Action, CompiledRuleSet? RuleSet, int RuleIndex) Decide(RuleSets rules, RuleDirection direction, byte protocol, UInt128 remote, UInt128 local, ushort port)
     {
-        var ruleSet = rules.For(direction);
-        var index = ruleSet.Match(remote, protocol, port);
+        var ruleSet = direction == RuleDirection.Inbound && IsForwarded(local) ? rules.Routed.For(local) : rules.For(direction);
+        var index = ruleSet?.Match(remote, protocol, port) ?? -1;
         if (index >= 0)
         {
-            return (ruleSet.Rules[index].Action, index);
+            return (ruleSet!.Rules[index].Action, ruleSet, index);
         }
 
-        return (direction == RuleDirection.Inbound ? _options.DefaultInbound : _options.DefaultOutbound, -1);
+        return (direction == RuleDirection.Inbound ? _options.DefaultInbound : _options.DefaultOutbound, null, -1);
+    }
+
+    /// <summary>True when <paramref name="destination"/> is not one of this peer's own addresses (and those are known).</summary>
+    private bool IsForwarded(UInt128 destination)
+    {
+        var locals = _localAddresses;
+        if (locals.Length == 0)
+        {
+            return false;
+        }
+
+        foreach (var local in locals)
+        {
+            if (local == destination)
+            {
+                return false;
+            }
+        }
+
+        return true;
     }
 
     private static ConnectionState NextTcpState(FlowEntry entry, TcpFlags flags, bool isReply)
@@ -525,7 +556,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
             null);
     }
 
-    private sealed record RuleSets(CompiledRuleSet Inbound, CompiledRuleSet Outbound)
+    private sealed record RuleSets(CompiledRuleSet Inbound, CompiledRuleSet Outbound, RoutedRuleSet Routed)
     {
         public CompiledRuleSet For(RuleDirection direction) => direction == RuleDirection.Inbound ? Inbound : Outbound;
     }
