@@ -72,8 +72,9 @@ public sealed class RouteManager
         var wantedRoutes = plan.Client.Select(r => r.IsExitNode ? new OsRoute("default", _iface.Name, _options.Table) : new OsRoute(r.Network.ToString(), _iface.Name)).ToList();
         var wantedRules = exit is null ? [] : await ExitRulesAsync(controlHosts, cancellationToken);
 
-        // Out first: the tunnel rule goes before the route it leads to, so traffic never points at a missing table.
-        foreach (var rule in Enumerable.Reverse(_rules).Where(r => !wantedRules.Contains(r)).ToList())
+        // Out first, tunnel rule (the last priority) first: traffic never points at a missing table, and control
+        // traffic is never left without its way around the tunnel while the tunnel rule still stands.
+        foreach (var rule in _rules.Where(r => !wantedRules.Contains(r)).OrderByDescending(r => r.Priority).ToList())
         {
             await TryAsync($"remove rule {rule}", () => _os.DeleteRuleAsync(rule, cancellationToken));
             _rules.Remove(rule);

@@ -225,7 +225,7 @@ public sealed partial class SqliteStore
         var valid = RouteValidator.Validate(resource);
         await using var db = await OpenAsync(cancellationToken);
         await using var tx = (SqliteTransaction)await db.BeginTransactionAsync(System.Data.IsolationLevel.Serializable, cancellationToken);
-        var peerId = await FindPeerIdAsync(db, tx, valid.RoutingPeer) ?? throw new NetworkValidationException("routing-peer", $"no peer '{valid.RoutingPeer}'");
+        var peerId = await FindPeerIdAsync(db, tx, valid.RoutingPeer) ?? throw new NetworkValidationException(valid.ExitNode ? "peer" : "routing-peer", $"no peer '{valid.RoutingPeer}'");
         var name = valid.Name.Length > 0
             ? valid.Name
             : "exit-" + await db.ExecuteScalarAsync<string>("SELECT hostname FROM peers WHERE id = @peerId", new { peerId }, tx);
