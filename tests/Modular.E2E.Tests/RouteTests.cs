@@ -19,18 +19,19 @@ public sealed class RouteTests(ITestOutputHelper output)
     private static readonly TimeSpan MapTimeout = TimeSpan.FromSeconds(60);
     private static readonly TimeSpan DropProbe = TimeSpan.FromSeconds(3);
 
-    [SkippableFact]
-    public void A_subnet_behind_a_routing_peer_is_reachable_only_as_the_policy_allows_and_masqueraded()
+    [SkippableTheory]
+    [InlineData("userspace")]
+    [InlineData("kernel")]
+    public void A_subnet_behind_a_routing_peer_is_reachable_only_as_the_policy_allows_and_masqueraded(string mode)
     {
-        MeshRig.RequirePrerequisites();
+        RequirePrerequisites(mode);
         using var rig = new MeshRig(output, "r");
         rig.StartServer();
         var key = rig.CreateSetupKey();
         string[] names = ["ra", "rr", "rc"];
         foreach (var name in names)
         {
-            rig.AddAgent(name).WriteConfig(key);
-            rig[name].Start();
+            StartAgent(rig, name, key, mode);
         }
 
         var lan = rig.AddNetworkBehind(rig["rr"], "lan", "10.77.0.1/24", "10.77.0.10/24");
@@ -76,18 +77,19 @@ public sealed class RouteTests(ITestOutputHelper output)
         cancel.Cancel();
     }
 
-    [SkippableFact]
-    public void An_exit_node_carries_the_default_route_while_the_control_plane_stays_direct()
+    [SkippableTheory]
+    [InlineData("userspace")]
+    [InlineData("kernel")]
+    public void An_exit_node_carries_the_default_route_while_the_control_plane_stays_direct(string mode)
     {
-        MeshRig.RequirePrerequisites();
+        RequirePrerequisites(mode);
         using var rig = new MeshRig(output, "x");
         rig.StartServer();
         var key = rig.CreateSetupKey();
         string[] names = ["xc", "xe"];
         foreach (var name in names)
         {
-            rig.AddAgent(name).WriteConfig(key);
-            rig[name].Start();
+            StartAgent(rig, name, key, mode);
         }
 
         // The "internet" (TEST-NET-3) exists only behind xe; xc has no route to it but through the exit node.
@@ -137,6 +139,29 @@ public sealed class RouteTests(ITestOutputHelper output)
         Assert.DoesNotContain("default", client.Exec("ip -4 route show table all"), StringComparison.Ordinal);
         Assert.DoesNotContain("modular_route", rig["xe"].Namespace.Exec("nft list tables"), StringComparison.Ordinal);
         cancel.Cancel();
+    }
+
+    private static void RequirePrerequisites(string mode)
+    {
+        MeshRig.RequirePrerequisites();
+        if (mode == "kernel")
+        {
+            // Kernel mode drives wireguard-go where there is no WireGuard module, and marks its socket with wg.
+            Prerequisites.RequireTool("wireguard-go");
+            Prerequisites.RequireTool("wg");
+        }
+    }
+
+    private static void StartAgent(MeshRig rig, string name, string setupKey, string mode)
+    {
+        var agent = rig.AddAgent(name);
+        agent.WriteConfig(setupKey, mode == "kernel" ? "[proxy]\nkind = \"udp\"" : "");
+        if (mode == "kernel")
+        {
+            File.WriteAllText(agent.ConfigPath, File.ReadAllText(agent.ConfigPath).Replace("mode = \"userspace\"", "mode = \"kernel\"", StringComparison.Ordinal));
+        }
+
+        agent.Start();
     }
 
     private static int CountMaps(string log) => log.Split('\n').Count(l => l.Contains("Network map", StringComparison.Ordinal) && l.Contains(" applied in ", StringComparison.Ordinal));
