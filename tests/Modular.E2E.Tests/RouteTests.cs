@@ -87,10 +87,10 @@ public sealed class RouteTests(ITestOutputHelper output)
         rig.StartServer();
         var key = rig.CreateSetupKey();
         string[] names = ["xc", "xe"];
-        foreach (var name in names)
-        {
-            StartAgent(rig, name, key, mode);
-        }
+        // The client sits behind a NAT router, so management, signal, relay and STUN are reached through its
+        // default route, exactly the route an exit node replaces: only the control rules keep them direct.
+        StartAgent(rig, "xc", key, mode, behindNat: true);
+        StartAgent(rig, "xe", key, mode);
 
         // The "internet" (TEST-NET-3) exists only behind xe; xc has no route to it but through the exit node.
         var internet = rig.AddNetworkBehind(rig["xe"], "inet", "203.0.113.1/24", "203.0.113.10/24");
@@ -114,6 +114,12 @@ public sealed class RouteTests(ITestOutputHelper output)
         Assert.Contains($"from all to {MeshRig.ServerIp} lookup main", rules, StringComparison.Ordinal);
         Assert.Contains("suppress_prefixlength 0", rules, StringComparison.Ordinal);
         Assert.Contains("default dev", client.Exec("ip -4 route show table all"), StringComparison.Ordinal);
+        var toManagement = client.Exec($"ip -4 route get {MeshRig.ServerIp}");
+        var toInternet = client.Exec("ip -4 route get 203.0.113.10");
+        rig.Log(toManagement + toInternet);
+        Assert.DoesNotContain(rig["xc"].Interface, toManagement, StringComparison.Ordinal); // via the NAT router, not the tunnel
+        Assert.Contains(" via ", toManagement, StringComparison.Ordinal);
+        Assert.Contains($"dev {rig["xc"].Interface} table", toInternet, StringComparison.Ordinal);
 
         var reply = "";
         rig.WaitUntil(() => TryTcp(client.Name, target, 80, out reply), ConnectTimeout, "TCP 80 from xc to 203.0.113.10 through the exit node",
@@ -136,7 +142,8 @@ public sealed class RouteTests(ITestOutputHelper output)
         Assert.DoesNotContain("fwmark", after, StringComparison.Ordinal);
         Assert.DoesNotContain("suppress_prefixlength", after, StringComparison.Ordinal);
         Assert.DoesNotContain(MeshRig.ServerIp, after, StringComparison.Ordinal);
-        Assert.DoesNotContain("default", client.Exec("ip -4 route show table all"), StringComparison.Ordinal);
+        Assert.DoesNotContain($"dev {rig["xc"].Interface}", client.Exec("ip -4 route show table all"), StringComparison.Ordinal);
+        Assert.DoesNotContain("table 51820", client.Exec("ip -4 route show table all"), StringComparison.Ordinal);
         Assert.DoesNotContain("modular_route", rig["xe"].Namespace.Exec("nft list tables"), StringComparison.Ordinal);
         cancel.Cancel();
     }
@@ -152,9 +159,9 @@ public sealed class RouteTests(ITestOutputHelper output)
         }
     }
 
-    private static void StartAgent(MeshRig rig, string name, string setupKey, string mode)
+    private static void StartAgent(MeshRig rig, string name, string setupKey, string mode, bool behindNat = false)
     {
-        var agent = rig.AddAgent(name);
+        var agent = behindNat ? rig.AddAgentBehindNat(name) : rig.AddAgent(name);
         agent.WriteConfig(setupKey, mode == "kernel" ? "[proxy]\nkind = \"udp\"" : "");
         if (mode == "kernel")
         {

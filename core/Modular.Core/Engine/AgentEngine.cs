@@ -386,7 +386,8 @@ public sealed class AgentEngine
 
         // Its own address tells the firewall which inbound packets are forwarded (routed) traffic.
         _firewall = EngineFirewall.Attach(_iface, _time, _loggerFactory.CreateLogger<EngineFirewall>(), new Firewall.FirewallOptions { LocalAddresses = [address] });
-        _routes = new RouteManager(_iface, new HostRouteOs(), _loggerFactory.CreateLogger<RouteManager>());
+        // Kernel mode's ICE socket talks to peers directly, like WireGuard's: an exit node must not carry it either.
+        _routes = new RouteManager(_iface, new HostRouteOs(), _loggerFactory.CreateLogger<RouteManager>(), markOtherSockets: _iceTransport is { } checks ? checks.SetMark : null);
         await _iface.CreateAsync(cancellationToken);
         await _iface.UpAsync(cancellationToken);
         var agent = new IceAgent(transport, _time, _loggerFactory.CreateLogger<IceAgent>());

@@ -37,18 +37,21 @@ public sealed class RouteManager
     private readonly IRouteOs _os;
     private readonly ILogger _logger;
     private readonly RouteManagerOptions _options;
+    private readonly Action<uint>? _markOtherSockets;
     private readonly HashSet<OsRoute> _routes = [];
     private readonly List<OsRule> _rules = [];
     private string? _forwardingScript;
     private bool _forwardingEnabled;
     private bool _marked;
 
-    public RouteManager(IWgIface iface, IRouteOs os, ILogger logger, RouteManagerOptions? options = null)
+    /// <param name="markOtherSockets">Marks the agent's other sockets that talk to peers directly (kernel mode's ICE socket) with WireGuard's mark.</param>
+    public RouteManager(IWgIface iface, IRouteOs os, ILogger logger, RouteManagerOptions? options = null, Action<uint>? markOtherSockets = null)
     {
         _iface = iface;
         _os = os;
         _logger = logger;
         _options = options ?? RouteManagerOptions.For(iface);
+        _markOtherSockets = markOtherSockets;
     }
 
     /// <summary>The routes this agent added and has not removed.</summary>
@@ -90,7 +93,7 @@ public sealed class RouteManager
         if (exit is not null && !_marked)
         {
             // WireGuard's own datagrams carry the mark before the rule that sends everything unmarked into the tunnel exists.
-            _marked = await TryAsync($"mark WireGuard's socket {_options.Table}", () => _os.SetFwmarkAsync(_iface, (uint)_options.Table, cancellationToken));
+            _marked = await TryAsync($"mark WireGuard's socket {_options.Table}", () => MarkAsync((uint)_options.Table, cancellationToken));
             await TryAsync("net.ipv4.conf.all.src_valid_mark=1", () => _os.WriteSysctlAsync("net.ipv4.conf.all.src_valid_mark", "1", cancellationToken));
         }
 
@@ -133,7 +136,7 @@ public sealed class RouteManager
             }
         }
 
-        if (exit is null && _marked && await TryAsync("clear WireGuard's socket mark", () => _os.SetFwmarkAsync(_iface, 0, cancellationToken)))
+        if (exit is null && _marked && await TryAsync("clear WireGuard's socket mark", () => MarkAsync(0, cancellationToken)))
         {
             _marked = false;
         }
@@ -211,6 +214,12 @@ public sealed class RouteManager
             _logger.LogInformation("Routing for the mesh: {Routes} ({Rules} route rules) in nft table {Table}",
                 string.Join(", ", plan.Served.Select(r => $"{r.Name} {r.Network}{(r.Masquerade ? " masquerade" : "")}")), plan.ForwardRules.Count, table);
         }
+    }
+
+    private async Task MarkAsync(uint mark, CancellationToken cancellationToken)
+    {
+        await _os.SetFwmarkAsync(_iface, mark, cancellationToken);
+        _markOtherSockets?.Invoke(mark);
     }
 
     private async Task<bool> TryAsync(string what, Func<Task> action)
