@@ -108,6 +108,7 @@ public sealed class RouteTests : IAsyncLifetime
         Assert.Equal("address", await Field(new NewResource("r", "not-an-ip", "router")));
         Assert.Equal("address", await Field(new NewResource("r", "0.0.0.0/0", "router"))); // only as an exit node
         Assert.Equal("address", await Field(new NewResource("r", "10.0.0.0/24", "router", ExitNode: true)));
+        Assert.Equal("address", await Field(new NewResource("r", "fd00::/64", "router"))); // agents route IPv4 only
         Assert.Equal("address", await Field(new NewResource("r", "100.64.0.0/16", "router"))); // inside the overlay
         Assert.Equal("address", await Field(new NewResource("r", "64.0.0.0/2", "router"))); // around the overlay
         Assert.Equal("routing-peer", await Field(new NewResource("r", "10.0.0.0/24", "nobody")));

@@ -76,7 +76,10 @@ public sealed record RoutePlan(IReadOnlyList<ClientRoute> Client, IReadOnlyList<
             }
         }
 
+        // A network this peer serves itself is never sent to another peer (HA routers serving the same LAN,
+        // or an exit node that could use another one).
         var client = candidates
+            .Where(r => !served.Any(s => s.Network.Equals(r.Network)))
             .GroupBy(r => r.Network)
             .Select(g => g.OrderBy(r => r.Metric).ThenBy(r => r.Peer.ToArray(), ByteOrder.Instance).First())
             .OrderBy(r => r.Network.PrefixLength).ThenBy(r => r.Network.ToString(), StringComparer.Ordinal)

@@ -66,7 +66,7 @@ public sealed record NetworkResourceRecord(string Id, string Name, string Addres
 
     public const string ExitNodeAddress = "0.0.0.0/0";
 
-    /// <summary>True for a default route (0.0.0.0/0 or ::/0): the routing peer is an exit node.</summary>
+    /// <summary>True for the default route: the routing peer is an exit node.</summary>
     public bool IsExitNode => IsDefaultRoute(Address);
 
     public static bool IsDefaultRoute(string address) => address is ExitNodeAddress or "::/0";

@@ -25,6 +25,12 @@ public static class RouteValidator
         }
 
         var address = PolicyValidator.ParseNetwork("address", resource.Address);
+        if (address.Contains(':', StringComparison.Ordinal))
+        {
+            // Agents route and forward IPv4 only (the overlay is IPv4): an IPv6 route would be accepted here and silently unused.
+            throw new NetworkValidationException("address", $"{address}: IPv6 routes are not supported yet");
+        }
+
         if (resource.ExitNode && !NetworkResourceRecord.IsDefaultRoute(address))
         {
             throw new NetworkValidationException("address", $"an exit node serves 0.0.0.0/0, not {address}");

@@ -34,6 +34,14 @@ public sealed class RouteManagerTests
     }
 
     [Fact]
+    public void A_network_this_peer_serves_is_never_routed_to_another_peer()
+    {
+        var plan = RoutePlan.From(Map(Route("lan", "10.1.0.0/24", Self), Route("lan-ha", "10.1.0.0/24", RouterA, metric: 1), Route("exit-me", "0.0.0.0/0", Self), Route("exit-a", "0.0.0.0/0", RouterA)), Self, Overlay);
+        Assert.Empty(plan.Client);
+        Assert.Equal(2, plan.Served.Count);
+    }
+
+    [Fact]
     public void Unusable_routes_are_skipped_not_thrown()
     {
         var map = Map(
