@@ -148,6 +148,45 @@ public sealed class RouteTests(ITestOutputHelper output)
         cancel.Cancel();
     }
 
+    /// <summary>
+    /// Benchmark (MODULAR_BENCH=1): iperf3 TCP from a client to a host behind a routing peer (forwarded,
+    /// filtered, masqueraded) against the same client to the routing peer's own overlay address. Prints both;
+    /// asserts only that traffic flowed.
+    /// </summary>
+    [SkippableTheory]
+    [InlineData("userspace")]
+    [InlineData("kernel")]
+    public void Routed_throughput(string mode)
+    {
+        Skip.IfNot(Environment.GetEnvironmentVariable("MODULAR_BENCH") == "1", "benchmark: set MODULAR_BENCH=1");
+        RequirePrerequisites(mode);
+        Prerequisites.RequireTool("iperf3");
+        using var rig = new MeshRig(output, "rb");
+        rig.StartServer();
+        var key = rig.CreateSetupKey();
+        StartAgent(rig, "ba", key, mode);
+        StartAgent(rig, "br", key, mode);
+        var lan = rig.AddNetworkBehind(rig["br"], "blan", "10.77.0.1/24", "10.77.0.10/24");
+        rig.WaitUntil(() => rig["ba"].IsConnected("br") && rig["br"].IsConnected("ba"), ConnectTimeout, "ba and br Connected", () => MeshTests.Diagnostics(rig, ["ba", "br"]));
+        rig.ServerCli("resources create lan --address 10.77.0.0/24 --routing-peer br");
+        rig.ServerCli("policies create lan --source All --destination-resource lan --protocol tcp");
+        rig.WaitUntil(() => rig["ba"].Namespace.Exec("ip -4 route").Contains("10.77.0.0/24", StringComparison.Ordinal), MapTimeout, "ba's route");
+
+        double Measure(NetworkNamespace server, string address)
+        {
+            using var iperf = server.Start("iperf3 -s -1");
+            Thread.Sleep(1000);
+            using var document = JsonDocument.Parse(rig["ba"].Namespace.Exec($"iperf3 -c {address} -t 10 -J", TimeSpan.FromSeconds(40)));
+            return document.RootElement.GetProperty("end").GetProperty("sum_received").GetProperty("bits_per_second").GetDouble();
+        }
+
+        var direct = Measure(rig["br"].Namespace, rig["br"].OverlayIp!);
+        var routed = Measure(lan, "10.77.0.10");
+        Assert.True(direct > 0 && routed > 0);
+        output.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+            $"{mode}: iperf3 to the routing peer itself {direct / 1e9:F2} Gbit/s; through it to its lan (forwarded, filtered, masqueraded) {routed / 1e9:F2} Gbit/s ({routed / direct:P0})"));
+    }
+
     private static void RequirePrerequisites(string mode)
     {
         MeshRig.RequirePrerequisites();
