@@ -68,6 +68,12 @@ public sealed class RouteTests(ITestOutputHelper output)
         Assert.DoesNotContain("10.77.0.0/24", rig["rc"].Namespace.Exec("ip -4 route"), StringComparison.Ordinal);
         Assert.False(TryTcp(rig["rc"].Namespace.Name, lanHost, 80, out _), "rc has no route to the lan");
 
+        // Routes follow group membership both ways on a running agent.
+        rig.ServerCli($"groups add-peer clients {rig["rc"].OverlayIp}");
+        rig.WaitUntil(() => rig["rc"].Namespace.Exec("ip -4 route").Contains("10.77.0.0/24", StringComparison.Ordinal), MapTimeout, "rc gets the route once in the group");
+        rig.ServerCli($"groups remove-peer clients {rig["rc"].OverlayIp}");
+        rig.WaitUntil(() => !rig["rc"].Namespace.Exec("ip -4 route").Contains("10.77.0.0/24", StringComparison.Ordinal), MapTimeout, "rc's route goes when it leaves the group");
+
         var table = $"modular_route_{rig["rr"].Interface}";
         Assert.Contains(table, rig["rr"].Namespace.Exec("nft list tables"), StringComparison.Ordinal);
         rig["ra"].Stop();

@@ -129,9 +129,11 @@ public sealed class RouteManager
                 {
                 }
 
-                if (await TryAsync($"add rule {rule}", () => _os.AddRuleAsync(rule, cancellationToken)))
+                // Remembered before it is added: if the agent stops in the middle, cleanup still removes it.
+                _rules.Add(rule);
+                if (!await TryAsync($"add rule {rule}", () => _os.AddRuleAsync(rule, cancellationToken)))
                 {
-                    _rules.Add(rule);
+                    _rules.Remove(rule);
                 }
             }
         }
