@@ -43,6 +43,7 @@ public sealed class RouteManager
     private string? _forwardingScript;
     private bool _forwardingEnabled;
     private bool _marked;
+    private bool _swept;
 
     /// <param name="markOtherSockets">Marks the agent's other sockets that talk to peers directly (kernel mode's ICE socket) with WireGuard's mark.</param>
     public RouteManager(IWgIface iface, IRouteOs os, ILogger logger, RouteManagerOptions? options = null, Action<uint>? markOtherSockets = null)
@@ -74,6 +75,18 @@ public sealed class RouteManager
         var exit = plan.ExitNode;
         var wantedRoutes = plan.Client.Select(r => r.IsExitNode ? new OsRoute("default", _iface.Name, _options.Table) : new OsRoute(r.Network.ToString(), _iface.Name)).ToList();
         var wantedRules = exit is null ? [] : await ExitRulesAsync(controlHosts, cancellationToken);
+        if (!_swept)
+        {
+            // An agent killed while it used an exit node leaves its two fixed rules behind (harmless, but
+            // clutter): they name this agent's table and priorities, so they are ours to remove.
+            _swept = true;
+            foreach (var stale in FixedExitRules().Where(r => !wantedRules.Contains(r)))
+            {
+                for (var copies = 0; copies < 16 && await _os.DeleteRuleAsync(stale, cancellationToken); copies++)
+                {
+                }
+            }
+        }
 
         // Out first, tunnel rule (the last priority) first: traffic never points at a missing table, and control
         // traffic is never left without its way around the tunnel while the tunnel rule still stands.
@@ -165,7 +178,6 @@ public sealed class RouteManager
 
     private async Task<List<OsRule>> ExitRulesAsync(IReadOnlyCollection<string> controlHosts, CancellationToken cancellationToken)
     {
-        var table = _options.Table.ToString(System.Globalization.CultureInfo.InvariantCulture);
         var addresses = new SortedSet<string>(StringComparer.Ordinal);
         foreach (var host in controlHosts.Where(h => h.Length > 0).Distinct(StringComparer.Ordinal))
         {
@@ -180,9 +192,15 @@ public sealed class RouteManager
         }
 
         var rules = addresses.Select(a => new OsRule(_options.ControlRulePriority, $"to {a}/32", "main")).ToList();
-        rules.Add(new OsRule(_options.SuppressRulePriority, "", "main", "suppress_prefixlength 0"));
-        rules.Add(new OsRule(_options.TunnelRulePriority, $"not fwmark {table}", table));
+        rules.AddRange(FixedExitRules());
         return rules;
+    }
+
+    /// <summary>The suppress rule and the tunnel rule, in the order they are added.</summary>
+    private OsRule[] FixedExitRules()
+    {
+        var table = _options.Table.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return [new OsRule(_options.SuppressRulePriority, "", "main", "suppress_prefixlength 0"), new OsRule(_options.TunnelRulePriority, $"not fwmark {table}", table)];
     }
 
     private async Task ApplyForwardingAsync(RoutePlan plan, CancellationToken cancellationToken)

@@ -147,6 +147,16 @@ public sealed class RouteManagerTests
     }
 
     [Fact]
+    public async Task The_fixed_exit_rules_a_killed_agent_left_are_removed_on_the_first_map_even_without_an_exit_node()
+    {
+        var os = new RecordingRouteOs();
+        os.Rules.AddRange(["table main suppress_prefixlength 0 priority 5180", "not fwmark 51820 table 51820 priority 5190", "not fwmark 51820 table 51820 priority 5190", "to 10.9.9.9/32 table main priority 100"]);
+        var manager = new RouteManager(new FakeIface(), os, NullLogger.Instance, new RouteManagerOptions(51820));
+        await manager.ApplyAsync(RoutePlan.Empty, [], default);
+        Assert.Equal(["to 10.9.9.9/32 table main priority 100"], os.Rules); // someone else's rule stays
+    }
+
+    [Fact]
     public async Task A_routing_peer_enables_forwarding_installs_its_table_and_removes_it_when_it_serves_nothing()
     {
         var os = new RecordingRouteOs();
