@@ -129,6 +129,7 @@ public sealed class RouteManager
             }
         }
 
+        var rulesAdded = 0;
         if (exit is not null && !_marked)
         {
             _logger.LogWarning("Exit node {Name} not used: WireGuard's socket could not be marked, so its own traffic would loop into the tunnel", exit.Name);
@@ -144,7 +145,11 @@ public sealed class RouteManager
 
                 // Remembered before it is added: if the agent stops in the middle, cleanup still removes it.
                 _rules.Add(rule);
-                if (!await TryAsync($"add rule {rule}", () => _os.AddRuleAsync(rule, cancellationToken)))
+                if (await TryAsync($"add rule {rule}", () => _os.AddRuleAsync(rule, cancellationToken)))
+                {
+                    rulesAdded++;
+                }
+                else
                 {
                     _rules.Remove(rule);
                 }
@@ -156,7 +161,7 @@ public sealed class RouteManager
             _marked = false;
         }
 
-        if (exit is not null && _rules.Count > 0 && wantedRules.Count == _rules.Count)
+        if (exit is not null && rulesAdded > 0 && wantedRules.Count == _rules.Count)
         {
             _logger.LogInformation("Exit node {Name}: default route through the tunnel (table {Table}), control plane {Hosts} direct", exit.Name, _options.Table, string.Join(", ", controlHosts));
         }

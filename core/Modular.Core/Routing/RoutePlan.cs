@@ -38,6 +38,11 @@ public sealed record RoutePlan(IReadOnlyList<ClientRoute> Client, IReadOnlyList<
     public static RoutePlan From(NetworkMap map, WgKey self, IPNetwork overlay, ILogger? logger = null)
     {
         ArgumentNullException.ThrowIfNull(map);
+        if (map.Routes.Count == 0)
+        {
+            return Empty; // the common case: no work per map, whatever the number of peers
+        }
+
         var inMap = new HashSet<WgKey>(map.RemotePeers.Where(p => p.WgPubKey.Length == WgKey.Size).Select(p => new WgKey(p.WgPubKey.Span)));
         var served = new List<ServedRoute>();
         var candidates = new List<ClientRoute>();
