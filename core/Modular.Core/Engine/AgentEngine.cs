@@ -306,6 +306,7 @@ public sealed class AgentEngine
             var map = _map.ToMap();
             var routes = RoutePlan.From(map, _identity.PublicKey, _iface!.Address, _logger);
             _firewall?.Apply(map);
+            _firewall?.Firewall?.UpdateResources(routes.ToFirewallResources(_iface.Address));
             var (added, updated, removed) = await _manager!.ApplyAsync(routes.MergeAllowedIps(ToPeers(map, _logger)), cancellationToken);
             await _routes!.ApplyAsync(routes, ControlHosts(), cancellationToken);
             _logger.LogInformation("Network map {Serial} ({Kind} from {Previous}): {Total} peers (+{Added} ~{Updated} -{Removed}) applied in {Ms:F1} ms",

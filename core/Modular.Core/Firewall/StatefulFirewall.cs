@@ -25,6 +25,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
     private readonly Lock _rulesLock = new();
     private readonly UInt128[] _localAddresses;
     private RuleSets _rules;
+    private RoutedResources _resources = RoutedResources.Empty;
     private long _malformed;
     private long _fragments;
     private long _invalid;
@@ -151,6 +152,13 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
                 }
             }
         }
+    }
+
+    /// <summary>Names the network resources (routes) flows may go to, for their events' <c>DestinationResourceId</c>.</summary>
+    public void UpdateResources(RoutedResources resources)
+    {
+        ArgumentNullException.ThrowIfNull(resources);
+        Volatile.Write(ref _resources, resources);
     }
 
     /// <summary>Applies the firewall rules of a management network map; rules it cannot read are skipped and returned in <see cref="MappedRules.Rejected"/>.</summary>
@@ -341,7 +349,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
 
             if (_sink is not null && TakeDropEventToken(nowTicks))
             {
-                pending = DropEvent(header, direction, ruleId);
+                pending = DropEvent(header, direction, ruleId, Volatile.Read(ref _resources).Find(header.Destination));
             }
 
             return false;
@@ -366,6 +374,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
 
         var entry = new FlowEntry(Guid.NewGuid(), key, direction, ruleId)
         {
+            ResourceId = _sink is null ? null : Volatile.Read(ref _resources).Find(header.Destination),
             LastSeen = nowTicks,
             OriginalPackets = 1,
             OriginalBytes = (ulong)header.Length,
@@ -505,7 +514,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         }
     }
 
-    private FlowEvent DropEvent(in PacketHeader header, RuleDirection direction, string? ruleId)
+    private FlowEvent DropEvent(in PacketHeader header, RuleDirection direction, string? ruleId, string? resourceId)
     {
         var inbound = direction == RuleDirection.Inbound;
         return new FlowEvent(
@@ -527,7 +536,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
             inbound ? 0 : (ulong)header.Length,
             ruleId,
             null,
-            null);
+            resourceId);
     }
 
     private static FlowEvent ToEvent(FlowEntry entry, FlowEventType type, DateTimeOffset now, string? ruleId)
@@ -553,7 +562,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
             inbound ? entry.ReplyBytes : entry.OriginalBytes,
             ruleId,
             null,
-            null);
+            entry.ResourceId);
     }
 
     private sealed record RuleSets(CompiledRuleSet Inbound, CompiledRuleSet Outbound, RoutedRuleSet Routed)
@@ -570,6 +579,9 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         public RuleDirection Direction { get; } = direction;
 
         public string? RuleId { get; set; } = ruleId;
+
+        /// <summary>The network resource the connection goes to (set only when flow events are emitted).</summary>
+        public string? ResourceId { get; init; }
 
         public ConnectionState State { get; set; }
 

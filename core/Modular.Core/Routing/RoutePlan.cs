@@ -95,6 +95,20 @@ public sealed record RoutePlan(IReadOnlyList<ClientRoute> Client, IReadOnlyList<
         return new RoutePlan(client, served.DistinctBy(s => s.Network).ToList(), forward);
     }
 
+    /// <summary>The resources this plan uses or serves, for the firewall's flow events (none inside <paramref name="overlay"/>).</summary>
+    public RoutedResources ToFirewallResources(IPNetwork overlay)
+    {
+        if (Client.Count == 0 && Served.Count == 0)
+        {
+            return RoutedResources.Empty;
+        }
+
+        static IpPrefix128 Prefix(IPNetwork network) => IpPrefix128.TryParse(network.ToString(), out var prefix) ? prefix : default;
+        return RoutedResources.Create(
+            [.. Served.Select(s => (Prefix(s.Network), s.Id)), .. Client.Select(c => (Prefix(c.Network), c.Id))],
+            Prefix(overlay));
+    }
+
     /// <summary>Each peer with the networks it routes for us added to its allowed IPs (a new list only where something is added).</summary>
     public IReadOnlyList<RemotePeerInfo> MergeAllowedIps(IReadOnlyList<RemotePeerInfo> peers)
     {

@@ -42,6 +42,19 @@ public sealed class RouteManagerTests
     }
 
     [Fact]
+    public void The_plan_names_its_resources_for_flow_events()
+    {
+        var plan = RoutePlan.From(Map(Route("lan", "10.1.0.0/24", RouterA), Route("exit", "0.0.0.0/0", RouterB), Route("mine", "192.168.9.0/24", Self)), Self, Overlay);
+        var resources = plan.ToFirewallResources(Overlay);
+        Assert.Equal(3, resources.Count);
+        Assert.Equal("lan-id", resources.Find(Modular.Core.Firewall.IpPrefix128.ToUInt128(IPAddress.Parse("10.1.0.7"))));
+        Assert.Equal("mine-id", resources.Find(Modular.Core.Firewall.IpPrefix128.ToUInt128(IPAddress.Parse("192.168.9.1"))));
+        Assert.Equal("exit-id", resources.Find(Modular.Core.Firewall.IpPrefix128.ToUInt128(IPAddress.Parse("8.8.8.8"))));
+        Assert.Null(resources.Find(Modular.Core.Firewall.IpPrefix128.ToUInt128(IPAddress.Parse("100.64.0.3"))));
+        Assert.Equal(0, RoutePlan.Empty.ToFirewallResources(Overlay).Count);
+    }
+
+    [Fact]
     public void Unusable_routes_are_skipped_not_thrown()
     {
         var map = Map(

@@ -1,5 +1,6 @@
 using System.Net;
 using Microsoft.Extensions.Time.Testing;
+using Modular.Abstractions.Flows;
 using Modular.Core.Firewall;
 using static Modular.Core.Tests.Firewall.TestPackets;
 
@@ -110,6 +111,40 @@ public sealed class RoutedFirewallTests : IDisposable
         }
 
         Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
+
+    [Fact]
+    public void Flow_events_name_the_resource_a_connection_goes_to_but_never_for_overlay_destinations()
+    {
+        var sink = new RecordingSink();
+        using var firewall = new StatefulFirewall(new FirewallOptions { LocalAddresses = [IPAddress.Parse(Self)] }, _time, sink);
+        firewall.UpdateRules([Routed("lan-web", Client + "/32", "10.77.0.0/24", RuleProtocol.Tcp, "80"), Rule("own", RuleAction.Accept, RuleProtocol.All, Client + "/32")]);
+        Assert.True(IpPrefix128.TryParse("10.77.0.0/24", out var lan));
+        Assert.True(IpPrefix128.TryParse("0.0.0.0/0", out var everything));
+        Assert.True(IpPrefix128.TryParse("100.64.0.0/10", out var overlay));
+        firewall.UpdateResources(RoutedResources.Create([(everything, "exit-id"), (lan, "lan-id")], overlay));
+
+        Assert.True(firewall.AllowInbound(Tcp(Client, 40000, LanHost, 80, TcpFlags.Syn)));
+        Assert.False(firewall.AllowInbound(Tcp(Client, 40001, LanHost, 22, TcpFlags.Syn)));
+        Assert.True(firewall.AllowOutbound(Tcp(Self, 40002, "203.0.113.10", 443, TcpFlags.Syn)));
+        Assert.True(firewall.AllowInbound(Tcp(Client, 40003, Self, 22, TcpFlags.Syn)));
+
+        var events = sink.Events;
+        Assert.Equal("lan-id", Assert.Single(events, e => e.Type == FlowEventType.Start && e.DestinationPort == 80).DestinationResourceId);
+        Assert.Equal("lan-id", Assert.Single(events, e => e.Type == FlowEventType.Drop).DestinationResourceId);
+        Assert.Equal("exit-id", Assert.Single(events, e => e.DestinationPort == 443).DestinationResourceId);
+        Assert.Null(Assert.Single(events, e => e.Type == FlowEventType.Start && e.DestinationPort == 22).DestinationResourceId);
+    }
+
+    private sealed class RecordingSink : IFlowSink
+    {
+        private readonly System.Collections.Concurrent.ConcurrentQueue<FlowEvent> _events = new();
+
+        public IReadOnlyList<FlowEvent> Events => [.. _events];
+
+        public void Emit(FlowEvent flowEvent) => _events.Enqueue(flowEvent);
+
+        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
     }
 
     private static FirewallRule Routed(string id, string source, string destination, RuleProtocol protocol, string ports = "", RuleAction action = RuleAction.Accept)
