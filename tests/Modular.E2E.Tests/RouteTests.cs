@@ -68,6 +68,16 @@ public sealed class RouteTests(ITestOutputHelper output)
         Assert.DoesNotContain("10.77.0.0/24", rig["rc"].Namespace.Exec("ip -4 route"), StringComparison.Ordinal);
         Assert.False(TryTcp(rig["rc"].Namespace.Name, lanHost, 80, out _), "rc has no route to the lan");
 
+        // Without masquerade the lan host sees the client's own overlay address (its default route leads back through rr).
+        var lan2 = rig.AddNetworkBehind(rig["rr"], "lan2", "10.78.0.1/24", "10.78.0.10/24");
+        var lan2Host = IPAddress.Parse("10.78.0.10");
+        using var web2 = ListenAndTellSource(lan2.Name, lan2Host, 80, cancel.Token);
+        rig.ServerCli("resources create lan2 --address 10.78.0.0/24 --routing-peer rr --no-masquerade");
+        rig.ServerCli("policies create lan2-web --source clients --destination-resource lan2 --protocol tcp --ports 80");
+        rig.WaitUntil(() => TryTcp(rig["ra"].Namespace.Name, lan2Host, 80, out reply), MapTimeout, "TCP 80 from ra to the second lan (no masquerade)",
+            () => MeshTests.Diagnostics(rig, names) + "\n--- rr nft:\n" + rig["rr"].Namespace.TryExec("nft list ruleset").Output);
+        Assert.Equal($"from {ipA}", reply);
+
         // Routes follow group membership both ways on a running agent.
         rig.ServerCli($"groups add-peer clients {rig["rc"].OverlayIp}");
         rig.WaitUntil(() => rig["rc"].Namespace.Exec("ip -4 route").Contains("10.77.0.0/24", StringComparison.Ordinal), MapTimeout, "rc gets the route once in the group");
