@@ -9,8 +9,8 @@ using Xunit.Abstractions;
 namespace Modular.E2E.Tests;
 
 /// <summary>
-/// End-to-end benchmarks of the agent (MODULAR_BENCH=1): `status -d` with 1,000 peers in the map, and
-/// relayed iperf3 throughput with the relay's CPU. They print numbers and assert only that the setup worked.
+/// End-to-end benchmarks of the agent (MODULAR_BENCH=1): `status -d` with 1,000 peers in the map,
+/// relayed iperf3 throughput with the relay's CPU, and P2P throughput with the firewall on vs off. They print numbers and assert only that the setup worked.
 /// </summary>
 public sealed class EngineBenchmarks(ITestOutputHelper output)
 {
@@ -91,6 +91,53 @@ public sealed class EngineBenchmarks(ITestOutputHelper output)
         Assert.True(bits > 0);
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"relayed iperf3 ({proxy} proxy): {bits / 1e9:F2} Gbit/s; server (relay) CPU {cpu:F1} s over {wall:F1} s = {cpu / wall:F2} cores; {bits / 1e9 / Math.Max(cpu / wall, 0.01):F2} Gbit/s per relay core"));
+    }
+
+    /// <summary>
+    /// P2P iperf3 through two userspace agents with the firewall on (Default policy: every flow is tracked)
+    /// and through two with `[firewall] enabled = false`, interleaved in one run (median of 3 rounds each).
+    /// </summary>
+    [SkippableFact]
+    public void Tunnel_throughput_with_the_firewall_on_and_off()
+    {
+        RequireBench();
+        Prerequisites.RequireTool("iperf3");
+        using var rig = new MeshRig(output, "f");
+        rig.StartServer();
+        var key = rig.CreateSetupKey();
+        string[] names = ["on1", "on2", "off1", "off2"];
+        foreach (var name in names)
+        {
+            rig.AddAgent(name).WriteConfig(key, $"[proxy]\nkind = \"udp\"\n[firewall]\nenabled = {(name.StartsWith("on", StringComparison.Ordinal) ? "true" : "false")}");
+            rig[name].Start();
+        }
+
+        rig.WaitUntil(() => rig["on1"].IsConnected("on2", "P2P") && rig["off1"].IsConnected("off2", "P2P"), TimeSpan.FromSeconds(120), "both pairs P2P",
+            () => MeshTests.Diagnostics(rig, names));
+        rig.WaitUntil(() => rig["on1"].Ping(rig["on2"].OverlayIp!) && rig["off1"].Ping(rig["off2"].OverlayIp!), MeshTests.FirstPingTimeout, "pings in both pairs");
+
+        var on = new List<double>();
+        var off = new List<double>();
+        for (var round = 0; round < 3; round++)
+        {
+            on.Add(Iperf(rig["on1"], rig["on2"]));
+            off.Add(Iperf(rig["off1"], rig["off2"]));
+        }
+
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"P2P iperf3 through userspace agents, median of 3: firewall on {Median(on) / 1e9:F2} Gbit/s [{string.Join(", ", on.Select(b => (b / 1e9).ToString("F2", CultureInfo.InvariantCulture)))}], " +
+            $"off {Median(off) / 1e9:F2} Gbit/s [{string.Join(", ", off.Select(b => (b / 1e9).ToString("F2", CultureInfo.InvariantCulture)))}]; on/off = {Median(on) / Median(off):F2}"));
+    }
+
+    private static double Iperf(MeshRig.Agent client, MeshRig.Agent server)
+    {
+        using var listener = server.Namespace.Start("iperf3 -s -1");
+        Thread.Sleep(500);
+        var result = client.Namespace.Exec($"iperf3 -c {server.OverlayIp} -t 10 -J", TimeSpan.FromSeconds(40));
+        using var document = JsonDocument.Parse(result);
+        var bits = document.RootElement.GetProperty("end").GetProperty("sum_received").GetProperty("bits_per_second").GetDouble();
+        Assert.True(bits > 0);
+        return bits;
     }
 
     private static double Time(Action action)

@@ -34,6 +34,8 @@ public sealed record AgentConfig
 
     public ProxyConfig Proxy { get; init; } = new();
 
+    public FirewallConfig Firewall { get; init; } = new();
+
     public RosenpassConfig Rosenpass { get; init; } = new();
 
     public NetflowConfig Netflow { get; init; } = new();
@@ -69,6 +71,7 @@ public sealed record AgentConfig
         builder.Append(", Features = ").Append(Features);
         builder.Append(", Connection = ").Append(Connection);
         builder.Append(", Proxy = ").Append(Proxy);
+        builder.Append(", Firewall = ").Append(Firewall);
         builder.Append(", Rosenpass = ").Append(Rosenpass);
         builder.Append(", Netflow = ").Append(Netflow);
         builder.Append(", Ui = ").Append(Ui);
@@ -126,6 +129,16 @@ public sealed record ProxyConfig
 
     /// <summary>NB_DISABLE_EBPF_WG_PROXY=true: never pick the eBPF proxy (no TOML key).</summary>
     public bool EbpfDisabled { get; init; }
+}
+
+public sealed record FirewallConfig
+{
+    /// <summary>
+    /// False: the agent enforces no access policy at all (no userspace filter, no nftables table); every
+    /// packet a peer's allowed IPs admit reaches this host. Only for hosts whose own firewall enforces
+    /// policy, and for measuring the firewall's cost. Logged as a warning at start.
+    /// </summary>
+    public bool Enabled { get; init; } = true;
 }
 
 public sealed record RosenpassConfig

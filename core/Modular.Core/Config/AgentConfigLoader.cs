@@ -116,6 +116,10 @@ public static class AgentConfigLoader
         };
         proxy.RejectUnknownKeys();
 
+        var firewall = top.Section("firewall");
+        var firewallConfig = new FirewallConfig { Enabled = firewall.Bool("enabled", true) };
+        firewall.RejectUnknownKeys();
+
         var rosenpass = top.Section("rosenpass");
         var rosenpassConfig = new RosenpassConfig
         {
@@ -166,6 +170,7 @@ public static class AgentConfigLoader
             Features = featuresConfig,
             Connection = connectionConfig,
             Proxy = proxyConfig,
+            Firewall = firewallConfig,
             Rosenpass = rosenpassConfig,
             Netflow = netflowConfig,
             Ui = uiConfig,

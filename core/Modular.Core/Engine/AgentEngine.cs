@@ -385,10 +385,23 @@ public sealed class AgentEngine
             portOffset = 1;
         }
 
-        // Its own address tells the firewall which inbound packets are forwarded (routed) traffic.
-        _firewall = EngineFirewall.Attach(_iface, _time, _loggerFactory.CreateLogger<EngineFirewall>(), new Firewall.FirewallOptions { LocalAddresses = [address] });
+        if (_config.Firewall.Enabled)
+        {
+            // Its own address tells the firewall which inbound packets are forwarded (routed) traffic.
+            _firewall = EngineFirewall.Attach(_iface, _time, _loggerFactory.CreateLogger<EngineFirewall>(), new Firewall.FirewallOptions { LocalAddresses = [address] });
+        }
+        else
+        {
+            _logger.LogWarning("[firewall] enabled = false: no access policy is enforced on {Interface}; every peer reaches this host", _iface.Name);
+        }
+
         // Kernel mode's ICE socket talks to peers directly, like WireGuard's: an exit node must not carry it either.
-        _routes = new RouteManager(_iface, new HostRouteOs(), _loggerFactory.CreateLogger<RouteManager>(), markOtherSockets: _iceTransport is { } checks ? checks.SetMark : null);
+        _routes = new RouteManager(
+            _iface,
+            new HostRouteOs(),
+            _loggerFactory.CreateLogger<RouteManager>(),
+            RouteManagerOptions.For(_iface) with { FilterForwarded = _config.Firewall.Enabled },
+            _iceTransport is { } checks ? checks.SetMark : null);
         await _iface.CreateAsync(cancellationToken);
         await _iface.UpAsync(cancellationToken);
         var agent = new IceAgent(transport, _time, _loggerFactory.CreateLogger<IceAgent>());

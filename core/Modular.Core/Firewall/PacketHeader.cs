@@ -70,6 +70,15 @@ public readonly struct PacketHeader
     /// <summary>A non-first fragment: it carries no transport header, so its ports are unknown.</summary>
     public bool IsFragment { get; }
 
+    /// <summary>The first fragment of a fragmented packet (offset 0, more to come): its verdict covers the later ones.</summary>
+    public bool IsFirstFragment { get; init; }
+
+    /// <summary>The IP identification (IPv4: 16 bits; IPv6: the fragment header's 32 bits) of any fragment.</summary>
+    public uint FragmentId { get; init; }
+
+    /// <summary>What ties the fragments of one packet together (RFC 791/8200: source, destination, protocol, identification).</summary>
+    public FragmentKey FragmentKey => new(Protocol, Source, Destination, FragmentId);
+
     /// <summary>
     /// For an ICMP error (unreachable, packet too big, time exceeded, parameter problem): the 5-tuple of the
     /// packet it quotes, so the error can be matched to the connection it concerns (Linux conntrack's RELATED).
@@ -125,16 +134,28 @@ public static class PacketParser
 
         var fragmentField = BinaryPrimitives.ReadUInt16BigEndian(packet[6..]);
         var isLaterFragment = (fragmentField & 0x1FFF) != 0;
+        var isFirstFragment = !isLaterFragment && (fragmentField & 0x2000) != 0;
+        uint identification = BinaryPrimitives.ReadUInt16BigEndian(packet[4..]);
         var protocol = packet[9];
         var source = MapIpv4(BinaryPrimitives.ReadUInt32BigEndian(packet[12..]));
         var destination = MapIpv4(BinaryPrimitives.ReadUInt32BigEndian(packet[16..]));
         if (isLaterFragment)
         {
-            header = new PacketHeader(4, protocol, source, destination, 0, 0, TcpFlags.None, 0, 0, totalLength, isFragment: true);
+            header = new PacketHeader(4, protocol, source, destination, 0, 0, TcpFlags.None, 0, 0, totalLength, isFragment: true) { FragmentId = identification };
             return true;
         }
 
-        return TryParseTransport(4, protocol, source, destination, packet[headerLength..totalLength], totalLength, out header);
+        if (!TryParseTransport(4, protocol, source, destination, packet[headerLength..totalLength], totalLength, out header))
+        {
+            return false;
+        }
+
+        if (isFirstFragment)
+        {
+            header = header with { IsFirstFragment = true, FragmentId = identification };
+        }
+
+        return true;
     }
 
     private static bool TryParseIpv6(ReadOnlySpan<byte> packet, out PacketHeader header)
@@ -155,6 +176,8 @@ public static class PacketParser
         var destination = BinaryPrimitives.ReadUInt128BigEndian(packet[24..]);
         var next = packet[6];
         var offset = 40;
+        var isFirstFragment = false;
+        uint identification = 0;
         for (var i = 0; i <= MaxIpv6ExtensionHeaders; i++)
         {
             switch (next)
@@ -174,15 +197,17 @@ public static class PacketParser
                         return false;
                     }
 
-                    var fragmentOffset = BinaryPrimitives.ReadUInt16BigEndian(packet[(offset + 2)..]) >> 3;
+                    var fragmentField = BinaryPrimitives.ReadUInt16BigEndian(packet[(offset + 2)..]);
+                    identification = BinaryPrimitives.ReadUInt32BigEndian(packet[(offset + 4)..]);
                     next = packet[offset];
                     offset += 8;
-                    if (fragmentOffset != 0)
+                    if (fragmentField >> 3 != 0)
                     {
-                        header = new PacketHeader(6, next, source, destination, 0, 0, TcpFlags.None, 0, 0, totalLength, isFragment: true);
+                        header = new PacketHeader(6, next, source, destination, 0, 0, TcpFlags.None, 0, 0, totalLength, isFragment: true) { FragmentId = identification };
                         return true;
                     }
 
+                    isFirstFragment = (fragmentField & 1) != 0;
                     continue;
                 case 51: // authentication header: (length + 2) * 4 bytes
                     if (offset + 2 > totalLength)
@@ -199,7 +224,17 @@ public static class PacketParser
                         return false;
                     }
 
-                    return TryParseTransport(6, next, source, destination, packet[offset..totalLength], totalLength, out header);
+                    if (!TryParseTransport(6, next, source, destination, packet[offset..totalLength], totalLength, out header))
+                    {
+                        return false;
+                    }
+
+                    if (isFirstFragment)
+                    {
+                        header = header with { IsFirstFragment = true, FragmentId = identification };
+                    }
+
+                    return true;
             }
         }
 

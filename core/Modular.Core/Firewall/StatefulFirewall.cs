@@ -28,6 +28,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
     private RoutedResources _resources = RoutedResources.Empty;
     private long _malformed;
     private long _fragments;
+    private readonly FragmentTracker _fragmentTracker;
     private long _invalid;
     private long _tableFull;
     private long _defaultDrops;
@@ -45,6 +46,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         }
 
         _time = timeProvider ?? TimeProvider.System;
+        _fragmentTracker = new FragmentTracker(_time);
         _sink = sink;
         _shards = new Shard[ShardCount];
         for (var i = 0; i < ShardCount; i++)
@@ -60,7 +62,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
     /// <summary>Packets dropped because they could not be parsed.</summary>
     public long MalformedDrops => Interlocked.Read(ref _malformed);
 
-    /// <summary>Non-first IP fragments dropped: they carry no ports to decide on.</summary>
+    /// <summary>Later IP fragments dropped: their first fragment was not allowed, not seen (yet), or too long ago.</summary>
     public long FragmentDrops => Interlocked.Read(ref _fragments);
 
     /// <summary>Inbound TCP that belongs to no tracked connection and is not an opening SYN.</summary>
@@ -221,6 +223,11 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
 
         if (header.IsFragment)
         {
+            if (_fragmentTracker.IsAllowed(header.FragmentKey))
+            {
+                return true;
+            }
+
             Interlocked.Increment(ref _fragments);
             return false;
         }
@@ -251,6 +258,11 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         if (pending is not null)
         {
             Emit(pending);
+        }
+
+        if (allowed && header.IsFirstFragment)
+        {
+            _fragmentTracker.AllowFirst(header.FragmentKey);
         }
 
         return allowed;

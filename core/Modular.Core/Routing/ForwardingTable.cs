@@ -20,7 +20,8 @@ public static class ForwardingTable
     public static string TableName(string iface) => "modular_route_" + Sanitize(iface);
 
     /// <summary>The whole table as one script (with the prologue that replaces it atomically).</summary>
-    public static string Render(string iface, IPNetwork overlay, IReadOnlyList<ServedRoute> served, IReadOnlyList<FirewallRule> rules)
+    /// <param name="filter">False: no forward filtering (every forwarded mesh connection passes); masquerade stays.</param>
+    public static string Render(string iface, IPNetwork overlay, IReadOnlyList<ServedRoute> served, IReadOnlyList<FirewallRule> rules, bool filter = true)
     {
         ArgumentNullException.ThrowIfNull(served);
         ArgumentNullException.ThrowIfNull(rules);
@@ -30,13 +31,15 @@ public static class ForwardingTable
         script.Append(CultureInfo.InvariantCulture, $"table {Family} {table} {{\n");
         script.Append("  chain forward {\n    type filter hook forward priority filter; policy accept;\n");
         script.Append("    ct state established,related accept\n");
-        foreach (var rule in rules.Where(IsIpv4).OrderByDescending(r => r.Destination!.Value.Length).ThenByDescending(r => r.Remote.Length)
+        foreach (var rule in rules.Where(r => filter && IsIpv4(r)).OrderByDescending(r => r.Destination!.Value.Length).ThenByDescending(r => r.Remote.Length)
                      .ThenBy(r => r.Protocol == RuleProtocol.All).ThenBy(PortCount).ThenBy(r => r.Action == RuleAction.Accept).ThenBy(r => r.RuleId, StringComparer.Ordinal))
         {
             script.Append(CultureInfo.InvariantCulture, $"    iifname {name} ip saddr {rule.Remote} ip daddr {rule.Destination}{Match(rule)} counter {(rule.Action == RuleAction.Accept ? "accept" : "drop")} comment {Quote(rule.RuleId)}\n");
         }
 
-        script.Append(CultureInfo.InvariantCulture, $"    iifname {name} counter drop comment \"no route rule\"\n  }}\n");
+        script.Append(filter
+            ? string.Create(CultureInfo.InvariantCulture, $"    iifname {name} counter drop comment \"no route rule\"\n  }}\n")
+            : string.Create(CultureInfo.InvariantCulture, $"    iifname {name} counter accept comment \"firewall disabled\"\n  }}\n"));
         script.Append("  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n");
         foreach (var route in served.Where(r => r.Masquerade))
         {

@@ -11,6 +11,9 @@ namespace Modular.Core.Routing;
 /// <param name="TunnelRulePriority">`not fwmark &lt;Table&gt; lookup &lt;Table&gt;`: everything else not sent by WireGuard itself goes to the tunnel.</param>
 public sealed record RouteManagerOptions(int Table, int ControlRulePriority = 5170, int SuppressRulePriority = 5180, int TunnelRulePriority = 5190)
 {
+    /// <summary>False (<c>[firewall] enabled = false</c>): a routing peer forwards every mesh connection, route rules are not enforced.</summary>
+    public bool FilterForwarded { get; init; } = true;
+
     /// <summary>wg-quick's choice: the listen port as table and mark (51820 when the OS picks the port).</summary>
     public static RouteManagerOptions For(IWgIface iface)
     {
@@ -232,7 +235,7 @@ public sealed class RouteManager
             }
         }
 
-        var script = ForwardingTable.Render(_iface.Name, _iface.Address, plan.Served, plan.ForwardRules);
+        var script = ForwardingTable.Render(_iface.Name, _iface.Address, plan.Served, plan.ForwardRules, _options.FilterForwarded);
         if (script != _forwardingScript && await TryAsync($"apply nft table {table}", () => _os.ApplyNftAsync(script, cancellationToken)))
         {
             _forwardingScript = script;

@@ -142,23 +142,10 @@ internal static class NoiseProtocol
         {
             InitialChainingKey.CopyTo(chainingKey);
             handshake.InitiatorInitialHash.CopyTo(hash);
-            if (ephemeralPrivate.IsEmpty)
-            {
-                Curve25519.GeneratePrivateKey(ephemeral);
-            }
-            else
-            {
-                ephemeralPrivate.CopyTo(ephemeral);
-            }
-
             message[..MessageLayout.InitiationSize].Clear();
             message[0] = MessageLayout.TypeInitiation;
             BinaryPrimitives.WriteUInt32LittleEndian(message[MessageLayout.InitiationSender..], senderIndex);
-            var ephemeralPublic = message.Slice(MessageLayout.InitiationEphemeral, 32);
-            using var ephemeralKey = Curve25519.ImportPrivateKey(ephemeral);
-            Curve25519.ExportPublicKey(ephemeralKey, ephemeralPublic);
-            MixHash(hash, ephemeralPublic);
-            Blake2s.Kdf(chainingKey, ephemeralPublic, chainingKey);
+            using var ephemeralKey = MixEphemeral(ephemeralPrivate, ephemeral, message.Slice(MessageLayout.InitiationEphemeral, 32), hash, chainingKey);
 
             if (!Curve25519.SharedSecret(ephemeralKey, handshake.RemoteStatic, shared))
             {
@@ -283,6 +270,28 @@ internal static class NoiseProtocol
         }
     }
 
+    /// <summary>
+    /// The sender's ephemeral step of both handshake messages: a fresh key (or the given one, for deterministic
+    /// tests) written as its public half into <paramref name="ephemeralPublic"/>, mixed into hash and chaining key.
+    /// </summary>
+    private static NSec.Cryptography.Key MixEphemeral(ReadOnlySpan<byte> given, Span<byte> ephemeral, Span<byte> ephemeralPublic, Span<byte> hash, Span<byte> chainingKey)
+    {
+        if (given.IsEmpty)
+        {
+            Curve25519.GeneratePrivateKey(ephemeral);
+        }
+        else
+        {
+            given.CopyTo(ephemeral);
+        }
+
+        var ephemeralKey = Curve25519.ImportPrivateKey(ephemeral);
+        Curve25519.ExportPublicKey(ephemeralKey, ephemeralPublic);
+        MixHash(hash, ephemeralPublic);
+        Blake2s.Kdf(chainingKey, ephemeralPublic, chainingKey);
+        return ephemeralKey;
+    }
+
     /// <summary>Writes the response (fields up to mac1) to a consumed initiation. Caller holds the handshake lock.</summary>
     public static bool CreateResponse(HandshakeState handshake, uint senderIndex, Span<byte> message, ReadOnlySpan<byte> ephemeralPrivate = default)
     {
@@ -301,24 +310,11 @@ internal static class NoiseProtocol
         {
             handshake.Hash.CopyTo(hash);
             handshake.ChainingKey.CopyTo(chainingKey);
-            if (ephemeralPrivate.IsEmpty)
-            {
-                Curve25519.GeneratePrivateKey(ephemeral);
-            }
-            else
-            {
-                ephemeralPrivate.CopyTo(ephemeral);
-            }
-
             message[..MessageLayout.ResponseSize].Clear();
             message[0] = MessageLayout.TypeResponse;
             BinaryPrimitives.WriteUInt32LittleEndian(message[MessageLayout.ResponseSender..], senderIndex);
             BinaryPrimitives.WriteUInt32LittleEndian(message[MessageLayout.ResponseReceiver..], handshake.RemoteIndex);
-            var ephemeralPublic = message.Slice(MessageLayout.ResponseEphemeral, 32);
-            using var ephemeralKey = Curve25519.ImportPrivateKey(ephemeral);
-            Curve25519.ExportPublicKey(ephemeralKey, ephemeralPublic);
-            MixHash(hash, ephemeralPublic);
-            Blake2s.Kdf(chainingKey, ephemeralPublic, chainingKey);
+            using var ephemeralKey = MixEphemeral(ephemeralPrivate, ephemeral, message.Slice(MessageLayout.ResponseEphemeral, 32), hash, chainingKey);
 
             if (!Curve25519.SharedSecret(ephemeralKey, handshake.RemoteEphemeral, shared))
             {

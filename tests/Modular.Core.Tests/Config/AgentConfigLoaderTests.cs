@@ -73,6 +73,9 @@ public sealed class AgentConfigLoaderTests
         [proxy]
         kind = "udp"
 
+        [firewall]
+        enabled = false
+
         [rosenpass]
         enabled    = true
         permissive = true
@@ -113,6 +116,7 @@ public sealed class AgentConfigLoaderTests
         Assert.Equal(["db1", "100.64.0.9"], config.Features.AlwaysConnected);
         Assert.True(config.Connection.ForceRelay);
         Assert.Equal("udp", config.Proxy.Kind);
+        Assert.False(config.Firewall.Enabled);
         Assert.Equal(new RosenpassConfig { Enabled = true, Permissive = true }, config.Rosenpass);
         Assert.Equal(new NetflowConfig { Enabled = true, CollectDns = true, CollectExitNode = true, IpfixCollector = "collector.example:4739" }, config.Netflow);
         Assert.False(config.Ui.Enabled);
@@ -128,7 +132,7 @@ public sealed class AgentConfigLoaderTests
         // Positions point at the value: `kind = "udp"` is on line 20, the string starts at column 8.
         Assert.Equal(new SourcePosition(20, 8), config.Positions["proxy.kind"]);
         Assert.Equal(new SourcePosition(7, 58), config.Positions["interface.port"]);
-        Assert.Equal(new SourcePosition(38, 9), config.Positions["plugins.acme.level"]);
+        Assert.Equal(new SourcePosition(41, 9), config.Positions["plugins.acme.level"]);
     }
 
     [Fact]
@@ -345,6 +349,15 @@ public sealed class AgentConfigLoaderTests
         Assert.Equal(2, ex.Line);
         Assert.Equal(16, ex.Column);
         Assert.Equal("unknown key 'colour' in table connection; known keys: force_relay", ex.Problem);
+    }
+
+    [Fact]
+    public void The_firewall_is_on_unless_turned_off_with_a_boolean()
+    {
+        Assert.True(Parse("management_url = \"https://m.example\"\n").Firewall.Enabled);
+        var ex = ParseFails("management_url = \"https://m.example\"\n[firewall]\nenabled = \"no\"\n");
+        Assert.Equal("firewall.enabled", ex.Key);
+        Assert.Equal(3, ex.Line);
     }
 
     [Fact]

@@ -179,6 +179,71 @@ public sealed class StatefulFirewallTests : IDisposable
     }
 
     [Fact]
+    public void Later_fragments_follow_the_verdict_of_their_first_fragment()
+    {
+        // An allowed first fragment (UDP 80 is not allowed; TCP 80 is) lets the rest of its packet through.
+        var first = Fragment(Tcp(Remote, 40000, Local, 80, TcpFlags.Syn, payload: 64), id: 7, offsetUnits: 0, more: true);
+        var later = Fragment(Udp(Remote, 1, Local, 1, payload: 64), id: 7, offsetUnits: 11, more: false, protocol: IpProtocol.Tcp);
+        Assert.True(_firewall.AllowInbound(first));
+        Assert.True(_firewall.AllowInbound(later));
+
+        // Same source but another identification: its first fragment was never seen.
+        var stranger = Fragment(Udp(Remote, 1, Local, 1, payload: 64), id: 8, offsetUnits: 11, more: false, protocol: IpProtocol.Tcp);
+        Assert.False(_firewall.AllowInbound(stranger));
+
+        // A denied first fragment (TCP 22) does not open its later fragments.
+        var deniedFirst = Fragment(Tcp(Remote, 40001, Local, 22, TcpFlags.Syn, payload: 64), id: 9, offsetUnits: 0, more: true);
+        var deniedLater = Fragment(Udp(Remote, 1, Local, 1, payload: 64), id: 9, offsetUnits: 11, more: false, protocol: IpProtocol.Tcp);
+        Assert.False(_firewall.AllowInbound(deniedFirst));
+        Assert.False(_firewall.AllowInbound(deniedLater));
+        Assert.Equal(2, _firewall.FragmentDrops);
+
+        // The verdict does not outlive the reassembly window.
+        _time.Advance(FragmentTracker.Lifetime + TimeSpan.FromSeconds(1));
+        Assert.False(_firewall.AllowInbound(later));
+    }
+
+    [Fact]
+    public void Ipv6_later_fragments_follow_their_first_fragment()
+    {
+        using var firewall = new StatefulFirewall(new FirewallOptions(), _time);
+        firewall.UpdateRules([Rule("v6-dns", RuleAction.Accept, RuleProtocol.Udp, "fd00::1/128", "53")]);
+        var first = Ipv6Fragment(Udp("fd00::1", 5000, "fd00::2", 53, payload: 64), id: 0xABCDEF01, offsetUnits: 0, more: true);
+        var later = Ipv6Fragment(Udp("fd00::1", 5000, "fd00::2", 9, payload: 64), id: 0xABCDEF01, offsetUnits: 9, more: false);
+        var other = Ipv6Fragment(Udp("fd00::1", 5000, "fd00::2", 9, payload: 64), id: 0xABCDEF02, offsetUnits: 9, more: false);
+        Assert.True(firewall.AllowInbound(first));
+        Assert.True(firewall.AllowInbound(later));
+        Assert.False(firewall.AllowInbound(other));
+    }
+
+    /// <summary>Turns an IPv4 packet into a fragment: identification, offset (8-byte units) and the more-fragments bit.</summary>
+    private static byte[] Fragment(byte[] packet, ushort id, ushort offsetUnits, bool more, byte? protocol = null)
+    {
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(packet.AsSpan(4), id);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(packet.AsSpan(6), (ushort)(offsetUnits | (more ? 0x2000 : 0)));
+        if (protocol is { } p)
+        {
+            packet[9] = p;
+        }
+
+        return packet;
+    }
+
+    /// <summary>Inserts an IPv6 fragment header after the fixed header of <paramref name="packet"/>.</summary>
+    private static byte[] Ipv6Fragment(byte[] packet, uint id, ushort offsetUnits, bool more)
+    {
+        var result = new byte[packet.Length + 8];
+        packet.AsSpan(0, 40).CopyTo(result);
+        packet.AsSpan(40).CopyTo(result.AsSpan(48));
+        result[40] = packet[6];
+        result[6] = 44;
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(result.AsSpan(42), (ushort)((offsetUnits << 3) | (more ? 1 : 0)));
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(result.AsSpan(44), id);
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(result.AsSpan(4), (ushort)(result.Length - 40));
+        return result;
+    }
+
+    [Fact]
     public void A_flood_of_drops_is_counted_in_full_but_emits_bounded_events()
     {
         using var firewall = new StatefulFirewall(new FirewallOptions { MaxDropEventsPerSecond = 10 }, _time, _sink);

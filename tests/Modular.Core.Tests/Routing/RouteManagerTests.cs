@@ -216,6 +216,18 @@ public sealed class RouteManagerTests
     }
 
     [Fact]
+    public void With_the_firewall_disabled_the_forwarding_table_only_masquerades()
+    {
+        var map = Map(Route("lan", "10.77.0.0/24", Self));
+        map.FirewallRules.Add(new FirewallRule { RuleId = "p1", PeerIp = "100.64.0.5/32", Direction = "in", Action = "accept", Protocol = "tcp", Destination = "10.77.0.0/24" });
+        var plan = RoutePlan.From(map, Self, Overlay);
+        var script = ForwardingTable.Render("mdl0", Overlay, plan.Served, plan.ForwardRules, filter: false);
+        Assert.DoesNotContain("drop", script, StringComparison.Ordinal);
+        Assert.DoesNotContain("\"p1\"", script, StringComparison.Ordinal);
+        Assert.Contains("masquerade", script, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Names_from_the_map_cannot_break_out_of_the_nft_script()
     {
         var map = Map(Route("x\" ; flush ruleset ; \"", "10.77.0.0/24", Self));
