@@ -142,6 +142,20 @@ public sealed class MeshRig : IDisposable
         return agent;
     }
 
+    /// <summary>
+    /// A network behind an agent (for routes and exit nodes): a namespace of its own joined to the agent's by a
+    /// veth pair, the agent at <paramref name="routerCidr"/>, one host at <paramref name="hostCidr"/> whose
+    /// default route points at the agent, so it is reachable only through that agent. Cleaned up with the rig.
+    /// </summary>
+    public NetworkNamespace AddNetworkBehind(Agent router, string name, string routerCidr, string hostCidr)
+    {
+        ArgumentNullException.ThrowIfNull(router);
+        var ns = Add(NetworkNamespace.Create(name));
+        router.Namespace.Link(ns, routerCidr, hostCidr);
+        ns.Exec($"ip route add default via {routerCidr[..routerCidr.IndexOf('/', StringComparison.Ordinal)]}");
+        return ns;
+    }
+
     public void WaitUntil(Func<bool> condition, TimeSpan timeout, string what, Func<string>? diagnostics = null)
     {
         var watch = Stopwatch.StartNew();

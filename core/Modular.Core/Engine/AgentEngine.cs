@@ -13,6 +13,7 @@ using Modular.Control.Signal;
 using Modular.Core.Config;
 using Modular.Core.Ice;
 using Modular.Core.Peers;
+using Modular.Core.Routing;
 using Modular.Core.Status;
 using Modular.WireGuard.Conn;
 using Modular.WireGuard.Interface;
@@ -84,6 +85,7 @@ public sealed class AgentEngine
     private EngineRelayConnector? _relay;
     private ConnectionManager? _manager;
     private EngineFirewall? _firewall;
+    private RouteManager? _routes;
     private IceSocketTransport? _iceTransport;
     private volatile ServiceAddresses? _services;
     private volatile Uri? _managementUrl;
@@ -153,6 +155,11 @@ public sealed class AgentEngine
                     if (_manager is not null)
                     {
                         await _manager.ApplyAsync([], CancellationToken.None);
+                    }
+
+                    if (_routes is not null)
+                    {
+                        await _routes.ApplyAsync(RoutePlan.Empty, [], CancellationToken.None);
                     }
                 }
 #pragma warning disable CA1031 // Every other management failure is retried; the message goes to status.
@@ -297,12 +304,15 @@ public sealed class AgentEngine
 
             var started = _time.GetTimestamp();
             var map = _map.ToMap();
+            var routes = RoutePlan.From(map, _identity.PublicKey, _iface!.Address, _logger);
             if (_firewall is not null)
             {
                 await _firewall.ApplyAsync(map, cancellationToken);
+                _firewall.Firewall?.UpdateResources(routes.ToFirewallResources(_iface.Address));
             }
 
-            var (added, updated, removed) = await _manager!.ApplyAsync(ToPeers(map, _logger), cancellationToken);
+            var (added, updated, removed) = await _manager!.ApplyAsync(routes.MergeAllowedIps(ToPeers(map, _logger)), cancellationToken);
+            await _routes!.ApplyAsync(routes, ControlHosts(), cancellationToken);
             _logger.LogInformation("Network map {Serial} ({Kind} from {Previous}): {Total} peers (+{Added} ~{Updated} -{Removed}) applied in {Ms:F1} ms",
                 map.Serial, update.NetworkMap is null ? "delta" : "whole map", previous, map.RemotePeers.Count, added, updated, removed, _time.GetElapsedTime(started).TotalMilliseconds);
         }
@@ -381,7 +391,8 @@ public sealed class AgentEngine
 
         if (_config.Firewall.Enabled)
         {
-            _firewall = await EngineFirewall.AttachAsync(_iface, _time, _loggerFactory.CreateLogger<EngineFirewall>(), _recorder, cancellationToken: cancellationToken);
+            // Its own address tells the firewall which inbound packets are forwarded (routed) traffic.
+            _firewall = await EngineFirewall.AttachAsync(_iface, _time, _loggerFactory.CreateLogger<EngineFirewall>(), _recorder, new Firewall.FirewallOptions { LocalAddresses = [address] }, cancellationToken: cancellationToken);
         }
         else
         {
@@ -389,6 +400,13 @@ public sealed class AgentEngine
             _logger.LogWarning("[firewall] enabled = false: no access policy is enforced on {Interface}; every peer reaches this host", _iface.Name);
         }
 
+        // Kernel mode's ICE socket talks to peers directly, like WireGuard's: an exit node must not carry it either.
+        _routes = new RouteManager(
+            _iface,
+            new HostRouteOs(),
+            _loggerFactory.CreateLogger<RouteManager>(),
+            RouteManagerOptions.For(_iface) with { FilterForwarded = _config.Firewall.Enabled },
+            _iceTransport is { } checks ? checks.SetMark : null);
         await _iface.CreateAsync(cancellationToken);
         await _iface.UpAsync(cancellationToken);
         var agent = new IceAgent(transport, _time, _loggerFactory.CreateLogger<IceAgent>());
@@ -556,6 +574,12 @@ public sealed class AgentEngine
 
     private async Task ShutdownAsync()
     {
+        if (_routes is not null)
+        {
+            // Before the interface goes: rules and the forwarding table outlive it otherwise.
+            await _routes.CleanupAsync(CancellationToken.None);
+        }
+
         if (_manager is not null)
         {
             await _manager.DisposeAsync();
@@ -612,6 +636,43 @@ public sealed class AgentEngine
         catch (OperationCanceledException)
         {
         }
+    }
+
+    /// <summary>The control plane's hosts (management, signal, relay, STUN): an exit node must not carry their traffic.</summary>
+    private List<string> ControlHosts()
+    {
+        var hosts = new List<string>();
+        if (_managementUrl is { } management)
+        {
+            hosts.Add(management.IdnHost);
+        }
+
+        var services = _services;
+        if (services is not null)
+        {
+            if (Uri.TryCreate(services.SignalUrl, UriKind.Absolute, out var signal))
+            {
+                hosts.Add(signal.IdnHost);
+            }
+
+            hosts.Add(HostOf(services.RelayAddress));
+            hosts.Add(HostOf(services.StunAddress));
+        }
+
+        return hosts;
+    }
+
+    /// <summary>"host:port" or "[v6]:port" to the host.</summary>
+    private static string HostOf(string hostAndPort)
+    {
+        if (hostAndPort.StartsWith('['))
+        {
+            var close = hostAndPort.IndexOf(']', StringComparison.Ordinal);
+            return close > 0 ? hostAndPort[1..close] : "";
+        }
+
+        var colon = hostAndPort.LastIndexOf(':');
+        return colon > 0 ? hostAndPort[..colon] : hostAndPort;
     }
 
     private static string AddressOnly(string prefixText)

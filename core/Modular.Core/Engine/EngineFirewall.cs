@@ -116,14 +116,15 @@ public sealed class EngineFirewall : IAsyncDisposable
             _logger.LogWarning("Network map {Serial}: skipped a firewall rule: {Reason}", map.Serial, reason);
         }
 
-        // Routed rules belong to forwarded traffic (the routes' tables); this peer's own traffic takes the rest.
+        // In kernel mode routed rules belong to the routes' nftables table (forwarded traffic) and the
+        // enforcer takes the rest; the userspace firewall sees forwarded packets itself and takes them all.
         var own = mapped.Rules.Where(r => !r.IsRouted).ToList();
         if (_firewall is not null)
         {
-            _firewall.UpdateRules(own);
-            Volatile.Write(ref _userspaceRules, own.Count);
-            Volatile.Write(ref _userspaceDropRuleIds, own.Where(r => r.Action == RuleAction.Drop).Select(r => r.RuleId).ToHashSet(StringComparer.Ordinal));
-            _logger.LogInformation("Network map {Serial}: {Rules} firewall rules enforced", map.Serial, own.Count);
+            _firewall.UpdateRules(mapped.Rules);
+            Volatile.Write(ref _userspaceRules, mapped.Rules.Count);
+            Volatile.Write(ref _userspaceDropRuleIds, mapped.Rules.Where(r => r.Action == RuleAction.Drop).Select(r => r.RuleId).ToHashSet(StringComparer.Ordinal));
+            _logger.LogInformation("Network map {Serial}: {Rules} firewall rules enforced ({Routed} for routed traffic)", map.Serial, mapped.Rules.Count, mapped.Rules.Count - own.Count);
         }
         else
         {

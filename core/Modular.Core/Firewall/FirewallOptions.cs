@@ -34,4 +34,12 @@ public sealed record FirewallOptions
 
     /// <summary>What a new outbound flow that no rule matches gets. The peer's own inbound policy guards the far end.</summary>
     public RuleAction DefaultOutbound { get; init; } = RuleAction.Accept;
+
+    /// <summary>
+    /// This peer's own overlay addresses. An inbound packet to any other address is forwarded traffic (this
+    /// peer routes a network) and is checked only against routed rules (<see cref="FirewallRule.Destination"/>);
+    /// one to these only against the others. Empty: every inbound packet counts as this peer's own, and
+    /// routed rules are never matched.
+    /// </summary>
+    public IReadOnlyList<System.Net.IPAddress> LocalAddresses { get; init; } = [];
 }

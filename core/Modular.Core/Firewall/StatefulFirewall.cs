@@ -23,7 +23,9 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
     private readonly ConcurrentDictionary<string, StrongBox<long>> _dropsByRule = new(StringComparer.Ordinal);
     private readonly ITimer _sweepTimer;
     private readonly Lock _rulesLock = new();
+    private readonly UInt128[] _localAddresses;
     private RuleSets _rules;
+    private RoutedResources _resources = RoutedResources.Empty;
     private long _malformed;
     private long _fragments;
     private readonly FragmentTracker _fragmentTracker;
@@ -52,7 +54,8 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
             _shards[i] = new Shard(_options.MaxFlows / ShardCount);
         }
 
-        _rules = new RuleSets(CompiledRuleSet.Empty, CompiledRuleSet.Empty);
+        _localAddresses = [.. _options.LocalAddresses.Select(IpPrefix128.ToUInt128)];
+        _rules = new RuleSets(CompiledRuleSet.Empty, CompiledRuleSet.Empty, RoutedRuleSet.Empty);
         _sweepTimer = _time.CreateTimer(_ => SweepExpired(), null, _options.SweepInterval, _options.SweepInterval);
     }
 
@@ -99,16 +102,20 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
 
     /// <summary>
     /// Replaces the rules. Tracked connections the new rules would no longer open are ended at once,
-    /// so removing a policy cuts existing traffic too, not only new connections.
+    /// so removing a policy cuts existing traffic too, not only new connections. Routed rules (with a
+    /// destination) decide only inbound packets to addresses other than <see cref="FirewallOptions.LocalAddresses"/>,
+    /// the others only packets of this peer's own: a policy to a peer never opens the networks it routes, and a
+    /// route rule never opens the peer itself.
     /// </summary>
     public void UpdateRules(IEnumerable<FirewallRule> rules)
     {
         ArgumentNullException.ThrowIfNull(rules);
-        // Routed-traffic rules are not matched here yet: they must never open this peer's own address.
-        var all = rules.Where(r => !r.IsRouted).ToList();
+        var all = rules.ToList();
+        var own = all.Where(r => !r.IsRouted).ToList();
         var compiled = new RuleSets(
-            CompiledRuleSet.Compile(all.Where(r => r.Direction == RuleDirection.Inbound).ToList(), CounterFor),
-            CompiledRuleSet.Compile(all.Where(r => r.Direction == RuleDirection.Outbound).ToList(), CounterFor));
+            CompiledRuleSet.Compile(own.Where(r => r.Direction == RuleDirection.Inbound).ToList(), CounterFor),
+            CompiledRuleSet.Compile(own.Where(r => r.Direction == RuleDirection.Outbound).ToList(), CounterFor),
+            RoutedRuleSet.Compile(all.Where(r => r.IsRouted && r.Direction == RuleDirection.Inbound).ToList(), CounterFor));
         var ended = new List<FlowEvent>();
         var now = _time.GetUtcNow();
 
@@ -130,7 +137,8 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
             {
                 foreach (var (key, entry) in shard.Flows)
                 {
-                    var (action, ruleIndex) = Decide(compiled, entry.Direction, entry.Key.Protocol, entry.Direction == RuleDirection.Inbound ? entry.Key.Source : entry.Key.Destination, entry.Key.DestinationPort);
+                    var inbound = entry.Direction == RuleDirection.Inbound;
+                    var (action, ruleSet, ruleIndex) = Decide(compiled, entry.Direction, entry.Key.Protocol, inbound ? entry.Key.Source : entry.Key.Destination, inbound ? entry.Key.Destination : entry.Key.Source, entry.Key.DestinationPort);
                     if (action == RuleAction.Drop)
                     {
                         shard.Flows.Remove(key);
@@ -141,11 +149,18 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
                     }
                     else
                     {
-                        entry.RuleId = ruleIndex >= 0 ? compiled.For(entry.Direction).Rules[ruleIndex].RuleId : null;
+                        entry.RuleId = ruleIndex >= 0 ? ruleSet!.Rules[ruleIndex].RuleId : null;
                     }
                 }
             }
         }
+    }
+
+    /// <summary>Names the network resources (routes) flows may go to, for their events' <c>DestinationResourceId</c>.</summary>
+    public void UpdateResources(RoutedResources resources)
+    {
+        ArgumentNullException.ThrowIfNull(resources);
+        Volatile.Write(ref _resources, resources);
     }
 
     /// <summary>Applies the firewall rules of a management network map; rules it cannot read are skipped and returned in <see cref="MappedRules.Rejected"/>.</summary>
@@ -330,15 +345,14 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         }
 
         var rules = Volatile.Read(ref _rules);
-        var remote = direction == RuleDirection.Inbound ? header.Source : header.Destination;
-        var (action, ruleIndex) = Decide(rules, direction, header.Protocol, remote, header.DestinationPort);
-        var ruleSet = rules.For(direction);
-        var ruleId = ruleIndex >= 0 ? ruleSet.Rules[ruleIndex].RuleId : null;
+        var inbound = direction == RuleDirection.Inbound;
+        var (action, ruleSet, ruleIndex) = Decide(rules, direction, header.Protocol, inbound ? header.Source : header.Destination, inbound ? header.Destination : header.Source, header.DestinationPort);
+        var ruleId = ruleIndex >= 0 ? ruleSet!.Rules[ruleIndex].RuleId : null;
         if (action == RuleAction.Drop)
         {
             if (ruleIndex >= 0)
             {
-                Interlocked.Increment(ref ruleSet.DropCounters[ruleIndex].Value);
+                Interlocked.Increment(ref ruleSet!.DropCounters[ruleIndex].Value);
             }
             else
             {
@@ -347,7 +361,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
 
             if (_sink is not null && TakeDropEventToken(nowTicks))
             {
-                pending = DropEvent(header, direction, ruleId);
+                pending = DropEvent(header, direction, ruleId, Volatile.Read(ref _resources).Find(header.Destination));
             }
 
             return false;
@@ -372,6 +386,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
 
         var entry = new FlowEntry(Guid.NewGuid(), key, direction, ruleId)
         {
+            ResourceId = _sink is null ? null : Volatile.Read(ref _resources).Find(header.Destination),
             LastSeen = nowTicks,
             OriginalPackets = 1,
             OriginalBytes = (ulong)header.Length,
@@ -407,16 +422,41 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         return false;
     }
 
-    private (RuleAction Action, int RuleIndex) Decide(RuleSets rules, RuleDirection direction, byte protocol, UInt128 remote, ushort port)
+    /// <summary>
+    /// The action for a new flow, with the rule set and index of the rule that decided it (-1: the default).
+    /// <paramref name="local"/> is this side's address (the destination of an inbound flow): inbound to an
+    /// address that is not this peer's own is forwarded traffic, decided by the routed rules for it alone.
+    /// </summary>
+    private (RuleAction Action, CompiledRuleSet? RuleSet, int RuleIndex) Decide(RuleSets rules, RuleDirection direction, byte protocol, UInt128 remote, UInt128 local, ushort port)
     {
-        var ruleSet = rules.For(direction);
-        var index = ruleSet.Match(remote, protocol, port);
+        var ruleSet = direction == RuleDirection.Inbound && IsForwarded(local) ? rules.Routed.For(local) : rules.For(direction);
+        var index = ruleSet?.Match(remote, protocol, port) ?? -1;
         if (index >= 0)
         {
-            return (ruleSet.Rules[index].Action, index);
+            return (ruleSet!.Rules[index].Action, ruleSet, index);
         }
 
-        return (direction == RuleDirection.Inbound ? _options.DefaultInbound : _options.DefaultOutbound, -1);
+        return (direction == RuleDirection.Inbound ? _options.DefaultInbound : _options.DefaultOutbound, null, -1);
+    }
+
+    /// <summary>True when <paramref name="destination"/> is not one of this peer's own addresses (and those are known).</summary>
+    private bool IsForwarded(UInt128 destination)
+    {
+        var locals = _localAddresses;
+        if (locals.Length == 0)
+        {
+            return false;
+        }
+
+        foreach (var local in locals)
+        {
+            if (local == destination)
+            {
+                return false;
+            }
+        }
+
+        return true;
     }
 
     private static ConnectionState NextTcpState(FlowEntry entry, TcpFlags flags, bool isReply)
@@ -486,7 +526,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         }
     }
 
-    private FlowEvent DropEvent(in PacketHeader header, RuleDirection direction, string? ruleId)
+    private FlowEvent DropEvent(in PacketHeader header, RuleDirection direction, string? ruleId, string? resourceId)
     {
         var inbound = direction == RuleDirection.Inbound;
         return new FlowEvent(
@@ -508,7 +548,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
             inbound ? 0 : (ulong)header.Length,
             ruleId,
             null,
-            null);
+            resourceId);
     }
 
     private static FlowEvent ToEvent(FlowEntry entry, FlowEventType type, DateTimeOffset now, string? ruleId)
@@ -534,10 +574,10 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
             inbound ? entry.ReplyBytes : entry.OriginalBytes,
             ruleId,
             null,
-            null);
+            entry.ResourceId);
     }
 
-    private sealed record RuleSets(CompiledRuleSet Inbound, CompiledRuleSet Outbound)
+    private sealed record RuleSets(CompiledRuleSet Inbound, CompiledRuleSet Outbound, RoutedRuleSet Routed)
     {
         public CompiledRuleSet For(RuleDirection direction) => direction == RuleDirection.Inbound ? Inbound : Outbound;
     }
@@ -551,6 +591,9 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         public RuleDirection Direction { get; } = direction;
 
         public string? RuleId { get; set; } = ruleId;
+
+        /// <summary>The network resource the connection goes to (set only when flow events are emitted).</summary>
+        public string? ResourceId { get; init; }
 
         public ConnectionState State { get; set; }
 

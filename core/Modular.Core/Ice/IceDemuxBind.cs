@@ -10,7 +10,7 @@ namespace Modular.Core.Ice;
 /// succeeds proves the very path — NAT mapping included — that WireGuard's packets will take.
 /// WireGuard datagrams pass through untouched and unallocated.
 /// </summary>
-public sealed class IceDemuxBind : IBind, IIceTransport
+public sealed class IceDemuxBind : IBindWithMark, IIceTransport
 {
     private readonly IBind _inner;
     private readonly Lock _sendLock = new();
@@ -46,6 +46,9 @@ public sealed class IceDemuxBind : IBind, IIceTransport
     }
 
     public void Close() => _inner.Close();
+
+    /// <summary>Marks the shared socket (exit-node policy routing keeps WireGuard's and ICE's datagrams out of the tunnel); a no-op when the inner bind has no marks.</summary>
+    public void SetMark(uint mark) => (_inner as IBindWithMark)?.SetMark(mark);
 
     public void Send(byte[][] packets, int[] sizes, int count, WgEndpoint endpoint) => _inner.Send(packets, sizes, count, endpoint);
 

@@ -33,6 +33,9 @@ public sealed class IceSocketTransport : IIceTransport, IDisposable
 
     public void SetReceiver(IStunReceiver receiver) => _receiver = receiver;
 
+    /// <summary>Marks the check socket as WireGuard's is marked (SO_MARK), so exit-node policy routing keeps checks off the tunnel too; 0 clears it.</summary>
+    public void SetMark(uint mark) => _socket.SetRawSocketOption(1 /* SOL_SOCKET */, 36 /* SO_MARK */, BitConverter.GetBytes(mark));
+
     public void Send(ReadOnlySpan<byte> datagram, IPEndPoint to)
     {
         try

@@ -23,13 +23,14 @@ public static class NetworkMapBuilder
         return map;
     }
 
-    /// <summary>Everything in a peer's map except the remote peers: its config, settings and the firewall rules that concern it.</summary>
+    /// <summary>Everything in a peer's map except the remote peers: its config, settings, and the firewall rules and routes that concern it.</summary>
     public static NetworkMap BuildHeader(NetworkSnapshot snapshot, PeerRecord self, AccountConfig account)
     {
         var map = new NetworkMap
         {
             Serial = snapshot.Serial,
             FirewallRules = { snapshot.PolicySet.RulesFor(self, snapshot.Peers) },
+            Routes = { snapshot.PolicySet.RoutesFor(self, snapshot.Peers) },
             PeerConfig = PeerConfigFor(self, account),
             Dns = new DnsConfig { Enabled = false },
             Settings = new AccountSettings

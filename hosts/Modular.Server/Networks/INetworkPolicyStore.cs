@@ -27,7 +27,8 @@ public interface INetworkPolicyStore
 
     Task<IReadOnlyList<NetworkResourceRecord>> ListResourcesAsync(CancellationToken cancellationToken);
 
-    Task<NetworkResourceRecord> CreateResourceAsync(string name, string address, string routingPeer, CancellationToken cancellationToken);
+    /// <summary>Creates a resource (a route). 0.0.0.0/0 and ::/0 only with <see cref="NewResource.ExitNode"/>.</summary>
+    Task<NetworkResourceRecord> CreateResourceAsync(NewResource resource, CancellationToken cancellationToken);
 
     /// <summary>Deletes a resource by id or name. Refused while a policy uses it.</summary>
     Task<bool> DeleteResourceAsync(string idOrName, CancellationToken cancellationToken);

@@ -12,6 +12,7 @@ internal static class NetworkCommands
         root.Add(Groups(config));
         root.Add(Policies(config));
         root.Add(Resources(config));
+        root.Add(RouteCommands.Create(config));
     }
 
     private static Command Groups(Option<string> config)
@@ -156,10 +157,13 @@ internal static class NetworkCommands
         var name = new Argument<string>("name") { Description = "Resource name" };
         var address = new Option<string>("--address") { Description = "Subnet (10.0.0.0/24) or single address", Required = true };
         var routingPeer = new Option<string>("--routing-peer") { Description = "Peer that serves it (name, overlay IP or public key)", Required = true };
-        var create = new Command("create", "Create a network resource served by a routing peer") { name, address, routingPeer };
+        var noMasquerade = RouteCommands.NoMasqueradeOption();
+        var metric = RouteCommands.MetricOption();
+        var create = new Command("create", "Create a network resource served by a routing peer (a route; see `routes exit-node` for 0.0.0.0/0)") { name, address, routingPeer, noMasquerade, metric };
         create.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), async (store, _) =>
         {
-            var resource = await store.CreateResourceAsync(parse.GetValue(name)!, parse.GetValue(address)!, parse.GetValue(routingPeer)!, ct);
+            var resource = await store.CreateResourceAsync(
+                new NewResource(parse.GetValue(name)!, parse.GetValue(address)!, parse.GetValue(routingPeer)!, !parse.GetValue(noMasquerade), parse.GetValue(metric)), ct);
             Console.Out.WriteLine(resource.Id);
             Console.Error.WriteLine($"created network resource '{resource.Name}' {resource.Address} ({resource.Id})");
             return 0;
@@ -174,7 +178,7 @@ internal static class NetworkCommands
             if (parse.GetValue(json))
             {
                 Console.Out.WriteLine(JsonSerializer.Serialize(
-                    resources.Select(r => new { r.Id, r.Name, r.Address, RoutingPeer = peers.GetValueOrDefault(r.RoutingPeerId), r.RoutingPeerId, CreatedAt = ServerCli.Iso(r.CreatedAt) }),
+                    resources.Select(r => new { r.Id, r.Name, r.Address, RoutingPeer = peers.GetValueOrDefault(r.RoutingPeerId), r.RoutingPeerId, r.Masquerade, r.Metric, CreatedAt = ServerCli.Iso(r.CreatedAt) }),
                     ServerCli.Json));
                 return 0;
             }

@@ -54,8 +54,27 @@ public sealed record PolicyRecord(
     public const string DefaultPolicyId = "default";
 }
 
-/// <summary>A subnet or single address reachable through a routing peer (store and CLI only so far: no routes or rules are derived yet).</summary>
-public sealed record NetworkResourceRecord(string Id, string Name, string Address, string RoutingPeerId, DateTimeOffset CreatedAt);
+/// <summary>
+/// A subnet or single address reachable through a routing peer: a route. Clients that some accept policy
+/// lets reach it send its prefix through <see cref="RoutingPeerId"/>; the routing peer forwards (and with
+/// <see cref="Masquerade"/> source-NATs) what the policies allow. 0.0.0.0/0 makes the routing peer an exit node.
+/// </summary>
+/// <param name="Metric">Lower wins when several routing peers serve the same prefix (1-9999).</param>
+public sealed record NetworkResourceRecord(string Id, string Name, string Address, string RoutingPeerId, DateTimeOffset CreatedAt, bool Masquerade = true, int Metric = NetworkResourceRecord.DefaultMetric)
+{
+    public const int DefaultMetric = 9999;
+
+    public const string ExitNodeAddress = "0.0.0.0/0";
+
+    /// <summary>True for the default route: the routing peer is an exit node.</summary>
+    public bool IsExitNode => IsDefaultRoute(Address);
+
+    public static bool IsDefaultRoute(string address) => address is ExitNodeAddress or "::/0";
+}
+
+/// <summary>A network resource as an administrator asked for it, before validation.</summary>
+/// <param name="ExitNode">True only from the exit-node command: the one way to create a 0.0.0.0/0 resource.</param>
+public sealed record NewResource(string Name, string Address, string RoutingPeer, bool Masquerade = true, int Metric = NetworkResourceRecord.DefaultMetric, bool ExitNode = false);
 
 /// <summary>A policy as an administrator asked for it, before validation: every field is raw text.</summary>
 public sealed record NewPolicy(string Name, string Source, string? Destination, string? DestinationResource, string Protocol, string? Ports, string Action, bool Bidirectional);

@@ -14,6 +14,8 @@ public sealed class PolicySet
     private static readonly string OverlayPrefix = $"{OverlayNetwork.ToAddress(OverlayNetwork.Network)}/{OverlayNetwork.PrefixLength}";
 
     private readonly Dictionary<string, HashSet<string>> _members;
+    private readonly Dictionary<string, NetworkResourceRecord> _resourcesById;
+    private Dictionary<string, PeerRecord>? _peersById;
 
     /// <summary>Per group, its members' (peer ID, "ip/32") in address order; built once per snapshot, shared by every stream.</summary>
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, (string PeerId, string PeerIp)[]> _memberIps = new(StringComparer.Ordinal);
@@ -24,6 +26,7 @@ public sealed class PolicySet
         Policies = policies;
         Resources = resources;
         _members = groups.ToDictionary(g => g.Id, g => new HashSet<string>(g.PeerIds, StringComparer.Ordinal), StringComparer.Ordinal);
+        _resourcesById = resources.ToDictionary(r => r.Id, StringComparer.Ordinal);
     }
 
     /// <summary>No groups, no policies: every peer isolated.</summary>
@@ -42,9 +45,9 @@ public sealed class PolicySet
         var seen = new HashSet<(string RuleId, string PeerIp, string Direction)>();
         foreach (var policy in Policies)
         {
-            // Network-resource destinations are stored but not yet turned into routes and rules.
             if (policy.DestinationGroupId is not { } destination)
             {
+                AddRouteRules(rules, seen, policy, self, peers);
                 continue;
             }
 
@@ -76,6 +79,65 @@ public sealed class PolicySet
         }
 
         return rules;
+    }
+
+    /// <summary>
+    /// The routes in <paramref name="self"/>'s map: every resource it serves (so it forwards them), and every
+    /// resource another peer serves that some accept policy lets it reach (so it sends them there).
+    /// </summary>
+    public IReadOnlyList<Modular.Control.Management.Route> RoutesFor(PeerRecord self, IReadOnlyList<PeerRecord> peers)
+    {
+        var routes = new List<Modular.Control.Management.Route>();
+        if (Resources.Count == 0)
+        {
+            return routes;
+        }
+
+        var byId = _peersById ??= peers.ToDictionary(p => p.Id, StringComparer.Ordinal);
+        foreach (var resource in Resources)
+        {
+            if (!byId.TryGetValue(resource.RoutingPeerId, out var router))
+            {
+                continue; // its routing peer was removed: nobody serves it
+            }
+
+            var serves = router.Id == self.Id;
+            if (serves || Policies.Any(p => p.DestinationResourceId == resource.Id && p.Action == PolicyAction.Accept && IsMember(p.SourceGroupId, self.Id)))
+            {
+                routes.Add(new Modular.Control.Management.Route
+                {
+                    Id = resource.Id,
+                    Name = resource.Name,
+                    Network = resource.Address,
+                    PeerWgPubKey = Google.Protobuf.ByteString.CopyFrom(router.PublicKey.ToArray()),
+                    Metric = resource.Metric,
+                    Masquerade = resource.Masquerade,
+                });
+            }
+        }
+
+        return routes;
+    }
+
+    /// <summary>The groups whose members some accept policy lets use <paramref name="resourceId"/> (for `routes list`).</summary>
+    public IReadOnlyList<string> SourceGroupsOf(string resourceId)
+        => [.. Policies.Where(p => p.DestinationResourceId == resourceId && p.Action == PolicyAction.Accept).Select(p => p.SourceGroupId).Distinct(StringComparer.Ordinal)];
+
+    /// <summary>On the routing peer of a policy's resource: inbound rules for forwarded traffic from the source group to the resource.</summary>
+    private void AddRouteRules(List<FirewallRule> rules, HashSet<(string, string, string)> seen, PolicyRecord policy, PeerRecord self, IReadOnlyList<PeerRecord> peers)
+    {
+        var resource = _resourcesById.GetValueOrDefault(policy.DestinationResourceId ?? "");
+        if (resource is null || resource.RoutingPeerId != self.Id)
+        {
+            return;
+        }
+
+        var first = rules.Count;
+        Add(rules, seen, policy, "in", policy.SourceGroupId, self, peers);
+        for (var i = first; i < rules.Count; i++)
+        {
+            rules[i].Destination = resource.Address;
+        }
     }
 
     private bool IsMember(string groupId, string peerId) => groupId == GroupRecord.AllGroupId || (_members.TryGetValue(groupId, out var members) && members.Contains(peerId));

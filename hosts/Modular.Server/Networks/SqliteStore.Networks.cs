@@ -4,7 +4,7 @@ using Modular.Server.Networks;
 
 namespace Modular.Server.Store;
 
-/// <summary>Groups, policies and network resources (schema version 2).</summary>
+/// <summary>Groups, policies and network resources (schema version 2; masquerade and metric: 3).</summary>
 public sealed partial class SqliteStore
 {
     private static async Task MigrateNetworksAsync(SqliteConnection db, long version, DateTimeOffset now, CancellationToken cancellationToken)
@@ -63,6 +63,25 @@ public sealed partial class SqliteStore
             """,
             new { id = PolicyRecord.DefaultPolicyId, account = DefaultAccountId, all = GroupRecord.AllGroupId, ms },
             tx);
+        await tx.CommitAsync(cancellationToken);
+    }
+
+    /// <summary>Schema version 3: resources are routes, with masquerade (on for existing ones) and a metric.</summary>
+    private static async Task MigrateRoutesAsync(SqliteConnection db, long version, CancellationToken cancellationToken)
+    {
+        if (version >= 3)
+        {
+            return;
+        }
+
+        await using var tx = await db.BeginTransactionAsync(cancellationToken);
+        await db.ExecuteAsync(
+            $"""
+            ALTER TABLE resources ADD COLUMN masquerade INTEGER NOT NULL DEFAULT 1;
+            ALTER TABLE resources ADD COLUMN metric INTEGER NOT NULL DEFAULT {NetworkResourceRecord.DefaultMetric};
+            PRAGMA user_version = 3;
+            """,
+            transaction: tx);
         await tx.CommitAsync(cancellationToken);
     }
 
@@ -191,27 +210,39 @@ public sealed partial class SqliteStore
     public async Task<IReadOnlyList<NetworkResourceRecord>> ListResourcesAsync(CancellationToken cancellationToken)
     {
         await using var db = await OpenAsync(cancellationToken);
-        var rows = await db.QueryAsync<(string Id, string Name, string Address, string RoutingPeerId, long CreatedAt)>(
-            "SELECT id, name, address, routing_peer_id, created_at FROM resources ORDER BY name");
-        return [.. rows.Select(r => new NetworkResourceRecord(r.Id, r.Name, r.Address, r.RoutingPeerId, DateTimeOffset.FromUnixTimeMilliseconds(r.CreatedAt)))];
+        var rows = await db.QueryAsync<(string Id, string Name, string Address, string RoutingPeerId, long CreatedAt, long Masquerade, long Metric)>(
+            "SELECT id, name, address, routing_peer_id, created_at, masquerade, metric FROM resources ORDER BY name");
+        return [.. rows.Select(r => new NetworkResourceRecord(r.Id, r.Name, r.Address, r.RoutingPeerId, DateTimeOffset.FromUnixTimeMilliseconds(r.CreatedAt), r.Masquerade != 0, (int)r.Metric))];
     }
 
-    public async Task<NetworkResourceRecord> CreateResourceAsync(string name, string address, string routingPeer, CancellationToken cancellationToken)
+    /// <summary>A resource that masquerades, with the default metric.</summary>
+    public Task<NetworkResourceRecord> CreateResourceAsync(string name, string address, string routingPeer, CancellationToken cancellationToken)
+        => CreateResourceAsync(new NewResource(name, address, routingPeer), cancellationToken);
+
+    public async Task<NetworkResourceRecord> CreateResourceAsync(NewResource resource, CancellationToken cancellationToken)
     {
-        name = PolicyValidator.ValidateName("name", name);
-        var network = PolicyValidator.ParseNetwork("address", address);
+        ArgumentNullException.ThrowIfNull(resource);
+        var valid = RouteValidator.Validate(resource);
         await using var db = await OpenAsync(cancellationToken);
         await using var tx = (SqliteTransaction)await db.BeginTransactionAsync(System.Data.IsolationLevel.Serializable, cancellationToken);
-        var peerId = await FindPeerIdAsync(db, tx, routingPeer) ?? throw new NetworkValidationException("routing-peer", $"no peer '{routingPeer}'");
+        var peerId = await FindPeerIdAsync(db, tx, valid.RoutingPeer) ?? throw new NetworkValidationException(valid.ExitNode ? "peer" : "routing-peer", $"no peer '{valid.RoutingPeer}'");
+        var name = valid.Name.Length > 0
+            ? valid.Name
+            : "exit-" + await db.ExecuteScalarAsync<string>("SELECT hostname FROM peers WHERE id = @peerId", new { peerId }, tx);
         if (await db.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM resources WHERE name = @name", new { name }, tx) > 0)
         {
             throw new NetworkValidationException("name", $"a network resource named '{name}' exists");
         }
 
-        var record = new NetworkResourceRecord(NewId(), name, network, peerId, _time.GetUtcNow());
+        if (await db.ExecuteScalarAsync<string?>("SELECT name FROM resources WHERE address = @Address AND routing_peer_id = @peerId", new { valid.Address, peerId }, tx) is { } twin)
+        {
+            throw new NetworkValidationException(valid.ExitNode ? "peer" : "address", $"{valid.Address} is already served by this peer (resource '{twin}')");
+        }
+
+        var record = new NetworkResourceRecord(NewId(), name, valid.Address, peerId, _time.GetUtcNow(), valid.Masquerade, valid.Metric);
         await db.ExecuteAsync(
-            "INSERT INTO resources (id, account_id, name, address, routing_peer_id, created_at) VALUES (@Id, @account, @Name, @Address, @RoutingPeerId, @ms)",
-            new { record.Id, account = DefaultAccountId, record.Name, record.Address, record.RoutingPeerId, ms = record.CreatedAt.ToUnixTimeMilliseconds() },
+            "INSERT INTO resources (id, account_id, name, address, routing_peer_id, created_at, masquerade, metric) VALUES (@Id, @account, @Name, @Address, @RoutingPeerId, @ms, @masquerade, @Metric)",
+            new { record.Id, account = DefaultAccountId, record.Name, record.Address, record.RoutingPeerId, ms = record.CreatedAt.ToUnixTimeMilliseconds(), masquerade = record.Masquerade ? 1 : 0, record.Metric },
             tx);
         await BumpSerialAsync(db, tx);
         await tx.CommitAsync(cancellationToken);

@@ -13,7 +13,7 @@ namespace Modular.Server.Store;
 public sealed partial class SqliteStore : IStore
 {
     public const string DefaultAccountId = "default";
-    private const int SchemaVersion = 2;
+    private const int SchemaVersion = 3;
 
     private readonly string _connectionString;
     private readonly TimeProvider _time;
@@ -99,6 +99,7 @@ public sealed partial class SqliteStore : IStore
         }
 
         await MigrateNetworksAsync(db, version, _time.GetUtcNow(), cancellationToken);
+        await MigrateRoutesAsync(db, version, cancellationToken);
     }
 
     public async Task<(SetupKeyRecord Record, string PlainKey)> CreateSetupKeyAsync(NewSetupKey spec, CancellationToken cancellationToken)

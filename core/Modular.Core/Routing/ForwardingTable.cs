@@ -1,0 +1,75 @@
+using System.Globalization;
+using System.Net;
+using System.Text;
+using Modular.Core.Firewall;
+
+namespace Modular.Core.Routing;
+
+/// <summary>
+/// The nftables table of a routing peer (<c>inet modular_route_&lt;iface&gt;</c>): a forward chain that lets
+/// through replies (established/related) and the new connections from the mesh that route rules allow, and
+/// drops every other packet forwarded from the mesh interface; and a postrouting chain that masquerades
+/// mesh traffic leaving towards each route that asks for it. Rules are ordered most specific first (longer
+/// destination, longer source, a named protocol, fewer ports, drop before accept), as the agent's
+/// userspace firewall decides.
+/// </summary>
+public static class ForwardingTable
+{
+    public const string Family = "inet";
+
+    public static string TableName(string iface) => "modular_route_" + Sanitize(iface);
+
+    /// <summary>The whole table as one script (with the prologue that replaces it atomically).</summary>
+    /// <param name="filter">False: no forward filtering (every forwarded mesh connection passes); masquerade stays.</param>
+    public static string Render(string iface, IPNetwork overlay, IReadOnlyList<ServedRoute> served, IReadOnlyList<FirewallRule> rules, bool filter = true)
+    {
+        ArgumentNullException.ThrowIfNull(served);
+        ArgumentNullException.ThrowIfNull(rules);
+        var table = TableName(iface);
+        var name = Quote(iface);
+        var script = new StringBuilder(Os.Nft.ReplaceTablePrologue(Family, table));
+        script.Append(CultureInfo.InvariantCulture, $"table {Family} {table} {{\n");
+        script.Append("  chain forward {\n    type filter hook forward priority filter; policy accept;\n");
+        script.Append("    ct state established,related accept\n");
+        foreach (var rule in rules.Where(r => filter && IsIpv4(r)).OrderByDescending(r => r.Destination!.Value.Length).ThenByDescending(r => r.Remote.Length)
+                     .ThenBy(r => r.Protocol == RuleProtocol.All).ThenBy(PortCount).ThenBy(r => r.Action == RuleAction.Accept).ThenBy(r => r.RuleId, StringComparer.Ordinal))
+        {
+            script.Append(CultureInfo.InvariantCulture, $"    iifname {name} ip saddr {rule.Remote} ip daddr {rule.Destination}{Match(rule)} counter {(rule.Action == RuleAction.Accept ? "accept" : "drop")} comment {Quote(rule.RuleId)}\n");
+        }
+
+        script.Append(filter
+            ? string.Create(CultureInfo.InvariantCulture, $"    iifname {name} counter drop comment \"no route rule\"\n  }}\n")
+            : string.Create(CultureInfo.InvariantCulture, $"    iifname {name} counter accept comment \"firewall disabled\"\n  }}\n"));
+        script.Append("  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n");
+        foreach (var route in served.Where(r => r.Masquerade))
+        {
+            script.Append(CultureInfo.InvariantCulture, $"    ip saddr {overlay} ip daddr {route.Network} oifname != {name} counter masquerade comment {Quote(route.Name)}\n");
+        }
+
+        script.Append("  }\n}\n");
+        return script.ToString();
+    }
+
+    private static bool IsIpv4(FirewallRule rule) => IsIpv4(rule.Remote) && rule.Destination is { } destination && IsIpv4(destination);
+
+    private static bool IsIpv4(IpPrefix128 prefix) => prefix.Length >= 96 && (prefix.Address >> 32) == 0xFFFF;
+
+    private static int PortCount(FirewallRule rule) => rule.Ports.Count == 0 ? 65536 : rule.Ports.Sum(p => p.Width);
+
+    private static string Match(FirewallRule rule)
+    {
+        var ports = rule.Ports.Count == 0 ? "" : " { " + string.Join(", ", rule.Ports.Select(p => p.Start == p.End ? $"{p.Start}" : $"{p.Start}-{p.End}")) + " }";
+        return rule.Protocol switch
+        {
+            RuleProtocol.Tcp => ports.Length == 0 ? " meta l4proto tcp" : " tcp dport" + ports,
+            RuleProtocol.Udp => ports.Length == 0 ? " meta l4proto udp" : " udp dport" + ports,
+            RuleProtocol.Icmp => " meta l4proto icmp",
+            _ => "",
+        };
+    }
+
+    /// <summary>A double-quoted nft string; anything but letters, digits and a few safe marks is replaced, so no input can break out of it.</summary>
+    private static string Quote(string text) => "\"" + new string([.. text.Take(64).Select(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' or ' ' ? c : '_')]) + "\"";
+
+    private static string Sanitize(string text) => new([.. text.Select(c => char.IsAsciiLetterOrDigit(c) ? c : '_')]);
+}

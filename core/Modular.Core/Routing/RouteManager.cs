@@ -1,0 +1,266 @@
+using System.Net;
+using Microsoft.Extensions.Logging;
+using Modular.Abstractions.WireGuard;
+
+namespace Modular.Core.Routing;
+
+/// <summary>Numbers the exit-node policy routing uses.</summary>
+/// <param name="Table">The routing table holding the tunnel's default route; also WireGuard's fwmark (as wg-quick does).</param>
+/// <param name="ControlRulePriority">`to &lt;control address&gt; lookup main` rules: management, signal, relay and STUN never enter the tunnel.</param>
+/// <param name="SuppressRulePriority">`lookup main suppress_prefixlength 0`: every route of main but its default still wins.</param>
+/// <param name="TunnelRulePriority">`not fwmark &lt;Table&gt; lookup &lt;Table&gt;`: everything else not sent by WireGuard itself goes to the tunnel.</param>
+public sealed record RouteManagerOptions(int Table, int ControlRulePriority = 5170, int SuppressRulePriority = 5180, int TunnelRulePriority = 5190)
+{
+    /// <summary>False (<c>[firewall] enabled = false</c>): a routing peer forwards every mesh connection, route rules are not enforced.</summary>
+    public bool FilterForwarded { get; init; } = true;
+
+    /// <summary>wg-quick's choice: the listen port as table and mark (51820 when the OS picks the port).</summary>
+    public static RouteManagerOptions For(IWgIface iface)
+    {
+        ArgumentNullException.ThrowIfNull(iface);
+        return new(iface.ListenPort is > 0 and <= 65535 ? iface.ListenPort : 51820);
+    }
+}
+
+/// <summary>
+/// Puts a <see cref="RoutePlan"/> into the OS and remembers exactly what it added, so it only ever removes
+/// its own routes and rules, on change and on stop.
+/// Client routes: <c>ip route &lt;network&gt; dev &lt;iface&gt;</c> (a prefix the OS already routes is left alone,
+/// with a warning). Exit node: wg-quick's policy routing — the default route in a table of its own,
+/// WireGuard's socket marked, <c>not fwmark</c> → that table, <c>suppress_prefixlength 0</c> on main, plus
+/// <c>to &lt;addr&gt;/32 lookup main</c> for every control-plane address so management, signal, relay and STUN
+/// stay off the tunnel. Routing peer: IPv4 forwarding on (logged once; the host's setting, left on) and the
+/// <see cref="ForwardingTable"/> (forward filter and masquerade), deleted when it serves nothing.
+/// Every OS failure is logged and the rest goes on: a route that cannot be installed must not take the
+/// mesh down. Not thread-safe: the engine applies maps one at a time.
+/// </summary>
+public sealed class RouteManager
+{
+    private readonly IWgIface _iface;
+    private readonly IRouteOs _os;
+    private readonly ILogger _logger;
+    private readonly RouteManagerOptions _options;
+    private readonly Action<uint>? _markOtherSockets;
+    private readonly HashSet<OsRoute> _routes = [];
+    private readonly List<OsRule> _rules = [];
+    private string? _forwardingScript;
+    private bool _forwardingEnabled;
+    private bool _marked;
+    private bool _swept;
+
+    /// <param name="markOtherSockets">Marks the agent's other sockets that talk to peers directly (kernel mode's ICE socket) with WireGuard's mark.</param>
+    public RouteManager(IWgIface iface, IRouteOs os, ILogger logger, RouteManagerOptions? options = null, Action<uint>? markOtherSockets = null)
+    {
+        _iface = iface;
+        _os = os;
+        _logger = logger;
+        _options = options ?? RouteManagerOptions.For(iface);
+        _markOtherSockets = markOtherSockets;
+    }
+
+    /// <summary>The routes this agent added and has not removed.</summary>
+    public IReadOnlyCollection<OsRoute> InstalledRoutes => [.. _routes];
+
+    /// <summary>The policy rules this agent added, in the order added.</summary>
+    public IReadOnlyList<OsRule> InstalledRules => [.. _rules];
+
+    /// <summary>True while this agent's forwarding table is installed.</summary>
+    public bool ForwardingInstalled => _forwardingScript is not null;
+
+    /// <summary>
+    /// Makes the OS match <paramref name="plan"/>. <paramref name="controlHosts"/> are the host names or
+    /// addresses of management, signal, relay and STUN (resolved here, only while an exit node is in use).
+    /// </summary>
+    public async Task ApplyAsync(RoutePlan plan, IReadOnlyCollection<string> controlHosts, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        ArgumentNullException.ThrowIfNull(controlHosts);
+        var exit = plan.ExitNode;
+        var wantedRoutes = plan.Client.Select(r => r.IsExitNode ? new OsRoute("default", _iface.Name, _options.Table) : new OsRoute(r.Network.ToString(), _iface.Name)).ToList();
+        var wantedRules = exit is null ? [] : await ExitRulesAsync(controlHosts, cancellationToken);
+        if (!_swept)
+        {
+            // An agent killed while it used an exit node leaves its two fixed rules behind (harmless, but
+            // clutter): they name this agent's table and priorities, so they are ours to remove.
+            _swept = true;
+            foreach (var stale in FixedExitRules().Where(r => !wantedRules.Contains(r)))
+            {
+                for (var copies = 0; copies < 16 && await _os.DeleteRuleAsync(stale, cancellationToken); copies++)
+                {
+                }
+            }
+        }
+
+        // Out first, tunnel rule (the last priority) first: traffic never points at a missing table, and control
+        // traffic is never left without its way around the tunnel while the tunnel rule still stands.
+        foreach (var rule in _rules.Where(r => !wantedRules.Contains(r)).OrderByDescending(r => r.Priority).ToList())
+        {
+            await TryAsync($"remove rule {rule}", () => _os.DeleteRuleAsync(rule, cancellationToken));
+            _rules.Remove(rule);
+        }
+
+        foreach (var route in _routes.Where(r => !wantedRoutes.Contains(r)).ToList())
+        {
+            await TryAsync($"remove route {route}", () => _os.DeleteRouteAsync(route, cancellationToken));
+            _routes.Remove(route);
+            _logger.LogInformation("Route {Route} removed", route);
+        }
+
+        if (exit is not null && !_marked)
+        {
+            // WireGuard's own datagrams carry the mark before the rule that sends everything unmarked into the tunnel exists.
+            _marked = await TryAsync($"mark WireGuard's socket {_options.Table}", () => MarkAsync((uint)_options.Table, cancellationToken));
+            await TryAsync("net.ipv4.conf.all.src_valid_mark=1", () => _os.WriteSysctlAsync("net.ipv4.conf.all.src_valid_mark", "1", cancellationToken));
+        }
+
+        foreach (var route in wantedRoutes.Where(r => !_routes.Contains(r)))
+        {
+            var added = false;
+            if (!await TryAsync($"add route {route}", async () => added = await _os.AddRouteAsync(route, cancellationToken)))
+            {
+                continue;
+            }
+
+            if (added)
+            {
+                _routes.Add(route);
+                _logger.LogInformation("Route {Route} added", route);
+            }
+            else
+            {
+                _logger.LogWarning("Route {Route} not added: the system already routes that prefix (left alone)", route);
+            }
+        }
+
+        var rulesAdded = 0;
+        if (exit is not null && !_marked)
+        {
+            _logger.LogWarning("Exit node {Name} not used: WireGuard's socket could not be marked, so its own traffic would loop into the tunnel", exit.Name);
+        }
+        else
+        {
+            foreach (var rule in wantedRules.Where(r => !_rules.Contains(r)))
+            {
+                // A copy left by an agent that crashed is ours too: remove it so rules never pile up.
+                for (var stale = 0; stale < 16 && await _os.DeleteRuleAsync(rule, cancellationToken); stale++)
+                {
+                }
+
+                // Remembered before it is added: if the agent stops in the middle, cleanup still removes it.
+                _rules.Add(rule);
+                if (await TryAsync($"add rule {rule}", () => _os.AddRuleAsync(rule, cancellationToken)))
+                {
+                    rulesAdded++;
+                }
+                else
+                {
+                    _rules.Remove(rule);
+                }
+            }
+        }
+
+        if (exit is null && _marked && await TryAsync("clear WireGuard's socket mark", () => MarkAsync(0, cancellationToken)))
+        {
+            _marked = false;
+        }
+
+        if (exit is not null && rulesAdded > 0 && wantedRules.Count == _rules.Count)
+        {
+            _logger.LogInformation("Exit node {Name}: default route through the tunnel (table {Table}), control plane {Hosts} direct", exit.Name, _options.Table, string.Join(", ", controlHosts));
+        }
+
+        await ApplyForwardingAsync(plan, cancellationToken);
+    }
+
+    /// <summary>Removes everything this agent added (on stop). Never throws.</summary>
+    public async Task CleanupAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            await ApplyAsync(RoutePlan.Empty, [], cancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    private async Task<List<OsRule>> ExitRulesAsync(IReadOnlyCollection<string> controlHosts, CancellationToken cancellationToken)
+    {
+        var addresses = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (var host in controlHosts.Where(h => h.Length > 0).Distinct(StringComparer.Ordinal))
+        {
+            IReadOnlyList<IPAddress> resolved = [];
+            if (await TryAsync($"resolve {host}", async () => resolved = await _os.ResolveAsync(host, cancellationToken)))
+            {
+                foreach (var address in resolved)
+                {
+                    addresses.Add(address.ToString());
+                }
+            }
+        }
+
+        var rules = addresses.Select(a => new OsRule(_options.ControlRulePriority, $"to {a}/32", "main")).ToList();
+        rules.AddRange(FixedExitRules());
+        return rules;
+    }
+
+    /// <summary>The suppress rule and the tunnel rule, in the order they are added.</summary>
+    private OsRule[] FixedExitRules()
+    {
+        var table = _options.Table.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return [new OsRule(_options.SuppressRulePriority, "", "main", "suppress_prefixlength 0"), new OsRule(_options.TunnelRulePriority, $"not fwmark {table}", table)];
+    }
+
+    private async Task ApplyForwardingAsync(RoutePlan plan, CancellationToken cancellationToken)
+    {
+        var table = ForwardingTable.TableName(_iface.Name);
+        if (plan.Served.Count == 0)
+        {
+            if (_forwardingScript is not null && await TryAsync($"delete nft table {table}", () => _os.DeleteNftTableAsync(ForwardingTable.Family, table, cancellationToken)))
+            {
+                _forwardingScript = null;
+                _logger.LogInformation("No longer routing for the mesh: forwarding table {Table} removed", table);
+            }
+
+            return;
+        }
+
+        if (!_forwardingEnabled)
+        {
+            var previous = "";
+            _forwardingEnabled = await TryAsync("net.ipv4.ip_forward=1", async () => previous = await _os.WriteSysctlAsync("net.ipv4.ip_forward", "1", cancellationToken));
+            if (_forwardingEnabled && previous != "1")
+            {
+                _logger.LogWarning("Routing peer: enabled IPv4 forwarding (net.ipv4.ip_forward=1, was {Previous}); it stays on after the agent stops, as on any router", previous);
+            }
+        }
+
+        var script = ForwardingTable.Render(_iface.Name, _iface.Address, plan.Served, plan.ForwardRules, _options.FilterForwarded);
+        if (script != _forwardingScript && await TryAsync($"apply nft table {table}", () => _os.ApplyNftAsync(script, cancellationToken)))
+        {
+            _forwardingScript = script;
+            _logger.LogInformation("Routing for the mesh: {Routes} ({Rules} route rules) in nft table {Table}",
+                string.Join(", ", plan.Served.Select(r => $"{r.Name} {r.Network}{(r.Masquerade ? " masquerade" : "")}")), plan.ForwardRules.Count, table);
+        }
+    }
+
+    private async Task MarkAsync(uint mark, CancellationToken cancellationToken)
+    {
+        await _os.SetFwmarkAsync(_iface, mark, cancellationToken);
+        _markOtherSockets?.Invoke(mark);
+    }
+
+    private async Task<bool> TryAsync(string what, Func<Task> action)
+    {
+        try
+        {
+            await action();
+            return true;
+        }
+        catch (Exception e) when (e is IOException or InvalidOperationException or UnauthorizedAccessException or System.ComponentModel.Win32Exception or System.Net.Sockets.SocketException)
+        {
+            _logger.LogWarning("Routing: {What} failed: {Problem}", what, e.Message);
+            return false;
+        }
+    }
+}

@@ -1,0 +1,386 @@
+using System.Net;
+using Google.Protobuf;
+using Microsoft.Extensions.Logging.Abstractions;
+using Modular.Abstractions.WireGuard;
+using Modular.Control.Management;
+using Modular.Core.Peers;
+using Modular.Core.Routing;
+
+namespace Modular.Core.Tests.Routing;
+
+/// <summary>Route plans from network maps, and the route manager's changes to the OS (an in-memory double of it).</summary>
+public sealed class RouteManagerTests
+{
+    private static readonly IPNetwork Overlay = IPNetwork.Parse("100.64.0.0/10");
+    private static readonly WgKey Self = Key(1);
+    private static readonly WgKey RouterA = Key(2);
+    private static readonly WgKey RouterB = Key(3);
+
+    [Fact]
+    public void Routes_of_other_peers_become_client_routes_and_the_lowest_metric_then_key_order_wins()
+    {
+        var map = Map(
+            Route("lan-b", "10.1.0.0/24", RouterB, metric: 10),
+            Route("lan-a", "10.1.0.0/24", RouterA, metric: 10),
+            Route("lan-b2", "10.2.0.0/24", RouterB, metric: 5),
+            Route("lan-a2", "10.2.0.0/24", RouterA, metric: 50),
+            Route("mine", "192.168.9.0/24", Self));
+        var plan = RoutePlan.From(map, Self, Overlay);
+
+        Assert.Equal(["10.1.0.0/24 via 2", "10.2.0.0/24 via 3"], plan.Client.Select(r => $"{r.Network} via {r.Peer.ToArray()[0]}"));
+        var served = Assert.Single(plan.Served);
+        Assert.Equal("192.168.9.0/24", served.Network.ToString());
+        Assert.Null(plan.ExitNode);
+    }
+
+    [Fact]
+    public void A_network_this_peer_serves_is_never_routed_to_another_peer()
+    {
+        var plan = RoutePlan.From(Map(Route("lan", "10.1.0.0/24", Self), Route("lan-ha", "10.1.0.0/24", RouterA, metric: 1), Route("exit-me", "0.0.0.0/0", Self), Route("exit-a", "0.0.0.0/0", RouterA)), Self, Overlay);
+        Assert.Empty(plan.Client);
+        Assert.Equal(2, plan.Served.Count);
+    }
+
+    [Fact]
+    public void The_plan_names_its_resources_for_flow_events()
+    {
+        var plan = RoutePlan.From(Map(Route("lan", "10.1.0.0/24", RouterA), Route("exit", "0.0.0.0/0", RouterB), Route("mine", "192.168.9.0/24", Self)), Self, Overlay);
+        var resources = plan.ToFirewallResources(Overlay);
+        Assert.Equal(3, resources.Count);
+        Assert.Equal("lan-id", resources.Find(Modular.Core.Firewall.IpPrefix128.ToUInt128(IPAddress.Parse("10.1.0.7"))));
+        Assert.Equal("mine-id", resources.Find(Modular.Core.Firewall.IpPrefix128.ToUInt128(IPAddress.Parse("192.168.9.1"))));
+        Assert.Equal("exit-id", resources.Find(Modular.Core.Firewall.IpPrefix128.ToUInt128(IPAddress.Parse("8.8.8.8"))));
+        Assert.Null(resources.Find(Modular.Core.Firewall.IpPrefix128.ToUInt128(IPAddress.Parse("100.64.0.3"))));
+        Assert.Equal(0, RoutePlan.Empty.ToFirewallResources(Overlay).Count);
+    }
+
+    [Fact]
+    public void Unusable_routes_are_skipped_not_thrown()
+    {
+        var map = Map(
+            Route("bad", "10.1.0.0/33", RouterA),
+            Route("v6", "fd00::/64", RouterA),
+            Route("overlay", "100.64.0.0/16", RouterA),
+            Route("gone", "10.3.0.0/24", Key(9)),
+            Route("ok", "10.4.0.0/24", RouterA));
+        map.Routes.Add(new Route { Id = "short", Name = "short-key", Network = "10.5.0.0/24", PeerWgPubKey = ByteString.CopyFrom(1, 2, 3) });
+        var plan = RoutePlan.From(map, Self, Overlay);
+        Assert.Equal(["10.4.0.0/24"], plan.Client.Select(r => r.Network.ToString()));
+    }
+
+    [Fact]
+    public void Client_routes_are_merged_into_their_routing_peers_allowed_ips()
+    {
+        var plan = RoutePlan.From(Map(Route("lan", "10.1.0.0/24", RouterA), Route("exit", "0.0.0.0/0", RouterB)), Self, Overlay);
+        var peers = plan.MergeAllowedIps([Peer(RouterA, "100.64.0.2/32"), Peer(RouterB, "100.64.0.3/32"), Peer(Key(7), "100.64.0.7/32")]);
+        Assert.Equal(["100.64.0.2/32", "10.1.0.0/24"], peers[0].AllowedIps.Select(n => n.ToString()));
+        Assert.Equal(["100.64.0.3/32", "0.0.0.0/0"], peers[1].AllowedIps.Select(n => n.ToString()));
+        Assert.Equal(["100.64.0.7/32"], peers[2].AllowedIps.Select(n => n.ToString()));
+        Assert.Equal("exit", plan.ExitNode?.Name);
+    }
+
+    [Fact]
+    public async Task Client_routes_are_added_removed_with_the_map_and_all_removed_on_cleanup()
+    {
+        var os = new RecordingRouteOs();
+        var manager = new RouteManager(new FakeIface(), os, NullLogger.Instance);
+        await manager.ApplyAsync(RoutePlan.From(Map(Route("a", "10.1.0.0/24", RouterA), Route("b", "10.2.0.0/24", RouterA)), Self, Overlay), [], default);
+        Assert.Equal(["10.1.0.0/24 dev mdl0", "10.2.0.0/24 dev mdl0"], os.Routes.Order());
+
+        await manager.ApplyAsync(RoutePlan.From(Map(Route("b", "10.2.0.0/24", RouterA), Route("c", "10.3.0.0/24", RouterB)), Self, Overlay), [], default);
+        Assert.Equal(["10.2.0.0/24 dev mdl0", "10.3.0.0/24 dev mdl0"], os.Routes.Order());
+        Assert.Empty(os.Rules);
+        Assert.Equal(0u, os.Mark);
+
+        await manager.CleanupAsync(default);
+        Assert.Empty(os.Routes);
+        Assert.Empty(manager.InstalledRoutes);
+    }
+
+    [Fact]
+    public async Task A_prefix_the_system_already_routes_is_left_alone_and_never_removed()
+    {
+        var os = new RecordingRouteOs();
+        os.Foreign.Add("10.1.0.0/24 dev mdl0");
+        var manager = new RouteManager(new FakeIface(), os, NullLogger.Instance);
+        await manager.ApplyAsync(RoutePlan.From(Map(Route("a", "10.1.0.0/24", RouterA)), Self, Overlay), [], default);
+        Assert.Empty(manager.InstalledRoutes);
+        await manager.CleanupAsync(default);
+        Assert.Empty(os.Deleted);
+    }
+
+    [Fact]
+    public async Task An_exit_node_marks_wireguard_keeps_the_control_plane_direct_and_is_undone_in_reverse()
+    {
+        var os = new RecordingRouteOs();
+        var manager = new RouteManager(new FakeIface(), os, NullLogger.Instance, new RouteManagerOptions(51820));
+        var plan = RoutePlan.From(Map(Route("exit", "0.0.0.0/0", RouterA)), Self, Overlay);
+        await manager.ApplyAsync(plan, ["mgmt.example", "198.51.100.7", "198.51.100.7", ""], default);
+
+        Assert.Equal(51820u, os.Mark);
+        Assert.Equal(["default dev mdl0 table 51820"], os.Routes);
+        Assert.Equal(
+            [
+                "to 192.0.2.1/32 table main priority 5170",
+                "to 198.51.100.7/32 table main priority 5170",
+                "table main suppress_prefixlength 0 priority 5180",
+                "not fwmark 51820 table 51820 priority 5190",
+            ],
+            os.Rules);
+        // The mark is set before any rule sends unmarked traffic into the tunnel, and the tunnel rule comes last.
+        Assert.True(os.Log.IndexOf("mark 51820") < os.Log.FindIndex(l => l.StartsWith("rule add not fwmark", StringComparison.Ordinal)));
+        Assert.Equal("1", os.Sysctls["net.ipv4.conf.all.src_valid_mark"]);
+
+        // Applying the same map again changes nothing.
+        var before = os.Log.Count;
+        await manager.ApplyAsync(plan, ["mgmt.example", "198.51.100.7"], default);
+        Assert.Equal(before, os.Log.Count);
+
+        // A control address that moves gets its rule moved.
+        await manager.ApplyAsync(plan, ["203.0.113.5"], default);
+        Assert.Contains("to 203.0.113.5/32 table main priority 5170", os.Rules);
+        Assert.DoesNotContain("to 198.51.100.7/32 table main priority 5170", os.Rules);
+
+        os.Log.Clear();
+        await manager.CleanupAsync(default);
+        Assert.Empty(os.Rules);
+        Assert.Empty(os.Routes);
+        Assert.Equal(0u, os.Mark);
+        Assert.StartsWith("rule del not fwmark", os.Log[0], StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Rules_left_by_a_crashed_agent_are_replaced_not_duplicated()
+    {
+        var os = new RecordingRouteOs();
+        os.Rules.Add("not fwmark 51820 table 51820 priority 5190");
+        var manager = new RouteManager(new FakeIface(), os, NullLogger.Instance, new RouteManagerOptions(51820));
+        await manager.ApplyAsync(RoutePlan.From(Map(Route("exit", "0.0.0.0/0", RouterA)), Self, Overlay), [], default);
+        Assert.Single(os.Rules, r => r.StartsWith("not fwmark", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task The_fixed_exit_rules_a_killed_agent_left_are_removed_on_the_first_map_even_without_an_exit_node()
+    {
+        var os = new RecordingRouteOs();
+        os.Rules.AddRange(["table main suppress_prefixlength 0 priority 5180", "not fwmark 51820 table 51820 priority 5190", "not fwmark 51820 table 51820 priority 5190", "to 10.9.9.9/32 table main priority 100"]);
+        var manager = new RouteManager(new FakeIface(), os, NullLogger.Instance, new RouteManagerOptions(51820));
+        await manager.ApplyAsync(RoutePlan.Empty, [], default);
+        Assert.Equal(["to 10.9.9.9/32 table main priority 100"], os.Rules); // someone else's rule stays
+    }
+
+    [Fact]
+    public async Task A_routing_peer_enables_forwarding_installs_its_table_and_removes_it_when_it_serves_nothing()
+    {
+        var os = new RecordingRouteOs();
+        var manager = new RouteManager(new FakeIface(), os, NullLogger.Instance);
+        var map = Map(Route("lan", "10.77.0.0/24", Self));
+        map.FirewallRules.Add(new FirewallRule { RuleId = "p1", PeerIp = "100.64.0.5/32", Direction = "in", Action = "accept", Protocol = "tcp", Destination = "10.77.0.0/24", PortRanges = { new PortRange { Start = 80, End = 80 } } });
+        map.FirewallRules.Add(new FirewallRule { RuleId = "own", PeerIp = "100.64.0.0/10", Direction = "in", Action = "accept", Protocol = "all" });
+        await manager.ApplyAsync(RoutePlan.From(map, Self, Overlay), [], default);
+
+        Assert.Equal("1", os.Sysctls["net.ipv4.ip_forward"]);
+        var script = Assert.Single(os.NftScripts);
+        Assert.Contains("table inet modular_route_mdl0", script, StringComparison.Ordinal);
+        Assert.Contains("iifname \"mdl0\" ip saddr 100.64.0.5/32 ip daddr 10.77.0.0/24 tcp dport { 80 } counter accept comment \"p1\"", script, StringComparison.Ordinal);
+        Assert.Contains("ip saddr 100.64.0.0/10 ip daddr 10.77.0.0/24 oifname != \"mdl0\" counter masquerade", script, StringComparison.Ordinal);
+        Assert.DoesNotContain("\"own\"", script, StringComparison.Ordinal); // rules about the peer's own address are not forwarding rules
+        Assert.Empty(os.Routes); // a routing peer does not route its own network into the tunnel
+        Assert.True(manager.ForwardingInstalled);
+
+        await manager.ApplyAsync(RoutePlan.From(map, Self, Overlay), [], default);
+        Assert.Single(os.NftScripts); // unchanged: not applied again
+
+        await manager.CleanupAsync(default);
+        Assert.Equal(["inet modular_route_mdl0"], os.DeletedTables);
+        Assert.False(manager.ForwardingInstalled);
+    }
+
+    [Fact]
+    public void The_forwarding_table_orders_rules_most_specific_first_and_ends_with_a_drop()
+    {
+        var map = Map(Route("lan", "10.77.0.0/24", Self, masquerade: false));
+        map.FirewallRules.Add(new FirewallRule { RuleId = "all-web", PeerIp = "100.64.0.0/10", Direction = "in", Action = "accept", Protocol = "tcp", Destination = "10.77.0.0/24", PortRanges = { new PortRange { Start = 80, End = 80 } } });
+        map.FirewallRules.Add(new FirewallRule { RuleId = "one-drop", PeerIp = "100.64.0.9/32", Direction = "in", Action = "drop", Protocol = "all", Destination = "10.77.0.0/24" });
+        map.FirewallRules.Add(new FirewallRule { RuleId = "host-ssh", PeerIp = "100.64.0.0/10", Direction = "in", Action = "accept", Protocol = "tcp", Destination = "10.77.0.5/32", PortRanges = { new PortRange { Start = 22, End = 22 } } });
+        var plan = RoutePlan.From(map, Self, Overlay);
+        var lines = ForwardingTable.Render("mdl0", Overlay, plan.Served, plan.ForwardRules).Split('\n').Select(l => l.Trim()).ToList();
+        var ruleLines = lines.Where(l => l.Contains("comment", StringComparison.Ordinal) && l.StartsWith("iifname", StringComparison.Ordinal)).ToList();
+        Assert.Equal(4, ruleLines.Count);
+        Assert.Contains("\"host-ssh\"", ruleLines[0], StringComparison.Ordinal);
+        Assert.Contains("\"one-drop\"", ruleLines[1], StringComparison.Ordinal);
+        Assert.Contains("\"all-web\"", ruleLines[2], StringComparison.Ordinal);
+        Assert.Equal("iifname \"mdl0\" counter drop comment \"no route rule\"", ruleLines[3]);
+        Assert.DoesNotContain(lines, l => l.Contains("masquerade", StringComparison.Ordinal));
+        Assert.Equal("ct state established,related accept", lines[lines.FindIndex(l => l.StartsWith("type filter", StringComparison.Ordinal)) + 1]);
+    }
+
+    [Fact]
+    public void With_the_firewall_disabled_the_forwarding_table_only_masquerades()
+    {
+        var map = Map(Route("lan", "10.77.0.0/24", Self));
+        map.FirewallRules.Add(new FirewallRule { RuleId = "p1", PeerIp = "100.64.0.5/32", Direction = "in", Action = "accept", Protocol = "tcp", Destination = "10.77.0.0/24" });
+        var plan = RoutePlan.From(map, Self, Overlay);
+        var script = ForwardingTable.Render("mdl0", Overlay, plan.Served, plan.ForwardRules, filter: false);
+        Assert.DoesNotContain("drop", script, StringComparison.Ordinal);
+        Assert.DoesNotContain("\"p1\"", script, StringComparison.Ordinal);
+        Assert.Contains("masquerade", script, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Names_from_the_map_cannot_break_out_of_the_nft_script()
+    {
+        var map = Map(Route("x\" ; flush ruleset ; \"", "10.77.0.0/24", Self));
+        var plan = RoutePlan.From(map, Self, Overlay);
+        var script = ForwardingTable.Render("mdl0", Overlay, plan.Served, plan.ForwardRules);
+        Assert.DoesNotContain("flush ruleset ;", script, StringComparison.Ordinal);
+        Assert.Contains("comment \"x_ _ flush ruleset _ _\"", script, StringComparison.Ordinal);
+    }
+
+    private static WgKey Key(byte first)
+    {
+        var bytes = new byte[WgKey.Size];
+        bytes[0] = first;
+        return new WgKey(bytes);
+    }
+
+    private static NetworkMap Map(params Route[] routes)
+    {
+        var map = new NetworkMap { Serial = 1 };
+        foreach (var (key, ip) in new[] { (RouterA, "100.64.0.2/32"), (RouterB, "100.64.0.3/32"), (Key(7), "100.64.0.7/32") })
+        {
+            map.RemotePeers.Add(new RemotePeer { Hostname = $"p{key.ToArray()[0]}", WgPubKey = ByteString.CopyFrom(key.ToArray()), AllowedIps = { ip } });
+        }
+
+        map.Routes.Add(routes);
+        return map;
+    }
+
+    private static Route Route(string name, string network, WgKey peer, int metric = 9999, bool masquerade = true)
+        => new() { Id = name + "-id", Name = name, Network = network, PeerWgPubKey = ByteString.CopyFrom(peer.ToArray()), Metric = metric, Masquerade = masquerade };
+
+    private static RemotePeerInfo Peer(WgKey key, string allowed) => new(key, "p", allowed.Split('/')[0], [IPNetwork.Parse(allowed)], null);
+
+    /// <summary>The OS as lists of strings; records every call in order.</summary>
+    private sealed class RecordingRouteOs : IRouteOs
+    {
+        public List<string> Routes { get; } = [];
+
+        public HashSet<string> Foreign { get; } = [];
+
+        public List<string> Deleted { get; } = [];
+
+        public List<string> Rules { get; } = [];
+
+        public List<string> Log { get; } = [];
+
+        public List<string> NftScripts { get; } = [];
+
+        public List<string> DeletedTables { get; } = [];
+
+        public Dictionary<string, string> Sysctls { get; } = [];
+
+        public uint Mark { get; private set; }
+
+        public Task<bool> AddRouteAsync(OsRoute route, CancellationToken cancellationToken)
+        {
+            Log.Add($"route add {route}");
+            if (Foreign.Contains(route.ToString()) || Routes.Contains(route.ToString()))
+            {
+                return Task.FromResult(false);
+            }
+
+            Routes.Add(route.ToString());
+            return Task.FromResult(true);
+        }
+
+        public Task DeleteRouteAsync(OsRoute route, CancellationToken cancellationToken)
+        {
+            Log.Add($"route del {route}");
+            Deleted.Add(route.ToString());
+            Routes.Remove(route.ToString());
+            return Task.CompletedTask;
+        }
+
+        public Task AddRuleAsync(OsRule rule, CancellationToken cancellationToken)
+        {
+            Log.Add($"rule add {rule}");
+            Rules.Add(rule.ToString());
+            return Task.CompletedTask;
+        }
+
+        public Task<bool> DeleteRuleAsync(OsRule rule, CancellationToken cancellationToken)
+        {
+            Log.Add($"rule del {rule}");
+            return Task.FromResult(Rules.Remove(rule.ToString()));
+        }
+
+        public Task<string> WriteSysctlAsync(string key, string value, CancellationToken cancellationToken)
+        {
+            Log.Add($"sysctl {key}={value}");
+            var previous = Sysctls.GetValueOrDefault(key, "0");
+            Sysctls[key] = value;
+            return Task.FromResult(previous);
+        }
+
+        public Task ApplyNftAsync(string script, CancellationToken cancellationToken)
+        {
+            Log.Add("nft apply");
+            NftScripts.Add(script);
+            return Task.CompletedTask;
+        }
+
+        public Task DeleteNftTableAsync(string family, string table, CancellationToken cancellationToken)
+        {
+            Log.Add($"nft delete {family} {table}");
+            DeletedTables.Add($"{family} {table}");
+            return Task.CompletedTask;
+        }
+
+        public Task SetFwmarkAsync(IWgIface iface, uint mark, CancellationToken cancellationToken)
+        {
+            Log.Add($"mark {mark}");
+            Mark = mark;
+            return Task.CompletedTask;
+        }
+
+        public Task<IReadOnlyList<IPAddress>> ResolveAsync(string host, CancellationToken cancellationToken)
+            => Task.FromResult<IReadOnlyList<IPAddress>>(IPAddress.TryParse(host, out var literal) ? [literal] : host == "mgmt.example" ? [IPAddress.Parse("192.0.2.1")] : []);
+    }
+
+    private sealed class FakeIface : IWgIface
+    {
+        public string Name => "mdl0";
+
+        public WgInterfaceMode Mode => WgInterfaceMode.Userspace;
+
+        public IPNetwork Address => Overlay;
+
+        public IPAddress OverlayIp => IPAddress.Parse("100.64.0.1");
+
+        public int Mtu => 1280;
+
+        public int ListenPort => 51820;
+
+        public WgKey PublicKey => Self;
+
+        public IWgBindHook? BindHook => null;
+
+        public ValueTask CreateAsync(CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
+        public ValueTask UpAsync(CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
+        public ValueTask CloseAsync(CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
+        public ValueTask SetPeerAsync(WgPeerConfig peer, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
+        public ValueTask RemovePeerAsync(WgKey publicKey, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
+        public ValueTask UpdateEndpointAsync(WgKey publicKey, IPEndPoint endpoint, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
+        public ValueTask<IReadOnlyDictionary<WgKey, WgPeerStats>> GetStatsAsync(CancellationToken cancellationToken)
+            => ValueTask.FromResult<IReadOnlyDictionary<WgKey, WgPeerStats>>(new Dictionary<WgKey, WgPeerStats>());
+
+        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+    }
+}

@@ -1,0 +1,288 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using Modular.Testing;
+using Xunit.Abstractions;
+
+namespace Modular.E2E.Tests;
+
+/// <summary>
+/// Routes through routing peers, with real agents in namespaces: a subnet behind a routing peer reached
+/// by the peers a policy allows (masqueraded, filtered by port), and an exit node carrying a client's
+/// default route while the client's control connections stay direct. Everything the agents add to the
+/// OS (routes, policy rules, nftables tables) is gone after `modular down`.
+/// </summary>
+public sealed class RouteTests(ITestOutputHelper output)
+{
+    private static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(90);
+    private static readonly TimeSpan MapTimeout = TimeSpan.FromSeconds(60);
+    private static readonly TimeSpan DropProbe = TimeSpan.FromSeconds(3);
+
+    [SkippableTheory]
+    [InlineData("userspace")]
+    [InlineData("kernel")]
+    public void A_subnet_behind_a_routing_peer_is_reachable_only_as_the_policy_allows_and_masqueraded(string mode)
+    {
+        RequirePrerequisites(mode);
+        using var rig = new MeshRig(output, "r");
+        rig.StartServer();
+        var key = rig.CreateSetupKey();
+        string[] names = ["ra", "rr", "rc"];
+        foreach (var name in names)
+        {
+            StartAgent(rig, name, key, mode);
+        }
+
+        var lan = rig.AddNetworkBehind(rig["rr"], "lan", "10.77.0.1/24", "10.77.0.10/24");
+        rig.WaitUntil(() => names.All(n => rig[n].OverlayIp is not null), ConnectTimeout, "every agent logged in", () => MeshTests.Diagnostics(rig, names));
+        var ipA = rig["ra"].OverlayIp!;
+
+        rig.ServerCli("groups create clients");
+        rig.ServerCli($"groups add-peer clients {ipA}");
+        rig.ServerCli("resources create lan --address 10.77.0.0/24 --routing-peer rr");
+        rig.ServerCli("policies create lan-web --source clients --destination-resource lan --protocol tcp --ports 80");
+        rig.ServerCli("policies delete Default");
+        rig.Log(rig.ServerCli("routes list"));
+        var routes = JsonDocument.Parse(rig.ServerCli("routes list --json")).RootElement;
+        var listed = Assert.Single(routes.EnumerateArray());
+        Assert.Equal("10.77.0.0/24", listed.GetProperty("network").GetString());
+        Assert.Equal("rr", listed.GetProperty("routing_peer").GetString());
+        Assert.True(listed.GetProperty("masquerade").GetBoolean());
+        Assert.Equal(["clients"], listed.GetProperty("groups").EnumerateArray().Select(g => g.GetString()));
+
+        using var cancel = new CancellationTokenSource(TimeSpan.FromMinutes(4));
+        var lanHost = IPAddress.Parse("10.77.0.10");
+        using var web = ListenAndTellSource(lan.Name, lanHost, 80, cancel.Token);
+        using var ssh = ListenAndTellSource(lan.Name, lanHost, 22, cancel.Token);
+
+        rig.WaitUntil(() => rig["ra"].Namespace.Exec("ip -4 route").Contains($"10.77.0.0/24 dev {rig["ra"].Interface}", StringComparison.Ordinal),
+            MapTimeout, "ra routes 10.77.0.0/24 through its interface", () => MeshTests.Diagnostics(rig, names));
+        var reply = "";
+        rig.WaitUntil(() => TryTcp(rig["ra"].Namespace.Name, lanHost, 80, out reply), ConnectTimeout, "TCP 80 from ra to the lan host through rr",
+            () => MeshTests.Diagnostics(rig, names) + "\n--- rr nft:\n" + rig["rr"].Namespace.TryExec("nft list ruleset").Output);
+        Assert.Equal("from 10.77.0.1", reply); // masqueraded: the lan host sees the routing peer's own lan address
+        Assert.False(TryTcp(rig["ra"].Namespace.Name, lanHost, 22, out _), "TCP 22 to the lan host must be dropped (only tcp/80 is allowed)");
+
+        // rc is in no source group: no route, and the lan is not reachable from it.
+        Assert.DoesNotContain("10.77.0.0/24", rig["rc"].Namespace.Exec("ip -4 route"), StringComparison.Ordinal);
+        Assert.False(TryTcp(rig["rc"].Namespace.Name, lanHost, 80, out _), "rc has no route to the lan");
+
+        // Without masquerade the lan host sees the client's own overlay address (its default route leads back through rr).
+        var lan2 = rig.AddNetworkBehind(rig["rr"], "lan2", "10.78.0.1/24", "10.78.0.10/24");
+        var lan2Host = IPAddress.Parse("10.78.0.10");
+        using var web2 = ListenAndTellSource(lan2.Name, lan2Host, 80, cancel.Token);
+        rig.ServerCli("resources create lan2 --address 10.78.0.0/24 --routing-peer rr --no-masquerade");
+        rig.ServerCli("policies create lan2-web --source clients --destination-resource lan2 --protocol tcp --ports 80");
+        rig.WaitUntil(() => TryTcp(rig["ra"].Namespace.Name, lan2Host, 80, out reply), MapTimeout, "TCP 80 from ra to the second lan (no masquerade)",
+            () => MeshTests.Diagnostics(rig, names) + "\n--- rr nft:\n" + rig["rr"].Namespace.TryExec("nft list ruleset").Output);
+        Assert.Equal($"from {ipA}", reply);
+
+        // Routes follow group membership both ways on a running agent.
+        rig.ServerCli($"groups add-peer clients {rig["rc"].OverlayIp}");
+        rig.WaitUntil(() => rig["rc"].Namespace.Exec("ip -4 route").Contains("10.77.0.0/24", StringComparison.Ordinal), MapTimeout, "rc gets the route once in the group");
+        rig.ServerCli($"groups remove-peer clients {rig["rc"].OverlayIp}");
+        rig.WaitUntil(() => !rig["rc"].Namespace.Exec("ip -4 route").Contains("10.77.0.0/24", StringComparison.Ordinal), MapTimeout, "rc's route goes when it leaves the group");
+
+        var table = $"modular_route_{rig["rr"].Interface}";
+        Assert.Contains(table, rig["rr"].Namespace.Exec("nft list tables"), StringComparison.Ordinal);
+        rig["ra"].Stop();
+        rig["rr"].Stop();
+        Assert.DoesNotContain("10.77.0.0/24", rig["ra"].Namespace.Exec("ip -4 route"), StringComparison.Ordinal);
+        Assert.DoesNotContain("modular_route", rig["rr"].Namespace.Exec("nft list tables"), StringComparison.Ordinal);
+        cancel.Cancel();
+    }
+
+    [SkippableTheory]
+    [InlineData("userspace")]
+    [InlineData("kernel")]
+    public void An_exit_node_carries_the_default_route_while_the_control_plane_stays_direct(string mode)
+    {
+        RequirePrerequisites(mode);
+        using var rig = new MeshRig(output, "x");
+        rig.StartServer();
+        var key = rig.CreateSetupKey();
+        string[] names = ["xc", "xe"];
+        // The client sits behind a NAT router, so management, signal, relay and STUN are reached through its
+        // default route, exactly the route an exit node replaces: only the control rules keep them direct.
+        StartAgent(rig, "xc", key, mode, behindNat: true);
+        StartAgent(rig, "xe", key, mode);
+
+        // The "internet" (TEST-NET-3) exists only behind xe; xc has no route to it but through the exit node.
+        var internet = rig.AddNetworkBehind(rig["xe"], "inet", "203.0.113.1/24", "203.0.113.10/24");
+        rig.WaitUntil(() => names.All(n => rig[n].OverlayIp is not null), ConnectTimeout, "every agent logged in", () => MeshTests.Diagnostics(rig, names));
+        using var cancel = new CancellationTokenSource(TimeSpan.FromMinutes(4));
+        var target = IPAddress.Parse("203.0.113.10");
+        using var web = ListenAndTellSource(internet.Name, target, 80, cancel.Token);
+        Assert.False(TryTcp(rig["xc"].Namespace.Name, target, 80, out _), "before the exit node the target is unreachable from xc");
+
+        rig.ServerCli("groups create travellers");
+        rig.ServerCli($"groups add-peer travellers {rig["xc"].OverlayIp}");
+        rig.ServerCli("routes exit-node xe");
+        rig.ServerCli("policies create via-exit --source travellers --destination-resource exit-xe");
+        rig.Log(rig.ServerCli("routes list"));
+
+        var client = rig["xc"].Namespace;
+        rig.WaitUntil(() => client.Exec("ip -4 rule").Contains("not from all fwmark", StringComparison.Ordinal), MapTimeout, "xc's exit-node rules",
+            () => MeshTests.Diagnostics(rig, names) + "\n--- xc rules:\n" + client.TryExec("ip -4 rule").Output);
+        var rules = client.Exec("ip -4 rule");
+        rig.Log(rules);
+        Assert.Contains($"from all to {MeshRig.ServerIp} lookup main", rules, StringComparison.Ordinal);
+        Assert.Contains("suppress_prefixlength 0", rules, StringComparison.Ordinal);
+        Assert.Contains("default dev", client.Exec("ip -4 route show table all"), StringComparison.Ordinal);
+        var toManagement = client.Exec($"ip -4 route get {MeshRig.ServerIp}");
+        var toInternet = client.Exec("ip -4 route get 203.0.113.10");
+        rig.Log(toManagement + toInternet);
+        Assert.DoesNotContain(rig["xc"].Interface, toManagement, StringComparison.Ordinal); // via the NAT router, not the tunnel
+        Assert.Contains(" via ", toManagement, StringComparison.Ordinal);
+        Assert.Contains($"dev {rig["xc"].Interface} table", toInternet, StringComparison.Ordinal);
+
+        var reply = "";
+        rig.WaitUntil(() => TryTcp(client.Name, target, 80, out reply), ConnectTimeout, "TCP 80 from xc to 203.0.113.10 through the exit node",
+            () => MeshTests.Diagnostics(rig, names) + "\n--- xe nft:\n" + rig["xe"].Namespace.TryExec("nft list ruleset").Output);
+        Assert.Equal("from 203.0.113.1", reply); // the target sees the exit node's address: the traffic went through xe
+
+        // Management still reaches xc through its direct path: a later change arrives and status says connected.
+        var mapsBefore = CountMaps(rig["xc"].Log);
+        rig.ServerCli("groups create later");
+        rig.ServerCli($"groups add-peer later {rig["xc"].OverlayIp}");
+        rig.WaitUntil(() => CountMaps(rig["xc"].Log) > mapsBefore, MapTimeout, "a later network map reaches xc over its direct management connection",
+            () => MeshTests.Diagnostics(rig, names));
+        var management = rig["xc"].Status()!.Value.GetProperty("management");
+        Assert.True(management.GetProperty("connected").GetBoolean(), management.ToString());
+        Assert.True(TryTcp(client.Name, target, 80, out _), "the exit node still carries traffic after the change");
+
+        rig["xc"].Stop();
+        rig["xe"].Stop();
+        var after = client.Exec("ip -4 rule");
+        Assert.DoesNotContain("fwmark", after, StringComparison.Ordinal);
+        Assert.DoesNotContain("suppress_prefixlength", after, StringComparison.Ordinal);
+        Assert.DoesNotContain(MeshRig.ServerIp, after, StringComparison.Ordinal);
+        Assert.DoesNotContain($"dev {rig["xc"].Interface}", client.Exec("ip -4 route show table all"), StringComparison.Ordinal);
+        Assert.DoesNotContain("table 51820", client.Exec("ip -4 route show table all"), StringComparison.Ordinal);
+        Assert.DoesNotContain("modular_route", rig["xe"].Namespace.Exec("nft list tables"), StringComparison.Ordinal);
+        cancel.Cancel();
+    }
+
+    /// <summary>
+    /// Benchmark (MODULAR_BENCH=1): iperf3 TCP from a client to a host behind a routing peer (forwarded,
+    /// filtered, masqueraded) against the same client to the routing peer's own overlay address. Prints both;
+    /// asserts only that traffic flowed.
+    /// </summary>
+    [SkippableTheory]
+    [InlineData("userspace")]
+    [InlineData("kernel")]
+    public void Routed_throughput(string mode)
+    {
+        Skip.IfNot(Environment.GetEnvironmentVariable("MODULAR_BENCH") == "1", "benchmark: set MODULAR_BENCH=1");
+        RequirePrerequisites(mode);
+        Prerequisites.RequireTool("iperf3");
+        using var rig = new MeshRig(output, "rb");
+        rig.StartServer();
+        var key = rig.CreateSetupKey();
+        StartAgent(rig, "ba", key, mode);
+        StartAgent(rig, "br", key, mode);
+        var lan = rig.AddNetworkBehind(rig["br"], "blan", "10.77.0.1/24", "10.77.0.10/24");
+        rig.WaitUntil(() => rig["ba"].IsConnected("br") && rig["br"].IsConnected("ba"), ConnectTimeout, "ba and br Connected", () => MeshTests.Diagnostics(rig, ["ba", "br"]));
+        rig.ServerCli("resources create lan --address 10.77.0.0/24 --routing-peer br");
+        rig.ServerCli("policies create lan --source All --destination-resource lan --protocol tcp");
+        rig.WaitUntil(() => rig["ba"].Namespace.Exec("ip -4 route").Contains("10.77.0.0/24", StringComparison.Ordinal), MapTimeout, "ba's route");
+
+        double Measure(NetworkNamespace server, string address)
+        {
+            using var iperf = server.Start("iperf3 -s -1");
+            Thread.Sleep(1000);
+            using var document = JsonDocument.Parse(rig["ba"].Namespace.Exec($"iperf3 -c {address} -t 10 -J", TimeSpan.FromSeconds(40)));
+            return document.RootElement.GetProperty("end").GetProperty("sum_received").GetProperty("bits_per_second").GetDouble();
+        }
+
+        var direct = Measure(rig["br"].Namespace, rig["br"].OverlayIp!);
+        var routed = Measure(lan, "10.77.0.10");
+        Assert.True(direct > 0 && routed > 0);
+        output.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+            $"{mode}: iperf3 to the routing peer itself {direct / 1e9:F2} Gbit/s; through it to its lan (forwarded, filtered, masqueraded) {routed / 1e9:F2} Gbit/s ({routed / direct:P0})"));
+    }
+
+    private static void RequirePrerequisites(string mode)
+    {
+        MeshRig.RequirePrerequisites();
+        if (mode == "kernel")
+        {
+            // Kernel mode drives wireguard-go where there is no WireGuard module, and marks its socket with wg.
+            Prerequisites.RequireTool("wireguard-go");
+            Prerequisites.RequireTool("wg");
+        }
+    }
+
+    private static void StartAgent(MeshRig rig, string name, string setupKey, string mode, bool behindNat = false)
+    {
+        var agent = behindNat ? rig.AddAgentBehindNat(name) : rig.AddAgent(name);
+        agent.WriteConfig(setupKey, mode == "kernel" ? "[proxy]\nkind = \"udp\"" : "");
+        if (mode == "kernel")
+        {
+            File.WriteAllText(agent.ConfigPath, File.ReadAllText(agent.ConfigPath).Replace("mode = \"userspace\"", "mode = \"kernel\"", StringComparison.Ordinal));
+        }
+
+        agent.Start();
+    }
+
+    private static int CountMaps(string log) => log.Split('\n').Count(l => l.Contains("Network map", StringComparison.Ordinal) && l.Contains(" applied in ", StringComparison.Ordinal));
+
+    /// <summary>A TCP listener in a namespace answering each connection with "from &lt;the address it sees&gt;".</summary>
+    private static Socket ListenAndTellSource(string namespaceName, IPAddress address, int port, CancellationToken cancellationToken)
+    {
+        var listener = NamespaceSocket.Create(namespaceName, AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+        listener.Bind(new IPEndPoint(address, port));
+        listener.Listen(8);
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                while (!cancellationToken.IsCancellationRequested)
+                {
+                    using var client = await listener.AcceptAsync(cancellationToken);
+                    var source = ((IPEndPoint)client.RemoteEndPoint!).Address;
+                    await client.SendAsync(Encoding.ASCII.GetBytes($"from {source}"), SocketFlags.None, cancellationToken);
+                    client.Shutdown(SocketShutdown.Both);
+                }
+            }
+            catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
+            {
+                // The test is over: the listener was closed.
+            }
+        }, CancellationToken.None);
+        return listener;
+    }
+
+    /// <summary>Connects from a namespace (bounded by <see cref="DropProbe"/>) and reads the listener's answer.</summary>
+    private static bool TryTcp(string namespaceName, IPAddress address, int port, out string reply)
+    {
+        reply = "";
+        using var socket = NamespaceSocket.Create(namespaceName, AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        using var timeout = new CancellationTokenSource(DropProbe);
+        try
+        {
+            socket.ConnectAsync(new IPEndPoint(address, port), timeout.Token).AsTask().GetAwaiter().GetResult();
+            var buffer = new byte[64];
+            var total = 0;
+            while (total < buffer.Length)
+            {
+                var read = socket.ReceiveAsync(buffer.AsMemory(total), SocketFlags.None, timeout.Token).AsTask().GetAwaiter().GetResult();
+                if (read == 0)
+                {
+                    break;
+                }
+
+                total += read;
+            }
+
+            reply = Encoding.ASCII.GetString(buffer, 0, total);
+            return true;
+        }
+        catch (Exception e) when (e is OperationCanceledException or SocketException)
+        {
+            return false;
+        }
+    }
+}
