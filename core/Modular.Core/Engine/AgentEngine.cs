@@ -11,7 +11,9 @@ using Modular.Control.Crypto;
 using Modular.Control.Management;
 using Modular.Control.Signal;
 using Modular.Core.Config;
+using Modular.Core.Firewall;
 using Modular.Core.Ice;
+using Modular.Core.MeshDns;
 using Modular.Core.Peers;
 using Modular.Core.Status;
 using Modular.WireGuard.Conn;
@@ -84,6 +86,7 @@ public sealed class AgentEngine
     private EngineRelayConnector? _relay;
     private ConnectionManager? _manager;
     private EngineFirewall? _firewall;
+    private MeshDnsService? _dns;
     private IceSocketTransport? _iceTransport;
     private volatile ServiceAddresses? _services;
     private volatile Uri? _managementUrl;
@@ -298,12 +301,27 @@ public sealed class AgentEngine
             var started = _time.GetTimestamp();
             var map = _map.ToMap();
             _firewall?.Apply(map);
+            await ApplyDnsAsync(map, cancellationToken);
             var (added, updated, removed) = await _manager!.ApplyAsync(ToPeers(map, _logger), cancellationToken);
             _logger.LogInformation("Network map {Serial} ({Kind} from {Previous}): {Total} peers (+{Added} ~{Updated} -{Removed}) applied in {Ms:F1} ms",
                 map.Serial, update.NetworkMap is null ? "delta" : "whole map", previous, map.RemotePeers.Count, added, updated, removed, _time.GetElapsedTime(started).TotalMilliseconds);
         }
 
         return false;
+    }
+
+    /// <summary>The mesh resolver follows the map; while it listens, peers may reach it whatever the policies.</summary>
+    private async Task ApplyDnsAsync(NetworkMap map, CancellationToken cancellationToken)
+    {
+        if (_dns is null)
+        {
+            return;
+        }
+
+        await _dns.ApplyAsync(map, cancellationToken);
+        _firewall?.SetLocalServices(_dns.Listening is { } listening
+            ? [LocalService.Udp(listening.Address, (ushort)listening.Port), LocalService.Tcp(listening.Address, (ushort)listening.Port)]
+            : []);
     }
 
     /// <summary>Turns a network map into the manager's peer list; malformed entries are skipped with a warning.</summary>
@@ -376,6 +394,7 @@ public sealed class AgentEngine
         }
 
         _firewall = EngineFirewall.Attach(_iface, _time, _loggerFactory.CreateLogger<EngineFirewall>());
+        _dns = _config.Dns.Enabled ? new MeshDnsService(_config.Dns.ListenPort, _loggerFactory, _time) : null;
         await _iface.CreateAsync(cancellationToken);
         await _iface.UpAsync(cancellationToken);
         var agent = new IceAgent(transport, _time, _loggerFactory.CreateLogger<IceAgent>());
@@ -543,6 +562,11 @@ public sealed class AgentEngine
 
     private async Task ShutdownAsync()
     {
+        if (_dns is not null)
+        {
+            await _dns.DisposeAsync();
+        }
+
         if (_manager is not null)
         {
             await _manager.DisposeAsync();

@@ -24,6 +24,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
     private readonly ITimer _sweepTimer;
     private readonly Lock _rulesLock = new();
     private RuleSets _rules;
+    private LocalService[] _localServices = [];
     private long _malformed;
     private long _fragments;
     private long _invalid;
@@ -128,7 +129,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
             {
                 foreach (var (key, entry) in shard.Flows)
                 {
-                    var (action, ruleIndex) = Decide(compiled, entry.Direction, entry.Key.Protocol, entry.Direction == RuleDirection.Inbound ? entry.Key.Source : entry.Key.Destination, entry.Key.DestinationPort);
+                    var (action, ruleIndex) = Decide(compiled, entry.Direction, entry.Key.Protocol, entry.Direction == RuleDirection.Inbound ? entry.Key.Source : entry.Key.Destination, entry.Key.Destination, entry.Key.DestinationPort);
                     if (action == RuleAction.Drop)
                     {
                         shard.Flows.Remove(key);
@@ -144,6 +145,17 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// Services of this peer that every peer may reach whatever the policies (the mesh resolver on the
+    /// overlay address, port 53): a new inbound flow to one of them is accepted before any rule is looked at,
+    /// and rule updates never end it. Replaces the previous list; empty by default.
+    /// </summary>
+    public IReadOnlyList<LocalService> LocalServices
+    {
+        get => Volatile.Read(ref _localServices);
+        set => Volatile.Write(ref _localServices, [.. value ?? []]);
     }
 
     /// <summary>Applies the firewall rules of a management network map; rules it cannot read are skipped and returned in <see cref="MappedRules.Rejected"/>.</summary>
@@ -319,7 +331,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
 
         var rules = Volatile.Read(ref _rules);
         var remote = direction == RuleDirection.Inbound ? header.Source : header.Destination;
-        var (action, ruleIndex) = Decide(rules, direction, header.Protocol, remote, header.DestinationPort);
+        var (action, ruleIndex) = Decide(rules, direction, header.Protocol, remote, header.Destination, header.DestinationPort);
         var ruleSet = rules.For(direction);
         var ruleId = ruleIndex >= 0 ? ruleSet.Rules[ruleIndex].RuleId : null;
         if (action == RuleAction.Drop)
@@ -395,8 +407,19 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         return false;
     }
 
-    private (RuleAction Action, int RuleIndex) Decide(RuleSets rules, RuleDirection direction, byte protocol, UInt128 remote, ushort port)
+    private (RuleAction Action, int RuleIndex) Decide(RuleSets rules, RuleDirection direction, byte protocol, UInt128 remote, UInt128 destination, ushort port)
     {
+        if (direction == RuleDirection.Inbound)
+        {
+            foreach (var service in Volatile.Read(ref _localServices))
+            {
+                if (service.Protocol == protocol && service.Port == port && service.Address == destination)
+                {
+                    return (RuleAction.Accept, -1);
+                }
+            }
+        }
+
         var ruleSet = rules.For(direction);
         var index = ruleSet.Match(remote, protocol, port);
         if (index >= 0)
