@@ -31,7 +31,7 @@ public static class NetworkMapBuilder
             Serial = snapshot.Serial,
             FirewallRules = { snapshot.PolicySet.RulesFor(self, snapshot.Peers) },
             PeerConfig = PeerConfigFor(self, account),
-            Dns = new DnsConfig { Enabled = false },
+            Dns = Networks.DnsMapSection.Build(snapshot.NameserverGroups, account),
             Settings = new AccountSettings
             {
                 LazyConnections = account.LazyConnections,

@@ -99,6 +99,7 @@ public sealed partial class SqliteStore : IStore
         }
 
         await MigrateNetworksAsync(db, version, _time.GetUtcNow(), cancellationToken);
+        await MigrateDnsAsync(db);
     }
 
     public async Task<(SetupKeyRecord Record, string PlainKey)> CreateSetupKeyAsync(NewSetupKey spec, CancellationToken cancellationToken)
