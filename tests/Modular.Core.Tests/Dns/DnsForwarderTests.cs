@@ -22,7 +22,7 @@ public sealed class DnsForwarderTests : IAsyncDisposable
     }
 
     /// <summary>An upstream answering A 192.0.2.10 for every question; <paramref name="truncateUdp"/>: over UDP only TC and no answer.</summary>
-    private IPEndPoint FakeUpstream(bool truncateUdp = false, bool silent = false, bool spoofFirst = false)
+    private IPEndPoint FakeUpstream(bool truncateUdp = false, bool silent = false, bool spoofFirst = false, bool garbage = false, int records = 1)
     {
         var udp = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
         udp.Bind(new IPEndPoint(IPAddress.Loopback, 0));
@@ -46,6 +46,25 @@ public sealed class DnsForwarderTests : IAsyncDisposable
                     continue;
                 }
 
+                if (garbage)
+                {
+                    var random = new Random(r.ReceivedBytes);
+                    for (var i = 0; i < 20; i++)
+                    {
+                        var junk = new byte[random.Next(0, 300)];
+                        random.NextBytes(junk);
+                        if (junk.Length >= 2 && i % 2 == 0)
+                        {
+                            junk[0] = buffer[0]; // the right ID, the rest broken
+                            junk[1] = buffer[1];
+                        }
+
+                        await udp.SendToAsync(junk, r.RemoteEndPoint, token);
+                    }
+
+                    continue;
+                }
+
                 if (spoofFirst)
                 {
                     var spoof = Answer(buffer.AsSpan(0, r.ReceivedBytes), truncate: false, address: "203.0.113.66");
@@ -53,7 +72,7 @@ public sealed class DnsForwarderTests : IAsyncDisposable
                     await udp.SendToAsync(spoof, r.RemoteEndPoint, token);
                 }
 
-                await udp.SendToAsync(Answer(buffer.AsSpan(0, r.ReceivedBytes), truncateUdp), r.RemoteEndPoint, token);
+                await udp.SendToAsync(Answer(buffer.AsSpan(0, r.ReceivedBytes), truncateUdp, records: records), r.RemoteEndPoint, token);
             }
         }, token);
         _ = Task.Run(async () =>
@@ -70,7 +89,7 @@ public sealed class DnsForwarderTests : IAsyncDisposable
                     got += await client.ReceiveAsync(query.AsMemory(got), token);
                 }
 
-                var answer = Answer(query, truncate: false);
+                var answer = Answer(query, truncate: false, records: records);
                 var framed = new byte[answer.Length + 2];
                 BinaryPrimitives.WriteUInt16BigEndian(framed, (ushort)answer.Length);
                 answer.CopyTo(framed, 2);
@@ -86,7 +105,7 @@ public sealed class DnsForwarderTests : IAsyncDisposable
     private ushort LastUpstreamId { get; set; }
 
     /// <summary>The query echoed back as a response: question kept, one A record unless truncated.</summary>
-    private static byte[] Answer(ReadOnlySpan<byte> query, bool truncate, string address = "192.0.2.10")
+    private static byte[] Answer(ReadOnlySpan<byte> query, bool truncate, string address = "192.0.2.10", int records = 1)
     {
         Assert.True(DnsMessageReader.TrySkipName(query, 12, out var nameEnd));
         var questionEnd = nameEnd + 4;
@@ -95,12 +114,13 @@ public sealed class DnsForwarderTests : IAsyncDisposable
         answer[3] = 0x80;
         answer[5] = 1;
         answer[6] = 0;
-        answer[7] = (byte)(truncate ? 0 : 1);
+        answer[7] = (byte)(truncate ? 0 : records);
         answer[10] = 0;
         answer[11] = 0;
-        if (!truncate)
+        for (var i = 0; i < (truncate ? 0 : records); i++)
         {
             answer.AddRange([0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, .. IPAddress.Parse(address).GetAddressBytes()]);
+            answer[^1] += (byte)i;
         }
 
         return [.. answer];
@@ -201,6 +221,40 @@ public sealed class DnsForwarderTests : IAsyncDisposable
         var response = new byte[65535];
         var length = await resolver.ResolveAsync(Query("host.corp.test", 1), response, overTcp: false, _stop.Token);
         Assert.Equal([(DnsConstants.TypeA, "192.0.2.10")], Parse(response.AsSpan(0, length)).Answers);
+    }
+
+    [Fact]
+    public async Task An_upstream_sending_garbage_ends_in_servfail()
+    {
+        var resolver = Resolver(Group("corp.test", FakeUpstream(garbage: true)));
+        var response = new byte[65535];
+        var length = await resolver.ResolveAsync(Query("host.corp.test", 1, id: 5), response, overTcp: false, _stop.Token);
+        var r = Parse(response.AsSpan(0, length));
+        Assert.Equal(5, r.Id);
+        Assert.Equal((int)DnsRcode.ServFail, r.Rcode);
+    }
+
+    [Fact]
+    public async Task An_answer_too_large_for_the_udp_client_comes_back_truncated_and_whole_over_tcp()
+    {
+        // Upstream: TC over UDP, 40 A records (over 512 bytes) over TCP. A UDP client without EDNS gets TC and
+        // the question (so it asks again over TCP); a TCP client gets all 40.
+        var resolver = Resolver(Group("corp.test", FakeUpstream(truncateUdp: true, records: 40)));
+        var response = new byte[65535];
+        var udpLength = await resolver.ResolveAsync(Query("big.corp.test", 1, id: 11), response, overTcp: false, _stop.Token);
+        var udp = Parse(response.AsSpan(0, udpLength));
+        Assert.Equal(11, udp.Id);
+        Assert.True(udp.Truncated);
+        Assert.Empty(udp.Answers);
+        Assert.Equal("big.corp.test", udp.Question);
+
+        var tcpLength = await resolver.ResolveAsync(Query("big.corp.test", 1, id: 12), response, overTcp: true, _stop.Token);
+        Assert.True(tcpLength > 512);
+        var tcp = Parse(response.AsSpan(0, tcpLength));
+        Assert.Equal(12, tcp.Id);
+        Assert.False(tcp.Truncated);
+        Assert.Equal(40, tcp.Answers.Count);
+        Assert.Equal("192.0.2.49", tcp.Answers[^1].Data);
     }
 
     [Fact]

@@ -100,6 +100,57 @@ public sealed class DnsServerTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Tcp_connections_past_the_bound_are_closed_and_a_freed_slot_serves_again()
+    {
+        using var first = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        using var second = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await first.ConnectAsync(_server.LocalEndPoint);
+        await second.ConnectAsync(_server.LocalEndPoint);
+        // Both are served (so both were accepted and counted) before the third arrives.
+        Assert.Equal(0, (await TcpExchangeAsync(first, Query("alpha.modular.internal", 1))).Rcode);
+        Assert.Equal(0, (await TcpExchangeAsync(second, Query("alpha.modular.internal", 1))).Rcode);
+
+        using (var third = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+        {
+            await third.ConnectAsync(_server.LocalEndPoint);
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            var closed = false;
+            try
+            {
+                closed = await third.ReceiveAsync(new byte[2], SocketFlags.None, timeout.Token) == 0;
+            }
+            catch (SocketException)
+            {
+                closed = true; // reset
+            }
+
+            Assert.True(closed, "a third connection past MaxTcpConnections = 2 must be closed");
+        }
+
+        first.Shutdown(SocketShutdown.Both);
+        first.Close();
+        using var fresh = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        Response? answer = null;
+        for (var attempt = 0; attempt < 50 && answer is null; attempt++)
+        {
+            // The server notices the first connection's end asynchronously; until then a new one may be refused.
+            using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            await probe.ConnectAsync(_server.LocalEndPoint);
+            try
+            {
+                answer = await TcpExchangeAsync(probe, Query("peer-b.modular.internal", 1));
+            }
+            catch (Exception e) when (e is SocketException or IndexOutOfRangeException or ArgumentOutOfRangeException or Xunit.Sdk.XunitException)
+            {
+                await Task.Delay(100);
+            }
+        }
+
+        Assert.NotNull(answer);
+        Assert.Equal([(DnsConstants.TypeA, "100.64.0.2")], answer.Answers);
+    }
+
+    [Fact]
     public async Task The_service_listens_on_the_maps_overlay_address_follows_it_and_stops()
     {
         await using var service = new MeshDnsService(0, NullLoggerFactory.Instance, TimeProvider.System);
