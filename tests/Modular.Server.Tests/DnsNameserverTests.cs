@@ -70,6 +70,25 @@ public sealed class DnsNameserverTests : IAsyncLifetime
         Assert.Equal(corp.Domains, listed[0].Domains);
     }
 
+    [Theory]
+    [InlineData("198.18.0.1", "198.18.0.1:53")]
+    [InlineData(" 198.18.0.1:5353 ", "198.18.0.1:5353")]
+    [InlineData("2001:db8::1", "[2001:db8::1]:53")]
+    [InlineData("[2001:db8::1]", "[2001:db8::1]:53")]
+    [InlineData("[2001:db8::1]:5353", "[2001:db8::1]:5353")]
+    public void Nameservers_are_normalized_to_ip_and_port(string input, string expected)
+        => Assert.Equal(expected, DnsValidator.ParseNameserver(input));
+
+    [Theory]
+    [InlineData("[2001:db8::1]:0")]
+    [InlineData("[2001:db8::1]:x")]
+    [InlineData("198.18.0.1:")]
+    [InlineData("198.18.0")]
+    [InlineData("dns.example")]
+    [InlineData("[198.18.0.1")]
+    public void Bad_nameservers_name_the_field(string input)
+        => Assert.Equal("nameserver", Assert.Throws<NetworkValidationException>(() => DnsValidator.ParseNameserver(input)).Field);
+
     [Fact]
     public async Task A_second_default_group_a_taken_domain_or_name_is_refused()
     {

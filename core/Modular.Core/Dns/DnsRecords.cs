@@ -184,15 +184,17 @@ public sealed class DnsRecords
     public static bool TryParseNameserver(string text, out IPEndPoint endpoint)
     {
         endpoint = null!;
-        if (IPAddress.TryParse(text, out var bare))
+        var trimmed = text.Trim();
+        // IPEndPoint first: IPAddress would also accept "[v6]:port" and silently drop the port.
+        if (IPEndPoint.TryParse(trimmed, out var parsed) && parsed.Port > 0)
         {
-            endpoint = new IPEndPoint(bare, 53);
+            endpoint = parsed;
             return true;
         }
 
-        if (IPEndPoint.TryParse(text, out var parsed) && parsed.Port > 0)
+        if (IPAddress.TryParse(trimmed, out var bare))
         {
-            endpoint = parsed;
+            endpoint = new IPEndPoint(bare, 53);
             return true;
         }
 

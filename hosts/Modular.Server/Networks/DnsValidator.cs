@@ -42,25 +42,38 @@ public static class DnsValidator
     public static string ParseNameserver(string? text)
     {
         var trimmed = text?.Trim() ?? "";
-        if (IPAddress.TryParse(trimmed, out var bare) && !trimmed.StartsWith('['))
+        var bracketed = trimmed.StartsWith('[');
+        if (bracketed && trimmed.EndsWith(']'))
+        {
+            trimmed = trimmed[1..^1];
+            bracketed = false;
+        }
+
+        if (!bracketed && TryParseAddress(trimmed, out var bare) && (bare.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 || !trimmed.Contains(':', StringComparison.Ordinal)))
         {
             return new IPEndPoint(bare, 53).ToString();
         }
 
         var colon = trimmed.LastIndexOf(':');
-        if (colon > 0 && IPAddress.TryParse(trimmed[..colon].Trim('[', ']'), out var address)
-            && (address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork || trimmed.StartsWith('[')))
+        var host = colon > 0 ? trimmed[..colon] : "";
+        if (colon > 0 && (bracketed ? host.EndsWith(']') : !host.Contains(':', StringComparison.Ordinal))
+            && TryParseAddress(bracketed ? host[1..^1] : host, out var address))
         {
             if (!int.TryParse(trimmed.AsSpan(colon + 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var port) || port is < 1 or > 65535)
             {
-                throw new NetworkValidationException("nameserver", $"'{trimmed}': the port must be a number from 1 to 65535");
+                throw new NetworkValidationException("nameserver", $"'{text?.Trim()}': the port must be a number from 1 to 65535");
             }
 
             return new IPEndPoint(address, port).ToString();
         }
 
-        throw new NetworkValidationException("nameserver", $"'{trimmed}' is not an IP address (ip, ip:port or [ipv6]:port)");
+        throw new NetworkValidationException("nameserver", $"'{text?.Trim()}' is not an IP address (ip, ip:port or [ipv6]:port)");
     }
+
+    /// <summary>An address written out in full: IPv6, or IPv4 as four dotted numbers (not inet_aton's "10.1" shorthands).</summary>
+    private static bool TryParseAddress(string text, out IPAddress address)
+        => IPAddress.TryParse(text, out address!)
+           && (address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 || text.Count(c => c == '.') == 3);
 
     /// <summary>A DNS name: labels of 1-63 letters, digits, '-' (not at either end) or '_', 253 characters at most.</summary>
     public static string ValidateDomain(string? text)

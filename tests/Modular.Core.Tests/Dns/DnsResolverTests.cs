@@ -132,6 +132,17 @@ public sealed class DnsResolverTests : IDisposable
         Assert.Equal([(DnsConstants.TypeA, "100.64.0.7")], Ask(Query("carol.modular.internal", 1)).Answers);
     }
 
+    [Theory]
+    [InlineData("198.18.0.1", "198.18.0.1:53")]
+    [InlineData("198.18.0.1:5353", "198.18.0.1:5353")]
+    [InlineData("[2001:db8::1]:5353", "[2001:db8::1]:5353")]
+    [InlineData("2001:db8::1", "[2001:db8::1]:53")]
+    public void Nameserver_text_keeps_its_port(string text, string expected)
+    {
+        Assert.True(DnsRecords.TryParseNameserver(text, out var endpoint));
+        Assert.Equal(expected, endpoint.ToString());
+    }
+
     [Fact]
     public void Groups_match_the_longest_domain_suffix_then_the_default()
     {
