@@ -48,6 +48,8 @@ public sealed class DnsTests(ITestOutputHelper output)
         Assert.Equal(ipB, Dig(a, ipA, $"DNB.Modular.Internal"));
         Assert.Equal(ipA, Dig(a, ipA, $"dna.{Zone}"));
         Assert.Equal(ipB, Dig(a, ipA, $"dnb.{Zone}", "+tcp"));
+        var reverse = a.TryExec($"dig +short +time=2 +tries=1 @{ipA} -x {ipB}", TimeSpan.FromSeconds(15)).Output.Trim();
+        Assert.Equal($"dnb.{Zone}.", reverse);
         var missing = a.TryExec($"dig +time=2 +tries=1 @{ipA} nobody.{Zone}", TimeSpan.FromSeconds(15)).Output;
         Assert.Contains("status: NXDOMAIN", missing, StringComparison.Ordinal);
         Assert.Contains("flags: qr aa", missing, StringComparison.Ordinal);

@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
@@ -20,6 +21,7 @@ public sealed class DnsRecords
 {
     private readonly Dictionary<string, DnsHostAddresses> _hosts;
     private readonly Dictionary<string, DnsHostAddresses>.AlternateLookup<ReadOnlySpan<char>> _lookup;
+    private readonly Dictionary<uint, byte[]> _reverse = [];
 
     public DnsRecords(string zone, IReadOnlyDictionary<string, DnsHostAddresses> hosts, IReadOnlyList<DnsUpstreamGroup> groups, uint serial)
     {
@@ -28,7 +30,13 @@ public sealed class DnsRecords
         _hosts = new Dictionary<string, DnsHostAddresses>(StringComparer.Ordinal);
         foreach (var (name, addresses) in hosts)
         {
-            _hosts[name.ToLowerInvariant()] = addresses;
+            var relative = name.ToLowerInvariant();
+            _hosts[relative] = addresses;
+            if (addresses.V4 is { } v4 && ZoneWire is not null && DnsMessageReader.ToWireName($"{relative}.{Zone}") is { } fqdn)
+            {
+                // Two peers never share an address; if a map said so, the first keeps the reverse name.
+                _reverse.TryAdd(BinaryPrimitives.ReadUInt32BigEndian(v4.GetAddressBytes()), fqdn);
+            }
         }
 
         _lookup = _hosts.GetAlternateLookup<ReadOnlySpan<char>>();
@@ -54,6 +62,53 @@ public sealed class DnsRecords
 
     /// <summary>The addresses of <paramref name="relativeName"/> (lowercase, relative to the zone), or null.</summary>
     public DnsHostAddresses? Find(ReadOnlySpan<char> relativeName) => _lookup.TryGetValue(relativeName, out var found) ? found : null;
+
+    /// <summary>
+    /// The peer name (lowercase wire form) for a reverse name "d.c.b.a.in-addr.arpa" of a peer's IPv4 overlay
+    /// address, or null when <paramref name="wireName"/> is not such a name.
+    /// </summary>
+    public byte[]? FindReverse(ReadOnlySpan<byte> wireName)
+    {
+        if (_reverse.Count == 0 || !TryParseReverseV4(wireName, out var address))
+        {
+            return null;
+        }
+
+        return _reverse.TryGetValue(address, out var fqdn) ? fqdn : null;
+    }
+
+    /// <summary>Reads "d.c.b.a.in-addr.arpa" (four decimal labels, 0-255, no leading zeros) as the address a.b.c.d.</summary>
+    public static bool TryParseReverseV4(ReadOnlySpan<byte> wireName, out uint address)
+    {
+        address = 0;
+        var position = 0;
+        for (var octet = 0; octet < 4; octet++)
+        {
+            if (position >= wireName.Length)
+            {
+                return false;
+            }
+
+            var length = wireName[position];
+            if (length is 0 or > 3 || position + 1 + length > wireName.Length)
+            {
+                return false;
+            }
+
+            var digits = wireName.Slice(position + 1, length);
+            if ((length > 1 && digits[0] == (byte)'0') || !System.Buffers.Text.Utf8Parser.TryParse(digits, out byte value, out var consumed) || consumed != length)
+            {
+                return false;
+            }
+
+            address |= (uint)value << (8 * octet);
+            position += 1 + length;
+        }
+
+        return DnsMessageReader.NamesEqual(wireName[position..], ReverseV4Suffix);
+    }
+
+    private static ReadOnlySpan<byte> ReverseV4Suffix => "\u0007in-addr\u0004arpa\u0000"u8;
 
     /// <summary>
     /// The group for a lowercase dotted name outside the zone: the one with the longest domain that is the

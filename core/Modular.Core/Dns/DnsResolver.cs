@@ -19,7 +19,7 @@ public enum DnsOutcome
 /// <summary>
 /// The mesh resolver's logic, independent of sockets. Names in the zone are answered from the current
 /// <see cref="DnsRecords"/> (A/AAAA for peers; NXDOMAIN with the SOA for unknown names; NODATA with the
-/// SOA for other types); other names go to the nameserver group with the longest matching domain, else
+/// SOA for other types); PTR for a peer's IPv4 overlay address (d.c.b.a.in-addr.arpa); other names go to the nameserver group with the longest matching domain, else
 /// the default group; with no group they are REFUSED (this resolver is not an open recursive resolver, and
 /// REFUSED tells a stub to try its next server). Malformed queries get FORMERR, other opcodes NOTIMP,
 /// non-queries nothing. Never throws on input.
@@ -97,6 +97,15 @@ public sealed class DnsResolver
         {
             Interlocked.Increment(ref _answered);
             written = AnswerFromZone(records, q, zoneStart, response);
+            return DnsOutcome.Answered;
+        }
+
+        if (q.Type is DnsConstants.TypePtr or DnsConstants.TypeAny && q.Class is DnsConstants.ClassIn or DnsConstants.ClassAny
+            && records.FindReverse(q.Name) is { } target)
+        {
+            // A peer's overlay address: the mesh knows its name; other reverse names go the usual way.
+            Interlocked.Increment(ref _answered);
+            written = AnswerPtr(q, target, response);
             return DnsOutcome.Answered;
         }
 
@@ -214,6 +223,14 @@ public sealed class DnsResolver
         }
 
         return FinishWithOpt(ref writer, q, flags);
+    }
+
+    private static int AnswerPtr(in DnsQuery q, byte[] target, Span<byte> response)
+    {
+        var writer = new DnsResponseWriter(response);
+        writer.WriteQuestion(q.Name, q.Type, q.Class);
+        writer.WritePtr(DnsConstants.HeaderLength, target, ZoneTtl);
+        return FinishWithOpt(ref writer, q, ResponseFlags(q, DnsRcode.NoError) | DnsConstants.FlagAuthoritative);
     }
 
     private static int FinishWithOpt(ref DnsResponseWriter writer, in DnsQuery q, int flags)

@@ -65,6 +65,19 @@ public ref struct DnsResponseWriter
         _answers++;
     }
 
+    /// <summary>A PTR record owned by the name at <paramref name="ownerOffset"/>, pointing at <paramref name="target"/> (wire form).</summary>
+    public void WritePtr(int ownerOffset, ReadOnlySpan<byte> target, uint ttl)
+    {
+        WritePointer(ownerOffset);
+        WriteUInt16(DnsConstants.TypePtr);
+        WriteUInt16(DnsConstants.ClassIn);
+        WriteUInt32(ttl);
+        WriteUInt16((ushort)target.Length);
+        target.CopyTo(_buffer[_position..]);
+        _position += target.Length;
+        _answers++;
+    }
+
     /// <summary>
     /// The zone's SOA, owned by the zone name at <paramref name="zoneOffset"/>: in the answer section for an SOA
     /// query, else in authority (negative answers, RFC 2308, so resolvers cache them for <paramref name="ttl"/>).

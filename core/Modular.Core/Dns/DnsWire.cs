@@ -21,6 +21,7 @@ public static class DnsConstants
     public const ushort TypeA = 1;
     public const ushort TypeNs = 2;
     public const ushort TypeSoa = 6;
+    public const ushort TypePtr = 12;
     public const ushort TypeAaaa = 28;
     public const ushort TypeOpt = 41;
     public const ushort TypeAny = 255;

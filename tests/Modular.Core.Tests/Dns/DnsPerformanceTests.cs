@@ -31,7 +31,7 @@ public sealed class DnsPerformanceTests(ITestOutputHelper output) : IDisposable
     {
         var resolver = Resolver(10_000);
         var response = new byte[512];
-        var queries = new[] { DigQueryWithEdns, Query("peer9999.modular.internal", 1), Query("nobody.modular.internal", 28), Query("modular.internal", 6) };
+        var queries = new[] { DigQueryWithEdns, Query("peer9999.modular.internal", 1), Query("nobody.modular.internal", 28), Query("modular.internal", 6), Query("2.0.64.100.in-addr.arpa", 12) };
         foreach (var q in queries)
         {
             resolver.Answer(q, response, out _, out _); // warm up

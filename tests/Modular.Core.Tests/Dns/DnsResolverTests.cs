@@ -96,6 +96,25 @@ public sealed class DnsResolverTests : IDisposable
     }
 
     [Fact]
+    public void A_peers_overlay_address_resolves_back_to_its_name()
+    {
+        var r = Ask(Query("2.0.64.100.IN-ADDR.arpa", DnsConstants.TypePtr));
+        Assert.Equal(0, r.Rcode);
+        Assert.True(r.Authoritative);
+        var (type, data) = Assert.Single(r.Answers);
+        Assert.Equal(DnsConstants.TypePtr, type);
+        Assert.Equal(Convert.ToHexString(DnsMessageReader.ToWireName("peer-b.modular.internal")!), data);
+        Assert.Single(Ask(Query("1.0.64.100.in-addr.arpa", DnsConstants.TypePtr)).Answers); // self
+
+        // Unknown addresses, malformed octets and other types are not ours: no group here, so REFUSED.
+        Assert.Equal((int)DnsRcode.Refused, Ask(Query("9.9.64.100.in-addr.arpa", DnsConstants.TypePtr)).Rcode);
+        Assert.Equal((int)DnsRcode.Refused, Ask(Query("02.0.64.100.in-addr.arpa", DnsConstants.TypePtr)).Rcode);
+        Assert.Equal((int)DnsRcode.Refused, Ask(Query("256.0.64.100.in-addr.arpa", DnsConstants.TypePtr)).Rcode);
+        Assert.Equal((int)DnsRcode.Refused, Ask(Query("2.0.64.100.in-addr.arpa.evil", DnsConstants.TypePtr)).Rcode);
+        Assert.Equal((int)DnsRcode.Refused, Ask(Query("2.0.64.100.in-addr.arpa", DnsConstants.TypeA)).Rcode);
+    }
+
+    [Fact]
     public void Names_outside_the_zone_without_a_group_are_refused()
     {
         var r = Ask(Query("example.com", DnsConstants.TypeA));
