@@ -100,6 +100,37 @@ public sealed class DnsTests(ITestOutputHelper output)
         nameserver.Wait(TimeSpan.FromSeconds(10));
     }
 
+    [SkippableFact]
+    public void In_kernel_mode_the_resolver_listens_on_the_wireguard_go_interface_and_stays_off_where_dns_is_disabled_locally()
+    {
+        MeshRig.RequirePrerequisites();
+        Prerequisites.RequireTool("wireguard-go");
+        Prerequisites.RequireTool("dig");
+        using var rig = new MeshRig(output, "dk");
+        rig.StartServer();
+        var key = rig.CreateSetupKey();
+        string[] names = ["dk1", "dk2"];
+        foreach (var name in names)
+        {
+            var agent = rig.AddAgent(name);
+            // dk2 turns its resolver off: it must not listen, and dk1's must still answer for it.
+            agent.WriteConfig(key, "[proxy]\nkind = \"udp\"" + (name == "dk2" ? "\n[dns]\nenabled = false" : ""));
+            File.WriteAllText(agent.ConfigPath, File.ReadAllText(agent.ConfigPath).Replace("mode = \"userspace\"", "mode = \"kernel\"", StringComparison.Ordinal));
+            agent.Start();
+        }
+
+        rig.WaitUntil(() => rig["dk1"].IsConnected("dk2") && rig["dk2"].IsConnected("dk1"), ConnectTimeout, "dk1 and dk2 Connected",
+            () => MeshTests.Diagnostics(rig, names));
+        var ip1 = rig["dk1"].OverlayIp!;
+        var ip2 = rig["dk2"].OverlayIp!;
+        rig.WaitUntil(() => Dig(rig["dk1"].Namespace, ip1, $"dk2.{Zone}") == ip2, ChangeTimeout, "dig @dk1 dk2.<zone> in kernel mode",
+            () => MeshTests.Diagnostics(rig, names));
+        rig.WaitUntil(() => Dig(rig["dk2"].Namespace, ip1, $"dk1.{Zone}") == ip1, ChangeTimeout, "dig from dk2 over wireguard-go to dk1's resolver",
+            () => MeshTests.Diagnostics(rig, names));
+        Assert.DoesNotContain($"{ip2}:53", rig["dk2"].Namespace.Exec("ss -lnu"), StringComparison.Ordinal);
+        Assert.Contains($"{ip1}:53", rig["dk1"].Namespace.Exec("ss -lnt"), StringComparison.Ordinal);
+    }
+
     /// <summary>`dig +short` from a namespace; the first line of the answer, "" when none.</summary>
     private static string Dig(NetworkNamespace ns, string server, string name, string extra = "")
     {
