@@ -15,7 +15,7 @@ public sealed class DnsPerformanceTests(ITestOutputHelper output) : IDisposable
 
     public void Dispose() => _forwarder.Dispose();
 
-    private DnsResolver Resolver(int peers)
+    private static Modular.Control.Management.NetworkMap MapWith(int peers)
     {
         var map = Map();
         for (var i = 0; i < peers; i++)
@@ -23,8 +23,10 @@ public sealed class DnsPerformanceTests(ITestOutputHelper output) : IDisposable
             map.RemotePeers.Add(new Modular.Control.Management.RemotePeer { Fqdn = $"peer{i}.modular.internal", AllowedIps = { $"100.65.{i / 256}.{i % 256}/32" } });
         }
 
-        return new DnsResolver(_forwarder, NullLogger.Instance) { Records = DnsRecords.FromMap(map) };
+        return map;
     }
+
+    private DnsResolver Resolver(int peers) => new(_forwarder, NullLogger.Instance) { Records = DnsRecords.FromMap(MapWith(peers)) };
 
     [Fact]
     public void Answering_from_the_zone_allocates_nothing()
@@ -52,10 +54,16 @@ public sealed class DnsPerformanceTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public async Task Measure_answers_per_second_in_process_and_over_loopback_udp()
     {
-        var resolver = Resolver(10_000);
+        var big = MapWith(10_000);
+        DnsRecords.FromMap(big);
+        var watch = Stopwatch.StartNew();
+        var records = DnsRecords.FromMap(big);
+        output.WriteLine($"records from a 10,000-peer map: {watch.Elapsed.TotalMilliseconds:F1} ms ({records.HostCount} names)");
+
+        var resolver = new DnsResolver(_forwarder, NullLogger.Instance) { Records = records };
         var response = new byte[512];
         var query = Query("peer1234.modular.internal", 1);
-        var watch = Stopwatch.StartNew();
+        watch.Restart();
         const int InProcess = 1_000_000;
         for (var i = 0; i < InProcess; i++)
         {
