@@ -67,6 +67,8 @@ public sealed class DnsServer : IAsyncDisposable
         Socket? tcp = null;
         try
         {
+            // Room for a burst while the loop is busy (the kernel caps it at net.core.rmem_max).
+            udp.ReceiveBufferSize = 1 << 20;
             udp.Bind(endpoint);
             var bound = (IPEndPoint)udp.LocalEndPoint!;
             tcp = new Socket(endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);

@@ -9,8 +9,10 @@ namespace Modular.Core.MeshDns;
 /// The agent's mesh resolver over its lifetime: the engine calls <see cref="ApplyAsync"/> with every network
 /// map. The records are swapped in on each map; the listener starts when the first map with DNS enabled
 /// arrives (the overlay address exists only once the interface is up), moves when the address changes, and
-/// stops when management turns DNS off or the agent shuts down. A port that cannot be bound is logged and
-/// tried again on the next map; it never stops the engine.
+/// stops when management turns DNS off or the agent shuts down. An address or port that cannot be bound
+/// (the address not there yet, port 53 taken) is logged and tried again every <see cref="BindRetryInterval"/>
+/// until it works or the map changes; it never stops the engine. <see cref="ListeningChanged"/> tells the
+/// engine where the resolver listens, so the firewall opens exactly that.
 /// </summary>
 public sealed class MeshDnsService : IAsyncDisposable
 {
@@ -19,7 +21,10 @@ public sealed class MeshDnsService : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly DnsResolver _resolver;
     private readonly SemaphoreSlim _lock = new(1, 1);
+    private readonly ITimer _retryTimer;
     private DnsServer? _server;
+    private IPAddress? _wanted;
+    private bool _bindFailureLogged;
     private bool _disposed;
 
     /// <param name="port">The port on the overlay address (53 unless configured otherwise; 0 picks a free one, for tests).</param>
@@ -30,7 +35,14 @@ public sealed class MeshDnsService : IAsyncDisposable
         _time = time;
         _logger = loggerFactory.CreateLogger<MeshDnsService>();
         _resolver = new DnsResolver(new DnsForwarder(forwarderOptions, time, _logger), _logger);
+        _retryTimer = time.CreateTimer(_ => _ = RetryBindAsync(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
     }
+
+    /// <summary>How often a failed bind is tried again.</summary>
+    public static readonly TimeSpan BindRetryInterval = TimeSpan.FromSeconds(5);
+
+    /// <summary>Raised (under the service's lock, so in order) with the new listening endpoint, or null when it stops listening.</summary>
+    public event Action<IPEndPoint?>? ListeningChanged;
 
     public DnsResolver Resolver => _resolver;
 
@@ -52,6 +64,7 @@ public sealed class MeshDnsService : IAsyncDisposable
             if (map.Dns is not { Enabled: true })
             {
                 _resolver.Records = DnsRecords.Empty;
+                _wanted = null;
                 await StopListenerAsync("management has DNS turned off");
                 return;
             }
@@ -62,6 +75,7 @@ public sealed class MeshDnsService : IAsyncDisposable
             if (address is null)
             {
                 _logger.LogWarning("DNS: the map has no readable own overlay address ({Address}); not listening", map.PeerConfig?.Address);
+                _wanted = null;
                 await StopListenerAsync("no overlay address");
                 return;
             }
@@ -72,16 +86,63 @@ public sealed class MeshDnsService : IAsyncDisposable
             }
 
             await StopListenerAsync("the overlay address changed");
-            try
+            _wanted = address;
+            _bindFailureLogged = false;
+            TryStart();
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+
+    /// <summary>Binds <see cref="_wanted"/>; on failure arms the retry timer. Called under the lock.</summary>
+    private void TryStart()
+    {
+        if (_wanted is not { } address)
+        {
+            return;
+        }
+
+        try
+        {
+            _server = DnsServer.Start(_resolver, new IPEndPoint(address, _port), _logger, time: _time);
+            _retryTimer.Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+            _resolver.Forwarder.Self = _server.LocalEndPoint;
+            var records = _resolver.Records;
+            _logger.LogInformation("DNS: answering {Zone} ({Hosts} names) on {Endpoint} (UDP and TCP); {Groups} nameserver group(s)",
+                records.Zone.Length > 0 ? records.Zone : "(no zone)", records.HostCount, _server.LocalEndPoint, records.Groups.Count);
+            ListeningChanged?.Invoke(_server.LocalEndPoint);
+        }
+        catch (SocketException e)
+        {
+            if (!_bindFailureLogged)
             {
-                _server = DnsServer.Start(_resolver, new IPEndPoint(address, _port), _logger, time: _time);
-                _resolver.Forwarder.Self = _server.LocalEndPoint;
-                _logger.LogInformation("DNS: answering {Zone} ({Hosts} names) on {Endpoint} (UDP and TCP); {Groups} nameserver group(s)",
-                    records.Zone.Length > 0 ? records.Zone : "(no zone)", records.HostCount, _server.LocalEndPoint, records.Groups.Count);
+                _bindFailureLogged = true;
+                _logger.LogWarning("DNS: cannot listen on {Address} port {Port}: {Problem}; trying again every {Seconds} s",
+                    address, _port, e.SocketErrorCode, (int)BindRetryInterval.TotalSeconds);
             }
-            catch (SocketException e)
+
+            _retryTimer.Change(BindRetryInterval, Timeout.InfiniteTimeSpan);
+        }
+    }
+
+    private async Task RetryBindAsync()
+    {
+        try
+        {
+            await _lock.WaitAsync();
+        }
+        catch (ObjectDisposedException)
+        {
+            return;
+        }
+
+        try
+        {
+            if (!_disposed && _server is null)
             {
-                _logger.LogWarning("DNS: cannot listen on {Address} port {Port}: {Problem}; trying again with the next map", address, _port, e.SocketErrorCode);
+                TryStart();
             }
         }
         finally
@@ -99,10 +160,12 @@ public sealed class MeshDnsService : IAsyncDisposable
 
     private async Task StopListenerAsync(string why)
     {
+        _retryTimer.Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         if (_server is { } server)
         {
             _server = null;
             _resolver.Forwarder.Self = null;
+            ListeningChanged?.Invoke(null);
             await server.DisposeAsync();
             _logger.LogInformation("DNS: stopped listening on {Endpoint} ({Why})", server.LocalEndPoint, why);
         }
@@ -114,14 +177,15 @@ public sealed class MeshDnsService : IAsyncDisposable
         try
         {
             _disposed = true;
+            _wanted = null;
             await StopListenerAsync("shutting down");
+            await _retryTimer.DisposeAsync();
         }
         finally
         {
             _lock.Release();
         }
 
-        _lock.Dispose();
         _resolver.Forwarder.Dispose();
     }
 }

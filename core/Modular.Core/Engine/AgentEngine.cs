@@ -310,19 +310,20 @@ public sealed class AgentEngine
         return false;
     }
 
-    /// <summary>The mesh resolver follows the map; while it listens, peers may reach it whatever the policies.</summary>
+    /// <summary>The mesh resolver follows the map (records, listener); see <see cref="OnDnsListening"/> for the firewall.</summary>
     private async Task ApplyDnsAsync(NetworkMap map, CancellationToken cancellationToken)
     {
-        if (_dns is null)
+        if (_dns is not null)
         {
-            return;
+            await _dns.ApplyAsync(map, cancellationToken);
         }
-
-        await _dns.ApplyAsync(map, cancellationToken);
-        _firewall?.SetLocalServices(_dns.Listening is { } listening
-            ? [LocalService.Udp(listening.Address, (ushort)listening.Port), LocalService.Tcp(listening.Address, (ushort)listening.Port)]
-            : []);
     }
+
+    /// <summary>While the resolver listens, every peer may reach it whatever the policies; nothing else is opened.</summary>
+    private void OnDnsListening(IPEndPoint? listening)
+        => _firewall?.SetLocalServices(listening is null
+            ? []
+            : [LocalService.Udp(listening.Address, (ushort)listening.Port), LocalService.Tcp(listening.Address, (ushort)listening.Port)]);
 
     /// <summary>Turns a network map into the manager's peer list; malformed entries are skipped with a warning.</summary>
     public static IReadOnlyList<RemotePeerInfo> ToPeers(NetworkMap map, ILogger? logger = null)
@@ -394,7 +395,11 @@ public sealed class AgentEngine
         }
 
         _firewall = EngineFirewall.Attach(_iface, _time, _loggerFactory.CreateLogger<EngineFirewall>());
-        _dns = _config.Dns.Enabled ? new MeshDnsService(_config.Dns.ListenPort, _loggerFactory, _time) : null;
+        if (_config.Dns.Enabled)
+        {
+            _dns = new MeshDnsService(_config.Dns.ListenPort, _loggerFactory, _time);
+            _dns.ListeningChanged += OnDnsListening;
+        }
         await _iface.CreateAsync(cancellationToken);
         await _iface.UpAsync(cancellationToken);
         var agent = new IceAgent(transport, _time, _loggerFactory.CreateLogger<IceAgent>());

@@ -8,7 +8,10 @@ using static Modular.Core.Tests.Dns.DnsTestMessages;
 
 namespace Modular.Core.Tests.Dns;
 
-/// <summary>Zone answers allocate nothing (asserted); throughput is measured and printed, never asserted.</summary>
+/// <summary>
+/// Zone answers allocate nothing (asserted, always). Throughput is a benchmark, not a timed test: it runs with
+/// MODULAR_BENCH=1 (it loads both cores, which would disturb other tests) and prints its numbers.
+/// </summary>
 public sealed class DnsPerformanceTests(ITestOutputHelper output) : IDisposable
 {
     private readonly DnsForwarder _forwarder = new(null, TimeProvider.System, NullLogger.Instance);
@@ -51,9 +54,10 @@ public sealed class DnsPerformanceTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(0, allocated);
     }
 
-    [Fact]
+    [SkippableFact]
     public async Task Measure_answers_per_second_in_process_and_over_loopback_udp()
     {
+        Skip.IfNot(Environment.GetEnvironmentVariable("MODULAR_BENCH") == "1", "benchmark: set MODULAR_BENCH=1");
         var big = MapWith(10_000);
         DnsRecords.FromMap(big);
         var watch = Stopwatch.StartNew();
