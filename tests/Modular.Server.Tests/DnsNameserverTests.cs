@@ -76,6 +76,8 @@ public sealed class DnsNameserverTests : IAsyncLifetime
     [InlineData("2001:db8::1", "[2001:db8::1]:53")]
     [InlineData("[2001:db8::1]", "[2001:db8::1]:53")]
     [InlineData("[2001:db8::1]:5353", "[2001:db8::1]:5353")]
+    [InlineData("100.64.0.7:5353", "100.64.0.7:5353")]
+    [InlineData("100.128.0.1", "100.128.0.1:53")]
     public void Nameservers_are_normalized_to_ip_and_port(string input, string expected)
         => Assert.Equal(expected, DnsValidator.ParseNameserver(input));
 
@@ -86,6 +88,8 @@ public sealed class DnsNameserverTests : IAsyncLifetime
     [InlineData("198.18.0")]
     [InlineData("dns.example")]
     [InlineData("[198.18.0.1")]
+    [InlineData("100.64.0.7")]
+    [InlineData("100.127.255.254:53")]
     public void Bad_nameservers_name_the_field(string input)
         => Assert.Equal("nameserver", Assert.Throws<NetworkValidationException>(() => DnsValidator.ParseNameserver(input)).Field);
 

@@ -51,7 +51,7 @@ public static class DnsValidator
 
         if (!bracketed && TryParseAddress(trimmed, out var bare) && (bare.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 || !trimmed.Contains(':', StringComparison.Ordinal)))
         {
-            return new IPEndPoint(bare, 53).ToString();
+            return RefuseMeshResolver(new IPEndPoint(bare, 53), text);
         }
 
         var colon = trimmed.LastIndexOf(':');
@@ -64,10 +64,28 @@ public static class DnsValidator
                 throw new NetworkValidationException("nameserver", $"'{text?.Trim()}': the port must be a number from 1 to 65535");
             }
 
-            return new IPEndPoint(address, port).ToString();
+            return RefuseMeshResolver(new IPEndPoint(address, port), text);
         }
 
         throw new NetworkValidationException("nameserver", $"'{text?.Trim()}' is not an IP address (ip, ip:port or [ipv6]:port)");
+    }
+
+    /// <summary>
+    /// Port 53 on an overlay address is always some agent's own mesh resolver: forwarding to it would send
+    /// the name round the mesh (each agent forwarding to the next) until timeouts end it.
+    /// </summary>
+    private static string RefuseMeshResolver(IPEndPoint endpoint, string? text)
+    {
+        if (endpoint.Port == 53 && endpoint.Address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork)
+        {
+            var ip = System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(endpoint.Address.GetAddressBytes());
+            if ((ip & 0xFFC00000) == Store.OverlayNetwork.Network)
+            {
+                throw new NetworkValidationException("nameserver", $"'{text?.Trim()}' is a mesh peer's own resolver (port 53 on the overlay); forwarding there would loop — use another port or an address outside {Store.OverlayNetwork.ToAddress(Store.OverlayNetwork.Network)}/{Store.OverlayNetwork.PrefixLength}");
+            }
+        }
+
+        return endpoint.ToString();
     }
 
     /// <summary>An address written out in full: IPv6, or IPv4 as four dotted numbers (not inet_aton's "10.1" shorthands).</summary>
