@@ -189,8 +189,9 @@ public sealed class DnsForwarderTests : IAsyncDisposable
     [Fact]
     public async Task A_closed_port_fails_over_without_waiting_for_the_timeout()
     {
+        // An address no other test binds, so the freed port cannot be taken over by a parallel test's socket.
         using var closed = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-        closed.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        closed.Bind(new IPEndPoint(IPAddress.Parse("127.0.0.55"), 0));
         var dead = (IPEndPoint)closed.LocalEndPoint!;
         closed.Close();
         var resolver = Resolver(Group("corp.test", dead, FakeUpstream()));

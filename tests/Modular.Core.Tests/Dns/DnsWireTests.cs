@@ -124,7 +124,7 @@ public sealed class DnsWireTests
         var response = new byte[DnsConstants.EdnsUdpLimit];
         var seeds = new[] { DigQueryWithEdns, DigQueryNoEdns, Query("peer-b.modular.internal", 1), Query("nope.modular.internal", 28) };
         var answered = 0;
-        for (var i = 0; i < 50_000; i++)
+        for (var i = 0; i < 20_000; i++)
         {
             byte[] input;
             if (i % 3 == 0)
@@ -157,6 +157,6 @@ public sealed class DnsWireTests
             }
         }
 
-        Assert.True(answered > 1000, $"only {answered} answered");
+        Assert.True(answered > 500, $"only {answered} answered");
     }
 }
