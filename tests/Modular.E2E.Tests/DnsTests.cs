@@ -57,6 +57,7 @@ public sealed class DnsTests(ITestOutputHelper output)
 
         // getent through the namespace's resolv.conf (ip netns exec bind-mounts /etc/netns/<ns>/resolv.conf).
         var netnsDir = $"/etc/netns/{a.Name}";
+        var createdNetnsRoot = !Directory.Exists("/etc/netns");
         Directory.CreateDirectory(netnsDir);
         try
         {
@@ -68,6 +69,16 @@ public sealed class DnsTests(ITestOutputHelper output)
         finally
         {
             Directory.Delete(netnsDir, recursive: true);
+            if (createdNetnsRoot)
+            {
+                try
+                {
+                    Directory.Delete("/etc/netns"); // only when empty: another test may be using it
+                }
+                catch (IOException)
+                {
+                }
+            }
         }
 
         // No nameserver group yet: a name outside the zone is refused (documented in core/Modular.Core/Dns/README.md).
