@@ -40,6 +40,8 @@ public sealed record AgentConfig
 
     public NetflowConfig Netflow { get; init; } = new();
 
+    public DnsResolverConfig Dns { get; init; } = new();
+
     public ListenConfig Ui { get; init; } = new("127.0.0.1:9091");
 
     public ListenConfig Metrics { get; init; } = new("127.0.0.1:9090");
@@ -74,6 +76,7 @@ public sealed record AgentConfig
         builder.Append(", Firewall = ").Append(Firewall);
         builder.Append(", Rosenpass = ").Append(Rosenpass);
         builder.Append(", Netflow = ").Append(Netflow);
+        builder.Append(", Dns = ").Append(Dns);
         builder.Append(", Ui = ").Append(Ui);
         builder.Append(", Metrics = ").Append(Metrics);
         builder.Append(", PluginSettings = [").AppendJoin(", ", PluginSettings.Keys).Append(']');
@@ -157,6 +160,19 @@ public sealed record NetflowConfig
     public bool CollectExitNode { get; init; }
 
     public string IpfixCollector { get; init; } = "";
+}
+
+/// <summary>
+/// <c>[dns]</c>: the mesh resolver on the overlay address. It answers the account's zone and forwards other
+/// names to management's nameserver groups, while management has DNS enabled.
+/// </summary>
+public sealed record DnsResolverConfig
+{
+    /// <summary>false: never listen, whatever management says.</summary>
+    public bool Enabled { get; init; } = true;
+
+    /// <summary>UDP and TCP port on the overlay address.</summary>
+    public int ListenPort { get; init; } = 53;
 }
 
 /// <summary>A local listener; an empty address turns it off.</summary>

@@ -138,6 +138,14 @@ public static class AgentConfigLoader
         };
         netflow.RejectUnknownKeys();
 
+        var dns = top.Section("dns");
+        var dnsConfig = new DnsResolverConfig
+        {
+            Enabled = dns.Bool("enabled", true),
+            ListenPort = dns.Int("listen_port", 53, 1, 65535),
+        };
+        dns.RejectUnknownKeys();
+
         var ui = top.Section("ui");
         var uiConfig = new ListenConfig(ui.String("listen", "127.0.0.1:9091", v => v.Length == 0 ? null : ValidateHostPort(v), "\"host:port\" or \"\""));
         ui.RejectUnknownKeys();
@@ -173,6 +181,7 @@ public static class AgentConfigLoader
             Firewall = firewallConfig,
             Rosenpass = rosenpassConfig,
             Netflow = netflowConfig,
+            Dns = dnsConfig,
             Ui = uiConfig,
             Metrics = metricsConfig,
             PluginSettings = pluginSettings,

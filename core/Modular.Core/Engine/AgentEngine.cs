@@ -11,7 +11,9 @@ using Modular.Control.Crypto;
 using Modular.Control.Management;
 using Modular.Control.Signal;
 using Modular.Core.Config;
+using Modular.Core.Firewall;
 using Modular.Core.Ice;
+using Modular.Core.MeshDns;
 using Modular.Core.Peers;
 using Modular.Core.Routing;
 using Modular.Core.Status;
@@ -86,6 +88,7 @@ public sealed class AgentEngine
     private ConnectionManager? _manager;
     private EngineFirewall? _firewall;
     private RouteManager? _routes;
+    private MeshDnsService? _dns;
     private IceSocketTransport? _iceTransport;
     private volatile ServiceAddresses? _services;
     private volatile Uri? _managementUrl;
@@ -311,6 +314,7 @@ public sealed class AgentEngine
                 _firewall.Firewall?.UpdateResources(routes.ToFirewallResources(_iface.Address));
             }
 
+            await ApplyDnsAsync(map, cancellationToken);
             var (added, updated, removed) = await _manager!.ApplyAsync(routes.MergeAllowedIps(ToPeers(map, _logger)), cancellationToken);
             await _routes!.ApplyAsync(routes, ControlHosts(), cancellationToken);
             _logger.LogInformation("Network map {Serial} ({Kind} from {Previous}): {Total} peers (+{Added} ~{Updated} -{Removed}) applied in {Ms:F1} ms",
@@ -319,6 +323,21 @@ public sealed class AgentEngine
 
         return false;
     }
+
+    /// <summary>The mesh resolver follows the map (records, listener); see <see cref="OnDnsListening"/> for the firewall.</summary>
+    private async Task ApplyDnsAsync(NetworkMap map, CancellationToken cancellationToken)
+    {
+        if (_dns is not null)
+        {
+            await _dns.ApplyAsync(map, cancellationToken);
+        }
+    }
+
+    /// <summary>While the resolver listens, every peer may reach it whatever the policies; nothing else is opened.</summary>
+    private void OnDnsListening(IPEndPoint? listening)
+        => _firewall?.SetLocalServices(listening is null
+            ? []
+            : [LocalService.Udp(listening.Address, (ushort)listening.Port), LocalService.Tcp(listening.Address, (ushort)listening.Port)]);
 
     /// <summary>Turns a network map into the manager's peer list; malformed entries are skipped with a warning.</summary>
     public static IReadOnlyList<RemotePeerInfo> ToPeers(NetworkMap map, ILogger? logger = null)
@@ -407,6 +426,12 @@ public sealed class AgentEngine
             _loggerFactory.CreateLogger<RouteManager>(),
             RouteManagerOptions.For(_iface) with { FilterForwarded = _config.Firewall.Enabled },
             _iceTransport is { } checks ? checks.SetMark : null);
+
+        if (_config.Dns.Enabled)
+        {
+            _dns = new MeshDnsService(_config.Dns.ListenPort, _loggerFactory, _time);
+            _dns.ListeningChanged += OnDnsListening;
+        }
         await _iface.CreateAsync(cancellationToken);
         await _iface.UpAsync(cancellationToken);
         var agent = new IceAgent(transport, _time, _loggerFactory.CreateLogger<IceAgent>());
@@ -574,6 +599,11 @@ public sealed class AgentEngine
 
     private async Task ShutdownAsync()
     {
+        if (_dns is not null)
+        {
+            await _dns.DisposeAsync();
+        }
+
         if (_routes is not null)
         {
             // Before the interface goes: rules and the forwarding table outlive it otherwise.

@@ -162,6 +162,15 @@ public sealed class EngineFirewall : IAsyncDisposable
         }
     }
 
+    /// <summary>Services of this peer every peer may reach whatever the policies (see <see cref="StatefulFirewall.LocalServices"/>).</summary>
+    public void SetLocalServices(IReadOnlyList<LocalService> services)
+    {
+        if (_firewall is not null)
+        {
+            _firewall.LocalServices = services;
+        }
+    }
+
     /// <summary>Logs the drop counters at debug level (per rule ID and per drop reason).</summary>
     public void LogCounters()
     {

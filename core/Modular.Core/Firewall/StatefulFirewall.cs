@@ -26,6 +26,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
     private readonly UInt128[] _localAddresses;
     private RuleSets _rules;
     private RoutedResources _resources = RoutedResources.Empty;
+    private LocalService[] _localServices = [];
     private long _malformed;
     private long _fragments;
     private readonly FragmentTracker _fragmentTracker;
@@ -161,6 +162,15 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
     {
         ArgumentNullException.ThrowIfNull(resources);
         Volatile.Write(ref _resources, resources);
+    /// <summary>
+    /// Services of this peer that every peer may reach whatever the policies (the mesh resolver on the
+    /// overlay address, port 53): a new inbound flow to one of them is accepted before any rule is looked at,
+    /// and rule updates never end it. Replaces the previous list; empty by default.
+    /// </summary>
+    public IReadOnlyList<LocalService> LocalServices
+    {
+        get => Volatile.Read(ref _localServices);
+        set => Volatile.Write(ref _localServices, [.. value ?? []]);
     }
 
     /// <summary>Applies the firewall rules of a management network map; rules it cannot read are skipped and returned in <see cref="MappedRules.Rejected"/>.</summary>
@@ -423,12 +433,24 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
     }
 
     /// <summary>
-    /// The action for a new flow, with the rule set and index of the rule that decided it (-1: the default).
-    /// <paramref name="local"/> is this side's address (the destination of an inbound flow): inbound to an
-    /// address that is not this peer's own is forwarded traffic, decided by the routed rules for it alone.
+    /// The action for a new flow, with the rule set and index of the rule that decided it (-1: the default or a
+    /// local service). <paramref name="local"/> is this side's address (the destination of an inbound flow):
+    /// inbound to a local service is accepted first; inbound to an address that is not this peer's own is
+    /// forwarded traffic, decided by the routed rules for it alone.
     /// </summary>
     private (RuleAction Action, CompiledRuleSet? RuleSet, int RuleIndex) Decide(RuleSets rules, RuleDirection direction, byte protocol, UInt128 remote, UInt128 local, ushort port)
     {
+        if (direction == RuleDirection.Inbound)
+        {
+            foreach (var service in Volatile.Read(ref _localServices))
+            {
+                if (service.Protocol == protocol && service.Port == port && service.Address == local)
+                {
+                    return (RuleAction.Accept, null, -1);
+                }
+            }
+        }
+
         var ruleSet = direction == RuleDirection.Inbound && IsForwarded(local) ? rules.Routed.For(local) : rules.For(direction);
         var index = ruleSet?.Match(remote, protocol, port) ?? -1;
         if (index >= 0)

@@ -145,6 +145,7 @@ public static class ServerCli
         root.Add(new Command("setup-key", "Manage setup keys") { create, listKeys, revoke });
         root.Add(new Command("peers", "Manage peers") { listPeers, remove });
         Networks.NetworkCommands.AddTo(root, config);
+        Networks.DnsCommands.AddTo(root, config);
         return root;
     }
 

@@ -32,7 +32,7 @@ public static class NetworkMapBuilder
             FirewallRules = { snapshot.PolicySet.RulesFor(self, snapshot.Peers) },
             Routes = { snapshot.PolicySet.RoutesFor(self, snapshot.Peers) },
             PeerConfig = PeerConfigFor(self, account),
-            Dns = new DnsConfig { Enabled = false },
+            Dns = Networks.DnsMapSection.Build(snapshot.NameserverGroups, account),
             Settings = new AccountSettings
             {
                 LazyConnections = account.LazyConnections,

@@ -17,6 +17,9 @@ public sealed record NetworkSnapshot(ulong Serial, IReadOnlyList<PeerRecord> Pee
     /// <summary>Groups and policies; none (every peer isolated) when the snapshot was made without them.</summary>
     public Networks.PolicySet PolicySet => Policies ?? Networks.PolicySet.Empty;
 
+    /// <summary>The account's nameserver groups (the map's DNS section).</summary>
+    public IReadOnlyList<Networks.NameserverGroupRecord> NameserverGroups { get; init; } = [];
+
     private IReadOnlyList<(PeerRecord Peer, Modular.Control.Management.RemotePeer Remote)>? _remotePeers;
     private SyncEncoder? _encoder;
 
@@ -95,7 +98,7 @@ public sealed class NetworkState : BackgroundService
                 await _store.ListGroupsAsync(cancellationToken),
                 await _store.ListPoliciesAsync(cancellationToken),
                 await _store.ListResourcesAsync(cancellationToken));
-            var snapshot = new NetworkSnapshot(serial, peers, policies) { TakenAt = now };
+            var snapshot = new NetworkSnapshot(serial, peers, policies) { TakenAt = now, NameserverGroups = await _store.ListNameserverGroupsAsync(cancellationToken) };
             // Recorded before publishing, so a stream woken by this snapshot finds its change in the log.
             Changes.Record(current, snapshot, _account);
             Volatile.Write(ref _current, snapshot);

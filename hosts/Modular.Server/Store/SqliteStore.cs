@@ -100,6 +100,7 @@ public sealed partial class SqliteStore : IStore
 
         await MigrateNetworksAsync(db, version, _time.GetUtcNow(), cancellationToken);
         await MigrateRoutesAsync(db, version, cancellationToken);
+        await MigrateDnsAsync(db);
     }
 
     public async Task<(SetupKeyRecord Record, string PlainKey)> CreateSetupKeyAsync(NewSetupKey spec, CancellationToken cancellationToken)
