@@ -162,6 +162,8 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
     {
         ArgumentNullException.ThrowIfNull(resources);
         Volatile.Write(ref _resources, resources);
+    }
+
     /// <summary>
     /// Services of this peer that every peer may reach whatever the policies (the mesh resolver on the
     /// overlay address, port 53): a new inbound flow to one of them is accepted before any rule is looked at,
