@@ -99,7 +99,17 @@ public class LinuxTunTests
         tunA.Dispose();
         tunB.Dispose();
         Assert.True(ab.Join(5000) && ba.Join(5000), "readers unblock on Dispose");
-        Assert.DoesNotContain(tunA.Name, a.Exec("ip -o link"));
+
+        // The kernel unregisters the device once the last reference to its file is released, which can trail
+        // the reader threads' exit by a moment (deferred fput): wait for it, bounded.
+        var links = a.Exec("ip -o link");
+        for (var i = 0; i < 50 && links.Contains(tunA.Name, StringComparison.Ordinal); i++)
+        {
+            Thread.Sleep(100);
+            links = a.Exec("ip -o link");
+        }
+
+        Assert.DoesNotContain(tunA.Name, links);
     }
 
     [SkippableFact]
