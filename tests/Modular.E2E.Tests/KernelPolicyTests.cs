@@ -46,11 +46,11 @@ public sealed class KernelPolicyTests(ITestOutputHelper output)
 
         using var cancel = new CancellationTokenSource(TimeSpan.FromMinutes(4));
         var addressB = IPAddress.Parse(ipB);
-        using var web = PolicyTests.Listen(rig["kb"].Namespace.Name, addressB, 80, cancel.Token);
-        using var ssh = PolicyTests.Listen(rig["kb"].Namespace.Name, addressB, 22, cancel.Token);
+        using var web = Probes.Listen(rig["kb"].Namespace.Name, addressB, 80, cancel.Token);
+        using var ssh = Probes.Listen(rig["kb"].Namespace.Name, addressB, 22, cancel.Token);
         using var udp = NamespaceSocket.Create(rig["kb"].Namespace.Name, AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
         udp.Bind(new IPEndPoint(addressB, 5353));
-        Assert.True(PolicyTests.TryTcp(rig["ka"].Namespace.Name, addressB, 22, out var reply), "TCP 22 under the Default policy");
+        Assert.True(Probes.TryTcp(rig["ka"].Namespace.Name, addressB, 22, out var reply), "TCP 22 under the Default policy");
         Assert.Equal("port 22", reply);
 
         // A connection the Default policy let in, held open across the policy change.
@@ -74,12 +74,12 @@ public sealed class KernelPolicyTests(ITestOutputHelper output)
             () => MeshTests.Diagnostics(rig, names) + "\n--- kb nft:\n" + rig["kb"].Namespace.TryExec($"nft list table inet {table}").Output);
         var dropsBefore = rig["kb"].FirewallCounter("default_drops");
 
-        Assert.True(PolicyTests.TryTcp(rig["ka"].Namespace.Name, addressB, 80, out reply), "TCP 80 A -> B is allowed");
+        Assert.True(Probes.TryTcp(rig["ka"].Namespace.Name, addressB, 80, out reply), "TCP 80 A -> B is allowed");
         Assert.Equal("port 80", reply);
-        Assert.False(PolicyTests.TryTcp(rig["ka"].Namespace.Name, addressB, 22, out _), "TCP 22 A -> B must be dropped");
-        Assert.False(PolicyTests.UdpArrives(rig["ka"].Namespace.Name, udp, addressB), "UDP A -> B must be dropped");
+        Assert.False(Probes.TryTcp(rig["ka"].Namespace.Name, addressB, 22, out _), "TCP 22 A -> B must be dropped");
+        Assert.False(Probes.UdpArrives(rig["ka"].Namespace.Name, udp, addressB), "UDP A -> B must be dropped");
         Assert.False(rig["ka"].Ping(ipB, 2), "ping A -> B must be dropped");
-        Assert.False(PolicyTests.TryTcp(rig["kb"].Namespace.Name, IPAddress.Parse(ipA), 22, out _), "TCP B -> A is not allowed (the policy is one-way)");
+        Assert.False(Probes.TryTcp(rig["kb"].Namespace.Name, IPAddress.Parse(ipA), 22, out _), "TCP B -> A is not allowed (the policy is one-way)");
         Assert.False(Echoes(held), "a connection the deleted Default policy let in must end with it, as in userspace");
 
         rig.WaitUntil(() => rig["kb"].FirewallCounter("default_drops") > dropsBefore, PolicyTimeout, "kb's status counts the dropped probes",

@@ -17,7 +17,6 @@ public sealed class RouteTests(ITestOutputHelper output)
 {
     private static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(90);
     private static readonly TimeSpan MapTimeout = TimeSpan.FromSeconds(60);
-    private static readonly TimeSpan DropProbe = TimeSpan.FromSeconds(3);
 
     [SkippableTheory]
     [InlineData("userspace")]
@@ -53,28 +52,28 @@ public sealed class RouteTests(ITestOutputHelper output)
 
         using var cancel = new CancellationTokenSource(TimeSpan.FromMinutes(4));
         var lanHost = IPAddress.Parse("10.77.0.10");
-        using var web = ListenAndTellSource(lan.Name, lanHost, 80, cancel.Token);
-        using var ssh = ListenAndTellSource(lan.Name, lanHost, 22, cancel.Token);
+        using var web = Probes.ListenAndTellSource(lan.Name, lanHost, 80, cancel.Token);
+        using var ssh = Probes.ListenAndTellSource(lan.Name, lanHost, 22, cancel.Token);
 
         rig.WaitUntil(() => rig["ra"].Namespace.Exec("ip -4 route").Contains($"10.77.0.0/24 dev {rig["ra"].Interface}", StringComparison.Ordinal),
             MapTimeout, "ra routes 10.77.0.0/24 through its interface", () => MeshTests.Diagnostics(rig, names));
         var reply = "";
-        rig.WaitUntil(() => TryTcp(rig["ra"].Namespace.Name, lanHost, 80, out reply), ConnectTimeout, "TCP 80 from ra to the lan host through rr",
+        rig.WaitUntil(() => Probes.TryTcp(rig["ra"].Namespace.Name, lanHost, 80, out reply), ConnectTimeout, "TCP 80 from ra to the lan host through rr",
             () => MeshTests.Diagnostics(rig, names) + "\n--- rr nft:\n" + rig["rr"].Namespace.TryExec("nft list ruleset").Output);
         Assert.Equal("from 10.77.0.1", reply); // masqueraded: the lan host sees the routing peer's own lan address
-        Assert.False(TryTcp(rig["ra"].Namespace.Name, lanHost, 22, out _), "TCP 22 to the lan host must be dropped (only tcp/80 is allowed)");
+        Assert.False(Probes.TryTcp(rig["ra"].Namespace.Name, lanHost, 22, out _), "TCP 22 to the lan host must be dropped (only tcp/80 is allowed)");
 
         // rc is in no source group: no route, and the lan is not reachable from it.
         Assert.DoesNotContain("10.77.0.0/24", rig["rc"].Namespace.Exec("ip -4 route"), StringComparison.Ordinal);
-        Assert.False(TryTcp(rig["rc"].Namespace.Name, lanHost, 80, out _), "rc has no route to the lan");
+        Assert.False(Probes.TryTcp(rig["rc"].Namespace.Name, lanHost, 80, out _), "rc has no route to the lan");
 
         // Without masquerade the lan host sees the client's own overlay address (its default route leads back through rr).
         var lan2 = rig.AddNetworkBehind(rig["rr"], "lan2", "10.78.0.1/24", "10.78.0.10/24");
         var lan2Host = IPAddress.Parse("10.78.0.10");
-        using var web2 = ListenAndTellSource(lan2.Name, lan2Host, 80, cancel.Token);
+        using var web2 = Probes.ListenAndTellSource(lan2.Name, lan2Host, 80, cancel.Token);
         rig.ServerCli("resources create lan2 --address 10.78.0.0/24 --routing-peer rr --no-masquerade");
         rig.ServerCli("policies create lan2-web --source clients --destination-resource lan2 --protocol tcp --ports 80");
-        rig.WaitUntil(() => TryTcp(rig["ra"].Namespace.Name, lan2Host, 80, out reply), MapTimeout, "TCP 80 from ra to the second lan (no masquerade)",
+        rig.WaitUntil(() => Probes.TryTcp(rig["ra"].Namespace.Name, lan2Host, 80, out reply), MapTimeout, "TCP 80 from ra to the second lan (no masquerade)",
             () => MeshTests.Diagnostics(rig, names) + "\n--- rr nft:\n" + rig["rr"].Namespace.TryExec("nft list ruleset").Output);
         Assert.Equal($"from {ipA}", reply);
 
@@ -113,8 +112,8 @@ public sealed class RouteTests(ITestOutputHelper output)
         rig.WaitUntil(() => names.All(n => rig[n].OverlayIp is not null), ConnectTimeout, "every agent logged in", () => MeshTests.Diagnostics(rig, names));
         using var cancel = new CancellationTokenSource(TimeSpan.FromMinutes(4));
         var target = IPAddress.Parse("203.0.113.10");
-        using var web = ListenAndTellSource(internet.Name, target, 80, cancel.Token);
-        Assert.False(TryTcp(rig["xc"].Namespace.Name, target, 80, out _), "before the exit node the target is unreachable from xc");
+        using var web = Probes.ListenAndTellSource(internet.Name, target, 80, cancel.Token);
+        Assert.False(Probes.TryTcp(rig["xc"].Namespace.Name, target, 80, out _), "before the exit node the target is unreachable from xc");
 
         rig.ServerCli("groups create travellers");
         rig.ServerCli($"groups add-peer travellers {rig["xc"].OverlayIp}");
@@ -138,7 +137,7 @@ public sealed class RouteTests(ITestOutputHelper output)
         Assert.Contains($"dev {rig["xc"].Interface} table", toInternet, StringComparison.Ordinal);
 
         var reply = "";
-        rig.WaitUntil(() => TryTcp(client.Name, target, 80, out reply), ConnectTimeout, "TCP 80 from xc to 203.0.113.10 through the exit node",
+        rig.WaitUntil(() => Probes.TryTcp(client.Name, target, 80, out reply), ConnectTimeout, "TCP 80 from xc to 203.0.113.10 through the exit node",
             () => MeshTests.Diagnostics(rig, names) + "\n--- xe nft:\n" + rig["xe"].Namespace.TryExec("nft list ruleset").Output);
         Assert.Equal("from 203.0.113.1", reply); // the target sees the exit node's address: the traffic went through xe
 
@@ -150,7 +149,7 @@ public sealed class RouteTests(ITestOutputHelper output)
             () => MeshTests.Diagnostics(rig, names));
         var management = rig["xc"].Status()!.Value.GetProperty("management");
         Assert.True(management.GetProperty("connected").GetBoolean(), management.ToString());
-        Assert.True(TryTcp(client.Name, target, 80, out _), "the exit node still carries traffic after the change");
+        Assert.True(Probes.TryTcp(client.Name, target, 80, out _), "the exit node still carries traffic after the change");
 
         rig["xc"].Stop();
         rig["xe"].Stop();
@@ -227,62 +226,4 @@ public sealed class RouteTests(ITestOutputHelper output)
     }
 
     private static int CountMaps(string log) => log.Split('\n').Count(l => l.Contains("Network map", StringComparison.Ordinal) && l.Contains(" applied in ", StringComparison.Ordinal));
-
-    /// <summary>A TCP listener in a namespace answering each connection with "from &lt;the address it sees&gt;".</summary>
-    private static Socket ListenAndTellSource(string namespaceName, IPAddress address, int port, CancellationToken cancellationToken)
-    {
-        var listener = NamespaceSocket.Create(namespaceName, AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
-        listener.Bind(new IPEndPoint(address, port));
-        listener.Listen(8);
-        _ = Task.Run(async () =>
-        {
-            try
-            {
-                while (!cancellationToken.IsCancellationRequested)
-                {
-                    using var client = await listener.AcceptAsync(cancellationToken);
-                    var source = ((IPEndPoint)client.RemoteEndPoint!).Address;
-                    await client.SendAsync(Encoding.ASCII.GetBytes($"from {source}"), SocketFlags.None, cancellationToken);
-                    client.Shutdown(SocketShutdown.Both);
-                }
-            }
-            catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
-            {
-                // The test is over: the listener was closed.
-            }
-        }, CancellationToken.None);
-        return listener;
-    }
-
-    /// <summary>Connects from a namespace (bounded by <see cref="DropProbe"/>) and reads the listener's answer.</summary>
-    private static bool TryTcp(string namespaceName, IPAddress address, int port, out string reply)
-    {
-        reply = "";
-        using var socket = NamespaceSocket.Create(namespaceName, AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        using var timeout = new CancellationTokenSource(DropProbe);
-        try
-        {
-            socket.ConnectAsync(new IPEndPoint(address, port), timeout.Token).AsTask().GetAwaiter().GetResult();
-            var buffer = new byte[64];
-            var total = 0;
-            while (total < buffer.Length)
-            {
-                var read = socket.ReceiveAsync(buffer.AsMemory(total), SocketFlags.None, timeout.Token).AsTask().GetAwaiter().GetResult();
-                if (read == 0)
-                {
-                    break;
-                }
-
-                total += read;
-            }
-
-            reply = Encoding.ASCII.GetString(buffer, 0, total);
-            return true;
-        }
-        catch (Exception e) when (e is OperationCanceledException or SocketException)
-        {
-            return false;
-        }
-    }
 }

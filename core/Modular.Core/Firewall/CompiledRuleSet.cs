@@ -229,7 +229,7 @@ public sealed class CompiledRuleSet
                 nextUnpainted[i] = i;
             }
 
-            entries.Sort((a, b) => Compare(rules[a.Rule], a.Range, rules[b.Rule], b.Range));
+            entries.Sort((a, b) => RulePrecedence.Compare(rules[a.Rule], a.Range, rules[b.Rule], b.Range));
             foreach (var (rule, range) in entries)
             {
                 var first = Array.BinarySearch(starts, (int)range.Start);
@@ -271,24 +271,6 @@ public sealed class CompiledRuleSet
             }
 
             return root;
-        }
-
-        private static int Compare(FirewallRule a, PortRange aRange, FirewallRule b, PortRange bRange)
-        {
-            var specificProtocol = (b.Protocol != RuleProtocol.All).CompareTo(a.Protocol != RuleProtocol.All);
-            if (specificProtocol != 0)
-            {
-                return specificProtocol;
-            }
-
-            var width = aRange.Width.CompareTo(bRange.Width);
-            if (width != 0)
-            {
-                return width;
-            }
-
-            var action = (b.Action == RuleAction.Drop).CompareTo(a.Action == RuleAction.Drop);
-            return action != 0 ? action : string.CompareOrdinal(a.RuleId, b.RuleId);
         }
     }
 }

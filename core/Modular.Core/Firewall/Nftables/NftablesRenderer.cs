@@ -238,28 +238,10 @@ public static class NftablesRenderer
             return prefix;
         }
 
-        var specificProtocol = (b.Protocol != RuleProtocol.All).CompareTo(a.Protocol != RuleProtocol.All);
-        if (specificProtocol != 0)
+        var precedence = RulePrecedence.Compare(a, aRange, b, bRange);
+        if (precedence != 0)
         {
-            return specificProtocol;
-        }
-
-        var width = aRange.Width.CompareTo(bRange.Width);
-        if (width != 0)
-        {
-            return width;
-        }
-
-        var action = (b.Action == RuleAction.Drop).CompareTo(a.Action == RuleAction.Drop);
-        if (action != 0)
-        {
-            return action;
-        }
-
-        var id = string.CompareOrdinal(a.RuleId, b.RuleId);
-        if (id != 0)
-        {
-            return id;
+            return precedence;
         }
 
         // Same ID, same everything else: a deterministic order that keeps each rule's own ranges together (ascending).
