@@ -134,6 +134,8 @@ internal sealed class FakeWgIface(WgInterfaceMode mode, int listenPort = 51820, 
 
     public ValueTask UpdateEndpointAsync(WgKey publicKey, IPEndPoint endpoint, CancellationToken cancellationToken) => ValueTask.CompletedTask;
 
+    public ValueTask SetFwmarkAsync(uint mark, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
     public ValueTask<IReadOnlyDictionary<WgKey, WgPeerStats>> GetStatsAsync(CancellationToken cancellationToken)
         => ValueTask.FromResult<IReadOnlyDictionary<WgKey, WgPeerStats>>(new Dictionary<WgKey, WgPeerStats>());
 

@@ -71,6 +71,8 @@ internal sealed class RecordingWgIface : IWgIface
         return ValueTask.CompletedTask;
     }
 
+    public ValueTask SetFwmarkAsync(uint mark, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
     public ValueTask<IReadOnlyDictionary<WgKey, WgPeerStats>> GetStatsAsync(CancellationToken cancellationToken)
     {
         IReadOnlyDictionary<WgKey, WgPeerStats> stats = Peers.Keys.ToDictionary(

@@ -302,6 +302,12 @@ public sealed class LinuxInteropTests(ITestOutputHelper output) : IDisposable
         await iface.RemovePeerAsync(referenceKey, CancellationToken.None);
         Assert.Empty(await iface.GetStatsAsync(CancellationToken.None));
 
+        // The mark an exit node's policy routing relies on, set over UAPI and read back by the real `wg`.
+        await iface.SetFwmarkAsync(51820, CancellationToken.None);
+        Assert.Equal("0xca6c", nsA.Exec($"wg show {options.Name} fwmark").Trim());
+        await iface.SetFwmarkAsync(0, CancellationToken.None);
+        Assert.Equal("off", nsA.Exec($"wg show {options.Name} fwmark").Trim());
+
         var pid = iface.ProcessId!.Value;
         await iface.CloseAsync(CancellationToken.None);
 

@@ -27,6 +27,20 @@ public class LinuxNetlinkTests
     }
 
     [Fact]
+    public void SetFwmarkIsAU32DeviceAttribute()
+    {
+        var message = WgNetlink.EncodeSetDevice(0x1c, 3, "wg0", WgDeviceUpdate.ForFwmark(51820));
+
+        var expected = Convert.FromHexString(
+            "24000000" + "1c00" + "0500" + "03000000" + "00000000" + // nlmsghdr: len 36
+            "01010000" +                                                 // WG_CMD_SET_DEVICE, version 1
+            "08000200" + "77673000" +                                    // WGDEVICE_A_IFNAME "wg0\0"
+            "08000700" + "6cca0000");                                    // WGDEVICE_A_FWMARK 51820 (u32 LE)
+        Assert.Equal(Convert.ToHexString(expected), Convert.ToHexString(message));
+        Assert.Equal("fwmark=51820\n", WgDeviceUpdate.ForFwmark(51820).ToUapiText());
+    }
+
+    [Fact]
     public void SetPeerNestsPeersAndAllowedIps()
     {
         var peer = new WgPeerConfig(Key2, [IPNetwork.Parse("100.64.0.2/32"), IPNetwork.Parse("fd00::/64")],

@@ -51,6 +51,12 @@ public interface IWgIface : IAsyncDisposable
 
     /// <summary>Counters of every peer, keyed by public key.</summary>
     ValueTask<IReadOnlyDictionary<WgKey, WgPeerStats>> GetStatsAsync(CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Marks WireGuard's own UDP packets with <paramref name="mark"/> (SO_MARK; 0 clears it), so policy routing
+    /// can keep them out of the tunnel (an exit node's default route).
+    /// </summary>
+    ValueTask SetFwmarkAsync(uint mark, CancellationToken cancellationToken);
 }
 
 /// <summary>

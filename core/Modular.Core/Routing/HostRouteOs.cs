@@ -2,7 +2,6 @@ using System.Net;
 using System.Net.Sockets;
 using Modular.Abstractions.WireGuard;
 using Modular.Core.Os;
-using Modular.WireGuard.Interface;
 
 namespace Modular.Core.Routing;
 
@@ -70,14 +69,7 @@ public sealed class HostRouteOs : IRouteOs
     public async Task SetFwmarkAsync(IWgIface iface, uint mark, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(iface);
-        if (iface is UserspaceWgIface { Device: { } device })
-        {
-            device.SetFwmark(mark);
-            return;
-        }
-
-        // An external device (kernel module or wireguard-go): the wg tool speaks both netlink and UAPI.
-        await HostCommand.RunCheckedAsync("wg", ["set", iface.Name, "fwmark", mark == 0 ? "off" : mark.ToString(System.Globalization.CultureInfo.InvariantCulture)], cancellationToken: cancellationToken);
+        await iface.SetFwmarkAsync(mark, cancellationToken);
     }
 
     public async Task<IReadOnlyList<IPAddress>> ResolveAsync(string host, CancellationToken cancellationToken)

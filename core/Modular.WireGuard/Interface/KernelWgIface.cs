@@ -138,6 +138,9 @@ public sealed class KernelWgIface : IWgIface
     public ValueTask SetPeerAsync(WgPeerConfig peer, CancellationToken cancellationToken)
         => new(RequireCreated().SetAsync(WgDeviceUpdate.ForPeer(peer), cancellationToken));
 
+    public ValueTask SetFwmarkAsync(uint mark, CancellationToken cancellationToken)
+        => new(RequireCreated().SetAsync(WgDeviceUpdate.ForFwmark(mark), cancellationToken));
+
     public ValueTask RemovePeerAsync(WgKey publicKey, CancellationToken cancellationToken)
         => new(RequireCreated().SetAsync(WgDeviceUpdate.Remove(publicKey), cancellationToken));
 

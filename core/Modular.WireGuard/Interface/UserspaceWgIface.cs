@@ -145,6 +145,12 @@ public sealed class UserspaceWgIface : IWgIface
         return ValueTask.CompletedTask;
     }
 
+    public ValueTask SetFwmarkAsync(uint mark, CancellationToken cancellationToken)
+    {
+        RequireCreated().SetFwmark(mark);
+        return ValueTask.CompletedTask;
+    }
+
     public ValueTask RemovePeerAsync(WgKey publicKey, CancellationToken cancellationToken)
     {
         RequireCreated().RemovePeer(publicKey);

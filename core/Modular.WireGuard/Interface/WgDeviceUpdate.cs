@@ -14,6 +14,9 @@ internal sealed record WgDeviceUpdate
 
     public int? ListenPort { get; init; }
 
+    /// <summary>SO_MARK for the device's UDP socket; 0 clears it.</summary>
+    public uint? Fwmark { get; init; }
+
     /// <summary>Add or replace this peer (allowed IPs replaced).</summary>
     public WgPeerConfig? Peer { get; init; }
 
@@ -23,6 +26,8 @@ internal sealed record WgDeviceUpdate
     public (WgKey PublicKey, IPEndPoint Endpoint)? Endpoint { get; init; }
 
     public static WgDeviceUpdate Device(WgKey privateKey, int listenPort) => new() { PrivateKey = privateKey, ListenPort = listenPort };
+
+    public static WgDeviceUpdate ForFwmark(uint mark) => new() { Fwmark = mark };
 
     public static WgDeviceUpdate ForPeer(WgPeerConfig peer) => new() { Peer = peer };
 
@@ -36,6 +41,12 @@ internal sealed record WgDeviceUpdate
         if (PrivateKey is { } key)
         {
             text += WgUapiText.SetDevice(key, ListenPort ?? 0);
+        }
+
+        // Device-level keys come before the first peer line.
+        if (Fwmark is { } mark)
+        {
+            text += WgUapiText.SetFwmark(mark);
         }
 
         if (Peer is { } peer)

@@ -15,6 +15,8 @@ public static class WgUapiText
     public static string SetDevice(WgKey privateKey, int listenPort)
         => $"private_key={privateKey.ToHex()}\nlisten_port={listenPort.ToString(CultureInfo.InvariantCulture)}\n";
 
+    public static string SetFwmark(uint mark) => $"fwmark={mark.ToString(CultureInfo.InvariantCulture)}\n";
+
     /// <summary>Adds or fully replaces one peer (its allowed IPs replaced, a missing PSK cleared).</summary>
     public static string SetPeer(WgPeerConfig peer)
     {

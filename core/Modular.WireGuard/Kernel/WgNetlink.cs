@@ -23,6 +23,7 @@ internal static class WgNetlink
     public const ushort DeviceIfName = 2;
     public const ushort DevicePrivateKey = 3;
     public const ushort DeviceListenPort = 6;
+    public const ushort DeviceFwmark = 7;
     public const ushort DevicePeers = 8;
 
     public const ushort PeerPublicKey = 1;
@@ -59,6 +60,11 @@ internal static class WgNetlink
         if (update.ListenPort is { } port)
         {
             w.U16(DeviceListenPort, (ushort)port);
+        }
+
+        if (update.Fwmark is { } mark)
+        {
+            w.U32(DeviceFwmark, mark);
         }
 
         WgKey? peerKey = update.Peer?.PublicKey ?? update.RemovedPeer ?? update.Endpoint?.PublicKey;

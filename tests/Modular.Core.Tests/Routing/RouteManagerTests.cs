@@ -378,6 +378,8 @@ public sealed class RouteManagerTests
 
         public ValueTask UpdateEndpointAsync(WgKey publicKey, IPEndPoint endpoint, CancellationToken cancellationToken) => ValueTask.CompletedTask;
 
+        public ValueTask SetFwmarkAsync(uint mark, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
         public ValueTask<IReadOnlyDictionary<WgKey, WgPeerStats>> GetStatsAsync(CancellationToken cancellationToken)
             => ValueTask.FromResult<IReadOnlyDictionary<WgKey, WgPeerStats>>(new Dictionary<WgKey, WgPeerStats>());
 
