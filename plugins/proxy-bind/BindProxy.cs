@@ -178,41 +178,22 @@ public sealed class BindProxy : IProxy
 
     private async Task RelayToWireGuardAsync(IRelayedConnection connection, CancellationToken cancellationToken)
     {
-        var buffer = ArrayPool<byte>.Shared.Rent(MaxDatagram);
-        try
-        {
-            while (!cancellationToken.IsCancellationRequested)
+        var closed = await RelayedConnectionPump.RunAsync(
+            connection,
+            (datagram, _) =>
             {
-                int received;
-                try
-                {
-                    received = await connection.ReceiveAsync(buffer, cancellationToken);
-                }
-                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-                {
-                    return;
-                }
-                catch (Exception ex)
-                {
-                    _logger.LogDebug(ex, "Relayed connection of {Peer} failed", _peer.ToShortString());
-                    received = 0;
-                }
-
-                if (received <= 0)
-                {
-                    OnRelayClosed();
-                    return;
-                }
-
                 if (!_paused && _injectAs is { } from)
                 {
-                    _hook.Inject(buffer.AsSpan(0, received), from);
+                    _hook.Inject(datagram.Span, from);
                 }
-            }
-        }
-        finally
+
+                return ValueTask.CompletedTask;
+            },
+            e => _logger.LogDebug(e, "Relayed connection of {Peer} failed", _peer.ToShortString()),
+            cancellationToken);
+        if (closed)
         {
-            ArrayPool<byte>.Shared.Return(buffer);
+            OnRelayClosed();
         }
     }
 

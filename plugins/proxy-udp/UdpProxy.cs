@@ -184,46 +184,24 @@ public sealed class UdpProxy : IProxy
 
     private async Task RelayToWireGuardAsync(IRelayedConnection connection, Socket socket, CancellationToken cancellationToken)
     {
-        var buffer = ArrayPool<byte>.Shared.Rent(MaxDatagram);
-        try
-        {
-            while (!cancellationToken.IsCancellationRequested)
+        var closed = await RelayedConnectionPump.RunAsync(
+            connection,
+            async (datagram, token) =>
             {
-                int received;
-                try
-                {
-                    received = await connection.ReceiveAsync(buffer, cancellationToken);
-                }
-                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-                {
-                    return;
-                }
-                catch (Exception ex)
-                {
-                    _logger.LogDebug(ex, "Relayed connection of {Peer} failed", _peer.ToShortString());
-                    received = 0;
-                }
-
-                if (received <= 0)
-                {
-                    OnRelayClosed();
-                    return;
-                }
-
                 if (_paused)
                 {
-                    continue;
+                    return;
                 }
 
                 try
                 {
                     if (_redirect is { } redirect)
                     {
-                        redirect.Send(buffer.AsSpan(0, received));
+                        redirect.Send(datagram.Span);
                     }
                     else
                     {
-                        await socket.SendAsync(buffer.AsMemory(0, received), SocketFlags.None, cancellationToken);
+                        await socket.SendAsync(datagram, SocketFlags.None, token);
                     }
                 }
                 catch (SocketException)
@@ -231,15 +209,12 @@ public sealed class UdpProxy : IProxy
                     // WireGuard not listening (ICMP port unreachable): drop like a lossy path would.
                     Interlocked.Increment(ref _droppedToWireGuard);
                 }
-                catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException)
-                {
-                    return;
-                }
-            }
-        }
-        finally
+            },
+            e => _logger.LogDebug(e, "Relayed connection of {Peer} failed", _peer.ToShortString()),
+            cancellationToken);
+        if (closed)
         {
-            ArrayPool<byte>.Shared.Return(buffer);
+            OnRelayClosed();
         }
     }
 
