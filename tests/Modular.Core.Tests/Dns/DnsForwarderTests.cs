@@ -152,6 +152,63 @@ public sealed class DnsForwarderTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Each_outcome_counts_once_in_the_counter_status_shows()
+    {
+        var resolver = Resolver(Group("corp.test", FakeUpstream()), Group("dead.test", FakeUpstream(silent: true)));
+        var response = new byte[65535];
+        async Task<int> Rcode(byte[] query) => Parse(response.AsSpan(0, await resolver.ResolveAsync(query, response, overTcp: false, _stop.Token))).Rcode;
+        var twoQuestions = Query("peer-b.modular.internal", 1);
+        twoQuestions[5] = 2;
+
+        Assert.Equal(0, await Rcode(Query("peer-b.modular.internal", 1)));
+        Assert.Equal(0, await Rcode(Query("peer-b.modular.internal", 15))); // NODATA: local, not NXDOMAIN
+        Assert.Equal((int)DnsRcode.NxDomain, await Rcode(Query("nobody.modular.internal", 1)));
+        Assert.Equal(0, await Rcode(Query("host.corp.test", 1)));
+        Assert.Equal((int)DnsRcode.ServFail, await Rcode(Query("host.dead.test", 1)));
+        Assert.Equal((int)DnsRcode.Refused, await Rcode(Query("www.example.org", 1)));
+        Assert.Equal((int)DnsRcode.FormErr, await Rcode(twoQuestions));
+        Assert.Equal(0, await resolver.ResolveAsync(new byte[5], response, overTcp: false, _stop.Token)); // not a query: dropped, not counted
+
+        Assert.Equal(7, resolver.Queries);
+        Assert.Equal(3, resolver.AnsweredFromZone);
+        Assert.Equal(1, resolver.NxDomain);
+        Assert.Equal(2, resolver.Forwarded);
+        Assert.Equal(1, resolver.ForwardFailures);
+        Assert.Equal(1, resolver.Refused);
+        Assert.Equal(1, resolver.Malformed);
+    }
+
+    [Fact]
+    public async Task The_services_status_carries_the_zone_the_groups_and_the_counters()
+    {
+        var loggers = Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance;
+        await using var service = new MeshDnsService(0, loggers, TimeProvider.System);
+        Assert.False(service.Status().Enabled);
+
+        var map = Map("modular.internal", Group("corp.test", FakeUpstream()));
+        map.PeerConfig.Address = "127.0.0.1/8"; // loopback stands in for the overlay address here
+        await service.ApplyAsync(map, _stop.Token);
+        var response = new byte[512];
+        service.Resolver.Answer(Query("peer-b.modular.internal", 1), response, out _, out _);
+
+        var status = service.Status();
+        Assert.True(status.Enabled);
+        Assert.Equal(service.Listening!.ToString(), status.Listening);
+        Assert.StartsWith("127.0.0.1:", status.Listening, StringComparison.Ordinal);
+        Assert.Equal("modular.internal", status.Zone);
+        Assert.Equal(service.Resolver.Records.HostCount, status.Records);
+        Assert.True(status.Records > 0);
+        Assert.Equal(1, status.NameserverGroups);
+        Assert.Equal(1, status.Queries);
+        Assert.Equal(1, status.AnsweredLocally);
+
+        map.Dns.Enabled = false;
+        await service.ApplyAsync(map, _stop.Token);
+        Assert.False(service.Status().Enabled);
+        Assert.Null(service.Status().Listening);
+    }
+
+    [Fact]
     public async Task The_default_group_takes_names_no_domain_matches()
     {
         var corp = FakeUpstream();
