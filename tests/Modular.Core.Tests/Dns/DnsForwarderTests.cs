@@ -12,6 +12,7 @@ namespace Modular.Core.Tests.Dns;
 public sealed class DnsForwarderTests : IAsyncDisposable
 {
     private readonly CancellationTokenSource _stop = new(TimeSpan.FromSeconds(60));
+    private static readonly TimeSpan Short = TimeSpan.FromMilliseconds(300);
     private readonly List<IDisposable> _sockets = [];
 
     public async ValueTask DisposeAsync()
@@ -126,8 +127,12 @@ public sealed class DnsForwarderTests : IAsyncDisposable
         return [.. answer];
     }
 
-    private static DnsResolver Resolver(params NameserverGroup[] groups)
-        => new(new DnsForwarder(new DnsForwarderOptions { UdpTimeout = TimeSpan.FromMilliseconds(300), TcpTimeout = TimeSpan.FromSeconds(5) }, TimeProvider.System, NullLogger.Instance), NullLogger.Instance)
+    /// <summary>The product's UDP timeout: an upstream that answers must never lose to a loaded test machine.</summary>
+    private static DnsResolver Resolver(params NameserverGroup[] groups) => Resolver(new DnsForwarderOptions().UdpTimeout, groups);
+
+    /// <summary>A short <paramref name="udpTimeout"/> for tests that wait for a silent upstream to time out.</summary>
+    private static DnsResolver Resolver(TimeSpan udpTimeout, params NameserverGroup[] groups)
+        => new(new DnsForwarder(new DnsForwarderOptions { UdpTimeout = udpTimeout, TcpTimeout = TimeSpan.FromSeconds(5) }, TimeProvider.System, NullLogger.Instance), NullLogger.Instance)
         {
             Records = DnsRecords.FromMap(Map("modular.internal", groups)),
         };
@@ -154,7 +159,7 @@ public sealed class DnsForwarderTests : IAsyncDisposable
     [Fact]
     public async Task Each_outcome_counts_once_in_the_counter_status_shows()
     {
-        var resolver = Resolver(Group("corp.test", FakeUpstream()), Group("dead.test", FakeUpstream(silent: true)));
+        var resolver = Resolver(TimeSpan.FromSeconds(1), Group("corp.test", FakeUpstream()), Group("dead.test", FakeUpstream(silent: true)));
         var response = new byte[65535];
         async Task<int> Rcode(byte[] query) => Parse(response.AsSpan(0, await resolver.ResolveAsync(query, response, overTcp: false, _stop.Token))).Rcode;
         var twoQuestions = Query("peer-b.modular.internal", 1);
@@ -223,7 +228,7 @@ public sealed class DnsForwarderTests : IAsyncDisposable
     [Fact]
     public async Task A_silent_upstream_times_out_into_servfail()
     {
-        var resolver = Resolver(Group("corp.test", FakeUpstream(silent: true)));
+        var resolver = Resolver(Short, Group("corp.test", FakeUpstream(silent: true)));
         var response = new byte[65535];
         var length = await resolver.ResolveAsync(Query("host.corp.test", 1, id: 7), response, overTcp: false, _stop.Token);
         var r = Parse(response.AsSpan(0, length));
@@ -237,7 +242,7 @@ public sealed class DnsForwarderTests : IAsyncDisposable
     [Fact]
     public async Task The_next_nameserver_answers_when_the_first_is_silent()
     {
-        var resolver = Resolver(Group("corp.test", FakeUpstream(silent: true), FakeUpstream()));
+        var resolver = Resolver(Short, Group("corp.test", FakeUpstream(silent: true), FakeUpstream()));
         var response = new byte[65535];
         var length = await resolver.ResolveAsync(Query("host.corp.test", 1), response, overTcp: false, _stop.Token);
         Assert.Equal([(DnsConstants.TypeA, "192.0.2.10")], Parse(response.AsSpan(0, length)).Answers);
@@ -284,7 +289,7 @@ public sealed class DnsForwarderTests : IAsyncDisposable
     [Fact]
     public async Task An_upstream_sending_garbage_ends_in_servfail()
     {
-        var resolver = Resolver(Group("corp.test", FakeUpstream(garbage: true)));
+        var resolver = Resolver(Short, Group("corp.test", FakeUpstream(garbage: true)));
         var response = new byte[65535];
         var length = await resolver.ResolveAsync(Query("host.corp.test", 1, id: 5), response, overTcp: false, _stop.Token);
         var r = Parse(response.AsSpan(0, length));
