@@ -78,7 +78,9 @@ public sealed class RouteTests(ITestOutputHelper output)
         Assert.Equal("self", servingEntry.GetProperty("peer").GetString());
         Assert.True(servingEntry.GetProperty("installed").GetBoolean(), servingEntry.ToString());
         Assert.Equal(0, rig["rc"].Status()!.Value.GetProperty("routes").GetArrayLength());
-        Assert.Contains("10.77.0.0/24 → rr", rig["ra"].StatusText(), StringComparison.Ordinal);
+        var detail = rig["ra"].StatusText();
+        rig.Log(detail + rig["rr"].StatusText());
+        Assert.Contains("10.77.0.0/24 → rr", detail, StringComparison.Ordinal);
         Assert.False(Probes.TryTcp(rig["ra"].Namespace.Name, lanHost, 22, out _), "TCP 22 to the lan host must be dropped (only tcp/80 is allowed)");
 
         // rc is in no source group: no route, and the lan is not reachable from it.
