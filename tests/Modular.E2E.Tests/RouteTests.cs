@@ -167,6 +167,17 @@ public sealed class RouteTests(ITestOutputHelper output)
             () => MeshTests.Diagnostics(rig, names) + "\n--- xe nft:\n" + rig["xe"].Namespace.TryExec("nft list ruleset").Output);
         Assert.Equal("from 203.0.113.1", reply); // the target sees the exit node's address: the traffic went through xe
 
+        // status --json: xc uses the exit node (installed: route, mark and rules in place); xe serves it.
+        rig.WaitUntil(() => RouteEntry(rig["xc"], "0.0.0.0/0") is { } r && r.GetProperty("installed").GetBoolean(), MapTimeout, "xc's status shows the exit node installed",
+            () => rig["xc"].StatusText());
+        var exitEntry = RouteEntry(rig["xc"], "0.0.0.0/0")!.Value;
+        Assert.True(exitEntry.GetProperty("exit_node").GetBoolean(), exitEntry.ToString());
+        Assert.Equal("client", exitEntry.GetProperty("role").GetString());
+        Assert.StartsWith("xe", exitEntry.GetProperty("peer").GetString(), StringComparison.Ordinal);
+        var exitServed = RouteEntry(rig["xe"], "0.0.0.0/0") ?? throw new Xunit.Sdk.XunitException("xe's status has no 0.0.0.0/0 route:\n" + rig["xe"].StatusText());
+        Assert.Equal(("serving", "self", true, true), (exitServed.GetProperty("role").GetString(), exitServed.GetProperty("peer").GetString(),
+            exitServed.GetProperty("exit_node").GetBoolean(), exitServed.GetProperty("installed").GetBoolean()));
+
         // Management still reaches xc through its direct path: a later change arrives and status says connected.
         var mapsBefore = CountMaps(rig["xc"].Log);
         rig.ServerCli("groups create later");
