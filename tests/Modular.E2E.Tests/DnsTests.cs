@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
+using System.Text.Json;
 using Modular.Testing;
 using Xunit.Abstractions;
 
@@ -54,6 +55,18 @@ public sealed class DnsTests(ITestOutputHelper output)
         var missing = a.TryExec($"dig +time=2 +tries=1 @{ipA} nobody.{Zone}", TimeSpan.FromSeconds(15)).Output;
         Assert.Contains("status: NXDOMAIN", missing, StringComparison.Ordinal);
         Assert.Contains("flags: qr aa", missing, StringComparison.Ordinal);
+
+        // status --json: where the resolver listens, and counters that have seen the digs above (refreshed every second).
+        var dns = rig["dna"].Status()!.Value.GetProperty("dns");
+        rig.Log(dns.ToString());
+        Assert.True(dns.GetProperty("enabled").GetBoolean());
+        Assert.Equal($"{ipA}:53", dns.GetProperty("listening").GetString());
+        Assert.Equal(Zone, dns.GetProperty("zone").GetString());
+        Assert.True(dns.GetProperty("records").GetInt32() >= 2, dns.ToString());
+        rig.WaitUntil(() => DnsCounter(rig["dna"], "nxdomain") >= 1 && DnsCounter(rig["dna"], "queries") >= 6, ChangeTimeout, "dna's dns counters show the digs",
+            () => rig["dna"].StatusText());
+        var queriesBefore = DnsCounter(rig["dna"], "queries");
+        Assert.True(DnsCounter(rig["dna"], "answered_locally") >= 6);
 
         // getent through the namespace's resolv.conf (ip netns exec bind-mounts /etc/netns/<ns>/resolv.conf).
         var netnsDir = $"/etc/netns/{a.Name}";
@@ -112,6 +125,13 @@ public sealed class DnsTests(ITestOutputHelper output)
             () => MeshTests.Diagnostics(rig, names));
         Assert.False(rig["dnb"].Ping(ipA, 2), "ping B -> A stays dropped: only the resolver is open");
 
+        // The queries since then (local, refused, forwarded, from A and over the tunnel from B) all counted.
+        rig.WaitUntil(() => DnsCounter(rig["dna"], "queries") >= queriesBefore + 7 && DnsCounter(rig["dna"], "forwarded") >= 3, ChangeTimeout, "dna's query counter rising after the digs",
+            () => rig["dna"].StatusText());
+        Assert.True(DnsCounter(rig["dna"], "refused") >= 2);
+        Assert.Equal(1, rig["dna"].Status()!.Value.GetProperty("dns").GetProperty("nameserver_groups").GetInt32());
+        Assert.Contains($"DNS:                 listening on {ipA}:53, zone {Zone}", rig["dna"].StatusText(), StringComparison.Ordinal);
+
         cancel.Cancel();
         upstream.Dispose();
         nameserver.Wait(TimeSpan.FromSeconds(10));
@@ -147,6 +167,10 @@ public sealed class DnsTests(ITestOutputHelper output)
         Assert.DoesNotContain($"{ip2}:53", rig["dk2"].Namespace.Exec("ss -lnu"), StringComparison.Ordinal);
         Assert.Contains($"{ip1}:53", rig["dk1"].Namespace.Exec("ss -lnt"), StringComparison.Ordinal);
     }
+
+    /// <summary>A counter of the "dns" status object (0 when absent or the daemon does not answer).</summary>
+    private static long DnsCounter(MeshRig.Agent agent, string name)
+        => agent.Status() is { } s && s.TryGetProperty("dns", out var dns) && dns.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.Number ? value.GetInt64() : 0;
 
     /// <summary>`dig +short` from a namespace; the first line of the answer, "" when none.</summary>
     private static string Dig(NetworkNamespace ns, string server, string name, string extra = "")

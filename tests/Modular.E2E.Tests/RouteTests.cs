@@ -61,6 +61,26 @@ public sealed class RouteTests(ITestOutputHelper output)
         rig.WaitUntil(() => Probes.TryTcp(rig["ra"].Namespace.Name, lanHost, 80, out reply), ConnectTimeout, "TCP 80 from ra to the lan host through rr",
             () => MeshTests.Diagnostics(rig, names) + "\n--- rr nft:\n" + rig["rr"].Namespace.TryExec("nft list ruleset").Output);
         Assert.Equal("from 10.77.0.1", reply); // masqueraded: the lan host sees the routing peer's own lan address
+
+        // status --json: the client sends the lan through rr, installed; rr serves it; rc (no policy) has no route at all.
+        rig.WaitUntil(() => RouteEntry(rig["ra"], "10.77.0.0/24") is { } r && r.GetProperty("installed").GetBoolean(), MapTimeout, "ra's status shows the lan route installed",
+            () => rig["ra"].StatusText());
+        var clientEntry = RouteEntry(rig["ra"], "10.77.0.0/24")!.Value;
+        rig.Log(clientEntry.ToString());
+        Assert.Equal("client", clientEntry.GetProperty("role").GetString());
+        Assert.StartsWith("rr", clientEntry.GetProperty("peer").GetString(), StringComparison.Ordinal);
+        Assert.Equal("lan", clientEntry.GetProperty("name").GetString());
+        Assert.False(clientEntry.GetProperty("exit_node").GetBoolean());
+        Assert.True(clientEntry.GetProperty("masquerade").GetBoolean());
+        Assert.Equal(JsonValueKind.Null, clientEntry.GetProperty("reason").ValueKind);
+        var servingEntry = RouteEntry(rig["rr"], "10.77.0.0/24") ?? throw new Xunit.Sdk.XunitException("rr's status has no 10.77.0.0/24 route:\n" + rig["rr"].StatusText());
+        Assert.Equal("serving", servingEntry.GetProperty("role").GetString());
+        Assert.Equal("self", servingEntry.GetProperty("peer").GetString());
+        Assert.True(servingEntry.GetProperty("installed").GetBoolean(), servingEntry.ToString());
+        Assert.Equal(0, rig["rc"].Status()!.Value.GetProperty("routes").GetArrayLength());
+        var detail = rig["ra"].StatusText();
+        rig.Log(detail + rig["rr"].StatusText());
+        Assert.Contains("10.77.0.0/24 → rr", detail, StringComparison.Ordinal);
         Assert.False(Probes.TryTcp(rig["ra"].Namespace.Name, lanHost, 22, out _), "TCP 22 to the lan host must be dropped (only tcp/80 is allowed)");
 
         // rc is in no source group: no route, and the lan is not reachable from it.
@@ -91,6 +111,12 @@ public sealed class RouteTests(ITestOutputHelper output)
         Assert.DoesNotContain("modular_route", rig["rr"].Namespace.Exec("nft list tables"), StringComparison.Ordinal);
         cancel.Cancel();
     }
+
+    /// <summary>The "routes" entry of <paramref name="agent"/>'s status for <paramref name="network"/>; null when absent or the daemon does not answer.</summary>
+    private static JsonElement? RouteEntry(MeshRig.Agent agent, string network)
+        => agent.Status() is { } status && status.TryGetProperty("routes", out var routes)
+            ? routes.EnumerateArray().Cast<JsonElement?>().FirstOrDefault(r => r!.Value.GetProperty("network").GetString() == network)
+            : null;
 
     [SkippableTheory]
     [InlineData("userspace")]
@@ -140,6 +166,17 @@ public sealed class RouteTests(ITestOutputHelper output)
         rig.WaitUntil(() => Probes.TryTcp(client.Name, target, 80, out reply), ConnectTimeout, "TCP 80 from xc to 203.0.113.10 through the exit node",
             () => MeshTests.Diagnostics(rig, names) + "\n--- xe nft:\n" + rig["xe"].Namespace.TryExec("nft list ruleset").Output);
         Assert.Equal("from 203.0.113.1", reply); // the target sees the exit node's address: the traffic went through xe
+
+        // status --json: xc uses the exit node (installed: route, mark and rules in place); xe serves it.
+        rig.WaitUntil(() => RouteEntry(rig["xc"], "0.0.0.0/0") is { } r && r.GetProperty("installed").GetBoolean(), MapTimeout, "xc's status shows the exit node installed",
+            () => rig["xc"].StatusText());
+        var exitEntry = RouteEntry(rig["xc"], "0.0.0.0/0")!.Value;
+        Assert.True(exitEntry.GetProperty("exit_node").GetBoolean(), exitEntry.ToString());
+        Assert.Equal("client", exitEntry.GetProperty("role").GetString());
+        Assert.StartsWith("xe", exitEntry.GetProperty("peer").GetString(), StringComparison.Ordinal);
+        var exitServed = RouteEntry(rig["xe"], "0.0.0.0/0") ?? throw new Xunit.Sdk.XunitException("xe's status has no 0.0.0.0/0 route:\n" + rig["xe"].StatusText());
+        Assert.Equal(("serving", "self", true, true), (exitServed.GetProperty("role").GetString(), exitServed.GetProperty("peer").GetString(),
+            exitServed.GetProperty("exit_node").GetBoolean(), exitServed.GetProperty("installed").GetBoolean()));
 
         // Management still reaches xc through its direct path: a later change arrives and status says connected.
         var mapsBefore = CountMaps(rig["xc"].Log);

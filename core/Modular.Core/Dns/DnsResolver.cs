@@ -32,7 +32,9 @@ public sealed class DnsResolver
     private readonly DnsForwarder _forwarder;
     private readonly ILogger _logger;
     private DnsRecords _records = DnsRecords.Empty;
+    private long _queries;
     private long _answered;
+    private long _nxDomain;
     private long _forwarded;
     private long _refused;
     private long _malformed;
@@ -53,7 +55,13 @@ public sealed class DnsResolver
 
     public DnsForwarder Forwarder => _forwarder;
 
-    /// <summary>Queries answered from the zone (including NXDOMAIN/NODATA).</summary>
+    /// <summary>Queries received: every message answered or forwarded (malformed ones too; non-queries are dropped uncounted).</summary>
+    public long Queries => Interlocked.Read(ref _queries);
+
+    /// <summary>Names under the zone no peer has (a subset of <see cref="AnsweredFromZone"/>).</summary>
+    public long NxDomain => Interlocked.Read(ref _nxDomain);
+
+    /// <summary>Queries answered from the zone or a peer's reverse name (including NXDOMAIN/NODATA).</summary>
     public long AnsweredFromZone => Interlocked.Read(ref _answered);
 
     public long Forwarded => Interlocked.Read(ref _forwarded);
@@ -81,6 +89,11 @@ public sealed class DnsResolver
         {
             case DnsParseError.NotAQuery:
                 return DnsOutcome.Drop;
+        }
+
+        Interlocked.Increment(ref _queries);
+        switch (error)
+        {
             case DnsParseError.Malformed:
                 Interlocked.Increment(ref _malformed);
                 written = WriteError(response, q, DnsRcode.FormErr, withQuestion: false);
@@ -96,7 +109,12 @@ public sealed class DnsResolver
         if (zoneStart >= 0)
         {
             Interlocked.Increment(ref _answered);
-            written = AnswerFromZone(records, q, zoneStart, response);
+            written = AnswerFromZone(records, q, zoneStart, response, out var nxDomain);
+            if (nxDomain)
+            {
+                Interlocked.Increment(ref _nxDomain);
+            }
+
             return DnsOutcome.Answered;
         }
 
@@ -166,8 +184,9 @@ public sealed class DnsResolver
         return outcome == DnsOutcome.Forward ? await ForwardAsync(query, group!, response, overTcp, cancellationToken) : written;
     }
 
-    private static int AnswerFromZone(DnsRecords records, in DnsQuery q, int zoneStart, Span<byte> response)
+    private static int AnswerFromZone(DnsRecords records, in DnsQuery q, int zoneStart, Span<byte> response, out bool nxDomain)
     {
+        nxDomain = false;
         var writer = new DnsResponseWriter(response);
         writer.WriteQuestion(q.Name, q.Type, q.Class);
         var flags = ResponseFlags(q, DnsRcode.NoError) | DnsConstants.FlagAuthoritative;
@@ -197,6 +216,7 @@ public sealed class DnsResolver
         var host = DnsMessageReader.TryFormatLower(q.Name, zoneStart, relative, out var length) ? records.Find(relative[..length]) : null;
         if (host is null)
         {
+            nxDomain = true;
             writer.WriteSoa(zoneOffset, records.Serial, ZoneTtl, inAnswer: false);
             return FinishWithOpt(ref writer, q, (flags & ~DnsConstants.RcodeMask) | (int)DnsRcode.NxDomain);
         }

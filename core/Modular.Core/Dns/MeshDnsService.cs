@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using Modular.Control.Management;
+using Modular.Core.Status;
 
 namespace Modular.Core.MeshDns;
 
@@ -25,6 +26,7 @@ public sealed class MeshDnsService : IAsyncDisposable
     private DnsServer? _server;
     private IPAddress? _wanted;
     private bool _bindFailureLogged;
+    private volatile bool _enabled;
     private bool _disposed;
 
     /// <param name="port">The port on the overlay address (53 unless configured otherwise; 0 picks a free one, for tests).</param>
@@ -49,6 +51,29 @@ public sealed class MeshDnsService : IAsyncDisposable
     /// <summary>Where the resolver listens now; null while it does not.</summary>
     public IPEndPoint? Listening => _server?.LocalEndPoint;
 
+    /// <summary>
+    /// What status shows: read from fields the service already keeps (no lock, no call into a socket), so the
+    /// engine can publish it on every map, listener change and statistics tick.
+    /// </summary>
+    public DnsStatus Status()
+    {
+        var records = _resolver.Records;
+        var listening = _server?.LocalEndPoint;
+        return new DnsStatus(
+            _enabled && !_disposed,
+            listening?.ToString(),
+            records.Zone,
+            records.HostCount,
+            records.Groups.Count,
+            _resolver.Queries,
+            _resolver.AnsweredFromZone,
+            _resolver.Forwarded,
+            _resolver.NxDomain,
+            _resolver.Refused,
+            _resolver.ForwardFailures,
+            _resolver.Malformed);
+    }
+
     /// <summary>Applies one map: records first (so a new listener answers from this map), then the listener.</summary>
     public async Task ApplyAsync(NetworkMap map, CancellationToken cancellationToken)
     {
@@ -61,7 +86,8 @@ public sealed class MeshDnsService : IAsyncDisposable
                 return;
             }
 
-            if (map.Dns is not { Enabled: true })
+            _enabled = map.Dns is { Enabled: true };
+            if (!_enabled)
             {
                 _resolver.Records = DnsRecords.Empty;
                 _wanted = null;

@@ -163,6 +163,7 @@ public sealed class AgentEngine
                     if (_routes is not null)
                     {
                         await _routes.ApplyAsync(RoutePlan.Empty, [], CancellationToken.None);
+                        _recorder.SetRoutes([]);
                     }
                 }
 #pragma warning disable CA1031 // Every other management failure is retried; the message goes to status.
@@ -317,6 +318,7 @@ public sealed class AgentEngine
             await ApplyDnsAsync(map, cancellationToken);
             var (added, updated, removed) = await _manager!.ApplyAsync(routes.MergeAllowedIps(ToPeers(map, _logger)), cancellationToken);
             await _routes!.ApplyAsync(routes, ControlHosts(), cancellationToken);
+            _recorder.SetRoutes(_routes.Describe(routes, PeerNames(map, routes)));
             _logger.LogInformation("Network map {Serial} ({Kind} from {Previous}): {Total} peers (+{Added} ~{Updated} -{Removed}) applied in {Ms:F1} ms",
                 map.Serial, update.NetworkMap is null ? "delta" : "whole map", previous, map.RemotePeers.Count, added, updated, removed, _time.GetElapsedTime(started).TotalMilliseconds);
         }
@@ -330,14 +332,42 @@ public sealed class AgentEngine
         if (_dns is not null)
         {
             await _dns.ApplyAsync(map, cancellationToken);
+            _recorder.SetDns(_dns.Status());
         }
+    }
+
+    /// <summary>Names routing peers as status does for peers (fqdn, else hostname); looks up only when the plan has routes.</summary>
+    private static Func<WgKey, string?> PeerNames(NetworkMap map, RoutePlan plan)
+    {
+        if (plan.Client.Count == 0 && plan.Unused.Count == 0)
+        {
+            return _ => null;
+        }
+
+        var names = new Dictionary<WgKey, string>();
+        foreach (var remote in map.RemotePeers)
+        {
+            if (remote.WgPubKey.Length == WgKey.Size)
+            {
+                names.TryAdd(new WgKey(remote.WgPubKey.Span), remote.Fqdn.Length > 0 ? remote.Fqdn : remote.Hostname);
+            }
+        }
+
+        return key => names.GetValueOrDefault(key);
     }
 
     /// <summary>While the resolver listens, every peer may reach it whatever the policies; nothing else is opened.</summary>
     private void OnDnsListening(IPEndPoint? listening)
-        => _firewall?.SetLocalServices(listening is null
+    {
+        _firewall?.SetLocalServices(listening is null
             ? []
             : [LocalService.Udp(listening.Address, (ushort)listening.Port), LocalService.Tcp(listening.Address, (ushort)listening.Port)]);
+
+        if (_dns is { } dns)
+        {
+            _recorder.SetDns(dns.Status());
+        }
+    }
 
     /// <summary>Turns a network map into the manager's peer list; malformed entries are skipped with a warning.</summary>
     public static IReadOnlyList<RemotePeerInfo> ToPeers(NetworkMap map, ILogger? logger = null)
@@ -485,6 +515,11 @@ public sealed class AgentEngine
                 await foreach (var inbound in client.Inbound.ReadAllAsync(cancellationToken))
                 {
                     ReportRejectedSignal();
+            if (_dns is { } dns)
+            {
+                _recorder.SetDns(dns.Status());
+            }
+
                     try
                     {
                         await _manager!.OnSignalAsync(inbound, cancellationToken);
@@ -555,6 +590,11 @@ public sealed class AgentEngine
             }
 
             ReportRejectedSignal();
+            if (_dns is { } dns)
+            {
+                _recorder.SetDns(dns.Status());
+            }
+
             try
             {
                 _manager.OnStats(await _iface.GetStatsAsync(cancellationToken));
@@ -602,12 +642,14 @@ public sealed class AgentEngine
         if (_dns is not null)
         {
             await _dns.DisposeAsync();
+            _recorder.SetDns(_dns.Status());
         }
 
         if (_routes is not null)
         {
             // Before the interface goes: rules and the forwarding table outlive it otherwise.
             await _routes.CleanupAsync(CancellationToken.None);
+            _recorder.SetRoutes([]);
         }
 
         if (_manager is not null)

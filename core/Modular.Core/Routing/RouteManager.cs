@@ -1,6 +1,7 @@
 using System.Net;
 using Microsoft.Extensions.Logging;
 using Modular.Abstractions.WireGuard;
+using Modular.Core.Status;
 
 namespace Modular.Core.Routing;
 
@@ -43,6 +44,10 @@ public sealed class RouteManager
     private readonly Action<uint>? _markOtherSockets;
     private readonly HashSet<OsRoute> _routes = [];
     private readonly List<OsRule> _rules = [];
+    private readonly Dictionary<OsRoute, string> _routeProblems = [];
+    private string? _exitProblem;
+    private string? _forwardingProblem;
+    private string? _lastFailure;
     private string? _forwardingScript;
     private bool _forwardingEnabled;
     private bool _marked;
@@ -113,11 +118,13 @@ public sealed class RouteManager
             await TryAsync("net.ipv4.conf.all.src_valid_mark=1", () => _os.WriteSysctlAsync("net.ipv4.conf.all.src_valid_mark", "1", cancellationToken));
         }
 
+        _routeProblems.Clear();
         foreach (var route in wantedRoutes.Where(r => !_routes.Contains(r)))
         {
             var added = false;
             if (!await TryAsync($"add route {route}", async () => added = await _os.AddRouteAsync(route, cancellationToken)))
             {
+                _routeProblems[route] = $"adding the route failed: {_lastFailure}";
                 continue;
             }
 
@@ -129,12 +136,15 @@ public sealed class RouteManager
             else
             {
                 _logger.LogWarning("Route {Route} not added: the system already routes that prefix (left alone)", route);
+                _routeProblems[route] = "the system already routes that prefix";
             }
         }
 
         var rulesAdded = 0;
+        _exitProblem = null;
         if (exit is not null && !_marked)
         {
+            _exitProblem = "WireGuard's socket could not be marked, so its own traffic would loop into the tunnel";
             _logger.LogWarning("Exit node {Name} not used: WireGuard's socket could not be marked, so its own traffic would loop into the tunnel", exit.Name);
         }
         else
@@ -155,6 +165,7 @@ public sealed class RouteManager
                 else
                 {
                     _rules.Remove(rule);
+                    _exitProblem ??= $"policy rule {rule} could not be added: {_lastFailure}";
                 }
             }
         }
@@ -170,6 +181,49 @@ public sealed class RouteManager
         }
 
         await ApplyForwardingAsync(plan, cancellationToken);
+    }
+
+    /// <summary>
+    /// Every route of <paramref name="plan"/> (the one last applied) as status reports it: used or not, and whether
+    /// its OS route or forwarding table is in place. <paramref name="peerName"/> names a routing peer (null: its key).
+    /// </summary>
+    public IReadOnlyList<RouteStatus> Describe(RoutePlan plan, Func<WgKey, string?> peerName)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        ArgumentNullException.ThrowIfNull(peerName);
+        if (plan.Client.Count == 0 && plan.Served.Count == 0 && plan.Unused.Count == 0)
+        {
+            return [];
+        }
+
+        string Name(WgKey key) => peerName(key) ?? key.ToString();
+        var entries = new List<RouteStatus>(plan.Client.Count + plan.Served.Count + plan.Unused.Count);
+        foreach (var route in plan.Client)
+        {
+            var os = route.IsExitNode ? new OsRoute("default", _iface.Name, _options.Table) : new OsRoute(route.Network.ToString(), _iface.Name);
+            var reason = !_routes.Contains(os)
+                ? _routeProblems.GetValueOrDefault(os, "not added")
+                : route.IsExitNode ? _exitProblem : null;
+            entries.Add(new RouteStatus(route.Id, route.Name, route.Network.ToString(), Name(route.Peer), RouteStatus.ClientRole, route.IsExitNode,
+                reason is null, reason, route.Masquerade, route.Metric));
+        }
+
+        var forwarding = _forwardingProblem ?? (_forwardingScript is null ? "the forwarding table is not installed" : null);
+        foreach (var route in plan.Served)
+        {
+            entries.Add(new RouteStatus(route.Id, route.Name, route.Network.ToString(), RouteStatus.SelfPeer, RouteStatus.ServingRole, route.IsExitNode,
+                forwarding is null, forwarding, route.Masquerade, route.Metric));
+        }
+
+        foreach (var route in plan.Unused)
+        {
+            var serving = route.Peer is { } key && key == _iface.PublicKey;
+            entries.Add(new RouteStatus(route.Id, route.Name, route.Network, serving ? RouteStatus.SelfPeer : route.Peer is { } peer ? Name(peer) : "",
+                serving ? RouteStatus.ServingRole : RouteStatus.ClientRole, route.Network is "0.0.0.0/0" or "::/0", false, route.Reason, route.Masquerade, route.Metric));
+        }
+
+        entries.Sort((a, b) => string.CompareOrdinal(a.Network, b.Network) is var byNetwork and not 0 ? byNetwork : string.CompareOrdinal(a.Id, b.Id));
+        return entries;
     }
 
     /// <summary>Removes everything this agent added (on stop). Never throws.</summary>
@@ -214,6 +268,7 @@ public sealed class RouteManager
     private async Task ApplyForwardingAsync(RoutePlan plan, CancellationToken cancellationToken)
     {
         var table = ForwardingTable.TableName(_iface.Name);
+        _forwardingProblem = null;
         if (plan.Served.Count == 0)
         {
             if (_forwardingScript is not null && await TryAsync($"delete nft table {table}", () => _os.DeleteNftTableAsync(ForwardingTable.Family, table, cancellationToken)))
@@ -229,14 +284,28 @@ public sealed class RouteManager
         {
             var previous = "";
             _forwardingEnabled = await TryAsync("net.ipv4.ip_forward=1", async () => previous = await _os.WriteSysctlAsync("net.ipv4.ip_forward", "1", cancellationToken));
-            if (_forwardingEnabled && previous != "1")
+            if (!_forwardingEnabled)
+            {
+                _forwardingProblem = $"IPv4 forwarding could not be enabled: {_lastFailure}";
+            }
+            else if (previous != "1")
             {
                 _logger.LogWarning("Routing peer: enabled IPv4 forwarding (net.ipv4.ip_forward=1, was {Previous}); it stays on after the agent stops, as on any router", previous);
             }
         }
 
         var script = ForwardingTable.Render(_iface.Name, _iface.Address, plan.Served, plan.ForwardRules, _options.FilterForwarded);
-        if (script != _forwardingScript && await TryAsync($"apply nft table {table}", () => _os.ApplyNftAsync(script, cancellationToken)))
+        if (script == _forwardingScript)
+        {
+            return;
+        }
+
+        if (!await TryAsync($"apply nft table {table}", () => _os.ApplyNftAsync(script, cancellationToken)))
+        {
+            // The table in force (if any) is an older one: this plan's served routes are not in place.
+            _forwardingProblem ??= $"the forwarding table could not be applied: {_lastFailure}";
+        }
+        else
         {
             _forwardingScript = script;
             _logger.LogInformation("Routing for the mesh: {Routes} ({Rules} route rules) in nft table {Table}",
@@ -259,6 +328,7 @@ public sealed class RouteManager
         }
         catch (Exception e) when (e is IOException or InvalidOperationException or UnauthorizedAccessException or System.ComponentModel.Win32Exception or System.Net.Sockets.SocketException)
         {
+            _lastFailure = e.Message;
             _logger.LogWarning("Routing: {What} failed: {Problem}", what, e.Message);
             return false;
         }

@@ -12,14 +12,24 @@ namespace Modular.Core.Routing;
 /// <summary>A network this agent sends through another peer (a client route); prefix length 0: the exit node.</summary>
 public sealed record ClientRoute(IPNetwork Network, WgKey Peer, string Id, string Name, int Metric)
 {
+    /// <summary>As management sent it; the routing peer does the masquerading, this only reports it.</summary>
+    public bool Masquerade { get; init; }
+
     public bool IsExitNode => Network.PrefixLength == 0;
 }
 
 /// <summary>A network this agent forwards for others (it is the routing peer).</summary>
 public sealed record ServedRoute(IPNetwork Network, string Id, string Name, bool Masquerade)
 {
+    /// <summary>As management sent it (clients choose by it), for status.</summary>
+    public int Metric { get; init; }
+
     public bool IsExitNode => Network.PrefixLength == 0;
 }
+
+/// <summary>A route of the map this agent does not use, and why (for status).</summary>
+/// <param name="Peer">The routing peer, when its key was readable.</param>
+public sealed record UnusedRoute(string Network, WgKey? Peer, string Id, string Name, int Metric, bool Masquerade, string Reason);
 
 /// <summary>
 /// What one network map asks of routing: the client routes that won (one peer per prefix, since WireGuard
@@ -31,6 +41,9 @@ public sealed record ServedRoute(IPNetwork Network, string Id, string Name, bool
 public sealed record RoutePlan(IReadOnlyList<ClientRoute> Client, IReadOnlyList<ServedRoute> Served, IReadOnlyList<FirewallRule> ForwardRules)
 {
     public static RoutePlan Empty { get; } = new([], [], []);
+
+    /// <summary>The map's routes this plan does not use (skipped or lost to another peer), with the reason.</summary>
+    public IReadOnlyList<UnusedRoute> Unused { get; init; } = [];
 
     /// <summary>The exit node in use, if any.</summary>
     public ClientRoute? ExitNode => Client.FirstOrDefault(r => r.IsExitNode);
@@ -46,53 +59,78 @@ public sealed record RoutePlan(IReadOnlyList<ClientRoute> Client, IReadOnlyList<
         var inMap = new HashSet<WgKey>(map.RemotePeers.Where(p => p.WgPubKey.Length == WgKey.Size).Select(p => new WgKey(p.WgPubKey.Span)));
         var served = new List<ServedRoute>();
         var candidates = new List<ClientRoute>();
+        var unused = new List<UnusedRoute>();
         foreach (var route in map.Routes)
         {
+            WgKey? key = route.PeerWgPubKey.Length == WgKey.Size ? new WgKey(route.PeerWgPubKey.Span) : null;
+            void Skip(string reason) => unused.Add(new UnusedRoute(route.Network, key, route.Id, route.Name, route.Metric, route.Masquerade, reason));
             if (!IPNetwork.TryParse(route.Network, out var network) || network.BaseAddress.AddressFamily != AddressFamily.InterNetwork)
             {
                 logger?.LogWarning("Skipped route {Name} ({Network}): not an IPv4 prefix", route.Name, route.Network);
+                Skip("not an IPv4 prefix");
                 continue;
             }
 
             if (network.PrefixLength > 0 && (network.Contains(overlay.BaseAddress) || overlay.Contains(network.BaseAddress)))
             {
                 logger?.LogWarning("Skipped route {Name} ({Network}): it overlaps the overlay network {Overlay}", route.Name, route.Network, overlay);
+                Skip($"overlaps the overlay network {overlay}");
                 continue;
             }
 
-            if (route.PeerWgPubKey.Length != WgKey.Size)
+            if (key is not { } peer)
             {
                 logger?.LogWarning("Skipped route {Name} ({Network}): routing peer key is not 32 bytes", route.Name, route.Network);
+                Skip("routing peer key is not 32 bytes");
                 continue;
             }
 
-            var peer = new WgKey(route.PeerWgPubKey.Span);
             if (peer == self)
             {
-                served.Add(new ServedRoute(network, route.Id, route.Name, route.Masquerade));
+                served.Add(new ServedRoute(network, route.Id, route.Name, route.Masquerade) { Metric = route.Metric });
             }
             else if (inMap.Contains(peer))
             {
-                candidates.Add(new ClientRoute(network, peer, route.Id, route.Name, route.Metric));
+                candidates.Add(new ClientRoute(network, peer, route.Id, route.Name, route.Metric) { Masquerade = route.Masquerade });
             }
             else
             {
                 logger?.LogDebug("Route {Name} ({Network}) is served by a peer not in this map; not used", route.Name, route.Network);
+                Skip("the routing peer is not in this peer's map");
             }
         }
 
         // A network this peer serves itself is never sent to another peer (HA routers serving the same LAN,
         // or an exit node that could use another one).
-        var client = candidates
-            .Where(r => !served.Any(s => s.Network.Equals(r.Network)))
-            .GroupBy(r => r.Network)
-            .Select(g => g.OrderBy(r => r.Metric).ThenBy(r => r.Peer.ToArray(), ByteOrder.Instance).First())
-            .OrderBy(r => r.Network.PrefixLength).ThenBy(r => r.Network.ToString(), StringComparer.Ordinal)
-            .ToList();
+        var client = new List<ClientRoute>();
+        foreach (var group in candidates.GroupBy(r => r.Network))
+        {
+            var ranked = group.OrderBy(r => r.Metric).ThenBy(r => r.Peer.ToArray(), ByteOrder.Instance).ToList();
+            var servedHere = served.Any(s => s.Network.Equals(group.Key));
+            if (!servedHere)
+            {
+                client.Add(ranked[0]);
+            }
+
+            foreach (var other in servedHere ? ranked : ranked.Skip(1))
+            {
+                unused.Add(new UnusedRoute(other.Network.ToString(), other.Peer, other.Id, other.Name, other.Metric, other.Masquerade,
+                    servedHere ? "this peer serves that network itself" : $"lost to route {ranked[0].Name} (metric {ranked[0].Metric})"));
+            }
+        }
+
+        client = [.. client.OrderBy(r => r.Network.PrefixLength).ThenBy(r => r.Network.ToString(), StringComparer.Ordinal)];
         var forward = served.Count == 0
             ? []
             : FirewallRuleMapper.Map(map.FirewallRules.Where(r => r.Destination.Length > 0)).Rules.Where(r => r.IsRouted && r.Direction == RuleDirection.Inbound).ToList();
-        return new RoutePlan(client, served.DistinctBy(s => s.Network).ToList(), forward);
+        var distinctServed = served.DistinctBy(s => s.Network).ToList();
+        foreach (var duplicate in served.Except(distinctServed))
+        {
+            var first = distinctServed.First(s => s.Network.Equals(duplicate.Network));
+            unused.Add(new UnusedRoute(duplicate.Network.ToString(), self, duplicate.Id, duplicate.Name, duplicate.Metric, duplicate.Masquerade, $"same network as route {first.Name}, which this peer serves"));
+        }
+
+        return new RoutePlan(client, distinctServed, forward) { Unused = unused };
     }
 
     /// <summary>The resources this plan uses or serves, for the firewall's flow events (none inside <paramref name="overlay"/>).</summary>

@@ -20,6 +20,12 @@ public sealed record AgentStatus(
 {
     /// <summary>Policy enforcement and its drop counters (a snapshot refreshed every few seconds).</summary>
     public FirewallStatus Firewall { get; init; } = FirewallStatus.Off;
+
+    /// <summary>Every route of the current map: which peer carries it, and whether it is in place.</summary>
+    public IReadOnlyList<RouteStatus> Routes { get; init; } = [];
+
+    /// <summary>The mesh resolver: where it listens, what it answers, and its query counters.</summary>
+    public DnsStatus Dns { get; init; } = DnsStatus.Off;
 }
 
 /// <summary>The local WireGuard interface as configured.</summary>

@@ -45,6 +45,8 @@ public sealed class StatusRecorder
             [.. s.Peers.Values])
         {
             Firewall = s.Firewall,
+            Routes = s.Routes,
+            Dns = s.Dns,
         };
     }
 
@@ -74,6 +76,12 @@ public sealed class StatusRecorder
 
     /// <summary>Replaces the firewall's mode and counters (the firewall publishes them every few seconds).</summary>
     public void SetFirewall(FirewallStatus firewall) => Update(s => s with { Firewall = firewall });
+
+    /// <summary>Replaces the route list (after each route apply).</summary>
+    public void SetRoutes(IReadOnlyList<RouteStatus> routes) => Update(s => s with { Routes = routes });
+
+    /// <summary>Replaces the resolver's state and counters (on map, listener change, and every few seconds).</summary>
+    public void SetDns(DnsStatus dns) => Update(s => s with { Dns = dns });
 
     /// <summary>Adds or replaces the relay with this URL.</summary>
     public void SetRelay(ServiceStatus relay) => Update(s => s with { Relays = s.Relays.SetItem(relay.Url, relay) });
@@ -121,5 +129,9 @@ public sealed class StatusRecorder
         ImmutableSortedDictionary<string, PeerStatus> Peers)
     {
         public FirewallStatus Firewall { get; init; } = FirewallStatus.Off;
+
+        public IReadOnlyList<RouteStatus> Routes { get; init; } = [];
+
+        public DnsStatus Dns { get; init; } = DnsStatus.Off;
     }
 }

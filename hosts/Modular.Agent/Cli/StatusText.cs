@@ -30,6 +30,24 @@ internal static class StatusText
         Line(text, "Quantum resistance", f.Rosenpass ? (f.RosenpassPermissive ? "on (permissive)" : "on") : "off");
         Line(text, "Flow logging", f.Netflow ? "on" : "off");
         Line(text, "Firewall", Firewall(status.Firewall));
+        if (detail || status.Dns.Enabled)
+        {
+            Line(text, "DNS", Dns(status.Dns));
+        }
+
+        if (detail && status.Routes.Count > 0)
+        {
+            text.AppendLine("Routes:");
+            foreach (var route in status.Routes)
+            {
+                text.Append("  ").AppendLine(Route(route));
+            }
+        }
+        else if (status.Routes.Count > 0)
+        {
+            Line(text, "Routes", RouteSummary(status.Routes));
+        }
+
         Line(text, "Peers", $"{peersConnected}/{peersTotal} connected");
 
         if (detail)
@@ -83,6 +101,71 @@ internal static class StatusText
         }
 
         return line.ToString();
+    }
+
+    /// <summary>"10.20.0.0/24 → router-a (lan), client, installed" or "…, not installed: lost to route lan-b (metric 10)".</summary>
+    private static string Route(RouteStatus route)
+    {
+        var line = new StringBuilder();
+        line.Append(route.Network).Append(" → ").Append(route.Peer.Length > 0 ? route.Peer : "(unknown peer)");
+        if (route.Name.Length > 0)
+        {
+            line.Append(" (").Append(route.Name).Append(')');
+        }
+
+        line.Append(", ").Append(route.Role);
+        if (route.ExitNode)
+        {
+            line.Append(", exit node");
+        }
+
+        if (route.Masquerade)
+        {
+            line.Append(", masquerade");
+        }
+
+        line.Append(", metric ").Append(route.Metric.ToString(CultureInfo.InvariantCulture));
+        line.Append(route.Installed ? ", installed" : $", not installed: {route.Reason ?? "no reason given"}");
+        return line.ToString();
+    }
+
+    /// <summary>"3 routes: 2 installed (1 serving), 1 not installed", plus "exit node via X" when one is in use.</summary>
+    private static string RouteSummary(IReadOnlyList<RouteStatus> routes)
+    {
+        var installed = routes.Count(r => r.Installed);
+        var serving = routes.Count(r => r.Installed && r.Role == RouteStatus.ServingRole);
+        var line = new StringBuilder();
+        line.Append(routes.Count).Append(routes.Count == 1 ? " route: " : " routes: ").Append(installed).Append(" installed");
+        if (serving > 0)
+        {
+            line.Append(" (").Append(serving).Append(" serving)");
+        }
+
+        if (routes.Count > installed)
+        {
+            line.Append(", ").Append(routes.Count - installed).Append(" not installed");
+        }
+
+        if (routes.FirstOrDefault(r => r.ExitNode && r.Installed && r.Role == RouteStatus.ClientRole) is { } exit)
+        {
+            line.Append(", exit node via ").Append(exit.Peer);
+        }
+
+        return line.ToString();
+    }
+
+    /// <summary>Where it listens, what it serves, and the query counters on one line.</summary>
+    private static string Dns(DnsStatus dns)
+    {
+        if (!dns.Enabled)
+        {
+            return "off";
+        }
+
+        return string.Create(CultureInfo.InvariantCulture,
+            $"{(dns.Listening is { } at ? $"listening on {at}" : "not listening")}, zone {(dns.Zone.Length > 0 ? dns.Zone : "(none)")}, {dns.Records} records, " +
+            $"{dns.NameserverGroups} nameserver group{(dns.NameserverGroups == 1 ? "" : "s")}; {dns.Queries} queries " +
+            $"({dns.AnsweredLocally} local, {dns.Forwarded} forwarded, {dns.Nxdomain} nxdomain, {dns.Refused} refused, {dns.Servfail} servfail, {dns.Malformed} malformed)");
     }
 
     private static string Service(ServiceStatus service)

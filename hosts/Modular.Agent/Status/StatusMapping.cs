@@ -37,7 +37,9 @@ internal static class StatusMapping
             PeersTotal = status.Peers.Count,
             PeersConnected = status.Peers.Count(p => p.State == PeerConnectionState.Connected),
             Firewall = ToProto(status.Firewall),
+            Dns = ToProto(status.Dns),
         };
+        reply.Routes.AddRange(status.Routes.Select(ToProto));
         reply.Features.AlwaysConnected.AddRange(status.Features.AlwaysConnected);
         reply.Relays.AddRange(status.Relays.Select(ToProto));
         if (includePeers)
@@ -67,7 +69,47 @@ internal static class StatusMapping
         [.. reply.Peers.Select(FromProto)])
     {
         Firewall = FromProto(reply.Firewall),
+        Routes = [.. reply.Routes.Select(FromProto)],
+        Dns = FromProto(reply.Dns),
     };
+
+    private static RouteState ToProto(RouteStatus route) => new()
+    {
+        Id = route.Id,
+        Name = route.Name,
+        Network = route.Network,
+        Peer = route.Peer,
+        Role = route.Role,
+        ExitNode = route.ExitNode,
+        Installed = route.Installed,
+        Reason = route.Reason,
+        Masquerade = route.Masquerade,
+        Metric = route.Metric,
+    };
+
+    private static RouteStatus FromProto(RouteState route) => new(
+        route.Id, route.Name, route.Network, route.Peer, route.Role, route.ExitNode, route.Installed, route.Reason, route.Masquerade, route.Metric);
+
+    private static DnsState ToProto(DnsStatus dns) => new()
+    {
+        Enabled = dns.Enabled,
+        Listening = dns.Listening,
+        Zone = dns.Zone,
+        Records = dns.Records,
+        NameserverGroups = dns.NameserverGroups,
+        Queries = dns.Queries,
+        AnsweredLocally = dns.AnsweredLocally,
+        Forwarded = dns.Forwarded,
+        Nxdomain = dns.Nxdomain,
+        Refused = dns.Refused,
+        Servfail = dns.Servfail,
+        Malformed = dns.Malformed,
+    };
+
+    private static DnsStatus FromProto(DnsState? dns) => dns is null
+        ? DnsStatus.Off
+        : new DnsStatus(dns.Enabled, dns.Listening, dns.Zone, dns.Records, dns.NameserverGroups, dns.Queries, dns.AnsweredLocally,
+            dns.Forwarded, dns.Nxdomain, dns.Refused, dns.Servfail, dns.Malformed);
 
     private static FirewallState ToProto(FirewallStatus firewall)
     {

@@ -12,6 +12,7 @@ namespace Modular.Core.Tests.Dns;
 public sealed class DnsForwarderTests : IAsyncDisposable
 {
     private readonly CancellationTokenSource _stop = new(TimeSpan.FromSeconds(60));
+    private static readonly TimeSpan Short = TimeSpan.FromMilliseconds(300);
     private readonly List<IDisposable> _sockets = [];
 
     public async ValueTask DisposeAsync()
@@ -126,8 +127,12 @@ public sealed class DnsForwarderTests : IAsyncDisposable
         return [.. answer];
     }
 
-    private static DnsResolver Resolver(params NameserverGroup[] groups)
-        => new(new DnsForwarder(new DnsForwarderOptions { UdpTimeout = TimeSpan.FromMilliseconds(300), TcpTimeout = TimeSpan.FromSeconds(5) }, TimeProvider.System, NullLogger.Instance), NullLogger.Instance)
+    /// <summary>The product's UDP timeout: an upstream that answers must never lose to a loaded test machine.</summary>
+    private static DnsResolver Resolver(params NameserverGroup[] groups) => Resolver(new DnsForwarderOptions().UdpTimeout, groups);
+
+    /// <summary>A short <paramref name="udpTimeout"/> for tests that wait for a silent upstream to time out.</summary>
+    private static DnsResolver Resolver(TimeSpan udpTimeout, params NameserverGroup[] groups)
+        => new(new DnsForwarder(new DnsForwarderOptions { UdpTimeout = udpTimeout, TcpTimeout = TimeSpan.FromSeconds(5) }, TimeProvider.System, NullLogger.Instance), NullLogger.Instance)
         {
             Records = DnsRecords.FromMap(Map("modular.internal", groups)),
         };
@@ -152,6 +157,63 @@ public sealed class DnsForwarderTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Each_outcome_counts_once_in_the_counter_status_shows()
+    {
+        var resolver = Resolver(TimeSpan.FromSeconds(1), Group("corp.test", FakeUpstream()), Group("dead.test", FakeUpstream(silent: true)));
+        var response = new byte[65535];
+        async Task<int> Rcode(byte[] query) => Parse(response.AsSpan(0, await resolver.ResolveAsync(query, response, overTcp: false, _stop.Token))).Rcode;
+        var twoQuestions = Query("peer-b.modular.internal", 1);
+        twoQuestions[5] = 2;
+
+        Assert.Equal(0, await Rcode(Query("peer-b.modular.internal", 1)));
+        Assert.Equal(0, await Rcode(Query("peer-b.modular.internal", 15))); // NODATA: local, not NXDOMAIN
+        Assert.Equal((int)DnsRcode.NxDomain, await Rcode(Query("nobody.modular.internal", 1)));
+        Assert.Equal(0, await Rcode(Query("host.corp.test", 1)));
+        Assert.Equal((int)DnsRcode.ServFail, await Rcode(Query("host.dead.test", 1)));
+        Assert.Equal((int)DnsRcode.Refused, await Rcode(Query("www.example.org", 1)));
+        Assert.Equal((int)DnsRcode.FormErr, await Rcode(twoQuestions));
+        Assert.Equal(0, await resolver.ResolveAsync(new byte[5], response, overTcp: false, _stop.Token)); // not a query: dropped, not counted
+
+        Assert.Equal(7, resolver.Queries);
+        Assert.Equal(3, resolver.AnsweredFromZone);
+        Assert.Equal(1, resolver.NxDomain);
+        Assert.Equal(2, resolver.Forwarded);
+        Assert.Equal(1, resolver.ForwardFailures);
+        Assert.Equal(1, resolver.Refused);
+        Assert.Equal(1, resolver.Malformed);
+    }
+
+    [Fact]
+    public async Task The_services_status_carries_the_zone_the_groups_and_the_counters()
+    {
+        var loggers = Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance;
+        await using var service = new MeshDnsService(0, loggers, TimeProvider.System);
+        Assert.False(service.Status().Enabled);
+
+        var map = Map("modular.internal", Group("corp.test", FakeUpstream()));
+        map.PeerConfig.Address = "127.0.0.1/8"; // loopback stands in for the overlay address here
+        await service.ApplyAsync(map, _stop.Token);
+        var response = new byte[512];
+        service.Resolver.Answer(Query("peer-b.modular.internal", 1), response, out _, out _);
+
+        var status = service.Status();
+        Assert.True(status.Enabled);
+        Assert.Equal(service.Listening!.ToString(), status.Listening);
+        Assert.StartsWith("127.0.0.1:", status.Listening, StringComparison.Ordinal);
+        Assert.Equal("modular.internal", status.Zone);
+        Assert.Equal(service.Resolver.Records.HostCount, status.Records);
+        Assert.True(status.Records > 0);
+        Assert.Equal(1, status.NameserverGroups);
+        Assert.Equal(1, status.Queries);
+        Assert.Equal(1, status.AnsweredLocally);
+
+        map.Dns.Enabled = false;
+        await service.ApplyAsync(map, _stop.Token);
+        Assert.False(service.Status().Enabled);
+        Assert.Null(service.Status().Listening);
+    }
+
+    [Fact]
     public async Task The_default_group_takes_names_no_domain_matches()
     {
         var corp = FakeUpstream();
@@ -166,7 +228,7 @@ public sealed class DnsForwarderTests : IAsyncDisposable
     [Fact]
     public async Task A_silent_upstream_times_out_into_servfail()
     {
-        var resolver = Resolver(Group("corp.test", FakeUpstream(silent: true)));
+        var resolver = Resolver(Short, Group("corp.test", FakeUpstream(silent: true)));
         var response = new byte[65535];
         var length = await resolver.ResolveAsync(Query("host.corp.test", 1, id: 7), response, overTcp: false, _stop.Token);
         var r = Parse(response.AsSpan(0, length));
@@ -180,7 +242,7 @@ public sealed class DnsForwarderTests : IAsyncDisposable
     [Fact]
     public async Task The_next_nameserver_answers_when_the_first_is_silent()
     {
-        var resolver = Resolver(Group("corp.test", FakeUpstream(silent: true), FakeUpstream()));
+        var resolver = Resolver(Short, Group("corp.test", FakeUpstream(silent: true), FakeUpstream()));
         var response = new byte[65535];
         var length = await resolver.ResolveAsync(Query("host.corp.test", 1), response, overTcp: false, _stop.Token);
         Assert.Equal([(DnsConstants.TypeA, "192.0.2.10")], Parse(response.AsSpan(0, length)).Answers);
@@ -227,7 +289,7 @@ public sealed class DnsForwarderTests : IAsyncDisposable
     [Fact]
     public async Task An_upstream_sending_garbage_ends_in_servfail()
     {
-        var resolver = Resolver(Group("corp.test", FakeUpstream(garbage: true)));
+        var resolver = Resolver(Short, Group("corp.test", FakeUpstream(garbage: true)));
         var response = new byte[65535];
         var length = await resolver.ResolveAsync(Query("host.corp.test", 1, id: 5), response, overTcp: false, _stop.Token);
         var r = Parse(response.AsSpan(0, length));

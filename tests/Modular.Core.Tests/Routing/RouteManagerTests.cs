@@ -197,6 +197,68 @@ public sealed class RouteManagerTests
     }
 
     [Fact]
+    public async Task Status_has_one_entry_per_map_route_saying_whether_it_is_installed_and_why_not()
+    {
+        var os = new RecordingRouteOs();
+        os.Foreign.Add("10.9.0.0/24 dev mdl0");
+        var manager = new RouteManager(new FakeIface(), os, NullLogger.Instance);
+        var map = Map(
+            Route("lan-b", "10.1.0.0/24", RouterB, metric: 10),
+            Route("lan-a", "10.1.0.0/24", RouterA, metric: 5, masquerade: false),
+            Route("taken", "10.9.0.0/24", RouterA),
+            Route("v6", "fd00::/64", RouterA),
+            Route("overlay", "100.64.0.0/16", RouterA),
+            Route("gone", "10.3.0.0/24", Key(9)),
+            Route("mine", "192.168.9.0/24", Self, metric: 7),
+            Route("mine-again", "192.168.9.0/24", Self));
+        var plan = RoutePlan.From(map, Self, Overlay);
+        await manager.ApplyAsync(plan, [], default);
+
+        var status = manager.Describe(plan, key => key == RouterA ? "router-a" : key == RouterB ? "router-b" : null).ToDictionary(r => r.Name);
+
+        Assert.Equal(map.Routes.Count, status.Count);
+        var won = status["lan-a"];
+        Assert.Equal(("10.1.0.0/24", "router-a", "client", true, null, false, 5, "lan-a-id"), (won.Network, won.Peer, won.Role, won.Installed, won.Reason, won.Masquerade, won.Metric, won.Id));
+        Assert.False(status["lan-b"].Installed);
+        Assert.Equal("lost to route lan-a (metric 5)", status["lan-b"].Reason);
+        Assert.Equal("router-b", status["lan-b"].Peer);
+        Assert.Equal("the system already routes that prefix", status["taken"].Reason);
+        Assert.Equal("not an IPv4 prefix", status["v6"].Reason);
+        Assert.Contains("overlaps the overlay", status["overlay"].Reason, StringComparison.Ordinal);
+        Assert.Equal("the routing peer is not in this peer's map", status["gone"].Reason);
+        Assert.Equal(Key(9).ToString(), status["gone"].Peer); // no name known: the key
+        var mine = status["mine"];
+        Assert.Equal(("self", "serving", true, true, 7), (mine.Peer, mine.Role, mine.Installed, mine.Masquerade, mine.Metric));
+        Assert.Equal(("self", "serving", false), (status["mine-again"].Peer, status["mine-again"].Role, status["mine-again"].Installed));
+        Assert.All(status.Values, r => Assert.Equal(r.Installed, r.Reason is null));
+        Assert.All(status.Values, r => Assert.False(r.ExitNode));
+    }
+
+    [Fact]
+    public async Task Status_reports_an_exit_node_and_a_forwarding_table_nft_refused()
+    {
+        var os = new RecordingRouteOs { NftFails = true };
+        var manager = new RouteManager(new FakeIface(), os, NullLogger.Instance, new RouteManagerOptions(51820));
+        var plan = RoutePlan.From(Map(Route("exit", "0.0.0.0/0", RouterA), Route("mine", "192.168.9.0/24", Self)), Self, Overlay);
+        await manager.ApplyAsync(plan, ["198.51.100.7"], default);
+
+        var status = manager.Describe(plan, _ => "router-a").ToDictionary(r => r.Name);
+
+        Assert.True(status["exit"].ExitNode);
+        Assert.True(status["exit"].Installed);
+        Assert.Equal("0.0.0.0/0", status["exit"].Network);
+        Assert.False(status["mine"].Installed);
+        Assert.Contains("Operation not supported", status["mine"].Reason, StringComparison.Ordinal);
+
+        os.NftFails = false;
+        await manager.ApplyAsync(plan, ["198.51.100.7"], default);
+        Assert.True(manager.Describe(plan, _ => null).Single(r => r.Name == "mine").Installed);
+
+        await manager.CleanupAsync(default);
+        Assert.Empty(manager.Describe(RoutePlan.Empty, _ => null));
+    }
+
+    [Fact]
     public void The_forwarding_table_orders_rules_most_specific_first_and_ends_with_a_drop()
     {
         var map = Map(Route("lan", "10.77.0.0/24", Self, masquerade: false));
@@ -323,9 +385,17 @@ public sealed class RouteManagerTests
             return Task.FromResult(previous);
         }
 
+        /// <summary>nft refuses every script (as when the nf_tables module is missing).</summary>
+        public bool NftFails { get; set; }
+
         public Task ApplyNftAsync(string script, CancellationToken cancellationToken)
         {
             Log.Add("nft apply");
+            if (NftFails)
+            {
+                throw new InvalidOperationException("nft: Operation not supported");
+            }
+
             NftScripts.Add(script);
             return Task.CompletedTask;
         }
