@@ -175,14 +175,6 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         set => Volatile.Write(ref _localServices, [.. value ?? []]);
     }
 
-    /// <summary>Applies the firewall rules of a management network map; rules it cannot read are skipped and returned in <see cref="MappedRules.Rejected"/>.</summary>
-    public MappedRules ApplyNetworkMap(IEnumerable<Modular.Control.Management.FirewallRule> rules)
-    {
-        var mapped = FirewallRuleMapper.Map(rules);
-        UpdateRules(mapped.Rules);
-        return mapped;
-    }
-
     /// <summary>A packet leaving towards the mesh (read from the TUN). False: drop it.</summary>
     public bool AllowOutbound(ReadOnlySpan<byte> ipPacket) => Filter(ipPacket, RuleDirection.Outbound);
 

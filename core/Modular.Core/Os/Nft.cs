@@ -21,10 +21,10 @@ public static class Nft
         }
     }
 
-    /// <summary>The table as nft's JSON (`nft -j list table`), or null when it does not exist.</summary>
-    public static async Task<string?> ListTableJsonAsync(string family, string table, CancellationToken cancellationToken = default)
+    /// <summary>The table's named counters as nft's JSON (`nft -j list counters table`), or null when nft cannot list them.</summary>
+    public static async Task<string?> ListCountersJsonAsync(string family, string table, TimeSpan timeout, CancellationToken cancellationToken = default)
     {
-        var result = await HostCommand.RunAsync("nft", ["-j", "list", "table", family, table], cancellationToken: cancellationToken);
+        var result = await HostCommand.RunAsync("nft", ["-j", "list", "counters", "table", family, table], timeout: timeout, cancellationToken: cancellationToken);
         return result.Succeeded ? result.Output : null;
     }
 

@@ -268,7 +268,8 @@ public sealed class StatefulFirewallTests : IDisposable
             new Modular.Control.Management.FirewallRule { RuleId = "dns", PeerIp = Remote + "/32", Direction = "in", Action = "accept", Protocol = "udp", PortRanges = { new Modular.Control.Management.PortRange { Start = 53, End = 53 } } },
             new Modular.Control.Management.FirewallRule { RuleId = "broken", PeerIp = "nonsense", Direction = "in", Action = "accept", Protocol = "all" },
         };
-        var mapped = _firewall.ApplyNetworkMap(rules);
+        var mapped = FirewallRuleMapper.Map(rules);
+        _firewall.UpdateRules(mapped.Rules);
         Assert.Single(mapped.Rejected);
         Assert.True(_firewall.AllowInbound(Udp(Remote, 5000, Local, 53)));
         Assert.False(_firewall.AllowInbound(Tcp(Remote, 5000, Local, 80, TcpFlags.Syn)), "the old web rule was not replaced");

@@ -22,7 +22,7 @@ public interface INftables
     Task<string?> ListCountersJsonAsync(string family, string table, CancellationToken cancellationToken);
 }
 
-/// <summary>nftables of the namespace the agent runs in: <see cref="Nft"/>, and <see cref="HostCommand"/> for the counter listing.</summary>
+/// <summary>nftables of the namespace the agent runs in, through <see cref="Nft"/>.</summary>
 public sealed class HostNftables : INftables
 {
     /// <summary>A counter read is a status refresh: it gives up sooner than rule changes do.</summary>
@@ -38,9 +38,6 @@ public sealed class HostNftables : INftables
 
     public Task DeleteTableAsync(string family, string table, CancellationToken cancellationToken) => Nft.DeleteTableAsync(family, table, cancellationToken);
 
-    public async Task<string?> ListCountersJsonAsync(string family, string table, CancellationToken cancellationToken)
-    {
-        var result = await HostCommand.RunAsync("nft", ["-j", "list", "counters", "table", family, table], timeout: CounterReadTimeout, cancellationToken: cancellationToken);
-        return result.Succeeded ? result.Output : null;
-    }
+    public Task<string?> ListCountersJsonAsync(string family, string table, CancellationToken cancellationToken)
+        => Nft.ListCountersJsonAsync(family, table, CounterReadTimeout, cancellationToken);
 }
