@@ -96,6 +96,22 @@ internal sealed class DevicePair : IDisposable
         return TunA.TryReadWritten(Wait);
     }
 
+    /// <summary>
+    /// Sends one packet each way and waits until both senders have run their "data sent" timer
+    /// rules. A sender's TUN thread arms NEW_HANDSHAKE just after its send returns, which can be
+    /// after the other side has already answered; a timer test that moves the clock before that
+    /// would see a stray handshake.
+    /// </summary>
+    public void ExchangeAndSettle()
+    {
+        var peerOnA = A.FindPeer(B.PublicKey)!;
+        var peerOnB = B.FindPeer(A.PublicKey)!;
+        Assert.NotNull(AToB(IPv4Packet("100.64.0.1", "100.64.0.2")));
+        Assert.True(WaitUntil(() => peerOnA.NewHandshake.IsPending), "A's send bookkeeping");
+        Assert.NotNull(BToA(IPv4Packet("100.64.0.2", "100.64.0.1")));
+        Assert.True(WaitUntil(() => peerOnB.NewHandshake.IsPending && !peerOnA.NewHandshake.IsPending), "B's send bookkeeping");
+    }
+
     /// <summary>Polls until <paramref name="condition"/> holds (other threads do the work) or the wait ends.</summary>
     public static bool WaitUntil(Func<bool> condition)
     {

@@ -110,8 +110,7 @@ public sealed class TimerTests
     public void Persistent_keepalive_is_sent_every_interval()
     {
         using var pair = new DevicePair();
-        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
-        Assert.NotNull(pair.BToA(DevicePair.IPv4Packet("100.64.0.2", "100.64.0.1")));
+        pair.ExchangeAndSettle();
         var peerOnB = pair.B.FindPeer(pair.A.PublicKey)!;
         var initial = peerOnB.RxBytes;
         pair.A.SetPeer(new WgPeerConfig(pair.B.PublicKey, [IPNetwork.Parse("100.64.0.2/32")], IPEndPoint.Parse("198.18.0.2:51821"), PersistentKeepalive: TimeSpan.FromSeconds(25)));
