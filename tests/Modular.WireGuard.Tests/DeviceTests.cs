@@ -301,17 +301,18 @@ public sealed class AllocationTests
             pair.A.ProcessOutbound(buffers, sizes, batch, groupBuffers, groupSizes, staged, rekey);
         }
 
-        // Many batches are measured: a one-off (tiered JIT bookkeeping, a lazily created timer
-        // entry) may allocate a few bytes, but less than one byte per packet means none per packet.
+        // Each batch is measured alone. An allocation per packet or per batch shows in every one;
+        // the runtime now and then allocates once on this thread under load (seen in CI: a few KB
+        // in one batch of twenty, also with tiered JIT off), which must not read as a per-packet cost.
         const int measuredBatches = 20;
-        var before = GC.GetAllocatedBytesForCurrentThread();
+        var outboundBytes = new long[measuredBatches];
         for (var round = 0; round < measuredBatches; round++)
         {
             FillBatch();
+            var before = GC.GetAllocatedBytesForCurrentThread();
             pair.A.ProcessOutbound(buffers, sizes, batch, groupBuffers, groupSizes, staged, rekey);
+            outboundBytes[round] = GC.GetAllocatedBytesForCurrentThread() - before;
         }
-
-        var outboundBytes = GC.GetAllocatedBytesForCurrentThread() - before;
 
         sink.Capture = true;
         for (var round = 0; round < 4; round++)
@@ -327,21 +328,32 @@ public sealed class AllocationTests
         var from = pair.Binds.A.Endpoint;
         datagrams[0].CopyTo(receiveBuffer, 0);
         Assert.Equal(packet.Length, pair.B.ProcessDatagram(receiveBuffer, datagrams[0].Length, from)); // warm up
-        before = GC.GetAllocatedBytesForCurrentThread();
+        var inboundBytes = new long[datagrams.Length - 1];
         var delivered = 0;
-        foreach (var datagram in datagrams.Skip(1))
+        for (var i = 1; i < datagrams.Length; i++)
         {
-            datagram.CopyTo(receiveBuffer, 0);
-            if (pair.B.ProcessDatagram(receiveBuffer, datagram.Length, from) == packet.Length)
+            datagrams[i].CopyTo(receiveBuffer, 0);
+            var before = GC.GetAllocatedBytesForCurrentThread();
+            if (pair.B.ProcessDatagram(receiveBuffer, datagrams[i].Length, from) == packet.Length)
             {
                 delivered++;
             }
+
+            inboundBytes[i - 1] = GC.GetAllocatedBytesForCurrentThread() - before;
         }
 
-        var inboundBytes = GC.GetAllocatedBytesForCurrentThread() - before;
         Assert.Equal(datagrams.Length - 1, delivered);
-        Assert.True(outboundBytes < measuredBatches * batch, $"outbound allocated {outboundBytes} bytes for {measuredBatches * batch} packets");
-        Assert.True(inboundBytes < datagrams.Length, $"inbound allocated {inboundBytes} bytes for {datagrams.Length} packets");
+        AssertAllocationFreeSteadyState("outbound batch of 32 packets", outboundBytes);
+        AssertAllocationFreeSteadyState("inbound datagram", inboundBytes);
+    }
+
+    /// <summary>At least 90 % of the measured steps allocated nothing at all (a per-packet cost would be in all of them).</summary>
+    private static void AssertAllocationFreeSteadyState(string step, long[] bytesPerStep)
+    {
+        var allocating = bytesPerStep.Count(bytes => bytes != 0);
+        Assert.True(
+            allocating * 10 <= bytesPerStep.Length,
+            $"{allocating} of {bytesPerStep.Length} steps ({step}) allocated: {string.Join(", ", bytesPerStep.Where(bytes => bytes != 0))} bytes");
     }
 
     private sealed class CountingSink : Abstractions.WireGuard.IDatagramSink
