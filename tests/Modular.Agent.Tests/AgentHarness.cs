@@ -33,8 +33,8 @@ public sealed class AgentHarness : IDisposable
     /// <summary>A plugins folder with nothing in it: for tests about the daemon, not its plugins.</summary>
     public string EmptyPluginsDir { get; }
 
-    /// <summary>The `modular` apphost of the configuration this test assembly was built in.</summary>
-    public static string Binary { get; } = FindBinary();
+    /// <summary>The `modular` under test (see <see cref="BuiltBinaries.Agent"/>).</summary>
+    public static string Binary => BuiltBinaries.Agent;
 
     /// <summary>The built-in plugins the agent's build laid out beside it.</summary>
     public static string BuiltInPluginsDir => Path.Combine(Path.GetDirectoryName(Binary)!, "plugins");
@@ -145,30 +145,4 @@ public sealed class AgentHarness : IDisposable
 
     // Only additions: Shell cannot unset a variable, and an empty NB_* value would be a config error of its own.
     private static Dictionary<string, string> CleanEnvironment() => new() { ["DOTNET_NOLOGO"] = "1" };
-
-    private static string FindBinary()
-    {
-        // tests/Modular.Agent.Tests/bin/<Configuration>/<tfm>/ -> hosts/Modular.Agent/bin/<Configuration>/<tfm>/modular
-        var testDir = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd('/'));
-        var tfm = testDir.Name;
-        var configuration = testDir.Parent?.Name ?? "Debug";
-        for (var dir = testDir; dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Modular.sln")))
-            {
-                var candidate = Path.Combine(dir.FullName, "hosts", "Modular.Agent", "bin", configuration, tfm, "modular");
-                if (File.Exists(candidate))
-                {
-                    return candidate;
-                }
-
-                break;
-            }
-        }
-
-        var beside = Path.Combine(AppContext.BaseDirectory, "modular");
-        return File.Exists(beside)
-            ? beside
-            : throw new FileNotFoundException("The `modular` binary of this build was not found; build hosts/Modular.Agent first.");
-    }
 }

@@ -49,13 +49,11 @@ public sealed class MeshRig : IDisposable
 
     public string ServerConfig => Path.Combine(Root, "server.toml");
 
-    public static string RepoRoot { get; } = FindRepoRoot();
+    public static string RepoRoot => BuiltBinaries.RepoRoot;
 
-    private static string Configuration => AppContext.BaseDirectory.Contains("/Release/", StringComparison.Ordinal) ? "Release" : "Debug";
+    public static string AgentBinary => BuiltBinaries.Agent;
 
-    public static string AgentBinary => Path.Combine(RepoRoot, "hosts", "Modular.Agent", "bin", Configuration, "net10.0", "modular");
-
-    public static string ServerBinary => Path.Combine(RepoRoot, "hosts", "Modular.Server", "bin", Configuration, "net10.0", "modular-server");
+    public static string ServerBinary => BuiltBinaries.Server;
 
     public static void RequirePrerequisites()
     {
@@ -192,16 +190,6 @@ public sealed class MeshRig : IDisposable
         ns.Exec($"ip link set {inside} up");
     }
 
-    private static string FindRepoRoot()
-    {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Modular.sln")))
-        {
-            dir = dir.Parent;
-        }
-
-        return dir?.FullName ?? throw new InvalidOperationException("Modular.sln not found above the test assembly");
-    }
 
     public void Dispose()
     {

@@ -14,7 +14,6 @@ public static class PluginFixtures
 {
     private static readonly ConcurrentDictionary<string, Lazy<string>> Built = new(StringComparer.Ordinal);
     private static readonly string WorkRoot = Path.Combine(Path.GetTempPath(), $"modular-fixtures-{Environment.ProcessId}-{Guid.NewGuid():N}");
-    private static readonly Lazy<string> RepoRootLazy = new(FindRepoRoot);
 
     static PluginFixtures()
     {
@@ -22,7 +21,7 @@ public static class PluginFixtures
     }
 
     /// <summary>The repository root (the folder holding Modular.sln).</summary>
-    public static string RepoRoot => RepoRootLazy.Value;
+    public static string RepoRoot => BuiltBinaries.RepoRoot;
 
     /// <summary>artifacts/plugins: where building the solution lays out the built-in plugins.</summary>
     public static string BuiltInPluginsDir => Path.Combine(RepoRoot, "artifacts", "plugins");
@@ -111,19 +110,6 @@ public static class PluginFixtures
     }
 
     private static string Quote(string value) => $"\"{value}\"";
-
-    private static string FindRepoRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Modular.sln")))
-            {
-                return dir.FullName;
-            }
-        }
-
-        throw new InvalidOperationException($"no Modular.sln above {AppContext.BaseDirectory}");
-    }
 
     private static void CopyDirectory(string source, string destination)
     {

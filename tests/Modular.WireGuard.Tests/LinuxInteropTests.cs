@@ -36,15 +36,7 @@ public sealed class LinuxInteropTests(ITestOutputHelper output) : IDisposable
     /// <summary>The modular-wg apphost built next to this test assembly's configuration.</summary>
     private static string ModularWgPath()
     {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Modular.sln")))
-        {
-            dir = dir.Parent;
-        }
-
-        Assert.NotNull(dir);
-        var configuration = AppContext.BaseDirectory.Contains("/Release/", StringComparison.Ordinal) ? "Release" : "Debug";
-        var path = Path.Combine(dir.FullName, "hosts", "Modular.Wg", "bin", configuration, "net10.0", "modular-wg");
+        var path = BuiltBinaries.Wg;
         Assert.True(File.Exists(path), $"modular-wg not built at {path}");
         return path;
     }

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Logging.Abstractions;
 using Modular.Agent.Daemon;
 using Modular.Agent.Protocol;
@@ -96,9 +97,12 @@ internal static class AgentCommandLine
         {
             config, lazy, socket, logLevel,
         };
-        command.SetAction((parse, cancellationToken) => AgentDaemon.RunAsync(
-            new UpOptions(parse.GetValue(config), parse.GetValue(lazy), parse.GetValue(socket), parse.GetValue(logLevel)),
-            cancellationToken));
+        // RuntimeFeature.IsDynamicCodeSupported is a constant in the native build: the daemon (and its plugin loading) is trimmed out of it.
+        command.SetAction((parse, cancellationToken) => !RuntimeFeature.IsDynamicCodeSupported
+            ? Task.FromResult(ManagedAgent.Exec())
+            : AgentDaemon.RunAsync(
+                new UpOptions(parse.GetValue(config), parse.GetValue(lazy), parse.GetValue(socket), parse.GetValue(logLevel)),
+                cancellationToken));
         return command;
     }
 
@@ -168,33 +172,49 @@ internal static class AgentCommandLine
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
-            var (reply, source) = await ListPluginsAsync(parse.GetValue(pluginsDir), parse.GetValue(config), parse.GetValue(socket), cancellationToken);
+            var listing = parse.GetValue(pluginsDir) is null
+                ? await ListPluginsFromDaemonAsync(parse.GetValue(config), parse.GetValue(socket), cancellationToken)
+                : null;
+            if (listing is null)
+            {
+                if (!RuntimeFeature.IsDynamicCodeSupported)
+                {
+                    return ManagedAgent.Exec();
+                }
+
+                listing = LoadPluginsHere(parse.GetValue(pluginsDir), parse.GetValue(config));
+            }
+
+            var (reply, source) = listing.Value;
             Console.Write(parse.GetValue(json) ? PluginListing.ToJson(reply, source) + Environment.NewLine : PluginListing.ToText(reply, source));
             return ExitCodes.Ok;
         });
         return command;
     }
 
-    private static async Task<(ListPluginsReply Reply, string Source)> ListPluginsAsync(
-        string? pluginsDirFlag, string? configFlag, string? socketFlag, CancellationToken cancellationToken)
+    /// <summary>The running daemon's plugins, or null when no daemon answers.</summary>
+    private static async Task<(ListPluginsReply Reply, string Source)?> ListPluginsFromDaemonAsync(
+        string? configFlag, string? socketFlag, CancellationToken cancellationToken)
     {
-        if (pluginsDirFlag is null)
+        var socketPath = AgentPaths.ClientSocketPath(socketFlag, configFlag);
+        if (!DaemonSocket.IsAnswering(Path.GetFullPath(socketPath)))
         {
-            var socketPath = AgentPaths.ClientSocketPath(socketFlag, configFlag);
-            if (DaemonSocket.IsAnswering(Path.GetFullPath(socketPath)))
-            {
-                try
-                {
-                    using var client = DaemonClient.Connect(socketPath);
-                    return (await client.InvokeAsync((d, o) => d.ListPluginsAsync(new ListPluginsRequest(), o), cancellationToken), "from the running daemon");
-                }
-                catch (DaemonUnavailableException)
-                {
-                    // It went away between the probe and the call: load them here instead.
-                }
-            }
+            return null;
         }
 
+        try
+        {
+            using var client = DaemonClient.Connect(socketPath);
+            return (await client.InvokeAsync((d, o) => d.ListPluginsAsync(new ListPluginsRequest(), o), cancellationToken), "from the running daemon");
+        }
+        catch (DaemonUnavailableException)
+        {
+            return null; // it went away between the probe and the call: load them here instead
+        }
+    }
+
+    private static (ListPluginsReply Reply, string Source) LoadPluginsHere(string? pluginsDirFlag, string? configFlag)
+    {
         string directory;
         if (pluginsDirFlag is not null)
         {
@@ -218,6 +238,11 @@ internal static class AgentCommandLine
         var check = new Command("check", "Load and validate a config file, including the plugin names it selects.") { file };
         check.SetAction(async (parse, cancellationToken) =>
         {
+            if (!RuntimeFeature.IsDynamicCodeSupported)
+            {
+                return ManagedAgent.Exec();
+            }
+
             var path = parse.GetValue(file)!;
             var config = AgentConfigLoader.Load(path, AgentPaths.Environment(), new AgentConfigOverrides());
             var pluginsDir = AgentPaths.PluginsDir(config);
