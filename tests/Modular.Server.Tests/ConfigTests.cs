@@ -70,24 +70,4 @@ public sealed class ConfigTests
         var e = Assert.Throws<ConfigException>(() => ServerConfigLoader.Parse(toml));
         Assert.Contains(expected, e.Message, StringComparison.Ordinal);
     }
-
-    [Theory]
-    [InlineData("90s", 90)]
-    [InlineData("15m", 900)]
-    [InlineData("24h", 86400)]
-    [InlineData("1h30m", 5400)]
-    [InlineData("7d", 604800)]
-    public void Durations_parse(string text, int seconds)
-    {
-        Assert.True(DurationParser.TryParse(text, out var d));
-        Assert.Equal(TimeSpan.FromSeconds(seconds), d);
-    }
-
-    [Theory]
-    [InlineData("")]
-    [InlineData("h")]
-    [InlineData("10")]
-    [InlineData("10x")]
-    [InlineData("-5m")]
-    public void Bad_durations_do_not_parse(string text) => Assert.False(DurationParser.TryParse(text, out _));
 }

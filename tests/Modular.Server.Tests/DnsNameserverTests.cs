@@ -1,6 +1,4 @@
 using System.Text.Json;
-using Microsoft.Data.Sqlite;
-using Microsoft.Extensions.Time.Testing;
 using Modular.Control.Management;
 using Modular.Server.Networks;
 using Modular.Server.Store;
@@ -9,27 +7,9 @@ using Modular.Testing;
 namespace Modular.Server.Tests;
 
 /// <summary>Nameserver groups: validation with the field named, storage, the map's DNS section, Sync pushing changes, the `dns` CLI.</summary>
-public sealed class DnsNameserverTests : IAsyncLifetime
+public sealed class DnsNameserverTests : StoreTestBase
 {
-    private static readonly TimeSpan Wait = TimeSpan.FromSeconds(30);
-    private readonly string _dir = TestServer.NewDataDir();
-    private readonly FakeTimeProvider _time = new(DateTimeOffset.Parse("2026-01-01T00:00:00Z", System.Globalization.CultureInfo.InvariantCulture));
-    private SqliteStore _store = null!;
-
     private static string Executable => Path.Combine(AppContext.BaseDirectory, "modular-server");
-
-    public async Task InitializeAsync()
-    {
-        _store = new SqliteStore(Path.Combine(_dir, "modular.db"), _time);
-        await _store.InitializeAsync(CancellationToken.None);
-    }
-
-    public async Task DisposeAsync()
-    {
-        await _store.DisposeAsync();
-        SqliteConnection.ClearAllPools();
-        Directory.Delete(_dir, recursive: true);
-    }
 
     [Theory]
     [InlineData("", "198.18.0.1", null, "name")]
@@ -43,28 +23,28 @@ public sealed class DnsNameserverTests : IAsyncLifetime
     [InlineData("corp", "198.18.0.1", "-corp.test", "domain")]
     public async Task Invalid_input_names_the_field_and_stores_nothing(string name, string nameserver, string? domain, string field)
     {
-        var e = await Assert.ThrowsAsync<NetworkValidationException>(() => _store.CreateNameserverGroupAsync(
+        var e = await Assert.ThrowsAsync<NetworkValidationException>(() => Store.CreateNameserverGroupAsync(
             new NewNameserverGroup(name, nameserver.Length == 0 ? [] : [nameserver], domain is null ? [] : [domain]), default));
         Assert.Equal(field, e.Field);
-        Assert.Empty(await _store.ListNameserverGroupsAsync(default));
+        Assert.Empty(await Store.ListNameserverGroupsAsync(default));
     }
 
     [Fact]
     public async Task Groups_are_normalized_and_listed_in_creation_order_with_stable_ids()
     {
-        var serial = await _store.GetNetworkSerialAsync(default);
-        var corp = await _store.CreateNameserverGroupAsync(new NewNameserverGroup(" corp ", ["198.18.0.1", "198.18.0.2:5353", "198.18.0.1:53"], ["Corp.Test.", "lab.corp.test"]), default);
+        var serial = await Store.GetNetworkSerialAsync(default);
+        var corp = await Store.CreateNameserverGroupAsync(new NewNameserverGroup(" corp ", ["198.18.0.1", "198.18.0.2:5353", "198.18.0.1:53"], ["Corp.Test.", "lab.corp.test"]), default);
         Assert.Equal("corp", corp.Name);
         Assert.Equal(["198.18.0.1:53", "198.18.0.2:5353"], corp.Nameservers);
         Assert.Equal(["corp.test", "lab.corp.test"], corp.Domains);
-        Assert.True(await _store.GetNetworkSerialAsync(default) > serial);
+        Assert.True(await Store.GetNetworkSerialAsync(default) > serial);
 
-        _time.Advance(TimeSpan.FromSeconds(1));
-        var fallback = await _store.CreateNameserverGroupAsync(new NewNameserverGroup("upstream", ["[2001:db8::53]:53", "2001:db8::54"], []), default);
+        Time.Advance(TimeSpan.FromSeconds(1));
+        var fallback = await Store.CreateNameserverGroupAsync(new NewNameserverGroup("upstream", ["[2001:db8::53]:53", "2001:db8::54"], []), default);
         Assert.True(fallback.IsDefault);
         Assert.Equal(["[2001:db8::53]:53", "[2001:db8::54]:53"], fallback.Nameservers);
 
-        var listed = await _store.ListNameserverGroupsAsync(default);
+        var listed = await Store.ListNameserverGroupsAsync(default);
         Assert.Equal([corp.Id, fallback.Id], listed.Select(g => g.Id));
         Assert.Equal(corp.Nameservers, listed[0].Nameservers);
         Assert.Equal(corp.Domains, listed[0].Domains);
@@ -96,28 +76,28 @@ public sealed class DnsNameserverTests : IAsyncLifetime
     [Fact]
     public async Task A_second_default_group_a_taken_domain_or_name_is_refused()
     {
-        await _store.CreateNameserverGroupAsync(new NewNameserverGroup("default", ["198.18.0.1"], []), default);
-        await _store.CreateNameserverGroupAsync(new NewNameserverGroup("corp", ["198.18.0.2"], ["corp.test"]), default);
-        var serial = await _store.GetNetworkSerialAsync(default);
+        await Store.CreateNameserverGroupAsync(new NewNameserverGroup("default", ["198.18.0.1"], []), default);
+        await Store.CreateNameserverGroupAsync(new NewNameserverGroup("corp", ["198.18.0.2"], ["corp.test"]), default);
+        var serial = await Store.GetNetworkSerialAsync(default);
 
-        Assert.Equal("domain", (await Assert.ThrowsAsync<NetworkValidationException>(() => _store.CreateNameserverGroupAsync(new NewNameserverGroup("other", ["198.18.0.3"], []), default))).Field);
-        Assert.Equal("domain", (await Assert.ThrowsAsync<NetworkValidationException>(() => _store.CreateNameserverGroupAsync(new NewNameserverGroup("corp2", ["198.18.0.3"], ["CORP.test"]), default))).Field);
-        Assert.Equal("name", (await Assert.ThrowsAsync<NetworkValidationException>(() => _store.CreateNameserverGroupAsync(new NewNameserverGroup("Corp", ["198.18.0.3"], ["x.test"]), default))).Field);
-        Assert.Equal(2, (await _store.ListNameserverGroupsAsync(default)).Count);
-        Assert.Equal(serial, await _store.GetNetworkSerialAsync(default));
+        Assert.Equal("domain", (await Assert.ThrowsAsync<NetworkValidationException>(() => Store.CreateNameserverGroupAsync(new NewNameserverGroup("other", ["198.18.0.3"], []), default))).Field);
+        Assert.Equal("domain", (await Assert.ThrowsAsync<NetworkValidationException>(() => Store.CreateNameserverGroupAsync(new NewNameserverGroup("corp2", ["198.18.0.3"], ["CORP.test"]), default))).Field);
+        Assert.Equal("name", (await Assert.ThrowsAsync<NetworkValidationException>(() => Store.CreateNameserverGroupAsync(new NewNameserverGroup("Corp", ["198.18.0.3"], ["x.test"]), default))).Field);
+        Assert.Equal(2, (await Store.ListNameserverGroupsAsync(default)).Count);
+        Assert.Equal(serial, await Store.GetNetworkSerialAsync(default));
     }
 
     [Fact]
     public async Task Remove_by_name_or_id_bumps_the_serial()
     {
-        var a = await _store.CreateNameserverGroupAsync(new NewNameserverGroup("a", ["198.18.0.1"], ["a.test"]), default);
-        await _store.CreateNameserverGroupAsync(new NewNameserverGroup("b", ["198.18.0.1"], ["b.test"]), default);
-        var serial = await _store.GetNetworkSerialAsync(default);
-        Assert.True(await _store.DeleteNameserverGroupAsync(a.Id, default));
-        Assert.True(await _store.DeleteNameserverGroupAsync("B", default));
-        Assert.False(await _store.DeleteNameserverGroupAsync("b", default));
-        Assert.Empty(await _store.ListNameserverGroupsAsync(default));
-        Assert.True(await _store.GetNetworkSerialAsync(default) > serial);
+        var a = await Store.CreateNameserverGroupAsync(new NewNameserverGroup("a", ["198.18.0.1"], ["a.test"]), default);
+        await Store.CreateNameserverGroupAsync(new NewNameserverGroup("b", ["198.18.0.1"], ["b.test"]), default);
+        var serial = await Store.GetNetworkSerialAsync(default);
+        Assert.True(await Store.DeleteNameserverGroupAsync(a.Id, default));
+        Assert.True(await Store.DeleteNameserverGroupAsync("B", default));
+        Assert.False(await Store.DeleteNameserverGroupAsync("b", default));
+        Assert.Empty(await Store.ListNameserverGroupsAsync(default));
+        Assert.True(await Store.GetNetworkSerialAsync(default) > serial);
     }
 
     [Fact]
@@ -131,8 +111,8 @@ public sealed class DnsNameserverTests : IAsyncLifetime
     [Fact]
     public async Task Initialize_twice_keeps_the_groups()
     {
-        await _store.CreateNameserverGroupAsync(new NewNameserverGroup("a", ["198.18.0.1"], ["a.test"]), default);
-        await using var again = new SqliteStore(Path.Combine(_dir, "modular.db"), _time);
+        await Store.CreateNameserverGroupAsync(new NewNameserverGroup("a", ["198.18.0.1"], ["a.test"]), default);
+        await using var again = new SqliteStore(DbPath, Time);
         await again.InitializeAsync(default);
         Assert.Single(await again.ListNameserverGroupsAsync(default));
     }
@@ -140,7 +120,7 @@ public sealed class DnsNameserverTests : IAsyncLifetime
     [Fact]
     public async Task Sync_carries_the_zone_and_groups_and_pushes_a_change_in_the_delta_sections()
     {
-        var dataDir = Path.Combine(_dir, "server");
+        var dataDir = Path.Combine(Dir, "server");
         await using var server = await TestServer.StartAsync(dataDir);
         var setupKey = await server.CreateSetupKeyAsync();
         var (keyA, a) = server.NewAgent();
@@ -163,8 +143,7 @@ public sealed class DnsNameserverTests : IAsyncLifetime
         Assert.EndsWith("." + first.Dns.Zone, Assert.Single(first.RemotePeers).Fqdn, StringComparison.Ordinal);
 
         // Through a second store on the same file, as the admin CLI does it.
-        await using var admin = new SqliteStore(Path.Combine(dataDir, "modular.db"));
-        await admin.InitializeAsync(CancellationToken.None);
+        await using var admin = await OpenAdminStoreAsync(dataDir);
         var corp = await admin.CreateNameserverGroupAsync(new NewNameserverGroup("corp", ["198.18.0.1"], ["corp.test"]), CancellationToken.None);
         Assert.True(await stream.MoveNextAsync());
         Assert.Equal(MapUpdateResult.Applied, map.Apply(stream.Current));
@@ -184,10 +163,10 @@ public sealed class DnsNameserverTests : IAsyncLifetime
     [Fact]
     public void Dns_cli_adds_lists_shows_and_removes_groups_and_names_the_bad_field()
     {
-        var config = Path.Combine(_dir, "server.toml");
+        var config = Path.Combine(Dir, "server.toml");
         File.WriteAllText(config, $"""
             listen = "127.0.0.1:0"
-            data_dir = "{_dir}/cli"
+            data_dir = "{Dir}/cli"
             [account]
             dns_domain = "mesh.example"
             """);

@@ -1,6 +1,4 @@
 using System.Text.Json;
-using Microsoft.Extensions.Time.Testing;
-using Modular.Control.Crypto;
 using Modular.Control.Management;
 using Modular.Server.Management;
 using Modular.Server.Networks;
@@ -10,37 +8,18 @@ using Modular.Testing;
 namespace Modular.Server.Tests;
 
 /// <summary>Groups, access policies, network resources: validation, storage, and the firewall rules each peer's map carries.</summary>
-public sealed class NetworksPolicyTests : IAsyncLifetime
+public sealed class NetworksPolicyTests : StoreTestBase
 {
-    private static readonly TimeSpan Wait = TimeSpan.FromSeconds(30);
-    private readonly string _dir = TestServer.NewDataDir();
-    private readonly FakeTimeProvider _time = new(DateTimeOffset.Parse("2026-01-01T00:00:00Z", System.Globalization.CultureInfo.InvariantCulture));
-    private SqliteStore _store = null!;
-    private string _setupKey = "";
-
-    public async Task InitializeAsync()
-    {
-        _store = new SqliteStore(Path.Combine(_dir, "modular.db"), _time);
-        await _store.InitializeAsync(CancellationToken.None);
-        _setupKey = (await _store.CreateSetupKeyAsync(new NewSetupKey("k", true, 0, null), default)).PlainKey;
-    }
-
-    public async Task DisposeAsync()
-    {
-        await _store.DisposeAsync();
-        Directory.Delete(_dir, recursive: true);
-    }
-
     [Fact]
     public async Task A_new_account_has_the_All_group_and_a_default_policy_letting_everyone_reach_everyone()
     {
         var a = await Register("alpha");
         var b = await Register("bravo");
-        var all = Assert.Single(await _store.ListGroupsAsync(default));
+        var all = Assert.Single(await Store.ListGroupsAsync(default));
         Assert.Equal(GroupRecord.AllGroupName, all.Name);
         Assert.True(all.IsBuiltIn);
         Assert.Equal([a.Id, b.Id], all.PeerIds);
-        var policy = Assert.Single(await _store.ListPoliciesAsync(default));
+        var policy = Assert.Single(await Store.ListPoliciesAsync(default));
         Assert.Equal(PolicyRecord.DefaultPolicyId, policy.Id);
         Assert.True(policy.Bidirectional);
 
@@ -53,7 +32,7 @@ public sealed class NetworksPolicyTests : IAsyncLifetime
     {
         var a = await Register("alpha");
         await Register("bravo");
-        Assert.True(await _store.DeletePolicyAsync("Default", default));
+        Assert.True(await Store.DeletePolicyAsync("Default", default));
         Assert.Empty(await RulesFor(a));
     }
 
@@ -63,25 +42,25 @@ public sealed class NetworksPolicyTests : IAsyncLifetime
         var client = await Register("client");
         var web = await Register("web");
         var other = await Register("other");
-        await _store.DeletePolicyAsync("Default", default);
-        await _store.CreateGroupAsync("clients", default);
-        await _store.CreateGroupAsync("servers", default);
-        Assert.True(await _store.AddPeerToGroupAsync("clients", "client", default));
-        Assert.True(await _store.AddPeerToGroupAsync("servers", web.OverlayAddress.ToString(), default));
-        Assert.False(await _store.AddPeerToGroupAsync("servers", "web", default));
-        var policy = await _store.CreatePolicyAsync(new NewPolicy("web-in", "clients", "servers", null, "tcp", "443,80,8000-8100", "accept", false), default);
+        await Store.DeletePolicyAsync("Default", default);
+        await Store.CreateGroupAsync("clients", default);
+        await Store.CreateGroupAsync("servers", default);
+        Assert.True(await Store.AddPeerToGroupAsync("clients", "client", default));
+        Assert.True(await Store.AddPeerToGroupAsync("servers", web.OverlayAddress.ToString(), default));
+        Assert.False(await Store.AddPeerToGroupAsync("servers", "web", default));
+        var policy = await Store.CreatePolicyAsync(new NewPolicy("web-in", "clients", "servers", null, "tcp", "443,80,8000-8100", "accept", false), default);
 
         Assert.Equal([$"{policy.Id} accept tcp in {client.OverlayAddress}/32 80,443,8000-8100"], await RulesFor(web));
         Assert.Equal([$"{policy.Id} accept tcp out {web.OverlayAddress}/32 80,443,8000-8100"], await RulesFor(client));
         Assert.Empty(await RulesFor(other));
 
         // Bidirectional also lets the destination side open connections to the source side.
-        var both = await _store.CreatePolicyAsync(new NewPolicy("ping-both", "clients", "servers", null, "icmp", null, "accept", true), default);
+        var both = await Store.CreatePolicyAsync(new NewPolicy("ping-both", "clients", "servers", null, "icmp", null, "accept", true), default);
         Assert.Contains($"{both.Id} accept icmp in {web.OverlayAddress}/32 any", await RulesFor(client));
         Assert.Contains($"{both.Id} accept icmp out {client.OverlayAddress}/32 any", await RulesFor(web));
 
         // Leaving the group takes the rules away.
-        Assert.True(await _store.RemovePeerFromGroupAsync("servers", "web", default));
+        Assert.True(await Store.RemovePeerFromGroupAsync("servers", "web", default));
         Assert.Empty(await RulesFor(web));
     }
 
@@ -98,19 +77,19 @@ public sealed class NetworksPolicyTests : IAsyncLifetime
     [InlineData("icmp", "80", "ports")]
     public async Task Hostile_policy_input_is_refused_naming_the_field_and_nothing_is_stored(string protocol, string ports, string field)
     {
-        var serial = await _store.GetNetworkSerialAsync(default);
-        var e = await Assert.ThrowsAsync<NetworkValidationException>(() => _store.CreatePolicyAsync(new NewPolicy("bad", "All", "All", null, protocol, ports, "accept", false), default));
+        var serial = await Store.GetNetworkSerialAsync(default);
+        var e = await Assert.ThrowsAsync<NetworkValidationException>(() => Store.CreatePolicyAsync(new NewPolicy("bad", "All", "All", null, protocol, ports, "accept", false), default));
         Assert.Equal(field, e.Field);
         Assert.StartsWith(field + ":", e.Message, StringComparison.Ordinal);
-        Assert.Single(await _store.ListPoliciesAsync(default));
-        Assert.Equal(serial, await _store.GetNetworkSerialAsync(default));
+        Assert.Single(await Store.ListPoliciesAsync(default));
+        Assert.Equal(serial, await Store.GetNetworkSerialAsync(default));
     }
 
     [Fact]
     public async Task Unknown_groups_actions_and_names_are_refused_naming_the_field()
     {
         await Register("alpha");
-        async Task<string> Field(NewPolicy p) => (await Assert.ThrowsAsync<NetworkValidationException>(() => _store.CreatePolicyAsync(p, default))).Field;
+        async Task<string> Field(NewPolicy p) => (await Assert.ThrowsAsync<NetworkValidationException>(() => Store.CreatePolicyAsync(p, default))).Field;
         Assert.Equal("source", await Field(new NewPolicy("x", "nope", "All", null, "all", null, "accept", false)));
         Assert.Equal("destination", await Field(new NewPolicy("x", "All", "nope", null, "all", null, "accept", false)));
         Assert.Equal("destination", await Field(new NewPolicy("x", "All", null, null, "all", null, "accept", false)));
@@ -118,55 +97,52 @@ public sealed class NetworksPolicyTests : IAsyncLifetime
         Assert.Equal("action", await Field(new NewPolicy("x", "All", "All", null, "all", null, "reject", false)));
         Assert.Equal("name", await Field(new NewPolicy("", "All", "All", null, "all", null, "accept", false)));
         Assert.Equal("name", await Field(new NewPolicy("Default", "All", "All", null, "all", null, "accept", false)));
-        Assert.Single(await _store.ListPoliciesAsync(default));
+        Assert.Single(await Store.ListPoliciesAsync(default));
 
-        Assert.Equal("group", (await Assert.ThrowsAsync<NetworkValidationException>(() => _store.AddPeerToGroupAsync("nope", "alpha", default))).Field);
-        Assert.Equal("group", (await Assert.ThrowsAsync<NetworkValidationException>(() => _store.AddPeerToGroupAsync("All", "alpha", default))).Field);
-        await _store.CreateGroupAsync("g", default);
-        Assert.Equal("peer", (await Assert.ThrowsAsync<NetworkValidationException>(() => _store.AddPeerToGroupAsync("g", "nobody", default))).Field);
-        Assert.Equal("name", (await Assert.ThrowsAsync<NetworkValidationException>(() => _store.CreateGroupAsync("g", default))).Field);
-        Assert.Equal("group", (await Assert.ThrowsAsync<NetworkValidationException>(() => _store.DeleteGroupAsync("All", default))).Field);
-        Assert.Equal("address", (await Assert.ThrowsAsync<NetworkValidationException>(() => _store.CreateResourceAsync("r", "10.0.0.0/33", "alpha", default))).Field);
-        Assert.Equal("routing-peer", (await Assert.ThrowsAsync<NetworkValidationException>(() => _store.CreateResourceAsync("r", "10.0.0.0/24", "nobody", default))).Field);
-        Assert.Empty(await _store.ListResourcesAsync(default));
+        Assert.Equal("group", (await Assert.ThrowsAsync<NetworkValidationException>(() => Store.AddPeerToGroupAsync("nope", "alpha", default))).Field);
+        Assert.Equal("group", (await Assert.ThrowsAsync<NetworkValidationException>(() => Store.AddPeerToGroupAsync("All", "alpha", default))).Field);
+        await Store.CreateGroupAsync("g", default);
+        Assert.Equal("peer", (await Assert.ThrowsAsync<NetworkValidationException>(() => Store.AddPeerToGroupAsync("g", "nobody", default))).Field);
+        Assert.Equal("name", (await Assert.ThrowsAsync<NetworkValidationException>(() => Store.CreateGroupAsync("g", default))).Field);
+        Assert.Equal("group", (await Assert.ThrowsAsync<NetworkValidationException>(() => Store.DeleteGroupAsync("All", default))).Field);
+        Assert.Equal("address", (await Assert.ThrowsAsync<NetworkValidationException>(() => Store.CreateResourceAsync("r", "10.0.0.0/33", "alpha", default))).Field);
+        Assert.Equal("routing-peer", (await Assert.ThrowsAsync<NetworkValidationException>(() => Store.CreateResourceAsync("r", "10.0.0.0/24", "nobody", default))).Field);
+        Assert.Empty(await Store.ListResourcesAsync(default));
     }
 
     [Fact]
     public async Task Groups_and_resources_in_use_cannot_be_deleted_and_resources_normalise_their_address()
     {
         await Register("router");
-        await _store.CreateGroupAsync("ops", default);
-        var resource = await _store.CreateResourceAsync("lan", "10.1.2.3/24", "router", default);
+        await Store.CreateGroupAsync("ops", default);
+        var resource = await Store.CreateResourceAsync("lan", "10.1.2.3/24", "router", default);
         Assert.Equal("10.1.2.0/24", resource.Address);
-        await _store.CreatePolicyAsync(new NewPolicy("ops-lan", "ops", null, "lan", "tcp", "22", "accept", false), default);
-        Assert.Equal("group", (await Assert.ThrowsAsync<NetworkValidationException>(() => _store.DeleteGroupAsync("ops", default))).Field);
-        Assert.Equal("resource", (await Assert.ThrowsAsync<NetworkValidationException>(() => _store.DeleteResourceAsync("lan", default))).Field);
-        Assert.True(await _store.DeletePolicyAsync("ops-lan", default));
-        Assert.True(await _store.DeleteResourceAsync("lan", default));
-        Assert.True(await _store.DeleteGroupAsync("ops", default));
-        Assert.False(await _store.DeleteGroupAsync("ops", default));
+        await Store.CreatePolicyAsync(new NewPolicy("ops-lan", "ops", null, "lan", "tcp", "22", "accept", false), default);
+        Assert.Equal("group", (await Assert.ThrowsAsync<NetworkValidationException>(() => Store.DeleteGroupAsync("ops", default))).Field);
+        Assert.Equal("resource", (await Assert.ThrowsAsync<NetworkValidationException>(() => Store.DeleteResourceAsync("lan", default))).Field);
+        Assert.True(await Store.DeletePolicyAsync("ops-lan", default));
+        Assert.True(await Store.DeleteResourceAsync("lan", default));
+        Assert.True(await Store.DeleteGroupAsync("ops", default));
+        Assert.False(await Store.DeleteGroupAsync("ops", default));
     }
 
     [Fact]
     public async Task Groups_and_policies_survive_reopening_and_the_default_is_not_recreated_once_deleted()
     {
         var peer = await Register("alpha");
-        await _store.CreateGroupAsync("ops", default);
-        await _store.AddPeerToGroupAsync("ops", "alpha", default);
-        await _store.CreatePolicyAsync(new NewPolicy("ops-ssh", "All", "ops", null, "tcp", "22", "accept", false), default);
-        await _store.DeletePolicyAsync(PolicyRecord.DefaultPolicyId, default);
-        await _store.DisposeAsync();
-
-        _store = new SqliteStore(Path.Combine(_dir, "modular.db"), _time);
-        await _store.InitializeAsync(default);
-        var policy = Assert.Single(await _store.ListPoliciesAsync(default));
+        await Store.CreateGroupAsync("ops", default);
+        await Store.AddPeerToGroupAsync("ops", "alpha", default);
+        await Store.CreatePolicyAsync(new NewPolicy("ops-ssh", "All", "ops", null, "tcp", "22", "accept", false), default);
+        await Store.DeletePolicyAsync(PolicyRecord.DefaultPolicyId, default);
+        await ReopenStoreAsync();
+        var policy = Assert.Single(await Store.ListPoliciesAsync(default));
         Assert.Equal("ops-ssh", policy.Name);
         Assert.Equal([new PortSpan(22, 22)], policy.Ports);
-        Assert.Equal([peer.Id], (await _store.ListGroupsAsync(default)).Single(g => g.Name == "ops").PeerIds);
+        Assert.Equal([peer.Id], (await Store.ListGroupsAsync(default)).Single(g => g.Name == "ops").PeerIds);
 
         // Removing the peer removes it from its groups.
-        await _store.RemovePeersAsync("alpha", default);
-        Assert.Empty((await _store.ListGroupsAsync(default)).Single(g => g.Name == "ops").PeerIds);
+        await Store.RemovePeersAsync("alpha", default);
+        Assert.Empty((await Store.ListGroupsAsync(default)).Single(g => g.Name == "ops").PeerIds);
     }
 
     [Fact]
@@ -199,7 +175,7 @@ public sealed class NetworksPolicyTests : IAsyncLifetime
     [Fact]
     public async Task Sync_carries_the_rules_and_pushes_new_ones_when_a_policy_changes()
     {
-        var dataDir = Path.Combine(_dir, "server");
+        var dataDir = Path.Combine(Dir, "server");
         await using var server = await TestServer.StartAsync(dataDir);
         var setupKey = await server.CreateSetupKeyAsync();
         var (keyA, a) = server.NewAgent();
@@ -218,8 +194,7 @@ public sealed class NetworksPolicyTests : IAsyncLifetime
         Assert.Equal(2, map.ToMap().FirewallRules.Count);
 
         // Changes through a second store on the same file, as the admin CLI makes them.
-        await using var admin = new SqliteStore(Path.Combine(dataDir, "modular.db"));
-        await admin.InitializeAsync(CancellationToken.None);
+        await using var admin = await OpenAdminStoreAsync(dataDir);
         await admin.DeletePolicyAsync("Default", CancellationToken.None);
         Assert.True(await stream.MoveNextAsync());
         Assert.Equal(MapUpdateResult.Applied, map.Apply(stream.Current));
@@ -248,10 +223,10 @@ public sealed class NetworksPolicyTests : IAsyncLifetime
     [Fact]
     public async Task Cli_manages_groups_and_policies_and_refuses_hostile_ports_with_the_field_named()
     {
-        var configPath = Path.Combine(_dir, "server.toml");
+        var configPath = Path.Combine(Dir, "server.toml");
         File.WriteAllText(configPath, $"""
             listen = "127.0.0.1:0"
-            data_dir = "{_dir}/cli"
+            data_dir = "{Dir}/cli"
             """);
         Shell.Result Cli(string arguments) => Shell.TryRun(Path.Combine(AppContext.BaseDirectory, "modular-server"), $"{arguments} --config {configPath}", TimeSpan.FromSeconds(60));
 
@@ -283,20 +258,6 @@ public sealed class NetworksPolicyTests : IAsyncLifetime
         Assert.Equal(2, Cli("groups add-peer web nobody").ExitCode);
     }
 
-    private async Task<PeerRecord> Register(string name)
-    {
-        using var key = X25519KeyPair.Generate();
-        return await _store.RegisterPeerAsync(_setupKey, key.PublicKey, new PeerMetadata(name, "1.0", "linux", [], [], ""), null, default);
-    }
-
     private async Task<IReadOnlyList<string>> RulesFor(PeerRecord self)
-    {
-        var peers = await _store.ListPeersAsync(default);
-        var set = new PolicySet(await _store.ListGroupsAsync(default), await _store.ListPoliciesAsync(default), await _store.ListResourcesAsync(default));
-        var snapshot = new NetworkSnapshot(1, peers, set);
-        var map = NetworkMapBuilder.Build(snapshot, peers.Single(p => p.Id == self.Id), new Config.AccountConfig(), DateTimeOffset.UtcNow);
-        return [.. map.FirewallRules
-            .Select(r => $"{r.RuleId} {r.Action} {r.Protocol} {r.Direction} {r.PeerIp} {(r.PortRanges.Count == 0 ? "any" : string.Join(',', r.PortRanges.Select(p => p.Start == p.End ? $"{p.Start}" : $"{p.Start}-{p.End}")))}")
-            .Order(StringComparer.Ordinal)];
-    }
+        => [.. (await MapFor(self)).FirewallRules.Select(Describe).Order(StringComparer.Ordinal)];
 }

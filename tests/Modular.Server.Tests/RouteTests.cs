@@ -1,10 +1,8 @@
 using System.Text.Json;
 using Dapper;
 using Microsoft.Data.Sqlite;
-using Microsoft.Extensions.Time.Testing;
 using Modular.Control.Crypto;
 using Modular.Control.Management;
-using Modular.Server.Management;
 using Modular.Server.Networks;
 using Modular.Server.Store;
 using Modular.Testing;
@@ -12,38 +10,19 @@ using Modular.Testing;
 namespace Modular.Server.Tests;
 
 /// <summary>Network resources as routes: validation, storage and migration, which maps carry which routes and route rules, the CLI, and Sync.</summary>
-public sealed class RouteTests : IAsyncLifetime
+public sealed class RouteTests : StoreTestBase
 {
-    private static readonly TimeSpan Wait = TimeSpan.FromSeconds(30);
-    private readonly string _dir = TestServer.NewDataDir();
-    private readonly FakeTimeProvider _time = new(DateTimeOffset.Parse("2026-01-01T00:00:00Z", System.Globalization.CultureInfo.InvariantCulture));
-    private SqliteStore _store = null!;
-    private string _setupKey = "";
-
-    public async Task InitializeAsync()
-    {
-        _store = new SqliteStore(Path.Combine(_dir, "modular.db"), _time);
-        await _store.InitializeAsync(CancellationToken.None);
-        _setupKey = (await _store.CreateSetupKeyAsync(new NewSetupKey("k", true, 0, null), default)).PlainKey;
-    }
-
-    public async Task DisposeAsync()
-    {
-        await _store.DisposeAsync();
-        Directory.Delete(_dir, recursive: true);
-    }
-
     [Fact]
     public async Task Only_clients_an_accept_policy_lets_reach_a_resource_get_its_route_and_the_routing_peer_gets_route_rules()
     {
         var router = await Register("router");
         var client = await Register("client");
         var other = await Register("other");
-        await _store.CreateGroupAsync("clients", default);
-        await _store.AddPeerToGroupAsync("clients", "client", default);
-        var lan = await _store.CreateResourceAsync(new NewResource("lan", "10.77.0.0/24", "router", Masquerade: false, Metric: 10), default);
-        var web = await _store.CreatePolicyAsync(new NewPolicy("lan-web", "clients", null, "lan", "tcp", "80,443", "accept", false), default);
-        var no = await _store.CreatePolicyAsync(new NewPolicy("lan-no", "All", null, "lan", "all", null, "drop", false), default);
+        await Store.CreateGroupAsync("clients", default);
+        await Store.AddPeerToGroupAsync("clients", "client", default);
+        var lan = await Store.CreateResourceAsync(new NewResource("lan", "10.77.0.0/24", "router", Masquerade: false, Metric: 10), default);
+        var web = await Store.CreatePolicyAsync(new NewPolicy("lan-web", "clients", null, "lan", "tcp", "80,443", "accept", false), default);
+        var no = await Store.CreatePolicyAsync(new NewPolicy("lan-no", "All", null, "lan", "all", null, "drop", false), default);
 
         var routerMap = await MapFor(router);
         var served = Assert.Single(routerMap.Routes);
@@ -73,12 +52,12 @@ public sealed class RouteTests : IAsyncLifetime
     {
         var exit = await Register("exit");
         var laptop = await Register("laptop");
-        await _store.CreateGroupAsync("travel", default);
-        await _store.AddPeerToGroupAsync("travel", "laptop", default);
-        var resource = await _store.CreateResourceAsync(new NewResource("", NetworkResourceRecord.ExitNodeAddress, "exit", ExitNode: true), default);
+        await Store.CreateGroupAsync("travel", default);
+        await Store.AddPeerToGroupAsync("travel", "laptop", default);
+        var resource = await Store.CreateResourceAsync(new NewResource("", NetworkResourceRecord.ExitNodeAddress, "exit", ExitNode: true), default);
         Assert.Equal("exit-exit", resource.Name);
         Assert.True(resource.IsExitNode);
-        await _store.CreatePolicyAsync(new NewPolicy("out", "travel", null, resource.Name, "all", null, "accept", false), default);
+        await Store.CreatePolicyAsync(new NewPolicy("out", "travel", null, resource.Name, "all", null, "accept", false), default);
 
         Assert.Equal("0.0.0.0/0", Assert.Single((await MapFor(laptop)).Routes).Network);
         var exitMap = await MapFor(exit);
@@ -91,10 +70,10 @@ public sealed class RouteTests : IAsyncLifetime
     {
         var router = await Register("router");
         var client = await Register("client");
-        await _store.CreateResourceAsync("lan", "10.77.0.0/24", "router", default);
-        await _store.CreatePolicyAsync(new NewPolicy("lan", "All", null, "lan", "all", null, "accept", false), default);
+        await Store.CreateResourceAsync("lan", "10.77.0.0/24", "router", default);
+        await Store.CreatePolicyAsync(new NewPolicy("lan", "All", null, "lan", "all", null, "accept", false), default);
         Assert.Single((await MapFor(client)).Routes);
-        Assert.Single(await _store.RemovePeersAsync(router.Id, default));
+        Assert.Single(await Store.RemovePeersAsync(router.Id, default));
         Assert.Empty((await MapFor(client)).Routes);
     }
 
@@ -102,7 +81,7 @@ public sealed class RouteTests : IAsyncLifetime
     public async Task Invalid_resources_are_refused_with_the_field_named_and_nothing_stored()
     {
         await Register("router");
-        async Task<string> Field(NewResource resource) => (await Assert.ThrowsAsync<NetworkValidationException>(() => _store.CreateResourceAsync(resource, default))).Field;
+        async Task<string> Field(NewResource resource) => (await Assert.ThrowsAsync<NetworkValidationException>(() => Store.CreateResourceAsync(resource, default))).Field;
 
         Assert.Equal("address", await Field(new NewResource("r", "10.0.0.0/33", "router")));
         Assert.Equal("address", await Field(new NewResource("r", "not-an-ip", "router")));
@@ -116,18 +95,18 @@ public sealed class RouteTests : IAsyncLifetime
         Assert.Equal("metric", await Field(new NewResource("r", "10.0.0.0/24", "router", Metric: 0)));
         Assert.Equal("metric", await Field(new NewResource("r", "10.0.0.0/24", "router", Metric: 10_000)));
         Assert.Equal("name", await Field(new NewResource(" ", "10.0.0.0/24", "router")));
-        Assert.Empty(await _store.ListResourcesAsync(default));
+        Assert.Empty(await Store.ListResourcesAsync(default));
 
-        await _store.CreateResourceAsync(new NewResource("r", "10.0.0.0/24", "router"), default);
+        await Store.CreateResourceAsync(new NewResource("r", "10.0.0.0/24", "router"), default);
         Assert.Equal("name", await Field(new NewResource("r", "10.9.0.0/24", "router")));
         Assert.Equal("address", await Field(new NewResource("r2", "10.0.0.7/24", "router"))); // the same prefix from the same peer
-        Assert.Single(await _store.ListResourcesAsync(default));
+        Assert.Single(await Store.ListResourcesAsync(default));
     }
 
     [Fact]
     public async Task A_version_2_database_migrates_keeping_its_resources_as_masquerading_routes()
     {
-        var path = Path.Combine(_dir, "old.db");
+        var path = Path.Combine(Dir, "old.db");
         await using (var db = new SqliteConnection($"Data Source={path}"))
         {
             await db.OpenAsync();
@@ -142,7 +121,7 @@ public sealed class RouteTests : IAsyncLifetime
         }
 
         SqliteConnection.ClearAllPools();
-        await using var store = new SqliteStore(path, _time);
+        await using var store = new SqliteStore(path, Time);
         await store.InitializeAsync(default);
         var resource = Assert.Single(await store.ListResourcesAsync(default));
         Assert.Equal(("old-lan", "10.5.0.0/16", true, NetworkResourceRecord.DefaultMetric), (resource.Name, resource.Address, resource.Masquerade, resource.Metric));
@@ -152,17 +131,16 @@ public sealed class RouteTests : IAsyncLifetime
     [Fact]
     public async Task Cli_creates_routes_and_exit_nodes_lists_them_and_refuses_bad_input_naming_the_field()
     {
-        var configPath = Path.Combine(_dir, "server.toml");
-        var dataDir = Path.Combine(_dir, "cli");
+        var configPath = Path.Combine(Dir, "server.toml");
+        var dataDir = Path.Combine(Dir, "cli");
         File.WriteAllText(configPath, $"""
             listen = "127.0.0.1:0"
             data_dir = "{dataDir}"
             """);
         Shell.Result Cli(string arguments) => Shell.TryRun(Path.Combine(AppContext.BaseDirectory, "modular-server"), $"{arguments} --config {configPath}", TimeSpan.FromSeconds(60));
         Assert.Equal(0, Cli("groups list").ExitCode); // creates the database
-        await using (var store = new SqliteStore(Path.Combine(dataDir, "modular.db")))
+        await using (var store = await OpenAdminStoreAsync(dataDir))
         {
-            await store.InitializeAsync(default);
             var key = (await store.CreateSetupKeyAsync(new NewSetupKey("k", true, 0, null), default)).PlainKey;
             using var identity = X25519KeyPair.Generate();
             await store.RegisterPeerAsync(key, identity.PublicKey, new PeerMetadata("gw", "1.0", "linux", [], [], ""), null, default);
@@ -203,7 +181,7 @@ public sealed class RouteTests : IAsyncLifetime
     [Fact]
     public async Task Sync_pushes_a_new_route_to_the_client_and_its_rule_to_the_routing_peer_as_deltas()
     {
-        var dataDir = Path.Combine(_dir, "server");
+        var dataDir = Path.Combine(Dir, "server");
         await using var server = await TestServer.StartAsync(dataDir);
         var setupKey = await server.CreateSetupKeyAsync();
         var (keyR, r) = server.NewAgent();
@@ -224,8 +202,7 @@ public sealed class RouteTests : IAsyncLifetime
         Assert.Equal(MapUpdateResult.Applied, routerMap.Apply(routerStream.Current));
         Assert.Empty(clientMap.ToMap().Routes);
 
-        await using var admin = new SqliteStore(Path.Combine(dataDir, "modular.db"));
-        await admin.InitializeAsync(CancellationToken.None);
+        await using var admin = await OpenAdminStoreAsync(dataDir);
         await admin.CreateResourceAsync("lan", "10.77.0.0/24", "router", CancellationToken.None);
         var policy = await admin.CreatePolicyAsync(new NewPolicy("lan", "All", null, "lan", "tcp", "80", "accept", false), CancellationToken.None);
 
@@ -246,22 +223,5 @@ public sealed class RouteTests : IAsyncLifetime
         var rule = Assert.Single(routerMap.ToMap().FirewallRules, x => x.RuleId == policy.Id);
         Assert.Equal(("10.77.0.0/24", "100.64.0.0/10", "in"), (rule.Destination, rule.PeerIp, rule.Direction));
         Assert.Single(routerMap.ToMap().Routes);
-    }
-
-    private static string Describe(FirewallRule r)
-        => $"{r.RuleId} {r.Action} {r.Protocol} {r.Direction} {r.PeerIp} -> {r.Destination} {(r.PortRanges.Count == 0 ? "any" : string.Join(',', r.PortRanges.Select(p => p.Start == p.End ? $"{p.Start}" : $"{p.Start}-{p.End}")))}";
-
-    private async Task<PeerRecord> Register(string name)
-    {
-        using var key = X25519KeyPair.Generate();
-        return await _store.RegisterPeerAsync(_setupKey, key.PublicKey, new PeerMetadata(name, "1.0", "linux", [], [], ""), null, default);
-    }
-
-    private async Task<NetworkMap> MapFor(PeerRecord self)
-    {
-        var peers = await _store.ListPeersAsync(default);
-        var set = new PolicySet(await _store.ListGroupsAsync(default), await _store.ListPoliciesAsync(default), await _store.ListResourcesAsync(default));
-        var snapshot = new NetworkSnapshot(1, peers, set);
-        return NetworkMapBuilder.Build(snapshot, peers.Single(p => p.Id == self.Id), new Config.AccountConfig(), DateTimeOffset.UtcNow);
     }
 }

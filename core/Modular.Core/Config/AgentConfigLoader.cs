@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net;
+using Modular.Abstractions.Config;
 using Modular.Abstractions.WireGuard;
 
 namespace Modular.Core.Config;

@@ -1,4 +1,5 @@
 using System.Globalization;
+using Modular.Abstractions.Config;
 
 namespace Modular.Core.Config;
 

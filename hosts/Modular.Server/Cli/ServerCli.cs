@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
+using Modular.Abstractions.Config;
 using Modular.Server.Config;
 using Modular.Server.Hosting;
 using Modular.Server.Store;
@@ -45,7 +46,7 @@ public static class ServerCli
             TimeSpan? lifetime = null;
             if (parse.GetValue(expires) is { Length: > 0 } text)
             {
-                if (!DurationParser.TryParse(text, out var d) || d <= TimeSpan.Zero)
+                if (!ConfigDuration.TryParse(text, out var d) || d <= TimeSpan.Zero)
                 {
                     return Fail($"--expires: expected a duration such as 24h or 7d, got '{text}'");
                 }

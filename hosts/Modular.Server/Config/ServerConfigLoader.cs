@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net;
+using Modular.Abstractions.Config;
 using Tomlyn.Parsing;
 using Tomlyn.Syntax;
 
@@ -319,7 +320,7 @@ public static class ServerConfigLoader
                 return fallback;
             }
 
-            if (!DurationParser.TryParse(text, out var duration))
+            if (!ConfigDuration.TryParse(text, out var duration))
             {
                 Take(key, out var span);
                 throw Error(_fileName, span, $"key '{Qualified(key)}': expected a duration such as 90s, 15m, 24h or 7d, got '{text}'");

@@ -1,4 +1,4 @@
-using Modular.Core.Config;
+using Modular.Abstractions.Config;
 
 namespace Modular.Core.Tests.Config;
 
@@ -12,6 +12,9 @@ public sealed class ConfigDurationTests
     [InlineData("1.5h", 5_400_000)]
     [InlineData("2d", 172_800_000)]
     [InlineData(" 1m ", 60_000)]
+    [InlineData("24h", 86_400_000)]
+    [InlineData("7d", 604_800_000)]
+    [InlineData("0", 0)]
     public void Parses(string text, long milliseconds)
     {
         Assert.True(ConfigDuration.TryParse(text, out var duration));
@@ -24,6 +27,8 @@ public sealed class ConfigDurationTests
     [InlineData("m")]
     [InlineData("15 m")]
     [InlineData("15x")]
+    [InlineData("h")]
+    [InlineData("-5m")]
     [InlineData("-5s")]
     [InlineData("1..5s")]
     [InlineData(null)]

@@ -1,12 +1,13 @@
 using System.Globalization;
 using System.Text;
 
-namespace Modular.Core.Config;
+namespace Modular.Abstractions.Config;
 
 /// <summary>
 /// Durations as people write them in config files and environment variables: a sequence of
 /// number-and-unit pairs such as "90s", "15m", "1h30m" or "250ms" (units ms, s, m, h, d;
-/// decimals allowed, e.g. "1.5h"). The same form NetBird's Go settings accept, plus days.
+/// decimals allowed, e.g. "1.5h"), or "0". The same form NetBird's Go settings accept, plus days.
+/// The agent's and the server's config files (and the server's CLI) read durations through it.
 /// </summary>
 public static class ConfigDuration
 {
@@ -20,6 +21,11 @@ public static class ConfigDuration
         }
 
         var span = text.AsSpan().Trim();
+        if (span is "0")
+        {
+            return true; // zero needs no unit, as in Go
+        }
+
         double totalMs = 0;
         while (!span.IsEmpty)
         {
