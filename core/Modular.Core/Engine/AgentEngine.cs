@@ -453,6 +453,7 @@ public sealed class AgentEngine
         _routes = new RouteManager(
             _iface,
             new HostRouteOs(),
+            Firewall.Nftables.HostNftables.Instance,
             _loggerFactory.CreateLogger<RouteManager>(),
             RouteManagerOptions.For(_iface) with { FilterForwarded = _config.Firewall.Enabled },
             _iceTransport is { } checks ? checks.SetMark : null);

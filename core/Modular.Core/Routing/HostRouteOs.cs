@@ -5,7 +5,7 @@ using Modular.Core.Os;
 
 namespace Modular.Core.Routing;
 
-/// <summary>The real <see cref="IRouteOs"/>: iproute2 and nft through <see cref="HostCommand"/>/<see cref="Nft"/>, sysctls under /proc/sys.</summary>
+/// <summary>The real <see cref="IRouteOs"/>: iproute2 through <see cref="HostCommand"/>, sysctls under /proc/sys.</summary>
 public sealed class HostRouteOs : IRouteOs
 {
     public async Task<bool> AddRouteAsync(OsRoute route, CancellationToken cancellationToken)
@@ -61,10 +61,6 @@ public sealed class HostRouteOs : IRouteOs
 
         return previous;
     }
-
-    public Task ApplyNftAsync(string script, CancellationToken cancellationToken) => Nft.ApplyAsync(script, cancellationToken);
-
-    public Task DeleteNftTableAsync(string family, string table, CancellationToken cancellationToken) => Nft.DeleteTableAsync(family, table, cancellationToken);
 
     public async Task SetFwmarkAsync(IWgIface iface, uint mark, CancellationToken cancellationToken)
     {

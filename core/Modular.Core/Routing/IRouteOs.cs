@@ -29,9 +29,10 @@ public sealed record OsRule(int Priority, string Match, string Table, string Act
 }
 
 /// <summary>
-/// The host settings routing needs (routes, policy rules, nftables, sysctls, WireGuard's socket mark, name
-/// resolution), behind one small interface so the route logic is tested with an in-memory double and the
-/// real thing (<see cref="HostRouteOs"/>) by the end-to-end tests. Failures are <see cref="IOException"/>s.
+/// The host settings routing needs (routes, policy rules, sysctls, WireGuard's socket mark, name resolution),
+/// behind one small interface so the route logic is tested with an in-memory double and the real thing
+/// (<see cref="HostRouteOs"/>) by the end-to-end tests. Failures are <see cref="IOException"/>s. nftables is
+/// not here: the forwarding table goes through <see cref="Firewall.Nftables.INftables"/>, the agent's one nft seam.
 /// </summary>
 public interface IRouteOs
 {
@@ -48,12 +49,6 @@ public interface IRouteOs
 
     /// <summary>Writes a sysctl (e.g. net.ipv4.ip_forward) and returns its previous value.</summary>
     Task<string> WriteSysctlAsync(string key, string value, CancellationToken cancellationToken);
-
-    /// <summary>Applies an nft script atomically.</summary>
-    Task ApplyNftAsync(string script, CancellationToken cancellationToken);
-
-    /// <summary>Deletes an nft table; a missing one is not an error.</summary>
-    Task DeleteNftTableAsync(string family, string table, CancellationToken cancellationToken);
 
     /// <summary>Sets the firewall mark of WireGuard's UDP socket (0 clears it).</summary>
     Task SetFwmarkAsync(IWgIface iface, uint mark, CancellationToken cancellationToken);

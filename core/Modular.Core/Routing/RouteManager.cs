@@ -1,6 +1,7 @@
 using System.Net;
 using Microsoft.Extensions.Logging;
 using Modular.Abstractions.WireGuard;
+using Modular.Core.Firewall.Nftables;
 using Modular.Core.Status;
 
 namespace Modular.Core.Routing;
@@ -31,7 +32,7 @@ public sealed record RouteManagerOptions(int Table, int ControlRulePriority = 51
 /// WireGuard's socket marked, <c>not fwmark</c> → that table, <c>suppress_prefixlength 0</c> on main, plus
 /// <c>to &lt;addr&gt;/32 lookup main</c> for every control-plane address so management, signal, relay and STUN
 /// stay off the tunnel. Routing peer: IPv4 forwarding on (logged once; the host's setting, left on) and the
-/// <see cref="ForwardingTable"/> (forward filter and masquerade), deleted when it serves nothing.
+/// <see cref="ForwardingTable"/> (forward filter and masquerade, through <see cref="INftables"/>), deleted when it serves nothing.
 /// Every OS failure is logged and the rest goes on: a route that cannot be installed must not take the
 /// mesh down. Not thread-safe: the engine applies maps one at a time.
 /// </summary>
@@ -39,6 +40,7 @@ public sealed class RouteManager
 {
     private readonly IWgIface _iface;
     private readonly IRouteOs _os;
+    private readonly INftables _nft;
     private readonly ILogger _logger;
     private readonly RouteManagerOptions _options;
     private readonly Action<uint>? _markOtherSockets;
@@ -53,11 +55,13 @@ public sealed class RouteManager
     private bool _marked;
     private bool _swept;
 
+    /// <param name="nft">Where the forwarding table goes: <see cref="HostNftables.Instance"/> in the agent.</param>
     /// <param name="markOtherSockets">Marks the agent's other sockets that talk to peers directly (kernel mode's ICE socket) with WireGuard's mark.</param>
-    public RouteManager(IWgIface iface, IRouteOs os, ILogger logger, RouteManagerOptions? options = null, Action<uint>? markOtherSockets = null)
+    public RouteManager(IWgIface iface, IRouteOs os, INftables nft, ILogger logger, RouteManagerOptions? options = null, Action<uint>? markOtherSockets = null)
     {
         _iface = iface;
         _os = os;
+        _nft = nft;
         _logger = logger;
         _options = options ?? RouteManagerOptions.For(iface);
         _markOtherSockets = markOtherSockets;
@@ -271,7 +275,7 @@ public sealed class RouteManager
         _forwardingProblem = null;
         if (plan.Served.Count == 0)
         {
-            if (_forwardingScript is not null && await TryAsync($"delete nft table {table}", () => _os.DeleteNftTableAsync(ForwardingTable.Family, table, cancellationToken)))
+            if (_forwardingScript is not null && await TryAsync($"delete nft table {table}", () => _nft.DeleteTableAsync(ForwardingTable.Family, table, cancellationToken)))
             {
                 _forwardingScript = null;
                 _logger.LogInformation("No longer routing for the mesh: forwarding table {Table} removed", table);
@@ -300,7 +304,7 @@ public sealed class RouteManager
             return;
         }
 
-        if (!await TryAsync($"apply nft table {table}", () => _os.ApplyNftAsync(script, cancellationToken)))
+        if (!await TryAsync($"apply nft table {table}", () => _nft.ApplyAsync(script, cancellationToken)))
         {
             // The table in force (if any) is an older one: this plan's served routes are not in place.
             _forwardingProblem ??= $"the forwarding table could not be applied: {_lastFailure}";

@@ -5,10 +5,11 @@ using Modular.Abstractions.WireGuard;
 using Modular.Control.Management;
 using Modular.Core.Peers;
 using Modular.Core.Routing;
+using Modular.Core.Tests.Firewall.Nftables;
 
 namespace Modular.Core.Tests.Routing;
 
-/// <summary>Route plans from network maps, and the route manager's changes to the OS (an in-memory double of it).</summary>
+/// <summary>Route plans from network maps, and the route manager's changes to the OS and nftables (in-memory doubles of both).</summary>
 public sealed class RouteManagerTests
 {
     private static readonly IPNetwork Overlay = IPNetwork.Parse("100.64.0.0/10");
@@ -83,7 +84,7 @@ public sealed class RouteManagerTests
     public async Task Client_routes_are_added_removed_with_the_map_and_all_removed_on_cleanup()
     {
         var os = new RecordingRouteOs();
-        var manager = new RouteManager(new FakeIface(), os, NullLogger.Instance);
+        var manager = new RouteManager(new FakeIface(), os, new FakeNftables(), NullLogger.Instance);
         await manager.ApplyAsync(RoutePlan.From(Map(Route("a", "10.1.0.0/24", RouterA), Route("b", "10.2.0.0/24", RouterA)), Self, Overlay), [], default);
         Assert.Equal(["10.1.0.0/24 dev mdl0", "10.2.0.0/24 dev mdl0"], os.Routes.Order());
 
@@ -102,7 +103,7 @@ public sealed class RouteManagerTests
     {
         var os = new RecordingRouteOs();
         os.Foreign.Add("10.1.0.0/24 dev mdl0");
-        var manager = new RouteManager(new FakeIface(), os, NullLogger.Instance);
+        var manager = new RouteManager(new FakeIface(), os, new FakeNftables(), NullLogger.Instance);
         await manager.ApplyAsync(RoutePlan.From(Map(Route("a", "10.1.0.0/24", RouterA)), Self, Overlay), [], default);
         Assert.Empty(manager.InstalledRoutes);
         await manager.CleanupAsync(default);
@@ -113,7 +114,7 @@ public sealed class RouteManagerTests
     public async Task An_exit_node_marks_wireguard_keeps_the_control_plane_direct_and_is_undone_in_reverse()
     {
         var os = new RecordingRouteOs();
-        var manager = new RouteManager(new FakeIface(), os, NullLogger.Instance, new RouteManagerOptions(51820));
+        var manager = new RouteManager(new FakeIface(), os, new FakeNftables(), NullLogger.Instance, new RouteManagerOptions(51820));
         var plan = RoutePlan.From(Map(Route("exit", "0.0.0.0/0", RouterA)), Self, Overlay);
         await manager.ApplyAsync(plan, ["mgmt.example", "198.51.100.7", "198.51.100.7", ""], default);
 
@@ -154,7 +155,7 @@ public sealed class RouteManagerTests
     {
         var os = new RecordingRouteOs();
         os.Rules.Add("not fwmark 51820 table 51820 priority 5190");
-        var manager = new RouteManager(new FakeIface(), os, NullLogger.Instance, new RouteManagerOptions(51820));
+        var manager = new RouteManager(new FakeIface(), os, new FakeNftables(), NullLogger.Instance, new RouteManagerOptions(51820));
         await manager.ApplyAsync(RoutePlan.From(Map(Route("exit", "0.0.0.0/0", RouterA)), Self, Overlay), [], default);
         Assert.Single(os.Rules, r => r.StartsWith("not fwmark", StringComparison.Ordinal));
     }
@@ -164,7 +165,7 @@ public sealed class RouteManagerTests
     {
         var os = new RecordingRouteOs();
         os.Rules.AddRange(["table main suppress_prefixlength 0 priority 5180", "not fwmark 51820 table 51820 priority 5190", "not fwmark 51820 table 51820 priority 5190", "to 10.9.9.9/32 table main priority 100"]);
-        var manager = new RouteManager(new FakeIface(), os, NullLogger.Instance, new RouteManagerOptions(51820));
+        var manager = new RouteManager(new FakeIface(), os, new FakeNftables(), NullLogger.Instance, new RouteManagerOptions(51820));
         await manager.ApplyAsync(RoutePlan.Empty, [], default);
         Assert.Equal(["to 10.9.9.9/32 table main priority 100"], os.Rules); // someone else's rule stays
     }
@@ -173,14 +174,15 @@ public sealed class RouteManagerTests
     public async Task A_routing_peer_enables_forwarding_installs_its_table_and_removes_it_when_it_serves_nothing()
     {
         var os = new RecordingRouteOs();
-        var manager = new RouteManager(new FakeIface(), os, NullLogger.Instance);
+        var nft = new FakeNftables();
+        var manager = new RouteManager(new FakeIface(), os, nft, NullLogger.Instance);
         var map = Map(Route("lan", "10.77.0.0/24", Self));
         map.FirewallRules.Add(new FirewallRule { RuleId = "p1", PeerIp = "100.64.0.5/32", Direction = "in", Action = "accept", Protocol = "tcp", Destination = "10.77.0.0/24", PortRanges = { new PortRange { Start = 80, End = 80 } } });
         map.FirewallRules.Add(new FirewallRule { RuleId = "own", PeerIp = "100.64.0.0/10", Direction = "in", Action = "accept", Protocol = "all" });
         await manager.ApplyAsync(RoutePlan.From(map, Self, Overlay), [], default);
 
         Assert.Equal("1", os.Sysctls["net.ipv4.ip_forward"]);
-        var script = Assert.Single(os.NftScripts);
+        var script = Assert.Single(nft.Applied);
         Assert.Contains("table inet modular_route_mdl0", script, StringComparison.Ordinal);
         Assert.Contains("iifname \"mdl0\" ip saddr 100.64.0.5/32 ip daddr 10.77.0.0/24 tcp dport { 80 } counter accept comment \"p1\"", script, StringComparison.Ordinal);
         Assert.Contains("ip saddr 100.64.0.0/10 ip daddr 10.77.0.0/24 oifname != \"mdl0\" counter masquerade", script, StringComparison.Ordinal);
@@ -189,10 +191,10 @@ public sealed class RouteManagerTests
         Assert.True(manager.ForwardingInstalled);
 
         await manager.ApplyAsync(RoutePlan.From(map, Self, Overlay), [], default);
-        Assert.Single(os.NftScripts); // unchanged: not applied again
+        Assert.Single(nft.Applied); // unchanged: not applied again
 
         await manager.CleanupAsync(default);
-        Assert.Equal(["inet modular_route_mdl0"], os.DeletedTables);
+        Assert.Equal(["inet modular_route_mdl0"], nft.Deleted);
         Assert.False(manager.ForwardingInstalled);
     }
 
@@ -201,7 +203,7 @@ public sealed class RouteManagerTests
     {
         var os = new RecordingRouteOs();
         os.Foreign.Add("10.9.0.0/24 dev mdl0");
-        var manager = new RouteManager(new FakeIface(), os, NullLogger.Instance);
+        var manager = new RouteManager(new FakeIface(), os, new FakeNftables(), NullLogger.Instance);
         var map = Map(
             Route("lan-b", "10.1.0.0/24", RouterB, metric: 10),
             Route("lan-a", "10.1.0.0/24", RouterA, metric: 5, masquerade: false),
@@ -237,8 +239,9 @@ public sealed class RouteManagerTests
     [Fact]
     public async Task Status_reports_an_exit_node_and_a_forwarding_table_nft_refused()
     {
-        var os = new RecordingRouteOs { NftFails = true };
-        var manager = new RouteManager(new FakeIface(), os, NullLogger.Instance, new RouteManagerOptions(51820));
+        var os = new RecordingRouteOs();
+        var nft = new FakeNftables { RefuseWith = "Operation not supported" }; // as when the nf_tables module is missing
+        var manager = new RouteManager(new FakeIface(), os, nft, NullLogger.Instance, new RouteManagerOptions(51820));
         var plan = RoutePlan.From(Map(Route("exit", "0.0.0.0/0", RouterA), Route("mine", "192.168.9.0/24", Self)), Self, Overlay);
         await manager.ApplyAsync(plan, ["198.51.100.7"], default);
 
@@ -250,7 +253,7 @@ public sealed class RouteManagerTests
         Assert.False(status["mine"].Installed);
         Assert.Contains("Operation not supported", status["mine"].Reason, StringComparison.Ordinal);
 
-        os.NftFails = false;
+        nft.RefuseWith = null;
         await manager.ApplyAsync(plan, ["198.51.100.7"], default);
         Assert.True(manager.Describe(plan, _ => null).Single(r => r.Name == "mine").Installed);
 
@@ -336,10 +339,6 @@ public sealed class RouteManagerTests
 
         public List<string> Log { get; } = [];
 
-        public List<string> NftScripts { get; } = [];
-
-        public List<string> DeletedTables { get; } = [];
-
         public Dictionary<string, string> Sysctls { get; } = [];
 
         public uint Mark { get; private set; }
@@ -383,28 +382,6 @@ public sealed class RouteManagerTests
             var previous = Sysctls.GetValueOrDefault(key, "0");
             Sysctls[key] = value;
             return Task.FromResult(previous);
-        }
-
-        /// <summary>nft refuses every script (as when the nf_tables module is missing).</summary>
-        public bool NftFails { get; set; }
-
-        public Task ApplyNftAsync(string script, CancellationToken cancellationToken)
-        {
-            Log.Add("nft apply");
-            if (NftFails)
-            {
-                throw new InvalidOperationException("nft: Operation not supported");
-            }
-
-            NftScripts.Add(script);
-            return Task.CompletedTask;
-        }
-
-        public Task DeleteNftTableAsync(string family, string table, CancellationToken cancellationToken)
-        {
-            Log.Add($"nft delete {family} {table}");
-            DeletedTables.Add($"{family} {table}");
-            return Task.CompletedTask;
         }
 
         public Task SetFwmarkAsync(IWgIface iface, uint mark, CancellationToken cancellationToken)

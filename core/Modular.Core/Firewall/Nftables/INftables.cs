@@ -3,8 +3,9 @@ using Modular.Core.Os;
 namespace Modular.Core.Firewall.Nftables;
 
 /// <summary>
-/// The three nftables operations the enforcer needs. The agent uses <see cref="HostNftables"/> (the host's `nft`);
-/// tests point it at a network namespace of their own.
+/// The agent's one seam to nftables, shared by every table it owns: the kernel-mode policy enforcer's and the
+/// routing peer's forwarding table (<see cref="Routing.RouteManager"/>). The agent uses <see cref="HostNftables"/>
+/// (the host's `nft`); tests use an in-memory double or point it at a network namespace of their own.
 /// </summary>
 public interface INftables
 {

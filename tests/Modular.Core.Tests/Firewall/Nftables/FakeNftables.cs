@@ -5,8 +5,9 @@ using Modular.Core.Firewall.Nftables;
 namespace Modular.Core.Tests.Firewall.Nftables;
 
 /// <summary>
-/// nftables in memory for unit tests: keeps the last script accepted per table, refuses on demand with nft's
-/// kind of message, and lists the table as nft's JSON with counters a test sets (reset when the table is replaced).
+/// nftables in memory for unit tests (the enforcer's and the route manager's): records every script accepted and
+/// every table deleted, refuses on demand with nft's kind of message, and lists the table as nft's JSON with
+/// counters a test sets (reset when the table is replaced).
 /// </summary>
 internal sealed class FakeNftables : INftables
 {
