@@ -73,11 +73,17 @@ internal sealed class RecordingWgIface : IWgIface
 
     public ValueTask SetFwmarkAsync(uint mark, CancellationToken cancellationToken) => ValueTask.CompletedTask;
 
+    /// <summary>While true, every poll shows more bytes received (the remote's keepalives arriving); false: the remote went silent.</summary>
+    public volatile bool RemoteSends = true;
+
+    private long _rxBytes = 100;
+
     public ValueTask<IReadOnlyDictionary<WgKey, WgPeerStats>> GetStatsAsync(CancellationToken cancellationToken)
     {
+        var rx = RemoteSends ? Interlocked.Add(ref _rxBytes, 32) : Interlocked.Read(ref _rxBytes);
         IReadOnlyDictionary<WgKey, WgPeerStats> stats = Peers.Keys.ToDictionary(
             k => k,
-            k => new WgPeerStats(_handshakes.TryGetValue(k, out var h) ? h : null, 100, 200, Peers[k].Endpoint));
+            k => new WgPeerStats(_handshakes.TryGetValue(k, out var h) ? h : null, rx, 200, Peers[k].Endpoint));
         return ValueTask.FromResult(stats);
     }
 

@@ -134,6 +134,29 @@ public sealed class PeerConnTests
     }
 
     [Fact]
+    public async Task A_connected_peer_that_goes_silent_is_reconnected_long_before_its_handshake_goes_stale()
+    {
+        await using var pair = new ConnPair(Fast with { SilentPeer = TimeSpan.FromSeconds(1) });
+        pair.MakeDirectPathWork();
+        var changes = new List<PeerStateChange>();
+        pair.AtoB.StateChanged += (_, change) => { lock (changes) { changes.Add(change); } };
+        await pair.OpenBothAsync();
+        await ConnPair.WaitForAsync(() => pair.AtoB.State == PeerConnectionState.Connected, "A Connected");
+
+        // Keepalives keep arriving: three silent-periods later A is still connected, never reconnected.
+        await Task.Delay(TimeSpan.FromSeconds(3));
+        Assert.Equal(PeerConnectionState.Connected, pair.AtoB.State);
+        lock (changes)
+        {
+            Assert.DoesNotContain(changes, c => c.Reason?.Contains("nothing received", StringComparison.Ordinal) == true);
+        }
+
+        // The remote goes silent (its handshake stays fresh: staleness alone would take minutes).
+        pair.IfaceA.RemoteSends = false;
+        await ConnPair.WaitForAsync(() => { lock (changes) { return changes.Any(c => c.To == PeerConnectionState.Connecting && c.Reason?.StartsWith("nothing received for", StringComparison.Ordinal) == true); } }, "a reconnect for silence");
+    }
+
+    [Fact]
     public async Task Offers_with_malformed_credentials_or_candidates_are_ignored()
     {
         await using var pair = new ConnPair(Fast);

@@ -113,9 +113,61 @@ public sealed class RouteTests(ITestOutputHelper output)
     }
 
     /// <summary>The "routes" entry of <paramref name="agent"/>'s status for <paramref name="network"/>; null when absent or the daemon does not answer.</summary>
-    private static JsonElement? RouteEntry(MeshRig.Agent agent, string network)
+    [SkippableFact]
+    public void Two_routing_peers_of_one_network_fail_over_to_the_connected_one_and_back()
+    {
+        RequirePrerequisites("userspace");
+        using var rig = new MeshRig(output, "h");
+        rig.StartServer();
+        var key = rig.CreateSetupKey();
+        string[] names = ["hc", "h1", "h2"];
+        foreach (var name in names)
+        {
+            StartAgent(rig, name, key, "userspace");
+        }
+
+        // The same lan (host 10.77.0.10) behind both routing peers; each masquerades with its own lan address,
+        // so the host's answer names the routing peer that carried the connection.
+        var lan1 = rig.AddNetworkBehind(rig["h1"], "lan1", "10.77.0.1/24", "10.77.0.10/24");
+        var lan2 = rig.AddNetworkBehind(rig["h2"], "lan2", "10.77.0.2/24", "10.77.0.10/24");
+        rig.WaitUntil(() => names.All(n => rig[n].OverlayIp is not null), ConnectTimeout, "every agent logged in", () => MeshTests.Diagnostics(rig, names));
+        rig.ServerCli("resources create lan-1 --address 10.77.0.0/24 --routing-peer h1 --metric 10");
+        rig.ServerCli("resources create lan-2 --address 10.77.0.0/24 --routing-peer h2 --metric 20");
+        rig.ServerCli("policies create lan-1-web --source All --destination-resource lan-1 --protocol tcp --ports 80");
+        rig.ServerCli("policies create lan-2-web --source All --destination-resource lan-2 --protocol tcp --ports 80");
+
+        using var cancel = new CancellationTokenSource(TimeSpan.FromMinutes(8));
+        var lanHost = IPAddress.Parse("10.77.0.10");
+        using var web1 = Probes.ListenAndTellSource(lan1.Name, lanHost, 80, cancel.Token);
+        using var web2 = Probes.ListenAndTellSource(lan2.Name, lanHost, 80, cancel.Token);
+        string Through() => Probes.TryTcp(rig["hc"].Namespace.Name, lanHost, 80, out var reply) ? reply : "";
+        string Diagnostics() => MeshTests.Diagnostics(rig, names) + "\n--- hc routes:\n" + rig["hc"].StatusText();
+
+        // Both routing peers connected: the lower metric carries the lan; the other is reported as lost to it.
+        rig.WaitUntil(() => Through() == "from 10.77.0.1", ConnectTimeout, "hc reaches the lan through h1 (metric 10)", Diagnostics);
+        rig.WaitUntil(() => RouteEntry(rig["hc"], "lan-2") is { } e && e.GetProperty("reason").GetString() == "lost to route lan-1 (metric 10)",
+            MapTimeout, "hc's status: lan-2 lost to lan-1", Diagnostics);
+
+        // h1 stops. Nothing more arrives from it (not even its keepalive), hc reconnects it and the lan fails over
+        // to h2 within about a minute, long before h1's handshake would count as stale (3 min).
+        rig["h1"].Stop();
+        rig.WaitUntil(() => Through() == "from 10.77.0.2", TimeSpan.FromSeconds(150), "hc fails over to h2", Diagnostics);
+        var standby = RouteEntry(rig["hc"], "lan-1") ?? throw new Xunit.Sdk.XunitException("no lan-1 entry:\n" + Diagnostics());
+        Assert.StartsWith("standby: its routing peer is not connected", standby.GetProperty("reason").GetString(), StringComparison.Ordinal);
+        Assert.Contains("Route lan-2 (10.77.0.0/24) fails over to routing peer h2", rig["hc"].Log, StringComparison.Ordinal);
+        Assert.Contains("nothing received for", rig["hc"].Log, StringComparison.Ordinal);
+
+        // h1 comes back: once connected it carries the lan again (the better metric).
+        rig["h1"].Start();
+        rig.WaitUntil(() => Through() == "from 10.77.0.1", TimeSpan.FromSeconds(150), "hc returns to h1", Diagnostics);
+        rig.WaitUntil(() => RouteEntry(rig["hc"], "lan-2") is { } e && e.GetProperty("reason").GetString() == "lost to route lan-1 (metric 10)",
+            MapTimeout, "hc's status: lan-2 lost to lan-1 again", Diagnostics);
+    }
+
+    /// <summary>The status entry of a route, by its network (the first such) or its name.</summary>
+    private static JsonElement? RouteEntry(MeshRig.Agent agent, string networkOrName)
         => agent.Status() is { } status && status.TryGetProperty("routes", out var routes)
-            ? routes.EnumerateArray().Cast<JsonElement?>().FirstOrDefault(r => r!.Value.GetProperty("network").GetString() == network)
+            ? routes.EnumerateArray().Cast<JsonElement?>().FirstOrDefault(r => r!.Value.GetProperty("network").GetString() == networkOrName || r!.Value.GetProperty("name").GetString() == networkOrName)
             : null;
 
     [SkippableTheory]

@@ -4,6 +4,7 @@ using System.Runtime.CompilerServices;
 using Grpc.Core;
 using Grpc.Net.Client;
 using Microsoft.Extensions.Logging;
+using Modular.Abstractions.Peers;
 using Modular.Abstractions.Proxy;
 using Modular.Abstractions.WireGuard;
 using Modular.Control;
@@ -96,6 +97,10 @@ public sealed class AgentEngine
     // signal server (DNS, a wrong public_url) is refused instead of trusted. Boxed for atomic publication.
     private volatile StrongBox<WgKey>? _serverKey;
     private readonly NetworkMapState _map = new();
+    // Map application and route failover both change peers and routes: one at a time.
+    private readonly SemaphoreSlim _applyGate = new(1, 1);
+    private volatile NetworkMap? _appliedMap;
+    private volatile RoutePlan _routePlan = RoutePlan.Empty;
     private SignalClient? _rejectedClient;
     private long _rejectedReported;
 
@@ -162,8 +167,17 @@ public sealed class AgentEngine
 
                     if (_routes is not null)
                     {
-                        await _routes.ApplyAsync(RoutePlan.Empty, [], CancellationToken.None);
-                        _recorder.SetRoutes([]);
+                        await _applyGate.WaitAsync(CancellationToken.None);
+                        try
+                        {
+                            await _routes.ApplyAsync(RoutePlan.Empty, [], CancellationToken.None);
+                            _recorder.SetRoutes([]);
+                            (_appliedMap, _routePlan) = (null, RoutePlan.Empty);
+                        }
+                        finally
+                        {
+                            _applyGate.Release();
+                        }
                     }
                 }
 #pragma warning disable CA1031 // Every other management failure is retried; the message goes to status.
@@ -308,23 +322,90 @@ public sealed class AgentEngine
 
             var started = _time.GetTimestamp();
             var map = _map.ToMap();
-            var routes = RoutePlan.From(map, _identity.PublicKey, _iface!.Address, _logger);
-            if (_firewall is not null)
+            await _applyGate.WaitAsync(cancellationToken);
+            int added, updated, removed;
+            try
             {
-                await _firewall.ApplyAsync(map, cancellationToken);
-                _firewall.Firewall?.UpdateResources(routes.ToFirewallResources(_iface.Address));
+                var routes = RoutePlan.From(map, _identity.PublicKey, _iface!.Address, _logger, IsConnected);
+                if (_firewall is not null)
+                {
+                    await _firewall.ApplyAsync(map, cancellationToken);
+                }
+
+                await ApplyDnsAsync(map, cancellationToken);
+                (added, updated, removed) = await ApplyRoutePlanAsync(map, routes, cancellationToken);
+            }
+            finally
+            {
+                _applyGate.Release();
             }
 
-            await ApplyDnsAsync(map, cancellationToken);
-            var (added, updated, removed) = await _manager!.ApplyAsync(routes.MergeAllowedIps(ToPeers(map, _logger)), cancellationToken);
-            await _routes!.ApplyAsync(routes, ControlHosts(), cancellationToken);
-            _recorder.SetRoutes(_routes.Describe(routes, PeerNames(map, routes)));
             _logger.LogInformation("Network map {Serial} ({Kind} from {Previous}): {Total} peers (+{Added} ~{Updated} -{Removed}) applied in {Ms:F1} ms",
                 map.Serial, update.NetworkMap is null ? "delta" : "whole map", previous, map.RemotePeers.Count, added, updated, removed, _time.GetElapsedTime(started).TotalMilliseconds);
         }
 
         return false;
     }
+
+    /// <summary>
+    /// Puts a route plan in force: the networks it routes through peers join their allowed IPs, the OS
+    /// routes follow, then status (caller holds <see cref="_applyGate"/>).
+    /// </summary>
+    private async Task<(int Added, int Updated, int Removed)> ApplyRoutePlanAsync(NetworkMap map, RoutePlan plan, CancellationToken cancellationToken)
+    {
+        _firewall?.Firewall?.UpdateResources(plan.ToFirewallResources(_iface!.Address));
+        var changes = await _manager!.ApplyAsync(plan.MergeAllowedIps(ToPeers(map, _logger)), cancellationToken);
+        await _routes!.ApplyAsync(plan, ControlHosts(), cancellationToken);
+        _recorder.SetRoutes(_routes.Describe(plan, PeerNames(map, plan)));
+        _appliedMap = map;
+        _routePlan = plan;
+        return changes;
+    }
+
+    /// <summary>
+    /// Route failover: when a routing peer that shares a network with another one connects or drops, the
+    /// routes are planned again from the map in force, so a connected routing peer carries the network.
+    /// </summary>
+    private async Task FailOverRoutesAsync(CancellationToken cancellationToken)
+    {
+        if (!_routePlan.IsStale(IsConnected))
+        {
+            return; // the common case: nothing shared, or nothing changed
+        }
+
+        await _applyGate.WaitAsync(cancellationToken);
+        try
+        {
+            if (_appliedMap is not { } map || !_routePlan.IsStale(IsConnected))
+            {
+                return;
+            }
+
+            var before = _routePlan;
+            var plan = RoutePlan.From(map, _identity.PublicKey, _iface!.Address, null, IsConnected);
+            if (plan.SameChoiceAs(before))
+            {
+                _routePlan = plan; // e.g. a standby came up: remember it, nothing moves
+                _recorder.SetRoutes(_routes!.Describe(plan, PeerNames(map, plan)));
+                return;
+            }
+
+            var names = PeerNames(map, plan);
+            foreach (var route in plan.Client.Where(r => !before.Client.Any(b => b.Network.Equals(r.Network) && b.Peer == r.Peer)))
+            {
+                _logger.LogWarning("Route {Name} ({Network}) fails over to routing peer {Peer} ({State})",
+                    route.Name, route.Network, names(route.Peer) ?? route.Peer.ToShortString(), IsConnected(route.Peer) ? "connected" : "none of its routing peers is connected");
+            }
+
+            await ApplyRoutePlanAsync(map, plan, cancellationToken);
+        }
+        finally
+        {
+            _applyGate.Release();
+        }
+    }
+
+    private bool IsConnected(WgKey peer) => _manager?.Find(peer)?.State == PeerConnectionState.Connected;
 
     /// <summary>The mesh resolver follows the map (records, listener); see <see cref="OnDnsListening"/> for the firewall.</summary>
     private async Task ApplyDnsAsync(NetworkMap map, CancellationToken cancellationToken)
@@ -603,6 +684,15 @@ public sealed class AgentEngine
             catch (Exception e) when (e is IOException or InvalidOperationException or TimeoutException)
             {
                 _logger.LogDebug("Reading interface counters failed: {Problem}", e.Message);
+            }
+
+            try
+            {
+                await FailOverRoutesAsync(cancellationToken);
+            }
+            catch (Exception e) when (e is IOException or InvalidOperationException)
+            {
+                _logger.LogWarning("Route failover failed: {Problem}", e.Message);
             }
         }
     }

@@ -371,6 +371,8 @@ public sealed class PeerConn : IPeerConn
         // 3. Watch: handshake on the chosen path, staleness, a restarted peer, a direct path appearing.
         var pathSet = _time.GetUtcNow();
         var lastDirectTry = pathSet;
+        long? received = null;
+        var receivedAt = pathSet;
         while (true)
         {
             await WaitForWakeAsync(TimeSpan.FromSeconds(1), cancellationToken);
@@ -378,6 +380,7 @@ public sealed class PeerConn : IPeerConn
             DateTimeOffset? handshake;
             PeerConnectionState state;
             ConnectionType? type;
+            long? rx;
             lock (_lock)
             {
                 if (_remoteRestarted)
@@ -391,8 +394,18 @@ public sealed class PeerConn : IPeerConn
                 }
 
                 handshake = _stats?.LastHandshake;
+                rx = _stats?.RxBytes;
                 state = _state;
                 type = _type;
+            }
+
+            if (rx != received || state != PeerConnectionState.Connected)
+            {
+                (received, receivedAt) = (rx, now);
+            }
+            else if (now - receivedAt > _options.Silent)
+            {
+                throw new TimeoutException($"nothing received for {(int)(now - receivedAt).TotalSeconds} s (its keepalive is due every {(int)_options.PersistentKeepalive.TotalSeconds} s)");
             }
 
             if (handshake is { } last && last >= pathSet - TimeSpan.FromSeconds(1))

@@ -56,6 +56,8 @@ public interface IRelayConnector
 /// <param name="HandshakeTimeout">How long after a path was set a first WireGuard handshake may take.</param>
 /// <param name="StaleHandshake">A connected peer whose last handshake is older than this is reconnected.</param>
 /// <param name="OfferInterval">How often an unanswered offer is sent again.</param>
+/// <param name="Keepalive">WireGuard's persistent keepalive once connected (both sides set it).</param>
+/// <param name="SilentPeer">A connected peer from which nothing arrived for this long (not even its keepalive) is reconnected.</param>
 public sealed record PeerConnOptions(
     bool ForceRelay = false,
     TimeSpan? CheckTimeout = null,
@@ -63,7 +65,8 @@ public sealed record PeerConnOptions(
     TimeSpan? HandshakeTimeout = null,
     TimeSpan? StaleHandshake = null,
     TimeSpan? OfferInterval = null,
-    TimeSpan? Keepalive = null)
+    TimeSpan? Keepalive = null,
+    TimeSpan? SilentPeer = null)
 {
     public TimeSpan Checks => CheckTimeout ?? TimeSpan.FromSeconds(5);
 
@@ -77,4 +80,8 @@ public sealed record PeerConnOptions(
     public TimeSpan Offers => OfferInterval ?? TimeSpan.FromSeconds(3);
 
     public TimeSpan PersistentKeepalive => Keepalive ?? TimeSpan.FromSeconds(25);
+
+    // Both sides send a keepalive at least every PersistentKeepalive: two missed ones (plus slack) mean the
+    // peer is gone, found long before its handshake goes stale. Routes fail over on it.
+    public TimeSpan Silent => SilentPeer ?? (PersistentKeepalive * 2) + TimeSpan.FromSeconds(10);
 }

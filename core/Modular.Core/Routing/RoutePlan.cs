@@ -33,13 +33,16 @@ public sealed record UnusedRoute(string Network, WgKey? Peer, string Id, string 
 
 /// <summary>
 /// What one network map asks of routing: the client routes that won (one peer per prefix, since WireGuard
-/// allowed IPs cannot overlap: lowest metric, then key order), the routes this peer serves, and the
+/// allowed IPs cannot overlap: a connected routing peer first, then lowest metric, then key order), the routes this peer serves, and the
 /// routed firewall rules that say which forwarded connections it lets through. IPv4 only; anything it
 /// cannot use (an IPv6 or malformed prefix, a prefix inside the overlay, a route through a peer not in the
 /// map) is skipped with a warning.
 /// </summary>
 public sealed record RoutePlan(IReadOnlyList<ClientRoute> Client, IReadOnlyList<ServedRoute> Served, IReadOnlyList<FirewallRule> ForwardRules)
 {
+    // Before Empty: static initializers run in order, and Empty's init reads it.
+    private static readonly IReadOnlySet<WgKey> EmptyKeys = new HashSet<WgKey>();
+
     public static RoutePlan Empty { get; } = new([], [], []);
 
     /// <summary>The map's routes this plan does not use (skipped or lost to another peer), with the reason.</summary>
@@ -48,7 +51,27 @@ public sealed record RoutePlan(IReadOnlyList<ClientRoute> Client, IReadOnlyList<
     /// <summary>The exit node in use, if any.</summary>
     public ClientRoute? ExitNode => Client.FirstOrDefault(r => r.IsExitNode);
 
-    public static RoutePlan From(NetworkMap map, WgKey self, IPNetwork overlay, ILogger? logger = null)
+    /// <summary>
+    /// Routing peers that share a network with another routing peer (high availability): whether each is
+    /// connected decides which one carries it, so a change in that calls for a new plan.
+    /// </summary>
+    public IReadOnlySet<WgKey> Contenders { get; init; } = EmptyKeys;
+
+    /// <summary>The <see cref="Contenders"/> that were connected when this plan was made.</summary>
+    public IReadOnlySet<WgKey> ConnectedContenders { get; init; } = EmptyKeys;
+
+    /// <summary>True when a contender's connection came up or went down since this plan was made.</summary>
+    public bool IsStale(Func<WgKey, bool> isConnected) => Contenders.Any(peer => isConnected(peer) != ConnectedContenders.Contains(peer));
+
+    /// <summary>True when <paramref name="other"/> sends every network through the same peer as this plan.</summary>
+    public bool SameChoiceAs(RoutePlan other)
+        => Client.Count == other.Client.Count && Client.Zip(other.Client).All(pair => pair.First.Network.Equals(pair.Second.Network) && pair.First.Peer == pair.Second.Peer);
+
+    /// <param name="isConnected">
+    /// Whether a routing peer's connection is up. Among routing peers of the same network a connected one wins
+    /// over a better metric (failover); null: metric and key order alone.
+    /// </param>
+    public static RoutePlan From(NetworkMap map, WgKey self, IPNetwork overlay, ILogger? logger = null, Func<WgKey, bool>? isConnected = null)
     {
         ArgumentNullException.ThrowIfNull(map);
         if (map.Routes.Count == 0)
@@ -103,19 +126,29 @@ public sealed record RoutePlan(IReadOnlyList<ClientRoute> Client, IReadOnlyList<
         // A network this peer serves itself is never sent to another peer (HA routers serving the same LAN,
         // or an exit node that could use another one).
         var client = new List<ClientRoute>();
+        var contenders = new HashSet<WgKey>();
+        var connectedContenders = new HashSet<WgKey>();
         foreach (var group in candidates.GroupBy(r => r.Network))
         {
-            var ranked = group.OrderBy(r => r.Metric).ThenBy(r => r.Peer.ToArray(), ByteOrder.Instance).ToList();
             var servedHere = served.Any(s => s.Network.Equals(group.Key));
+            var connected = group.Select(r => r.Peer).Distinct().ToDictionary(peer => peer, peer => isConnected?.Invoke(peer) ?? false);
+            var ranked = group.OrderByDescending(r => connected[r.Peer]).ThenBy(r => r.Metric).ThenBy(r => r.Peer.ToArray(), ByteOrder.Instance).ToList();
             if (!servedHere)
             {
                 client.Add(ranked[0]);
+                if (isConnected is not null && connected.Count > 1)
+                {
+                    contenders.UnionWith(connected.Keys);
+                    connectedContenders.UnionWith(connected.Where(c => c.Value).Select(c => c.Key));
+                }
             }
 
             foreach (var other in servedHere ? ranked : ranked.Skip(1))
             {
-                unused.Add(new UnusedRoute(other.Network.ToString(), other.Peer, other.Id, other.Name, other.Metric, other.Masquerade,
-                    servedHere ? "this peer serves that network itself" : $"lost to route {ranked[0].Name} (metric {ranked[0].Metric})"));
+                var reason = servedHere ? "this peer serves that network itself"
+                    : connected[ranked[0].Peer] && !connected[other.Peer] ? $"standby: its routing peer is not connected; route {ranked[0].Name} carries the network"
+                    : $"lost to route {ranked[0].Name} (metric {ranked[0].Metric})";
+                unused.Add(new UnusedRoute(other.Network.ToString(), other.Peer, other.Id, other.Name, other.Metric, other.Masquerade, reason));
             }
         }
 
@@ -130,7 +163,7 @@ public sealed record RoutePlan(IReadOnlyList<ClientRoute> Client, IReadOnlyList<
             unused.Add(new UnusedRoute(duplicate.Network.ToString(), self, duplicate.Id, duplicate.Name, duplicate.Metric, duplicate.Masquerade, $"same network as route {first.Name}, which this peer serves"));
         }
 
-        return new RoutePlan(client, distinctServed, forward) { Unused = unused };
+        return new RoutePlan(client, distinctServed, forward) { Unused = unused, Contenders = contenders, ConnectedContenders = connectedContenders };
     }
 
     /// <summary>The resources this plan uses or serves, for the firewall's flow events (none inside <paramref name="overlay"/>).</summary>
