@@ -16,6 +16,11 @@ namespace Modular.Plugins.ProxyBind;
 public sealed class BindProxy : RelayedProxy
 {
     private const int QueueCapacity = 1024;
+
+    // Buffers for queued datagrams: rented on WireGuard's threads, returned on the relay loop's. The shared
+    // ArrayPool keeps only a few dozen arrays per size beyond each thread's own, so a burst that fills the queue
+    // would allocate per datagram; this pool holds a full queue's worth (retained only after such a burst).
+    private static readonly ArrayPool<byte> QueuedDatagrams = ArrayPool<byte>.Create(RelayedConnectionPump.MaxDatagram, QueueCapacity);
     private static int _endpointCounter;
 
     private readonly IWgBindHook _hook;
@@ -59,7 +64,7 @@ public sealed class BindProxy : RelayedProxy
     {
         while (_toRelay.Reader.TryRead(out var item))
         {
-            ArrayPool<byte>.Shared.Return(item.Buffer);
+            QueuedDatagrams.Return(item.Buffer);
         }
     }
 
@@ -91,7 +96,7 @@ public sealed class BindProxy : RelayedProxy
                 }
                 finally
                 {
-                    ArrayPool<byte>.Shared.Return(buffer);
+                    QueuedDatagrams.Return(buffer);
                 }
             }
         }
@@ -115,11 +120,11 @@ public sealed class BindProxy : RelayedProxy
             return;
         }
 
-        var buffer = ArrayPool<byte>.Shared.Rent(datagram.Length);
+        var buffer = QueuedDatagrams.Rent(datagram.Length);
         datagram.CopyTo(buffer);
         if (!_toRelay.Writer.TryWrite((buffer, datagram.Length)))
         {
-            ArrayPool<byte>.Shared.Return(buffer);
+            QueuedDatagrams.Return(buffer);
             Interlocked.Increment(ref _droppedToRelay);
         }
     }
