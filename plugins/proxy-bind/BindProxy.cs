@@ -11,35 +11,29 @@ namespace Modular.Plugins.ProxyBind;
 /// Joins one relayed connection to the in-process WireGuard through its Bind hook: the proxy
 /// claims a virtual endpoint (no socket), WireGuard's datagrams for it are queued and sent over
 /// the relay, and datagrams from the relay are injected as if they arrived from that endpoint.
+/// The lifecycle is <see cref="RelayedProxy"/>'s.
 /// </summary>
-public sealed class BindProxy : IProxy
+public sealed class BindProxy : RelayedProxy
 {
-    private const int MaxDatagram = 65535;
     private const int QueueCapacity = 1024;
+
+    // Buffers for queued datagrams: rented on WireGuard's threads, returned on the relay loop's. The shared
+    // ArrayPool keeps only a few dozen arrays per size beyond each thread's own, so a burst that fills the queue
+    // would allocate per datagram; this pool holds a full queue's worth (retained only after such a burst).
+    private static readonly ArrayPool<byte> QueuedDatagrams = ArrayPool<byte>.Create(RelayedConnectionPump.MaxDatagram, QueueCapacity);
     private static int _endpointCounter;
 
     private readonly IWgBindHook _hook;
-    private readonly ILogger _logger;
-    private readonly CancellationTokenSource _stop = new();
-    private readonly Lock _gate = new();
     private readonly Channel<(byte[] Buffer, int Length)> _toRelay;
-    private IRelayedConnection? _connection;
     private IDisposable? _claim;
-    private IPEndPoint? _endpoint;
     private volatile IPEndPoint? _injectAs;
-    private WgKey _peer;
-    private Task _relayToWireGuard = Task.CompletedTask;
-    private Task _wireGuardToRelay = Task.CompletedTask;
-    private bool _started;
-    private volatile bool _paused = true;
-    private int _disconnectRaised;
-    private int _closed;
     private long _droppedToRelay;
 
     public BindProxy(IWgBindHook hook, ILogger logger)
+        : base(logger)
     {
+        ArgumentNullException.ThrowIfNull(hook);
         _hook = hook;
-        _logger = logger;
         _toRelay = Channel.CreateBounded<(byte[], int)>(new BoundedChannelOptions(QueueCapacity)
         {
             SingleReader = true,
@@ -47,110 +41,69 @@ public sealed class BindProxy : IProxy
         });
     }
 
-    public string Kind => "bind";
-
-    public IPEndPoint EndpointAddr => _endpoint ?? throw new InvalidOperationException("Call AddRelayedConnAsync first.");
+    public override string Kind => "bind";
 
     /// <summary>WireGuard datagrams dropped because the relay could not keep up.</summary>
     public long DroppedToRelay => Interlocked.Read(ref _droppedToRelay);
 
-    public event EventHandler? Disconnected;
-
-    public ValueTask AddRelayedConnAsync(IRelayedConnection connection, WgKey remotePeer, CancellationToken cancellationToken)
+    protected override IPEndPoint AttachToWireGuard()
     {
-        ArgumentNullException.ThrowIfNull(connection);
-        cancellationToken.ThrowIfCancellationRequested();
-        lock (_gate)
-        {
-            ObjectDisposedException.ThrowIf(Volatile.Read(ref _closed) != 0, this);
-            if (_connection is not null)
-            {
-                throw new InvalidOperationException("This proxy already carries a relayed connection; create one proxy per peer.");
-            }
+        var endpoint = NextVirtualEndpoint();
+        _claim = _hook.ClaimEndpoint(endpoint, new RelaySink(this));
+        _injectAs = endpoint;
+        return endpoint;
+    }
 
-            _endpoint = NextVirtualEndpoint();
-            _injectAs = _endpoint;
-            _claim = _hook.ClaimEndpoint(_endpoint, new RelaySink(this));
-            _connection = connection;
-            _peer = remotePeer;
+    protected override void DetachFromWireGuard()
+    {
+        _claim?.Dispose();
+        _toRelay.Writer.TryComplete();
+    }
+
+    protected override void OnLoopsStopped()
+    {
+        while (_toRelay.Reader.TryRead(out var item))
+        {
+            QueuedDatagrams.Return(item.Buffer);
+        }
+    }
+
+    /// <summary>Injects relay datagrams as coming from <paramref name="endpoint"/>.</summary>
+    protected override void ApplyRedirect(IPEndPoint endpoint) => _injectAs = endpoint;
+
+    protected override ValueTask SendToWireGuardAsync(ReadOnlyMemory<byte> datagram, CancellationToken cancellationToken)
+    {
+        if (_injectAs is { } from)
+        {
+            _hook.Inject(datagram.Span, from);
         }
 
-        _logger.LogDebug("Bind proxy for {Peer}: virtual endpoint {Endpoint} via relay {Relay}",
-            remotePeer.ToShortString(), _endpoint, connection.RelayAddress);
         return ValueTask.CompletedTask;
     }
 
-    public void Work()
+    protected override async Task RunWireGuardToRelayAsync(IRelayedConnection connection, CancellationToken cancellationToken)
     {
-        lock (_gate)
+        try
         {
-            ObjectDisposedException.ThrowIf(Volatile.Read(ref _closed) != 0, this);
-            if (_connection is null)
+            await foreach (var (buffer, length) in _toRelay.Reader.ReadAllAsync(cancellationToken))
             {
-                throw new InvalidOperationException("Call AddRelayedConnAsync before Work.");
+                try
+                {
+                    if (!await SendToRelayAsync(connection, buffer.AsMemory(0, length), cancellationToken))
+                    {
+                        return;
+                    }
+                }
+                finally
+                {
+                    QueuedDatagrams.Return(buffer);
+                }
             }
-
-            _paused = false;
-            if (_started)
-            {
-                return;
-            }
-
-            _started = true;
-            var token = _stop.Token;
-            _relayToWireGuard = Task.Run(() => RelayToWireGuardAsync(_connection, token), CancellationToken.None);
-            _wireGuardToRelay = Task.Run(() => WireGuardToRelayAsync(_connection, token), CancellationToken.None);
+        }
+        catch (OperationCanceledException)
+        {
         }
     }
-
-    public void Pause() => _paused = true;
-
-    /// <summary>Injects relay datagrams as coming from <paramref name="endpoint"/>; resumes forwarding.</summary>
-    public void RedirectAs(IPEndPoint endpoint)
-    {
-        ArgumentNullException.ThrowIfNull(endpoint);
-        _injectAs = endpoint;
-        Work();
-    }
-
-    public async ValueTask CloseAsync()
-    {
-        if (Interlocked.Exchange(ref _closed, 1) != 0)
-        {
-            return;
-        }
-
-        IRelayedConnection? connection;
-        lock (_gate)
-        {
-            connection = _connection;
-            _stop.Cancel();
-            _claim?.Dispose();
-            _toRelay.Writer.TryComplete();
-        }
-
-        if (connection is not null)
-        {
-            try
-            {
-                await connection.DisposeAsync();
-            }
-            catch (Exception ex)
-            {
-                _logger.LogDebug(ex, "Closing the relayed connection of {Peer} failed", _peer.ToShortString());
-            }
-        }
-
-        await Task.WhenAll(_relayToWireGuard, _wireGuardToRelay).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-        while (_toRelay.Reader.TryRead(out var item))
-        {
-            ArrayPool<byte>.Shared.Return(item.Buffer);
-        }
-
-        _stop.Dispose();
-    }
-
-    public ValueTask DisposeAsync() => CloseAsync();
 
     // Virtual endpoints never touch the network; they only have to be distinct per proxy.
     private static IPEndPoint NextVirtualEndpoint()
@@ -162,85 +115,17 @@ public sealed class BindProxy : IProxy
 
     private void EnqueueFromWireGuard(ReadOnlySpan<byte> datagram)
     {
-        if (datagram.Length > MaxDatagram || Volatile.Read(ref _closed) != 0)
+        if (datagram.Length > RelayedConnectionPump.MaxDatagram || IsClosed)
         {
             return;
         }
 
-        var buffer = ArrayPool<byte>.Shared.Rent(datagram.Length);
+        var buffer = QueuedDatagrams.Rent(datagram.Length);
         datagram.CopyTo(buffer);
         if (!_toRelay.Writer.TryWrite((buffer, datagram.Length)))
         {
-            ArrayPool<byte>.Shared.Return(buffer);
+            QueuedDatagrams.Return(buffer);
             Interlocked.Increment(ref _droppedToRelay);
-        }
-    }
-
-    private async Task RelayToWireGuardAsync(IRelayedConnection connection, CancellationToken cancellationToken)
-    {
-        var closed = await RelayedConnectionPump.RunAsync(
-            connection,
-            (datagram, _) =>
-            {
-                if (!_paused && _injectAs is { } from)
-                {
-                    _hook.Inject(datagram.Span, from);
-                }
-
-                return ValueTask.CompletedTask;
-            },
-            e => _logger.LogDebug(e, "Relayed connection of {Peer} failed", _peer.ToShortString()),
-            cancellationToken);
-        if (closed)
-        {
-            OnRelayClosed();
-        }
-    }
-
-    private async Task WireGuardToRelayAsync(IRelayedConnection connection, CancellationToken cancellationToken)
-    {
-        try
-        {
-            await foreach (var (buffer, length) in _toRelay.Reader.ReadAllAsync(cancellationToken))
-            {
-                try
-                {
-                    await connection.SendAsync(buffer.AsMemory(0, length), cancellationToken);
-                }
-                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-                {
-                    return;
-                }
-                catch (Exception ex)
-                {
-                    _logger.LogDebug(ex, "Sending to the relay of {Peer} failed", _peer.ToShortString());
-                }
-                finally
-                {
-                    ArrayPool<byte>.Shared.Return(buffer);
-                }
-            }
-        }
-        catch (OperationCanceledException)
-        {
-        }
-    }
-
-    private void OnRelayClosed()
-    {
-        if (Volatile.Read(ref _closed) != 0 || Interlocked.Exchange(ref _disconnectRaised, 1) != 0)
-        {
-            return;
-        }
-
-        _logger.LogInformation("Relayed connection of {Peer} closed", _peer.ToShortString());
-        try
-        {
-            Disconnected?.Invoke(this, EventArgs.Empty);
-        }
-        catch (Exception ex)
-        {
-            _logger.LogWarning(ex, "A Disconnected handler of the bind proxy for {Peer} threw", _peer.ToShortString());
         }
     }
 

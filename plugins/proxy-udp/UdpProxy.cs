@@ -1,137 +1,79 @@
 using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Logging;
 using Modular.Abstractions.Proxy;
-using Modular.Abstractions.WireGuard;
 
 namespace Modular.Plugins.ProxyUdp;
 
 /// <summary>
 /// Joins one relayed connection to WireGuard through a loopback UDP socket: WireGuard is told
-/// the socket's address (<see cref="EndpointAddr"/>) is the peer's endpoint, datagrams from the
+/// the socket's address (<see cref="RelayedProxy.EndpointAddr"/>) is the peer's endpoint, datagrams from the
 /// relay are sent from that socket to WireGuard's listen port, and whatever WireGuard sends to
 /// it goes back over the relay. The socket is connected to WireGuard's port, so the kernel
-/// drops datagrams from anyone else.
+/// drops datagrams from anyone else. The lifecycle is <see cref="RelayedProxy"/>'s.
 /// </summary>
-public sealed class UdpProxy : IProxy
+public sealed class UdpProxy : RelayedProxy
 {
-    private const int MaxDatagram = 65535;
     private const int SocketBufferBytes = 1 << 20;
 
     private readonly IPEndPoint _wireGuard;
-    private readonly ILogger _logger;
-    private readonly CancellationTokenSource _stop = new();
-    private readonly Lock _gate = new();
     private Socket? _socket;
-    private IRelayedConnection? _connection;
-    private WgKey _peer;
-    private IPEndPoint? _endpoint;
-    private Task _relayToWireGuard = Task.CompletedTask;
-    private Task _wireGuardToRelay = Task.CompletedTask;
-    private bool _started;
-    private volatile bool _paused = true;
     private volatile SpoofingSender? _redirect;
-    private int _disconnectRaised;
-    private int _closed;
     private long _droppedToWireGuard;
 
     /// <param name="wireGuardPort">The UDP port WireGuard listens on (on 127.0.0.1).</param>
     public UdpProxy(int wireGuardPort, ILogger logger)
+        : base(logger)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(wireGuardPort, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(wireGuardPort, 65535);
         _wireGuard = new IPEndPoint(IPAddress.Loopback, wireGuardPort);
-        _logger = logger;
     }
 
-    public string Kind => "udp";
-
-    public IPEndPoint EndpointAddr => _endpoint ?? throw new InvalidOperationException("Call AddRelayedConnAsync first.");
+    public override string Kind => "udp";
 
     /// <summary>Datagrams from the relay that could not be handed to WireGuard (e.g. nothing listened).</summary>
     public long DroppedToWireGuard => Interlocked.Read(ref _droppedToWireGuard);
 
-    public event EventHandler? Disconnected;
-
-    public ValueTask AddRelayedConnAsync(IRelayedConnection connection, WgKey remotePeer, CancellationToken cancellationToken)
+    protected override IPEndPoint AttachToWireGuard()
     {
-        ArgumentNullException.ThrowIfNull(connection);
-        cancellationToken.ThrowIfCancellationRequested();
-        lock (_gate)
+        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        try
         {
-            ObjectDisposedException.ThrowIf(Volatile.Read(ref _closed) != 0, this);
-            if (_connection is not null)
-            {
-                throw new InvalidOperationException("This proxy already carries a relayed connection; create one proxy per peer.");
-            }
-
-            var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-            try
-            {
-                // Bursts from WireGuard (a batch of sealed packets) must not overflow the default buffers;
-                // the kernel caps these at net.core.[rw]mem_max.
-                socket.ReceiveBufferSize = SocketBufferBytes;
-                socket.SendBufferSize = SocketBufferBytes;
-                socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-                socket.Connect(_wireGuard);
-            }
-            catch
-            {
-                socket.Dispose();
-                throw;
-            }
-
-            _socket = socket;
-            _endpoint = (IPEndPoint)socket.LocalEndPoint!;
-            _connection = connection;
-            _peer = remotePeer;
+            // Bursts from WireGuard (a batch of sealed packets) must not overflow the default buffers;
+            // the kernel caps these at net.core.[rw]mem_max.
+            socket.ReceiveBufferSize = SocketBufferBytes;
+            socket.SendBufferSize = SocketBufferBytes;
+            socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+            socket.Connect(_wireGuard);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
         }
 
-        _logger.LogDebug("UDP proxy for {Peer}: {Endpoint} <-> WireGuard {WireGuard} via relay {Relay}",
-            remotePeer.ToShortString(), _endpoint, _wireGuard, connection.RelayAddress);
-        return ValueTask.CompletedTask;
+        _socket = socket;
+        return (IPEndPoint)socket.LocalEndPoint!;
     }
 
-    public void Work()
-    {
-        lock (_gate)
-        {
-            ObjectDisposedException.ThrowIf(Volatile.Read(ref _closed) != 0, this);
-            if (_connection is null || _socket is null)
-            {
-                throw new InvalidOperationException("Call AddRelayedConnAsync before Work.");
-            }
+    protected override void DetachFromWireGuard() => _socket?.Dispose();
 
-            _paused = false;
-            if (_started)
-            {
-                return;
-            }
-
-            _started = true;
-            var token = _stop.Token;
-            _relayToWireGuard = Task.Run(() => RelayToWireGuardAsync(_connection, _socket, token), CancellationToken.None);
-            _wireGuardToRelay = Task.Run(() => WireGuardToRelayAsync(_connection, _socket, token), CancellationToken.None);
-        }
-    }
-
-    public void Pause() => _paused = true;
+    protected override void OnLoopsStopped() => Interlocked.Exchange(ref _redirect, null)?.Dispose();
 
     /// <summary>
     /// From now on datagrams from the relay reach WireGuard with <paramref name="endpoint"/> as
     /// their source, so switching from a direct path to the relay is not a roam. That needs a
     /// raw socket (root or CAP_NET_RAW) and an IPv4 endpoint; otherwise it is logged and the
-    /// proxy keeps sending from <see cref="EndpointAddr"/>. Passing <see cref="EndpointAddr"/>
-    /// returns to the normal path. Also resumes forwarding, like <see cref="Work"/>.
+    /// proxy keeps sending from <see cref="RelayedProxy.EndpointAddr"/>. Passing that endpoint
+    /// returns to the normal path.
     /// </summary>
-    public void RedirectAs(IPEndPoint endpoint)
+    protected override void ApplyRedirect(IPEndPoint endpoint)
     {
-        ArgumentNullException.ThrowIfNull(endpoint);
-        ObjectDisposedException.ThrowIf(Volatile.Read(ref _closed) != 0, this);
-        var own = _endpoint ?? throw new InvalidOperationException("Call AddRelayedConnAsync before RedirectAs.");
         SpoofingSender? next = null;
-        if (!endpoint.Equals(own))
+        if (!endpoint.Equals(EndpointAddr))
         {
             try
             {
@@ -139,88 +81,45 @@ public sealed class UdpProxy : IProxy
             }
             catch (Exception ex) when (ex is SocketException or NotSupportedException)
             {
-                _logger.LogWarning("UDP proxy for {Peer} cannot send as {Endpoint} ({Reason}); WireGuard will see {Own} instead",
-                    _peer.ToShortString(), endpoint, ex.Message, _endpoint);
+                Logger.LogWarning("UDP proxy for {Peer} cannot send as {Endpoint} ({Reason}); WireGuard will see {Own} instead",
+                    RemotePeer.ToShortString(), endpoint, ex.Message, EndpointAddr);
             }
         }
 
         Interlocked.Exchange(ref _redirect, next)?.Dispose();
-        Work();
+        if (IsClosed)
+        {
+            // A close that ran meanwhile has already released its sender; do not leak this one.
+            Interlocked.Exchange(ref _redirect, null)?.Dispose();
+        }
     }
 
-    public async ValueTask CloseAsync()
+    // Pooled so a send that completes asynchronously costs no allocation per packet.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    protected override async ValueTask SendToWireGuardAsync(ReadOnlyMemory<byte> datagram, CancellationToken cancellationToken)
     {
-        if (Interlocked.Exchange(ref _closed, 1) != 0)
+        try
         {
-            return;
-        }
-
-        IRelayedConnection? connection;
-        lock (_gate)
-        {
-            connection = _connection;
-            _stop.Cancel();
-            _socket?.Dispose();
-        }
-
-        if (connection is not null)
-        {
-            try
+            if (_redirect is { } redirect)
             {
-                await connection.DisposeAsync();
+                redirect.Send(datagram.Span);
             }
-            catch (Exception ex)
+            else
             {
-                _logger.LogDebug(ex, "Closing the relayed connection of {Peer} failed", _peer.ToShortString());
+                await _socket!.SendAsync(datagram, SocketFlags.None, cancellationToken);
             }
         }
-
-        await Task.WhenAll(_relayToWireGuard, _wireGuardToRelay).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-        Interlocked.Exchange(ref _redirect, null)?.Dispose();
-        _stop.Dispose();
-    }
-
-    public ValueTask DisposeAsync() => CloseAsync();
-
-    private async Task RelayToWireGuardAsync(IRelayedConnection connection, Socket socket, CancellationToken cancellationToken)
-    {
-        var closed = await RelayedConnectionPump.RunAsync(
-            connection,
-            async (datagram, token) =>
-            {
-                if (_paused)
-                {
-                    return;
-                }
-
-                try
-                {
-                    if (_redirect is { } redirect)
-                    {
-                        redirect.Send(datagram.Span);
-                    }
-                    else
-                    {
-                        await socket.SendAsync(datagram, SocketFlags.None, token);
-                    }
-                }
-                catch (SocketException)
-                {
-                    // WireGuard not listening (ICMP port unreachable): drop like a lossy path would.
-                    Interlocked.Increment(ref _droppedToWireGuard);
-                }
-            },
-            e => _logger.LogDebug(e, "Relayed connection of {Peer} failed", _peer.ToShortString()),
-            cancellationToken);
-        if (closed)
+        catch (SocketException)
         {
-            OnRelayClosed();
+            // WireGuard not listening (ICMP port unreachable): drop like a lossy path would.
+            Interlocked.Increment(ref _droppedToWireGuard);
         }
     }
 
-    private async Task WireGuardToRelayAsync(IRelayedConnection connection, Socket socket, CancellationToken cancellationToken)
+    protected override async Task RunWireGuardToRelayAsync(IRelayedConnection connection, CancellationToken cancellationToken)
     {
-        var buffer = ArrayPool<byte>.Shared.Rent(MaxDatagram);
+        var socket = _socket!;
+        var buffer = ArrayPool<byte>.Shared.Rent(RelayedConnectionPump.MaxDatagram);
         try
         {
             while (!cancellationToken.IsCancellationRequested)
@@ -240,42 +139,15 @@ public sealed class UdpProxy : IProxy
                     return;
                 }
 
-                try
-                {
-                    await connection.SendAsync(buffer.AsMemory(0, received), cancellationToken);
-                }
-                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+                if (!await SendToRelayAsync(connection, buffer.AsMemory(0, received), cancellationToken))
                 {
                     return;
-                }
-                catch (Exception ex)
-                {
-                    // The receive loop notices a closed relay and reports it; a failed send is a lost datagram.
-                    _logger.LogDebug(ex, "Sending to the relay of {Peer} failed", _peer.ToShortString());
                 }
             }
         }
         finally
         {
             ArrayPool<byte>.Shared.Return(buffer);
-        }
-    }
-
-    private void OnRelayClosed()
-    {
-        if (Volatile.Read(ref _closed) != 0 || Interlocked.Exchange(ref _disconnectRaised, 1) != 0)
-        {
-            return;
-        }
-
-        _logger.LogInformation("Relayed connection of {Peer} closed", _peer.ToShortString());
-        try
-        {
-            Disconnected?.Invoke(this, EventArgs.Empty);
-        }
-        catch (Exception ex)
-        {
-            _logger.LogWarning(ex, "A Disconnected handler of the UDP proxy for {Peer} threw", _peer.ToShortString());
         }
     }
 }
