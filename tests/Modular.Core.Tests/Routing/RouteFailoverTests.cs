@@ -1,5 +1,4 @@
 using System.Net;
-using Google.Protobuf;
 using Modular.Abstractions.WireGuard;
 using Modular.Control.Management;
 using Modular.Core.Routing;
@@ -10,10 +9,11 @@ namespace Modular.Core.Tests.Routing;
 public sealed class RouteFailoverTests
 {
     private static readonly IPNetwork Overlay = IPNetwork.Parse("100.64.0.0/10");
-    private static readonly WgKey Self = Key(1);
-    private static readonly WgKey Primary = Key(2);
-    private static readonly WgKey Backup = Key(3);
-    private static readonly NetworkMap HaMap = Map(Route("lan-primary", "10.1.0.0/24", Primary, 10), Route("lan-backup", "10.1.0.0/24", Backup, 20), Route("other", "10.9.0.0/24", Backup, 5));
+    private static readonly WgKey Self = RouteMaps.Self;
+    private static readonly WgKey Primary = RouteMaps.RouterA;
+    private static readonly WgKey Backup = RouteMaps.RouterB;
+    private static readonly NetworkMap HaMap = RouteMaps.Map(
+        RouteMaps.Route("lan-primary", "10.1.0.0/24", Primary, 10), RouteMaps.Route("lan-backup", "10.1.0.0/24", Backup, 20), RouteMaps.Route("other", "10.9.0.0/24", Backup, 5));
 
     [Fact]
     public void Both_connected_the_metric_decides_and_the_other_is_lost_to_it()
@@ -53,7 +53,7 @@ public sealed class RouteFailoverTests
         Assert.Empty(plan.ConnectedContenders);
         Assert.True(plan.IsStale(peer => peer == Backup)); // the backup came up: plan again
 
-        var lone = RoutePlan.From(Map(Route("lan", "10.1.0.0/24", Primary, 10)), Self, Overlay, isConnected: _ => false);
+        var lone = RoutePlan.From(RouteMaps.Map(RouteMaps.Route("lan", "10.1.0.0/24", Primary, 10)), Self, Overlay, isConnected: _ => false);
         Assert.Empty(lone.Contenders);
         Assert.False(lone.IsStale(_ => true));
     }
@@ -67,26 +67,4 @@ public sealed class RouteFailoverTests
         Assert.False(plan.IsStale(_ => true));
         Assert.False(RoutePlan.Empty.IsStale(_ => true));
     }
-
-    private static WgKey Key(byte first)
-    {
-        var bytes = new byte[WgKey.Size];
-        bytes[0] = first;
-        return new WgKey(bytes);
-    }
-
-    private static NetworkMap Map(params Route[] routes)
-    {
-        var map = new NetworkMap { Serial = 1 };
-        foreach (var (key, ip) in new[] { (Primary, "100.64.0.2/32"), (Backup, "100.64.0.3/32") })
-        {
-            map.RemotePeers.Add(new RemotePeer { Hostname = $"p{key.ToArray()[0]}", WgPubKey = ByteString.CopyFrom(key.ToArray()), AllowedIps = { ip } });
-        }
-
-        map.Routes.AddRange(routes);
-        return map;
-    }
-
-    private static Route Route(string name, string network, WgKey peer, int metric)
-        => new() { Id = name + "-id", Name = name, Network = network, PeerWgPubKey = ByteString.CopyFrom(peer.ToArray()), Metric = metric, Masquerade = true };
 }

@@ -13,9 +13,9 @@ namespace Modular.Core.Tests.Routing;
 public sealed class RouteManagerTests
 {
     private static readonly IPNetwork Overlay = IPNetwork.Parse("100.64.0.0/10");
-    private static readonly WgKey Self = Key(1);
-    private static readonly WgKey RouterA = Key(2);
-    private static readonly WgKey RouterB = Key(3);
+    private static readonly WgKey Self = RouteMaps.Self;
+    private static readonly WgKey RouterA = RouteMaps.RouterA;
+    private static readonly WgKey RouterB = RouteMaps.RouterB;
 
     [Fact]
     public void Routes_of_other_peers_become_client_routes_and_the_lowest_metric_then_key_order_wins()
@@ -302,27 +302,11 @@ public sealed class RouteManagerTests
         Assert.Contains("comment \"x_ _ flush ruleset _ _\"", script, StringComparison.Ordinal);
     }
 
-    private static WgKey Key(byte first)
-    {
-        var bytes = new byte[WgKey.Size];
-        bytes[0] = first;
-        return new WgKey(bytes);
-    }
+    private static WgKey Key(byte first) => RouteMaps.Key(first);
 
-    private static NetworkMap Map(params Route[] routes)
-    {
-        var map = new NetworkMap { Serial = 1 };
-        foreach (var (key, ip) in new[] { (RouterA, "100.64.0.2/32"), (RouterB, "100.64.0.3/32"), (Key(7), "100.64.0.7/32") })
-        {
-            map.RemotePeers.Add(new RemotePeer { Hostname = $"p{key.ToArray()[0]}", WgPubKey = ByteString.CopyFrom(key.ToArray()), AllowedIps = { ip } });
-        }
+    private static NetworkMap Map(params Route[] routes) => RouteMaps.Map(routes);
 
-        map.Routes.Add(routes);
-        return map;
-    }
-
-    private static Route Route(string name, string network, WgKey peer, int metric = 9999, bool masquerade = true)
-        => new() { Id = name + "-id", Name = name, Network = network, PeerWgPubKey = ByteString.CopyFrom(peer.ToArray()), Metric = metric, Masquerade = masquerade };
+    private static Route Route(string name, string network, WgKey peer, int metric = 9999, bool masquerade = true) => RouteMaps.Route(name, network, peer, metric, masquerade);
 
     private static RemotePeerInfo Peer(WgKey key, string allowed) => new(key, "p", allowed.Split('/')[0], [IPNetwork.Parse(allowed)], null);
 
