@@ -315,7 +315,10 @@ public sealed class PeerConn : IPeerConn
                 _logger.LogInformation("Peer {Peer}: {Reason}; retrying", Name, reason);
             }
 
-            await TeardownPathAsync(removeWireGuardPeer: false);
+            // A new attempt is a new WireGuard session: with the old one kept, a path set while its keys were
+            // still fresh (the remote restarted, or an attempt just failed over) never sees the handshake it
+            // waits for, and the peer hangs in Connecting until the next rekey, two minutes on.
+            await TeardownPathAsync(removeWireGuardPeer: true);
             SetState(PeerConnectionState.Connecting, reason);
             try
             {

@@ -81,7 +81,9 @@ public sealed record PeerConnOptions(
 
     public TimeSpan PersistentKeepalive => Keepalive ?? TimeSpan.FromSeconds(25);
 
-    // Both sides send a keepalive at least every PersistentKeepalive: two missed ones (plus slack) mean the
-    // peer is gone, found long before its handshake goes stale. Routes fail over on it.
-    public TimeSpan Silent => SilentPeer ?? (PersistentKeepalive * 2) + TimeSpan.FromSeconds(10);
+    // A persistent keepalive is due PersistentKeepalive after the last packet either way, so two idle peers
+    // take turns: each hears the other only every 2 x PersistentKeepalive (50 s). Three periods plus slack
+    // (90 s) without a byte means the peer is gone, found long before its handshake goes stale (3 min).
+    // Routes fail over on it.
+    public TimeSpan Silent => SilentPeer ?? (PersistentKeepalive * 3) + TimeSpan.FromSeconds(15);
 }
