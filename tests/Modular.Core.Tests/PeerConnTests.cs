@@ -157,6 +157,30 @@ public sealed class PeerConnTests
     }
 
     [Fact]
+    public async Task A_goodbye_from_the_peers_current_session_reconnects_at_once_and_a_stale_one_is_ignored()
+    {
+        await using var pair = new ConnPair(Fast);
+        pair.MakeDirectPathWork();
+        var changes = new List<PeerStateChange>();
+        pair.AtoB.StateChanged += (_, change) => { lock (changes) { changes.Add(change); } };
+        await pair.OpenBothAsync();
+        await ConnPair.WaitForAsync(() => pair.AtoB.State == PeerConnectionState.Connected && pair.BtoA.State == PeerConnectionState.Connected, "both Connected");
+
+        var goodbye = pair.BtoA.Goodbye()!;
+        Assert.Equal(SignalBody.Types.Type.Goodbye, goodbye.Type);
+        var stale = goodbye.Clone();
+        stale.SessionId++;
+        await pair.AtoB.OnSignalAsync(stale, CancellationToken.None);
+        await Task.Delay(TimeSpan.FromSeconds(1.5));
+        Assert.Equal(PeerConnectionState.Connected, pair.AtoB.State);
+
+        await pair.AtoB.OnSignalAsync(goodbye, CancellationToken.None);
+        await ConnPair.WaitForAsync(
+            () => { lock (changes) { return changes.Any(c => c.To == PeerConnectionState.Connecting && c.Reason == "the peer said goodbye (it is stopping)"); } },
+            "a reconnect on the goodbye");
+    }
+
+    [Fact]
     public async Task Offers_with_malformed_credentials_or_candidates_are_ignored()
     {
         await using var pair = new ConnPair(Fast);

@@ -267,6 +267,19 @@ public sealed class MeshRig : IDisposable
             _process = null;
         }
 
+        /// <summary>SIGKILL: the agent dies without a word to anyone (what a crash or a power cut looks like to its peers).</summary>
+        public void Kill()
+        {
+            if (_process is { Process.HasExited: false } process)
+            {
+                process.Process.Kill(entireProcessTree: true);
+                process.Process.WaitForExit(15000);
+            }
+
+            _process?.Dispose();
+            _process = null;
+        }
+
         /// <summary>The agent's log files (Serilog rolls them daily: name plus date).</summary>
         public string Log => string.Concat(Directory.GetFiles(rig.Root, Name + "*.log").Order(StringComparer.Ordinal).Select(ReadShared));
 

@@ -148,24 +148,31 @@ public sealed class RouteTests(ITestOutputHelper output)
         rig.WaitUntil(() => RouteEntry(rig["hc"], "lan-2") is { } e && e.GetProperty("reason").GetString() == "lost to route lan-1 (metric 10)",
             MapTimeout, "hc's status: lan-2 lost to lan-1", Diagnostics);
 
-        // h1 stops. Nothing more arrives from it (not even its keepalive), hc reconnects it after 90 s of silence
-        // and the lan fails over to h2, long before h1's handshake would count as stale (3 min).
+        // h1 stops cleanly: it says goodbye over signal, and the lan fails over to h2 at once.
         var stopped = System.Diagnostics.Stopwatch.StartNew();
         rig["h1"].Stop();
-        rig.WaitUntil(() => Through() == "from 10.77.0.2", TimeSpan.FromSeconds(210), "hc fails over to h2", Diagnostics);
-        rig.Log(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"failover: h1 stopped -> lan reached through h2 after {stopped.Elapsed.TotalSeconds:F0} s"));
+        rig.WaitUntil(() => Through() == "from 10.77.0.2", TimeSpan.FromSeconds(60), "hc fails over to h2 after h1's goodbye", Diagnostics);
+        rig.Log(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"failover on goodbye: h1 stopped -> lan reached through h2 after {stopped.Elapsed.TotalSeconds:F1} s"));
         var standby = RouteEntry(rig["hc"], "lan-1") ?? throw new Xunit.Sdk.XunitException("no lan-1 entry:\n" + Diagnostics());
         Assert.StartsWith("standby: its routing peer is not connected", standby.GetProperty("reason").GetString(), StringComparison.Ordinal);
         Assert.Contains("Route lan-2 (10.77.0.0/24) fails over to routing peer h2", rig["hc"].Log, StringComparison.Ordinal);
-        Assert.Contains("nothing received for", rig["hc"].Log, StringComparison.Ordinal);
+        Assert.Contains("the peer said goodbye", rig["hc"].Log, StringComparison.Ordinal);
 
         // h1 comes back: once connected it carries the lan again (the better metric).
         var restarted = System.Diagnostics.Stopwatch.StartNew();
         rig["h1"].Start();
         rig.WaitUntil(() => Through() == "from 10.77.0.1", TimeSpan.FromSeconds(150), "hc returns to h1", Diagnostics);
-        rig.Log(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"failback: h1 started -> lan reached through h1 after {restarted.Elapsed.TotalSeconds:F0} s"));
+        rig.Log(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"failback: h1 started -> lan reached through h1 after {restarted.Elapsed.TotalSeconds:F1} s"));
         rig.WaitUntil(() => RouteEntry(rig["hc"], "lan-2") is { } e && e.GetProperty("reason").GetString() == "lost to route lan-1 (metric 10)",
             MapTimeout, "hc's status: lan-2 lost to lan-1 again", Diagnostics);
+
+        // h1 dies without a word: nothing more arrives from it (not even its keepalive); after 90 s of silence hc
+        // reconnects it and the lan fails over, long before h1's handshake would count as stale (3 min).
+        var killed = System.Diagnostics.Stopwatch.StartNew();
+        rig["h1"].Kill();
+        rig.WaitUntil(() => Through() == "from 10.77.0.2", TimeSpan.FromSeconds(210), "hc fails over to h2 after h1 went silent", Diagnostics);
+        rig.Log(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"failover on silence: h1 killed -> lan reached through h2 after {killed.Elapsed.TotalSeconds:F0} s"));
+        Assert.Contains("nothing received for", rig["hc"].Log, StringComparison.Ordinal);
     }
 
     /// <summary>The status entry of a route, by its network (the first such) or its name.</summary>

@@ -594,22 +594,25 @@ public sealed class AgentEngine
                 _recorder.SetSignal(new ServiceStatus(url, true, null));
                 _logger.LogInformation("Connected to signal {Signal}", url);
                 backoff = TimeSpan.FromSeconds(1);
-                await foreach (var inbound in client.Inbound.ReadAllAsync(cancellationToken))
+                try
                 {
-                    ReportRejectedSignal();
-            if (_dns is { } dns)
-            {
-                _recorder.SetDns(dns.Status());
-            }
-
-                    try
+                    await foreach (var inbound in client.Inbound.ReadAllAsync(cancellationToken))
                     {
-                        await _manager!.OnSignalAsync(inbound, cancellationToken);
+                        try
+                        {
+                            await _manager!.OnSignalAsync(inbound, cancellationToken);
+                        }
+                        catch (Exception e) when (e is not OperationCanceledException)
+                        {
+                            _logger.LogWarning("Signal message from {Peer} not handled: {Problem}", inbound.Peer.ToShortString(), Describe(e));
+                        }
                     }
-                    catch (Exception e) when (e is not OperationCanceledException)
-                    {
-                        _logger.LogWarning("Signal message from {Peer} not handled: {Problem}", inbound.Peer.ToShortString(), Describe(e));
-                    }
+                }
+                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested && _manager is { } manager)
+                {
+                    // Stopping: while signal is still up, peers learn it now (their routes fail over at once).
+                    await manager.SayGoodbyeAsync(_signaling, TimeSpan.FromSeconds(2));
+                    throw;
                 }
 
                 _signaling.Client = null;

@@ -123,6 +123,35 @@ public sealed class ConnectionManager : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Tells every peer this agent has a session with that it is stopping (<see cref="PeerConn.Goodbye"/>),
+    /// all at once and bounded by <paramref name="timeout"/>: a stop must not wait on signal.
+    /// </summary>
+    public async Task SayGoodbyeAsync(IPeerSignaling signaling, TimeSpan timeout)
+    {
+        using var bounded = new CancellationTokenSource(timeout);
+        var sends = _peers.Values
+            .Select(conn => (conn.PublicKey, Body: conn.Goodbye()))
+            .Where(p => p.Body is not null)
+            .Select(async p =>
+            {
+                try
+                {
+                    await signaling.SendAsync(p.PublicKey, p.Body!, bounded.Token);
+                }
+                catch (Exception e) when (e is OperationCanceledException or InvalidOperationException or IOException or Grpc.Core.RpcException)
+                {
+                    _logger.LogDebug("Goodbye to {Peer} not sent: {Problem}", p.PublicKey.ToShortString(), e.Message);
+                }
+            })
+            .ToList();
+        await Task.WhenAll(sends);
+        if (sends.Count > 0)
+        {
+            _logger.LogInformation("Said goodbye to {Count} peers", sends.Count);
+        }
+    }
+
     /// <summary>Hands one poll of interface counters to every connection and status.</summary>
     public void OnStats(IReadOnlyDictionary<WgKey, WgPeerStats> stats)
     {

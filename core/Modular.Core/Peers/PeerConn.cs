@@ -43,6 +43,7 @@ public sealed class PeerConn : IPeerConn
     private IceCredentials? _remote;
     private ulong _remoteSession;
     private bool _remoteRestarted;
+    private bool _remoteLeaving;
     private List<IceCandidate> _remoteCandidates = [];
     private IPEndPoint? _peerReflexive;
     private ConnectionType? _type;
@@ -128,6 +129,7 @@ public sealed class PeerConn : IPeerConn
                 _remote = null;
                 _remoteCandidates = [];
                 _remoteRestarted = false;
+                _remoteLeaving = false;
                 _peerReflexive = null;
                 _wake = NewWake();
             }
@@ -198,6 +200,12 @@ public sealed class PeerConn : IPeerConn
     /// <summary>A verified signal body from this peer (the signal client already authenticated the sender).</summary>
     public async Task OnSignalAsync(SignalBody body, CancellationToken cancellationToken)
     {
+        if (body.Type == SignalBody.Types.Type.Goodbye)
+        {
+            OnGoodbye(body.SessionId);
+            return;
+        }
+
         if (body.Type is not (SignalBody.Types.Type.Offer or SignalBody.Types.Type.Answer))
         {
             return;
@@ -239,6 +247,33 @@ public sealed class PeerConn : IPeerConn
         {
             await SendCredentialsAsync(SignalBody.Types.Type.Answer, cancellationToken);
         }
+    }
+
+    /// <summary>
+    /// What this side sends the peer when the agent stops (null while no session is negotiated), so the
+    /// peer reconnects, and fails its routes over, at once instead of after a silence.
+    /// </summary>
+    public SignalBody? Goodbye()
+    {
+        lock (_lock)
+        {
+            return _run is null || _local is null ? null : new SignalBody { Type = SignalBody.Types.Type.Goodbye, SessionId = _sessionId };
+        }
+    }
+
+    private void OnGoodbye(ulong sessionId)
+    {
+        lock (_lock)
+        {
+            if (_run is null || _remote is null || sessionId != _remoteSession)
+            {
+                return; // closed here, or a goodbye from an older session of the peer
+            }
+
+            _remoteLeaving = true;
+        }
+
+        _wake.Writer.TryWrite(true);
     }
 
     /// <summary>The signal server could not deliver to this peer (it is offline).</summary>
@@ -340,6 +375,7 @@ public sealed class PeerConn : IPeerConn
         {
             local = _local!;
             _remoteRestarted = false;
+            _remoteLeaving = false;
         }
 
         using var registration = _paths.Register(local, OnValidCheck);
@@ -394,6 +430,11 @@ public sealed class PeerConn : IPeerConn
                 if (_relayLost && _type == Abstractions.Peers.ConnectionType.Relayed)
                 {
                     throw new IOException("the relayed connection closed");
+                }
+
+                if (_remoteLeaving)
+                {
+                    throw new IOException("the peer said goodbye (it is stopping)");
                 }
 
                 handshake = _stats?.LastHandshake;
