@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Net;
 using Microsoft.Extensions.Logging.Abstractions;
+using Modular.Abstractions.Peers;
 using Modular.Abstractions.Proxy;
 using Modular.Abstractions.WireGuard;
 using Modular.Control.Signal;
@@ -267,6 +268,9 @@ internal sealed class ConnPair : IAsyncDisposable
         await BtoA.OpenAsync(CancellationToken.None);
     }
 
+    public Task WaitBothConnectedAsync()
+        => WaitForAsync(() => AtoB.State == PeerConnectionState.Connected && BtoA.State == PeerConnectionState.Connected, "both Connected");
+
     public static async Task WaitForAsync(Func<bool> condition, string what, int seconds = 20)
     {
         var until = DateTime.UtcNow.AddSeconds(seconds);
@@ -314,5 +318,32 @@ internal sealed class ConnPair : IAsyncDisposable
         await AtoB.DisposeAsync();
         await BtoA.DisposeAsync();
         _stop.Dispose();
+    }
+}
+
+/// <summary>A connection's state changes as they happen (raised on its own threads).</summary>
+internal sealed class StateChanges
+{
+    private readonly List<PeerStateChange> _changes = [];
+
+    public static StateChanges Of(PeerConn conn)
+    {
+        var changes = new StateChanges();
+        conn.StateChanged += (_, change) =>
+        {
+            lock (changes._changes)
+            {
+                changes._changes.Add(change);
+            }
+        };
+        return changes;
+    }
+
+    public IReadOnlyList<PeerStateChange> Snapshot()
+    {
+        lock (_changes)
+        {
+            return [.. _changes];
+        }
     }
 }

@@ -17,11 +17,10 @@ public sealed class PeerConnTests
     {
         await using var pair = new ConnPair(Fast);
         pair.MakeDirectPathWork();
-        var changes = new List<PeerStateChange>();
-        pair.AtoB.StateChanged += (_, change) => { lock (changes) { changes.Add(change); } };
+        var changes = StateChanges.Of(pair.AtoB);
 
         await pair.OpenBothAsync();
-        await ConnPair.WaitForAsync(() => pair.AtoB.State == PeerConnectionState.Connected && pair.BtoA.State == PeerConnectionState.Connected, "both Connected");
+        await pair.WaitBothConnectedAsync();
 
         Assert.Equal(ConnectionType.P2P, pair.AtoB.ConnectionType);
         Assert.Equal(ConnPair.BHost, pair.IfaceA.Peers[pair.AtoB.PublicKey].Endpoint);
@@ -32,10 +31,7 @@ public sealed class PeerConnTests
         Assert.Equal("host 198.18.0.2:51820", status.LocalCandidate);
         Assert.Null(status.Relay);
         Assert.NotNull(status.LatencyMs);
-        lock (changes)
-        {
-            Assert.Equal([PeerConnectionState.Connecting, PeerConnectionState.Connected], changes.Select(c => c.To));
-        }
+        Assert.Equal([PeerConnectionState.Connecting, PeerConnectionState.Connected], changes.Snapshot().Select(c => c.To));
     }
 
     [Fact]
@@ -43,7 +39,7 @@ public sealed class PeerConnTests
     {
         await using var pair = new ConnPair(Fast);
         await pair.OpenBothAsync();
-        await ConnPair.WaitForAsync(() => pair.AtoB.State == PeerConnectionState.Connected && pair.BtoA.State == PeerConnectionState.Connected, "both Connected");
+        await pair.WaitBothConnectedAsync();
 
         Assert.Equal(ConnectionType.Relayed, pair.AtoB.ConnectionType);
         var proxy = Assert.Single(pair.RelayA.Proxies);
@@ -138,22 +134,18 @@ public sealed class PeerConnTests
     {
         await using var pair = new ConnPair(Fast with { SilentPeer = TimeSpan.FromSeconds(1) });
         pair.MakeDirectPathWork();
-        var changes = new List<PeerStateChange>();
-        pair.AtoB.StateChanged += (_, change) => { lock (changes) { changes.Add(change); } };
+        var changes = StateChanges.Of(pair.AtoB);
         await pair.OpenBothAsync();
         await ConnPair.WaitForAsync(() => pair.AtoB.State == PeerConnectionState.Connected, "A Connected");
 
         // Keepalives keep arriving: three silent-periods later A is still connected, never reconnected.
         await Task.Delay(TimeSpan.FromSeconds(3));
         Assert.Equal(PeerConnectionState.Connected, pair.AtoB.State);
-        lock (changes)
-        {
-            Assert.DoesNotContain(changes, c => c.Reason?.Contains("nothing received", StringComparison.Ordinal) == true);
-        }
+        Assert.DoesNotContain(changes.Snapshot(), c => c.Reason?.Contains("nothing received", StringComparison.Ordinal) == true);
 
         // The remote goes silent (its handshake stays fresh: staleness alone would take minutes).
         pair.IfaceA.RemoteSends = false;
-        await ConnPair.WaitForAsync(() => { lock (changes) { return changes.Any(c => c.To == PeerConnectionState.Connecting && c.Reason?.StartsWith("nothing received for", StringComparison.Ordinal) == true); } }, "a reconnect for silence");
+        await ConnPair.WaitForAsync(() => changes.Snapshot().Any(c => c.To == PeerConnectionState.Connecting && c.Reason?.StartsWith("nothing received for", StringComparison.Ordinal) == true), "a reconnect for silence");
     }
 
     [Fact]
@@ -161,10 +153,9 @@ public sealed class PeerConnTests
     {
         await using var pair = new ConnPair(Fast);
         pair.MakeDirectPathWork();
-        var changes = new List<PeerStateChange>();
-        pair.AtoB.StateChanged += (_, change) => { lock (changes) { changes.Add(change); } };
+        var changes = StateChanges.Of(pair.AtoB);
         await pair.OpenBothAsync();
-        await ConnPair.WaitForAsync(() => pair.AtoB.State == PeerConnectionState.Connected && pair.BtoA.State == PeerConnectionState.Connected, "both Connected");
+        await pair.WaitBothConnectedAsync();
 
         var goodbye = pair.BtoA.Goodbye()!;
         Assert.Equal(SignalBody.Types.Type.Goodbye, goodbye.Type);
@@ -176,7 +167,7 @@ public sealed class PeerConnTests
 
         await pair.AtoB.OnSignalAsync(goodbye, CancellationToken.None);
         await ConnPair.WaitForAsync(
-            () => { lock (changes) { return changes.Any(c => c.To == PeerConnectionState.Connecting && c.Reason == "the peer said goodbye (it is stopping)"); } },
+            () => changes.Snapshot().Any(c => c.To == PeerConnectionState.Connecting && c.Reason == "the peer said goodbye (it is stopping)"),
             "a reconnect on the goodbye");
     }
 
