@@ -178,12 +178,8 @@ public sealed class NetworksPolicyTests : StoreTestBase
         var dataDir = Path.Combine(Dir, "server");
         await using var server = await TestServer.StartAsync(dataDir);
         var setupKey = await server.CreateSetupKeyAsync();
-        var (keyA, a) = server.NewAgent();
-        var (keyB, b) = server.NewAgent();
-        using var _ = keyA;
-        using var __ = keyB;
-        await a.RegisterAsync(setupKey, TestServer.Meta("alpha"), CancellationToken.None);
-        await b.RegisterAsync(setupKey, TestServer.Meta("bravo"), CancellationToken.None);
+        await server.RegisterAgentAsync(setupKey, "alpha");
+        var b = await server.RegisterAgentAsync(setupKey, "bravo");
 
         using var cts = new CancellationTokenSource(Wait);
         await using var stream = b.SyncAsync(TestServer.Meta("bravo"), cts.Token).GetAsyncEnumerator(cts.Token);

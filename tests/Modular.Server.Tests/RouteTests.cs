@@ -184,12 +184,8 @@ public sealed class RouteTests : StoreTestBase
         var dataDir = Path.Combine(Dir, "server");
         await using var server = await TestServer.StartAsync(dataDir);
         var setupKey = await server.CreateSetupKeyAsync();
-        var (keyR, r) = server.NewAgent();
-        var (keyC, c) = server.NewAgent();
-        using var _ = keyR;
-        using var __ = keyC;
-        await r.RegisterAsync(setupKey, TestServer.Meta("router"), CancellationToken.None);
-        await c.RegisterAsync(setupKey, TestServer.Meta("client"), CancellationToken.None);
+        var r = await server.RegisterAgentAsync(setupKey, "router");
+        var c = await server.RegisterAgentAsync(setupKey, "client");
 
         using var cts = new CancellationTokenSource(Wait);
         await using var clientStream = c.SyncAsync(TestServer.Meta("client"), cts.Token).GetAsyncEnumerator(cts.Token);

@@ -16,6 +16,7 @@ namespace Modular.Server.Tests;
 internal sealed class TestServer : IAsyncDisposable
 {
     private readonly List<GrpcChannel> _channels = [];
+    private readonly List<X25519KeyPair> _agentKeys = [];
     private readonly bool _ownsDataDir;
     private bool _disposed;
 
@@ -75,6 +76,15 @@ internal sealed class TestServer : IAsyncDisposable
         return (key, new ManagementClient(Channel(), key));
     }
 
+    /// <summary>A new agent registered with <paramref name="setupKey"/> as <paramref name="hostname"/>; its key lives as long as the server.</summary>
+    public async Task<ManagementClient> RegisterAgentAsync(string setupKey, string hostname)
+    {
+        var (key, client) = NewAgent();
+        _agentKeys.Add(key);
+        await client.RegisterAsync(setupKey, Meta(hostname), CancellationToken.None);
+        return client;
+    }
+
     public static PeerMeta Meta(string hostname) => new() { Hostname = hostname, AgentVersion = "0.1.0-test", Os = "linux" };
 
     public async ValueTask DisposeAsync()
@@ -88,6 +98,11 @@ internal sealed class TestServer : IAsyncDisposable
         foreach (var channel in _channels)
         {
             channel.Dispose();
+        }
+
+        foreach (var key in _agentKeys)
+        {
+            key.Dispose();
         }
 
         await App.StopAsync();
