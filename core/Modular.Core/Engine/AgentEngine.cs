@@ -381,17 +381,17 @@ public sealed class AgentEngine
                 return;
             }
 
-            var before = _routePlan;
             var plan = RoutePlan.From(map, _identity.PublicKey, _iface!.Address, null, IsConnected);
-            if (plan.SameChoiceAs(before))
+            var moved = plan.MovedFrom(_routePlan);
+            var names = PeerNames(map, plan);
+            if (moved.Count == 0)
             {
                 _routePlan = plan; // e.g. a standby came up: remember it, nothing moves
-                _recorder.SetRoutes(_routes!.Describe(plan, PeerNames(map, plan)));
+                _recorder.SetRoutes(_routes!.Describe(plan, names));
                 return;
             }
 
-            var names = PeerNames(map, plan);
-            foreach (var route in plan.Client.Where(r => !before.Client.Any(b => b.Network.Equals(r.Network) && b.Peer == r.Peer)))
+            foreach (var route in moved)
             {
                 _logger.LogWarning("Route {Name} ({Network}) fails over to routing peer {Peer} ({State})",
                     route.Name, route.Network, names(route.Peer) ?? route.Peer.ToShortString(), IsConnected(route.Peer) ? "connected" : "none of its routing peers is connected");

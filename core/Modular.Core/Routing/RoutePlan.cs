@@ -63,9 +63,9 @@ public sealed record RoutePlan(IReadOnlyList<ClientRoute> Client, IReadOnlyList<
     /// <summary>True when a contender's connection came up or went down since this plan was made.</summary>
     public bool IsStale(Func<WgKey, bool> isConnected) => Contenders.Any(peer => isConnected(peer) != ConnectedContenders.Contains(peer));
 
-    /// <summary>True when <paramref name="other"/> sends every network through the same peer as this plan.</summary>
-    public bool SameChoiceAs(RoutePlan other)
-        => Client.Count == other.Client.Count && Client.Zip(other.Client).All(pair => pair.First.Network.Equals(pair.Second.Network) && pair.First.Peer == pair.Second.Peer);
+    /// <summary>This plan's client routes that <paramref name="before"/> sent through another peer (or not at all).</summary>
+    public IReadOnlyList<ClientRoute> MovedFrom(RoutePlan before)
+        => [.. Client.Where(route => !before.Client.Any(old => old.Network.Equals(route.Network) && old.Peer == route.Peer))];
 
     /// <param name="isConnected">
     /// Whether a routing peer's connection is up. Among routing peers of the same network a connected one wins

@@ -39,9 +39,10 @@ public sealed class RouteFailoverTests
         Assert.False(down.IsStale(peer => peer == Backup));
         Assert.True(down.IsStale(_ => true));
         var back = RoutePlan.From(HaMap, Self, Overlay, isConnected: _ => true);
-        Assert.False(back.SameChoiceAs(down));
+        var moved = Assert.Single(back.MovedFrom(down));
+        Assert.Equal(("10.1.0.0/24", Primary), (moved.Network.ToString(), moved.Peer));
         Assert.Equal(Primary, back.Client.Single(r => r.Network.ToString() == "10.1.0.0/24").Peer);
-        Assert.True(back.SameChoiceAs(RoutePlan.From(HaMap, Self, Overlay, isConnected: _ => true)));
+        Assert.Empty(back.MovedFrom(RoutePlan.From(HaMap, Self, Overlay, isConnected: _ => true)));
     }
 
     [Fact]
