@@ -95,6 +95,46 @@ public sealed class TimerTests
     }
 
     [Fact]
+    public void The_responder_keeps_its_keepalive_duty_when_the_first_data_overtakes_its_handshake_thread()
+    {
+        using var pair = new DevicePair();
+        var fromB = pair.Binds.B.Endpoint;
+        var held = 0;
+        byte[]? firstData = null;
+        pair.Binds.Network.Filter = (from, _, data) =>
+        {
+            if (from != fromB || MessageLayout.ReadType(data.Span) != MessageLayout.TypeResponse || Interlocked.Exchange(ref held, 1) != 0)
+            {
+                return true;
+            }
+
+            // B's handshake thread is inside its send of the response. The response reaches A by hand, and
+            // this thread is held until A's first data has reached B's TUN: whatever B does after the send
+            // happens after that data armed B's keepalive timer (on a busy machine this interleaving is luck).
+            pair.A.BindHook.Inject(data.Span, IPEndPoint.Parse("198.18.0.2:51821"));
+            Volatile.Write(ref firstData, pair.TunB.TryReadWritten(DevicePair.Wait));
+            return false;
+        };
+        var ping = DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2");
+        pair.TunA.Inject(ping);
+        Assert.True(DevicePair.WaitUntil(() => Volatile.Read(ref firstData) is not null), "A's first data at B");
+        Assert.Equal(ping, firstData);
+
+        // B's handshake thread works through its queue in order: once it has dropped this bogus cookie reply,
+        // it has finished with the initiation too.
+        var dropsBefore = pair.B.DroppedPackets;
+        var bogusCookieReply = new byte[MessageLayout.CookieReplySize];
+        bogusCookieReply[0] = MessageLayout.TypeCookieReply;
+        pair.B.BindHook.Inject(bogusCookieReply, IPEndPoint.Parse("198.18.0.1:51820"));
+        Assert.True(DevicePair.WaitUntil(() => pair.B.DroppedPackets > dropsBefore), "B's handshake thread done");
+
+        var rxOnA = pair.A.FindPeer(pair.B.PublicKey)!;
+        var before = rxOnA.RxBytes;
+        pair.Time.Advance(ProtocolTimings.KeepaliveTimeout + TimeSpan.FromMilliseconds(1));
+        Assert.True(DevicePair.WaitUntil(() => rxOnA.RxBytes == before + MessageLayout.TransportMinSize), "B's keepalive at A");
+    }
+
+    [Fact]
     public void No_keepalive_when_data_went_back()
     {
         using var pair = new DevicePair();

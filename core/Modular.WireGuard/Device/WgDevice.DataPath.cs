@@ -600,9 +600,12 @@ public sealed partial class WgDevice
 
         peer.Cookies.AddMacs(response);
         _logger.LogDebug("Peer {Peer}: answered handshake initiation from {Endpoint}", peer.PublicKey.ToShortString(), source);
-        SendHandshakeMessage(peer, response, source);
+        // The timer rules run before the send: once the response is out, the initiator's first data can
+        // arrive and arm the keepalive timer, which a late "packet sent" would then stop, so this side
+        // would never answer receive-only traffic with a keepalive.
         peer.OnSessionDerived();
         peer.OnAnyAuthenticatedPacketSent();
+        SendHandshakeMessage(peer, response, source);
     }
 
     private void ReceiveResponse(ReadOnlySpan<byte> message, WgEndpoint source)
