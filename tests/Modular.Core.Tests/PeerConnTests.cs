@@ -71,7 +71,12 @@ public sealed class PeerConnTests
         await ConnPair.WaitForAsync(() => pair.AtoB.ConnectionType == ConnectionType.Relayed && pair.AtoB.State == PeerConnectionState.Connected, "A relayed");
 
         pair.MakeDirectPathWork();
-        await ConnPair.WaitForAsync(() => pair.AtoB.ConnectionType == ConnectionType.P2P && pair.BtoA.ConnectionType == ConnectionType.P2P, "both P2P");
+
+        // The connection shows P2P as soon as the direct path is set and closes the proxy just after: a
+        // check between the two would see a proxy still open, so the wait covers both.
+        await ConnPair.WaitForAsync(
+            () => pair.AtoB.ConnectionType == ConnectionType.P2P && pair.BtoA.ConnectionType == ConnectionType.P2P && pair.RelayA.Proxies.All(p => p.Closed),
+            "both P2P and A's proxy closed");
 
         Assert.Equal(PeerConnectionState.Connected, pair.AtoB.State);
         Assert.True(Assert.Single(pair.RelayA.Proxies).Closed);
