@@ -58,9 +58,13 @@ public sealed class ConnectionManagerTests
             {
                 // What the engine's stats loop does every second.
                 manager.OnStats(iface.GetStatsAsync(CancellationToken.None).AsTask().GetAwaiter().GetResult());
-                return manager.Peers.All(p => p.State == PeerConnectionState.Connected);
+
+                // A connection that did not start the handshake sets its peer once more with a keepalive just
+                // after it shows Connected; the counts below start after that set.
+                return manager.Peers.All(p => p.State == PeerConnectionState.Connected)
+                    && iface.Peers.Count == 3 && iface.Peers.Values.All(p => p.PersistentKeepalive is not null);
             },
-            "all three Connected");
+            "all three Connected, each keeping its path alive");
         Assert.All(recorder.Snapshot().Peers, p => Assert.Equal(200, p.TxBytes));
         var unchanged = manager.Find(KeyOf(1))!;
         var changed = manager.Find(KeyOf(2))!;

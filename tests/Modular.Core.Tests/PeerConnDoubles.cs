@@ -46,8 +46,9 @@ internal sealed class RecordingWgIface : IWgIface
 
     public ValueTask SetPeerAsync(WgPeerConfig peer, CancellationToken cancellationToken)
     {
-        Peers[peer.PublicKey] = peer;
+        // Recorded first: a test that sees the new config in Peers also finds the call.
         Calls.Enqueue($"set {peer.PublicKey.ToShortString()} {peer.Endpoint}");
+        Peers[peer.PublicKey] = peer;
         Handshake(peer.PublicKey);
         return ValueTask.CompletedTask;
     }
