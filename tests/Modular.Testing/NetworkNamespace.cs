@@ -39,6 +39,24 @@ public sealed class NetworkNamespace : IDisposable
     public Shell.BackgroundProcess Start(string commandLine, IDictionary<string, string>? environment = null)
         => Shell.Start("ip", $"netns exec {Name} {commandLine}", environment);
 
+    /// <summary>
+    /// Waits (bounded) until something in the namespace listens on TCP <paramref name="port"/>: a server
+    /// started a moment ago may not be listening yet, and on a loaded machine no fixed sleep is long enough.
+    /// </summary>
+    public void WaitForTcpListener(int port, TimeSpan timeout)
+    {
+        var stopwatch = Stopwatch.StartNew();
+        while (string.IsNullOrWhiteSpace(TryExec($"ss -ltnH sport = :{port}").Output))
+        {
+            if (stopwatch.Elapsed > timeout)
+            {
+                throw new TimeoutException($"nothing listened on TCP port {port} in {Name} within {timeout.TotalSeconds} s");
+            }
+
+            Thread.Sleep(50);
+        }
+    }
+
     /// <summary>Joins this namespace and <paramref name="other"/> with a veth pair and addresses (CIDR), links up.</summary>
     public void Link(NetworkNamespace other, string localCidr, string remoteCidr)
     {

@@ -79,7 +79,7 @@ public class LinuxTunTests
         var ab = Relay(tunA, tunB, Track);
         var ba = Relay(tunB, tunA, Track);
         using var server = b.Start("iperf3 -s -1 -B 100.64.77.2");
-        Thread.Sleep(300);
+        b.WaitForTcpListener(5201, TimeSpan.FromSeconds(30));
 
         // 40 MB of TCP; the kernel verifies every checksum our split/coalesce produced.
         var client = a.TryExec("iperf3 -c 100.64.77.2 -n 40M -J", TimeSpan.FromSeconds(60));
