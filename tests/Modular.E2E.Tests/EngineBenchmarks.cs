@@ -94,7 +94,7 @@ public sealed class EngineBenchmarks(ITestOutputHelper output)
         rig.WaitUntil(() => a.IsConnected("a2", "Relayed") && b.IsConnected("a1", "Relayed"), TimeSpan.FromSeconds(90), "both relayed", () => MeshTests.Diagnostics(rig, ["a1", "a2"]));
 
         using var server = b.Namespace.Start("iperf3 -s -1");
-        Thread.Sleep(1000);
+        b.Namespace.WaitForTcpListener(5201, TimeSpan.FromSeconds(30));
         var relayPid = rig.ServerProcess!.Id;
         var cpuBefore = MeshRig.CpuSeconds(relayPid);
         var clock = Stopwatch.StartNew();
@@ -147,7 +147,7 @@ public sealed class EngineBenchmarks(ITestOutputHelper output)
     private static double Iperf(MeshRig.Agent client, MeshRig.Agent server)
     {
         using var listener = server.Namespace.Start("iperf3 -s -1");
-        Thread.Sleep(500);
+        server.Namespace.WaitForTcpListener(5201, TimeSpan.FromSeconds(30));
         var result = client.Namespace.Exec($"iperf3 -c {server.OverlayIp} -t 10 -J", TimeSpan.FromSeconds(40));
         using var document = JsonDocument.Parse(result);
         var bits = document.RootElement.GetProperty("end").GetProperty("sum_received").GetProperty("bits_per_second").GetDouble();

@@ -290,7 +290,7 @@ public sealed class RouteTests(ITestOutputHelper output)
         double Measure(NetworkNamespace server, string address)
         {
             using var iperf = server.Start("iperf3 -s -1");
-            Thread.Sleep(1000);
+            server.WaitForTcpListener(5201, TimeSpan.FromSeconds(30));
             using var document = JsonDocument.Parse(rig["ba"].Namespace.Exec($"iperf3 -c {address} -t 10 -J", TimeSpan.FromSeconds(40)));
             return document.RootElement.GetProperty("end").GetProperty("sum_received").GetProperty("bits_per_second").GetDouble();
         }
