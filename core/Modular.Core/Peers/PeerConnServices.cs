@@ -87,3 +87,16 @@ public sealed record PeerConnOptions(
     // Routes fail over on it.
     public TimeSpan Silent => SilentPeer ?? (PersistentKeepalive * 3) + TimeSpan.FromSeconds(15);
 }
+
+/// <summary>Why a peer connection opens; a lazy wake-up decides which side starts the WireGuard handshake.</summary>
+public enum OpenReason
+{
+    /// <summary>The network map (eager peers, or lazy connections turned off).</summary>
+    Map,
+
+    /// <summary>Traffic for the idle peer reached its stand-in endpoint.</summary>
+    Traffic,
+
+    /// <summary>The idle peer's offer arrived over signal: it has traffic for us.</summary>
+    PeerOffer,
+}

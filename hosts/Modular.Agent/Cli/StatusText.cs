@@ -1,3 +1,4 @@
+using Modular.Abstractions.Config;
 using System.Globalization;
 using System.Text;
 using Modular.Abstractions.Peers;
@@ -189,7 +190,7 @@ internal static class StatusText
 
         var utc = t.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss'Z'", CultureInfo.InvariantCulture);
         var age = now - t;
-        return age < TimeSpan.Zero ? utc : $"{utc} ({Daemon.Durations.Format(TimeSpan.FromSeconds(Math.Floor(age.TotalSeconds)))} ago)";
+        return age < TimeSpan.Zero ? utc : $"{utc} ({ConfigDuration.Format(TimeSpan.FromSeconds(Math.Floor(age.TotalSeconds)))} ago)";
     }
 
     private static string Bytes(long bytes) => bytes switch

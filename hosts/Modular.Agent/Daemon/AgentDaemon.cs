@@ -1,3 +1,4 @@
+using Modular.Abstractions.Config;
 using System.Reflection;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Modular.Agent.Cli;
@@ -179,7 +180,7 @@ internal static class AgentDaemon
 
     private static FeatureStatus Features(AgentConfig config) => new(
         config.Features.LazyConnections,
-        Durations.Format(config.Features.InactivityTimeout),
+        ConfigDuration.Format(config.Features.InactivityTimeout),
         config.Features.AlwaysConnected,
         config.Connection.ForceRelay,
         config.Proxy.Kind,
@@ -207,40 +208,4 @@ internal static class AgentDaemon
     }
 
     private static string? NonEmpty(string? value) => string.IsNullOrWhiteSpace(value) ? null : value;
-}
-
-/// <summary>Durations in the TOML style ("90s", "15m", "1h30m").</summary>
-internal static class Durations
-{
-    public static string Format(TimeSpan duration)
-    {
-        if (duration <= TimeSpan.Zero)
-        {
-            return "0s";
-        }
-
-        var text = new System.Text.StringBuilder();
-        if (duration.Days > 0 || duration.Hours > 0)
-        {
-            text.Append((int)duration.TotalHours).Append('h');
-        }
-
-        if (duration.Minutes > 0)
-        {
-            text.Append(duration.Minutes).Append('m');
-        }
-
-        if (duration.Seconds > 0 || duration.Milliseconds > 0)
-        {
-            text.Append(duration.Seconds);
-            if (duration.Milliseconds > 0)
-            {
-                text.Append('.').Append(duration.Milliseconds.ToString("D3", System.Globalization.CultureInfo.InvariantCulture).TrimEnd('0'));
-            }
-
-            text.Append('s');
-        }
-
-        return text.ToString();
-    }
 }
