@@ -66,8 +66,9 @@ public sealed class LazyConnectionTests
 
         // Only keepalive-sized traffic from here on: both park, A on its timer, B on A's GO_IDLE (or its own timer).
         pair.Quiet = true;
-        await pair.WaitBothAsync(PeerConnectionState.Idle);
-        Assert.True(pair.AtoB.IsParked && pair.BtoA.IsParked);
+        await ConnPair.WaitForAsync(() => pair.AtoB.IsParked && pair.BtoA.IsParked, "both parked");
+        Assert.Equal(PeerConnectionState.Idle, pair.AtoB.State);
+        Assert.Equal(PeerConnectionState.Idle, pair.BtoA.State);
         Assert.True(pair.A.LazyCounters.Idled + pair.B.LazyCounters.Idled >= 2);
         Assert.Contains("lazy", pair.Recorder(pair.A).Snapshot().Peers.Single().Reason, StringComparison.Ordinal);
         Assert.True(FakeActivityMonitor.IsStandIn(pair.IfaceB.Peers[pair.KeyA].Endpoint));

@@ -236,14 +236,18 @@ public sealed class PeerConn : IPeerConn
             {
                 _wireGuardPeerSet = true;
                 _endpoint = standIn;
-                _parked = true;
                 _startsHandshake = null;
                 _quiet = TimeSpan.Zero;
                 _local = null;
                 _remote = null;
             }
 
+            // Status first: whoever sees IsParked also sees the Idle state and its reason.
             SetState(PeerConnectionState.Idle, reason);
+            lock (_lock)
+            {
+                _parked = true;
+            }
         }
         finally
         {
