@@ -42,7 +42,9 @@ public sealed partial class LazyTests(ITestOutputHelper output)
         rig.WaitUntil(() => IsIdle(rig["z1"], "z2") && IsIdle(rig["z2"], "z1"), Registered, "both agents holding the other Idle", () => MeshTests.Diagnostics(rig, names));
         var ip2 = rig["z2"].OverlayIp!;
         var ip1 = rig["z1"].OverlayIp!;
-        Assert.Contains("on (idle after 20s)", rig["z1"].StatusText(), StringComparison.Ordinal);
+        var summary = rig["z1"].StatusText();
+        Assert.Contains("on (idle after 20s)", summary, StringComparison.Ordinal);
+        Assert.Contains("0/1 connected, 1 idle", summary, StringComparison.Ordinal);
 
         // Idle means idle: a while later, still no attempt (no offer went out, so the other side is Idle too).
         Thread.Sleep(3000);

@@ -9,7 +9,7 @@ namespace Modular.Agent.Cli;
 /// <summary>The human form of `modular status` (summary) and `status -d` (every peer).</summary>
 internal static class StatusText
 {
-    public static string Format(AgentStatus status, int peersTotal, int peersConnected, bool detail, DateTimeOffset now)
+    public static string Format(AgentStatus status, int peersTotal, int peersConnected, bool detail, DateTimeOffset now, int peersIdle = 0)
     {
         var text = new StringBuilder();
         var i = status.Interface;
@@ -49,7 +49,7 @@ internal static class StatusText
             Line(text, "Routes", RouteSummary(status.Routes));
         }
 
-        Line(text, "Peers", $"{peersConnected}/{peersTotal} connected");
+        Line(text, "Peers", peersIdle > 0 ? $"{peersConnected}/{peersTotal} connected, {peersIdle} idle" : $"{peersConnected}/{peersTotal} connected");
 
         if (detail)
         {
