@@ -717,6 +717,17 @@ public sealed class PeerConn : IPeerConn
         path.Proxy.Disconnected += OnRelayDisconnected;
 
         path.Proxy.Work();
+        if (StartsHandshake && path.IsPaired is { } isPaired)
+        {
+            // The relay drops what arrives before the peer bound there too: an initiation sent now would be lost and
+            // WireGuard would retry only 5 s later. Wait (briefly, bounded) until the relay says both sides are bound.
+            var until = _time.GetUtcNow() + PeerConnOptions.PairingWait;
+            while (!isPaired() && _time.GetUtcNow() < until)
+            {
+                await Task.Delay(TimeSpan.FromMilliseconds(20), _time, cancellationToken);
+            }
+        }
+
         await SetEndpointAsync(path.Proxy.EndpointAddr, cancellationToken);
         lock (_lock)
         {

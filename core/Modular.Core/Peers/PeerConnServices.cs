@@ -41,7 +41,8 @@ public interface IPeerPaths
 }
 
 /// <summary>A relayed path to one peer joined to WireGuard through a proxy.</summary>
-public sealed record RelayedPath(IProxy Proxy, string RelayAddress);
+/// <param name="IsPaired">True once the peer has bound at the relay too (before that the relay drops what we send); null: unknown.</param>
+public sealed record RelayedPath(IProxy Proxy, string RelayAddress, Func<bool>? IsPaired = null);
 
 /// <summary>Opens the relay path for one peer: relay binding plus a proxy of the selected kind.</summary>
 public interface IRelayConnector
@@ -78,6 +79,9 @@ public sealed record PeerConnOptions(
     public TimeSpan Stale => StaleHandshake ?? TimeSpan.FromMinutes(3);
 
     public TimeSpan Offers => OfferInterval ?? TimeSpan.FromSeconds(3);
+
+    /// <summary>How long the side that starts the handshake waits for its peer to bind at the relay too.</summary>
+    public static TimeSpan PairingWait { get; } = TimeSpan.FromSeconds(3);
 
     public TimeSpan PersistentKeepalive => Keepalive ?? TimeSpan.FromSeconds(25);
 
