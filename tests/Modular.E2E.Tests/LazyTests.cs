@@ -70,6 +70,56 @@ public sealed partial class LazyTests(ITestOutputHelper output)
         rig.WaitUntil(() => rig["z1"].IsConnected("z2") && rig["z2"].IsConnected("z1"), TimeSpan.FromSeconds(30), "both Connected again", () => MeshTests.Diagnostics(rig, names));
     }
 
+    /// <summary>
+    /// Benchmark (MODULAR_BENCH=1): the first reply from an idle peer (wake-up, path, handshake, the staged packet
+    /// and its answer) against the round trip of the same tunnel once connected, in one run. Prints; asserts only
+    /// that every first packet was answered.
+    /// </summary>
+    [SkippableTheory]
+    [InlineData("userspace")]
+    [InlineData("kernel")]
+    public void First_reply_of_an_idle_peer_vs_a_connected_one(string mode)
+    {
+        Skip.IfNot(Environment.GetEnvironmentVariable("MODULAR_BENCH") == "1", "benchmark: set MODULAR_BENCH=1");
+        MeshRig.RequirePrerequisites();
+        using var rig = new MeshRig(output, mode == "kernel" ? "yk" : "yu");
+        rig.StartServer();
+        var key = rig.CreateSetupKey();
+        string[] names = ["y1", "y2"];
+        foreach (var name in names)
+        {
+            rig.AddAgent(name).WriteConfig(key, "[features]\nlazy_connections = true\ninactivity_timeout = \"3s\"");
+            if (mode == "kernel")
+            {
+                rig[name].UseKernelMode();
+            }
+
+            rig[name].Start();
+        }
+
+        var idle = new List<double>();
+        var connected = new List<double>();
+        for (var round = 0; round < 8; round++)
+        {
+            rig.WaitUntil(() => IsIdle(rig["y1"], "y2") && IsIdle(rig["y2"], "y1"), TimeSpan.FromSeconds(60), "both Idle", () => MeshTests.Diagnostics(rig, names));
+            var ip2 = rig["y2"].OverlayIp!;
+            var first = rig["y1"].Namespace.TryExec($"ping -c 1 -W 15 {ip2}", TimeSpan.FromSeconds(30));
+            Assert.True(first.ExitCode == 0, $"round {round}: the first packet was not answered\n{first.Output}");
+            idle.Add(double.Parse(RoundTrip(first.Output), System.Globalization.CultureInfo.InvariantCulture));
+            var warm = rig["y1"].Namespace.TryExec($"ping -c 5 -i 0.2 -W 2 {ip2}", TimeSpan.FromSeconds(30));
+            connected.AddRange(RttPattern().Matches(warm.Output).Select(m => double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)));
+        }
+
+        rig.Log($"{mode}: first reply from an idle peer, 8 wake-ups: median {Median(idle):F1} ms (min {idle.Min():F1}, max {idle.Max():F1}); " +
+                $"connected round trip, {connected.Count} pings: median {Median(connected):F2} ms");
+    }
+
+    private static double Median(List<double> values)
+    {
+        var sorted = values.Order().ToList();
+        return sorted.Count == 0 ? double.NaN : sorted[sorted.Count / 2];
+    }
+
     private static bool IsIdle(MeshRig.Agent agent, string peer)
         => agent.Peer(peer) is { } p && p.GetProperty("state").GetString() == "Idle";
 

@@ -33,7 +33,8 @@ public sealed class PeerConn : IPeerConn
     private readonly Action<PeerConn> _changed;
     private readonly SemaphoreSlim _lifecycle = new(1, 1);
     private readonly Lock _lock = new();
-    private Channel<bool> _wake = NewWake();
+    // Made on open: an idle (parked or never opened) peer holds no channel.
+    private Channel<bool>? _wake;
     private CancellationTokenSource? _run;
     private Task _runTask = Task.CompletedTask;
 
@@ -47,7 +48,7 @@ public sealed class PeerConn : IPeerConn
     private ulong _remoteSession;
     private bool _remoteRestarted;
     private bool _remoteLeaving;
-    private List<IceCandidate> _remoteCandidates = [];
+    private IReadOnlyList<IceCandidate> _remoteCandidates = [];
     private IPEndPoint? _peerReflexive;
     private ConnectionType? _type;
     private string? _localCandidate;
@@ -60,7 +61,7 @@ public sealed class PeerConn : IPeerConn
     private IPEndPoint? _endpoint;
     private bool _parked;
     private bool? _startsHandshake;
-    private readonly InactivityTracker _inactivity;
+    private InactivityTracker? _inactivity; // made when the peer first connects: idle peers stay small
     private TimeSpan _quiet;
 
     public PeerConn(RemotePeerInfo peer, IWgIface iface, IPeerSignaling signaling, IPeerPaths paths, IRelayConnector relay,
@@ -76,7 +77,6 @@ public sealed class PeerConn : IPeerConn
         _logger = logger;
         _changed = changed ?? (_ => { });
         _lastStateChange = time.GetUtcNow();
-        _inactivity = new InactivityTracker(options.PersistentKeepalive);
     }
 
     public RemotePeerInfo Peer { get; private set; }
@@ -171,7 +171,7 @@ public sealed class PeerConn : IPeerConn
                     _ => null,
                 };
                 _quiet = TimeSpan.Zero;
-                _inactivity.Reset();
+                _inactivity?.Reset();
                 _local = IceCredentials.Generate();
                 _sessionId = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8));
                 _remote = null;
@@ -377,7 +377,7 @@ public sealed class PeerConn : IPeerConn
             answer = body.Type == SignalBody.Types.Type.Offer;
         }
 
-        _wake.Writer.TryWrite(true);
+        Wake();
         if (answer)
         {
             await SendCredentialsAsync(SignalBody.Types.Type.Answer, cancellationToken);
@@ -411,7 +411,7 @@ public sealed class PeerConn : IPeerConn
             _remoteLeaving = true;
         }
 
-        _wake.Writer.TryWrite(true);
+        Wake();
     }
 
     /// <summary>The signal server could not deliver to this peer (it is offline).</summary>
@@ -436,11 +436,12 @@ public sealed class PeerConn : IPeerConn
             _stats = stats;
             if (_state == PeerConnectionState.Connected)
             {
+                _inactivity ??= new InactivityTracker(_options.PersistentKeepalive);
                 _quiet = _inactivity.Observe(stats.RxBytes, stats.TxBytes, _time.GetUtcNow());
             }
             else
             {
-                _inactivity.Reset();
+                _inactivity?.Reset();
                 _quiet = TimeSpan.Zero;
             }
         }
@@ -885,7 +886,7 @@ public sealed class PeerConn : IPeerConn
             _relayLost = true;
         }
 
-        _wake.Writer.TryWrite(true);
+        Wake();
     }
 
     private void OnValidCheck(IPEndPoint from, string senderUfrag)
@@ -933,7 +934,7 @@ public sealed class PeerConn : IPeerConn
         Channel<bool> wake;
         lock (_lock)
         {
-            wake = _wake;
+            wake = _wake ??= NewWake();
         }
 
         using var timer = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -979,6 +980,17 @@ public sealed class PeerConn : IPeerConn
     }
 
     private static TimeSpan Jitter(TimeSpan delay) => delay * (0.75 + (Random.Shared.NextDouble() * 0.5));
+
+    private void Wake()
+    {
+        Channel<bool>? wake;
+        lock (_lock)
+        {
+            wake = _wake;
+        }
+
+        wake?.Writer.TryWrite(true);
+    }
 
     private static Channel<bool> NewWake() => Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
 
