@@ -44,6 +44,9 @@ public sealed record EngineOptions(
 
     /// <summary>How often interface counters are read for status and handshake watching.</summary>
     public TimeSpan StatsInterval { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>What the user switches at run time (the local UI); the stats loop applies changes.</summary>
+    public FeatureSwitches Switches { get; init; } = new();
 }
 
 /// <summary>The engine refuses to go on (e.g. management refused the setup key); the agent exits with this message.</summary>
@@ -105,6 +108,7 @@ public sealed class AgentEngine
     private volatile NetworkMap? _appliedMap;
     private volatile RoutePlan _routePlan = RoutePlan.Empty;
     private SignalClient? _rejectedClient;
+    private int _switchesApplied;
     private long _rejectedReported;
 
     public AgentEngine(EngineOptions options, StatusRecorder recorder, ILoggerFactory loggerFactory, TimeProvider time)
@@ -418,7 +422,8 @@ public sealed class AgentEngine
     private void ApplyLazySetting(NetworkMap map)
     {
         var features = _config.Features;
-        var enabled = features.LazyConnections || map.Settings?.LazyConnections == true;
+        var switched = _options.Switches.LazyConnections;
+        var enabled = switched ?? (features.LazyConnections || map.Settings?.LazyConnections == true);
         if (enabled == _manager!.Lazy.Enabled)
         {
             return;
@@ -429,11 +434,36 @@ public sealed class AgentEngine
         if (enabled)
         {
             _logger.LogInformation("Lazy connections on ({Source}): peers stay idle until traffic for them appears, and go idle after {Timeout} without",
-                features.LazyConnections ? "agent config" : "account setting", ConfigDuration.Format(features.InactivityTimeout));
+                switched is not null ? "switched on in the local UI" : features.LazyConnections ? "agent config" : "account setting",
+                ConfigDuration.Format(features.InactivityTimeout));
         }
         else
         {
             _logger.LogInformation("Lazy connections off: every peer connects at once");
+        }
+    }
+
+    /// <summary>Puts a switch the user just changed in force: the map in force is applied again under the new setting.</summary>
+    private async Task ApplySwitchesAsync(CancellationToken cancellationToken)
+    {
+        var version = _options.Switches.Version;
+        if (version == _switchesApplied || _manager is null)
+        {
+            return;
+        }
+
+        await _applyGate.WaitAsync(cancellationToken);
+        try
+        {
+            if (_appliedMap is { } map)
+            {
+                await ApplyRoutePlanAsync(map, _routePlan, cancellationToken);
+                _switchesApplied = version;
+            }
+        }
+        finally
+        {
+            _applyGate.Release();
         }
     }
 
@@ -730,6 +760,7 @@ public sealed class AgentEngine
 
             try
             {
+                await ApplySwitchesAsync(cancellationToken);
                 await _manager.IdleInactiveAsync(cancellationToken);
             }
             catch (Exception e) when (e is IOException or InvalidOperationException)
