@@ -125,8 +125,8 @@ public sealed class LazyConnectionTests
     [Fact]
     public async Task A_lazy_peer_that_does_not_answer_goes_back_to_idle_and_traffic_wakes_it_again()
     {
-        var inactivity = TimeSpan.FromSeconds(3);
-        await using var pair = new LazyPair(Lazy(inactivity), Lazy(inactivity));
+        var giveUp = Lazy(LongTimeout) with { ConnectingTimeout = TimeSpan.FromSeconds(2) };
+        await using var pair = new LazyPair(giveUp, giveUp);
         await pair.ApplyAsync();
         pair.SignalDown = true;
 
@@ -184,6 +184,14 @@ public sealed class LazyConnectionTests
         Assert.False((Lazy(LongTimeout) with { AlwaysConnected = ["DB.modular.internal"] }).MayIdle(peer));
         Assert.False((Lazy(LongTimeout) with { AlwaysConnected = ["100.64.0.9"] }).MayIdle(peer));
         Assert.True((Lazy(LongTimeout) with { AlwaysConnected = ["d", "100.64.0.90", "web"] }).MayIdle(peer));
+    }
+
+    [Fact]
+    public void Giving_up_connecting_waits_the_inactivity_timeout_but_at_least_a_minute()
+    {
+        Assert.Equal(LongTimeout, Lazy(LongTimeout).ConnectingTimeout);
+        Assert.Equal(TimeSpan.FromMinutes(1), Lazy(TimeSpan.FromSeconds(20)).ConnectingTimeout);
+        Assert.Equal(TimeSpan.FromSeconds(2), (Lazy(TimeSpan.FromSeconds(20)) with { ConnectingTimeout = TimeSpan.FromSeconds(2) }).ConnectingTimeout);
     }
 
     [Fact]

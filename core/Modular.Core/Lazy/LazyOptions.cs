@@ -10,7 +10,20 @@ namespace Modular.Core.Lazy;
 /// <param name="AlwaysConnected">Peer names (full or first label) or overlay IPs that connect at once and never idle.</param>
 public sealed record LazyOptions(bool Enabled, TimeSpan InactivityTimeout, IReadOnlyList<string> AlwaysConnected)
 {
+    private readonly TimeSpan? _connectingTimeout;
+
     public static LazyOptions Off { get; } = new(false, TimeSpan.FromMinutes(15), []);
+
+    /// <summary>
+    /// A lazy peer still connecting this long after it woke goes back to Idle (an offline peer holds no attempt
+    /// forever; its next packet wakes it again). Default: the inactivity timeout, but never under a minute, so a
+    /// short inactivity timeout does not cut a slow first connection (checks, then the relay).
+    /// </summary>
+    public TimeSpan ConnectingTimeout
+    {
+        get => _connectingTimeout ?? (InactivityTimeout > TimeSpan.FromMinutes(1) ? InactivityTimeout : TimeSpan.FromMinutes(1));
+        init => _connectingTimeout = value;
+    }
 
     /// <summary>True when <paramref name="peer"/> waits Idle for traffic instead of connecting at once.</summary>
     public bool MayIdle(RemotePeerInfo peer)

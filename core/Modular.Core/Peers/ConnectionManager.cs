@@ -241,11 +241,11 @@ public sealed class ConnectionManager : IAsyncDisposable, IActivityListener
             string reason;
             if (conn.State == PeerConnectionState.Connected && conn.Quiet >= lazy.InactivityTimeout)
             {
-                reason = $"lazy: no traffic for {ConfigDuration.Format(conn.Quiet)}";
+                reason = $"lazy: no traffic for {ConfigDuration.Format(TimeSpan.FromSeconds(Math.Floor(conn.Quiet.TotalSeconds)))}";
             }
-            else if (conn.State == PeerConnectionState.Connecting && now - conn.LastStateChange >= lazy.InactivityTimeout)
+            else if (conn.State == PeerConnectionState.Connecting && now - conn.LastStateChange >= lazy.ConnectingTimeout)
             {
-                reason = $"lazy: not connected within {ConfigDuration.Format(lazy.InactivityTimeout)}; idle until traffic for it appears again";
+                reason = $"lazy: not connected within {ConfigDuration.Format(lazy.ConnectingTimeout)}; idle until traffic for it appears again";
             }
             else
             {
