@@ -20,8 +20,6 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
 {
     // A burst of foreign datagrams must not keep the loop from noticing it was stopped.
     private const int MaxDatagramsPerWakeup = 1024;
-    private const int SolSocket = 1;
-    private const int SoBindToDevice = 25;
     private static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(5);
     private static readonly TimeSpan ErrorBackoff = TimeSpan.FromMilliseconds(100);
 
@@ -44,42 +42,17 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
         ArgumentNullException.ThrowIfNull(logger);
         _logger = logger;
         _reporter = new ActivityReporter(listener, logger);
-        _socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-        try
-        {
-            try
-            {
-                _socket.SetRawSocketOption(SolSocket, SoBindToDevice, "lo\0"u8);
-                BoundToLoopback = true;
-            }
-            catch (SocketException e)
-            {
-                // Kernels before 5.7 want CAP_NET_RAW for this. Correctness does not depend on it: only datagrams
-                // to a watched 127.128.0.0/9 address from a 127/8 source are reported, and no other host can send
-                // those (the kernel drops loopback addresses arriving on a real interface as martians).
-                _logger.LogWarning("Lazy: cannot bind the activity socket to lo ({Error}); relying on its address checks alone", e.SocketErrorCode);
-            }
-
-            _socket.SetSocketOption(SocketOptionLevel.IP, SocketOptionName.PacketInformation, true);
-            _socket.Bind(new IPEndPoint(IPAddress.Any, 0));
-            Port = ((IPEndPoint)_socket.LocalEndPoint!).Port;
-        }
-        catch
-        {
-            _socket.Dispose();
-            throw;
-        }
-
-        _receiver = new LoopbackReceiver(_socket.SafeHandle);
+        _receiver = LoopbackReceiver.Open(logger);
+        _socket = _receiver.Socket;
         _receiveLoop = Task.Run(() => ReceiveLoopAsync(_stop.Token));
         _logger.LogDebug("Lazy: activity socket listens on 0.0.0.0:{Port} (lo only: {BoundToLoopback})", Port, BoundToLoopback);
     }
 
     /// <summary>The port every stand-in endpoint uses.</summary>
-    public int Port { get; }
+    public int Port => _receiver.Port;
 
     /// <summary>Whether SO_BINDTODEVICE "lo" took effect (else only the address checks keep foreign datagrams out).</summary>
-    public bool BoundToLoopback { get; }
+    public bool BoundToLoopback => _receiver.BoundToLoopback;
 
     public int Count
     {
@@ -100,6 +73,9 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
 
     /// <summary>Datagrams the listener threw on (each peer's first failure is logged).</summary>
     public long ListenerFailures => _reporter.ListenerFailures;
+
+    /// <summary>Datagrams the kernel dropped before the monitor saw them, because the socket's queue was full.</summary>
+    public long DatagramsLostInKernel => _receiver.KernelDrops;
 
     public IPEndPoint Watch(WgKey peer)
     {
@@ -155,7 +131,7 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
         }
 
         await _stop.CancelAsync();
-        _socket.Dispose();
+        _receiver.Dispose();
         try
         {
             await _receiveLoop.WaitAsync(StopTimeout);
