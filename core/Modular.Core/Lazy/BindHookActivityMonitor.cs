@@ -9,6 +9,8 @@ namespace Modular.Core.Lazy;
 /// The activity monitor of the in-process WireGuard: each watched peer gets a virtual endpoint
 /// (127.128.x.y:<see cref="StandInPort"/>) claimed on the device's Bind hook, so WireGuard's datagrams for it
 /// go straight to the listener on WireGuard's own send path. No socket, and nothing reaches the network.
+/// The listener runs on WireGuard's thread (TUN reader or timer): it should note the activity and hand the work
+/// of connecting off; whatever it throws is caught and logged once per peer.
 /// </summary>
 public sealed class BindHookActivityMonitor : IActivityMonitor
 {

@@ -178,6 +178,12 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
             {
                 return; // closed between the wait and the receive
             }
+            catch (Exception e)
+            {
+                // Never stop watching silently: idle peers would then wait for traffic that is never reported.
+                _logger.LogError(e, "Lazy: handling a datagram on the activity socket failed; going on");
+                received = false;
+            }
 
             if (!received && !await BackOffAsync(cancellationToken))
             {
