@@ -20,51 +20,48 @@ public sealed class LoopbackActivityMonitorNamespaceTests
     private static int _counter;
 
     [SkippableFact]
-    public async Task A_ping_to_an_idle_peer_of_wireguard_go_is_reported_as_its_handshake_initiation()
+    public async Task A_ping_to_an_idle_peer_is_reported_as_its_initiation_and_delivered_once_the_peer_is_connected()
     {
         Prerequisites.RequireRoot();
         Prerequisites.RequireTool("wireguard-go");
         Prerequisites.RequireTool("wg");
         var n = Interlocked.Increment(ref _counter);
         var subnet = ((Environment.ProcessId + n) % 200) + 20;
-        using var ns = NetworkNamespace.Create("lzm");
-        var iface = $"lzm{Environment.ProcessId % 10000}n{n}";
-        await using var wireGuard = await WireGuardGoProcess.StartAsync(iface, NullLogger.Instance, CancellationToken.None, networkNamespace: ns.Name);
-        var keyFile = Path.Combine(Path.GetTempPath(), $"mdl-lazy-key-{Guid.NewGuid():N}");
-        try
-        {
-            File.WriteAllText(keyFile, string.Empty);
-            Shell.Run("chmod", $"600 {keyFile}"); // 0600 before the key is written
-            File.WriteAllText(keyFile, WgKeys.GeneratePrivateKey().ToBase64() + "\n");
-            ns.Exec($"wg set {iface} private-key {keyFile}");
-            ns.Exec($"ip addr add 100.64.{subnet}.1/24 dev {iface}");
-            ns.Exec($"ip link set {iface} up");
+        using var nsA = NetworkNamespace.Create("lzma");
+        using var nsB = NetworkNamespace.Create("lzmb");
+        nsA.Link(nsB, $"198.18.{subnet}.1/24", $"198.18.{subnet}.2/24");
+        var tag = $"{Environment.ProcessId % 10000}n{n}";
+        await using var wireGuardA = await StartWireGuardGoAsync(nsA, $"lzma{tag}", $"100.64.{subnet}.1/24");
+        await using var wireGuardB = await StartWireGuardGoAsync(nsB, $"lzmb{tag}", $"100.64.{subnet}.2/24");
+        nsB.Exec($"wg set {wireGuardB.Iface} peer {wireGuardA.PublicKey.ToBase64()} allowed-ips 100.64.{subnet}.1/32"); // B learns A's endpoint from its handshake
 
-            var listener = new RecordingActivityListener();
-            await using var monitor = InNamespace.Create(ns.Name, () => new LoopbackActivityMonitor(listener, NullLogger.Instance));
-            var idle = WgKeys.PublicKeyOf(WgKeys.GeneratePrivateKey());
-            var other = WgKeys.PublicKeyOf(WgKeys.GeneratePrivateKey());
-            monitor.Watch(other); // a second watched peer: the report must name the right one
-            var standIn = monitor.Watch(idle);
-            ns.Exec($"wg set {iface} peer {idle.ToBase64()} allowed-ips 100.64.{subnet}.2/32 endpoint {standIn}");
+        var listener = new RecordingActivityListener();
+        await using var monitor = InNamespace.Create(nsA.Name, () => new LoopbackActivityMonitor(listener, NullLogger.Instance));
+        monitor.Watch(WgKeys.PublicKeyOf(WgKeys.GeneratePrivateKey())); // a second watched peer: the report must name B
+        var standIn = monitor.Watch(wireGuardB.PublicKey);
+        nsA.Exec($"wg set {wireGuardA.Iface} peer {wireGuardB.PublicKey.ToBase64()} allowed-ips 100.64.{subnet}.2/32 endpoint {standIn}");
 
-            ns.TryExec($"ping -c 1 -W 1 100.64.{subnet}.2", TimeSpan.FromSeconds(10)); // no answer: the peer is idle
+        // One echo request, waited for long enough to outlive the idle phase: WireGuard stages it meanwhile.
+        using var ping = nsA.Start($"ping -c 1 -W 25 100.64.{subnet}.2");
 
-            var report = listener.Next(Wait);
-            Assert.True(report.HasValue, $"no report; reported {monitor.DatagramsReported}, dropped {monitor.DatagramsDropped}; {ns.TryExec($"wg show {iface}").Output}");
-            Assert.Equal(idle, report.Value.Peer);
-            Assert.Equal(148, report.Value.Datagram.Length);
-            Assert.Equal(1, report.Value.Datagram[0]);
-            Assert.Equal(0, monitor.DatagramsDropped);
-            Assert.True(monitor.BoundToLoopback);
+        var report = listener.Next(Wait);
+        Assert.True(report.HasValue, $"no report; reported {monitor.DatagramsReported}, dropped {monitor.DatagramsDropped}; {nsA.TryExec($"wg show {wireGuardA.Iface}").Output}");
+        Assert.Equal(wireGuardB.PublicKey, report.Value.Peer);
+        Assert.Equal(148, report.Value.Datagram.Length);
+        Assert.Equal(1, report.Value.Datagram[0]);
+        Assert.Equal(0, monitor.DatagramsDropped);
+        Assert.True(monitor.BoundToLoopback);
+        Assert.Contains($":{monitor.Port}", nsA.Exec($"ss -uanH sport = :{monitor.Port}"), StringComparison.Ordinal); // the namespace's socket, not the host's
 
-            // The socket is the namespace's, not the host's: `ss` there shows it on the monitor's port.
-            Assert.Contains($":{monitor.Port}", ns.Exec($"ss -uanH sport = :{monitor.Port}"), StringComparison.Ordinal);
-        }
-        finally
-        {
-            File.Delete(keyFile);
-        }
+        // What the lazy manager does once a path exists: the real endpoint replaces the stand-in. wireguard-go's
+        // next retry (within ~5 s) goes to B, and the staged echo request follows the handshake.
+        nsA.Exec($"wg set {wireGuardA.Iface} peer {wireGuardB.PublicKey.ToBase64()} endpoint 198.18.{subnet}.2:51820");
+        monitor.Unwatch(wireGuardB.PublicKey);
+
+        Assert.True(ping.Process.WaitForExit(TimeSpan.FromSeconds(30)), "ping did not finish");
+        ping.Process.WaitForExit(); // it has exited: this only waits for its output to be read
+        Assert.True(ping.Process.ExitCode == 0, $"the first packet was lost: {ping.Output}");
+        Assert.Contains("1 received", ping.Output, StringComparison.Ordinal);
     }
 
     [SkippableFact]
@@ -103,6 +100,39 @@ public sealed class LoopbackActivityMonitorNamespaceTests
         Assert.Equal(SocketError.ConnectionRefused, refused.SocketErrorCode);
         Assert.Equal(sent ? 1 : 0, monitor.DatagramsDropped);
         Assert.Equal(1, listener.Calls);
+    }
+
+    /// <summary>A wireguard-go in <paramref name="ns"/> with a fresh key, listening on 51820, overlay address set, link up.</summary>
+    private static async Task<WireGuardGoSide> StartWireGuardGoAsync(NetworkNamespace ns, string iface, string overlayCidr)
+    {
+        var process = await WireGuardGoProcess.StartAsync(iface, NullLogger.Instance, CancellationToken.None, networkNamespace: ns.Name);
+        var privateKey = WgKeys.GeneratePrivateKey();
+        var keyFile = Path.Combine(Path.GetTempPath(), $"mdl-lazy-key-{Guid.NewGuid():N}");
+        try
+        {
+            File.WriteAllText(keyFile, string.Empty);
+            Shell.Run("chmod", $"600 {keyFile}"); // 0600 before the key is written
+            File.WriteAllText(keyFile, privateKey.ToBase64() + "\n");
+            ns.Exec($"wg set {iface} private-key {keyFile} listen-port 51820");
+            ns.Exec($"ip addr add {overlayCidr} dev {iface}");
+            ns.Exec($"ip link set {iface} up");
+        }
+        catch
+        {
+            await process.DisposeAsync();
+            throw;
+        }
+        finally
+        {
+            File.Delete(keyFile);
+        }
+
+        return new WireGuardGoSide(process, iface, WgKeys.PublicKeyOf(privateKey));
+    }
+
+    private sealed record WireGuardGoSide(WireGuardGoProcess Process, string Iface, WgKey PublicKey) : IAsyncDisposable
+    {
+        public ValueTask DisposeAsync() => Process.DisposeAsync();
     }
 
     private static bool TrySend(Socket socket, IPEndPoint to)
