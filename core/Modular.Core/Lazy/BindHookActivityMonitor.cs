@@ -68,26 +68,27 @@ public sealed class BindHookActivityMonitor : IActivityMonitor
             ObjectDisposedException.ThrowIf(_disposed, this);
             if (_watched.TryGetValue(peer, out var existing))
             {
-                return existing.Endpoint;
+                return existing.ToEndPoint();
             }
 
             for (var attempt = 0; attempt < MaxClaimAttempts; attempt++)
             {
                 var address = _addresses.Rent();
-                var standIn = new HookedStandIn(peer, address, new IPEndPoint(StandInAddressPool.ToIPAddress(address), StandInPort), _reporter);
+                var standIn = new HookedStandIn(peer, address, _reporter);
+                var endpoint = standIn.ToEndPoint();
                 try
                 {
-                    standIn.Claim = _hook.ClaimEndpoint(standIn.Endpoint, standIn);
+                    standIn.Claim = _hook.ClaimEndpoint(endpoint, standIn);
                 }
                 catch (InvalidOperationException)
                 {
                     // Claimed by another user of the hook: leave the address out of the pool for good.
-                    _logger.LogWarning("Lazy: stand-in {Endpoint} is already claimed on the Bind hook; skipping it", standIn.Endpoint);
+                    _logger.LogWarning("Lazy: stand-in {Endpoint} is already claimed on the Bind hook; skipping it", endpoint);
                     continue;
                 }
 
                 _watched.Add(peer, standIn);
-                return standIn.Endpoint;
+                return endpoint;
             }
 
             throw new InvalidOperationException($"No free stand-in endpoint for peer {peer.ToShortString()} after {MaxClaimAttempts} attempts.");
@@ -137,8 +138,8 @@ public sealed class BindHookActivityMonitor : IActivityMonitor
     }
 
     /// <summary>A stand-in that is also the Bind hook's sink for its endpoint.</summary>
-    private sealed class HookedStandIn(WgKey peer, uint address, IPEndPoint endpoint, ActivityReporter reporter)
-        : StandIn(peer, address, endpoint), IDatagramSink
+    private sealed class HookedStandIn(WgKey peer, uint address, ActivityReporter reporter)
+        : StandIn(peer, address, StandInPort), IDatagramSink
     {
         public IDisposable? Claim { get; set; }
 

@@ -84,14 +84,14 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
             ObjectDisposedException.ThrowIf(_disposed, this);
             if (_byPeer.TryGetValue(peer, out var existing))
             {
-                return existing.Endpoint;
+                return existing.ToEndPoint();
             }
 
             var address = _addresses.Rent();
-            var standIn = new StandIn(peer, address, new IPEndPoint(StandInAddressPool.ToIPAddress(address), Port));
+            var standIn = new StandIn(peer, address, Port);
             _byPeer.Add(peer, standIn);
             _byAddress[address] = standIn;
-            return standIn.Endpoint;
+            return standIn.ToEndPoint();
         }
     }
 
