@@ -34,6 +34,7 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _receiveLoop;
     private bool _disposed;
+    private bool _failing; // touched only by the receive loop
 
     /// <summary>Opens the socket and starts receiving. Throws <see cref="SocketException"/> if no socket can be opened.</summary>
     public LoopbackActivityMonitor(IActivityListener listener, ILogger logger)
@@ -160,7 +161,7 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
             }
             catch (SocketException e)
             {
-                _logger.LogWarning("Lazy: waiting on the activity socket failed ({Error}); retrying", e.SocketErrorCode);
+                NoteFailure(e.SocketErrorCode.ToString(), e);
                 if (!await BackOffAsync(cancellationToken))
                 {
                     return;
@@ -181,11 +182,15 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
             catch (Exception e)
             {
                 // Never stop watching silently: idle peers would then wait for traffic that is never reported.
-                _logger.LogError(e, "Lazy: handling a datagram on the activity socket failed; going on");
+                NoteFailure("unexpected", e);
                 received = false;
             }
 
-            if (!received && !await BackOffAsync(cancellationToken))
+            if (received)
+            {
+                NoteSuccess();
+            }
+            else if (!await BackOffAsync(cancellationToken))
             {
                 return;
             }
@@ -202,7 +207,7 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
                 case LoopbackReceiver.Outcome.Empty:
                     return true;
                 case LoopbackReceiver.Outcome.Failed:
-                    _logger.LogWarning("Lazy: receiving on the activity socket failed (errno {Errno}); retrying", _receiver.LastError);
+                    NoteFailure($"errno {_receiver.LastError}", null);
                     return false;
                 case LoopbackReceiver.Outcome.Malformed:
                     _reporter.Drop();
@@ -227,6 +232,25 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
         }
 
         _reporter.Drop();
+    }
+
+    // A lasting failure is logged once, not every back-off (10 times a second); its end is logged too.
+    private void NoteFailure(string error, Exception? exception)
+    {
+        if (!_failing)
+        {
+            _failing = true;
+            _logger.LogError(exception, "Lazy: the activity socket failed ({Error}); idle peers' traffic goes unnoticed until it recovers, retrying every {Backoff}", error, ErrorBackoff);
+        }
+    }
+
+    private void NoteSuccess()
+    {
+        if (_failing)
+        {
+            _failing = false;
+            _logger.LogInformation("Lazy: the activity socket works again");
+        }
     }
 
     private static async Task<bool> BackOffAsync(CancellationToken cancellationToken)
