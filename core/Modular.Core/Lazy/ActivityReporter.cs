@@ -1,32 +1,8 @@
-using System.Net;
 using Microsoft.Extensions.Logging;
 using Modular.Abstractions.Activity;
 using Modular.Abstractions.WireGuard;
 
 namespace Modular.Core.Lazy;
-
-/// <summary>One watched peer: its key and the stand-in WireGuard sends to while it is idle.</summary>
-internal class StandIn(WgKey peer, uint address, IPEndPoint endpoint)
-{
-    // 1 once a listener failure for this peer was logged: the listener may throw on every retry.
-    private int _failureLogged;
-
-    public WgKey Peer { get; } = peer;
-
-    /// <summary>127.128.0.0/9 address in host byte order.</summary>
-    public uint Address { get; } = address;
-
-    public IPEndPoint Endpoint { get; } = endpoint;
-
-    private volatile bool _active = true;
-
-    /// <summary>False once unwatched: a datagram WireGuard was already sending then is dropped, not reported.</summary>
-    public bool Active => _active;
-
-    public void Deactivate() => _active = false;
-
-    public bool FirstFailure() => Interlocked.Exchange(ref _failureLogged, 1) == 0;
-}
 
 /// <summary>
 /// Hands datagrams of watched peers to the <see cref="IActivityListener"/> and counts what was reported and

@@ -9,6 +9,8 @@ namespace Modular.Core.Lazy;
 /// The activity monitor of the in-process WireGuard: each watched peer gets a virtual endpoint
 /// (127.128.x.y:<see cref="StandInPort"/>) claimed on the device's Bind hook, so WireGuard's datagrams for it
 /// go straight to the listener on WireGuard's own send path. No socket, and nothing reaches the network.
+/// The listener runs on WireGuard's thread (TUN reader or timer): it should note the activity and hand the work
+/// of connecting off; whatever it throws is caught and logged once per peer.
 /// </summary>
 public sealed class BindHookActivityMonitor : IActivityMonitor
 {
@@ -66,26 +68,27 @@ public sealed class BindHookActivityMonitor : IActivityMonitor
             ObjectDisposedException.ThrowIf(_disposed, this);
             if (_watched.TryGetValue(peer, out var existing))
             {
-                return existing.Endpoint;
+                return existing.ToEndPoint();
             }
 
             for (var attempt = 0; attempt < MaxClaimAttempts; attempt++)
             {
                 var address = _addresses.Rent();
-                var standIn = new HookedStandIn(peer, address, new IPEndPoint(StandInAddressPool.ToIPAddress(address), StandInPort), _reporter);
+                var standIn = new HookedStandIn(peer, address, _reporter);
+                var endpoint = standIn.ToEndPoint();
                 try
                 {
-                    standIn.Claim = _hook.ClaimEndpoint(standIn.Endpoint, standIn);
+                    standIn.Claim = _hook.ClaimEndpoint(endpoint, standIn);
                 }
                 catch (InvalidOperationException)
                 {
                     // Claimed by another user of the hook: leave the address out of the pool for good.
-                    _logger.LogWarning("Lazy: stand-in {Endpoint} is already claimed on the Bind hook; skipping it", standIn.Endpoint);
+                    _logger.LogWarning("Lazy: stand-in {Endpoint} is already claimed on the Bind hook; skipping it", endpoint);
                     continue;
                 }
 
                 _watched.Add(peer, standIn);
-                return standIn.Endpoint;
+                return endpoint;
             }
 
             throw new InvalidOperationException($"No free stand-in endpoint for peer {peer.ToShortString()} after {MaxClaimAttempts} attempts.");
@@ -135,8 +138,8 @@ public sealed class BindHookActivityMonitor : IActivityMonitor
     }
 
     /// <summary>A stand-in that is also the Bind hook's sink for its endpoint.</summary>
-    private sealed class HookedStandIn(WgKey peer, uint address, IPEndPoint endpoint, ActivityReporter reporter)
-        : StandIn(peer, address, endpoint), IDatagramSink
+    private sealed class HookedStandIn(WgKey peer, uint address, ActivityReporter reporter)
+        : StandIn(peer, address, StandInPort), IDatagramSink
     {
         public IDisposable? Claim { get; set; }
 

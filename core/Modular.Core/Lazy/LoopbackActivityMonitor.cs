@@ -20,8 +20,6 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
 {
     // A burst of foreign datagrams must not keep the loop from noticing it was stopped.
     private const int MaxDatagramsPerWakeup = 1024;
-    private const int SolSocket = 1;
-    private const int SoBindToDevice = 25;
     private static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(5);
     private static readonly TimeSpan ErrorBackoff = TimeSpan.FromMilliseconds(100);
 
@@ -36,6 +34,7 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _receiveLoop;
     private bool _disposed;
+    private bool _failing; // touched only by the receive loop
 
     /// <summary>Opens the socket and starts receiving. Throws <see cref="SocketException"/> if no socket can be opened.</summary>
     public LoopbackActivityMonitor(IActivityListener listener, ILogger logger)
@@ -44,42 +43,17 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
         ArgumentNullException.ThrowIfNull(logger);
         _logger = logger;
         _reporter = new ActivityReporter(listener, logger);
-        _socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-        try
-        {
-            try
-            {
-                _socket.SetRawSocketOption(SolSocket, SoBindToDevice, "lo\0"u8);
-                BoundToLoopback = true;
-            }
-            catch (SocketException e)
-            {
-                // Kernels before 5.7 want CAP_NET_RAW for this. Correctness does not depend on it: only datagrams
-                // to a watched 127.128.0.0/9 address from a 127/8 source are reported, and no other host can send
-                // those (the kernel drops loopback addresses arriving on a real interface as martians).
-                _logger.LogWarning("Lazy: cannot bind the activity socket to lo ({Error}); relying on its address checks alone", e.SocketErrorCode);
-            }
-
-            _socket.SetSocketOption(SocketOptionLevel.IP, SocketOptionName.PacketInformation, true);
-            _socket.Bind(new IPEndPoint(IPAddress.Any, 0));
-            Port = ((IPEndPoint)_socket.LocalEndPoint!).Port;
-        }
-        catch
-        {
-            _socket.Dispose();
-            throw;
-        }
-
-        _receiver = new LoopbackReceiver(_socket.SafeHandle);
+        _receiver = LoopbackReceiver.Open(logger);
+        _socket = _receiver.Socket;
         _receiveLoop = Task.Run(() => ReceiveLoopAsync(_stop.Token));
         _logger.LogDebug("Lazy: activity socket listens on 0.0.0.0:{Port} (lo only: {BoundToLoopback})", Port, BoundToLoopback);
     }
 
     /// <summary>The port every stand-in endpoint uses.</summary>
-    public int Port { get; }
+    public int Port => _receiver.Port;
 
     /// <summary>Whether SO_BINDTODEVICE "lo" took effect (else only the address checks keep foreign datagrams out).</summary>
-    public bool BoundToLoopback { get; }
+    public bool BoundToLoopback => _receiver.BoundToLoopback;
 
     public int Count
     {
@@ -101,6 +75,9 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
     /// <summary>Datagrams the listener threw on (each peer's first failure is logged).</summary>
     public long ListenerFailures => _reporter.ListenerFailures;
 
+    /// <summary>Datagrams the kernel dropped before the monitor saw them, because the socket's queue was full.</summary>
+    public long DatagramsLostInKernel => _receiver.KernelDrops;
+
     public IPEndPoint Watch(WgKey peer)
     {
         lock (_lock)
@@ -108,14 +85,14 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
             ObjectDisposedException.ThrowIf(_disposed, this);
             if (_byPeer.TryGetValue(peer, out var existing))
             {
-                return existing.Endpoint;
+                return existing.ToEndPoint();
             }
 
             var address = _addresses.Rent();
-            var standIn = new StandIn(peer, address, new IPEndPoint(StandInAddressPool.ToIPAddress(address), Port));
+            var standIn = new StandIn(peer, address, Port);
             _byPeer.Add(peer, standIn);
             _byAddress[address] = standIn;
-            return standIn.Endpoint;
+            return standIn.ToEndPoint();
         }
     }
 
@@ -155,7 +132,7 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
         }
 
         await _stop.CancelAsync();
-        _socket.Dispose();
+        _receiver.Dispose();
         try
         {
             await _receiveLoop.WaitAsync(StopTimeout);
@@ -184,7 +161,7 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
             }
             catch (SocketException e)
             {
-                _logger.LogWarning("Lazy: waiting on the activity socket failed ({Error}); retrying", e.SocketErrorCode);
+                NoteFailure(e.SocketErrorCode.ToString(), e);
                 if (!await BackOffAsync(cancellationToken))
                 {
                     return;
@@ -202,8 +179,18 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
             {
                 return; // closed between the wait and the receive
             }
+            catch (Exception e)
+            {
+                // Never stop watching silently: idle peers would then wait for traffic that is never reported.
+                NoteFailure("unexpected", e);
+                received = false;
+            }
 
-            if (!received && !await BackOffAsync(cancellationToken))
+            if (received)
+            {
+                NoteSuccess();
+            }
+            else if (!await BackOffAsync(cancellationToken))
             {
                 return;
             }
@@ -220,7 +207,7 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
                 case LoopbackReceiver.Outcome.Empty:
                     return true;
                 case LoopbackReceiver.Outcome.Failed:
-                    _logger.LogWarning("Lazy: receiving on the activity socket failed (errno {Errno}); retrying", _receiver.LastError);
+                    NoteFailure($"errno {_receiver.LastError}", null);
                     return false;
                 case LoopbackReceiver.Outcome.Malformed:
                     _reporter.Drop();
@@ -245,6 +232,25 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
         }
 
         _reporter.Drop();
+    }
+
+    // A lasting failure is logged once, not every back-off (10 times a second); its end is logged too.
+    private void NoteFailure(string error, Exception? exception)
+    {
+        if (!_failing)
+        {
+            _failing = true;
+            _logger.LogError(exception, "Lazy: the activity socket failed ({Error}); idle peers' traffic goes unnoticed until it recovers, retrying every {Backoff}", error, ErrorBackoff);
+        }
+    }
+
+    private void NoteSuccess()
+    {
+        if (_failing)
+        {
+            _failing = false;
+            _logger.LogInformation("Lazy: the activity socket works again");
+        }
     }
 
     private static async Task<bool> BackOffAsync(CancellationToken cancellationToken)

@@ -1,25 +1,36 @@
 using System.Buffers.Binary;
+using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
+using Microsoft.Extensions.Logging;
 
 namespace Modular.Core.Lazy;
 
 /// <summary>
-/// Reads datagrams from the loopback monitor's socket with recvmsg(2) into one buffer kept for the socket's
-/// life, together with the source address and the IP_PKTINFO destination, without allocating. .NET's
-/// ReceiveMessageFrom would allocate an IPAddress and an IPEndPoint for each datagram.
-/// Linux x86_64/aarch64 ABI: msghdr and cmsghdr as there; no unsafe code (Modular.Core has none).
+/// The loopback monitor's socket and the way it reads it: recvmsg(2) into one buffer kept for the socket's life,
+/// with the source address and the IP_PKTINFO destination, allocating nothing per datagram (.NET's
+/// ReceiveMessageFrom allocates an IPAddress and an IPEndPoint for each). Linux x86_64/aarch64 ABI (msghdr and
+/// cmsghdr as there); no unsafe code, since Modular.Core has none.
 /// </summary>
-internal sealed class LoopbackReceiver
+internal sealed class LoopbackReceiver : IDisposable
 {
     /// <summary>The largest UDP payload: nothing is ever truncated.</summary>
     public const int MaxDatagram = 65535;
 
+    /// <summary>
+    /// Asked for (the kernel caps it at net.core.rmem_max): room for a few thousand handshake initiations, so
+    /// that many idle peers waking at once are not lost to a full queue (each loss costs a 5 s retry).
+    /// </summary>
+    public const int ReceiveBufferBytes = 4 << 20;
+
     private const int SockAddrInSize = 16;
     private const int CmsgHeaderSize = 16;
     private const int InPktInfoSize = 12;
-    private const int ControlSize = 64; // room for IP_PKTINFO and anything else the kernel adds
+    private const int ControlSize = 64; // IP_PKTINFO (32) and SO_RXQ_OVFL (24)
     private const int AfInet = 2;
+    private const int SolSocket = 1;
+    private const int SoBindToDevice = 25;
+    private const int SoRxqOvfl = 40;
     private const int IpProtoIp = 0;
     private const int IpPktInfo = 8;
     private const int MsgDontWait = 0x40;
@@ -34,13 +45,16 @@ internal sealed class LoopbackReceiver
     private const int IoVecOffset = ControlOffset + ControlSize;
     private const int BlockSize = IoVecOffset + 16;
 
-    private readonly SafeSocketHandle _socket;
     private readonly byte[] _block = GC.AllocateUninitializedArray<byte>(BlockSize, pinned: true);
     private readonly nint _blockAddress;
+    private int _length;
+    private long _kernelDrops;
 
-    public LoopbackReceiver(SafeSocketHandle socket)
+    private LoopbackReceiver(Socket socket, bool boundToLoopback)
     {
-        _socket = socket;
+        Socket = socket;
+        BoundToLoopback = boundToLoopback;
+        Port = ((IPEndPoint)socket.LocalEndPoint!).Port;
         _blockAddress = Marshal.UnsafeAddrOfPinnedArrayElement(_block, 0);
 
         // The iovec never changes: it always points at the datagram area.
@@ -65,6 +79,13 @@ internal sealed class LoopbackReceiver
         Failed,
     }
 
+    public Socket Socket { get; }
+
+    public int Port { get; }
+
+    /// <summary>Whether SO_BINDTODEVICE "lo" took effect.</summary>
+    public bool BoundToLoopback { get; }
+
     /// <summary>Source IPv4 address of the last datagram, host byte order.</summary>
     public uint Source { get; private set; }
 
@@ -77,13 +98,51 @@ internal sealed class LoopbackReceiver
     /// <summary>The last datagram; valid until the next call.</summary>
     public ReadOnlySpan<byte> Datagram => _block.AsSpan(0, _length);
 
-    private int _length;
+    /// <summary>Datagrams the kernel dropped because the socket's queue was full (SO_RXQ_OVFL; known when the next one arrives).</summary>
+    public long KernelDrops => Interlocked.Read(ref _kernelDrops);
 
-    /// <summary>Takes one queued datagram without waiting.</summary>
+    /// <summary>
+    /// Opens the socket in the calling thread's network namespace: UDP on 0.0.0.0 and an ephemeral port, bound to
+    /// the device lo, with IP_PKTINFO. Throws <see cref="SocketException"/> when that cannot be done.
+    /// </summary>
+    public static LoopbackReceiver Open(ILogger logger)
+    {
+        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        try
+        {
+            var boundToLoopback = false;
+            try
+            {
+                socket.SetRawSocketOption(SolSocket, SoBindToDevice, "lo\0"u8);
+                boundToLoopback = true;
+            }
+            catch (SocketException e)
+            {
+                // Kernels before 5.7 want CAP_NET_RAW for this. Correctness does not depend on it: only datagrams
+                // to a watched 127.128.0.0/9 address from a 127/8 source are reported, and no other host can send
+                // those (the kernel drops loopback addresses arriving on a real interface as martians).
+                logger.LogWarning("Lazy: cannot bind the activity socket to lo ({Error}); relying on its address checks alone", e.SocketErrorCode);
+            }
+
+            socket.SetSocketOption(SocketOptionLevel.IP, SocketOptionName.PacketInformation, true);
+            TrySet(socket, () => socket.SetRawSocketOption(SolSocket, SoRxqOvfl, [1, 0, 0, 0]), "SO_RXQ_OVFL", logger);
+            TrySet(socket, () => socket.ReceiveBufferSize = ReceiveBufferBytes, "SO_RCVBUF", logger);
+            socket.Bind(new IPEndPoint(IPAddress.Any, 0));
+            return new LoopbackReceiver(socket, boundToLoopback);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Takes one queued datagram without waiting. Throws <see cref="ObjectDisposedException"/> once the socket is closed.</summary>
     public Outcome TryReceive()
     {
+        var handle = Socket.SafeHandle;
         var added = false;
-        _socket.DangerousAddRef(ref added);
+        handle.DangerousAddRef(ref added);
         try
         {
             while (true)
@@ -97,7 +156,7 @@ internal sealed class LoopbackReceiver
                     Control = _blockAddress + ControlOffset,
                     ControlLength = ControlSize,
                 };
-                var received = recvmsg((int)_socket.DangerousGetHandle(), ref header, MsgDontWait);
+                var received = recvmsg((int)handle.DangerousGetHandle(), ref header, MsgDontWait);
                 if (received < 0)
                 {
                     var errno = Marshal.GetLastPInvokeError();
@@ -118,10 +177,12 @@ internal sealed class LoopbackReceiver
         {
             if (added)
             {
-                _socket.DangerousRelease();
+                handle.DangerousRelease();
             }
         }
     }
+
+    public void Dispose() => Socket.Dispose();
 
     private bool Parse(in MsgHdr header)
     {
@@ -138,7 +199,8 @@ internal sealed class LoopbackReceiver
 
         Source = BinaryPrimitives.ReadUInt32BigEndian(address[4..]);
 
-        // Walk the control messages for IP_PKTINFO { int ifindex; in_addr spec_dst; in_addr addr }.
+        // Walk the control messages: IP_PKTINFO { int ifindex; in_addr spec_dst; in_addr addr } and SO_RXQ_OVFL { u32 }.
+        var hasDestination = false;
         var control = _block.AsSpan(ControlOffset, (int)Math.Min(header.ControlLength, ControlSize));
         while (control.Length >= CmsgHeaderSize)
         {
@@ -150,10 +212,16 @@ internal sealed class LoopbackReceiver
 
             var level = BinaryPrimitives.ReadInt32LittleEndian(control[8..]);
             var type = BinaryPrimitives.ReadInt32LittleEndian(control[12..]);
-            if (level == IpProtoIp && type == IpPktInfo && length >= CmsgHeaderSize + InPktInfoSize)
+            var data = control[CmsgHeaderSize..length];
+            if (level == IpProtoIp && type == IpPktInfo && data.Length >= InPktInfoSize)
             {
-                Destination = BinaryPrimitives.ReadUInt32BigEndian(control[(CmsgHeaderSize + 8)..]);
-                return true;
+                Destination = BinaryPrimitives.ReadUInt32BigEndian(data[8..]);
+                hasDestination = true;
+            }
+            else if (level == SolSocket && type == SoRxqOvfl && data.Length >= 4)
+            {
+                // The socket's drop count when this datagram was queued: it only grows (until it wraps at 2^32).
+                Interlocked.Exchange(ref _kernelDrops, BinaryPrimitives.ReadUInt32LittleEndian(data));
             }
 
             var space = (length + 7) & ~7;
@@ -165,7 +233,19 @@ internal sealed class LoopbackReceiver
             control = control[space..];
         }
 
-        return false;
+        return hasDestination;
+    }
+
+    private static void TrySet(Socket socket, Action set, string option, ILogger logger)
+    {
+        try
+        {
+            set();
+        }
+        catch (SocketException e)
+        {
+            logger.LogDebug("Lazy: the activity socket ({Port}) has no {Option}: {Error}", socket.LocalEndPoint, option, e.SocketErrorCode);
+        }
     }
 
     [StructLayout(LayoutKind.Sequential)]

@@ -92,8 +92,11 @@ internal sealed class RecordingBindHook : IWgBindHook
 internal sealed class CountingLogger : ILogger
 {
     private int _errors;
+    private int _warnings;
 
     public int Errors => Volatile.Read(ref _errors);
+
+    public int Warnings => Volatile.Read(ref _warnings);
 
     public IDisposable? BeginScope<TState>(TState state)
         where TState : notnull => null;
@@ -105,6 +108,10 @@ internal sealed class CountingLogger : ILogger
         if (logLevel >= LogLevel.Error)
         {
             Interlocked.Increment(ref _errors);
+        }
+        else if (logLevel == LogLevel.Warning)
+        {
+            Interlocked.Increment(ref _warnings);
         }
     }
 }

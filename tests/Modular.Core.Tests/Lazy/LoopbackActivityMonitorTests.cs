@@ -139,6 +139,55 @@ public sealed class LoopbackActivityMonitorTests : IAsyncLifetime
         reuse.Bind(new IPEndPoint(IPAddress.Any, port)); // the port is free again: the socket is closed
     }
 
+    [Fact]
+    public async Task Concurrent_watches_and_unwatches_keep_one_address_per_watched_peer()
+    {
+        var workers = Enumerable.Range(0, 4).Select(w => Task.Run(() =>
+        {
+            for (var i = 0; i < 500; i++)
+            {
+                var peer = TestKeys.Peer((w * 1000) + (i % 50));
+                _monitor.Watch(peer);
+                if (i % 3 == 0)
+                {
+                    _monitor.Unwatch(peer);
+                }
+            }
+        })).ToArray();
+        await Task.WhenAll(workers);
+
+        var watched = Enumerable.Range(0, 4).SelectMany(w => Enumerable.Range(0, 50).Select(i => TestKeys.Peer((w * 1000) + i)))
+            .Select(peer => _monitor.Watch(peer)).ToList(); // idempotent for those still watched
+        Assert.Equal(200, _monitor.Count);
+        Assert.Equal(200, watched.Distinct().Count());
+    }
+
+    [Fact]
+    public async Task Disposing_while_datagrams_arrive_ends_cleanly()
+    {
+        var monitor = new LoopbackActivityMonitor(_listener, _logger);
+        var to = monitor.Watch(TestKeys.Peer(1));
+        var datagram = TestKeys.Initiation(0x66);
+        var sending = Task.Run(() =>
+        {
+            for (var i = 0; i < 2000; i++)
+            {
+                _sender.SendTo(datagram, to);
+            }
+        });
+        Assert.True(WaitUntil(() => monitor.DatagramsReported > 0));
+
+        await monitor.DisposeAsync();
+        await sending;
+        var reportedAfterDispose = monitor.DatagramsReported;
+        _sender.SendTo(datagram, to);
+
+        Assert.Equal(0, _logger.Errors);
+        Assert.Equal(0, _logger.Warnings); // among them: the loop not stopping in time
+        Assert.Equal(0, monitor.Count);
+        Assert.Equal(reportedAfterDispose, monitor.DatagramsReported);
+    }
+
     private (Abstractions.WireGuard.WgKey Peer, byte[] Datagram) Take()
         => _listener.Next(Wait) ?? throw new Xunit.Sdk.XunitException($"no report (reported {_monitor.DatagramsReported}, dropped {_monitor.DatagramsDropped})");
 
