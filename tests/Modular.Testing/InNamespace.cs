@@ -1,14 +1,14 @@
 using System.Runtime.InteropServices;
 
-namespace Modular.Core.Tests.Lazy;
+namespace Modular.Testing;
 
 /// <summary>
 /// Runs a constructor inside a test's network namespace: a fresh thread joins the namespace (setns), runs it and
 /// ends, so no pooled thread is ever left in the wrong namespace. Sockets stay in the namespace they were made in,
-/// which is all the loopback monitor needs. (tests/Modular.E2E.Tests has NamespaceSocket for the same reason, but
-/// Core.Tests cannot reference that project.)
+/// so a test process can own sockets (or whole components that open them) on a namespace's addresses without
+/// touching the host's interfaces.
 /// </summary>
-internal static partial class InNamespace
+public static class InNamespace
 {
     private const int CloneNewNet = 0x40000000;
 
