@@ -245,22 +245,24 @@ public sealed class LazyConnectionTests
         var iface = new RecordingWgIface { Answers = _ => false };
         var paths = new ScriptedPaths();
         var options = new PeerConnOptions();
-        var monitor = new FakeActivityMonitor();
+        var signaling = new LoopbackSignaling();
+        var relay = new FakeRelay();
+
+        // The real stand-ins of userspace mode: claims on a real device's Bind hook.
+        using var tun = new Modular.Testing.WireGuard.InMemoryTun();
+        using var device = new Modular.WireGuard.Device.WgDevice(tun, new Modular.Testing.WireGuard.InMemoryNetwork().CreateBind(1), NullLoggerFactory.Instance, TimeProvider.System);
+        BindHookActivityMonitor? monitor = null;
         await using var manager = new ConnectionManager(
-            (peer, changed) => new PeerConn(peer, iface, new LoopbackSignaling(), paths, new FakeRelay(), options, TimeProvider.System, NullLogger.Instance, changed),
+            (peer, changed) => new PeerConn(peer, iface, signaling, paths, relay, options, TimeProvider.System, NullLogger.Instance, changed),
             new StatusRecorder(new InterfaceStatus("fake0", "userspace", 51820, 1280), new FeatureStatus(true, "15m", [], false, "auto", false, false, false),
                 "key", new ServiceStatus("", true, null), new ServiceStatus("", true, null)),
             NullLogger.Instance,
-            listener =>
-            {
-                monitor.Listener = listener;
-                return monitor;
-            })
+            listener => monitor = new BindHookActivityMonitor(device.BindHook, listener, NullLogger.Instance))
         { Lazy = Lazy(LongTimeout) };
 
         var before = GC.GetTotalMemory(forceFullCollection: true);
         await manager.ApplyAsync(peers, CancellationToken.None);
-        Assert.Equal(count, monitor.Count);
+        Assert.Equal(count, monitor!.Count);
         Assert.All(manager.Peers, p => Assert.True(p.IsParked));
 
         // What the doubles recorded is WireGuard's memory (kernel, wireguard-go or the device), not the agent's.
@@ -268,7 +270,7 @@ public sealed class LazyConnectionTests
         iface.Sets.Clear();
         iface.Calls.Clear();
         var after = GC.GetTotalMemory(forceFullCollection: true);
-        Console.WriteLine($"idle peers: {count}; the agent's managed heap grew {(after - before) / count} B per idle peer (connection, status entry, stand-in entry)");
+        Console.WriteLine($"idle peers: {count}; the agent's managed heap grew {(after - before) / count} B per idle peer (connection, status entry, stand-in claimed on the Bind hook)");
         GC.KeepAlive(manager);
     }
 

@@ -50,7 +50,8 @@ public sealed class ConnectionManager : IAsyncDisposable, IActivityListener
         _createMonitor = createMonitor;
         _logger = loggerFactory.CreateLogger<ConnectionManager>();
         var peerLogger = loggerFactory.CreateLogger<PeerConn>();
-        _create = peer => new PeerConn(peer, iface, signaling, paths, relay, options, time, peerLogger, Publish);
+        Action<PeerConn> publish = Publish; // one delegate for all connections, not one each
+        _create = peer => new PeerConn(peer, iface, signaling, paths, relay, options, time, peerLogger, publish);
     }
 
     /// <summary>For tests: builds connections with <paramref name="create"/> (doubles for WireGuard, signal, paths).</summary>
@@ -61,7 +62,8 @@ public sealed class ConnectionManager : IAsyncDisposable, IActivityListener
         _logger = logger;
         _time = time ?? TimeProvider.System;
         _createMonitor = createMonitor;
-        _create = peer => create(peer, Publish);
+        Action<PeerConn> publish = Publish;
+        _create = peer => create(peer, publish);
     }
 
     /// <summary>
