@@ -41,9 +41,10 @@ public sealed class AgentHarness : IDisposable
 
     /// <summary>
     /// Writes an agent TOML with the given interface name and plugins folder; <paramref name="extra"/>
-    /// is appended verbatim (sections go there). Returns its path.
+    /// is appended verbatim (sections go there). The local UI is off unless <paramref name="ui"/> gives
+    /// its listen address: daemons of parallel tests must not race for the default port. Returns its path.
     /// </summary>
-    public string WriteConfig(string interfaceName = "mdt0", string? pluginsDir = null, string extra = "", string setupKey = "", string fileName = "agent.toml")
+    public string WriteConfig(string interfaceName = "mdt0", string? pluginsDir = null, string extra = "", string setupKey = "", string fileName = "agent.toml", string ui = "")
     {
         var path = Path.Combine(Root, fileName);
         File.WriteAllText(path, $"""
@@ -55,6 +56,9 @@ public sealed class AgentHarness : IDisposable
             log = {"{"} level = "info", file = "{LogFile}" {"}"}
             plugins_dir = "{pluginsDir ?? EmptyPluginsDir}"
             {extra}
+
+            [ui]
+            listen = "{ui}"
             """);
         return path;
     }

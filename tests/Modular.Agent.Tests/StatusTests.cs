@@ -1,3 +1,4 @@
+using Modular.Abstractions.Config;
 using System.Text.Json;
 using Modular.Abstractions.Peers;
 using Modular.Agent.Daemon;
@@ -149,7 +150,7 @@ public sealed class StatusTests(Xunit.Abstractions.ITestOutputHelper output)
     [InlineData(5430, "1h30m30s")]
     [InlineData(0, "0s")]
     public void Durations_print_in_the_toml_style(int seconds, string expected)
-        => Assert.Equal(expected, Durations.Format(TimeSpan.FromSeconds(seconds)));
+        => Assert.Equal(expected, ConfigDuration.Format(TimeSpan.FromSeconds(seconds)));
 
     private static StatusRecorder NewRecorder() => new(
         new InterfaceStatus("mdl0", "userspace", 51820, 1280),

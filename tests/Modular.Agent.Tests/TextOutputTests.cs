@@ -39,6 +39,8 @@ public sealed class TextOutputTests
         var text = StatusText.Format(Status(), peersTotal: 1000, peersConnected: 998, detail: false, Now);
 
         Assert.Contains("998/1000 connected", text, StringComparison.Ordinal);
+        Assert.Contains("998/1000 connected" + Environment.NewLine, text, StringComparison.Ordinal); // no idle count without idle peers
+        Assert.Contains("990/1000 connected, 10 idle", StatusText.Format(Status(), peersTotal: 1000, peersConnected: 990, detail: false, Now, peersIdle: 10), StringComparison.Ordinal);
         Assert.DoesNotContain("Public key:          \n", text, StringComparison.Ordinal);
         Assert.Contains("Disconnected, https://m: not yet", text, StringComparison.Ordinal);
     }

@@ -44,12 +44,23 @@ internal sealed class RecordingWgIface : IWgIface
 
     public ValueTask CloseAsync(CancellationToken cancellationToken) => ValueTask.CompletedTask;
 
+    /// <summary>Every configuration set, in order.</summary>
+    public ConcurrentQueue<WgPeerConfig> Sets { get; } = new();
+
+    /// <summary>Which endpoints answer a handshake (a stand-in of an activity monitor does not).</summary>
+    public Func<IPEndPoint?, bool> Answers { get; set; } = _ => true;
+
     public ValueTask SetPeerAsync(WgPeerConfig peer, CancellationToken cancellationToken)
     {
         // Recorded first: a test that sees the new config in Peers also finds the call.
+        Sets.Enqueue(peer);
         Calls.Enqueue($"set {peer.PublicKey.ToShortString()} {peer.Endpoint}");
         Peers[peer.PublicKey] = peer;
-        Handshake(peer.PublicKey);
+        if (Answers(peer.Endpoint))
+        {
+            Handshake(peer.PublicKey);
+        }
+
         return ValueTask.CompletedTask;
     }
 
@@ -69,7 +80,11 @@ internal sealed class RecordingWgIface : IWgIface
         }
 
         Calls.Enqueue($"endpoint {publicKey.ToShortString()} {endpoint}");
-        Handshake(publicKey);
+        if (Answers(endpoint))
+        {
+            Handshake(publicKey);
+        }
+
         return ValueTask.CompletedTask;
     }
 

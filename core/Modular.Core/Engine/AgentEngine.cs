@@ -4,6 +4,8 @@ using System.Runtime.CompilerServices;
 using Grpc.Core;
 using Grpc.Net.Client;
 using Microsoft.Extensions.Logging;
+using Modular.Abstractions.Activity;
+using Modular.Abstractions.Config;
 using Modular.Abstractions.Peers;
 using Modular.Abstractions.Proxy;
 using Modular.Abstractions.WireGuard;
@@ -14,6 +16,7 @@ using Modular.Control.Signal;
 using Modular.Core.Config;
 using Modular.Core.Firewall;
 using Modular.Core.Ice;
+using Modular.Core.Lazy;
 using Modular.Core.MeshDns;
 using Modular.Core.Peers;
 using Modular.Core.Routing;
@@ -41,6 +44,9 @@ public sealed record EngineOptions(
 
     /// <summary>How often interface counters are read for status and handshake watching.</summary>
     public TimeSpan StatsInterval { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>What the user switches at run time (the local UI); the stats loop applies changes.</summary>
+    public FeatureSwitches Switches { get; init; } = new();
 }
 
 /// <summary>The engine refuses to go on (e.g. management refused the setup key); the agent exits with this message.</summary>
@@ -102,6 +108,7 @@ public sealed class AgentEngine
     private volatile NetworkMap? _appliedMap;
     private volatile RoutePlan _routePlan = RoutePlan.Empty;
     private SignalClient? _rejectedClient;
+    private int _switchesApplied;
     private long _rejectedReported;
 
     public AgentEngine(EngineOptions options, StatusRecorder recorder, ILoggerFactory loggerFactory, TimeProvider time)
@@ -354,6 +361,7 @@ public sealed class AgentEngine
     private async Task<(int Added, int Updated, int Removed)> ApplyRoutePlanAsync(NetworkMap map, RoutePlan plan, CancellationToken cancellationToken)
     {
         _firewall?.Firewall?.UpdateResources(plan.ToFirewallResources(_iface!.Address));
+        ApplyLazySetting(map);
         var changes = await _manager!.ApplyAsync(plan.MergeAllowedIps(ToPeers(map, _logger)), cancellationToken);
         await _routes!.ApplyAsync(plan, ControlHosts(), cancellationToken);
         _recorder.SetRoutes(_routes.Describe(plan, PeerNames(map, plan)));
@@ -406,6 +414,67 @@ public sealed class AgentEngine
     }
 
     private bool IsConnected(WgKey peer) => _manager?.Find(peer)?.State == PeerConnectionState.Connected;
+
+    /// <summary>
+    /// Lazy connections are on when this agent's config turns them on (flag, env, TOML) or the account does;
+    /// status shows what is in force.
+    /// </summary>
+    private void ApplyLazySetting(NetworkMap map)
+    {
+        var features = _config.Features;
+        var switched = _options.Switches.LazyConnections;
+        var enabled = switched ?? (features.LazyConnections || map.Settings?.LazyConnections == true);
+        if (enabled == _manager!.Lazy.Enabled)
+        {
+            return;
+        }
+
+        _manager.Lazy = new LazyOptions(enabled, features.InactivityTimeout, features.AlwaysConnected);
+        _recorder.UpdateFeatures(f => f with { LazyConnections = enabled });
+        if (enabled)
+        {
+            _logger.LogInformation("Lazy connections on ({Source}): peers stay idle until traffic for them appears, and go idle after {Timeout} without",
+                switched is not null ? "switched on in the local UI" : features.LazyConnections ? "agent config" : "account setting",
+                ConfigDuration.Format(features.InactivityTimeout));
+        }
+        else
+        {
+            _logger.LogInformation("Lazy connections off: every peer connects at once");
+        }
+    }
+
+    /// <summary>Puts a switch the user just changed in force: the map in force is applied again under the new setting.</summary>
+    private async Task ApplySwitchesAsync(CancellationToken cancellationToken)
+    {
+        var version = _options.Switches.Version;
+        if (version == _switchesApplied || _manager is null)
+        {
+            return;
+        }
+
+        await _applyGate.WaitAsync(cancellationToken);
+        try
+        {
+            if (_appliedMap is { } map)
+            {
+                await ApplyRoutePlanAsync(map, _routePlan, cancellationToken);
+                _switchesApplied = version;
+            }
+        }
+        finally
+        {
+            _applyGate.Release();
+        }
+    }
+
+    /// <summary>The stand-in endpoint of idle peers: a claim on the in-process Bind, or one loopback socket for kernel/external WireGuard.</summary>
+    private IActivityMonitor CreateActivityMonitor(IActivityListener listener)
+    {
+        var logger = _loggerFactory.CreateLogger("Modular.Core.Lazy.ActivityMonitor");
+        return _iface!.BindHook is { } hook
+            ? new BindHookActivityMonitor(hook, listener, logger)
+            : new LoopbackActivityMonitor(listener, logger);
+    }
 
     /// <summary>The mesh resolver follows the map (records, listener); see <see cref="OnDnsListening"/> for the firewall.</summary>
     private async Task ApplyDnsAsync(NetworkMap map, CancellationToken cancellationToken)
@@ -560,7 +629,7 @@ public sealed class AgentEngine
             _logger);
         _relay = new EngineRelayConnector(_iface, _identity.PublicKey, proxies, _recorder, _logger);
         ApplyServices(login.Services);
-        _manager = new ConnectionManager(_iface, _signaling, _paths, _relay, _options.PeerOptions, _recorder, _time, _loggerFactory);
+        _manager = new ConnectionManager(_iface, _signaling, _paths, _relay, _options.PeerOptions, _recorder, _time, _loggerFactory, CreateActivityMonitor);
     }
 
     private void ApplyServices(ServiceAddresses? services)
@@ -687,6 +756,16 @@ public sealed class AgentEngine
             catch (Exception e) when (e is IOException or InvalidOperationException or TimeoutException)
             {
                 _logger.LogDebug("Reading interface counters failed: {Problem}", e.Message);
+            }
+
+            try
+            {
+                await ApplySwitchesAsync(cancellationToken);
+                await _manager.IdleInactiveAsync(cancellationToken);
+            }
+            catch (Exception e) when (e is IOException or InvalidOperationException)
+            {
+                _logger.LogWarning("Parking inactive peers failed: {Problem}", e.Message);
             }
 
             try

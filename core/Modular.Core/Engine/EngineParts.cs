@@ -86,8 +86,9 @@ internal sealed class EngineRelayConnector(IWgIface iface, WgKey ownKey, ProxySe
                 throw;
             }
 
+            var paired = connection;
             connection = null; // the proxy owns it now
-            return new RelayedPath(proxy, grant.Address);
+            return new RelayedPath(proxy, grant.Address, () => paired.IsPaired);
         }
         catch (Exception e) when (e is TimeoutException or UnauthorizedAccessException or System.Net.Sockets.SocketException)
         {

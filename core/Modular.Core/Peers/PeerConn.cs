@@ -6,6 +6,7 @@ using Modular.Abstractions.Peers;
 using Modular.Abstractions.WireGuard;
 using Modular.Control.Signal;
 using Modular.Core.Ice;
+using Modular.Core.Lazy;
 using Modular.Core.Status;
 
 namespace Modular.Core.Peers;
@@ -17,6 +18,8 @@ namespace Modular.Core.Peers;
 /// WireGuard at a proxy (Relayed). Connected means WireGuard completed a handshake over that path;
 /// while relayed, direct paths are tried again periodically; a handshake that goes stale reconnects.
 /// Close tears down the WireGuard peer and the proxy and returns to Idle; it can be opened again.
+/// Park (lazy connections) returns to Idle too but leaves the peer in WireGuard with a stand-in endpoint, so traffic
+/// for it waits there, staged, until it is opened again.
 /// </summary>
 public sealed class PeerConn : IPeerConn
 {
@@ -30,7 +33,8 @@ public sealed class PeerConn : IPeerConn
     private readonly Action<PeerConn> _changed;
     private readonly SemaphoreSlim _lifecycle = new(1, 1);
     private readonly Lock _lock = new();
-    private Channel<bool> _wake = NewWake();
+    // Made on open: an idle (parked or never opened) peer holds no channel.
+    private Channel<bool>? _wake;
     private CancellationTokenSource? _run;
     private Task _runTask = Task.CompletedTask;
 
@@ -44,7 +48,7 @@ public sealed class PeerConn : IPeerConn
     private ulong _remoteSession;
     private bool _remoteRestarted;
     private bool _remoteLeaving;
-    private List<IceCandidate> _remoteCandidates = [];
+    private IReadOnlyList<IceCandidate> _remoteCandidates = [];
     private IPEndPoint? _peerReflexive;
     private ConnectionType? _type;
     private string? _localCandidate;
@@ -55,6 +59,10 @@ public sealed class PeerConn : IPeerConn
     private WgPeerStats? _stats;
     private bool _wireGuardPeerSet;
     private IPEndPoint? _endpoint;
+    private bool _parked;
+    private bool? _startsHandshake;
+    private InactivityTracker? _inactivity; // made when the peer first connects: idle peers stay small
+    private TimeSpan _quiet;
 
     public PeerConn(RemotePeerInfo peer, IWgIface iface, IPeerSignaling signaling, IPeerPaths paths, IRelayConnector relay,
         PeerConnOptions options, TimeProvider time, ILogger logger, Action<PeerConn>? changed = null)
@@ -110,9 +118,41 @@ public sealed class PeerConn : IPeerConn
         }
     }
 
+    /// <summary>Idle with the WireGuard peer set to a stand-in endpoint (see <see cref="ParkAsync"/>).</summary>
+    public bool IsParked
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _parked && _run is null;
+            }
+        }
+    }
+
+    /// <summary>While connected: how long the peer has carried no traffic (see <see cref="InactivityTracker"/>); zero otherwise.</summary>
+    public TimeSpan Quiet
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _quiet;
+            }
+        }
+    }
+
     public event EventHandler<PeerStateChange>? StateChanged;
 
-    public async ValueTask OpenAsync(CancellationToken cancellationToken)
+    public ValueTask OpenAsync(CancellationToken cancellationToken) => OpenAsync(OpenReason.Map, cancellationToken);
+
+    /// <summary>
+    /// Starts connecting. Opened from a parked state, the WireGuard peer stays as it is (with the packets staged for
+    /// it) and only its endpoint changes; the side woken by its peer's offer starts the handshake at once, the side
+    /// woken by its own traffic answers it (its WireGuard just sent an initiation to the stand-in and would not send
+    /// another for 5 s).
+    /// </summary>
+    public async ValueTask OpenAsync(OpenReason reason, CancellationToken cancellationToken)
     {
         await _lifecycle.WaitAsync(cancellationToken);
         try
@@ -124,6 +164,14 @@ public sealed class PeerConn : IPeerConn
 
             lock (_lock)
             {
+                _startsHandshake = reason switch
+                {
+                    OpenReason.Traffic => false,
+                    OpenReason.PeerOffer => true,
+                    _ => null,
+                };
+                _quiet = TimeSpan.Zero;
+                _inactivity?.Reset();
                 _local = IceCredentials.Generate();
                 _sessionId = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8));
                 _remote = null;
@@ -134,7 +182,12 @@ public sealed class PeerConn : IPeerConn
                 _wake = NewWake();
             }
 
-            SetState(PeerConnectionState.Connecting, "exchanging credentials over signal");
+            SetState(PeerConnectionState.Connecting, reason switch
+            {
+                OpenReason.Traffic => "traffic for the peer: exchanging credentials over signal",
+                OpenReason.PeerOffer => "the peer has traffic: exchanging credentials over signal",
+                _ => "exchanging credentials over signal",
+            });
             _run = new CancellationTokenSource();
             var token = _run.Token;
             _runTask = Task.Run(() => RunAsync(token), CancellationToken.None);
@@ -150,23 +203,12 @@ public sealed class PeerConn : IPeerConn
         await _lifecycle.WaitAsync(cancellationToken);
         try
         {
-            var run = _run;
-            if (run is null)
+            var wasParked = IsParked;
+            if (!await StopRunAsync() && !wasParked)
             {
                 return;
             }
 
-            _run = null;
-            await run.CancelAsync();
-            try
-            {
-                await _runTask;
-            }
-            catch (OperationCanceledException)
-            {
-            }
-
-            run.Dispose();
             await TeardownPathAsync(removeWireGuardPeer: true);
             SetState(PeerConnectionState.Idle, "closed");
         }
@@ -174,6 +216,98 @@ public sealed class PeerConn : IPeerConn
         {
             _lifecycle.Release();
         }
+    }
+
+    /// <summary>
+    /// Returns to Idle for lazy connections: stops any attempt, ends the WireGuard session and sets the peer again with
+    /// its allowed IPs, <paramref name="standIn"/> as endpoint and no keepalive. Traffic for the peer is then staged in
+    /// WireGuard (not lost: a session kept would send it encrypted to the stand-in) and the handshake initiation it
+    /// triggers reaches the stand-in, which reports the activity. <see cref="OpenAsync(OpenReason, CancellationToken)"/> connects again.
+    /// </summary>
+    public async ValueTask ParkAsync(IPEndPoint standIn, string reason, CancellationToken cancellationToken)
+    {
+        await _lifecycle.WaitAsync(cancellationToken);
+        try
+        {
+            await StopRunAsync();
+            await TeardownPathAsync(removeWireGuardPeer: true);
+            await _iface.SetPeerAsync(new WgPeerConfig(PublicKey, Peer.AllowedIps, standIn, Peer.PresharedKey, null), cancellationToken);
+            lock (_lock)
+            {
+                _wireGuardPeerSet = true;
+                _endpoint = standIn;
+                _startsHandshake = null;
+                _quiet = TimeSpan.Zero;
+                _local = null;
+                _remote = null;
+            }
+
+            // Status first: whoever sees IsParked also sees the Idle state and its reason.
+            SetState(PeerConnectionState.Idle, reason);
+            lock (_lock)
+            {
+                _parked = true;
+            }
+        }
+        finally
+        {
+            _lifecycle.Release();
+        }
+    }
+
+    /// <summary>
+    /// Tells the peer this side goes idle (GO_IDLE with this session's id, so a lazy peer parks too instead of
+    /// reconnecting on the silence), then parks. The notice is best effort and bounded: parking never waits on signal.
+    /// </summary>
+    public async ValueTask GoIdleAsync(IPEndPoint standIn, string reason, TimeSpan noticeTimeout, CancellationToken cancellationToken)
+    {
+        if (SessionNotice(SignalBody.Types.Type.GoIdle) is { } notice)
+        {
+            using var bounded = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            bounded.CancelAfter(noticeTimeout);
+            try
+            {
+                await _signaling.SendAsync(PublicKey, notice, bounded.Token);
+            }
+            catch (Exception e) when (e is OperationCanceledException or InvalidOperationException or IOException or Grpc.Core.RpcException)
+            {
+                _logger.LogDebug("Peer {Peer}: GO_IDLE not sent: {Problem}", Name, e.Message);
+            }
+        }
+
+        await ParkAsync(standIn, reason, cancellationToken);
+    }
+
+    /// <summary>True when <paramref name="sessionId"/> names the peer's session this connection negotiated (not an older one).</summary>
+    public bool IsCurrentRemoteSession(ulong sessionId)
+    {
+        lock (_lock)
+        {
+            return _run is not null && _remote is not null && sessionId == _remoteSession;
+        }
+    }
+
+    /// <summary>Cancels the connect loop and waits for it; false when none was running. Call under <see cref="_lifecycle"/>.</summary>
+    private async Task<bool> StopRunAsync()
+    {
+        var run = _run;
+        if (run is null)
+        {
+            return false;
+        }
+
+        _run = null;
+        await run.CancelAsync();
+        try
+        {
+            await _runTask;
+        }
+        catch (OperationCanceledException)
+        {
+        }
+
+        run.Dispose();
+        return true;
     }
 
     /// <summary>Takes a changed map entry (allowed IPs, PSK, name); WireGuard is updated in place, the path kept.</summary>
@@ -191,6 +325,7 @@ public sealed class PeerConn : IPeerConn
 
         if (wireGuardChanged && set)
         {
+            // A parked peer keeps its stand-in endpoint and stays without keepalive (WireGuardConfig knows).
             await _iface.SetPeerAsync(WireGuardConfig(endpoint), cancellationToken);
         }
 
@@ -242,7 +377,7 @@ public sealed class PeerConn : IPeerConn
             answer = body.Type == SignalBody.Types.Type.Offer;
         }
 
-        _wake.Writer.TryWrite(true);
+        Wake();
         if (answer)
         {
             await SendCredentialsAsync(SignalBody.Types.Type.Answer, cancellationToken);
@@ -253,11 +388,14 @@ public sealed class PeerConn : IPeerConn
     /// What this side sends the peer when the agent stops (null while no session is negotiated), so the
     /// peer reconnects, and fails its routes over, at once instead of after a silence.
     /// </summary>
-    public SignalBody? Goodbye()
+    public SignalBody? Goodbye() => SessionNotice(SignalBody.Types.Type.Goodbye);
+
+    /// <summary>A notice that names this side's session (goodbye, go-idle); null while none is negotiated.</summary>
+    private SignalBody? SessionNotice(SignalBody.Types.Type type)
     {
         lock (_lock)
         {
-            return _run is null || _local is null ? null : new SignalBody { Type = SignalBody.Types.Type.Goodbye, SessionId = _sessionId };
+            return _run is null || _local is null ? null : new SignalBody { Type = type, SessionId = _sessionId };
         }
     }
 
@@ -273,7 +411,7 @@ public sealed class PeerConn : IPeerConn
             _remoteLeaving = true;
         }
 
-        _wake.Writer.TryWrite(true);
+        Wake();
     }
 
     /// <summary>The signal server could not deliver to this peer (it is offline).</summary>
@@ -296,6 +434,16 @@ public sealed class PeerConn : IPeerConn
         lock (_lock)
         {
             _stats = stats;
+            if (_state == PeerConnectionState.Connected)
+            {
+                _inactivity ??= new InactivityTracker(_options.PersistentKeepalive);
+                _quiet = _inactivity.Observe(stats.RxBytes, stats.TxBytes, _time.GetUtcNow());
+            }
+            else
+            {
+                _inactivity?.Reset();
+                _quiet = TimeSpan.Zero;
+            }
         }
     }
 
@@ -570,6 +718,17 @@ public sealed class PeerConn : IPeerConn
         path.Proxy.Disconnected += OnRelayDisconnected;
 
         path.Proxy.Work();
+        if (StartsHandshake && path.IsPaired is { } isPaired)
+        {
+            // The relay drops what arrives before the peer bound there too: an initiation sent now would be lost and
+            // WireGuard would retry only 5 s later. Wait (briefly, bounded) until the relay says both sides are bound.
+            var until = _time.GetUtcNow() + PeerConnOptions.PairingWait;
+            while (!isPaired() && _time.GetUtcNow() < until)
+            {
+                await Task.Delay(TimeSpan.FromMilliseconds(20), _time, cancellationToken);
+            }
+        }
+
         await SetEndpointAsync(path.Proxy.EndpointAddr, cancellationToken);
         lock (_lock)
         {
@@ -586,19 +745,23 @@ public sealed class PeerConn : IPeerConn
     private async Task SetEndpointAsync(IPEndPoint endpoint, CancellationToken cancellationToken)
     {
         bool set;
+        bool parked;
         lock (_lock)
         {
             set = _wireGuardPeerSet;
+            parked = _parked;
+            _parked = false;
             _endpoint = endpoint;
         }
 
-        if (set)
+        if (set && !parked)
         {
             await _iface.UpdateEndpointAsync(PublicKey, endpoint, cancellationToken);
         }
         else
         {
-            // Adding the peer with a keepalive makes WireGuard start the handshake at once.
+            // Adding the peer with a keepalive makes WireGuard start the handshake at once. A parked peer is set
+            // again, not removed: the packets WireGuard staged for it are sent once the handshake completes.
             await _iface.SetPeerAsync(WireGuardConfig(endpoint), cancellationToken);
             lock (_lock)
             {
@@ -609,19 +772,28 @@ public sealed class PeerConn : IPeerConn
 
     private WgPeerConfig WireGuardConfig(IPEndPoint? endpoint)
         => new(PublicKey, Peer.AllowedIps, endpoint, Peer.PresharedKey,
-            StartsHandshake || State == PeerConnectionState.Connected ? _options.PersistentKeepalive : null);
+            !IsParked && (StartsHandshake || State == PeerConnectionState.Connected) ? _options.PersistentKeepalive : null);
 
     /// <summary>
     /// Both sides set the peer within a moment of each other once a path is chosen. If both added it
     /// with a persistent keepalive, both would send an initiation at once; crossing initiations leave
     /// each side a responder waiting for confirmation, and WireGuard only recovers on its 5 s retry
     /// (seen as "Connected" with no traffic for seconds). So only the side with the larger public key
-    /// starts the handshake; the other adds its keepalive once connected.
+    /// starts the handshake; the other adds its keepalive once connected. A lazy wake-up decides otherwise
+    /// (see <see cref="OpenAsync(OpenReason, CancellationToken)"/>).
     /// </summary>
     private bool StartsHandshake
     {
         get
         {
+            lock (_lock)
+            {
+                if (_startsHandshake is { } decided)
+                {
+                    return decided;
+                }
+            }
+
             Span<byte> local = stackalloc byte[WgKey.Size];
             Span<byte> remote = stackalloc byte[WgKey.Size];
             _iface.PublicKey.CopyTo(local);
@@ -671,6 +843,7 @@ public sealed class PeerConn : IPeerConn
             if (removeWireGuardPeer)
             {
                 _wireGuardPeerSet = false;
+                _parked = false;
                 _endpoint = null;
                 _stats = null;
             }
@@ -713,7 +886,7 @@ public sealed class PeerConn : IPeerConn
             _relayLost = true;
         }
 
-        _wake.Writer.TryWrite(true);
+        Wake();
     }
 
     private void OnValidCheck(IPEndPoint from, string senderUfrag)
@@ -761,7 +934,7 @@ public sealed class PeerConn : IPeerConn
         Channel<bool> wake;
         lock (_lock)
         {
-            wake = _wake;
+            wake = _wake ??= NewWake();
         }
 
         using var timer = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -807,6 +980,17 @@ public sealed class PeerConn : IPeerConn
     }
 
     private static TimeSpan Jitter(TimeSpan delay) => delay * (0.75 + (Random.Shared.NextDouble() * 0.5));
+
+    private void Wake()
+    {
+        Channel<bool>? wake;
+        lock (_lock)
+        {
+            wake = _wake;
+        }
+
+        wake?.Writer.TryWrite(true);
+    }
 
     private static Channel<bool> NewWake() => Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
 

@@ -41,7 +41,8 @@ public interface IPeerPaths
 }
 
 /// <summary>A relayed path to one peer joined to WireGuard through a proxy.</summary>
-public sealed record RelayedPath(IProxy Proxy, string RelayAddress);
+/// <param name="IsPaired">True once the peer has bound at the relay too (before that the relay drops what we send); null: unknown.</param>
+public sealed record RelayedPath(IProxy Proxy, string RelayAddress, Func<bool>? IsPaired = null);
 
 /// <summary>Opens the relay path for one peer: relay binding plus a proxy of the selected kind.</summary>
 public interface IRelayConnector
@@ -79,6 +80,9 @@ public sealed record PeerConnOptions(
 
     public TimeSpan Offers => OfferInterval ?? TimeSpan.FromSeconds(3);
 
+    /// <summary>How long the side that starts the handshake waits for its peer to bind at the relay too.</summary>
+    public static TimeSpan PairingWait { get; } = TimeSpan.FromSeconds(3);
+
     public TimeSpan PersistentKeepalive => Keepalive ?? TimeSpan.FromSeconds(25);
 
     // A persistent keepalive is due PersistentKeepalive after the last packet either way, so two idle peers
@@ -86,4 +90,17 @@ public sealed record PeerConnOptions(
     // (90 s) without a byte means the peer is gone, found long before its handshake goes stale (3 min).
     // Routes fail over on it.
     public TimeSpan Silent => SilentPeer ?? (PersistentKeepalive * 3) + TimeSpan.FromSeconds(15);
+}
+
+/// <summary>Why a peer connection opens; a lazy wake-up decides which side starts the WireGuard handshake.</summary>
+public enum OpenReason
+{
+    /// <summary>The network map (eager peers, or lazy connections turned off).</summary>
+    Map,
+
+    /// <summary>Traffic for the idle peer reached its stand-in endpoint.</summary>
+    Traffic,
+
+    /// <summary>The idle peer's offer arrived over signal: it has traffic for us.</summary>
+    PeerOffer,
 }

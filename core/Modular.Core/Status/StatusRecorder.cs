@@ -70,6 +70,9 @@ public sealed class StatusRecorder
 
     public void SetFeatures(FeatureStatus features) => Update(s => s with { Features = features });
 
+    /// <summary>Changes what is in force at run time (e.g. lazy connections turned on by the account).</summary>
+    public void UpdateFeatures(Func<FeatureStatus, FeatureStatus> change) => Update(s => s with { Features = change(s.Features) });
+
     public void SetManagement(ServiceStatus management) => Update(s => s with { Management = management });
 
     public void SetSignal(ServiceStatus signal) => Update(s => s with { Signal = signal });

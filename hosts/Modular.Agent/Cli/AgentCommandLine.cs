@@ -150,7 +150,7 @@ internal static class AgentCommandLine
             var status = StatusMapping.FromReply(reply);
             Console.Write(asJson
                 ? StatusJson.Serialize(status) + Environment.NewLine
-                : StatusText.Format(status, reply.PeersTotal, reply.PeersConnected, parse.GetValue(detail), TimeProvider.System.GetUtcNow()));
+                : StatusText.Format(status, reply.PeersTotal, reply.PeersConnected, parse.GetValue(detail), TimeProvider.System.GetUtcNow(), reply.PeersIdle));
             return ExitCodes.Ok;
         });
         return command;

@@ -1,3 +1,4 @@
+using Modular.Abstractions.Config;
 using System.Globalization;
 using System.Text;
 using Modular.Abstractions.Peers;
@@ -8,7 +9,7 @@ namespace Modular.Agent.Cli;
 /// <summary>The human form of `modular status` (summary) and `status -d` (every peer).</summary>
 internal static class StatusText
 {
-    public static string Format(AgentStatus status, int peersTotal, int peersConnected, bool detail, DateTimeOffset now)
+    public static string Format(AgentStatus status, int peersTotal, int peersConnected, bool detail, DateTimeOffset now, int peersIdle = 0)
     {
         var text = new StringBuilder();
         var i = status.Interface;
@@ -48,7 +49,7 @@ internal static class StatusText
             Line(text, "Routes", RouteSummary(status.Routes));
         }
 
-        Line(text, "Peers", $"{peersConnected}/{peersTotal} connected");
+        Line(text, "Peers", peersIdle > 0 ? $"{peersConnected}/{peersTotal} connected, {peersIdle} idle" : $"{peersConnected}/{peersTotal} connected");
 
         if (detail)
         {
@@ -189,7 +190,7 @@ internal static class StatusText
 
         var utc = t.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss'Z'", CultureInfo.InvariantCulture);
         var age = now - t;
-        return age < TimeSpan.Zero ? utc : $"{utc} ({Daemon.Durations.Format(TimeSpan.FromSeconds(Math.Floor(age.TotalSeconds)))} ago)";
+        return age < TimeSpan.Zero ? utc : $"{utc} ({ConfigDuration.Format(TimeSpan.FromSeconds(Math.Floor(age.TotalSeconds)))} ago)";
     }
 
     private static string Bytes(long bytes) => bytes switch

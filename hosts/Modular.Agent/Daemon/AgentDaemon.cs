@@ -1,8 +1,10 @@
 using System.Reflection;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
-using Modular.Agent.Cli;
-using Modular.Composition;
+using Modular.Abstractions.Config;
 using Modular.Abstractions.Proxy;
+using Modular.Agent.Cli;
+using Modular.Agent.Ui;
+using Modular.Composition;
 using Modular.Core.Config;
 using Modular.Core.Engine;
 using Modular.Core.Status;
@@ -51,7 +53,7 @@ internal static class AgentDaemon
         using var logger = AgentLogging.Create(config.Log.Level, config.Log.File);
         try
         {
-            return await RunAsync(configPath, config, logger, cancellationToken);
+            return await RunAsync(configPath, config, LazyPinnedBy(options), logger, cancellationToken);
         }
         catch (Exception e) when (e is ConfigException or PluginLoadException or InvalidOperationException or InvalidDataException or IOException or UnauthorizedAccessException)
         {
@@ -62,7 +64,13 @@ internal static class AgentDaemon
         }
     }
 
-    private static async Task<int> RunAsync(string configPath, AgentConfig config, Serilog.Core.Logger logger, CancellationToken cancellationToken)
+    /// <summary>What fixed lazy connections for this run so the local UI cannot change them: the flag or the variable; null: neither.</summary>
+    private static string? LazyPinnedBy(UpOptions options)
+        => options.EnableLazyConnection ? "the --enable-lazy-connection flag"
+            : NonEmpty(Environment.GetEnvironmentVariable(AgentEnvironment.LazyConnections)) is not null ? $"the {AgentEnvironment.LazyConnections} variable"
+            : null;
+
+    private static async Task<int> RunAsync(string configPath, AgentConfig config, string? lazyPinnedBy, Serilog.Core.Logger logger, CancellationToken cancellationToken)
     {
         var version = typeof(AgentDaemon).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "?";
         logger.Information("modular {Version} starting (pid {Pid}), config {ConfigPath}", version, Environment.ProcessId, configPath);
@@ -104,6 +112,25 @@ internal static class AgentDaemon
             new ServiceStatus(config.ManagementUrls.Count > 0 ? config.ManagementUrls[0].ToString() : "", false, "connecting"),
             new ServiceStatus("", false, "not connected: the signal address comes from the management login"));
 
+        var switches = new FeatureSwitches();
+        var uiSettings = new UiSettingsFile(config.StateDir);
+        if (lazyPinnedBy is null)
+        {
+            try
+            {
+                if (uiSettings.LoadLazyConnections() is { } saved)
+                {
+                    switches.SetLazyConnections(saved);
+                    recorder.UpdateFeatures(f => f with { LazyConnections = saved });
+                    logger.Information("Lazy connections {State}, as last switched in the local UI ({Path})", saved ? "on" : "off", uiSettings.Path);
+                }
+            }
+            catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException)
+            {
+                logger.Warning("Ignoring the local UI's saved settings: {Problem}", e.Message);
+            }
+        }
+
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
         builder.Logging.ClearProviders();
         builder.Services.AddSerilog(logger, dispose: false);
@@ -135,10 +162,14 @@ internal static class AgentDaemon
                     catalog.All<IProxyFactory>().ToDictionary(p => p.Name, p => p.Factory, StringComparer.Ordinal),
                     app.Services,
                     version,
-                    NonEmpty(Environment.GetEnvironmentVariable("MODULAR_HOSTNAME")) ?? Environment.MachineName),
+                    NonEmpty(Environment.GetEnvironmentVariable("MODULAR_HOSTNAME")) ?? Environment.MachineName)
+                {
+                    Switches = switches,
+                },
                 recorder,
                 loggerFactory,
                 TimeProvider.System);
+            await using var ui = await LocalUi.StartAsync(config.Ui, recorder, switches, uiSettings, lazyPinnedBy, logger, cancellationToken);
             using var engineStop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             var engineRun = engine.RunAsync(engineStop.Token);
             var shutdown = app.WaitForShutdownAsync(cancellationToken);
@@ -179,7 +210,7 @@ internal static class AgentDaemon
 
     private static FeatureStatus Features(AgentConfig config) => new(
         config.Features.LazyConnections,
-        Durations.Format(config.Features.InactivityTimeout),
+        ConfigDuration.Format(config.Features.InactivityTimeout),
         config.Features.AlwaysConnected,
         config.Connection.ForceRelay,
         config.Proxy.Kind,
@@ -207,40 +238,4 @@ internal static class AgentDaemon
     }
 
     private static string? NonEmpty(string? value) => string.IsNullOrWhiteSpace(value) ? null : value;
-}
-
-/// <summary>Durations in the TOML style ("90s", "15m", "1h30m").</summary>
-internal static class Durations
-{
-    public static string Format(TimeSpan duration)
-    {
-        if (duration <= TimeSpan.Zero)
-        {
-            return "0s";
-        }
-
-        var text = new System.Text.StringBuilder();
-        if (duration.Days > 0 || duration.Hours > 0)
-        {
-            text.Append((int)duration.TotalHours).Append('h');
-        }
-
-        if (duration.Minutes > 0)
-        {
-            text.Append(duration.Minutes).Append('m');
-        }
-
-        if (duration.Seconds > 0 || duration.Milliseconds > 0)
-        {
-            text.Append(duration.Seconds);
-            if (duration.Milliseconds > 0)
-            {
-                text.Append('.').Append(duration.Milliseconds.ToString("D3", System.Globalization.CultureInfo.InvariantCulture).TrimEnd('0'));
-            }
-
-            text.Append('s');
-        }
-
-        return text.ToString();
-    }
 }

@@ -36,6 +36,7 @@ internal static class StatusMapping
             Signal = ToProto(status.Signal),
             PeersTotal = status.Peers.Count,
             PeersConnected = status.Peers.Count(p => p.State == PeerConnectionState.Connected),
+            PeersIdle = status.Peers.Count(p => p.State == PeerConnectionState.Idle),
             Firewall = ToProto(status.Firewall),
             Dns = ToProto(status.Dns),
         };

@@ -1,0 +1,226 @@
+using System.Net;
+using System.Text;
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Modular.Agent.Status;
+using Modular.Core.Config;
+using Modular.Core.Status;
+using Serilog;
+
+namespace Modular.Agent.Ui;
+
+/// <summary>
+/// The local web UI (<c>[ui] listen</c>, default 127.0.0.1:9091): the agent's status and the lazy-connections switch.
+/// It has no login, so it listens on a loopback address only, answers only requests addressed to it by that name
+/// (a page elsewhere cannot reach it through DNS rebinding) and changes settings only on a JSON PUT from its own
+/// origin (a cross-site form or script cannot send one without a preflight it never answers). A UI that cannot start
+/// (port taken, bad address) is a warning: the VPN runs on without it.
+/// </summary>
+internal sealed class LocalUi : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+    private readonly StatusRecorder _recorder;
+    private readonly FeatureSwitches _switches;
+    private readonly UiSettingsFile _settings;
+    private readonly string? _pinnedBy;
+    private readonly Serilog.ILogger _logger;
+    private readonly HashSet<string> _hosts;
+
+    private LocalUi(WebApplication app, IPEndPoint endpoint, StatusRecorder recorder, FeatureSwitches switches, UiSettingsFile settings, string? pinnedBy, Serilog.ILogger logger)
+    {
+        _app = app;
+        _recorder = recorder;
+        _switches = switches;
+        _settings = settings;
+        _pinnedBy = pinnedBy;
+        _logger = logger;
+        var port = endpoint.Port.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var address = endpoint.Address.ToString();
+        _hosts = new HashSet<string>(StringComparer.OrdinalIgnoreCase)
+        {
+            $"localhost:{port}",
+            endpoint.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? $"[{address}]:{port}" : $"{address}:{port}",
+        };
+    }
+
+    /// <summary>
+    /// Starts the UI on <paramref name="listen"/>; null (after a warning) when it is off, not a loopback address, or
+    /// the port is taken. <paramref name="pinnedBy"/> names the flag or variable that fixed lazy connections, if any:
+    /// the UI then shows the switch but cannot change it.
+    /// </summary>
+    public static async Task<LocalUi?> StartAsync(ListenConfig listen, StatusRecorder recorder, FeatureSwitches switches, UiSettingsFile settings,
+        string? pinnedBy, Serilog.ILogger logger, CancellationToken cancellationToken)
+    {
+        if (!listen.Enabled)
+        {
+            return null;
+        }
+
+        if (!IPEndPoint.TryParse(listen.Listen, out var endpoint) || !IPAddress.IsLoopback(endpoint.Address))
+        {
+            logger.Warning("Local UI not started: [ui] listen = {Listen} is not a loopback address and port (the UI has no login)", listen.Listen);
+            return null;
+        }
+
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
+        builder.Logging.ClearProviders();
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.Listen(endpoint, l => l.Protocols = HttpProtocols.Http1);
+            kestrel.AddServerHeader = false;
+            kestrel.Limits.MaxRequestBodySize = 4096;
+        });
+        var app = builder.Build();
+        var ui = new LocalUi(app, endpoint, recorder, switches, settings, pinnedBy, logger);
+        app.Use(ui.GuardAsync);
+        app.MapGet("/", ui.PageAsync);
+        app.MapGet("/api/status", ui.StatusAsync);
+        app.MapGet("/api/settings", ui.SettingsAsync);
+        app.MapPut("/api/settings", ui.ChangeSettingsAsync);
+        try
+        {
+            await app.StartAsync(cancellationToken);
+        }
+        catch (IOException e)
+        {
+            logger.Warning("Local UI not started on {Listen}: {Problem}", listen.Listen, e.Message);
+            await app.DisposeAsync();
+            return null;
+        }
+
+        logger.Information("Local UI on http://{Listen}/", listen.Listen);
+        return ui;
+    }
+
+    private async Task GuardAsync(HttpContext context, RequestDelegate next)
+    {
+        if (!_hosts.Contains(context.Request.Host.Value ?? ""))
+        {
+            context.Response.StatusCode = StatusCodes.Status403Forbidden;
+            await context.Response.WriteAsync("requests must be addressed to the UI's own loopback address\n");
+            return;
+        }
+
+        await next(context);
+    }
+
+    private Task PageAsync(HttpContext context)
+    {
+        context.Response.ContentType = "text/html; charset=utf-8";
+        context.Response.Headers.ContentSecurityPolicy = "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'";
+        context.Response.Headers.XFrameOptions = "DENY";
+        return context.Response.WriteAsync(UiPage.Html);
+    }
+
+    private Task StatusAsync(HttpContext context)
+    {
+        context.Response.ContentType = "application/json";
+        context.Response.Headers.CacheControl = "no-store";
+        return context.Response.WriteAsync(StatusJson.Serialize(_recorder.Snapshot()));
+    }
+
+    private Task SettingsAsync(HttpContext context) => WriteSettingsAsync(context);
+
+    private async Task ChangeSettingsAsync(HttpContext context)
+    {
+        var request = context.Request;
+        if (request.Headers.Origin is { Count: > 0 } origin && !_hosts.Contains(StripScheme(origin.ToString())))
+        {
+            await ProblemAsync(context, StatusCodes.Status403Forbidden, "changes come only from the UI's own page");
+            return;
+        }
+
+        if (!string.Equals(request.ContentType?.Split(';')[0].Trim(), "application/json", StringComparison.OrdinalIgnoreCase))
+        {
+            await ProblemAsync(context, StatusCodes.Status415UnsupportedMediaType, "send {\"lazy_connections\": true|false} as application/json");
+            return;
+        }
+
+        bool enabled;
+        try
+        {
+            using var document = await JsonDocument.ParseAsync(request.Body, cancellationToken: context.RequestAborted);
+            if (document.RootElement.ValueKind != JsonValueKind.Object
+                || !document.RootElement.TryGetProperty("lazy_connections", out var value)
+                || value.ValueKind is not (JsonValueKind.True or JsonValueKind.False))
+            {
+                await ProblemAsync(context, StatusCodes.Status400BadRequest, "expected {\"lazy_connections\": true|false}");
+                return;
+            }
+
+            enabled = value.GetBoolean();
+        }
+        catch (Exception e) when (e is JsonException or Microsoft.AspNetCore.Http.BadHttpRequestException)
+        {
+            await ProblemAsync(context, StatusCodes.Status400BadRequest, "expected {\"lazy_connections\": true|false}");
+            return;
+        }
+
+        if (_pinnedBy is not null)
+        {
+            await ProblemAsync(context, StatusCodes.Status409Conflict, $"lazy connections are set by {_pinnedBy}, which wins over the UI");
+            return;
+        }
+
+        try
+        {
+            _settings.SaveLazyConnections(enabled);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _logger.Warning("Local UI: could not save {Path}: {Problem}", _settings.Path, e.Message);
+            await ProblemAsync(context, StatusCodes.Status500InternalServerError, $"could not save the setting: {e.Message}");
+            return;
+        }
+
+        _switches.SetLazyConnections(enabled);
+        _recorder.UpdateFeatures(f => f with { LazyConnections = enabled });
+        _logger.Information("Local UI: lazy connections switched {State}", enabled ? "on" : "off");
+        await WriteSettingsAsync(context);
+    }
+
+    private Task WriteSettingsAsync(HttpContext context)
+    {
+        context.Response.ContentType = "application/json";
+        context.Response.Headers.CacheControl = "no-store";
+        using var buffer = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartObject();
+            writer.WriteBoolean("lazy_connections", _recorder.Snapshot().Features.LazyConnections);
+            writer.WriteString("source", _pinnedBy ?? (_switches.LazyConnections is null ? "config or account" : "ui"));
+            writer.WriteBoolean("editable", _pinnedBy is null);
+            writer.WriteEndObject();
+        }
+
+        return context.Response.WriteAsync(Encoding.UTF8.GetString(buffer.ToArray()));
+    }
+
+    private static async Task ProblemAsync(HttpContext context, int status, string message)
+    {
+        context.Response.StatusCode = status;
+        context.Response.ContentType = "application/json";
+        using var buffer = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartObject();
+            writer.WriteString("error", message);
+            writer.WriteEndObject();
+        }
+
+        await context.Response.Body.WriteAsync(buffer.ToArray());
+    }
+
+    private static string StripScheme(string origin)
+        => origin.StartsWith("http://", StringComparison.OrdinalIgnoreCase) ? origin["http://".Length..] : origin;
+
+    public async ValueTask DisposeAsync()
+    {
+        await _app.StopAsync(CancellationToken.None);
+        await _app.DisposeAsync();
+    }
+}

@@ -1,0 +1,165 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using Modular.Testing;
+
+namespace Modular.Agent.Tests;
+
+/// <summary>The local web UI of a real daemon: status, the lazy-connections switch (kept across a restart) and its guards.</summary>
+public sealed class LocalUiTests : IDisposable
+{
+    private readonly AgentHarness _agent = new();
+    private readonly int _port = FreeLoopbackPort();
+    private readonly HttpClient _http = new() { Timeout = TimeSpan.FromSeconds(20) };
+
+    private string Ui => $"127.0.0.1:{_port}";
+
+    [Fact]
+    public async Task The_ui_shows_status_and_switches_lazy_connections_for_good()
+    {
+        var config = _agent.WriteConfig(interfaceName: "mdtui0", extra: "[features]\nlazy_connections = false\n", ui: Ui);
+        var daemon = StartWithUi(config);
+
+        var page = await _http.GetStringAsync($"http://{Ui}/");
+        Assert.Contains("Lazy connections", page, StringComparison.Ordinal);
+        using (var status = JsonDocument.Parse(await _http.GetStringAsync($"http://{Ui}/api/status")))
+        {
+            Assert.False(status.RootElement.GetProperty("features").GetProperty("lazy_connections").GetBoolean());
+            Assert.Equal("mdtui0", status.RootElement.GetProperty("interface").GetProperty("name").GetString());
+        }
+
+        using (var reply = await PutAsync("{\"lazy_connections\": true}"))
+        {
+            Assert.Equal(HttpStatusCode.OK, reply.StatusCode);
+            using var settings = JsonDocument.Parse(await reply.Content.ReadAsStringAsync());
+            Assert.True(settings.RootElement.GetProperty("lazy_connections").GetBoolean());
+            Assert.Equal("ui", settings.RootElement.GetProperty("source").GetString());
+        }
+
+        Assert.True(LazyInCliStatus());
+        var saved = Path.Combine(_agent.StateDir, "ui-settings.json");
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(saved));
+        Assert.Contains("lazy connections switched on", AgentHarness.WaitForOutput(daemon, "lazy connections switched on"), StringComparison.Ordinal);
+
+        // The choice outlives the daemon: the file says off, the UI said on.
+        Assert.Equal(0, AgentHarness.Run($"down --socket {_agent.SocketPath}").ExitCode);
+        Assert.Equal(0, AgentHarness.WaitForExit(daemon));
+        StartWithUi(config);
+        Assert.True(LazyInCliStatus());
+
+        using (var reply = await PutAsync("{\"lazy_connections\": false}"))
+        {
+            Assert.Equal(HttpStatusCode.OK, reply.StatusCode);
+        }
+
+        Assert.False(LazyInCliStatus());
+    }
+
+    [Fact]
+    public async Task Requests_not_from_the_ui_itself_change_nothing()
+    {
+        StartWithUi(_agent.WriteConfig(interfaceName: "mdtui1", ui: Ui));
+
+        // DNS rebinding: a name other than the UI's own.
+        using (var rebound = new HttpRequestMessage(HttpMethod.Get, $"http://{Ui}/api/status"))
+        {
+            rebound.Headers.Host = $"attacker.example:{_port}";
+            using var reply = await _http.SendAsync(rebound);
+            Assert.Equal(HttpStatusCode.Forbidden, reply.StatusCode);
+        }
+
+        // A cross-site page: its origin, or a form's content type.
+        using (var crossSite = await PutAsync("{\"lazy_connections\": true}", origin: "http://attacker.example"))
+        {
+            Assert.Equal(HttpStatusCode.Forbidden, crossSite.StatusCode);
+        }
+
+        using (var form = await PutAsync("lazy_connections=true", contentType: "application/x-www-form-urlencoded"))
+        {
+            Assert.Equal(HttpStatusCode.UnsupportedMediaType, form.StatusCode);
+        }
+
+        foreach (var body in new[] { "{", "[]", "{\"lazy_connections\": \"yes\"}", "{\"other\": true}" })
+        {
+            using var bad = await PutAsync(body);
+            Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
+            Assert.Contains("lazy_connections", await bad.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
+        Assert.False(LazyInCliStatus());
+        Assert.False(File.Exists(Path.Combine(_agent.StateDir, "ui-settings.json")));
+    }
+
+    [Fact]
+    public async Task The_command_line_flag_wins_over_the_ui()
+    {
+        StartWithUi(_agent.WriteConfig(interfaceName: "mdtui2", ui: Ui), "--enable-lazy-connection");
+
+        using var reply = await PutAsync("{\"lazy_connections\": false}");
+        Assert.Equal(HttpStatusCode.Conflict, reply.StatusCode);
+        Assert.Contains("--enable-lazy-connection", await reply.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        using var settings = JsonDocument.Parse(await _http.GetStringAsync($"http://{Ui}/api/settings"));
+        Assert.False(settings.RootElement.GetProperty("editable").GetBoolean());
+        Assert.True(LazyInCliStatus());
+    }
+
+    [Fact]
+    public void A_taken_ui_port_or_a_non_loopback_address_is_a_warning_and_the_agent_runs()
+    {
+        using var squatter = new TcpListener(IPAddress.Loopback, _port);
+        squatter.Start();
+        var daemon = _agent.StartDaemon(_agent.WriteConfig(interfaceName: "mdtui3", ui: Ui));
+        Assert.Contains("Local UI not started", AgentHarness.WaitForOutput(daemon, "Local UI not started"), StringComparison.Ordinal);
+        Assert.Equal(0, AgentHarness.Run($"status --socket {_agent.SocketPath}").ExitCode);
+        Assert.Equal(0, AgentHarness.Run($"down --socket {_agent.SocketPath}").ExitCode);
+        Assert.Equal(0, AgentHarness.WaitForExit(daemon));
+
+        var open = _agent.StartDaemon(_agent.WriteConfig(interfaceName: "mdtui3", ui: "0.0.0.0:9091", fileName: "open.toml"));
+        Assert.Contains("not a loopback address", AgentHarness.WaitForOutput(open, "not a loopback address"), StringComparison.Ordinal);
+        Assert.Equal(0, AgentHarness.Run($"status --socket {_agent.SocketPath}").ExitCode);
+    }
+
+    private Shell.BackgroundProcess StartWithUi(string config, string? arguments = null)
+    {
+        var daemon = _agent.StartDaemon(config, arguments);
+        var output = AgentHarness.WaitForOutput(daemon, "Local UI on");
+        Assert.True(output.Contains("Local UI on", StringComparison.Ordinal), $"the UI did not start:\n{output}");
+        return daemon;
+    }
+
+    private async Task<HttpResponseMessage> PutAsync(string body, string contentType = "application/json", string? origin = null)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Put, $"http://{Ui}/api/settings")
+        {
+            Content = new StringContent(body, Encoding.UTF8, contentType),
+        };
+        if (origin is not null)
+        {
+            request.Headers.Add("Origin", origin);
+        }
+
+        return await _http.SendAsync(request);
+    }
+
+    private bool LazyInCliStatus()
+    {
+        var status = AgentHarness.Run($"status --json --socket {_agent.SocketPath}");
+        Assert.Equal(0, status.ExitCode);
+        using var json = JsonDocument.Parse(status.Output);
+        return json.RootElement.GetProperty("features").GetProperty("lazy_connections").GetBoolean();
+    }
+
+    private static int FreeLoopbackPort()
+    {
+        using var probe = new TcpListener(IPAddress.Loopback, 0);
+        probe.Start();
+        return ((IPEndPoint)probe.LocalEndpoint).Port;
+    }
+
+    public void Dispose()
+    {
+        _http.Dispose();
+        _agent.Dispose();
+    }
+}
