@@ -43,8 +43,9 @@ public sealed class LazyConnectionTests
 
         Assert.Equal((1, 0, 0), pair.A.LazyCounters);
         Assert.Equal((0, 1, 0), pair.B.LazyCounters);
-        Assert.Equal(0, pair.MonitorA.Count);
-        Assert.Equal(0, pair.MonitorB.Count);
+
+        // Connected: both give their stand-ins back (right after the state change is announced).
+        await ConnPair.WaitForAsync(() => pair.MonitorA.Count == 0 && pair.MonitorB.Count == 0, "both stand-ins given back");
 
         // A's WireGuard peer was never removed on the way: the packet it staged is sent after the handshake.
         Assert.DoesNotContain(pair.IfaceA.Calls.Skip(callsBeforeTraffic), call => call.StartsWith("remove", StringComparison.Ordinal));
@@ -119,7 +120,7 @@ public sealed class LazyConnectionTests
         pair.A.Lazy = LazyOptions.Off;
         await pair.ApplyAsync();
         await pair.WaitBothAsync(PeerConnectionState.Connected);
-        Assert.Equal(0, pair.MonitorA.Count);
+        await ConnPair.WaitForAsync(() => pair.MonitorA.Count == 0, "A's stand-in given back");
     }
 
     [Fact]

@@ -127,13 +127,14 @@ public sealed class ConnectionManager : IAsyncDisposable, IActivityListener
                     if (existing.IsParked && !lazy.MayIdle(peer))
                     {
                         // Lazy connections turned off, or the peer became always-connected.
-                        await WakeAsync(existing, OpenReason.Map, cancellationToken);
+                        await existing.OpenAsync(OpenReason.Map, cancellationToken);
                     }
 
                     continue;
                 }
 
                 var conn = _create(peer);
+                conn.StateChanged += OnStateChanged;
                 _peers[peer.PublicKey] = conn;
                 Publish(conn);
                 if (lazy.MayIdle(peer))
@@ -195,7 +196,7 @@ public sealed class ConnectionManager : IAsyncDisposable, IActivityListener
                 {
                     Interlocked.Increment(ref _wakesByPeer);
                     _logger.LogInformation("Peer {Peer} ({Ip}) offered a connection: waking it", conn.Name, conn.Peer.Ip);
-                    await WakeAsync(conn, OpenReason.PeerOffer, cancellationToken);
+                    await conn.OpenAsync(OpenReason.PeerOffer, cancellationToken);
                 }
             }
             finally
@@ -358,7 +359,7 @@ public sealed class ConnectionManager : IAsyncDisposable, IActivityListener
                 {
                     Interlocked.Increment(ref _wakesByTraffic);
                     _logger.LogInformation("Traffic for idle peer {Peer} ({Ip}): connecting", conn.Name, conn.Peer.Ip);
-                    await WakeAsync(conn, OpenReason.Traffic, cancellationToken);
+                    await conn.OpenAsync(OpenReason.Traffic, cancellationToken);
                 }
             }
 #pragma warning disable CA1031 // One peer failing to wake must not stop the others from waking.
@@ -374,13 +375,6 @@ public sealed class ConnectionManager : IAsyncDisposable, IActivityListener
         }
     }
 
-    /// <summary>Opens a parked connection; the stand-in is given back once the connection has its own path. Call under <see cref="_applyLock"/>.</summary>
-    private async Task WakeAsync(PeerConn conn, OpenReason reason, CancellationToken cancellationToken)
-    {
-        _monitor?.Unwatch(conn.PublicKey);
-        await conn.OpenAsync(reason, cancellationToken);
-    }
-
     /// <summary>Lazy connections as configured, off when there is no way to watch idle peers.</summary>
     private LazyOptions EffectiveLazy() => _createMonitor is null ? LazyOptions.Off : Lazy;
 
@@ -394,6 +388,18 @@ public sealed class ConnectionManager : IAsyncDisposable, IActivityListener
         }
 
         return _monitor;
+    }
+
+    /// <summary>
+    /// A woken peer keeps its stand-in until it is connected: WireGuard may retry its initiation there until the endpoint
+    /// moves, and a stand-in given back earlier could go to another peer and be blamed for that retry.
+    /// </summary>
+    private void OnStateChanged(object? sender, PeerStateChange change)
+    {
+        if (change.To == PeerConnectionState.Connected)
+        {
+            _monitor?.Unwatch(change.Peer);
+        }
     }
 
     private bool IsCurrent(PeerConn conn) => _peers.TryGetValue(conn.PublicKey, out var current) && ReferenceEquals(current, conn);
