@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using System.Net;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
@@ -56,33 +55,6 @@ internal sealed class DevicePair : IDisposable
         return new WgKey(key);
     }
 
-    /// <summary>An IPv4 packet (protocol 253, experimental) with a recognisable payload.</summary>
-    public static byte[] IPv4Packet(string source, string destination, int payloadLength = 64, byte marker = 0x5A)
-    {
-        var packet = new byte[20 + payloadLength];
-        packet[0] = 0x45;
-        BinaryPrimitives.WriteUInt16BigEndian(packet.AsSpan(2), (ushort)packet.Length);
-        packet[8] = 64;
-        packet[9] = 253;
-        IPAddress.Parse(source).TryWriteBytes(packet.AsSpan(12, 4), out _);
-        IPAddress.Parse(destination).TryWriteBytes(packet.AsSpan(16, 4), out _);
-        packet.AsSpan(20).Fill(marker);
-        return packet;
-    }
-
-    public static byte[] IPv6Packet(string source, string destination, int payloadLength = 64, byte marker = 0x6B)
-    {
-        var packet = new byte[40 + payloadLength];
-        packet[0] = 0x60;
-        BinaryPrimitives.WriteUInt16BigEndian(packet.AsSpan(4), (ushort)payloadLength);
-        packet[6] = 253;
-        packet[7] = 64;
-        IPAddress.Parse(source).TryWriteBytes(packet.AsSpan(8, 16), out _);
-        IPAddress.Parse(destination).TryWriteBytes(packet.AsSpan(24, 16), out _);
-        packet.AsSpan(40).Fill(marker);
-        return packet;
-    }
-
     /// <summary>Sends A -> B through the tunnel and returns what B's TUN received (null on timeout).</summary>
     public byte[]? AToB(byte[] packet)
     {
@@ -106,9 +78,9 @@ internal sealed class DevicePair : IDisposable
     {
         var peerOnA = A.FindPeer(B.PublicKey)!;
         var peerOnB = B.FindPeer(A.PublicKey)!;
-        Assert.NotNull(AToB(IPv4Packet("100.64.0.1", "100.64.0.2")));
+        Assert.NotNull(AToB(TestPackets.IPv4("100.64.0.1", "100.64.0.2")));
         Assert.True(WaitUntil(() => peerOnA.NewHandshake.IsPending), "A's send bookkeeping");
-        Assert.NotNull(BToA(IPv4Packet("100.64.0.2", "100.64.0.1")));
+        Assert.NotNull(BToA(TestPackets.IPv4("100.64.0.2", "100.64.0.1")));
         Assert.True(WaitUntil(() => peerOnB.NewHandshake.IsPending && !peerOnA.NewHandshake.IsPending), "B's send bookkeeping");
     }
 

@@ -2,6 +2,7 @@ using System.Net;
 using Modular.Abstractions.WireGuard;
 using Modular.WireGuard.Device;
 using Modular.WireGuard.Noise;
+using Modular.Testing.WireGuard;
 
 namespace Modular.WireGuard.Tests;
 
@@ -12,11 +13,11 @@ public sealed class DeviceTests
     public void Handshake_then_packets_flow_both_ways()
     {
         using var pair = new DevicePair();
-        var ping = DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2", 100, 0x11);
+        var ping = TestPackets.IPv4("100.64.0.1", "100.64.0.2", 100, 0x11);
         Assert.Equal(ping, pair.AToB(ping));
-        var pong = DevicePair.IPv4Packet("100.64.0.2", "100.64.0.1", 100, 0x22);
+        var pong = TestPackets.IPv4("100.64.0.2", "100.64.0.1", 100, 0x22);
         Assert.Equal(pong, pair.BToA(pong));
-        var ping6 = DevicePair.IPv6Packet("fd00::1", "fd00::2", 300);
+        var ping6 = TestPackets.IPv6("fd00::1", "fd00::2", 300);
         Assert.Equal(ping6, pair.AToB(ping6));
 
         var statsA = pair.A.GetPeerStats()[pair.B.PublicKey];
@@ -32,10 +33,10 @@ public sealed class DeviceTests
     public void Many_packets_keep_their_order()
     {
         using var pair = new DevicePair();
-        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+        Assert.NotNull(pair.AToB(TestPackets.IPv4("100.64.0.1", "100.64.0.2")));
         for (var i = 0; i < 500; i++)
         {
-            pair.TunA.Inject(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2", 40 + (i % 1300), (byte)i));
+            pair.TunA.Inject(TestPackets.IPv4("100.64.0.1", "100.64.0.2", 40 + (i % 1300), (byte)i));
         }
 
         for (var i = 0; i < 500; i++)
@@ -51,13 +52,13 @@ public sealed class DeviceTests
     public void A_batch_for_one_peer_reaches_the_bind_in_one_send()
     {
         using var pair = new DevicePair();
-        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+        Assert.NotNull(pair.AToB(TestPackets.IPv4("100.64.0.1", "100.64.0.2")));
         const int batch = 32;
         var buffers = Enumerable.Range(0, batch).Select(_ => new byte[Conn.PacketBuffers.MaxSegmentSize]).ToArray();
         var sizes = new int[batch];
         for (var i = 0; i < batch; i++)
         {
-            var packet = DevicePair.IPv4Packet("100.64.0.1", i % 2 == 0 ? "100.64.0.2" : "100.64.9.9", 100, (byte)i);
+            var packet = TestPackets.IPv4("100.64.0.1", i % 2 == 0 ? "100.64.0.2" : "100.64.9.9", 100, (byte)i);
             packet.CopyTo(buffers[i], 16);
             sizes[i] = packet.Length;
         }
@@ -80,7 +81,7 @@ public sealed class DeviceTests
         using var pair = new DevicePair();
         for (var i = 0; i < 10; i++)
         {
-            pair.TunA.Inject(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2", 30, (byte)i));
+            pair.TunA.Inject(TestPackets.IPv4("100.64.0.1", "100.64.0.2", 30, (byte)i));
         }
 
         for (var i = 0; i < 10; i++)
@@ -95,7 +96,7 @@ public sealed class DeviceTests
         Span<byte> psk = stackalloc byte[32];
         psk.Fill(7);
         using var pair = new DevicePair(presharedKey: new WgKey(psk));
-        var ping = DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2");
+        var ping = TestPackets.IPv4("100.64.0.1", "100.64.0.2");
         Assert.Equal(ping, pair.AToB(ping));
     }
 
@@ -106,7 +107,7 @@ public sealed class DeviceTests
         Span<byte> psk = stackalloc byte[32];
         psk.Fill(9);
         pair.A.SetPeer(new WgPeerConfig(pair.B.PublicKey, [IPNetwork.Parse("100.64.0.2/32")], IPEndPoint.Parse("198.18.0.2:51821"), new WgKey(psk)));
-        pair.TunA.Inject(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2"));
+        pair.TunA.Inject(TestPackets.IPv4("100.64.0.1", "100.64.0.2"));
         Assert.Null(pair.TunB.TryReadWritten(TimeSpan.FromMilliseconds(500)));
         Assert.Null(pair.A.GetPeerStats()[pair.B.PublicKey].LastHandshake);
     }
@@ -115,18 +116,18 @@ public sealed class DeviceTests
     public void Rekey_after_RekeyAfterTime_keeps_traffic_flowing()
     {
         using var pair = new DevicePair();
-        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+        Assert.NotNull(pair.AToB(TestPackets.IPv4("100.64.0.1", "100.64.0.2")));
         var peerOnA = pair.A.FindPeer(pair.B.PublicKey)!;
         var first = peerOnA.CurrentKeypair;
         Assert.NotNull(first);
 
         pair.Time.Advance(ProtocolTimings.RekeyAfterTime + TimeSpan.FromSeconds(1));
-        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+        Assert.NotNull(pair.AToB(TestPackets.IPv4("100.64.0.1", "100.64.0.2")));
         Assert.True(DevicePair.WaitUntil(() => peerOnA.CurrentKeypair is { } current && !ReferenceEquals(current, first)));
 
         // The old keypair is kept as previous for packets still in flight, then traffic uses the new one.
         Assert.Same(first, peerOnA.PreviousKeypair);
-        var reply = DevicePair.IPv4Packet("100.64.0.2", "100.64.0.1");
+        var reply = TestPackets.IPv4("100.64.0.2", "100.64.0.1");
         Assert.Equal(reply, pair.BToA(reply));
     }
 
@@ -135,14 +136,14 @@ public sealed class DeviceTests
     {
         using var pair = new DevicePair();
         pair.Binds.Network.Filter = (_, _, data) => MessageLayout.ReadType(data.Span) != MessageLayout.TypeTransport;
-        pair.TunA.Inject(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2"));
+        pair.TunA.Inject(TestPackets.IPv4("100.64.0.1", "100.64.0.2"));
         var peerOnB = pair.B.FindPeer(pair.A.PublicKey)!;
         var peerOnA = pair.A.FindPeer(pair.B.PublicKey)!;
         Assert.True(DevicePair.WaitUntil(() => peerOnB.NextKeypair is not null && peerOnA.CurrentKeypair is not null && peerOnA.StagedCount == 0));
         Assert.Null(peerOnB.CurrentKeypair);
 
         pair.Binds.Network.Filter = null;
-        var ping = DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2", 10, 0x33);
+        var ping = TestPackets.IPv4("100.64.0.1", "100.64.0.2", 10, 0x33);
         Assert.Equal(ping, pair.AToB(ping));
         Assert.True(DevicePair.WaitUntil(() => peerOnB.CurrentKeypair is not null && peerOnB.NextKeypair is null));
     }
@@ -151,11 +152,11 @@ public sealed class DeviceTests
     public void Roaming_peer_is_followed_to_its_new_endpoint()
     {
         using var pair = new DevicePair();
-        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+        Assert.NotNull(pair.AToB(TestPackets.IPv4("100.64.0.1", "100.64.0.2")));
         pair.Binds.B.Roam(40999);
-        Assert.NotNull(pair.BToA(DevicePair.IPv4Packet("100.64.0.2", "100.64.0.1")));
+        Assert.NotNull(pair.BToA(TestPackets.IPv4("100.64.0.2", "100.64.0.1")));
         Assert.Equal(IPEndPoint.Parse("198.18.0.2:40999"), pair.A.GetPeerStats()[pair.B.PublicKey].Endpoint);
-        var ping = DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2", 50, 0x44);
+        var ping = TestPackets.IPv4("100.64.0.1", "100.64.0.2", 50, 0x44);
         Assert.Equal(ping, pair.AToB(ping));
     }
 
@@ -167,22 +168,22 @@ public sealed class DeviceTests
         pair.B.RemovePeer(pair.A.PublicKey);
         pair.B.SetPeer(new WgPeerConfig(pair.A.PublicKey, [IPNetwork.Parse("100.64.0.1/32")]));
         Assert.Null(pair.B.GetPeerStats()[pair.A.PublicKey].Endpoint);
-        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+        Assert.NotNull(pair.AToB(TestPackets.IPv4("100.64.0.1", "100.64.0.2")));
         Assert.Equal(IPEndPoint.Parse("198.18.0.1:51820"), pair.B.GetPeerStats()[pair.A.PublicKey].Endpoint);
-        Assert.NotNull(pair.BToA(DevicePair.IPv4Packet("100.64.0.2", "100.64.0.1")));
+        Assert.NotNull(pair.BToA(TestPackets.IPv4("100.64.0.2", "100.64.0.1")));
     }
 
     [Fact]
     public void Packet_from_a_source_outside_allowed_ips_is_dropped()
     {
         using var pair = new DevicePair();
-        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+        Assert.NotNull(pair.AToB(TestPackets.IPv4("100.64.0.1", "100.64.0.2")));
 
         // B routes 100.64.0.0/24 to A, but A only allows 100.64.0.2/32 from B.
         pair.B.SetPeer(new WgPeerConfig(pair.A.PublicKey, [IPNetwork.Parse("100.64.0.0/24")], IPEndPoint.Parse("198.18.0.1:51820")));
         var dropsBefore = pair.A.DroppedPackets;
-        pair.TunB.Inject(DevicePair.IPv4Packet("100.64.0.99", "100.64.0.1", 20, 0xEE));
-        var allowed = DevicePair.IPv4Packet("100.64.0.2", "100.64.0.1", 20, 0xAA);
+        pair.TunB.Inject(TestPackets.IPv4("100.64.0.99", "100.64.0.1", 20, 0xEE));
+        var allowed = TestPackets.IPv4("100.64.0.2", "100.64.0.1", 20, 0xAA);
         pair.TunB.Inject(allowed);
         Assert.Equal(allowed, pair.TunA.TryReadWritten(DevicePair.Wait));
         Assert.True(pair.A.DroppedPackets > dropsBefore);
@@ -193,7 +194,7 @@ public sealed class DeviceTests
     {
         using var pair = new DevicePair();
         var sentBefore = pair.Binds.A.Sent;
-        pair.TunA.Inject(DevicePair.IPv4Packet("100.64.0.1", "100.64.9.9"));
+        pair.TunA.Inject(TestPackets.IPv4("100.64.0.1", "100.64.9.9"));
         pair.TunA.Inject([0x45, 0, 0]); // not even an IP header
         Assert.True(DevicePair.WaitUntil(() => pair.A.DroppedPackets >= 2));
         Assert.Equal(sentBefore, pair.Binds.A.Sent);
@@ -206,7 +207,7 @@ public sealed class DeviceTests
         var sink = new CapturingSink();
         using (pair.A.BindHook.ClaimEndpoint(IPEndPoint.Parse("198.18.0.2:51821"), sink))
         {
-            pair.TunA.Inject(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2"));
+            pair.TunA.Inject(TestPackets.IPv4("100.64.0.1", "100.64.0.2"));
             Assert.True(DevicePair.WaitUntil(() => sink.Count > 0));
             var initiation = sink.Take();
             Assert.Equal(MessageLayout.TypeInitiation, MessageLayout.ReadType(initiation));
@@ -222,7 +223,7 @@ public sealed class DeviceTests
         }
 
         // Released: sends go to the network again.
-        var ping = DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2", 8, 0x77);
+        var ping = TestPackets.IPv4("100.64.0.1", "100.64.0.2", 8, 0x77);
         Assert.Equal(ping, pair.AToB(ping));
     }
 
@@ -240,12 +241,12 @@ public sealed class DeviceTests
     public void Down_and_up_again_reconnects()
     {
         using var pair = new DevicePair();
-        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+        Assert.NotNull(pair.AToB(TestPackets.IPv4("100.64.0.1", "100.64.0.2")));
         pair.A.Down();
         Assert.Null(pair.A.FindPeer(pair.B.PublicKey)!.CurrentKeypair);
         pair.A.Up();
         pair.Time.Advance(TimeSpan.FromSeconds(1));
-        var ping = DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2", 8, 0x78);
+        var ping = TestPackets.IPv4("100.64.0.1", "100.64.0.2", 8, 0x78);
         Assert.Equal(ping, pair.AToB(ping));
     }
 
@@ -268,8 +269,8 @@ public sealed class AllocationTests
     public void Encrypting_and_decrypting_established_traffic_does_not_allocate()
     {
         using var pair = new DevicePair();
-        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
-        Assert.NotNull(pair.BToA(DevicePair.IPv4Packet("100.64.0.2", "100.64.0.1")));
+        Assert.NotNull(pair.AToB(TestPackets.IPv4("100.64.0.1", "100.64.0.2")));
+        Assert.NotNull(pair.BToA(TestPackets.IPv4("100.64.0.2", "100.64.0.1")));
 
         // A's datagrams for B go to a sink (through the bind hook, which adds no copies), so
         // what is measured is the device alone; B decrypts them here on this thread.
@@ -283,7 +284,7 @@ public sealed class AllocationTests
         var groupSizes = new int[batch];
         var staged = new List<Device.Peer>();
         var rekey = new List<Device.Peer>();
-        var packet = DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2", 1380);
+        var packet = TestPackets.IPv4("100.64.0.1", "100.64.0.2", 1380);
 
         void FillBatch()
         {

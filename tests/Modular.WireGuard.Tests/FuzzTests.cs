@@ -2,6 +2,7 @@ using System.Net;
 using Microsoft.Extensions.Time.Testing;
 using Modular.WireGuard.Conn;
 using Modular.WireGuard.Noise;
+using Modular.Testing.WireGuard;
 
 namespace Modular.WireGuard.Tests;
 
@@ -123,8 +124,8 @@ public sealed class FuzzTests
             captured.Add(data.ToArray());
             return true;
         };
-        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
-        Assert.NotNull(pair.BToA(DevicePair.IPv4Packet("100.64.0.2", "100.64.0.1")));
+        Assert.NotNull(pair.AToB(TestPackets.IPv4("100.64.0.1", "100.64.0.2")));
+        Assert.NotNull(pair.BToA(TestPackets.IPv4("100.64.0.2", "100.64.0.1")));
         pair.Binds.Network.Filter = null;
         var samples = captured.ToArray();
         Assert.Contains(samples, s => s[0] == MessageLayout.TypeInitiation);
@@ -159,7 +160,7 @@ public sealed class FuzzTests
             pair.B.BindHook.Inject(Mutate(random, samples[random.Next(samples.Length)]), IPEndPoint.Parse("198.18.0.66:6666"));
         }
 
-        var ping = DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2", 77, 0x99);
+        var ping = TestPackets.IPv4("100.64.0.1", "100.64.0.2", 77, 0x99);
         pair.TunA.Inject(ping);
         byte[]? received;
         do

@@ -1,6 +1,7 @@
 using System.Net;
 using Modular.WireGuard.Device;
 using Modular.WireGuard.Noise;
+using Modular.Testing.WireGuard;
 
 namespace Modular.WireGuard.Tests;
 
@@ -33,7 +34,7 @@ public sealed class HandshakeDeviceTests
             return true;
         };
 
-        var ping = DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2");
+        var ping = TestPackets.IPv4("100.64.0.1", "100.64.0.2");
         pair.TunA.Inject(ping);
         Assert.True(DevicePair.WaitUntil(() => Volatile.Read(ref cookieReplies) == 1));
         Assert.True(DevicePair.WaitUntil(() => pair.A.FindPeer(pair.B.PublicKey)!.Cookies.HasCookie));
@@ -67,7 +68,7 @@ public sealed class HandshakeDeviceTests
 
             return true;
         };
-        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+        Assert.NotNull(pair.AToB(TestPackets.IPv4("100.64.0.1", "100.64.0.2")));
         Assert.Equal(1, Volatile.Read(ref responses));
 
         // An attacker replays the captured initiation later (past the flood guard, before any
@@ -84,8 +85,8 @@ public sealed class HandshakeDeviceTests
     public void Crossing_initiations_resolve_into_one_session()
     {
         using var pair = new DevicePair();
-        pair.TunA.Inject(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2", 10, 1));
-        pair.TunB.Inject(DevicePair.IPv4Packet("100.64.0.2", "100.64.0.1", 10, 2));
+        pair.TunA.Inject(TestPackets.IPv4("100.64.0.1", "100.64.0.2", 10, 1));
+        pair.TunB.Inject(TestPackets.IPv4("100.64.0.2", "100.64.0.1", 10, 2));
         byte[]? atB = null;
         byte[]? atA = null;
         pair.AdvanceUntil(() => (atA ??= pair.TunA.TryReadWritten(TimeSpan.Zero)) is not null & (atB ??= pair.TunB.TryReadWritten(TimeSpan.Zero)) is not null, TimeSpan.FromSeconds(30));
@@ -99,7 +100,7 @@ public sealed class HandshakeDeviceTests
         using var pair = new DevicePair();
         var keyAKnows = pair.B.PublicKey;
         pair.B.SetPrivateKey(DevicePair.NewPrivateKey()); // B is now someone A does not know
-        pair.TunA.Inject(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2"));
+        pair.TunA.Inject(TestPackets.IPv4("100.64.0.1", "100.64.0.2"));
         Assert.True(DevicePair.WaitUntil(() => pair.B.DroppedPackets > 0));
         Assert.Null(pair.TunB.TryReadWritten(TimeSpan.FromMilliseconds(200)));
         Assert.Null(pair.A.GetPeerStats()[keyAKnows].LastHandshake);

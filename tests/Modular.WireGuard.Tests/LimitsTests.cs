@@ -15,7 +15,7 @@ public sealed class LimitsTests
     public void RekeyAfterMessages_starts_a_handshake_and_RejectAfterMessages_stops_sending()
     {
         using var pair = new DevicePair();
-        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+        Assert.NotNull(pair.AToB(TestPackets.IPv4("100.64.0.1", "100.64.0.2")));
         var peerOnA = pair.A.FindPeer(pair.B.PublicKey)!;
         var keypair = peerOnA.CurrentKeypair!;
         Assert.False(peerOnA.ShouldRekeyOnSend(keypair));
@@ -29,7 +29,7 @@ public sealed class LimitsTests
 
         // Traffic goes on over a new session (the one-per-REKEY_TIMEOUT limit is past).
         pair.Time.Advance(ProtocolTimings.RekeyTimeout + TimeSpan.FromSeconds(1));
-        var ping = DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2", 20, 0x31);
+        var ping = TestPackets.IPv4("100.64.0.1", "100.64.0.2", 20, 0x31);
         Assert.Equal(ping, pair.AToB(ping));
         Assert.NotSame(keypair, peerOnA.CurrentKeypair);
     }

@@ -2,6 +2,7 @@ using System.Net;
 using Modular.Abstractions.WireGuard;
 using Modular.WireGuard.Device;
 using Modular.WireGuard.Noise;
+using Modular.Testing.WireGuard;
 
 namespace Modular.WireGuard.Tests;
 
@@ -32,7 +33,7 @@ public sealed class TimerTests
     {
         using var pair = new DevicePair();
         var initiations = CountInitiationsFromA(pair, dropAll: true);
-        pair.TunA.Inject(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2"));
+        pair.TunA.Inject(TestPackets.IPv4("100.64.0.1", "100.64.0.2"));
         Assert.True(DevicePair.WaitUntil(() => initiations() == 1));
 
         pair.Time.Advance(ProtocolTimings.RekeyTimeout - TimeSpan.FromMilliseconds(10));
@@ -48,7 +49,7 @@ public sealed class TimerTests
         var initiations = CountInitiationsFromA(pair, dropAll: true);
         for (var i = 0; i < 20; i++)
         {
-            pair.TunA.Inject(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2"));
+            pair.TunA.Inject(TestPackets.IPv4("100.64.0.1", "100.64.0.2"));
         }
 
         Assert.True(DevicePair.WaitUntil(() => pair.A.FindPeer(pair.B.PublicKey)!.StagedCount == 20 && initiations() >= 1));
@@ -60,7 +61,7 @@ public sealed class TimerTests
     {
         using var pair = new DevicePair();
         var initiations = CountInitiationsFromA(pair, dropAll: true);
-        pair.TunA.Inject(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2"));
+        pair.TunA.Inject(TestPackets.IPv4("100.64.0.1", "100.64.0.2"));
         Assert.True(DevicePair.WaitUntil(() => initiations() == 1));
         var peer = pair.A.FindPeer(pair.B.PublicKey)!;
         Assert.True(DevicePair.WaitUntil(() => peer.StagedCount == 1));
@@ -80,7 +81,7 @@ public sealed class TimerTests
     public void Keepalive_is_sent_after_KeepaliveTimeout_of_receive_only_traffic()
     {
         using var pair = new DevicePair();
-        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+        Assert.NotNull(pair.AToB(TestPackets.IPv4("100.64.0.1", "100.64.0.2")));
         var rxOnA = pair.A.FindPeer(pair.B.PublicKey)!;
         Assert.True(DevicePair.WaitUntil(() => rxOnA.RxBytes > 0));
         var before = rxOnA.RxBytes;
@@ -115,7 +116,7 @@ public sealed class TimerTests
             Volatile.Write(ref firstData, pair.TunB.TryReadWritten(DevicePair.Wait));
             return false;
         };
-        var ping = DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2");
+        var ping = TestPackets.IPv4("100.64.0.1", "100.64.0.2");
         pair.TunA.Inject(ping);
         Assert.True(DevicePair.WaitUntil(() => Volatile.Read(ref firstData) is not null), "A's first data at B");
         Assert.Equal(ping, firstData);
@@ -138,8 +139,8 @@ public sealed class TimerTests
     public void No_keepalive_when_data_went_back()
     {
         using var pair = new DevicePair();
-        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
-        Assert.NotNull(pair.BToA(DevicePair.IPv4Packet("100.64.0.2", "100.64.0.1")));
+        Assert.NotNull(pair.AToB(TestPackets.IPv4("100.64.0.1", "100.64.0.2")));
+        Assert.NotNull(pair.BToA(TestPackets.IPv4("100.64.0.2", "100.64.0.1")));
         var peerOnB = pair.B.FindPeer(pair.A.PublicKey)!;
 
         // B's TUN thread stops the timer right after its send returns, which may be after A got the data.
@@ -170,8 +171,8 @@ public sealed class TimerTests
     public void New_handshake_when_data_gets_no_answer()
     {
         using var pair = new DevicePair();
-        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
-        Assert.NotNull(pair.BToA(DevicePair.IPv4Packet("100.64.0.2", "100.64.0.1")));
+        Assert.NotNull(pair.AToB(TestPackets.IPv4("100.64.0.1", "100.64.0.2")));
+        Assert.NotNull(pair.BToA(TestPackets.IPv4("100.64.0.2", "100.64.0.1")));
         var initiations = CountInitiationsFromA(pair, dropAll: false);
 
         // B stops answering (its keepalives are dropped too). Silenced before time moves, so no
@@ -184,7 +185,7 @@ public sealed class TimerTests
         for (var attempt = 0; attempt < 5 && !peerOnA.NewHandshake.IsPending; attempt++)
         {
             // A packet B sent before the silence may still be on its way and stop the timer: send again.
-            pair.TunA.Inject(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2"));
+            pair.TunA.Inject(TestPackets.IPv4("100.64.0.1", "100.64.0.2"));
             Assert.NotNull(pair.TunB.TryReadWritten(DevicePair.Wait));
             DevicePair.WaitUntil(() => peerOnA.NewHandshake.IsPending);
         }
@@ -198,7 +199,7 @@ public sealed class TimerTests
     public void Keys_are_zeroed_after_three_times_RejectAfterTime()
     {
         using var pair = new DevicePair();
-        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+        Assert.NotNull(pair.AToB(TestPackets.IPv4("100.64.0.1", "100.64.0.2")));
         var peerOnA = pair.A.FindPeer(pair.B.PublicKey)!;
         var keypair = peerOnA.CurrentKeypair!;
         var indicesBefore = pair.A.Indices.Count;
@@ -221,14 +222,14 @@ public sealed class TimerTests
     public void Expired_session_is_renewed_by_new_traffic()
     {
         using var pair = new DevicePair();
-        Assert.NotNull(pair.AToB(DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2")));
+        Assert.NotNull(pair.AToB(TestPackets.IPv4("100.64.0.1", "100.64.0.2")));
 
         // The network goes silent while the session expires (the timers' retries are lost too).
         pair.Binds.Network.Filter = (_, _, _) => false;
         pair.Time.Advance(ProtocolTimings.RejectAfterTime + TimeSpan.FromSeconds(1));
         pair.Binds.Network.Filter = null;
         pair.Time.Advance(TimeSpan.FromSeconds(1));
-        var ping = DevicePair.IPv4Packet("100.64.0.1", "100.64.0.2", 12, 0x12);
+        var ping = TestPackets.IPv4("100.64.0.1", "100.64.0.2", 12, 0x12);
         pair.TunA.Inject(ping);
 
         // Both sides' timers fired at expiry (their initiations were lost), so the new handshake

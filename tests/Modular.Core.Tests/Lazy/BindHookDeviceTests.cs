@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using System.Net;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
@@ -45,7 +44,7 @@ public sealed class BindHookDeviceTests : IDisposable
         await using var monitor = new BindHookActivityMonitor(_a.BindHook, listener, NullLogger.Instance);
         var allowedB = new[] { IPNetwork.Parse("100.64.0.2/32") };
         _a.SetPeer(new WgPeerConfig(_b.PublicKey, allowedB, monitor.Watch(_b.PublicKey)));
-        var first = IPv4Packet("100.64.0.1", "100.64.0.2", marker: 0x77);
+        var first = TestPackets.IPv4("100.64.0.1", "100.64.0.2", marker: 0x77);
 
         _tunA.Inject(first);
 
@@ -81,7 +80,7 @@ public sealed class BindHookDeviceTests : IDisposable
         await using var monitor = new BindHookActivityMonitor(_a.BindHook, listener, NullLogger.Instance);
         _a.SetPeer(new WgPeerConfig(_b.PublicKey, [IPNetwork.Parse("100.64.0.2/32")], monitor.Watch(_b.PublicKey)));
 
-        _tunA.Inject(IPv4Packet("100.64.0.1", "100.64.0.2"));
+        _tunA.Inject(TestPackets.IPv4("100.64.0.1", "100.64.0.2"));
         Assert.NotNull(listener.Next(Wait));
         _time.Advance(ProtocolTimings.RekeyTimeout + ProtocolTimings.RekeyTimeoutJitterMax + TimeSpan.FromMilliseconds(1));
         var retry = listener.Next(Wait);
@@ -96,19 +95,5 @@ public sealed class BindHookDeviceTests : IDisposable
     {
         _a.Dispose();
         _b.Dispose();
-    }
-
-    /// <summary>An IPv4 packet (protocol 253, experimental) with a recognisable payload.</summary>
-    private static byte[] IPv4Packet(string source, string destination, int payloadLength = 64, byte marker = 0x5A)
-    {
-        var packet = new byte[20 + payloadLength];
-        packet[0] = 0x45;
-        BinaryPrimitives.WriteUInt16BigEndian(packet.AsSpan(2), (ushort)packet.Length);
-        packet[8] = 64;
-        packet[9] = 253;
-        IPAddress.Parse(source).TryWriteBytes(packet.AsSpan(12, 4), out _);
-        IPAddress.Parse(destination).TryWriteBytes(packet.AsSpan(16, 4), out _);
-        packet.AsSpan(20).Fill(marker);
-        return packet;
     }
 }
