@@ -135,22 +135,49 @@ public sealed class PeerConnTests
     }
 
     [Fact]
-    public async Task A_connected_peer_that_goes_silent_is_reconnected_long_before_its_handshake_goes_stale()
+    public async Task A_dead_peer_is_reconnected_long_before_its_handshake_goes_stale_and_both_sides_start_a_new_session()
     {
-        await using var pair = new ConnPair(Fast with { SilentPeer = TimeSpan.FromSeconds(1) });
+        await using var pair = new ConnPair(Fast with { SilentPeer = TimeSpan.FromSeconds(1), SilenceProbeTimeout = TimeSpan.FromSeconds(1) });
         pair.MakeDirectPathWork();
         var changes = StateChanges.Of(pair.AtoB);
+        var remoteChanges = StateChanges.Of(pair.BtoA);
         await pair.OpenBothAsync();
-        await ConnPair.WaitForAsync(() => pair.AtoB.State == PeerConnectionState.Connected, "A Connected");
+        await pair.WaitBothConnectedAsync();
 
         // Keepalives keep arriving: three silent-periods later A is still connected, never reconnected.
         await Task.Delay(TimeSpan.FromSeconds(3));
         Assert.Equal(PeerConnectionState.Connected, pair.AtoB.State);
         Assert.DoesNotContain(changes.Snapshot(), c => c.Reason?.Contains("nothing received", StringComparison.Ordinal) == true);
 
-        // The remote goes silent (its handshake stays fresh: staleness alone would take minutes).
+        // The remote dies: nothing arrives and no handshake is answered (its last one stays fresh: staleness alone would take minutes).
+        pair.IfaceA.HandshakeOnSet = false;
         pair.IfaceA.RemoteSends = false;
-        await ConnPair.WaitForAsync(() => changes.Snapshot().Any(c => c.To == PeerConnectionState.Connecting && c.Reason?.StartsWith("nothing received for", StringComparison.Ordinal) == true), "a reconnect for silence");
+        await ConnPair.WaitForAsync(
+            () => changes.Snapshot().Any(c => c.To == PeerConnectionState.Connecting && c.Reason?.EndsWith("and no answer to a new handshake", StringComparison.Ordinal) == true),
+            "a reconnect for silence");
+        Assert.Contains(pair.IfaceA.Calls, c => c.StartsWith("remove", StringComparison.Ordinal));
+
+        // The failed attempt renewed A's session: B, which still believed in the old one, starts over too.
+        await ConnPair.WaitForAsync(
+            () => remoteChanges.Snapshot().Any(c => c.To == PeerConnectionState.Connecting && c.Reason == "the peer restarted its connection"),
+            "B starting over on A's new session");
+    }
+
+    [Fact]
+    public async Task A_live_peer_that_only_listens_answers_the_handshake_probe_and_stays_connected()
+    {
+        // Between idle peers one side's keepalives can keep resetting the other's timer, so that side never sends.
+        await using var pair = new ConnPair(Fast with { SilentPeer = TimeSpan.FromSeconds(1), SilenceProbeTimeout = TimeSpan.FromSeconds(1) });
+        pair.MakeDirectPathWork();
+        var changes = StateChanges.Of(pair.AtoB);
+        await pair.OpenBothAsync();
+        await pair.WaitBothConnectedAsync();
+        var removesBefore = pair.IfaceA.Calls.Count(c => c.StartsWith("remove", StringComparison.Ordinal));
+
+        pair.IfaceA.RemoteSends = false; // B sends nothing, but answers handshakes
+        await ConnPair.WaitForAsync(() => pair.IfaceA.Calls.Count(c => c.StartsWith("remove", StringComparison.Ordinal)) > removesBefore + 1, "two handshake probes");
+        Assert.Equal(PeerConnectionState.Connected, pair.AtoB.State);
+        Assert.DoesNotContain(changes.Snapshot(), c => c.To == PeerConnectionState.Connecting && c.Reason?.Contains("nothing received", StringComparison.Ordinal) == true);
     }
 
     [Fact]

@@ -59,7 +59,8 @@ public sealed class PeerConn : IPeerConn
     private WgPeerStats? _stats;
     private bool _wireGuardPeerSet;
     private IPEndPoint? _endpoint;
-    private bool _parked;
+    private bool _parked; // Idle, waiting behind the stand-in
+    private bool _standIn; // the WireGuard peer is set with the stand-in endpoint and no keepalive
     private bool? _startsHandshake;
     private InactivityTracker? _inactivity; // made when the peer first connects: idle peers stay small
     private TimeSpan _quiet;
@@ -125,7 +126,7 @@ public sealed class PeerConn : IPeerConn
         {
             lock (_lock)
             {
-                return _parked && _run is null;
+                return _parked;
             }
         }
     }
@@ -172,15 +173,13 @@ public sealed class PeerConn : IPeerConn
                 };
                 _quiet = TimeSpan.Zero;
                 _inactivity?.Reset();
-                _local = IceCredentials.Generate();
-                _sessionId = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8));
-                _remote = null;
-                _remoteCandidates = [];
                 _remoteRestarted = false;
                 _remoteLeaving = false;
-                _peerReflexive = null;
                 _wake = NewWake();
+                _parked = false; // the WireGuard peer keeps the stand-in (and what is staged) until a path is set
             }
+
+            RenewSession();
 
             SetState(PeerConnectionState.Connecting, reason switch
             {
@@ -235,6 +234,7 @@ public sealed class PeerConn : IPeerConn
             lock (_lock)
             {
                 _wireGuardPeerSet = true;
+                _standIn = true;
                 _endpoint = standIn;
                 _startsHandshake = null;
                 _quiet = TimeSpan.Zero;
@@ -496,6 +496,11 @@ public sealed class PeerConn : IPeerConn
             {
                 reason = e.Message;
                 _logger.LogInformation("Peer {Peer}: {Reason}; retrying", Name, reason);
+
+                // A failed attempt starts a new session: the peer may still believe the old one works (it went silent
+                // only towards us, or its side never saw the failure) and would keep its WireGuard session and wait;
+                // a new session id makes it start over too, so both sides handshake afresh.
+                RenewSession();
             }
 
             // A new attempt is a new WireGuard session: with the old one kept, a path set while its keys were
@@ -560,6 +565,7 @@ public sealed class PeerConn : IPeerConn
         var lastDirectTry = pathSet;
         long? received = null;
         var receivedAt = pathSet;
+        DateTimeOffset? probedAt = null;
         while (true)
         {
             await WaitForWakeAsync(TimeSpan.FromSeconds(1), cancellationToken);
@@ -591,13 +597,21 @@ public sealed class PeerConn : IPeerConn
                 type = _type;
             }
 
-            if (rx != received || state != PeerConnectionState.Connected)
+            if (rx != received || state != PeerConnectionState.Connected || (probedAt is { } asked && handshake > asked))
             {
-                (received, receivedAt) = (rx, now);
+                (received, receivedAt, probedAt) = (rx, now, null);
             }
             else if (now - receivedAt > _options.Silent)
             {
-                throw new TimeoutException($"nothing received for {(int)(now - receivedAt).TotalSeconds} s (its keepalive is due every {(int)_options.PersistentKeepalive.TotalSeconds} s)");
+                if (probedAt is null)
+                {
+                    probedAt = now;
+                    await ProbeWithHandshakeAsync(now - receivedAt, cancellationToken);
+                }
+                else if (now - probedAt > _options.SilenceProbe)
+                {
+                    throw new TimeoutException($"nothing received for {(int)(now - receivedAt).TotalSeconds} s and no answer to a new handshake");
+                }
             }
 
             if (handshake is { } last && last >= pathSet - TimeSpan.FromSeconds(1))
@@ -624,7 +638,7 @@ public sealed class PeerConn : IPeerConn
                     }
                 }
             }
-            else if (now - pathSet > _options.FirstHandshake)
+            else if (probedAt is null && now - pathSet > _options.FirstHandshake) // a probe re-set the peer: its own timeout governs
             {
                 throw new TimeoutException($"no WireGuard handshake over the {(type == Abstractions.Peers.ConnectionType.P2P ? "direct" : "relayed")} path within {(int)_options.FirstHandshake.TotalSeconds} s");
             }
@@ -639,6 +653,24 @@ public sealed class PeerConn : IPeerConn
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// A connected peer was silent for <see cref="PeerConnOptions.Silent"/>. That alone proves nothing (between idle peers
+    /// one side's keepalives can keep resetting the other's, so that side never sends), but a live peer answers a
+    /// handshake: the WireGuard peer is set anew on the same path, with its keepalive, which sends an initiation at once.
+    /// </summary>
+    private async Task ProbeWithHandshakeAsync(TimeSpan silent, CancellationToken cancellationToken)
+    {
+        IPEndPoint? endpoint;
+        lock (_lock)
+        {
+            endpoint = _endpoint;
+        }
+
+        _logger.LogInformation("Peer {Peer}: nothing received for {Seconds} s; asking it for a new handshake", Name, (int)silent.TotalSeconds);
+        await _iface.RemovePeerAsync(PublicKey, cancellationToken);
+        await _iface.SetPeerAsync(WireGuardConfig(endpoint) with { PersistentKeepalive = _options.PersistentKeepalive }, cancellationToken);
     }
 
     private async Task<bool> TryDirectAsync(CancellationToken cancellationToken)
@@ -749,8 +781,8 @@ public sealed class PeerConn : IPeerConn
         lock (_lock)
         {
             set = _wireGuardPeerSet;
-            parked = _parked;
-            _parked = false;
+            parked = _standIn;
+            _standIn = false;
             _endpoint = endpoint;
         }
 
@@ -772,7 +804,18 @@ public sealed class PeerConn : IPeerConn
 
     private WgPeerConfig WireGuardConfig(IPEndPoint? endpoint)
         => new(PublicKey, Peer.AllowedIps, endpoint, Peer.PresharedKey,
-            !IsParked && (StartsHandshake || State == PeerConnectionState.Connected) ? _options.PersistentKeepalive : null);
+            !HasStandIn && (StartsHandshake || State == PeerConnectionState.Connected) ? _options.PersistentKeepalive : null);
+
+    private bool HasStandIn
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _standIn;
+            }
+        }
+    }
 
     /// <summary>
     /// Both sides set the peer within a moment of each other once a path is chosen. If both added it
@@ -844,6 +887,7 @@ public sealed class PeerConn : IPeerConn
             {
                 _wireGuardPeerSet = false;
                 _parked = false;
+                _standIn = false;
                 _endpoint = null;
                 _stats = null;
             }
@@ -919,6 +963,18 @@ public sealed class PeerConn : IPeerConn
         var x = a.GetAddressBytes();
         var y = b.GetAddressBytes();
         return x.Length == 4 && y.Length == 4 && x[0] == y[0] && x[1] == y[1] && x[2] == y[2];
+    }
+
+    private void RenewSession()
+    {
+        lock (_lock)
+        {
+            _local = IceCredentials.Generate();
+            _sessionId = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8));
+            _remote = null;
+            _remoteCandidates = [];
+            _peerReflexive = null;
+        }
     }
 
     private IceCredentials? RemoteCredentials()

@@ -58,7 +58,8 @@ public interface IRelayConnector
 /// <param name="StaleHandshake">A connected peer whose last handshake is older than this is reconnected.</param>
 /// <param name="OfferInterval">How often an unanswered offer is sent again.</param>
 /// <param name="Keepalive">WireGuard's persistent keepalive once connected (both sides set it).</param>
-/// <param name="SilentPeer">A connected peer from which nothing arrived for this long (not even its keepalive) is reconnected.</param>
+/// <param name="SilentPeer">A connected peer from which nothing arrived for this long is asked for a new handshake (see <see cref="SilenceProbe"/>).</param>
+/// <param name="SilenceProbeTimeout">How long a silent peer has to answer that handshake before it is reconnected.</param>
 public sealed record PeerConnOptions(
     bool ForceRelay = false,
     TimeSpan? CheckTimeout = null,
@@ -67,7 +68,8 @@ public sealed record PeerConnOptions(
     TimeSpan? StaleHandshake = null,
     TimeSpan? OfferInterval = null,
     TimeSpan? Keepalive = null,
-    TimeSpan? SilentPeer = null)
+    TimeSpan? SilentPeer = null,
+    TimeSpan? SilenceProbeTimeout = null)
 {
     public TimeSpan Checks => CheckTimeout ?? TimeSpan.FromSeconds(5);
 
@@ -85,11 +87,14 @@ public sealed record PeerConnOptions(
 
     public TimeSpan PersistentKeepalive => Keepalive ?? TimeSpan.FromSeconds(25);
 
-    // A persistent keepalive is due PersistentKeepalive after the last packet either way, so two idle peers
-    // take turns: each hears the other only every 2 x PersistentKeepalive (50 s). Three periods plus slack
-    // (90 s) without a byte means the peer is gone, found long before its handshake goes stale (3 min).
-    // Routes fail over on it.
+    // A persistent keepalive is due PersistentKeepalive after the last packet EITHER way, so between two idle
+    // peers the side whose timer fires first resets the other's with every keepalive: one side may never send.
+    // Silence alone therefore proves nothing; after this long without a byte the peer must answer a new
+    // handshake (SilenceProbe), which finds a dead peer long before its handshake goes stale (3 min).
     public TimeSpan Silent => SilentPeer ?? (PersistentKeepalive * 3) + TimeSpan.FromSeconds(15);
+
+    // WireGuard retries an unanswered initiation every 5 s: this gives a live peer two to three chances.
+    public TimeSpan SilenceProbe => SilenceProbeTimeout ?? TimeSpan.FromSeconds(12);
 }
 
 /// <summary>Why a peer connection opens; a lazy wake-up decides which side starts the WireGuard handshake.</summary>
