@@ -1,3 +1,3 @@
 using Modular.Server.Cli;
 
-return await ServerCli.Build().Parse(args).InvokeAsync();
+return await ServerCli.RunAsync(args);

@@ -127,7 +127,7 @@ public sealed class StoreTests : StoreTestBase
         Assert.Equal(SetupKeyFailure.Expired, expired.Reason);
 
         var (record, revokedKey) = await Store.CreateSetupKeyAsync(new NewSetupKey("revoke-me", true, 0, null), default);
-        Assert.True(await Store.RevokeSetupKeyAsync(record.Id, default));
+        Assert.Equal(record.Id, Assert.Single(await Store.RevokeSetupKeyAsync(record.Id, default)).Id);
         var revoked = await Assert.ThrowsAsync<SetupKeyRejectedException>(() => Store.RegisterPeerAsync(revokedKey, NewKey(), Meta("x"), null, default));
         Assert.Equal(SetupKeyFailure.Revoked, revoked.Reason);
 

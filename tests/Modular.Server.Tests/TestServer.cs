@@ -67,7 +67,7 @@ internal sealed class TestServer : IAsyncDisposable
     }
 
     public async Task<string> CreateSetupKeyAsync(bool reusable = true, int usageLimit = 0)
-        => (await Store.CreateSetupKeyAsync(new NewSetupKey("test", reusable, usageLimit, null), CancellationToken.None)).PlainKey;
+        => (await Store.CreateSetupKeyAsync(new NewSetupKey("", reusable, usageLimit, null), CancellationToken.None)).PlainKey;
 
     /// <summary>A new agent identity with a management client.</summary>
     public (X25519KeyPair Key, ManagementClient Client) NewAgent()

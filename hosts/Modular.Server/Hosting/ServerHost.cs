@@ -23,11 +23,13 @@ public static class ServerHost
 {
     public const string DatabaseFile = "modular.db";
 
+    private static readonly string[] GrpcServed = ["management", "signal"];
+
     /// <summary>Opens the store configured in <paramref name="config"/> (creating or migrating its schema).</summary>
     public static async Task<IStore> OpenStoreAsync(ServerConfig config, CancellationToken cancellationToken, TimeProvider? time = null)
     {
         ServerSecrets.EnsureDataDir(config.DataDir);
-        var store = new SqliteStore(Path.Combine(config.DataDir, DatabaseFile), time);
+        var store = new SqliteStore(Path.Combine(config.DataDir, DatabaseFile), time, config.Account.DnsDomain);
         await store.InitializeAsync(cancellationToken);
         return store;
     }
@@ -107,6 +109,13 @@ public static class ServerHost
         }
 
         return app;
+    }
+
+    /// <summary>The components served on the gRPC listener, as an error names them ("management/signal").</summary>
+    public static string GrpcComponents(ServerConfig config)
+    {
+        var served = GrpcServed.Where(config.Runs).ToList();
+        return served.Count > 0 ? string.Join('/', served) : "grpc";
     }
 
     /// <summary>The gRPC address Kestrel actually bound (useful with port 0).</summary>

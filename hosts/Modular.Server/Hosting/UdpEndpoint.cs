@@ -8,7 +8,8 @@ namespace Modular.Server.Hosting;
 internal static class UdpEndpoint
 {
     /// <summary>A UDP socket bound to <paramref name="listen"/>; dual-stack when it is an IPv6 wildcard.</summary>
-    public static Socket Bind(IPEndPoint listen, int bufferBytes)
+    /// <param name="component">Who listens (relay, stun): named in the <see cref="ListenException"/> when the address is taken.</param>
+    public static Socket Bind(string component, IPEndPoint listen, int bufferBytes)
     {
         var socket = new Socket(listen.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
         try
@@ -22,6 +23,11 @@ internal static class UdpEndpoint
             socket.SendBufferSize = bufferBytes;
             socket.Bind(listen);
             return socket;
+        }
+        catch (SocketException e)
+        {
+            socket.Dispose();
+            throw new ListenException(component, listen.ToString(), e);
         }
         catch
         {

@@ -7,11 +7,11 @@ namespace Modular.Server.Networks;
 /// <summary>`modular-server dns ...`: the mesh zone (from server.toml) and the nameserver groups agents forward to.</summary>
 internal static class DnsCommands
 {
-    public static void AddTo(RootCommand root, Option<string> config)
+    public static void AddTo(RootCommand root, Option<string> config, CliDefaults defaults)
     {
         var showJson = new Option<bool>("--json") { Description = "Print JSON" };
         var show = new Command("show", "Show the mesh zone (account dns_domain) and how other names are forwarded") { showJson };
-        show.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), async (store, cfg) =>
+        show.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), defaults, async (store, cfg) =>
         {
             var groups = await store.ListNameserverGroupsAsync(ct);
             if (parse.GetValue(showJson))
@@ -39,7 +39,7 @@ internal static class DnsCommands
         var nameservers = new Option<string[]>("--nameserver") { Description = "Upstream IP[:PORT] (repeatable; tried in order)", Required = true };
         var domains = new Option<string[]>("--domain") { Description = "Domain this group answers, with its subdomains (repeatable); none: the default group" };
         var add = new Command("add", "Add a nameserver group") { name, nameservers, domains };
-        add.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), async (store, cfg) =>
+        add.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), defaults, async (store, cfg) =>
         {
             var spec = DnsValidator.Validate(new NewNameserverGroup(parse.GetValue(name) ?? "", parse.GetValue(nameservers) ?? [], parse.GetValue(domains) ?? []));
             DnsValidator.RefuseZoneDomains(spec, cfg.Account.DnsDomain);
@@ -51,7 +51,7 @@ internal static class DnsCommands
 
         var json = new Option<bool>("--json") { Description = "Print JSON" };
         var list = new Command("list", "List nameserver groups") { json };
-        list.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), async (store, _) =>
+        list.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), defaults, async (store, _) =>
         {
             var groups = await store.ListNameserverGroupsAsync(ct);
             if (parse.GetValue(json))
@@ -73,7 +73,7 @@ internal static class DnsCommands
 
         var target = new Argument<string>("group") { Description = "Group name or id" };
         var remove = new Command("remove", "Remove a nameserver group") { target };
-        remove.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), async (store, _) =>
+        remove.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), defaults, async (store, _) =>
             await store.DeleteNameserverGroupAsync(parse.GetValue(target)!, ct) ? 0 : ServerCli.Fail($"no nameserver group '{parse.GetValue(target)}'"), ct));
 
         root.Add(new Command("dns", "The mesh DNS: zone and nameserver groups")

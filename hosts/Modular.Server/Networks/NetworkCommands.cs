@@ -7,19 +7,19 @@ namespace Modular.Server.Networks;
 /// <summary>`modular-server groups|policies|resources ...`: the account's access control, on the same store the server reads.</summary>
 internal static class NetworkCommands
 {
-    public static void AddTo(RootCommand root, Option<string> config)
+    public static void AddTo(RootCommand root, Option<string> config, CliDefaults defaults)
     {
-        root.Add(Groups(config));
-        root.Add(Policies(config));
-        root.Add(Resources(config));
-        root.Add(RouteCommands.Create(config));
+        root.Add(Groups(config, defaults));
+        root.Add(Policies(config, defaults));
+        root.Add(Resources(config, defaults));
+        root.Add(RouteCommands.Create(config, defaults));
     }
 
-    private static Command Groups(Option<string> config)
+    private static Command Groups(Option<string> config, CliDefaults defaults)
     {
         var createName = new Argument<string>("name") { Description = "Group name" };
         var create = new Command("create", "Create an empty group") { createName };
-        create.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), async (store, _) =>
+        create.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), defaults, async (store, _) =>
         {
             var group = await store.CreateGroupAsync(parse.GetValue(createName)!, ct);
             Console.Out.WriteLine($"created group {group.Name} ({group.Id})");
@@ -28,7 +28,7 @@ internal static class NetworkCommands
 
         var json = new Option<bool>("--json") { Description = "Print JSON" };
         var list = new Command("list", "List groups and their peers") { json };
-        list.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), async (store, _) =>
+        list.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), defaults, async (store, _) =>
         {
             var groups = await store.ListGroupsAsync(ct);
             var peers = (await store.ListPeersAsync(ct)).ToDictionary(p => p.Id);
@@ -58,9 +58,9 @@ internal static class NetworkCommands
         }, ct));
 
         var memberGroup = new Argument<string>("group") { Description = "Group name or id" };
-        var memberPeer = new Argument<string>("peer") { Description = "Peer name, overlay IP or public key" };
+        var memberPeer = new Argument<string>("peer") { Description = "Peer: name, name.zone (as `modular status -d` shows it), overlay IP or public key" };
         var addPeer = new Command("add-peer", "Add a peer to a group") { memberGroup, memberPeer };
-        addPeer.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), async (store, _) =>
+        addPeer.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), defaults, async (store, _) =>
         {
             var added = await store.AddPeerToGroupAsync(parse.GetValue(memberGroup)!, parse.GetValue(memberPeer)!, ct);
             Console.Out.WriteLine(added ? "added" : "already a member");
@@ -68,9 +68,9 @@ internal static class NetworkCommands
         }, ct));
 
         var removeGroup = new Argument<string>("group") { Description = "Group name or id" };
-        var removePeer = new Argument<string>("peer") { Description = "Peer name, overlay IP or public key" };
+        var removePeer = new Argument<string>("peer") { Description = "Peer: name, name.zone (as `modular status -d` shows it), overlay IP or public key" };
         var remove = new Command("remove-peer", "Remove a peer from a group") { removeGroup, removePeer };
-        remove.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), async (store, _) =>
+        remove.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), defaults, async (store, _) =>
         {
             var removed = await store.RemovePeerFromGroupAsync(parse.GetValue(removeGroup)!, parse.GetValue(removePeer)!, ct);
             Console.Out.WriteLine(removed ? "removed" : "not a member");
@@ -79,13 +79,13 @@ internal static class NetworkCommands
 
         var deleteName = new Argument<string>("group") { Description = "Group name or id" };
         var delete = new Command("delete", "Delete a group no policy uses") { deleteName };
-        delete.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), async (store, _) =>
+        delete.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), defaults, async (store, _) =>
             await store.DeleteGroupAsync(parse.GetValue(deleteName)!, ct) ? 0 : ServerCli.Fail($"no group '{parse.GetValue(deleteName)}'"), ct));
 
         return new Command("groups", "Manage peer groups (the built-in All group holds every peer)") { create, list, addPeer, remove, delete };
     }
 
-    private static Command Policies(Option<string> config)
+    private static Command Policies(Option<string> config, CliDefaults defaults)
     {
         var name = new Argument<string>("name") { Description = "Policy name" };
         var source = new Option<string>("--source") { Description = "Source group (name or id)", Required = true };
@@ -96,7 +96,7 @@ internal static class NetworkCommands
         var action = new Option<string>("--action") { Description = "accept | drop", DefaultValueFactory = _ => "accept" };
         var bidirectional = new Option<bool>("--bidirectional") { Description = "The destination side may open connections to the source side too" };
         var create = new Command("create", "Create an access policy") { name, source, destination, destinationResource, protocol, ports, action, bidirectional };
-        create.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), async (store, _) =>
+        create.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), defaults, async (store, _) =>
         {
             var policy = await store.CreatePolicyAsync(
                 new NewPolicy(parse.GetValue(name)!, parse.GetValue(source)!, parse.GetValue(destination), parse.GetValue(destinationResource), parse.GetValue(protocol)!, parse.GetValue(ports), parse.GetValue(action)!, parse.GetValue(bidirectional)),
@@ -108,7 +108,7 @@ internal static class NetworkCommands
 
         var json = new Option<bool>("--json") { Description = "Print JSON" };
         var list = new Command("list", "List access policies") { json };
-        list.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), async (store, _) =>
+        list.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), defaults, async (store, _) =>
         {
             var policies = await store.ListPoliciesAsync(ct);
             var groups = (await store.ListGroupsAsync(ct)).ToDictionary(g => g.Id, g => g.Name);
@@ -146,21 +146,21 @@ internal static class NetworkCommands
 
         var deleteName = new Argument<string>("policy") { Description = "Policy name or id" };
         var delete = new Command("delete", "Delete an access policy") { deleteName };
-        delete.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), async (store, _) =>
+        delete.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), defaults, async (store, _) =>
             await store.DeletePolicyAsync(parse.GetValue(deleteName)!, ct) ? 0 : ServerCli.Fail($"no policy '{parse.GetValue(deleteName)}'"), ct));
 
         return new Command("policies", "Manage access policies (a new account has 'Default': All <-> All)") { create, list, delete };
     }
 
-    private static Command Resources(Option<string> config)
+    private static Command Resources(Option<string> config, CliDefaults defaults)
     {
         var name = new Argument<string>("name") { Description = "Resource name" };
         var address = new Option<string>("--address") { Description = "Subnet (10.0.0.0/24) or single address", Required = true };
-        var routingPeer = new Option<string>("--routing-peer") { Description = "Peer that serves it (name, overlay IP or public key)", Required = true };
+        var routingPeer = new Option<string>("--routing-peer") { Description = "Peer that serves it (name, name.zone, overlay IP or public key)", Required = true };
         var noMasquerade = RouteCommands.NoMasqueradeOption();
         var metric = RouteCommands.MetricOption();
         var create = new Command("create", "Create a network resource served by a routing peer (a route; see `routes exit-node` for 0.0.0.0/0)") { name, address, routingPeer, noMasquerade, metric };
-        create.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), async (store, _) =>
+        create.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), defaults, async (store, _) =>
         {
             var resource = await store.CreateResourceAsync(
                 new NewResource(parse.GetValue(name)!, parse.GetValue(address)!, parse.GetValue(routingPeer)!, !parse.GetValue(noMasquerade), parse.GetValue(metric)), ct);
@@ -171,7 +171,7 @@ internal static class NetworkCommands
 
         var json = new Option<bool>("--json") { Description = "Print JSON" };
         var list = new Command("list", "List network resources") { json };
-        list.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), async (store, _) =>
+        list.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), defaults, async (store, _) =>
         {
             var resources = await store.ListResourcesAsync(ct);
             var peers = (await store.ListPeersAsync(ct)).ToDictionary(p => p.Id, p => p.Hostname);
@@ -194,7 +194,7 @@ internal static class NetworkCommands
 
         var deleteName = new Argument<string>("resource") { Description = "Resource name or id" };
         var delete = new Command("delete", "Delete a network resource no policy uses") { deleteName };
-        delete.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), async (store, _) =>
+        delete.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), defaults, async (store, _) =>
             await store.DeleteResourceAsync(parse.GetValue(deleteName)!, ct) ? 0 : ServerCli.Fail($"no network resource '{parse.GetValue(deleteName)}'"), ct));
 
         return new Command("resources", "Manage network resources (subnets behind routing peers)") { create, list, delete };

@@ -22,11 +22,11 @@ internal static class RouteCommands
         DefaultValueFactory = _ => NetworkResourceRecord.DefaultMetric,
     };
 
-    public static Command Create(Option<string> config)
+    public static Command Create(Option<string> config, CliDefaults defaults)
     {
         var json = new Option<bool>("--json") { Description = "Print JSON" };
         var list = new Command("list", "List routes: each network resource, its prefix, routing peer, masquerade, metric and the groups allowed to use it") { json };
-        list.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), async (store, _) =>
+        list.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), defaults, async (store, _) =>
         {
             var resources = await store.ListResourcesAsync(ct);
             var set = new PolicySet(await store.ListGroupsAsync(ct), await store.ListPoliciesAsync(ct), resources);
@@ -62,7 +62,7 @@ internal static class RouteCommands
             return 0;
         }, ct));
 
-        var peerArgument = new Argument<string>("peer") { Description = "The peer that becomes an exit node (name, overlay IP or public key)" };
+        var peerArgument = new Argument<string>("peer") { Description = "The peer that becomes an exit node (name, name.zone, overlay IP or public key)" };
         var name = new Option<string>("--name") { Description = "Resource name; default exit-<peer hostname>" };
         var noMasquerade = NoMasqueradeOption();
         var metric = MetricOption();
@@ -70,7 +70,7 @@ internal static class RouteCommands
         {
             peerArgument, name, noMasquerade, metric,
         };
-        exitNode.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), async (store, _) =>
+        exitNode.SetAction((parse, ct) => ServerCli.WithStoreAsync(parse.GetValue(config), defaults, async (store, _) =>
         {
             var resource = await store.CreateResourceAsync(
                 new NewResource(parse.GetValue(name) ?? "", NetworkResourceRecord.ExitNodeAddress, parse.GetValue(peerArgument)!, !parse.GetValue(noMasquerade), parse.GetValue(metric), ExitNode: true),

@@ -297,13 +297,9 @@ public sealed partial class SqliteStore
     private static async Task<string?> FindGroupIdAsync(SqliteConnection db, SqliteTransaction tx, string idOrName)
         => await db.ExecuteScalarAsync<string?>("SELECT id FROM groups WHERE id = @v OR name = @v COLLATE NOCASE ORDER BY id = @v DESC LIMIT 1", new { v = idOrName.Trim() }, tx);
 
-    private static async Task<string?> FindPeerIdAsync(SqliteConnection db, SqliteTransaction tx, string match)
+    private async Task<string?> FindPeerIdAsync(SqliteConnection db, SqliteTransaction tx, string match)
     {
-        var ip = OverlayNetwork.TryParse(match, out var parsed) ? (long)parsed : -1;
-        var ids = (await db.QueryAsync<string>(
-            "SELECT id FROM peers WHERE id = @m OR public_key = @m OR hostname = @m OR dns_label = @m OR overlay_ip = @ip",
-            new { m = match.Trim(), ip },
-            tx)).ToList();
+        var ids = (await FindPeersAsync(db, tx, match)).Select(p => p.id).ToList();
         return ids.Count switch
         {
             0 => null,

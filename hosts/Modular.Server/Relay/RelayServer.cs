@@ -71,7 +71,7 @@ public sealed class RelayServer : IHostedService, IDisposable
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
-        _socket = UdpEndpoint.Bind(_listen, _options.SocketBufferBytes);
+        _socket = UdpEndpoint.Bind("relay", _listen, _options.SocketBufferBytes);
         // Wake up now and then even when idle, to expire stale bindings on the owning thread.
         _socket.ReceiveTimeout = 1000;
         _thread = new Thread(Run) { IsBackground = true, Name = "relay" };
@@ -82,6 +82,11 @@ public sealed class RelayServer : IHostedService, IDisposable
 
     public Task StopAsync(CancellationToken cancellationToken)
     {
+        if (_stopping)
+        {
+            return Task.CompletedTask; // stopped already (Dispose after StopAsync)
+        }
+
         _stopping = true;
         try
         {
@@ -368,7 +373,11 @@ public sealed class RelayServer : IHostedService, IDisposable
         }
     }
 
-    public void Dispose() => _socket?.Dispose();
+    /// <summary>
+    /// Stops as <see cref="StopAsync"/> does: when another component fails to start, the host disposes this without
+    /// stopping it, and disposing the socket alone would wait forever for the receive thread to let go of it.
+    /// </summary>
+    public void Dispose() => StopAsync(CancellationToken.None).GetAwaiter().GetResult();
 
     private sealed class Session(WgKey own, WgKey remote, SocketAddress address)
     {

@@ -13,13 +13,17 @@ public interface IStore : INetworkPolicyStore, INameserverStore, IAsyncDisposabl
     /// <summary>Creates or migrates the schema. Idempotent.</summary>
     Task InitializeAsync(CancellationToken cancellationToken);
 
-    /// <summary>Creates a setup key; the plaintext key is returned once and never stored.</summary>
+    /// <summary>
+    /// Creates a setup key; the plaintext key is returned once and never stored. Names are unique (a command
+    /// names a key by it): an empty name gets a free one ("setup-key", "setup-key-2", ...).
+    /// </summary>
+    /// <exception cref="NameInUseException">Another key (revoked ones included) has the name; nothing is stored.</exception>
     Task<(SetupKeyRecord Record, string PlainKey)> CreateSetupKeyAsync(NewSetupKey spec, CancellationToken cancellationToken);
 
     Task<IReadOnlyList<SetupKeyRecord>> ListSetupKeysAsync(CancellationToken cancellationToken);
 
-    /// <summary>Revokes by id or name; false when no such key.</summary>
-    Task<bool> RevokeSetupKeyAsync(string idOrName, CancellationToken cancellationToken);
+    /// <summary>Revokes by id or name; returns the keys matched, as they were before (empty when none).</summary>
+    Task<IReadOnlyList<SetupKeyRecord>> RevokeSetupKeyAsync(string idOrName, CancellationToken cancellationToken);
 
     /// <summary>
     /// Registers (or re-registers) a peer with a setup key, atomically: checks the key, counts the use,
@@ -36,7 +40,9 @@ public interface IStore : INetworkPolicyStore, INameserverStore, IAsyncDisposabl
     /// <summary>Records a login: last-seen always; metadata only when changed (then the serial increments).</summary>
     Task<PeerRecord?> UpdatePeerAsync(WgKey publicKey, PeerMetadata? meta, CancellationToken cancellationToken);
 
-    /// <summary>Removes peers matching a name (hostname or DNS label), overlay IP, public key or id. Returns them.</summary>
+    /// <summary>
+    /// Removes peers matching a name (hostname, DNS label or label.zone), overlay IP, public key or id. Returns them.
+    /// </summary>
     Task<IReadOnlyList<PeerRecord>> RemovePeersAsync(string match, CancellationToken cancellationToken);
 
     Task<ulong> GetNetworkSerialAsync(CancellationToken cancellationToken);

@@ -17,9 +17,12 @@ public sealed partial class SqliteStore : IStore
 
     private readonly string _connectionString;
     private readonly TimeProvider _time;
+    private readonly string _dnsZone;
 
-    public SqliteStore(string databasePath, TimeProvider? time = null)
+    /// <param name="dnsZone">The account's zone ([account] dns_domain), so "label.zone" names a peer too.</param>
+    public SqliteStore(string databasePath, TimeProvider? time = null, string? dnsZone = null)
     {
+        _dnsZone = (dnsZone ?? new Config.AccountConfig().DnsDomain).Trim('.');
         _connectionString = new SqliteConnectionStringBuilder
         {
             DataSource = databasePath,
@@ -114,9 +117,23 @@ public sealed partial class SqliteStore : IStore
         var now = _time.GetUtcNow();
         var reusable = spec.Reusable || spec.UsageLimit > 1;
         var limit = reusable ? spec.UsageLimit : 1;
+        await using var db = await OpenAsync(cancellationToken);
+        // Serializable: two creates of one name cannot both see it free.
+        await using var tx = (SqliteTransaction)await db.BeginTransactionAsync(System.Data.IsolationLevel.Serializable, cancellationToken);
+        var name = spec.Name.Trim();
+        if (name.Length == 0)
+        {
+            name = await FreeSetupKeyNameAsync(db, tx);
+        }
+        else if (await db.QuerySingleOrDefaultAsync<SetupKeyRow>("SELECT * FROM setup_keys WHERE name = @name LIMIT 1", new { name }, tx) is { } holder)
+        {
+            throw new NameInUseException(
+                $"a setup key named '{name}' exists already ({holder.id}{(holder.revoked != 0 ? ", revoked" : "")}); choose another --name");
+        }
+
         var record = new SetupKeyRecord(
             Id: Guid.NewGuid().ToString("N")[..12],
-            Name: spec.Name.Length > 0 ? spec.Name : "setup-key",
+            Name: name,
             Reusable: reusable,
             UsageLimit: limit,
             UsedCount: 0,
@@ -124,7 +141,6 @@ public sealed partial class SqliteStore : IStore
             ExpiresAt: spec.ExpiresIn is { } e && e > TimeSpan.Zero ? now + e : null,
             Revoked: false,
             LastUsedAt: null);
-        await using var db = await OpenAsync(cancellationToken);
         await db.ExecuteAsync(
             """
             INSERT INTO setup_keys (id, account_id, name, key_hash, reusable, usage_limit, used_count, created_at, expires_at, revoked)
@@ -140,7 +156,9 @@ public sealed partial class SqliteStore : IStore
                 record.UsageLimit,
                 CreatedAt = record.CreatedAt.ToUnixTimeMilliseconds(),
                 ExpiresAt = record.ExpiresAt?.ToUnixTimeMilliseconds(),
-            });
+            },
+            tx);
+        await tx.CommitAsync(cancellationToken);
         return (record, plain);
     }
 
@@ -151,10 +169,15 @@ public sealed partial class SqliteStore : IStore
         return [.. rows.Select(r => r.ToRecord())];
     }
 
-    public async Task<bool> RevokeSetupKeyAsync(string idOrName, CancellationToken cancellationToken)
+    public async Task<IReadOnlyList<SetupKeyRecord>> RevokeSetupKeyAsync(string idOrName, CancellationToken cancellationToken)
     {
         await using var db = await OpenAsync(cancellationToken);
-        return await db.ExecuteAsync("UPDATE setup_keys SET revoked = 1 WHERE id = @v OR name = @v", new { v = idOrName }) > 0;
+        await using var tx = (SqliteTransaction)await db.BeginTransactionAsync(System.Data.IsolationLevel.Serializable, cancellationToken);
+        // Stores made before names were unique may hold several keys of one name: each is revoked and reported.
+        var rows = (await db.QueryAsync<SetupKeyRow>("SELECT * FROM setup_keys WHERE id = @v OR name = @v ORDER BY created_at, id", new { v = idOrName.Trim() }, tx)).ToList();
+        await db.ExecuteAsync("UPDATE setup_keys SET revoked = 1 WHERE id IN @ids", new { ids = rows.Select(r => r.id).ToArray() }, tx);
+        await tx.CommitAsync(cancellationToken);
+        return [.. rows.Select(r => r.ToRecord())];
     }
 
     public async Task<PeerRecord> RegisterPeerAsync(string plainSetupKey, WgKey publicKey, PeerMetadata meta, DateTimeOffset? loginExpiresAt, CancellationToken cancellationToken)
@@ -310,13 +333,9 @@ public sealed partial class SqliteStore : IStore
 
     public async Task<IReadOnlyList<PeerRecord>> RemovePeersAsync(string match, CancellationToken cancellationToken)
     {
-        var ip = OverlayNetwork.TryParse(match, out var parsed) ? (long)parsed : -1;
         await using var db = await OpenAsync(cancellationToken);
         await using var tx = (SqliteTransaction)await db.BeginTransactionAsync(System.Data.IsolationLevel.Serializable, cancellationToken);
-        var rows = (await db.QueryAsync<PeerRow>(
-            "SELECT * FROM peers WHERE id = @m OR public_key = @m OR hostname = @m OR dns_label = @m OR overlay_ip = @ip",
-            new { m = match, ip },
-            tx)).ToList();
+        var rows = await FindPeersAsync(db, tx, match);
         if (rows.Count > 0)
         {
             await db.ExecuteAsync("DELETE FROM peers WHERE id IN @ids", new { ids = rows.Select(r => r.id).ToArray() }, tx);
@@ -347,6 +366,37 @@ public sealed partial class SqliteStore : IStore
         // Pooled connections keep the file open (and the WAL unmerged); release them with the store.
         SqliteConnection.ClearAllPools();
         return ValueTask.CompletedTask;
+    }
+
+    /// <summary>
+    /// The one place a command's peer reference is resolved: id, public key, hostname, DNS label, the full
+    /// "label.zone" that `modular status -d` shows (any case, trailing dot allowed), or overlay IP.
+    /// </summary>
+    private async Task<List<PeerRow>> FindPeersAsync(SqliteConnection db, SqliteTransaction tx, string reference)
+    {
+        var m = reference.Trim();
+        var ip = OverlayNetwork.TryParse(m, out var parsed) ? (long)parsed : -1;
+        var fqdn = m.TrimEnd('.');
+        var suffix = "." + _dnsZone;
+        var label = fqdn.Length > suffix.Length && fqdn.EndsWith(suffix, StringComparison.OrdinalIgnoreCase)
+            ? fqdn[..^suffix.Length].ToLowerInvariant()
+            : null;
+        return [.. await db.QueryAsync<PeerRow>(
+            "SELECT * FROM peers WHERE id = @m OR public_key = @m OR hostname = @m OR dns_label = @m OR dns_label = @label OR overlay_ip = @ip ORDER BY overlay_ip",
+            new { m, label, ip },
+            tx)];
+    }
+
+    private static async Task<string> FreeSetupKeyNameAsync(SqliteConnection db, SqliteTransaction tx)
+    {
+        for (var n = 1; ; n++)
+        {
+            var name = n == 1 ? "setup-key" : $"setup-key-{n}";
+            if (await db.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM setup_keys WHERE name = @name", new { name }, tx) == 0)
+            {
+                return name;
+            }
+        }
     }
 
     private static async Task<ulong> BumpSerialAsync(SqliteConnection db, SqliteTransaction tx)

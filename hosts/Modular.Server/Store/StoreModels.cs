@@ -98,6 +98,24 @@ public sealed class SetupKeyRejectedException : Exception
     public SetupKeyFailure Reason { get; }
 }
 
+/// <summary>A name the operator gave is held by another record already; nothing was stored.</summary>
+public sealed class NameInUseException : Exception
+{
+    public NameInUseException()
+    {
+    }
+
+    public NameInUseException(string message)
+        : base(message)
+    {
+    }
+
+    public NameInUseException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+}
+
 /// <summary>The overlay network 100.64.0.0/10.</summary>
 public static class OverlayNetwork
 {

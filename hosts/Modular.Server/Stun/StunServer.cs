@@ -35,7 +35,7 @@ public sealed class StunServer : IHostedService, IDisposable
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
-        _socket = UdpEndpoint.Bind(_listen, 1 << 20);
+        _socket = UdpEndpoint.Bind("stun", _listen, 1 << 20);
         _thread = new Thread(Run) { IsBackground = true, Name = "stun" };
         _thread.Start();
         _logger.LogInformation("STUN listening on udp {Endpoint}", LocalEndPoint);
@@ -100,5 +100,6 @@ public sealed class StunServer : IHostedService, IDisposable
         }
     }
 
-    public void Dispose() => _socket?.Dispose();
+    /// <summary>Stops as <see cref="StopAsync"/> does (the host disposes without stopping when another component fails to start).</summary>
+    public void Dispose() => StopAsync(CancellationToken.None).GetAwaiter().GetResult();
 }
