@@ -1,5 +1,10 @@
+using System.Net;
+using System.Net.Sockets;
 using System.Text.Json;
+using Modular.Control.Crypto;
 using Modular.Control.Management;
+using Modular.Server.Cli;
+using Modular.Server.Store;
 using Modular.Testing;
 
 namespace Modular.Server.Tests;
@@ -140,5 +145,188 @@ public sealed class CliTests : IAsyncLifetime
         Assert.DoesNotContain(key, server.Output, StringComparison.Ordinal);
         Assert.DoesNotContain("wrong-key-marker", server.Output, StringComparison.Ordinal);
         Assert.Contains("Registered peer proc", server.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_usage_error_exits_2_and_says_what_was_expected_for_any_option()
+    {
+        var type = Cli("setup-key create --usage-limit abc");
+        Assert.Equal(2, type.ExitCode);
+        Assert.Contains("--usage-limit: expected an integer, got 'abc'", type.Error, StringComparison.Ordinal);
+        Assert.DoesNotContain("System.", type.Error, StringComparison.Ordinal);
+
+        // Another command's option, with no code of its own for it.
+        var metric = Cli("resources create lan --address 10.9.0.0/24 --routing-peer gw --metric high");
+        Assert.Equal(2, metric.ExitCode);
+        Assert.Contains("--metric: expected an integer, got 'high'", metric.Error, StringComparison.Ordinal);
+
+        Assert.Equal(2, Cli("no-such-command").ExitCode);
+        Assert.Equal(2, Cli("peers list --no-such-option").ExitCode);
+        var missing = Cli("groups add-peer web");
+        Assert.Equal(2, missing.ExitCode);
+        Assert.Contains("modular-server --help", missing.Error, StringComparison.Ordinal);
+
+        // Nothing was opened for a command line that could not be used.
+        Assert.False(Directory.Exists(Path.Combine(_dir, "data")));
+
+        // A malformed value only the command understands is a usage error too.
+        var expires = Cli("setup-key create --expires soon");
+        Assert.Equal(2, expires.ExitCode);
+        Assert.Contains("--expires: expected a duration such as 24h or 7d, got 'soon'", expires.Error, StringComparison.Ordinal);
+
+        // A command that ran and failed is 1.
+        var nobody = Cli("peers remove nobody");
+        Assert.Equal(1, nobody.ExitCode);
+        Assert.Contains("no peer matches 'nobody'", nobody.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Help_says_that_no_command_runs_the_server()
+    {
+        var help = Shell.TryRun(Executable, "--help");
+        Assert.Equal(0, help.ExitCode);
+        Assert.Contains("Without a command, runs the server", help.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Without_a_config_an_admin_command_refuses_when_no_store_exists_and_creates_none()
+    {
+        Assert.True(string.IsNullOrEmpty(Environment.GetEnvironmentVariable("MODULAR_CONFIG")), "this test needs MODULAR_CONFIG unset");
+        var defaults = new CliDefaults(Path.Combine(_dir, "absent.toml"), Path.Combine(_dir, "default-data"));
+        var database = Path.Combine(defaults.DataDir, "modular.db");
+        var error = new StringWriter();
+        var before = Console.Error;
+        int exit;
+        Console.SetError(error);
+        try
+        {
+            exit = await ServerCli.RunAsync(["setup-key", "create", "--name", "lost"], defaults);
+        }
+        finally
+        {
+            Console.SetError(before);
+        }
+
+        Assert.Equal(1, exit);
+        Assert.Contains($"no store at {database}: pass --config server.toml (the running server's config)", error.ToString(), StringComparison.Ordinal);
+        Assert.False(Directory.Exists(defaults.DataDir));
+
+        // Where a store exists (the server made it), the same command uses it.
+        await using (var store = new SqliteStore(database))
+        {
+            await store.InitializeAsync(CancellationToken.None);
+        }
+
+        Assert.Equal(0, await ServerCli.RunAsync(["setup-key", "list"], defaults));
+    }
+
+    [Fact]
+    public void A_taken_port_is_one_line_naming_the_component_and_the_address_and_exit_1()
+    {
+        using var udp = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        udp.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        var relayPort = ((IPEndPoint)udp.LocalEndPoint!).Port;
+        File.WriteAllText(_configPath, $"""
+            listen = "127.0.0.1:0"
+            data_dir = "{_dir}/data"
+            relay = {"{"} listen = "127.0.0.1:{relayPort}" {"}"}
+            stun = {"{"} listen = "127.0.0.1:0" {"}"}
+            """);
+        var relay = Shell.TryRun(Executable, $"--config {_configPath}", TimeSpan.FromSeconds(60));
+        Assert.Equal(1, relay.ExitCode);
+        Assert.Contains($"relay: cannot listen on 127.0.0.1:{relayPort}: address already in use", relay.Output + relay.Error, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", relay.Output + relay.Error, StringComparison.Ordinal);
+
+        var tcp = new TcpListener(IPAddress.Loopback, 0);
+        tcp.Start();
+        try
+        {
+            var grpcPort = ((IPEndPoint)tcp.LocalEndpoint).Port;
+            File.WriteAllText(_configPath, $"""
+                listen = "127.0.0.1:{grpcPort}"
+                data_dir = "{_dir}/data"
+                relay = {"{"} listen = "127.0.0.1:0" {"}"}
+                stun = {"{"} listen = "127.0.0.1:0" {"}"}
+                """);
+            var grpc = Shell.TryRun(Executable, $"--config {_configPath}", TimeSpan.FromSeconds(60));
+            Assert.Equal(1, grpc.ExitCode);
+            Assert.Contains($"management/signal: cannot listen on 127.0.0.1:{grpcPort}: address already in use", grpc.Output + grpc.Error, StringComparison.Ordinal);
+            Assert.DoesNotContain("   at ", grpc.Output + grpc.Error, StringComparison.Ordinal);
+        }
+        finally
+        {
+            tcp.Stop();
+        }
+    }
+
+    [Fact]
+    public void Setup_key_names_are_unique_revoke_says_what_it_revoked_and_usage_limit_0_is_unlimited_either_way()
+    {
+        Assert.Equal(0, Cli("setup-key create --name ci").ExitCode);
+        var duplicate = Cli("setup-key create --name ci --reusable");
+        Assert.Equal(1, duplicate.ExitCode);
+        Assert.Contains("a setup key named 'ci' exists already", duplicate.Error, StringComparison.Ordinal);
+        Assert.Equal("", duplicate.Output.Trim());
+
+        Assert.Equal(0, Cli("setup-key create --name zero --usage-limit 0").ExitCode);
+        Assert.Equal(0, Cli("setup-key create --name zero-reusable --usage-limit 0 --reusable").ExitCode);
+        var keys = JsonDocument.Parse(Cli("setup-key list --json").Output).RootElement;
+        Assert.Equal(["ci", "zero", "zero-reusable"], keys.EnumerateArray().Select(k => k.GetProperty("name").GetString()));
+        foreach (var zero in keys.EnumerateArray().Skip(1))
+        {
+            Assert.True(zero.GetProperty("reusable").GetBoolean());
+            Assert.Equal(0, zero.GetProperty("usage_limit").GetInt32());
+        }
+
+        var ciId = keys[0].GetProperty("id").GetString();
+        var revoked = Cli("setup-key revoke ci");
+        Assert.True(revoked.ExitCode == 0, revoked.Error);
+        Assert.Equal($"revoked {ciId} 'ci'", revoked.Output.Trim());
+        Assert.Equal("revoked", JsonDocument.Parse(Cli("setup-key list --json").Output).RootElement[0].GetProperty("state").GetString());
+        Assert.Equal($"{ciId} 'ci' was already revoked", Cli($"setup-key revoke {ciId}").Output.Trim());
+    }
+
+    [Fact]
+    public async Task Json_keeps_base64_keys_verbatim_and_a_peer_is_named_by_its_full_name_in_the_zone()
+    {
+        await using var server = await TestServer.StartAsync(Path.Combine(_dir, "data"));
+        var setupKey = await server.CreateSetupKeyAsync();
+        // A public key with both characters JSON encoders like to escape.
+        var key = X25519KeyPair.Generate();
+        while (!(key.PublicKey.ToBase64().Contains('+', StringComparison.Ordinal) && key.PublicKey.ToBase64().Contains('/', StringComparison.Ordinal)))
+        {
+            key.Dispose();
+            key = X25519KeyPair.Generate();
+        }
+
+        var alphaKey = key.PublicKey.ToBase64();
+        using (key)
+        {
+            await new ManagementClient(server.Channel(), key).RegisterAsync(setupKey, TestServer.Meta("alpha"), CancellationToken.None);
+        }
+
+        await server.RegisterAgentAsync(setupKey, "bravo");
+
+        var list = Cli("peers list --json");
+        Assert.True(list.ExitCode == 0, list.Error);
+        Assert.Contains($"\"public_key\": \"{alphaKey}\"", list.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("\\u002B", list.Output, StringComparison.Ordinal);
+
+        Assert.Equal(0, Cli("groups create web").ExitCode);
+        var added = Cli("groups add-peer web alpha.modular.internal");
+        Assert.True(added.ExitCode == 0, added.Error);
+        Assert.Equal("added", added.Output.Trim());
+        Assert.Equal("already a member", Cli("groups add-peer web Alpha.Modular.Internal.").Output.Trim());
+        var otherZone = Cli("groups add-peer web alpha.example.com");
+        Assert.Equal(1, otherZone.ExitCode);
+        Assert.Contains("no peer 'alpha.example.com'", otherZone.Error, StringComparison.Ordinal);
+
+        var exit = Cli("routes exit-node alpha.modular.internal");
+        Assert.True(exit.ExitCode == 0, exit.Error);
+        Assert.Contains("exit-alpha", exit.Error, StringComparison.Ordinal);
+
+        var removed = Cli("peers remove bravo.modular.internal");
+        Assert.True(removed.ExitCode == 0, removed.Error);
+        Assert.StartsWith("removed bravo 100.64.0.2", removed.Output, StringComparison.Ordinal);
     }
 }

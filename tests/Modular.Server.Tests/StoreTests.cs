@@ -176,4 +176,31 @@ public sealed class StoreTests : StoreTestBase
         Assert.Empty(await Store.ListPeersAsync(default));
         Assert.True(await Store.GetNetworkSerialAsync(default) > s2);
     }
+
+    [Fact]
+    public async Task Setup_key_names_are_unique_and_unnamed_keys_get_free_names()
+    {
+        var (first, _) = await Store.CreateSetupKeyAsync(new NewSetupKey("ci", true, 0, null), default);
+        var e = await Assert.ThrowsAsync<NameInUseException>(() => Store.CreateSetupKeyAsync(new NewSetupKey("ci", false, 1, null), default));
+        Assert.Contains(first.Id, e.Message, StringComparison.Ordinal);
+        var (a, _) = await Store.CreateSetupKeyAsync(new NewSetupKey("", true, 0, null), default);
+        var (b, _) = await Store.CreateSetupKeyAsync(new NewSetupKey("", true, 0, null), default);
+        Assert.Equal(["ci", "setup-key", "setup-key-2"], (await Store.ListSetupKeysAsync(default)).Select(k => k.Name).Order(StringComparer.Ordinal));
+        Assert.Equal(("setup-key", "setup-key-2"), (a.Name, b.Name));
+    }
+
+    [Fact]
+    public async Task A_peer_is_found_by_label_dot_zone_of_the_stores_zone_only()
+    {
+        await using var store = new SqliteStore(Path.Combine(Dir, "zone.db"), Time, "corp.mesh");
+        await store.InitializeAsync(default);
+        var (_, plain) = await store.CreateSetupKeyAsync(new NewSetupKey("k", true, 0, null), default);
+        await store.RegisterPeerAsync(plain, NewKey(), Meta("Web Server"), null, default);
+        await store.CreateGroupAsync("web", default);
+
+        Assert.True(await store.AddPeerToGroupAsync("web", "web-server.corp.mesh", default));
+        Assert.False(await store.AddPeerToGroupAsync("web", "WEB-SERVER.CORP.MESH.", default));
+        await Assert.ThrowsAsync<Networks.NetworkValidationException>(() => store.AddPeerToGroupAsync("web", "web-server.modular.internal", default));
+        Assert.Single(await store.RemovePeersAsync("web-server.corp.mesh", default));
+    }
 }
