@@ -318,7 +318,7 @@ public sealed class CliTests : IAsyncLifetime
         Assert.Equal("added", added.Output.Trim());
         Assert.Equal("already a member", Cli("groups add-peer web Alpha.Modular.Internal.").Output.Trim());
         var otherZone = Cli("groups add-peer web alpha.example.com");
-        Assert.Equal(1, otherZone.ExitCode);
+        Assert.Equal(2, otherZone.ExitCode);
         Assert.Contains("no peer 'alpha.example.com'", otherZone.Error, StringComparison.Ordinal);
 
         var exit = Cli("routes exit-node alpha.modular.internal");

@@ -228,10 +228,10 @@ public sealed class NetworksPolicyTests : StoreTestBase
 
         Assert.Equal(0, Cli("groups create web").ExitCode);
         var badPorts = Cli("policies create bad --source All --destination web --protocol tcp --ports 80,0");
-        Assert.Equal(1, badPorts.ExitCode);
+        Assert.Equal(2, badPorts.ExitCode);
         Assert.Contains("ports: port 0", badPorts.Error, StringComparison.Ordinal);
         var badGroup = Cli("policies create bad --source nope --destination web");
-        Assert.Equal(1, badGroup.ExitCode);
+        Assert.Equal(2, badGroup.ExitCode);
         Assert.Contains("source: no group 'nope'", badGroup.Error, StringComparison.Ordinal);
 
         var created = Cli("policies create web-in --source All --destination web --protocol tcp --ports 80,443,8000-8100 --action accept --bidirectional");
@@ -248,10 +248,10 @@ public sealed class NetworksPolicyTests : StoreTestBase
 
         var groups = JsonDocument.Parse(Cli("groups list --json").Output).RootElement;
         Assert.Equal(["All", "web"], groups.EnumerateArray().Select(g => g.GetProperty("name").GetString()));
-        Assert.Equal(1, Cli("groups delete web").ExitCode);
+        Assert.Equal(2, Cli("groups delete web").ExitCode);
         Assert.Equal(0, Cli("policies delete web-in").ExitCode);
         Assert.Equal(0, Cli("groups delete web").ExitCode);
-        Assert.Equal(1, Cli("groups add-peer web nobody").ExitCode);
+        Assert.Equal(2, Cli("groups add-peer web nobody").ExitCode);
     }
 
     private async Task<IReadOnlyList<string>> RulesFor(PeerRecord self)

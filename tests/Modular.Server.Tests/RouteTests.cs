@@ -155,7 +155,7 @@ public sealed class RouteTests : StoreTestBase
         Assert.Equal(0, Cli("policies create office-web --source staff --destination-resource office --protocol tcp --ports 443").ExitCode);
 
         var bad = Cli("resources create everything --address 0.0.0.0/0 --routing-peer gw");
-        Assert.Equal(1, bad.ExitCode);
+        Assert.Equal(2, bad.ExitCode);
         Assert.Contains("address:", bad.Error, StringComparison.Ordinal);
         Assert.Contains("routes exit-node", bad.Error, StringComparison.Ordinal);
         Assert.Contains("routing-peer: no peer 'ghost'", Cli("resources create x --address 10.1.0.0/24 --routing-peer ghost").Error, StringComparison.Ordinal);

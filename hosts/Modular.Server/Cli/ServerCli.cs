@@ -256,7 +256,8 @@ public static class ServerCli
         }
         catch (Networks.NetworkValidationException e)
         {
-            return Fail(e.Message);
+            // A value the store's validation refuses (named by its field) is bad input, as a malformed flag is: exit 2.
+            return Usage(e.Message);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or Microsoft.Data.Sqlite.SqliteException or InvalidOperationException or NameInUseException)
         {
