@@ -47,6 +47,12 @@ public sealed record EngineOptions(
 
     /// <summary>What the user switches at run time (the local UI); the stats loop applies changes.</summary>
     public FeatureSwitches Switches { get; init; } = new();
+
+    /// <summary>
+    /// Userspace mode: where the interface's read-only UAPI socket is served (`wg show`), as wireguard-go
+    /// does; null serves none. Kernel mode ignores it (wireguard-go serves its own).
+    /// </summary>
+    public string? UapiDirectory { get; init; } = Modular.WireGuard.Uapi.UapiServer.DefaultDirectory;
 }
 
 /// <summary>The engine refuses to go on (e.g. management refused the setup key); the agent exits with this message.</summary>
@@ -575,7 +581,8 @@ public sealed class AgentEngine
         if (iface.Mode == WgInterfaceMode.Userspace)
         {
             var demux = new IceDemuxBind(new UdpBind());
-            _iface = new UserspaceWgIface(ifaceOptions, _loggerFactory, _time, () => demux);
+            // `wg show` works on the in-process device; `wg set` is refused (management owns the configuration).
+            _iface = new UserspaceWgIface(ifaceOptions, _loggerFactory, _time, () => demux) { ReadOnlyUapiDirectory = _options.UapiDirectory };
             transport = demux;
             portOffset = 0;
         }
