@@ -48,6 +48,9 @@ public sealed class DaemonLifecycleTests : IDisposable
 
         var down = AgentHarness.Run($"down --socket {_agent.SocketPath}");
         Assert.True(down.ExitCode == 0, down.Error + down.Output);
+        Assert.Contains($"(pid {daemon.Process.Id}) stopped", down.Output, StringComparison.Ordinal);
+        // "stopped" only once the process has exited, not just its socket gone.
+        Assert.True(daemon.Process.HasExited, $"`down` returned while the daemon (pid {daemon.Process.Id}) still ran");
         Assert.Equal(0, AgentHarness.WaitForExit(daemon));
         Assert.False(File.Exists(_agent.SocketPath), "the socket file outlived the daemon");
     }
