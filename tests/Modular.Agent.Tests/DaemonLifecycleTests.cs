@@ -53,6 +53,9 @@ public sealed class DaemonLifecycleTests : IDisposable
         Assert.True(daemon.Process.HasExited, $"`down` returned while the daemon (pid {daemon.Process.Id}) still ran");
         Assert.Equal(0, AgentHarness.WaitForExit(daemon));
         Assert.False(File.Exists(_agent.SocketPath), "the socket file outlived the daemon");
+        var output = AgentHarness.WaitForOutput(daemon, "modular stopped");
+        Assert.Contains(AgentLog.StoppingMarker, output, StringComparison.Ordinal);
+        Assert.Empty(AgentLog.ProblemsWhileStopping(output)); // a clean stop warns about nothing
     }
 
     [Fact]

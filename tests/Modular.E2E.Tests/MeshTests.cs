@@ -74,6 +74,8 @@ public sealed class MeshTests(ITestOutputHelper output)
         var a1Interface = rig["a1"].Interface;
         rig["a1"].Stop();
         Assert.DoesNotContain(a1Interface, rig["a1"].Namespace.Exec("ip -o link"), StringComparison.Ordinal);
+        Assert.Contains(AgentLog.StoppingMarker, rig["a1"].Log, StringComparison.Ordinal);
+        Assert.Empty(AgentLog.ProblemsWhileStopping(rig["a1"].Log)); // a clean stop (connected to management and signal) warns about nothing
     }
 
     [SkippableFact]

@@ -160,7 +160,7 @@ public sealed class AgentEngine
                     await SyncAsync(management, stop.Token);
                     SetManagement(false, "the network map stream ended");
                 }
-                catch (OperationCanceledException) when (stop.IsCancellationRequested)
+                catch (Exception e) when (IsOwnCancellation(e, stop.Token))
                 {
                     break;
                 }
@@ -684,7 +684,7 @@ public sealed class AgentEngine
                         }
                     }
                 }
-                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested && _manager is { } manager)
+                catch (Exception e) when (IsOwnCancellation(e, cancellationToken) && _manager is { } manager)
                 {
                     // Stopping: while signal is still up, peers learn it now (their routes fail over at once).
                     await manager.SayGoodbyeAsync(_signaling, TimeSpan.FromSeconds(2));
@@ -694,7 +694,7 @@ public sealed class AgentEngine
                 _signaling.Client = null;
                 _recorder.SetSignal(new ServiceStatus(url, false, "the signal stream ended"));
             }
-            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            catch (Exception e) when (IsOwnCancellation(e, cancellationToken))
             {
                 break;
             }
@@ -938,6 +938,13 @@ public sealed class AgentEngine
         RpcException rpc => $"{rpc.StatusCode}: {rpc.Status.Detail}",
         _ => e.Message,
     };
+
+    /// <summary>
+    /// The failure is our own stop: a cancelled gRPC call surfaces as RpcException(Cancelled, "Call canceled
+    /// by the client") rather than OperationCanceledException. Neither a warning nor retried.
+    /// </summary>
+    internal static bool IsOwnCancellation(Exception e, CancellationToken stopping)
+        => stopping.IsCancellationRequested && e is OperationCanceledException or RpcException { StatusCode: StatusCode.Cancelled };
 
     private static TimeSpan Jitter(TimeSpan delay) => delay * (0.75 + (Random.Shared.NextDouble() * 0.5));
 }
