@@ -76,6 +76,10 @@ public sealed class MeshTests(ITestOutputHelper output)
         Assert.DoesNotContain(a1Interface, rig["a1"].Namespace.Exec("ip -o link"), StringComparison.Ordinal);
         Assert.Contains(AgentLog.StoppingMarker, rig["a1"].Log, StringComparison.Ordinal);
         Assert.Empty(AgentLog.ProblemsWhileStopping(rig["a1"].Log)); // a clean stop (connected to management and signal) warns about nothing
+
+        // The removed agent said so once (with what to do), not once per retry.
+        var removedReports = rig["a3"].Log.Split('\n').Where(l => l.Contains("re-register it with a setup key", StringComparison.Ordinal) && l.Contains("ERR]", StringComparison.Ordinal)).ToList();
+        Assert.True(removedReports.Count == 1, $"a3 reported its removal {removedReports.Count} times:\n{string.Join("\n", removedReports)}");
     }
 
     [SkippableFact]

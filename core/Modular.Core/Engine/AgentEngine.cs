@@ -95,6 +95,7 @@ public sealed class AgentEngine
     private readonly TimeProvider _time;
     private readonly X25519KeyPair _identity;
     private readonly EngineSignaling _signaling = new();
+    private readonly RefusedPeerBackoff _refused;
     private IWgIface? _iface;
     private EnginePaths? _paths;
     private EngineRelayConnector? _relay;
@@ -126,6 +127,7 @@ public sealed class AgentEngine
         _logger = loggerFactory.CreateLogger<AgentEngine>();
         _time = time;
         _identity = X25519KeyPair.FromPrivateKey(options.PrivateKey);
+        _refused = new RefusedPeerBackoff(_logger, time, RegisteredMarker);
     }
 
     /// <summary>The connection manager once the interface exists (for tests and benchmarks).</summary>
@@ -142,12 +144,15 @@ public sealed class AgentEngine
         try
         {
             var backoff = TimeSpan.FromSeconds(1);
+            var refused = _refused;
             while (!stop.IsCancellationRequested)
             {
                 GrpcChannel? channel = null;
+                TimeSpan? wait = null;
                 try
                 {
                     (channel, var management, var login) = await LoginAsync(stop.Token);
+                    refused.OnAccepted();
                     await EnsureInterfaceAsync(login, stop.Token);
                     if (background.Count == 0)
                     {
@@ -170,9 +175,10 @@ public sealed class AgentEngine
                 }
                 catch (RpcException e) when (e.StatusCode is StatusCode.NotFound or StatusCode.PermissionDenied)
                 {
-                    // This peer was removed or expired: drop every tunnel, keep asking (an operator may re-add it).
-                    SetManagement(false, $"management refused this peer: {e.Status.Detail}");
-                    _logger.LogError("Management refused this peer ({Detail}); removing all peers", e.Status.Detail);
+                    // This peer was removed or expired: drop every tunnel, keep asking (an operator may re-add it),
+                    // backing off to an hour and saying so at most once an hour.
+                    SetManagement(false, refused.Describe(e.StatusCode, e.Status.Detail));
+                    wait = refused.OnRefused(e.StatusCode, e.Status.Detail);
                     if (_manager is not null)
                     {
                         await _manager.ApplyAsync([], CancellationToken.None);
@@ -207,7 +213,7 @@ public sealed class AgentEngine
 
                 try
                 {
-                    await Task.Delay(Jitter(backoff), _time, stop.Token);
+                    await Task.Delay(wait ?? Jitter(backoff), _time, stop.Token);
                 }
                 catch (OperationCanceledException)
                 {
@@ -652,6 +658,7 @@ public sealed class AgentEngine
     private async Task SignalLoopAsync(CancellationToken cancellationToken)
     {
         var backoff = TimeSpan.FromSeconds(1);
+        var refusedSignal = false;
         while (!cancellationToken.IsCancellationRequested)
         {
             var url = _services?.SignalUrl ?? "";
@@ -704,11 +711,22 @@ public sealed class AgentEngine
             {
                 _signaling.Client = null;
                 _recorder.SetSignal(new ServiceStatus(url, false, Describe(e)));
-                _logger.LogWarning("Signal {Signal}: {Problem}; retrying", url, Describe(e));
+                if (_refused.IsRefused && e is RpcException { StatusCode: StatusCode.PermissionDenied or StatusCode.NotFound })
+                {
+                    // Management already said (once an hour) that this peer was removed; signal agrees, quietly.
+                    _logger.LogDebug("Signal {Signal}: {Problem}; this peer is refused, retrying with backoff", url, Describe(e));
+                    refusedSignal = true;
+                }
+                else
+                {
+                    _logger.LogWarning("Signal {Signal}: {Problem}; retrying", url, Describe(e));
+                }
             }
 
             await DelayAsync(Jitter(backoff), cancellationToken);
-            backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, MaxBackoff.Ticks));
+            var cap = refusedSignal ? RefusedPeerBackoff.MaxDelay : MaxBackoff;
+            refusedSignal = false;
+            backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, cap.Ticks));
         }
 
         _signaling.Client = null;
