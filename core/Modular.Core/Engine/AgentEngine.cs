@@ -106,6 +106,8 @@ public sealed class AgentEngine
     private IceSocketTransport? _iceTransport;
     private volatile ServiceAddresses? _services;
     private volatile Uri? _managementUrl;
+    // The management URL whose failure is reported (the last one LoginAsync tried), for the one-line message.
+    private volatile Uri? _lastLoginUrl;
     // The key management announced (GetServerKey); signal must prove the same key, so an impersonating
     // signal server (DNS, a wrong public_url) is refused instead of trusted. Boxed for atomic publication.
     private volatile StrongBox<WgKey>? _serverKey;
@@ -203,8 +205,9 @@ public sealed class AgentEngine
                 catch (Exception e)
 #pragma warning restore CA1031
                 {
-                    SetManagement(false, Describe(e));
-                    _logger.LogWarning("Management: {Problem}; retrying in about {Seconds} s", Describe(e), (int)backoff.TotalSeconds);
+                    var problem = ConnectionProblem.Describe(e, _lastLoginUrl);
+                    SetManagement(false, problem);
+                    _logger.LogWarning("Management: {Problem}; retrying in about {Seconds} s", problem, (int)backoff.TotalSeconds);
                 }
                 finally
                 {
@@ -280,7 +283,8 @@ public sealed class AgentEngine
             {
                 channel.Dispose();
                 last = e;
-                _logger.LogDebug("Management {Url}: {Problem}", url, Describe(e));
+                _lastLoginUrl = url;
+                _logger.LogDebug("Management {Url}: {Problem}", url, ConnectionProblem.Describe(e, url));
             }
             catch
             {
@@ -710,16 +714,17 @@ public sealed class AgentEngine
 #pragma warning restore CA1031
             {
                 _signaling.Client = null;
-                _recorder.SetSignal(new ServiceStatus(url, false, Describe(e)));
+                var problem = ConnectionProblem.Describe(e, Uri.TryCreate(url, UriKind.Absolute, out var target) ? target : null);
+                _recorder.SetSignal(new ServiceStatus(url, false, problem));
                 if (_refused.IsRefused && e is RpcException { StatusCode: StatusCode.PermissionDenied or StatusCode.NotFound })
                 {
                     // Management already said (once an hour) that this peer was removed; signal agrees, quietly.
-                    _logger.LogDebug("Signal {Signal}: {Problem}; this peer is refused, retrying with backoff", url, Describe(e));
+                    _logger.LogDebug("Signal {Signal}: {Problem}; this peer is refused, retrying with backoff", url, problem);
                     refusedSignal = true;
                 }
                 else
                 {
-                    _logger.LogWarning("Signal {Signal}: {Problem}; retrying", url, Describe(e));
+                    _logger.LogWarning("Signal {Signal}: {Problem}; retrying", url, problem);
                 }
             }
 
