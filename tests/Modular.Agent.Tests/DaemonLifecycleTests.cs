@@ -46,10 +46,33 @@ public sealed class DaemonLifecycleTests : IDisposable
         Assert.Contains(root.GetProperty("public_key").GetString()!, text.Output, StringComparison.Ordinal);
         Assert.Contains("0/0 connected", text.Output, StringComparison.Ordinal);
 
+        // A name that does not resolve reads as such, in one line, not "Unavailable: Error connecting to subchannel".
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        string? managementError = null;
+        while (DateTime.UtcNow < deadline)
+        {
+            using var again = JsonDocument.Parse(AgentHarness.Run($"status --json --socket {_agent.SocketPath}").Output);
+            managementError = again.RootElement.GetProperty("management").GetProperty("error").GetString();
+            if (managementError == "cannot resolve mgmt.test.invalid")
+            {
+                break;
+            }
+
+            Thread.Sleep(200); // polling the daemon's status until its first attempt is recorded
+        }
+
+        Assert.Equal("cannot resolve mgmt.test.invalid", managementError);
+
         var down = AgentHarness.Run($"down --socket {_agent.SocketPath}");
         Assert.True(down.ExitCode == 0, down.Error + down.Output);
+        Assert.Contains($"(pid {daemon.Process.Id}) stopped", down.Output, StringComparison.Ordinal);
+        // "stopped" only once the process has exited, not just its socket gone.
+        Assert.True(daemon.Process.HasExited, $"`down` returned while the daemon (pid {daemon.Process.Id}) still ran");
         Assert.Equal(0, AgentHarness.WaitForExit(daemon));
         Assert.False(File.Exists(_agent.SocketPath), "the socket file outlived the daemon");
+        var output = AgentHarness.WaitForOutput(daemon, "modular stopped");
+        Assert.Contains(AgentLog.StoppingMarker, output, StringComparison.Ordinal);
+        Assert.Empty(AgentLog.ProblemsWhileStopping(output)); // a clean stop warns about nothing
     }
 
     [Fact]

@@ -6,24 +6,9 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Modular.Abstractions.Plugins;
 using Modular.Abstractions.Proxy;
 using Modular.Abstractions.WireGuard;
+using Modular.Testing;
 
 namespace Modular.Composition.Tests;
-
-/// <summary>Records log entries so tests can check what was warned about, and how often.</summary>
-internal sealed class ListLogger : ILogger
-{
-    public ConcurrentQueue<(LogLevel Level, string Message)> Entries { get; } = new();
-
-    public IDisposable? BeginScope<TState>(TState state)
-        where TState : notnull => null;
-
-    public bool IsEnabled(LogLevel logLevel) => true;
-
-    public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-        => Entries.Enqueue((logLevel, formatter(state, exception)));
-
-    public IReadOnlyList<string> Warnings => Entries.Where(e => e.Level == LogLevel.Warning).Select(e => e.Message).ToList();
-}
 
 /// <summary>A relayed connection in memory: the test plays the relay's far side.</summary>
 internal sealed class InMemoryRelayedConnection : IRelayedConnection

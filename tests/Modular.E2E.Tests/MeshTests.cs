@@ -14,6 +14,7 @@ public sealed class MeshTests(ITestOutputHelper output)
     public void Three_agents_connect_p2p_ping_survive_a_server_restart_and_lose_a_removed_peer()
     {
         MeshRig.RequirePrerequisites();
+        Prerequisites.RequireTool("wg");
         using var rig = new MeshRig(output, "m");
         rig.StartServer();
         var key = rig.CreateSetupKey();
@@ -47,6 +48,7 @@ public sealed class MeshTests(ITestOutputHelper output)
         }
 
         Assert.True(rig["a1"].Ping(ips["a2"]), "a1 -> a2 again, at once");
+        WgShowWorksAndWgSetIsRefused(rig, rig["a1"], rig["a2"]);
 
         // The server goes away: tunnels stay; it comes back: agents resync.
         rig.KillServer();
@@ -72,6 +74,12 @@ public sealed class MeshTests(ITestOutputHelper output)
         var a1Interface = rig["a1"].Interface;
         rig["a1"].Stop();
         Assert.DoesNotContain(a1Interface, rig["a1"].Namespace.Exec("ip -o link"), StringComparison.Ordinal);
+        Assert.Contains(AgentLog.StoppingMarker, rig["a1"].Log, StringComparison.Ordinal);
+        Assert.Empty(AgentLog.ProblemsWhileStopping(rig["a1"].Log)); // a clean stop (connected to management and signal) warns about nothing
+
+        // The removed agent said so once (with what to do), not once per retry.
+        var removedReports = rig["a3"].Log.Split('\n').Where(l => l.Contains("re-register it with a setup key", StringComparison.Ordinal) && l.Contains("ERR]", StringComparison.Ordinal)).ToList();
+        Assert.True(removedReports.Count == 1, $"a3 reported its removal {removedReports.Count} times:\n{string.Join("\n", removedReports)}");
     }
 
     [SkippableFact]
@@ -103,6 +111,39 @@ public sealed class MeshTests(ITestOutputHelper output)
             .Select(pid => File.Exists($"/proc/{pid}/comm") ? File.ReadAllText($"/proc/{pid}/comm").Trim() : "")
             .Where(name => name.StartsWith("wireguard-go", StringComparison.Ordinal));
         Assert.Empty(left); // the agent stopped the wireguard-go it owned
+    }
+
+    /// <summary>
+    /// The userspace agent serves its interface's UAPI socket read-only: the stock `wg` shows the peer
+    /// with a handshake and traffic (after the pings), `wg set` is refused and logged, nothing changes.
+    /// </summary>
+    private static void WgShowWorksAndWgSetIsRefused(MeshRig rig, MeshRig.Agent agent, MeshRig.Agent peer)
+    {
+        var peerKey = peer.Status()!.Value.GetProperty("public_key").GetString()!;
+        var show = agent.Namespace.TryExec($"wg show {agent.Interface}");
+        rig.Log(show.Output);
+        Assert.True(show.ExitCode == 0, $"wg show {agent.Interface}: {show.Error}");
+        var peerSection = show.Output[show.Output.IndexOf($"peer: {peerKey}", StringComparison.Ordinal)..];
+        Assert.Contains("latest handshake:", peerSection, StringComparison.Ordinal);
+        var transfer = System.Text.RegularExpressions.Regex.Match(peerSection, @"transfer: ([0-9.]+) \S+ received, ([0-9.]+) \S+ sent");
+        Assert.True(transfer.Success, "wg show has no transfer line for the peer");
+        Assert.True(double.Parse(transfer.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) > 0, "nothing received from the peer");
+        Assert.True(double.Parse(transfer.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture) > 0, "nothing sent to the peer");
+
+        var dump = agent.Namespace.TryExec($"wg show {agent.Interface} dump");
+        Assert.True(dump.ExitCode == 0 && dump.Output.Contains(peerKey, StringComparison.Ordinal), "wg show dump lists the peer");
+        var showconf = agent.Namespace.TryExec($"wg showconf {agent.Interface}"); // holds the private key: never printed
+        Assert.True(showconf.ExitCode == 0 && showconf.Output.Contains($"PublicKey = {peerKey}", StringComparison.Ordinal), "wg showconf lists the peer");
+
+        var set = agent.Namespace.TryExec($"wg set {agent.Interface} listen-port 1");
+        Assert.NotEqual(0, set.ExitCode);
+        Assert.Contains("Operation not permitted", set.Error, StringComparison.Ordinal);
+        rig.WaitUntil(
+            () => agent.Log.Contains("the agent owns this interface's configuration; change it through management", StringComparison.Ordinal),
+            TimeSpan.FromSeconds(10),
+            "the refused wg set in the agent's log");
+        Assert.Single(agent.Log.Split('\n'), line => line.Contains("the agent owns this interface's configuration", StringComparison.Ordinal)); // one line per refused request
+        Assert.Equal("51820", agent.Namespace.Exec($"wg show {agent.Interface} listen-port").Trim());
     }
 
     internal static string Diagnostics(MeshRig rig, IEnumerable<string> names)

@@ -91,7 +91,8 @@ public sealed class UapiSocketTests : IAsyncDisposable
         await using var server = UapiServer.Start(path, _handler);
         _handler.SetResult = 22;
 
-        Assert.Equal("errno=22\n\n", await ExchangeAsync(path, "set=1\npublic_key=zz\n\n"));
+        // Negated on the wire, as wireguard-go does: `wg set` turns errno=-22 into EINVAL.
+        Assert.Equal("errno=-22\n\n", await ExchangeAsync(path, "set=1\npublic_key=zz\n\n"));
         Assert.Equal(string.Empty, await ExchangeAsync(path, "set=1\nlisten_port=1\n"));
         Assert.Single(_handler.Sets);
     }
@@ -115,6 +116,55 @@ public sealed class UapiSocketTests : IAsyncDisposable
         Assert.False(File.Exists(path));
     }
 
+    [Fact]
+    public async Task TheReadOnlyWrapperAnswersGetAndRefusesSetWithEpermAndOneWarningPerRequest()
+    {
+        var path = Path.Combine(_directory, "mdlro.sock");
+        var logger = new ListLogger();
+        await using var server = UapiServer.Start(path, new ReadOnlyUapiHandler(_handler, "mdlro", logger));
+
+        var response = await ExchangeAsync(path, "get=1\n\nset=1\nprivate_key=" + PrivateKey.ToHex() + "\n\nset=1\nlisten_port=1\n\n");
+
+        var parts = response.Split("\n\n");
+        Assert.Contains("rx_bytes=1234\n", parts[0]);
+        Assert.EndsWith("errno=0", parts[0]);
+        Assert.Equal(["errno=-1", "errno=-1", ""], parts[1..]); // EPERM, negated as `wg set` expects
+        Assert.Empty(_handler.Sets); // nothing reached the device
+        Assert.Equal(2, logger.Warnings.Count);
+        Assert.All(logger.Warnings, w => Assert.Contains("mdlro", w, StringComparison.Ordinal));
+        Assert.All(logger.Warnings, w => Assert.Contains("the agent owns this interface's configuration; change it through management", w, StringComparison.Ordinal));
+        Assert.DoesNotContain(logger.Entries, e => e.Message.Contains(PrivateKey.ToHex(), StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task TryStartOnAPathAnotherProcessServesWarnsOnceReturnsNullAndLeavesTheOtherServing()
+    {
+        var path = Path.Combine(_directory, "mdlbusy.sock");
+        await using var first = UapiServer.Start(path, _handler);
+        var logger = new ListLogger();
+
+        var second = UapiServer.TryStart(path, _handler, "mdlbusy", logger);
+
+        Assert.Null(second);
+        var warning = Assert.Single(logger.Warnings);
+        Assert.Contains("`wg show mdlbusy` is not available", warning, StringComparison.Ordinal);
+        Assert.Contains("served by another process", warning, StringComparison.Ordinal);
+        Assert.Contains("errno=0", await ExchangeAsync(path, "get=1\n\n"));
+    }
+
+    [Fact]
+    public async Task TryStartOnAFreePathServes()
+    {
+        var path = Path.Combine(_directory, "mdlfree.sock");
+        var logger = new ListLogger();
+
+        await using var server = UapiServer.TryStart(path, _handler, "mdlfree", logger);
+
+        Assert.NotNull(server);
+        Assert.Empty(logger.Entries);
+        Assert.Contains("errno=0", await ExchangeAsync(path, "get=1\n\n"));
+    }
+
     [SkippableFact]
     public async Task TheWgToolShowsAndSetsThroughTheSocket()
     {
@@ -135,6 +185,26 @@ public sealed class UapiSocketTests : IAsyncDisposable
         Assert.Contains("listen_port=4321\n", set);
         Assert.Contains($"public_key={PeerKey.ToHex()}\n", set);
         Assert.Contains("allowed_ip=100.64.0.9/32\n", set);
+    }
+
+    [SkippableFact]
+    public async Task TheWgToolShowsAReadOnlySocketAndReportsARefusedSetAsOperationNotPermitted()
+    {
+        Prerequisites.RequireRoot();
+        Prerequisites.RequireTool("wg");
+        var iface = $"mdlr{Environment.ProcessId % 100000}";
+        var logger = new ListLogger();
+        await using var server = UapiServer.Start(UapiServer.PathFor(iface), new ReadOnlyUapiHandler(_handler, iface, logger));
+
+        var show = Shell.TryRun("wg", $"show {iface} peers");
+        var set = Shell.TryRun("wg", $"set {iface} listen-port 1");
+
+        Assert.Equal(0, show.ExitCode);
+        Assert.Equal(PeerKey.ToBase64(), show.Output.Trim());
+        Assert.NotEqual(0, set.ExitCode);
+        Assert.Contains("Operation not permitted", set.Error, StringComparison.Ordinal);
+        Assert.Empty(_handler.Sets);
+        Assert.Single(logger.Warnings);
     }
 
     public ValueTask DisposeAsync()

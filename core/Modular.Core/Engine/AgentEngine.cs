@@ -47,6 +47,12 @@ public sealed record EngineOptions(
 
     /// <summary>What the user switches at run time (the local UI); the stats loop applies changes.</summary>
     public FeatureSwitches Switches { get; init; } = new();
+
+    /// <summary>
+    /// Userspace mode: where the interface's read-only UAPI socket is served (`wg show`), as wireguard-go
+    /// does; null serves none. Kernel mode ignores it (wireguard-go serves its own).
+    /// </summary>
+    public string? UapiDirectory { get; init; } = Modular.WireGuard.Uapi.UapiServer.DefaultDirectory;
 }
 
 /// <summary>The engine refuses to go on (e.g. management refused the setup key); the agent exits with this message.</summary>
@@ -89,6 +95,7 @@ public sealed class AgentEngine
     private readonly TimeProvider _time;
     private readonly X25519KeyPair _identity;
     private readonly EngineSignaling _signaling = new();
+    private readonly RefusedPeerBackoff _refused;
     private IWgIface? _iface;
     private EnginePaths? _paths;
     private EngineRelayConnector? _relay;
@@ -99,6 +106,8 @@ public sealed class AgentEngine
     private IceSocketTransport? _iceTransport;
     private volatile ServiceAddresses? _services;
     private volatile Uri? _managementUrl;
+    // The management URL whose failure is reported (the last one LoginAsync tried), for the one-line message.
+    private volatile Uri? _lastLoginUrl;
     // The key management announced (GetServerKey); signal must prove the same key, so an impersonating
     // signal server (DNS, a wrong public_url) is refused instead of trusted. Boxed for atomic publication.
     private volatile StrongBox<WgKey>? _serverKey;
@@ -120,6 +129,7 @@ public sealed class AgentEngine
         _logger = loggerFactory.CreateLogger<AgentEngine>();
         _time = time;
         _identity = X25519KeyPair.FromPrivateKey(options.PrivateKey);
+        _refused = new RefusedPeerBackoff(_logger, time, RegisteredMarker);
     }
 
     /// <summary>The connection manager once the interface exists (for tests and benchmarks).</summary>
@@ -136,12 +146,15 @@ public sealed class AgentEngine
         try
         {
             var backoff = TimeSpan.FromSeconds(1);
+            var refused = _refused;
             while (!stop.IsCancellationRequested)
             {
                 GrpcChannel? channel = null;
+                TimeSpan? wait = null;
                 try
                 {
                     (channel, var management, var login) = await LoginAsync(stop.Token);
+                    refused.OnAccepted();
                     await EnsureInterfaceAsync(login, stop.Token);
                     if (background.Count == 0)
                     {
@@ -154,7 +167,7 @@ public sealed class AgentEngine
                     await SyncAsync(management, stop.Token);
                     SetManagement(false, "the network map stream ended");
                 }
-                catch (OperationCanceledException) when (stop.IsCancellationRequested)
+                catch (Exception e) when (IsOwnCancellation(e, stop.Token))
                 {
                     break;
                 }
@@ -164,9 +177,10 @@ public sealed class AgentEngine
                 }
                 catch (RpcException e) when (e.StatusCode is StatusCode.NotFound or StatusCode.PermissionDenied)
                 {
-                    // This peer was removed or expired: drop every tunnel, keep asking (an operator may re-add it).
-                    SetManagement(false, $"management refused this peer: {e.Status.Detail}");
-                    _logger.LogError("Management refused this peer ({Detail}); removing all peers", e.Status.Detail);
+                    // This peer was removed or expired: drop every tunnel, keep asking (an operator may re-add it),
+                    // backing off to an hour and saying so at most once an hour.
+                    SetManagement(false, refused.Describe(e.StatusCode, e.Status.Detail));
+                    wait = refused.OnRefused(e.StatusCode, e.Status.Detail);
                     if (_manager is not null)
                     {
                         await _manager.ApplyAsync([], CancellationToken.None);
@@ -191,8 +205,9 @@ public sealed class AgentEngine
                 catch (Exception e)
 #pragma warning restore CA1031
                 {
-                    SetManagement(false, Describe(e));
-                    _logger.LogWarning("Management: {Problem}; retrying in about {Seconds} s", Describe(e), (int)backoff.TotalSeconds);
+                    var problem = ConnectionProblem.Describe(e, _lastLoginUrl);
+                    SetManagement(false, problem);
+                    _logger.LogWarning("Management: {Problem}; retrying in about {Seconds} s", problem, (int)backoff.TotalSeconds);
                 }
                 finally
                 {
@@ -201,7 +216,7 @@ public sealed class AgentEngine
 
                 try
                 {
-                    await Task.Delay(Jitter(backoff), _time, stop.Token);
+                    await Task.Delay(wait ?? Jitter(backoff), _time, stop.Token);
                 }
                 catch (OperationCanceledException)
                 {
@@ -268,7 +283,8 @@ public sealed class AgentEngine
             {
                 channel.Dispose();
                 last = e;
-                _logger.LogDebug("Management {Url}: {Problem}", url, Describe(e));
+                _lastLoginUrl = url;
+                _logger.LogDebug("Management {Url}: {Problem}", url, ConnectionProblem.Describe(e, url));
             }
             catch
             {
@@ -575,7 +591,8 @@ public sealed class AgentEngine
         if (iface.Mode == WgInterfaceMode.Userspace)
         {
             var demux = new IceDemuxBind(new UdpBind());
-            _iface = new UserspaceWgIface(ifaceOptions, _loggerFactory, _time, () => demux);
+            // `wg show` works on the in-process device; `wg set` is refused (management owns the configuration).
+            _iface = new UserspaceWgIface(ifaceOptions, _loggerFactory, _time, () => demux) { ReadOnlyUapiDirectory = _options.UapiDirectory };
             transport = demux;
             portOffset = 0;
         }
@@ -645,6 +662,7 @@ public sealed class AgentEngine
     private async Task SignalLoopAsync(CancellationToken cancellationToken)
     {
         var backoff = TimeSpan.FromSeconds(1);
+        var refusedSignal = false;
         while (!cancellationToken.IsCancellationRequested)
         {
             var url = _services?.SignalUrl ?? "";
@@ -677,7 +695,7 @@ public sealed class AgentEngine
                         }
                     }
                 }
-                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested && _manager is { } manager)
+                catch (Exception e) when (IsOwnCancellation(e, cancellationToken) && _manager is { } manager)
                 {
                     // Stopping: while signal is still up, peers learn it now (their routes fail over at once).
                     await manager.SayGoodbyeAsync(_signaling, TimeSpan.FromSeconds(2));
@@ -687,7 +705,7 @@ public sealed class AgentEngine
                 _signaling.Client = null;
                 _recorder.SetSignal(new ServiceStatus(url, false, "the signal stream ended"));
             }
-            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            catch (Exception e) when (IsOwnCancellation(e, cancellationToken))
             {
                 break;
             }
@@ -696,12 +714,24 @@ public sealed class AgentEngine
 #pragma warning restore CA1031
             {
                 _signaling.Client = null;
-                _recorder.SetSignal(new ServiceStatus(url, false, Describe(e)));
-                _logger.LogWarning("Signal {Signal}: {Problem}; retrying", url, Describe(e));
+                var problem = ConnectionProblem.Describe(e, Uri.TryCreate(url, UriKind.Absolute, out var target) ? target : null);
+                _recorder.SetSignal(new ServiceStatus(url, false, problem));
+                if (_refused.IsRefused && e is RpcException { StatusCode: StatusCode.PermissionDenied or StatusCode.NotFound })
+                {
+                    // Management already said (once an hour) that this peer was removed; signal agrees, quietly.
+                    _logger.LogDebug("Signal {Signal}: {Problem}; this peer is refused, retrying with backoff", url, problem);
+                    refusedSignal = true;
+                }
+                else
+                {
+                    _logger.LogWarning("Signal {Signal}: {Problem}; retrying", url, problem);
+                }
             }
 
             await DelayAsync(Jitter(backoff), cancellationToken);
-            backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, MaxBackoff.Ticks));
+            var cap = refusedSignal ? RefusedPeerBackoff.MaxDelay : MaxBackoff;
+            refusedSignal = false;
+            backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, cap.Ticks));
         }
 
         _signaling.Client = null;
@@ -931,6 +961,13 @@ public sealed class AgentEngine
         RpcException rpc => $"{rpc.StatusCode}: {rpc.Status.Detail}",
         _ => e.Message,
     };
+
+    /// <summary>
+    /// The failure is our own stop: a cancelled gRPC call surfaces as RpcException(Cancelled, "Call canceled
+    /// by the client") rather than OperationCanceledException. Neither a warning nor retried.
+    /// </summary>
+    internal static bool IsOwnCancellation(Exception e, CancellationToken stopping)
+        => stopping.IsCancellationRequested && e is OperationCanceledException or RpcException { StatusCode: StatusCode.Cancelled };
 
     private static TimeSpan Jitter(TimeSpan delay) => delay * (0.75 + (Random.Shared.NextDouble() * 0.5));
 }

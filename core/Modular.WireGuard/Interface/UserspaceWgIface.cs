@@ -4,6 +4,7 @@ using Modular.Abstractions.WireGuard;
 using Modular.WireGuard.Conn;
 using Modular.WireGuard.Device;
 using Modular.WireGuard.Tun;
+using Modular.WireGuard.Uapi;
 
 namespace Modular.WireGuard.Interface;
 
@@ -23,6 +24,7 @@ public sealed class UserspaceWgIface : IWgIface
     private WgDevice? _device;
     private LinuxTun? _tun;
     private IPacketFilter? _packetFilter;
+    private UapiServer? _uapi;
     private bool _closed;
 
     /// <param name="bindFactory">The UDP bind to use; <see cref="UdpBind"/> by default (the agent's ICE layer may wrap it).</param>
@@ -58,6 +60,16 @@ public sealed class UserspaceWgIface : IWgIface
     public WgDevice? Device => _device;
 
     /// <summary>
+    /// When set, Create serves the device's UAPI socket read-only (<see cref="ReadOnlyUapiHandler"/>) at
+    /// &lt;directory&gt;/&lt;name&gt;.sock, so `wg show` works; Close removes it. A path another process
+    /// serves is a warning, not a failure (<see cref="UapiServer.TryStart"/>). Null: no socket.
+    /// </summary>
+    public string? ReadOnlyUapiDirectory { get; init; }
+
+    /// <summary>The UAPI socket this interface serves, or null (not asked for, not created, or the path was taken).</summary>
+    public string? UapiSocketPath => _uapi?.SocketPath;
+
+    /// <summary>
     /// Filters every packet crossing the device (the agent's stateful firewall); null: everything passes.
     /// Settable before Create (kept for the device it creates) or while running.
     /// </summary>
@@ -90,12 +102,18 @@ public sealed class UserspaceWgIface : IWgIface
             _device.SetPrivateKey(_options.PrivateKey);
             _device.SetListenPort((ushort)_options.ListenPort);
             await IpCommand.RunAsync($"address add {_options.AddressWithPrefix} dev {Name}", cancellationToken);
+            if (ReadOnlyUapiDirectory is { } directory)
+            {
+                var handler = new ReadOnlyUapiHandler(UapiServer.HandlerFor(_device), Name, _logger);
+                _uapi = UapiServer.TryStart(UapiServer.PathFor(Name, directory), handler, Name, _logger);
+            }
+
             _logger.LogInformation("Created userspace {Interface} {Address} mtu {Mtu} (TUN offloads {Offloads})",
                 Name, _options.AddressWithPrefix, _options.Mtu, _tun.OffloadsEnabled ? "on" : "off");
         }
         catch
         {
-            CloseLocked();
+            await CloseLockedAsync();
             throw;
         }
         finally
@@ -117,7 +135,7 @@ public sealed class UserspaceWgIface : IWgIface
         try
         {
             _closed = true;
-            CloseLocked();
+            await CloseLockedAsync();
         }
         finally
         {
@@ -125,8 +143,16 @@ public sealed class UserspaceWgIface : IWgIface
         }
     }
 
-    private void CloseLocked()
+    private async ValueTask CloseLockedAsync()
     {
+        // The socket goes first, so no `wg show` reads a device being torn down.
+        var uapi = _uapi;
+        _uapi = null;
+        if (uapi is not null)
+        {
+            await uapi.DisposeAsync();
+        }
+
         // Disposing the device closes the bind and the TUN fd; the kernel then removes the interface.
         var device = _device;
         _device = null;

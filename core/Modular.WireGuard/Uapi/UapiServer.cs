@@ -20,7 +20,7 @@ public interface IUapiHandler
 /// socket, as wireguard-go serves it at /var/run/wireguard/&lt;iface&gt;.sock, so the stock
 /// `wg` tool and wg-quick configure our device. Each connection may carry several
 /// requests: "get=1\n\n" answers the body then "errno=0\n\n"; "set=1\n...\n\n" answers
-/// "errno=N\n\n". A malformed request gets errno=22 (EINVAL) and the connection is closed.
+/// "errno=-N\n\n" (negated, as wireguard-go and `wg` have it; 0 on success). A malformed request gets errno=22 (EINVAL) and the connection is closed.
 /// The socket file is removed on Dispose.
 /// </summary>
 public sealed class UapiServer : IAsyncDisposable
@@ -98,7 +98,33 @@ public sealed class UapiServer : IAsyncDisposable
 
     /// <summary>Serves <paramref name="device"/> (its IpcGet/IpcSet) at <paramref name="path"/>.</summary>
     public static UapiServer Start(string path, Device.WgDevice device, ILogger? logger = null)
-        => Start(path, new DeviceHandler(device), logger);
+        => Start(path, HandlerFor(device), logger);
+
+    /// <summary><paramref name="device"/>'s IpcGet/IpcSet as a handler (to wrap, e.g. in <see cref="ReadOnlyUapiHandler"/>).</summary>
+    public static IUapiHandler HandlerFor(Device.WgDevice device) => new DeviceHandler(device);
+
+    /// <summary>
+    /// Like <see cref="Start(string, IUapiHandler, ILogger?)"/>, for a host that works without the
+    /// socket (the agent: `wg show` is a convenience, the tunnel is not): when the path is served by
+    /// another live process or cannot be created, logs one warning naming <paramref name="interfaceName"/>
+    /// and why, and returns null. /var/run is shared between network namespaces, so several agents with
+    /// the same interface name (one per namespace) compete for one path; the first one serves it.
+    /// </summary>
+    public static UapiServer? TryStart(string path, IUapiHandler handler, string interfaceName, ILogger logger)
+    {
+        try
+        {
+            return Start(path, handler, logger);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or SocketException or PlatformNotSupportedException)
+        {
+            var why = IsInUse(path)
+                ? $"{path} is served by another process (another {interfaceName} in another network namespace, or modular-wg)"
+                : e.Message;
+            logger.LogWarning("`wg show {Interface}` is not available: {Reason}; the interface works without it", interfaceName, why);
+            return null;
+        }
+    }
 
     private sealed class DeviceHandler(Device.WgDevice device) : IUapiHandler
     {
@@ -251,7 +277,10 @@ public sealed class UapiServer : IAsyncDisposable
                     _serialize.Release();
                 }
 
-                await WriteErrnoAsync(writer, errno);
+                // A set's errno goes out negated, as wireguard-go sends it: `wg set` negates it back
+                // (errno=-1 is EPERM to `wg`; a positive one reads "Unknown error -1"). A get's stays
+                // positive: `wg show` parses it unsigned.
+                await WriteErrnoAsync(writer, -errno);
                 return true;
             }
 

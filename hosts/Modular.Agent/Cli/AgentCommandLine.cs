@@ -115,13 +115,15 @@ internal static class AgentCommandLine
             using var client = DaemonClient.Connect(AgentPaths.ClientSocketPath(parse.GetValue(socket)));
             var reply = await client.InvokeAsync((d, o) => d.DownAsync(new DownRequest(), o), cancellationToken);
 
-            // The daemon removes its socket as the last thing it does: wait for that, bounded.
+            // The daemon removes its socket late in its shutdown, then the process still has to exit:
+            // "stopped" means both (a script may start a new daemon right after), bounded.
             var deadline = DateTime.UtcNow.AddSeconds(20);
-            while (DaemonSocket.IsAnswering(client.SocketPath) || File.Exists(client.SocketPath))
+            while (DaemonSocket.IsAnswering(client.SocketPath) || File.Exists(client.SocketPath) || !DaemonProcess.HasExited(reply.Pid))
             {
                 if (DateTime.UtcNow > deadline)
                 {
-                    await Console.Error.WriteLineAsync($"modular daemon (pid {reply.Pid}) was asked to stop but still holds {client.SocketPath}");
+                    var what = File.Exists(client.SocketPath) ? $"still holds {client.SocketPath}" : "has not exited";
+                    await Console.Error.WriteLineAsync($"modular daemon (pid {reply.Pid}) was asked to stop but {what} after 20 s");
                     return ExitCodes.Error;
                 }
 

@@ -182,7 +182,9 @@ internal static class AgentDaemon
                 return ExitCodes.Error;
             }
 
-            // The engine closes (destroys) the interface before the daemon reports it stopped.
+            // The engine closes (destroys) the interface before the daemon reports it stopped. From here
+            // on a clean stop logs no warning: failures caused by our own cancellation are expected.
+            logger.Information("Stopping: closing connections and the interface");
             await engineStop.CancelAsync();
             try
             {

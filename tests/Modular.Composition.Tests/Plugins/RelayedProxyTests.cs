@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Modular.Abstractions.Proxy;
 using Modular.Abstractions.WireGuard;
+using Modular.Testing;
 
 namespace Modular.Composition.Tests.Plugins;
 

@@ -1,0 +1,73 @@
+using Grpc.Core;
+using Microsoft.Extensions.Logging;
+
+namespace Modular.Core.Engine;
+
+/// <summary>
+/// Management refuses this peer (an operator removed it from the account, or its login expired). The
+/// agent keeps asking, since an operator may re-add it, but must neither hammer the server nor fill the
+/// log: attempts back off exponentially with jitter from <see cref="FirstDelay"/> to <see cref="MaxDelay"/>,
+/// and the error is logged on the first refusal, then at most once per <see cref="ReportEvery"/>, saying
+/// what to do. Times come from the injected <see cref="TimeProvider"/>.
+/// </summary>
+public sealed class RefusedPeerBackoff(ILogger logger, TimeProvider time, string registeredMarker, Func<double>? random = null)
+{
+    public static readonly TimeSpan FirstDelay = TimeSpan.FromSeconds(5);
+    public static readonly TimeSpan MaxDelay = TimeSpan.FromHours(1);
+    public static readonly TimeSpan ReportEvery = TimeSpan.FromHours(1);
+
+    private readonly Func<double> _random = random ?? Random.Shared.NextDouble;
+    private TimeSpan _next = FirstDelay;
+    private DateTimeOffset? _reportedAt;
+    private volatile bool _isRefused;
+
+    /// <summary>True from a refusal until management accepts this peer again (read by other loops, e.g. signal's).</summary>
+    public bool IsRefused
+    {
+        get => _isRefused;
+        private set => _isRefused = value;
+    }
+
+    /// <summary>The one-line problem for status and the log.</summary>
+    public string Describe(StatusCode code, string detail)
+    {
+        var what = code == StatusCode.NotFound
+            ? "this peer was removed from the account"
+            : $"management refused this peer ({detail})";
+        return $"{what}; re-register it with a setup key: set setup_key in the agent's config, delete {registeredMarker}, and restart the agent (modular down; modular up)";
+    }
+
+    /// <summary>Records one refusal; logs it when due; returns how long to wait before the next attempt.</summary>
+    public TimeSpan OnRefused(StatusCode code, string detail)
+    {
+        IsRefused = true;
+        var delay = TimeSpan.FromTicks(Math.Min((long)(_next.Ticks * (0.75 + (_random() * 0.5))), MaxDelay.Ticks));
+        _next = TimeSpan.FromTicks(Math.Min(_next.Ticks * 2, MaxDelay.Ticks));
+        var now = time.GetUtcNow();
+        if (_reportedAt is not { } reported || now - reported >= ReportEvery)
+        {
+            _reportedAt = now;
+            logger.LogError("Management: {Problem}. Tunnels to all peers are removed; asking again with backoff (up to every {Max} min), this is logged at most once an hour",
+                Describe(code, detail), (int)MaxDelay.TotalMinutes);
+        }
+        else
+        {
+            logger.LogDebug("Management still refuses this peer ({Code}); next attempt in about {Seconds} s", code, (int)delay.TotalSeconds);
+        }
+
+        return delay;
+    }
+
+    /// <summary>Management accepted this peer: the next refusal is new and reported at once.</summary>
+    public void OnAccepted()
+    {
+        if (IsRefused)
+        {
+            logger.LogInformation("Management accepts this peer again");
+        }
+
+        IsRefused = false;
+        _next = FirstDelay;
+        _reportedAt = null;
+    }
+}
