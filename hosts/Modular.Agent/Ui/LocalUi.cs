@@ -178,7 +178,7 @@ internal sealed class LocalUi : IAsyncDisposable
         }
 
         _switches.SetLazyConnections(enabled);
-        _recorder.UpdateFeatures(f => f with { LazyConnections = enabled });
+        _recorder.UpdateFeatures(f => f with { LazyConnections = enabled, LazyConnectionsSource = FeatureSource.Ui });
         _logger.Information("Local UI: lazy connections switched {State}", enabled ? "on" : "off");
         await WriteSettingsAsync(context);
     }
