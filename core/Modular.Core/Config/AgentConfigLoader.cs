@@ -374,9 +374,9 @@ public static class AgentConfigLoader
 
     /// <summary>The local UI has no login, so it may listen on a loopback address only; null when valid.</summary>
     private static string? ValidateLoopbackEndpoint(string value)
-        => ValidateHostPort(value) is null && IPEndPoint.TryParse(value, out var endpoint) && IPAddress.IsLoopback(endpoint.Address)
+        => ValidateHostPort(value) ?? (IPEndPoint.TryParse(value, out var endpoint) && IPAddress.IsLoopback(endpoint.Address)
             ? null
-            : $"expected {UiListenExpectation} (the UI has no login), got \"{value}\"";
+            : $"expected {UiListenExpectation} (the UI has no login), got \"{value}\"");
 
     private static string? NotEmpty(string value) => value.Length == 0 ? "must not be empty" : null;
 

@@ -42,16 +42,17 @@ public static class NotBuiltYet
     public static bool IsBuilt(string feature) => !Reasons.ContainsKey(feature);
 
     /// <summary>
-    /// One line per row whose key is written in the file, e.g.
+    /// One line per row whose key is written in the file and asks for something, e.g.
     /// "agent.toml:12:11: netflow.enabled: accepted, but not built yet: no flow is recorded; it has no effect".
-    /// A default that asks for a feature (metrics) is not warned about: nobody wrote it, and status shows it.
+    /// A default that asks for a feature (metrics) is not warned about: nobody wrote it, and status shows it; nor is a
+    /// key written to say "off" (<c>enabled = false</c>, <c>listen = ""</c>), which is true already.
     /// </summary>
     public static IReadOnlyList<string> Warnings(AgentConfig config)
     {
         var lines = new List<string>();
         foreach (var row in Keys)
         {
-            if (config.Positions.TryGetValue(row.Key, out var at))
+            if (config.Positions.TryGetValue(row.Key, out var at) && row.Requested(config))
             {
                 lines.Add($"{config.SourcePath}:{at.Line}:{at.Column}: {row.Key}: accepted, but {Reasons[row.Feature]}; it has no effect");
             }

@@ -16,13 +16,15 @@ public static class NotBuiltYet
 
     public static readonly IReadOnlyList<Row> Keys =
     [
-        new("redis_url", "not built yet: nothing connects to Redis (flow cache, multi-instance pub/sub)", "redis_url = \"redis://127.0.0.1:6379\"", _ => true),
+        new("redis_url", "not built yet: nothing connects to Redis (flow cache, multi-instance pub/sub)", "redis_url = \"redis://127.0.0.1:6379\"", c => c.RedisUrl.Length > 0),
         new("components", "the \"flow\" component is not built yet: its API is not served", "components = [\"management\", \"signal\", \"flow\"]", c => c.Runs("flow")),
-        new("account.flows", "not built yet: agents record no flows, whatever the account says", "[account.flows]\nenabled = true", _ => true),
-        new("account.rosenpass", "not built yet: agents do no post-quantum key exchange, whatever the account says", "[account.rosenpass]\nenabled = true", _ => true),
+        new("account.flows", "not built yet: agents record no flows, whatever the account says", "[account.flows]\nenabled = true",
+            c => c.Account.Flows.Enabled || c.Account.Flows.CollectDns || c.Account.Flows.CollectExitNode),
+        new("account.rosenpass", "not built yet: agents do no post-quantum key exchange, whatever the account says", "[account.rosenpass]\nenabled = true",
+            c => c.Account.Rosenpass.Enabled || c.Account.Rosenpass.Permissive),
     ];
 
-    /// <summary>One line per row whose key is written, e.g. "server.toml:4:1: redis_url: accepted, but not built yet: …; it has no effect".</summary>
+    /// <summary>One line per row whose key is written and asks for something (not <c>redis_url = ""</c>), e.g. "server.toml:4:1: redis_url: accepted, but not built yet: …; it has no effect".</summary>
     public static IReadOnlyList<string> Warnings(ServerConfig config)
         => [.. Keys
             .Where(row => config.Positions.ContainsKey(row.Key) && row.Applies(config))
