@@ -83,8 +83,14 @@ internal static class AgentCommandLine
         var config = ConfigOption();
         var lazy = new Option<bool>("--enable-lazy-connection")
         {
-            Description = "Connect to a peer only when traffic for it appears (overrides features.lazy_connections).",
+            Description = "Connect to a peer only when traffic for it appears (overrides features.lazy_connections and the account).",
         };
+        var lazyOnOff = new Option<string?>("--lazy-connections")
+        {
+            Description = "on or off: lazy connections for this run, whatever the environment, the UI, the file or the account say.",
+            HelpName = "on|off",
+        };
+        lazyOnOff.AcceptOnlyFromAmong("on", "off");
         var socket = SocketOption();
         var logLevel = new Option<string?>("--log-level")
         {
@@ -100,13 +106,25 @@ internal static class AgentCommandLine
 
         var command = new Command("up", "Run the agent daemon in the foreground until SIGTERM, SIGINT or `modular down`.")
         {
-            config, lazy, socket, logLevel, hostname,
+            config, lazy, lazyOnOff, socket, logLevel, hostname,
         };
+        command.Validators.Add(result =>
+        {
+            if (result.GetValue(lazy) && result.GetValue(lazyOnOff) == "off")
+            {
+                result.AddError("--enable-lazy-connection and --lazy-connections off contradict each other; give one.");
+            }
+        });
         // RuntimeFeature.IsDynamicCodeSupported is a constant in the native build: the daemon (and its plugin loading) is trimmed out of it.
         command.SetAction((parse, cancellationToken) => !RuntimeFeature.IsDynamicCodeSupported
             ? Task.FromResult(ManagedAgent.Exec())
             : AgentDaemon.RunAsync(
-                new UpOptions(parse.GetValue(config), parse.GetValue(lazy), parse.GetValue(socket), parse.GetValue(logLevel), parse.GetValue(hostname)),
+                new UpOptions(
+                    parse.GetValue(config),
+                    parse.GetValue(lazyOnOff) is { } onOff ? onOff == "on" : parse.GetValue(lazy) ? true : null,
+                    parse.GetValue(socket),
+                    parse.GetValue(logLevel),
+                    parse.GetValue(hostname)),
                 cancellationToken));
         return command;
     }

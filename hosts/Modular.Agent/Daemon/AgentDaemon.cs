@@ -13,7 +13,8 @@ using Serilog;
 namespace Modular.Agent.Daemon;
 
 /// <summary>What `modular up` was given on its command line (null: not given).</summary>
-internal sealed record UpOptions(string? ConfigPath, bool EnableLazyConnection, string? Socket, string? LogLevel, string? Hostname = null);
+/// <param name="LazyConnections">--enable-lazy-connection (true) or --lazy-connections on|off; null: neither.</param>
+internal sealed record UpOptions(string? ConfigPath, bool? LazyConnections, string? Socket, string? LogLevel, string? Hostname = null);
 
 /// <summary>
 /// `modular up`: loads the config and plugins, prepares the identity and the CLI socket, then
@@ -34,7 +35,7 @@ internal static class AgentDaemon
                 AgentPaths.Environment(),
                 new AgentConfigOverrides
                 {
-                    LazyConnections = options.EnableLazyConnection ? true : null,
+                    LazyConnections = options.LazyConnections,
                     Socket = socketOverride,
                     LogLevel = options.LogLevel,
                     Hostname = options.Hostname,
@@ -73,7 +74,7 @@ internal static class AgentDaemon
 
     /// <summary>What fixed lazy connections for this run so the local UI cannot change them: the flag or a variable; null: neither.</summary>
     private static string? LazyPinnedBy(AgentConfig config)
-        => config.Features.LazyConnections.Flag is not null ? "the --enable-lazy-connection flag"
+        => config.Features.LazyConnections.Flag is not null ? "the --enable-lazy-connection or --lazy-connections flag"
             : config.Features.LazyConnections.Environment is not null
                 ? $"the {AgentEnvironment.LazyConnectionsOnOff} or {AgentEnvironment.LazyConnections} variable"
             : null;
