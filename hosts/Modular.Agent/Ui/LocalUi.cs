@@ -60,6 +60,7 @@ internal sealed class LocalUi : IAsyncDisposable
             return null;
         }
 
+        // The config loader refuses such an address already (file:line:col); this guards configs built in code.
         if (!IPEndPoint.TryParse(listen.Listen, out var endpoint) || !IPAddress.IsLoopback(endpoint.Address))
         {
             logger.Warning("Local UI not started: [ui] listen = {Listen} is not a loopback address and port (the UI has no login)", listen.Listen);
