@@ -31,6 +31,16 @@ public sealed class BrokenConfigTests : IDisposable
             "management_url = \"https://mgmt.test.invalid:33073\"\nplugins_dir = \"PLUGINS\"\n\n[proxy]\nkind = \"no-such-proxy\"\n",
             5
         },
+        {
+            "ui on every address",
+            "management_url = \"https://mgmt.test.invalid:33073\"\n\n[ui]\nlisten = \"0.0.0.0:9091\"\n",
+            4
+        },
+        {
+            "hostname not a DNS label",
+            "management_url = \"https://mgmt.test.invalid:33073\"\nhostname = \"db1.example.com\"\n",
+            2
+        },
     };
 
     [Theory]
@@ -84,6 +94,32 @@ public sealed class BrokenConfigTests : IDisposable
         Assert.Contains(path, check.Error, StringComparison.Ordinal);
         Assert.Equal(1, up.ExitCode);
         Assert.Contains(path, up.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_ui_on_a_non_loopback_address_is_refused_at_its_key_by_check_and_up_alike()
+    {
+        var path = Write("ui open", "management_url = \"https://mgmt.test.invalid:33073\"\n[ui]\nlisten = \"0.0.0.0:9091\"\n");
+
+        foreach (var result in new[] { AgentHarness.Run($"config check {path}"), AgentHarness.Run($"up --config {path} --socket {_agent.SocketPath}", TimeSpan.FromSeconds(30)) })
+        {
+            Assert.Equal(1, result.ExitCode);
+            Assert.Contains($"{path}:4:10: ui.listen: expected a loopback address and port", result.Error, StringComparison.Ordinal);
+            Assert.Contains("the UI has no login", result.Error, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public void A_hostname_flag_that_is_not_a_DNS_label_is_refused_naming_the_flag()
+    {
+        var path = _agent.WriteConfig();
+
+        var result = AgentHarness.Run($"up --config {path} --socket {_agent.SocketPath} --hostname db1.example", TimeSpan.FromSeconds(30));
+
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains("--hostname: expected a DNS label", result.Error, StringComparison.Ordinal);
+        Assert.Contains("\"db1.example\"", result.Error, StringComparison.Ordinal);
+        Assert.False(File.Exists(_agent.SocketPath), "a daemon that refused to start left a socket");
     }
 
     [Fact]

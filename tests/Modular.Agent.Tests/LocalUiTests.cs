@@ -105,7 +105,7 @@ public sealed class LocalUiTests : IDisposable
     }
 
     [Fact]
-    public void A_taken_ui_port_or_a_non_loopback_address_is_a_warning_and_the_agent_runs()
+    public void A_taken_ui_port_is_a_warning_and_the_agent_runs_but_a_non_loopback_address_is_refused_at_its_key()
     {
         using var squatter = new TcpListener(IPAddress.Loopback, _port);
         squatter.Start();
@@ -115,9 +115,11 @@ public sealed class LocalUiTests : IDisposable
         Assert.Equal(0, AgentHarness.Run($"down --socket {_agent.SocketPath}").ExitCode);
         Assert.Equal(0, AgentHarness.WaitForExit(daemon));
 
-        var open = _agent.StartDaemon(_agent.WriteConfig(interfaceName: "mdtui3", ui: "0.0.0.0:9091", fileName: "open.toml"));
-        Assert.Contains("not a loopback address", AgentHarness.WaitForOutput(open, "not a loopback address"), StringComparison.Ordinal);
-        Assert.Equal(0, AgentHarness.Run($"status --socket {_agent.SocketPath}").ExitCode);
+        // The loader refuses it (as `config check` does), so the UI cannot be left silently off.
+        var openConfig = _agent.WriteConfig(interfaceName: "mdtui3", ui: "0.0.0.0:9091", fileName: "open.toml");
+        var open = AgentHarness.Run($"up --config {openConfig} --socket {_agent.SocketPath}", TimeSpan.FromSeconds(30));
+        Assert.Equal(1, open.ExitCode);
+        Assert.Matches($@"{System.Text.RegularExpressions.Regex.Escape(openConfig)}:\d+:\d+: ui.listen: expected a loopback address", open.Error);
     }
 
     private Shell.BackgroundProcess StartWithUi(string config, string? arguments = null)

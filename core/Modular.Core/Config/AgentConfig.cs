@@ -11,6 +11,12 @@ public sealed record AgentConfig
     /// <summary>Management URLs, tried in order. Required.</summary>
     public required IReadOnlyList<Uri> ManagementUrls { get; init; }
 
+    /// <summary>
+    /// The name this peer registers with (a DNS label): --hostname, else MODULAR_HOSTNAME, else the TOML key;
+    /// empty when none was given (the host then uses the machine's name).
+    /// </summary>
+    public string Hostname { get; init; } = "";
+
     /// <summary>Secret: never log it.</summary>
     public string SetupKey { get; init; } = "";
 
@@ -63,6 +69,7 @@ public sealed record AgentConfig
     private bool PrintMembers(System.Text.StringBuilder builder)
     {
         builder.Append("ManagementUrls = [").AppendJoin(", ", ManagementUrls).Append(']');
+        builder.Append(", Hostname = ").Append(Hostname);
         builder.Append(", SetupKey = ").Append(SetupKey.Length == 0 ? "(none)" : "(hidden)");
         builder.Append(", TlsCa = ").Append(TlsCa);
         builder.Append(", StateDir = ").Append(StateDir);
@@ -113,7 +120,8 @@ public sealed record LogConfig
 
 public sealed record FeaturesConfig
 {
-    public bool LazyConnections { get; init; }
+    /// <summary>This machine's own setting (flag, environment, TOML); absent everywhere: the account decides.</summary>
+    public LocalToggle LazyConnections { get; init; } = LocalToggle.Unset;
 
     public TimeSpan InactivityTimeout { get; init; } = TimeSpan.FromMinutes(15);
 
@@ -146,14 +154,16 @@ public sealed record FirewallConfig
 
 public sealed record RosenpassConfig
 {
-    public bool Enabled { get; init; }
+    /// <summary>The TOML key when present; absent: the account decides.</summary>
+    public LocalToggle Enabled { get; init; } = LocalToggle.Unset;
 
     public bool Permissive { get; init; }
 }
 
 public sealed record NetflowConfig
 {
-    public bool Enabled { get; init; }
+    /// <summary>The TOML key when present; absent: the account decides.</summary>
+    public LocalToggle Enabled { get; init; } = LocalToggle.Unset;
 
     public bool CollectDns { get; init; }
 
@@ -185,6 +195,9 @@ public sealed record ListenConfig(string Listen)
 public sealed record AgentConfigOverrides
 {
     public bool? LazyConnections { get; init; }
+
+    /// <summary>--hostname.</summary>
+    public string? Hostname { get; init; }
 
     public string? Socket { get; init; }
 

@@ -73,6 +73,7 @@ public static class AgentConfigLoader
         var top = new ConfigSection(root, "", file);
 
         var managementUrls = ReadManagementUrls(top, file);
+        var hostname = top.String("hostname", "", v => v.Length == 0 ? null : ValidateHostname(v), HostnameExpectation);
         var setupKey = top.String("setup_key", "");
         var tlsCa = top.String("tls_ca", "");
         var stateDir = top.String("state_dir", "/var/lib/modular", NotEmpty);
@@ -100,7 +101,7 @@ public static class AgentConfigLoader
         var features = top.Section("features");
         var featuresConfig = new FeaturesConfig
         {
-            LazyConnections = features.Bool("lazy_connections", false),
+            LazyConnections = new LocalToggle(Config: features.OptionalBool("lazy_connections")),
             InactivityTimeout = features.Duration("inactivity_timeout", TimeSpan.FromMinutes(15)),
             AlwaysConnected = features.StringList("always_connected"),
         };
@@ -124,7 +125,7 @@ public static class AgentConfigLoader
         var rosenpass = top.Section("rosenpass");
         var rosenpassConfig = new RosenpassConfig
         {
-            Enabled = rosenpass.Bool("enabled", false),
+            Enabled = new LocalToggle(Config: rosenpass.OptionalBool("enabled")),
             Permissive = rosenpass.Bool("permissive", false),
         };
         rosenpass.RejectUnknownKeys();
@@ -132,7 +133,7 @@ public static class AgentConfigLoader
         var netflow = top.Section("netflow");
         var netflowConfig = new NetflowConfig
         {
-            Enabled = netflow.Bool("enabled", false),
+            Enabled = new LocalToggle(Config: netflow.OptionalBool("enabled")),
             CollectDns = netflow.Bool("collect_dns", false),
             CollectExitNode = netflow.Bool("collect_exit_node", false),
             IpfixCollector = netflow.String("ipfix_collector", "", v => v.Length == 0 ? null : ValidateHostPort(v), "\"host:port\" or \"\""),
@@ -148,7 +149,7 @@ public static class AgentConfigLoader
         dns.RejectUnknownKeys();
 
         var ui = top.Section("ui");
-        var uiConfig = new ListenConfig(ui.String("listen", "127.0.0.1:9091", v => v.Length == 0 ? null : ValidateHostPort(v), "\"host:port\" or \"\""));
+        var uiConfig = new ListenConfig(ui.String("listen", "127.0.0.1:9091", v => v.Length == 0 ? null : ValidateLoopbackEndpoint(v), UiListenExpectation));
         ui.RejectUnknownKeys();
 
         var metrics = top.Section("metrics");
@@ -169,6 +170,7 @@ public static class AgentConfigLoader
         return new AgentConfig
         {
             ManagementUrls = managementUrls,
+            Hostname = hostname,
             SetupKey = setupKey,
             TlsCa = tlsCa,
             StateDir = stateDir,
@@ -239,9 +241,22 @@ public static class AgentConfigLoader
 
     private static AgentConfig ApplyEnvironment(AgentConfig config, IReadOnlyDictionary<string, string?> environment)
     {
-        if (EnvBool(environment, AgentEnvironment.LazyConnections) is { } lazy)
+        // NB_LAZY_CONN=on|off says either; the older NB_ENABLE_EXPERIMENTAL_LAZY_CONN only ever turns them on.
+        var lazy = EnvOnOff(environment, AgentEnvironment.LazyConnectionsOnOff)
+            ?? (EnvBool(environment, AgentEnvironment.LazyConnections) == true ? true : null);
+        if (lazy is not null)
         {
-            config = config with { Features = config.Features with { LazyConnections = lazy } };
+            config = config with { Features = config.Features with { LazyConnections = config.Features.LazyConnections with { Environment = lazy } } };
+        }
+
+        if (Env(environment, AgentEnvironment.Hostname) is { } hostname)
+        {
+            if (ValidateHostname(hostname) is { } problem)
+            {
+                throw new ConfigException(EnvironmentSource, 0, 0, AgentEnvironment.Hostname, problem);
+            }
+
+            config = config with { Hostname = hostname };
         }
 
         if (Env(environment, AgentEnvironment.InactivityThreshold) is { } threshold)
@@ -277,7 +292,17 @@ public static class AgentConfigLoader
     {
         if (overrides.LazyConnections is { } lazy)
         {
-            config = config with { Features = config.Features with { LazyConnections = lazy } };
+            config = config with { Features = config.Features with { LazyConnections = config.Features.LazyConnections with { Flag = lazy } } };
+        }
+
+        if (overrides.Hostname is { } hostname)
+        {
+            if (ValidateHostname(hostname) is { } problem)
+            {
+                throw new ConfigException(CommandLineSource, 0, 0, "--hostname", problem);
+            }
+
+            config = config with { Hostname = hostname };
         }
 
         if (overrides.Socket is { Length: > 0 } socket)
@@ -323,6 +348,35 @@ public static class AgentConfigLoader
 
         throw new ConfigException(EnvironmentSource, 0, 0, name, $"expected true, false, 1 or 0, got \"{value}\"");
     }
+
+    private static bool? EnvOnOff(IReadOnlyDictionary<string, string?> environment, string name)
+    {
+        var value = Env(environment, name);
+        return value?.ToLowerInvariant() switch
+        {
+            null => null,
+            "on" or "true" or "1" => true,
+            "off" or "false" or "0" => false,
+            _ => throw new ConfigException(EnvironmentSource, 0, 0, name, $"expected on or off, got \"{value}\""),
+        };
+    }
+
+    private const string HostnameExpectation = "a DNS label: 1 to 63 letters, digits or '-', not starting or ending with '-'";
+
+    /// <summary>A single DNS label, as peers find each other by &lt;hostname&gt;.&lt;zone&gt;; null when valid.</summary>
+    internal static string? ValidateHostname(string name)
+    {
+        var ok = name.Length is >= 1 and <= 63 && name[0] != '-' && name[^1] != '-' && name.All(c => char.IsAsciiLetterOrDigit(c) || c == '-');
+        return ok ? null : $"expected {HostnameExpectation} (no dots: the zone is added by management), got \"{name}\"";
+    }
+
+    private const string UiListenExpectation = "a loopback address and port such as \"127.0.0.1:9091\" or \"[::1]:9091\", or \"\" to turn the UI off";
+
+    /// <summary>The local UI has no login, so it may listen on a loopback address only; null when valid.</summary>
+    private static string? ValidateLoopbackEndpoint(string value)
+        => ValidateHostPort(value) ?? (IPEndPoint.TryParse(value, out var endpoint) && IPAddress.IsLoopback(endpoint.Address)
+            ? null
+            : $"expected {UiListenExpectation} (the UI has no login), got \"{value}\"");
 
     private static string? NotEmpty(string value) => value.Length == 0 ? "must not be empty" : null;
 

@@ -3,8 +3,18 @@ namespace Modular.Core.Config;
 /// <summary>The environment variables the agent reads; they win over the file and lose to flags.</summary>
 public static class AgentEnvironment
 {
-    /// <summary>true/false/1/0: lazy connections on or off.</summary>
+    /// <summary>
+    /// NetBird's older switch: true/1 turns lazy connections on; false/0 means "not set" (as in NetBird, where only
+    /// true has an effect), so a script that exports it as false does not pin the machine off. Use
+    /// <see cref="LazyConnectionsOnOff"/> to turn them off.
+    /// </summary>
     public const string LazyConnections = "NB_ENABLE_EXPERIMENTAL_LAZY_CONN";
+
+    /// <summary>on/off (also true/false/1/0): lazy connections on or off, overriding the account either way; wins over <see cref="LazyConnections"/>.</summary>
+    public const string LazyConnectionsOnOff = "NB_LAZY_CONN";
+
+    /// <summary>The name this peer registers with (a DNS label); loses to --hostname, wins over the TOML key.</summary>
+    public const string Hostname = "MODULAR_HOSTNAME";
 
     /// <summary>A duration ("15m"): how long a peer may be idle before it is closed.</summary>
     public const string InactivityThreshold = "NB_LAZY_CONN_INACTIVITY_THRESHOLD";

@@ -82,6 +82,9 @@ internal sealed class ConfigSection
             : throw Error(node, key, $"expected true or false, got {TomlNode.Describe(node.Kind)}");
     }
 
+    /// <summary>A boolean that may be absent: null then, so the caller can tell "not written" from false.</summary>
+    public bool? OptionalBool(string key) => _table.Find(key) is null ? MarkKnown(key) : Bool(key, false);
+
     public int Int(string key, int defaultValue, int min, int max)
     {
         var node = Raw(key);
@@ -150,6 +153,12 @@ internal sealed class ConfigSection
     }
 
     /// <summary>A sub-table ([name] or inline); an empty one when absent.</summary>
+    private bool? MarkKnown(string key)
+    {
+        _known.Add(key);
+        return null;
+    }
+
     public ConfigSection Section(string key)
     {
         var node = Raw(key);

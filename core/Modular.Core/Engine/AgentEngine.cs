@@ -432,30 +432,33 @@ public sealed class AgentEngine
     private bool IsConnected(WgKey peer) => _manager?.Find(peer)?.State == PeerConnectionState.Connected;
 
     /// <summary>
-    /// Lazy connections are on when this agent's config turns them on (flag, env, TOML) or the account does;
-    /// status shows what is in force.
+    /// Resolves the features the account also sets by the one rule (<see cref="FeatureResolver"/>: a local flag,
+    /// variable, UI switch or TOML key overrides the account either way) and puts lazy connections in force; status
+    /// shows every feature as in effect or unavailable, with the source that decided it.
     /// </summary>
     private void ApplyLazySetting(NetworkMap map)
     {
         var features = _config.Features;
-        var switched = _options.Switches.LazyConnections;
-        var enabled = switched ?? (features.LazyConnections || map.Settings?.LazyConnections == true);
+        var account = map.Settings is { } settings
+            ? new AccountFeatures(settings.LazyConnections, settings.Flows?.Enabled ?? false, settings.Rosenpass?.Enabled ?? false, settings.Rosenpass?.Permissive)
+            : AccountFeatures.None;
+        var status = FeatureStatusBuilder.Build(_config, _options.Switches.LazyConnections, account);
+        _recorder.UpdateFeatures(_ => status);
+        var enabled = status.LazyConnections;
         if (enabled == _manager!.Lazy.Enabled)
         {
             return;
         }
 
         _manager.Lazy = new LazyOptions(enabled, features.InactivityTimeout, features.AlwaysConnected);
-        _recorder.UpdateFeatures(f => f with { LazyConnections = enabled });
         if (enabled)
         {
             _logger.LogInformation("Lazy connections on ({Source}): peers stay idle until traffic for them appears, and go idle after {Timeout} without",
-                switched is not null ? "switched on in the local UI" : features.LazyConnections ? "agent config" : "account setting",
-                ConfigDuration.Format(features.InactivityTimeout));
+                status.LazyConnectionsSource, ConfigDuration.Format(features.InactivityTimeout));
         }
         else
         {
-            _logger.LogInformation("Lazy connections off: every peer connects at once");
+            _logger.LogInformation("Lazy connections off ({Source}): every peer connects at once", status.LazyConnectionsSource);
         }
     }
 

@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using Modular.Abstractions.Peers;
 
 namespace Modular.Core.Status;
@@ -32,7 +33,10 @@ public sealed record AgentStatus(
 /// <param name="Mode">"userspace" or "kernel".</param>
 public sealed record InterfaceStatus(string Name, string Mode, int Port, int Mtu);
 
-/// <summary>The features in force after file, environment, flags and account settings merged.</summary>
+/// <summary>
+/// The features in force after flags, environment, the local UI, file and account settings merged: a boolean is true
+/// only when the feature is in effect; one that was asked for but cannot be is false and listed in <see cref="Unavailable"/>.
+/// </summary>
 /// <param name="InactivityTimeout">A duration as written in TOML, e.g. "15m".</param>
 /// <param name="Proxy">The proxy kind selected ("auto" or a plugin name).</param>
 public sealed record FeatureStatus(
@@ -43,7 +47,20 @@ public sealed record FeatureStatus(
     string Proxy,
     bool Rosenpass,
     bool RosenpassPermissive,
-    bool Netflow);
+    bool Netflow)
+{
+    /// <summary>Which source decided lazy connections: flag, environment, ui, config, account or default.</summary>
+    public string LazyConnectionsSource { get; init; } = "default";
+
+    /// <summary>Which source decided whether Rosenpass is asked for (see <see cref="LazyConnectionsSource"/>).</summary>
+    public string RosenpassSource { get; init; } = "default";
+
+    /// <summary>Which source decided whether flow logging is asked for (see <see cref="LazyConnectionsSource"/>).</summary>
+    public string NetflowSource { get; init; } = "default";
+
+    /// <summary>Features asked for (by this config, its default or the account) that are not in effect, with why.</summary>
+    public IReadOnlyDictionary<string, string> Unavailable { get; init; } = ImmutableSortedDictionary<string, string>.Empty;
+}
 
 /// <summary>A control-plane service (management, signal, a relay) as this agent sees it.</summary>
 /// <param name="Error">Why it is not connected; null when connected.</param>

@@ -83,8 +83,14 @@ internal static class AgentCommandLine
         var config = ConfigOption();
         var lazy = new Option<bool>("--enable-lazy-connection")
         {
-            Description = "Connect to a peer only when traffic for it appears (overrides features.lazy_connections).",
+            Description = "Connect to a peer only when traffic for it appears (overrides features.lazy_connections and the account).",
         };
+        var lazyOnOff = new Option<string?>("--lazy-connections")
+        {
+            Description = "on or off: lazy connections for this run, whatever the environment, the UI, the file or the account say.",
+            HelpName = "on|off",
+        };
+        lazyOnOff.AcceptOnlyFromAmong("on", "off");
         var socket = SocketOption();
         var logLevel = new Option<string?>("--log-level")
         {
@@ -92,16 +98,33 @@ internal static class AgentCommandLine
             HelpName = "LEVEL",
         };
         logLevel.AcceptOnlyFromAmong("trace", "debug", "info", "warn", "error");
+        var hostname = new Option<string?>("--hostname")
+        {
+            Description = "The name this peer registers with, a DNS label (overrides MODULAR_HOSTNAME and hostname; default: the machine's name).",
+            HelpName = "NAME",
+        };
 
         var command = new Command("up", "Run the agent daemon in the foreground until SIGTERM, SIGINT or `modular down`.")
         {
-            config, lazy, socket, logLevel,
+            config, lazy, lazyOnOff, socket, logLevel, hostname,
         };
+        command.Validators.Add(result =>
+        {
+            if (result.GetValue(lazy) && result.GetValue(lazyOnOff) == "off")
+            {
+                result.AddError("--enable-lazy-connection and --lazy-connections off contradict each other; give one.");
+            }
+        });
         // RuntimeFeature.IsDynamicCodeSupported is a constant in the native build: the daemon (and its plugin loading) is trimmed out of it.
         command.SetAction((parse, cancellationToken) => !RuntimeFeature.IsDynamicCodeSupported
             ? Task.FromResult(ManagedAgent.Exec())
             : AgentDaemon.RunAsync(
-                new UpOptions(parse.GetValue(config), parse.GetValue(lazy), parse.GetValue(socket), parse.GetValue(logLevel)),
+                new UpOptions(
+                    parse.GetValue(config),
+                    parse.GetValue(lazyOnOff) is { } onOff ? onOff == "on" : parse.GetValue(lazy) ? true : null,
+                    parse.GetValue(socket),
+                    parse.GetValue(logLevel),
+                    parse.GetValue(hostname)),
                 cancellationToken));
         return command;
     }
@@ -139,7 +162,7 @@ internal static class AgentCommandLine
     private static Command StatusCommand()
     {
         var detail = new Option<bool>("--detail", "-d") { Description = "Show every peer." };
-        var json = new Option<bool>("--json") { Description = "Print the full status as one JSON object (field names as in DESIGN.md)." };
+        var json = new Option<bool>("--json") { Description = "Print the full status as one JSON object (fields: docs/status.md)." };
         var socket = SocketOption();
         var command = new Command("status", "Show the agent's status as the daemon last recorded it.") { detail, json, socket };
         command.SetAction(async (parse, cancellationToken) =>
@@ -251,6 +274,12 @@ internal static class AgentCommandLine
             using (var catalog = PluginCatalog.Load(pluginsDir, NullLogger.Instance))
             {
                 PluginSelection.Validate(config, catalog);
+            }
+
+            // Valid, but a key that does nothing yet is worth a line each; the exit code stays 0.
+            foreach (var warning in NotBuiltYet.Warnings(config))
+            {
+                await Console.Error.WriteLineAsync($"warning: {warning}");
             }
 
             await Console.Out.WriteLineAsync($"{path}: OK");

@@ -25,11 +25,16 @@ internal static class StatusText
         }
 
         var f = status.Features;
-        Line(text, "Lazy connections", f.LazyConnections ? $"on (idle after {f.InactivityTimeout})" : "off");
+        Line(text, "Lazy connections", (f.LazyConnections ? $"on (idle after {f.InactivityTimeout})" : "off") + $", source: {f.LazyConnectionsSource}");
         Line(text, "Proxy", f.Proxy);
         Line(text, "Force relay", f.ForceRelay ? "on" : "off");
-        Line(text, "Quantum resistance", f.Rosenpass ? (f.RosenpassPermissive ? "on (permissive)" : "on") : "off");
-        Line(text, "Flow logging", f.Netflow ? "on" : "off");
+        Line(text, "Quantum resistance", Feature(f, "rosenpass", f.Rosenpass ? (f.RosenpassPermissive ? "on (permissive)" : "on") : "off"));
+        Line(text, "Flow logging", Feature(f, "netflow", f.Netflow ? "on" : "off"));
+        foreach (var (feature, reason) in f.Unavailable.Where(u => u.Key is not ("rosenpass" or "netflow")))
+        {
+            Line(text, feature == "metrics" ? "Metrics" : feature, $"requested, not available: {reason}");
+        }
+
         Line(text, "Firewall", Firewall(status.Firewall));
         if (detail || status.Dns.Enabled)
         {
@@ -73,6 +78,10 @@ internal static class StatusText
 
         return text.ToString();
     }
+
+    /// <summary>"requested, not available: why" when the feature was asked for but cannot be in effect, else <paramref name="state"/>.</summary>
+    private static string Feature(FeatureStatus features, string name, string state)
+        => features.Unavailable.TryGetValue(name, out var reason) ? $"requested, not available: {reason}" : state;
 
     /// <summary>One line: mode, rules, drops (by rule only when a rule dropped something), and any apply error.</summary>
     private static string Firewall(FirewallStatus firewall)

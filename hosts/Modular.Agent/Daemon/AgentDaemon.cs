@@ -13,7 +13,8 @@ using Serilog;
 namespace Modular.Agent.Daemon;
 
 /// <summary>What `modular up` was given on its command line (null: not given).</summary>
-internal sealed record UpOptions(string? ConfigPath, bool EnableLazyConnection, string? Socket, string? LogLevel);
+/// <param name="LazyConnections">--enable-lazy-connection (true) or --lazy-connections on|off; null: neither.</param>
+internal sealed record UpOptions(string? ConfigPath, bool? LazyConnections, string? Socket, string? LogLevel, string? Hostname = null);
 
 /// <summary>
 /// `modular up`: loads the config and plugins, prepares the identity and the CLI socket, then
@@ -34,9 +35,10 @@ internal static class AgentDaemon
                 AgentPaths.Environment(),
                 new AgentConfigOverrides
                 {
-                    LazyConnections = options.EnableLazyConnection ? true : null,
+                    LazyConnections = options.LazyConnections,
                     Socket = socketOverride,
                     LogLevel = options.LogLevel,
+                    Hostname = options.Hostname,
                 });
         }
         catch (ConfigException e)
@@ -50,10 +52,16 @@ internal static class AgentDaemon
             return ExitCodes.Error;
         }
 
+        // Accepted keys that do nothing yet: one line each, as `config check` prints them; the agent still starts.
+        foreach (var warning in NotBuiltYet.Warnings(config))
+        {
+            await Console.Error.WriteLineAsync($"warning: {warning}");
+        }
+
         using var logger = AgentLogging.Create(config.Log.Level, config.Log.File);
         try
         {
-            return await RunAsync(configPath, config, LazyPinnedBy(options), logger, cancellationToken);
+            return await RunAsync(configPath, config, LazyPinnedBy(config), logger, cancellationToken);
         }
         catch (Exception e) when (e is ConfigException or PluginLoadException or InvalidOperationException or InvalidDataException or IOException or UnauthorizedAccessException)
         {
@@ -64,10 +72,11 @@ internal static class AgentDaemon
         }
     }
 
-    /// <summary>What fixed lazy connections for this run so the local UI cannot change them: the flag or the variable; null: neither.</summary>
-    private static string? LazyPinnedBy(UpOptions options)
-        => options.EnableLazyConnection ? "the --enable-lazy-connection flag"
-            : NonEmpty(Environment.GetEnvironmentVariable(AgentEnvironment.LazyConnections)) is not null ? $"the {AgentEnvironment.LazyConnections} variable"
+    /// <summary>What fixed lazy connections for this run so the local UI cannot change them: the flag or a variable; null: neither.</summary>
+    private static string? LazyPinnedBy(AgentConfig config)
+        => config.Features.LazyConnections.Flag is not null ? "the --enable-lazy-connection or --lazy-connections flag"
+            : config.Features.LazyConnections.Environment is not null
+                ? $"the {AgentEnvironment.LazyConnectionsOnOff} or {AgentEnvironment.LazyConnections} variable"
             : null;
 
     private static async Task<int> RunAsync(string configPath, AgentConfig config, string? lazyPinnedBy, Serilog.Core.Logger logger, CancellationToken cancellationToken)
@@ -107,7 +116,7 @@ internal static class AgentDaemon
 
         var recorder = new StatusRecorder(
             new InterfaceStatus(config.Interface.Name, config.Interface.Mode.ToString().ToLowerInvariant(), config.Interface.Port, config.Interface.Mtu),
-            Features(config),
+            FeatureStatusBuilder.Build(config, null, AccountFeatures.None),
             publicKey.ToBase64(),
             new ServiceStatus(config.ManagementUrls.Count > 0 ? config.ManagementUrls[0].ToString() : "", false, "connecting"),
             new ServiceStatus("", false, "not connected: the signal address comes from the management login"));
@@ -121,7 +130,7 @@ internal static class AgentDaemon
                 if (uiSettings.LoadLazyConnections() is { } saved)
                 {
                     switches.SetLazyConnections(saved);
-                    recorder.UpdateFeatures(f => f with { LazyConnections = saved });
+                    recorder.UpdateFeatures(_ => FeatureStatusBuilder.Build(config, saved, AccountFeatures.None));
                     logger.Information("Lazy connections {State}, as last switched in the local UI ({Path})", saved ? "on" : "off", uiSettings.Path);
                 }
             }
@@ -162,7 +171,7 @@ internal static class AgentDaemon
                     catalog.All<IProxyFactory>().ToDictionary(p => p.Name, p => p.Factory, StringComparer.Ordinal),
                     app.Services,
                     version,
-                    NonEmpty(Environment.GetEnvironmentVariable("MODULAR_HOSTNAME")) ?? Environment.MachineName)
+                    config.Hostname.Length > 0 ? config.Hostname : Environment.MachineName)
                 {
                     Switches = switches,
                 },
@@ -209,16 +218,6 @@ internal static class AgentDaemon
         logger.Information("modular stopped");
         return ExitCodes.Ok;
     }
-
-    private static FeatureStatus Features(AgentConfig config) => new(
-        config.Features.LazyConnections,
-        ConfigDuration.Format(config.Features.InactivityTimeout),
-        config.Features.AlwaysConnected,
-        config.Connection.ForceRelay,
-        config.Proxy.Kind,
-        config.Rosenpass.Enabled,
-        config.Rosenpass.Permissive,
-        config.Netflow.Enabled);
 
     // The catalog logs each plugin as it loads or fails, with its path and reason; this is the one-line summary.
     private static void LogPlugins(Serilog.ILogger logger, string pluginsDir, PluginCatalog catalog)

@@ -20,12 +20,12 @@ internal static class PluginSelection
 
         AgentConfigLoader.ValidatePluginNames(config, catalog.NamesOf<IProxyFactory>());
 
-        if (config.Rosenpass.Enabled)
+        if (config.Rosenpass.Enabled.Value == true)
         {
             RequireLoaded(config, catalog, "rosenpass", "rosenpass.enabled");
         }
 
-        if (config.Netflow.Enabled)
+        if (config.Netflow.Enabled.Value == true)
         {
             RequireLoaded(config, catalog, "netflow", "netflow.enabled");
         }

@@ -31,6 +31,9 @@ internal static class StatusMapping
                 Rosenpass = status.Features.Rosenpass,
                 RosenpassPermissive = status.Features.RosenpassPermissive,
                 Netflow = status.Features.Netflow,
+                LazyConnectionsSource = status.Features.LazyConnectionsSource,
+                RosenpassSource = status.Features.RosenpassSource,
+                NetflowSource = status.Features.NetflowSource,
             },
             Management = ToProto(status.Management),
             Signal = ToProto(status.Signal),
@@ -42,6 +45,11 @@ internal static class StatusMapping
         };
         reply.Routes.AddRange(status.Routes.Select(ToProto));
         reply.Features.AlwaysConnected.AddRange(status.Features.AlwaysConnected);
+        foreach (var (feature, reason) in status.Features.Unavailable)
+        {
+            reply.Features.Unavailable[feature] = reason;
+        }
+
         reply.Relays.AddRange(status.Relays.Select(ToProto));
         if (includePeers)
         {
@@ -63,7 +71,13 @@ internal static class StatusMapping
             reply.Features.Proxy,
             reply.Features.Rosenpass,
             reply.Features.RosenpassPermissive,
-            reply.Features.Netflow),
+            reply.Features.Netflow)
+        {
+            LazyConnectionsSource = SourceOrUnknown(reply.Features.LazyConnectionsSource),
+            RosenpassSource = SourceOrUnknown(reply.Features.RosenpassSource),
+            NetflowSource = SourceOrUnknown(reply.Features.NetflowSource),
+            Unavailable = reply.Features.Unavailable.ToImmutableSortedDictionary(StringComparer.Ordinal),
+        },
         FromProto(reply.Management),
         FromProto(reply.Signal),
         [.. reply.Relays.Select(FromProto)],
@@ -73,6 +87,9 @@ internal static class StatusMapping
         Routes = [.. reply.Routes.Select(FromProto)],
         Dns = FromProto(reply.Dns),
     };
+
+    // A daemon that predates the field sends nothing: say so rather than guess.
+    private static string SourceOrUnknown(string source) => source.Length > 0 ? source : "unknown";
 
     private static RouteState ToProto(RouteStatus route) => new()
     {

@@ -60,6 +60,7 @@ internal sealed class LocalUi : IAsyncDisposable
             return null;
         }
 
+        // The config loader refuses such an address already (file:line:col); this guards configs built in code.
         if (!IPEndPoint.TryParse(listen.Listen, out var endpoint) || !IPAddress.IsLoopback(endpoint.Address))
         {
             logger.Warning("Local UI not started: [ui] listen = {Listen} is not a loopback address and port (the UI has no login)", listen.Listen);
@@ -178,7 +179,7 @@ internal sealed class LocalUi : IAsyncDisposable
         }
 
         _switches.SetLazyConnections(enabled);
-        _recorder.UpdateFeatures(f => f with { LazyConnections = enabled });
+        _recorder.UpdateFeatures(f => f with { LazyConnections = enabled, LazyConnectionsSource = FeatureSource.Ui });
         _logger.Information("Local UI: lazy connections switched {State}", enabled ? "on" : "off");
         await WriteSettingsAsync(context);
     }

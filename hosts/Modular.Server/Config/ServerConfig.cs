@@ -26,6 +26,9 @@ public sealed record ServerConfig
 
     public AccountConfig Account { get; init; } = new();
 
+    /// <summary>Where each key read from the file was written, e.g. "account.flows" -> "server.toml:12:1"; empty when built in code.</summary>
+    public IReadOnlyDictionary<string, string> Positions { get; init; } = new Dictionary<string, string>();
+
     public bool Runs(string component) => Components.Contains(component);
 }
 

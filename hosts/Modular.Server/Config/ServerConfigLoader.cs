@@ -37,7 +37,8 @@ public static class ServerConfigLoader
         }
 
         var root = TomlNode.Build(document, fileName);
-        var r = new Section(root, fileName, "");
+        var positions = new Dictionary<string, string>(StringComparer.Ordinal);
+        var r = new Section(root, fileName, "", positions);
         var config = new ServerConfig();
         var defaults = config;
         config = config with
@@ -118,7 +119,7 @@ public static class ServerConfigLoader
         }
 
         r.Dispose();
-        return config;
+        return config with { Positions = positions };
     }
 
     /// <summary>A TOML table or a value, with where it was written.</summary>
@@ -234,13 +235,19 @@ public static class ServerConfigLoader
         private readonly string _fileName;
         private readonly string _path;
         private readonly HashSet<string> _known = new(StringComparer.Ordinal);
+        private readonly Dictionary<string, string> _positions;
 
-        public Section(TomlNode node, string fileName, string path)
+        public Section(TomlNode node, string fileName, string path, Dictionary<string, string> positions)
         {
             _node = node;
             _fileName = fileName;
             _path = path;
+            _positions = positions;
         }
+
+        // Where each key that was read is written ("file:line:col"), for warnings after loading.
+        private void Remember(string key, SourceSpan span)
+            => _positions[Qualified(key)] = $"{_fileName}:{span.Start.Line + 1}:{span.Start.Column + 1}";
 
         private string Qualified(string key) => _path.Length == 0 ? key : $"{_path}.{key}";
 
@@ -254,6 +261,7 @@ public static class ServerConfigLoader
             }
 
             span = child.Span;
+            Remember(key, span);
             if (child.Value is null)
             {
                 throw Error(_fileName, child.Span, $"key '{Qualified(key)}': expected a value, got a table");
@@ -267,7 +275,7 @@ public static class ServerConfigLoader
             _known.Add(key);
             if (!_node.Children!.TryGetValue(key, out var child))
             {
-                return new Section(new TomlNode { Span = _node.Span, Children = new(StringComparer.Ordinal) }, _fileName, Qualified(key));
+                return new Section(new TomlNode { Span = _node.Span, Children = new(StringComparer.Ordinal) }, _fileName, Qualified(key), _positions);
             }
 
             if (child.Children is null)
@@ -275,7 +283,8 @@ public static class ServerConfigLoader
                 throw Error(_fileName, child.Span, $"key '{Qualified(key)}': expected a table, got {Describe(child.Value)}");
             }
 
-            return new Section(child, _fileName, Qualified(key));
+            Remember(key, child.Span);
+            return new Section(child, _fileName, Qualified(key), _positions);
         }
 
         public string String(string key, string fallback)

@@ -37,6 +37,12 @@ public static class ServerHost
     /// <param name="configureServices">Runs last: tests replace services here (e.g. the signal router).</param>
     public static async Task<WebApplication> BuildAsync(ServerConfig config, Serilog.ILogger logger, CancellationToken cancellationToken, Action<IServiceCollection>? configureServices = null)
     {
+        // Accepted keys that do nothing yet: one warning each, at the top of the start log.
+        foreach (var warning in Config.NotBuiltYet.Warnings(config))
+        {
+            logger.Warning("{Warning:l}", warning);
+        }
+
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
         builder.Logging.ClearProviders();
         builder.Services.AddSerilog(logger, dispose: false);
@@ -103,7 +109,7 @@ public static class ServerHost
             app.MapGrpcService<SignalGrpcService>();
         }
 
-        if (config.Runs("flow"))
+        if (config.Runs("flow") && !config.Positions.ContainsKey("components"))
         {
             logger.Information("The flow component is not part of this build yet; its API is not served");
         }

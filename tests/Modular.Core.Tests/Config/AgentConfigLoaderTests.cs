@@ -32,15 +32,16 @@ public sealed class AgentConfigLoaderTests
         Assert.Equal("info", config.Log.Level);
         Assert.Equal("", config.Log.File);
         Assert.Equal("", config.PluginsDir);
-        Assert.False(config.Features.LazyConnections);
+        Assert.Equal(LocalToggle.Unset, config.Features.LazyConnections);
+        Assert.Equal("", config.Hostname);
         Assert.Equal(TimeSpan.FromMinutes(15), config.Features.InactivityTimeout);
         Assert.Empty(config.Features.AlwaysConnected);
         Assert.False(config.Connection.ForceRelay);
         Assert.Equal("auto", config.Proxy.Kind);
         Assert.False(config.Proxy.EbpfDisabled);
-        Assert.False(config.Rosenpass.Enabled);
+        Assert.Null(config.Rosenpass.Enabled.Value);
         Assert.False(config.Rosenpass.Permissive);
-        Assert.False(config.Netflow.Enabled);
+        Assert.Null(config.Netflow.Enabled.Value);
         Assert.False(config.Netflow.CollectDns);
         Assert.False(config.Netflow.CollectExitNode);
         Assert.Equal("", config.Netflow.IpfixCollector);
@@ -54,6 +55,7 @@ public sealed class AgentConfigLoaderTests
     private const string FullFile = """
         # every key, none at its default
         management_url = ["https://a.example:33073", "http://b.example:8080"]
+        hostname       = "db-1"
         setup_key      = "A2C8E62B-38F5-4553-B31E-DD66C696CEBB"
         tls_ca         = "/etc/modular/ca.pem"
         state_dir      = "/srv/modular"
@@ -105,20 +107,21 @@ public sealed class AgentConfigLoaderTests
 
         Assert.Equal([new Uri("https://a.example:33073"), new Uri("http://b.example:8080")], config.ManagementUrls);
         Assert.Equal("A2C8E62B-38F5-4553-B31E-DD66C696CEBB", config.SetupKey);
+        Assert.Equal("db-1", config.Hostname);
         Assert.Equal("/etc/modular/ca.pem", config.TlsCa);
         Assert.Equal("/srv/modular", config.StateDir);
         Assert.Equal("/run/m.sock", config.EffectiveSocketPath);
         Assert.Equal(new InterfaceConfig { Name = "wt7", Mode = WgInterfaceMode.Kernel, Port = 51999, Mtu = 1420 }, config.Interface);
         Assert.Equal(new LogConfig { Level = "debug", File = "/var/log/modular.log" }, config.Log);
         Assert.Equal("/opt/modular/plugins", config.PluginsDir);
-        Assert.True(config.Features.LazyConnections);
+        Assert.Equal(new LocalToggle(Config: true), config.Features.LazyConnections);
         Assert.Equal(TimeSpan.FromMinutes(90), config.Features.InactivityTimeout);
         Assert.Equal(["db1", "100.64.0.9"], config.Features.AlwaysConnected);
         Assert.True(config.Connection.ForceRelay);
         Assert.Equal("udp", config.Proxy.Kind);
         Assert.False(config.Firewall.Enabled);
-        Assert.Equal(new RosenpassConfig { Enabled = true, Permissive = true }, config.Rosenpass);
-        Assert.Equal(new NetflowConfig { Enabled = true, CollectDns = true, CollectExitNode = true, IpfixCollector = "collector.example:4739" }, config.Netflow);
+        Assert.Equal(new RosenpassConfig { Enabled = new LocalToggle(Config: true), Permissive = true }, config.Rosenpass);
+        Assert.Equal(new NetflowConfig { Enabled = new LocalToggle(Config: true), CollectDns = true, CollectExitNode = true, IpfixCollector = "collector.example:4739" }, config.Netflow);
         Assert.False(config.Ui.Enabled);
         Assert.Equal("[::1]:9100", config.Metrics.Listen);
 
@@ -129,10 +132,10 @@ public sealed class AgentConfigLoaderTests
         Assert.Equal(true, Assert.IsAssignableFrom<IReadOnlyDictionary<string, object?>>(acme["nested"])["on"]);
         Assert.Empty(config.SettingsFor("other"));
 
-        // Positions point at the value: `kind = "udp"` is on line 20, the string starts at column 8.
-        Assert.Equal(new SourcePosition(20, 8), config.Positions["proxy.kind"]);
-        Assert.Equal(new SourcePosition(7, 58), config.Positions["interface.port"]);
-        Assert.Equal(new SourcePosition(41, 9), config.Positions["plugins.acme.level"]);
+        // Positions point at the value: `kind = "udp"` is on line 21, the string starts at column 8.
+        Assert.Equal(new SourcePosition(21, 8), config.Positions["proxy.kind"]);
+        Assert.Equal(new SourcePosition(8, 58), config.Positions["interface.port"]);
+        Assert.Equal(new SourcePosition(42, 9), config.Positions["plugins.acme.level"]);
     }
 
     [Fact]
@@ -198,7 +201,7 @@ public sealed class AgentConfigLoaderTests
             force_relay = false
             """, env);
 
-        Assert.True(config.Features.LazyConnections);
+        Assert.Equal(new LocalToggle(Environment: true, Config: false), config.Features.LazyConnections);
         Assert.Equal(TimeSpan.FromSeconds(90), config.Features.InactivityTimeout);
         Assert.True(config.Connection.ForceRelay);
         Assert.True(config.Proxy.EbpfDisabled);
@@ -206,8 +209,9 @@ public sealed class AgentConfigLoaderTests
     }
 
     [Fact]
-    public void Environment_false_turns_a_file_setting_off_and_empty_variables_are_ignored()
+    public void The_older_variable_set_to_false_counts_as_not_set_and_empty_variables_are_ignored()
     {
+        // NB_ENABLE_EXPERIMENTAL_LAZY_CONN only ever turns lazy connections on (as in NetBird); the file decides here.
         var env = new Dictionary<string, string?>
         {
             [AgentEnvironment.LazyConnections] = "0",
@@ -218,8 +222,21 @@ public sealed class AgentConfigLoaderTests
             features = { lazy_connections = true }
             connection = { force_relay = true }
             """, env);
-        Assert.False(config.Features.LazyConnections);
+        Assert.Equal(new LocalToggle(Config: true), config.Features.LazyConnections);
         Assert.True(config.Connection.ForceRelay);
+    }
+
+    [Theory]
+    [InlineData("off", null, false)]
+    [InlineData("OFF", "true", false)]
+    [InlineData("on", null, true)]
+    [InlineData("0", null, false)]
+    [InlineData("true", "false", true)]
+    public void NB_LAZY_CONN_turns_lazy_connections_either_way_and_wins_over_the_older_variable(string onOff, string? older, bool expected)
+    {
+        var env = new Dictionary<string, string?> { [AgentEnvironment.LazyConnectionsOnOff] = onOff, [AgentEnvironment.LazyConnections] = older };
+        var config = Parse("management_url = \"https://m.example\"\nfeatures = { lazy_connections = true }\n", env);
+        Assert.Equal(new LocalToggle(Environment: expected, Config: true), config.Features.LazyConnections);
     }
 
     [Fact]
@@ -227,19 +244,54 @@ public sealed class AgentConfigLoaderTests
     {
         var env = new Dictionary<string, string?>
         {
-            [AgentEnvironment.LazyConnections] = "false",
+            [AgentEnvironment.LazyConnectionsOnOff] = "off",
             [AgentEnvironment.Socket] = "/tmp/env.sock",
+            [AgentEnvironment.Hostname] = "from-env",
         };
-        var flags = new AgentConfigOverrides { LazyConnections = true, Socket = "/tmp/flag.sock", LogLevel = "trace" };
+        var flags = new AgentConfigOverrides { LazyConnections = true, Socket = "/tmp/flag.sock", LogLevel = "trace", Hostname = "from-flag" };
         var config = Parse("management_url = \"https://m.example\"\nlog = { level = \"error\" }\n", env, flags);
 
-        Assert.True(config.Features.LazyConnections);
+        Assert.Equal(new LocalToggle(Flag: true, Environment: false), config.Features.LazyConnections);
+        Assert.True(config.Features.LazyConnections.Value);
         Assert.Equal("/tmp/flag.sock", config.Socket);
         Assert.Equal("trace", config.Log.Level);
+        Assert.Equal("from-flag", config.Hostname);
+    }
+
+    [Fact]
+    public void Hostname_comes_from_the_flag_then_the_environment_then_the_file()
+    {
+        const string File = "management_url = \"https://m.example\"\nhostname = \"from-file\"\n";
+        var env = new Dictionary<string, string?> { [AgentEnvironment.Hostname] = "from-env" };
+        Assert.Equal("from-file", Parse(File).Hostname);
+        Assert.Equal("from-env", Parse(File, env).Hostname);
+        Assert.Equal("from-flag", Parse(File, env, new AgentConfigOverrides { Hostname = "from-flag" }).Hostname);
+        Assert.Equal("", Parse("management_url = \"https://m.example\"\n").Hostname);
+    }
+
+    [Theory]
+    [InlineData("db1.modular.internal")]
+    [InlineData("-db1")]
+    [InlineData("db_1")]
+    [InlineData("a-name-that-is-much-longer-than-the-sixty-three-characters-a-dns-label-may-have")]
+    public void A_hostname_that_is_not_a_DNS_label_is_refused_wherever_it_is_given(string name)
+    {
+        var inFile = ParseFails($"management_url = \"https://m.example\"\nhostname = \"{name}\"\n");
+        Assert.Equal(("hostname", 2, 12), (inFile.Key, inFile.Line, inFile.Column));
+        Assert.Contains("a DNS label", inFile.Problem, StringComparison.Ordinal);
+        Assert.Contains($"\"{name}\"", inFile.Problem, StringComparison.Ordinal);
+
+        var inEnv = ParseFails("management_url = \"https://m.example\"\n", new Dictionary<string, string?> { [AgentEnvironment.Hostname] = name });
+        Assert.Equal((AgentConfigLoader.EnvironmentSource, AgentEnvironment.Hostname), (inEnv.File, inEnv.Key));
+
+        var inFlag = ParseFails("management_url = \"https://m.example\"\n", flags: new AgentConfigOverrides { Hostname = name });
+        Assert.Equal((AgentConfigLoader.CommandLineSource, "--hostname"), (inFlag.File, inFlag.Key));
+        Assert.Contains("a DNS label", inFlag.Message, StringComparison.Ordinal);
     }
 
     [Theory]
     [InlineData(AgentEnvironment.LazyConnections, "yes")]
+    [InlineData(AgentEnvironment.LazyConnectionsOnOff, "maybe")]
     [InlineData(AgentEnvironment.ForceRelay, "2")]
     [InlineData(AgentEnvironment.DisableEbpfProxy, "on")]
     [InlineData(AgentEnvironment.InactivityThreshold, "15")]
@@ -303,6 +355,8 @@ public sealed class AgentConfigLoaderTests
     [InlineData("netflow = { ipfix_collector = \"collector\" }", "netflow.ipfix_collector", 31, "expected \"host:port\" with a port between 1 and 65535, got \"collector\"")]
     [InlineData("netflow = { ipfix_collector = \"c.example:0\" }", "netflow.ipfix_collector", 31, "expected \"host:port\" with a port between 1 and 65535, got \"c.example:0\"")]
     [InlineData("ui = { listen = \"127.0.0.1\" }", "ui.listen", 17, "expected \"host:port\" with a port between 1 and 65535, got \"127.0.0.1\"")]
+    [InlineData("ui = { listen = \"0.0.0.0:9091\" }", "ui.listen", 17, "expected a loopback address and port such as \"127.0.0.1:9091\" or \"[::1]:9091\", or \"\" to turn the UI off (the UI has no login), got \"0.0.0.0:9091\"")]
+    [InlineData("ui = { listen = \"localhost:9091\" }", "ui.listen", 17, "expected a loopback address and port such as \"127.0.0.1:9091\" or \"[::1]:9091\", or \"\" to turn the UI off (the UI has no login), got \"localhost:9091\"")]
     [InlineData("proxy = \"udp\"", "proxy", 9, "expected a table, got a string")]
     [InlineData("proxy = { kind = \"\" }", "proxy.kind", 18, "expected \"auto\" or a proxy plugin's name (letters, digits, '_', '-', '.'), got \"\"")]
     public void A_bad_value_is_reported_where_it_is(string line, string key, int column, string problem)

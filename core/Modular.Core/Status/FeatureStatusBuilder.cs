@@ -1,0 +1,50 @@
+using Modular.Abstractions.Config;
+using Modular.Core.Config;
+
+namespace Modular.Core.Status;
+
+/// <summary>The account's settings of the on/off features, from the network map; null where management said nothing (yet).</summary>
+public sealed record AccountFeatures(bool? LazyConnections = null, bool? Flows = null, bool? Rosenpass = null, bool? RosenpassPermissive = null)
+{
+    /// <summary>Before the first network map: the account has not spoken.</summary>
+    public static readonly AccountFeatures None = new();
+}
+
+/// <summary>
+/// Builds <see cref="FeatureStatus"/> from the one rule (<see cref="FeatureResolver"/>) and the table of features not
+/// built yet (<see cref="NotBuiltYet"/>): what `status` shows at start, after every network map and after a UI switch.
+/// </summary>
+public static class FeatureStatusBuilder
+{
+    public static FeatureStatus Build(AgentConfig config, bool? uiLazyConnections, AccountFeatures account)
+    {
+        var lazy = FeatureResolver.Resolve(config.Features.LazyConnections, uiLazyConnections, account.LazyConnections);
+        var rosenpass = FeatureResolver.Resolve(config.Rosenpass.Enabled, null, account.Rosenpass);
+        var netflow = FeatureResolver.Resolve(config.Netflow.Enabled, null, account.Flows);
+        var decisions = new Dictionary<string, FeatureDecision>(StringComparer.Ordinal)
+        {
+            ["lazy_connections"] = lazy,
+            ["rosenpass"] = rosenpass,
+            ["netflow"] = netflow,
+        };
+
+        // Permissive only means something while Rosenpass runs; the local key wins, else the account's.
+        var permissive = config.Positions.ContainsKey("rosenpass.permissive") ? config.Rosenpass.Permissive : account.RosenpassPermissive ?? config.Rosenpass.Permissive;
+        var rosenpassInEffect = rosenpass.Enabled && NotBuiltYet.IsBuilt("rosenpass");
+        return new FeatureStatus(
+            lazy.Enabled,
+            ConfigDuration.Format(config.Features.InactivityTimeout),
+            config.Features.AlwaysConnected,
+            config.Connection.ForceRelay,
+            config.Proxy.Kind,
+            rosenpassInEffect,
+            rosenpassInEffect && permissive,
+            netflow.Enabled && NotBuiltYet.IsBuilt("netflow"))
+        {
+            LazyConnectionsSource = lazy.Source,
+            RosenpassSource = rosenpass.Source,
+            NetflowSource = netflow.Source,
+            Unavailable = NotBuiltYet.Unavailable(config, decisions),
+        };
+    }
+}

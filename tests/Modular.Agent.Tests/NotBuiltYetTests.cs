@@ -1,0 +1,75 @@
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Modular.Core.Config;
+
+namespace Modular.Agent.Tests;
+
+/// <summary>
+/// Every key of <see cref="NotBuiltYet.Keys"/>, one case each (a row deleted when its feature is built takes its case
+/// with it): `config check` and `up` warn with file:line:col and exit as before, and `status` lists the feature as
+/// unavailable, never as on.
+/// </summary>
+public sealed class NotBuiltYetTests : IDisposable
+{
+    private readonly AgentHarness _agent = new();
+
+    public static TheoryData<string> Keys => [.. NotBuiltYet.Keys.Select(row => row.Key)];
+
+    [Theory]
+    [MemberData(nameof(Keys))]
+    public void An_accepted_key_that_is_not_built_warns_and_shows_as_unavailable_not_on(string key)
+    {
+        var row = NotBuiltYet.Keys.Single(r => r.Key == key);
+        var dot = row.Key.LastIndexOf('.');
+        var written = $"{row.Key[(dot + 1)..]} = {row.Example}";
+        var path = _agent.WriteConfig(pluginsDir: AgentHarness.BuiltInPluginsDir, extra: $"[{row.Key[..dot]}]\n{written}");
+        var line = Array.IndexOf(File.ReadAllLines(path), written) + 1;
+        var warning = $@"warning: {Regex.Escape(path)}:{line}:\d+: {Regex.Escape(row.Key)}: accepted, but {Regex.Escape(NotBuiltYet.Reasons[row.Feature])}; it has no effect";
+
+        var check = AgentHarness.Run($"config check {path}");
+        Assert.True(check.ExitCode == 0, check.Error);
+        Assert.Equal($"{path}: OK", check.Output.Trim());
+        Assert.Matches(warning, check.Error);
+
+        var daemon = _agent.StartDaemon(path);
+        Assert.Matches(warning, daemon.Output);
+        var status = AgentHarness.Run($"status --json --socket {_agent.SocketPath}");
+        Assert.True(status.ExitCode == 0, status.Error);
+        var features = JsonDocument.Parse(status.Output).RootElement.GetProperty("features");
+        Assert.Equal(NotBuiltYet.Reasons[row.Feature], features.GetProperty("unavailable").GetProperty(row.Feature).GetString());
+        if (features.TryGetProperty(row.Feature, out var inEffect))
+        {
+            Assert.False(inEffect.GetBoolean(), $"features.{row.Feature} is shown on although it is not built");
+        }
+
+        var text = AgentHarness.Run($"status --socket {_agent.SocketPath}").Output;
+        Assert.Contains($"requested, not available: {NotBuiltYet.Reasons[row.Feature]}", text, StringComparison.Ordinal);
+        Assert.DoesNotMatch(@"(Flow logging|Quantum resistance): +on", text);
+    }
+
+    [Fact]
+    public void The_default_metrics_address_is_listed_as_unavailable_but_not_warned_about_and_an_empty_one_is_neither()
+    {
+        var path = _agent.WriteConfig();
+        var check = AgentHarness.Run($"config check {path}");
+        Assert.True(check.ExitCode == 0, check.Error);
+        Assert.DoesNotContain("warning:", check.Error, StringComparison.Ordinal);
+
+        _agent.StartDaemon(path);
+        var features = JsonDocument.Parse(AgentHarness.Run($"status --json --socket {_agent.SocketPath}").Output).RootElement.GetProperty("features");
+        Assert.Equal(new[] { "metrics" }, features.GetProperty("unavailable").EnumerateObject().Select(p => p.Name));
+        Assert.Equal("default", features.GetProperty("lazy_connections_source").GetString());
+        Assert.Equal(0, AgentHarness.Run($"down --socket {_agent.SocketPath}").ExitCode);
+
+        var off = _agent.WriteConfig(extra: "[metrics]\nlisten = \"\"", fileName: "no-metrics.toml");
+        _agent.StartDaemon(off);
+        var none = JsonDocument.Parse(AgentHarness.Run($"status --json --socket {_agent.SocketPath}").Output).RootElement.GetProperty("features");
+        Assert.Empty(none.GetProperty("unavailable").EnumerateObject());
+    }
+
+    [Fact]
+    public void Every_unavailable_feature_has_a_key_in_the_table()
+        => Assert.Equal(NotBuiltYet.Reasons.Keys, NotBuiltYet.Keys.Select(r => r.Feature).Distinct().Order(StringComparer.Ordinal));
+
+    public void Dispose() => _agent.Dispose();
+}

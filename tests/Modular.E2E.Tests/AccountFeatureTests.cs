@@ -1,0 +1,101 @@
+using System.Text.Json;
+using Xunit.Abstractions;
+
+namespace Modular.E2E.Tests;
+
+/// <summary>
+/// The one rule for features the account also sets, through the real engine and a real server: a local setting (TOML
+/// key, environment) overrides the account either way; absent locally, the account decides; and a feature the account
+/// turns on that is not built yet is shown as unavailable, not on.
+/// </summary>
+public sealed class AccountFeatureTests(ITestOutputHelper output)
+{
+    private static readonly TimeSpan Registered = TimeSpan.FromSeconds(60);
+
+    [SkippableFact]
+    public void Account_on_with_the_toml_key_false_is_off_and_an_agent_without_a_key_follows_the_account()
+    {
+        MeshRig.RequirePrerequisites();
+        using var rig = new MeshRig(output, "fa");
+        WriteServerConfig(rig, accountOn: true);
+        rig.StartServer();
+        var key = rig.CreateSetupKey();
+        rig.AddAgent("fa1").WriteConfig(key, "[features]\nlazy_connections = false\n[netflow]\nenabled = false");
+        rig.AddAgent("fa2").WriteConfig(key);
+        rig["fa1"].Start();
+        rig["fa2"].Start();
+
+        var optedOut = WaitForMap(rig, "fa1");
+        Assert.False(optedOut.GetProperty("lazy_connections").GetBoolean());
+        Assert.Equal("config", optedOut.GetProperty("lazy_connections_source").GetString());
+        Assert.Equal("config", optedOut.GetProperty("netflow_source").GetString());
+        Assert.False(optedOut.GetProperty("unavailable").TryGetProperty("netflow", out _), "a local false overrides the account's flows");
+        Assert.StartsWith("requested by the account", optedOut.GetProperty("unavailable").GetProperty("rosenpass").GetString(), StringComparison.Ordinal);
+
+        var follower = WaitForMap(rig, "fa2");
+        Assert.True(follower.GetProperty("lazy_connections").GetBoolean());
+        Assert.Equal("account", follower.GetProperty("lazy_connections_source").GetString());
+        foreach (var feature in new[] { "netflow", "rosenpass" })
+        {
+            Assert.False(follower.GetProperty(feature).GetBoolean(), $"{feature} is not built, so it is not in effect");
+            Assert.Equal("account", follower.GetProperty($"{feature}_source").GetString());
+            Assert.StartsWith("requested by the account", follower.GetProperty("unavailable").GetProperty(feature).GetString(), StringComparison.Ordinal);
+        }
+
+        var text = rig["fa2"].StatusText();
+        Assert.Matches(@"Lazy connections: +on \(idle after 15m\), source: account\n", text);
+        Assert.Matches(@"Flow logging: +requested, not available: requested by the account; not built yet", text);
+    }
+
+    [SkippableFact]
+    public void Account_off_with_NB_LAZY_CONN_on_is_on()
+    {
+        MeshRig.RequirePrerequisites();
+        using var rig = new MeshRig(output, "fb");
+        WriteServerConfig(rig, accountOn: false);
+        rig.StartServer();
+        var key = rig.CreateSetupKey();
+        rig.AddAgent("fb1").WriteConfig(key);
+        rig.AddAgent("fb2").WriteConfig(key);
+        rig["fb1"].Start(new Dictionary<string, string> { ["NB_LAZY_CONN"] = "on" });
+        rig["fb2"].Start();
+
+        var optedIn = WaitForMap(rig, "fb1");
+        Assert.True(optedIn.GetProperty("lazy_connections").GetBoolean());
+        Assert.Equal("environment", optedIn.GetProperty("lazy_connections_source").GetString());
+
+        var follower = WaitForMap(rig, "fb2");
+        Assert.False(follower.GetProperty("lazy_connections").GetBoolean());
+        Assert.Equal("account", follower.GetProperty("lazy_connections_source").GetString());
+        Assert.False(follower.GetProperty("unavailable").TryGetProperty("netflow", out _));
+    }
+
+    private static void WriteServerConfig(MeshRig rig, bool accountOn)
+    {
+        var on = accountOn ? "true" : "false";
+        File.WriteAllText(rig.ServerConfig, $"""
+            listen = "{MeshRig.ServerIp}:33073"
+            data_dir = "{Path.Combine(rig.Root, "server")}"
+            relay = {"{"} listen = "{MeshRig.ServerIp}:33080" {"}"}
+            stun = {"{"} listen = "{MeshRig.ServerIp}:3478" {"}"}
+
+            [account]
+            lazy_connections = {on}
+            flows = {"{"} enabled = {on} {"}"}
+            rosenpass = {"{"} enabled = {on} {"}"}
+            """);
+    }
+
+    /// <summary>The agent's `features` once its first network map is applied (no agent here sets Rosenpass, so the account then decides it).</summary>
+    private static JsonElement WaitForMap(MeshRig rig, string name)
+    {
+        JsonElement features = default;
+        rig.WaitUntil(
+            () => rig[name].Status() is { } status
+                && (features = status.GetProperty("features")).GetProperty("rosenpass_source").GetString() == "account",
+            Registered,
+            $"{name} applying its first network map",
+            () => rig[name].Output);
+        return features;
+    }
+}
