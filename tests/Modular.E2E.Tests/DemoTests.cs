@@ -60,8 +60,12 @@ public sealed partial class DemoTests(ITestOutputHelper output)
                 }
             }
 
-            var dotnetDir = Path.GetDirectoryName(Prerequisites.FindOnPath("dotnet"))!;
-            var run = RunDemo(new Dictionary<string, string> { ["PATH"] = $"{bin.FullName}:{dotnetDir}" });
+            // The SDK's own folder (/usr/bin/dotnet is a link into it), not the folder of a link to it.
+            var dotnet = Prerequisites.FindOnPath("dotnet")!;
+            var dotnetDir = Path.GetDirectoryName(File.ResolveLinkTarget(dotnet, returnFinalTarget: true)?.FullName ?? dotnet)!;
+            var path = $"{bin.FullName}:{dotnetDir}";
+            Assert.False(path.Split(':').Any(dir => File.Exists(Path.Combine(dir, "iperf3"))), $"iperf3 is still on PATH={path}");
+            var run = RunDemo(new Dictionary<string, string> { ["PATH"] = path });
 
             Assert.True(run.ExitCode == 1, $"expected exit code 1, got {run.ExitCode}:\n{Tail(run.Output)}");
             var summary = SummaryLine().Match(run.Output);
