@@ -106,7 +106,17 @@ public sealed class UdpProxy : RelayedProxy
             }
             else
             {
-                await _socket!.SendAsync(datagram, SocketFlags.None, cancellationToken);
+                try
+                {
+                    await _socket!.SendAsync(datagram, SocketFlags.None, cancellationToken);
+                }
+                catch (SocketException ex) when (ex.SocketErrorCode is SocketError.ConnectionRefused)
+                {
+                    // The connected socket reports an EARLIER datagram's ICMP port unreachable on the next call, and
+                    // that call sends nothing; the receive loop usually takes the error first, but not when it lags.
+                    // The error is cleared now, so this datagram gets its own try.
+                    await _socket!.SendAsync(datagram, SocketFlags.None, cancellationToken);
+                }
             }
         }
         catch (SocketException)
