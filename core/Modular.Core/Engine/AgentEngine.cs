@@ -96,6 +96,7 @@ public sealed class AgentEngine
     private readonly X25519KeyPair _identity;
     private readonly EngineSignaling _signaling = new();
     private readonly RefusedPeerBackoff _refused;
+    private readonly EngineSeams _seams;
     private IWgIface? _iface;
     private EnginePaths? _paths;
     private EngineRelayConnector? _relay;
@@ -103,7 +104,7 @@ public sealed class AgentEngine
     private EngineFirewall? _firewall;
     private RouteManager? _routes;
     private MeshDnsService? _dns;
-    private IceSocketTransport? _iceTransport;
+    private IDisposable? _iceTransport;
     private volatile ServiceAddresses? _services;
     private volatile Uri? _managementUrl;
     // The management URL whose failure is reported (the last one LoginAsync tried), for the one-line message.
@@ -112,8 +113,8 @@ public sealed class AgentEngine
     // signal server (DNS, a wrong public_url) is refused instead of trusted. Boxed for atomic publication.
     private volatile StrongBox<WgKey>? _serverKey;
     private readonly NetworkMapState _map = new();
-    // Map application and route failover both change peers and routes: one at a time.
-    private readonly SemaphoreSlim _applyGate = new(1, 1);
+    // Map application, route failover, switches and clearing all change peers and routes: one at a time.
+    private readonly ApplyGate _applyGate = new();
     private volatile NetworkMap? _appliedMap;
     private volatile RoutePlan _routePlan = RoutePlan.Empty;
     private SignalClient? _rejectedClient;
@@ -121,7 +122,14 @@ public sealed class AgentEngine
     private long _rejectedReported;
 
     public AgentEngine(EngineOptions options, StatusRecorder recorder, ILoggerFactory loggerFactory, TimeProvider time)
+        : this(options, recorder, loggerFactory, time, EngineSeams.Host)
     {
+    }
+
+    /// <summary>For tests: an engine whose OS is <paramref name="seams"/> (doubles for the interface, routes and nft).</summary>
+    internal AgentEngine(EngineOptions options, StatusRecorder recorder, ILoggerFactory loggerFactory, TimeProvider time, EngineSeams seams)
+    {
+        _seams = seams;
         _options = options;
         _config = options.Config;
         _recorder = recorder;
@@ -137,6 +145,9 @@ public sealed class AgentEngine
 
     /// <summary>The interface once created.</summary>
     public IWgIface? Interface => _iface;
+
+    /// <summary>For tests: how many changes wait for the apply gate.</summary>
+    internal int ApplyGateWaiting => _applyGate.Waiting;
 
     /// <summary>Runs until <paramref name="cancellationToken"/> fires; throws <see cref="EngineFatalException"/> when it cannot go on.</summary>
     public async Task RunAsync(CancellationToken cancellationToken)
@@ -181,25 +192,7 @@ public sealed class AgentEngine
                     // backing off to an hour and saying so at most once an hour.
                     SetManagement(false, refused.Describe(e.StatusCode, e.Status.Detail));
                     wait = refused.OnRefused(e.StatusCode, e.Status.Detail);
-                    if (_manager is not null)
-                    {
-                        await _manager.ApplyAsync([], CancellationToken.None);
-                    }
-
-                    if (_routes is not null)
-                    {
-                        await _applyGate.WaitAsync(CancellationToken.None);
-                        try
-                        {
-                            await _routes.ApplyAsync(RoutePlan.Empty, [], CancellationToken.None);
-                            _recorder.SetRoutes([]);
-                            (_appliedMap, _routePlan) = (null, RoutePlan.Empty);
-                        }
-                        finally
-                        {
-                            _applyGate.Release();
-                        }
-                    }
+                    await ClearPeersAsync();
                 }
 #pragma warning disable CA1031 // Every other management failure is retried; the message goes to status.
                 catch (Exception e)
@@ -345,29 +338,48 @@ public sealed class AgentEngine
 
             var started = _time.GetTimestamp();
             var map = _map.ToMap();
-            await _applyGate.WaitAsync(cancellationToken);
-            int added, updated, removed;
-            try
-            {
-                var routes = RoutePlan.From(map, _identity.PublicKey, _iface!.Address, _logger, IsConnected);
-                if (_firewall is not null)
-                {
-                    await _firewall.ApplyAsync(map, cancellationToken);
-                }
-
-                await ApplyDnsAsync(map, cancellationToken);
-                (added, updated, removed) = await ApplyRoutePlanAsync(map, routes, cancellationToken);
-            }
-            finally
-            {
-                _applyGate.Release();
-            }
-
+            var (added, updated, removed) = await ApplyMapAsync(map, cancellationToken);
             _logger.LogInformation("Network map {Serial} ({Kind} from {Previous}): {Total} peers (+{Added} ~{Updated} -{Removed}) applied in {Ms:F1} ms",
                 map.Serial, update.NetworkMap is null ? "delta" : "whole map", previous, map.RemotePeers.Count, added, updated, removed, _time.GetElapsedTime(started).TotalMilliseconds);
         }
 
         return false;
+    }
+
+    /// <summary>Puts a whole network map in force: firewall rules, DNS, then peers and routes by a new route plan.</summary>
+    internal async Task<(int Added, int Updated, int Removed)> ApplyMapAsync(NetworkMap map, CancellationToken cancellationToken)
+    {
+        using (await _applyGate.EnterAsync(cancellationToken))
+        {
+            var routes = RoutePlan.From(map, _identity.PublicKey, _iface!.Address, _logger, IsConnected);
+            if (_firewall is not null)
+            {
+                await _firewall.ApplyAsync(map, cancellationToken);
+            }
+
+            await ApplyDnsAsync(map, cancellationToken);
+            return await ApplyRoutePlanAsync(map, routes, cancellationToken);
+        }
+    }
+
+    /// <summary>Management removed this agent: every tunnel goes, and the routes through them.</summary>
+    internal async Task ClearPeersAsync()
+    {
+        await Step(EngineStep.ClearPeers, CancellationToken.None);
+        if (_manager is not null)
+        {
+            await _manager.ApplyAsync([], CancellationToken.None);
+        }
+
+        if (_routes is not null)
+        {
+            using (await _applyGate.EnterAsync(CancellationToken.None))
+            {
+                await _routes.ApplyAsync(RoutePlan.Empty, [], CancellationToken.None);
+                _recorder.SetRoutes([]);
+                (_appliedMap, _routePlan) = (null, RoutePlan.Empty);
+            }
+        }
     }
 
     /// <summary>
@@ -390,15 +402,14 @@ public sealed class AgentEngine
     /// Route failover: when a routing peer that shares a network with another one connects or drops, the
     /// routes are planned again from the map in force, so a connected routing peer carries the network.
     /// </summary>
-    private async Task FailOverRoutesAsync(CancellationToken cancellationToken)
+    internal async Task FailOverRoutesAsync(CancellationToken cancellationToken)
     {
         if (!_routePlan.IsStale(IsConnected))
         {
             return; // the common case: nothing shared, or nothing changed
         }
 
-        await _applyGate.WaitAsync(cancellationToken);
-        try
+        using (await _applyGate.EnterAsync(cancellationToken))
         {
             if (_appliedMap is not { } map || !_routePlan.IsStale(IsConnected))
             {
@@ -421,15 +432,16 @@ public sealed class AgentEngine
                     route.Name, route.Network, names(route.Peer) ?? route.Peer.ToShortString(), IsConnected(route.Peer) ? "connected" : "none of its routing peers is connected");
             }
 
+            await Step(EngineStep.Failover, cancellationToken);
             await ApplyRoutePlanAsync(map, plan, cancellationToken);
-        }
-        finally
-        {
-            _applyGate.Release();
         }
     }
 
-    private bool IsConnected(WgKey peer) => _manager?.Find(peer)?.State == PeerConnectionState.Connected;
+    private bool IsConnected(WgKey peer)
+        => _seams.IsConnected is { } isConnected ? isConnected(peer) : _manager?.Find(peer)?.State == PeerConnectionState.Connected;
+
+    private ValueTask Step(EngineStep step, CancellationToken cancellationToken)
+        => _seams.BeforeStep is { } before ? before(step, cancellationToken) : ValueTask.CompletedTask;
 
     /// <summary>
     /// Resolves the features the account also sets by the one rule (<see cref="FeatureResolver"/>: a local flag,
@@ -471,18 +483,13 @@ public sealed class AgentEngine
             return;
         }
 
-        await _applyGate.WaitAsync(cancellationToken);
-        try
+        using (await _applyGate.EnterAsync(cancellationToken))
         {
             if (_appliedMap is { } map)
             {
                 await ApplyRoutePlanAsync(map, _routePlan, cancellationToken);
                 _switchesApplied = version;
             }
-        }
-        finally
-        {
-            _applyGate.Release();
         }
     }
 
@@ -572,7 +579,7 @@ public sealed class AgentEngine
         return peers;
     }
 
-    private async Task EnsureInterfaceAsync(LoginResponse login, CancellationToken cancellationToken)
+    internal async Task EnsureInterfaceAsync(LoginResponse login, CancellationToken cancellationToken)
     {
         if (_iface is not null)
         {
@@ -589,29 +596,18 @@ public sealed class AgentEngine
 
         var iface = _config.Interface;
         var ifaceOptions = new WgIfaceOptions(iface.Name, _options.PrivateKey, address, prefix, iface.Mtu, iface.Port);
-        IIceTransport transport;
-        int portOffset;
-        if (iface.Mode == WgInterfaceMode.Userspace)
-        {
-            var demux = new IceDemuxBind(new UdpBind());
-            // `wg show` works on the in-process device; `wg set` is refused (management owns the configuration).
-            _iface = new UserspaceWgIface(ifaceOptions, _loggerFactory, _time, () => demux) { ReadOnlyUapiDirectory = _options.UapiDirectory };
-            transport = demux;
-            portOffset = 0;
-        }
-        else
-        {
-            _iface = new KernelWgIface(ifaceOptions, _loggerFactory);
-            var socketTransport = new IceSocketTransport(iface.Port + 1);
-            _iceTransport = socketTransport;
-            transport = socketTransport;
-            portOffset = 1;
-        }
+        await Step(EngineStep.Interface, cancellationToken);
+        var created = (_seams.CreateInterface ?? CreateInterface)(ifaceOptions);
+        _iface = created.Iface;
+        _iceTransport = created.OwnedTransport;
+        var transport = created.Transport;
+        var portOffset = created.PortOffset;
 
+        await Step(EngineStep.Firewall, cancellationToken);
         if (_config.Firewall.Enabled)
         {
             // Its own address tells the firewall which inbound packets are forwarded (routed) traffic.
-            _firewall = await EngineFirewall.AttachAsync(_iface, _time, _loggerFactory.CreateLogger<EngineFirewall>(), _recorder, new Firewall.FirewallOptions { LocalAddresses = [address] }, cancellationToken: cancellationToken);
+            _firewall = await EngineFirewall.AttachAsync(_iface, _time, _loggerFactory.CreateLogger<EngineFirewall>(), _recorder, new Firewall.FirewallOptions { LocalAddresses = [address] }, _seams.Nftables, cancellationToken);
         }
         else
         {
@@ -620,25 +616,29 @@ public sealed class AgentEngine
         }
 
         // Kernel mode's ICE socket talks to peers directly, like WireGuard's: an exit node must not carry it either.
+        await Step(EngineStep.Routes, cancellationToken);
         _routes = new RouteManager(
             _iface,
-            new HostRouteOs(),
-            Firewall.Nftables.HostNftables.Instance,
+            _seams.RouteOs ?? new HostRouteOs(),
+            _seams.Nftables ?? Firewall.Nftables.HostNftables.Instance,
             _loggerFactory.CreateLogger<RouteManager>(),
             RouteManagerOptions.For(_iface) with { FilterForwarded = _config.Firewall.Enabled },
-            _iceTransport is { } checks ? checks.SetMark : null);
+            _iceTransport is IceSocketTransport checks ? checks.SetMark : null);
 
+        await Step(EngineStep.Dns, cancellationToken);
         if (_config.Dns.Enabled)
         {
             _dns = new MeshDnsService(_config.Dns.ListenPort, _loggerFactory, _time);
             _dns.ListeningChanged += OnDnsListening;
         }
+        await Step(EngineStep.Up, cancellationToken);
         await _iface.CreateAsync(cancellationToken);
         await _iface.UpAsync(cancellationToken);
+        await Step(EngineStep.Connections, cancellationToken);
         var agent = new IceAgent(transport, _time, _loggerFactory.CreateLogger<IceAgent>());
         _paths = new EnginePaths(agent, portOffset);
         _paths.LocalCandidates = CandidateGatherer.HostCandidates(agent.LocalPort, _iface.Name, _iface.Address);
-        _logger.LogInformation("Interface {Interface} up ({Mode}); host candidates: {Candidates}", _iface.Name, iface.Mode,
+        _logger.LogInformation("Interface {Interface} up ({Mode}); host candidates: {Candidates}", _iface.Name, _iface.Mode,
             string.Join(", ", _paths.LocalCandidates));
 
         var proxies = new ProxySelector(
@@ -650,6 +650,21 @@ public sealed class AgentEngine
         _relay = new EngineRelayConnector(_iface, _identity.PublicKey, proxies, _recorder, _logger);
         ApplyServices(login.Services);
         _manager = new ConnectionManager(_iface, _signaling, _paths, _relay, _options.PeerOptions, _recorder, _time, _loggerFactory, CreateActivityMonitor);
+    }
+
+    /// <summary>The interface the config's mode names: in-process WireGuard with ICE on its Bind, or kernel/external with an ICE socket one port up.</summary>
+    private EngineInterface CreateInterface(WgIfaceOptions options)
+    {
+        if (_config.Interface.Mode == WgInterfaceMode.Userspace)
+        {
+            var demux = new IceDemuxBind(new UdpBind());
+            // `wg show` works on the in-process device; `wg set` is refused (management owns the configuration).
+            return new EngineInterface(new UserspaceWgIface(options, _loggerFactory, _time, () => demux) { ReadOnlyUapiDirectory = _options.UapiDirectory }, demux, 0, null);
+        }
+
+        var kernel = new KernelWgIface(options, _loggerFactory);
+        var socket = new IceSocketTransport(options.ListenPort + 1);
+        return new EngineInterface(kernel, socket, 1, socket);
     }
 
     private void ApplyServices(ServiceAddresses? services)
@@ -843,7 +858,8 @@ public sealed class AgentEngine
         }
     }
 
-    private async Task ShutdownAsync()
+    /// <summary>Closes whatever exists: DNS, routes, connections, the interface, the firewall (RunAsync does this when it returns).</summary>
+    internal async Task ShutdownAsync()
     {
         if (_dns is not null)
         {
