@@ -6,6 +6,7 @@ using Modular.Control.Relay;
 using Modular.Control.Signal;
 using Modular.Core.Firewall.Nftables;
 using Modular.Core.Ice;
+using Modular.Core.MeshDns;
 using Modular.Core.Peers;
 using Modular.Core.Routing;
 using Modular.Core.Status;
@@ -40,6 +41,23 @@ internal enum EngineStep
     /// <summary>Management removed this agent: its peers and routes are about to be cleared.</summary>
     ClearPeers,
 }
+
+/// <summary>
+/// Every part of the engine that needs the interface, built all at once (<c>AgentEngine.AssembleAsync</c>) and
+/// published as one reference: the engine has all of them or none, never some.
+/// </summary>
+/// <param name="IceTransport">The ICE socket the engine closes with the interface (kernel mode); null when the interface owns it.</param>
+/// <param name="Firewall">Null when the config turns the firewall off.</param>
+/// <param name="Dns">Null when the config turns the mesh resolver off.</param>
+internal sealed record EngineParts(
+    IWgIface Iface,
+    IDisposable? IceTransport,
+    EngineFirewall? Firewall,
+    RouteManager Routes,
+    MeshDnsService? Dns,
+    EnginePaths Paths,
+    EngineRelayConnector Relay,
+    ConnectionManager Manager);
 
 /// <summary>A WireGuard interface with the transport ICE checks use beside it.</summary>
 /// <param name="Transport">Where ICE checks go (the in-process Bind's demux, or a socket of its own).</param>
