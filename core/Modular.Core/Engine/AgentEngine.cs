@@ -366,9 +366,11 @@ public sealed class AgentEngine
             return;
         }
 
-        await parts.Manager.ApplyAsync([], CancellationToken.None);
+        // Through the gate, as every change of peers: a failover or switch in progress puts the map in force back
+        // otherwise, with the peers of the agent management just removed.
         using (await _applyGate.EnterAsync(CancellationToken.None))
         {
+            await parts.Manager.ApplyAsync([], CancellationToken.None);
             await parts.Routes.ApplyAsync(RoutePlan.Empty, [], CancellationToken.None);
             _recorder.SetRoutes([]);
             (_appliedMap, _routePlan) = (null, RoutePlan.Empty);

@@ -68,6 +68,42 @@ public sealed class AgentEngineTests
         Assert.Equal(3, rig.Recorder.Snapshot().Peers.Count);
     }
 
+    [Fact]
+    public async Task Removal_while_route_failover_is_applying_leaves_no_peer_and_no_route()
+    {
+        var connected = new ConcurrentDictionary<WgKey, bool>();
+        Task? removal = null;
+        AgentEngine? engine = null;
+        await using var rig = new EngineRig(
+            async (step, _) =>
+            {
+                if (step == EngineStep.Failover)
+                {
+                    // Failover holds the gate with its plan made: management's removal arrives now, and gets as far as it can.
+                    removal = Task.Run(() => engine!.ClearPeersAsync(), CancellationToken.None);
+                    await ConnPair.WaitForAsync(() => engine!.ApplyGateWaiting == 1 || removal.IsCompleted, "the removal waits for the apply gate");
+                }
+            },
+            peer => connected.ContainsKey(peer));
+        engine = rig.Engine;
+        await engine.EnsureInterfaceAsync(Login, CancellationToken.None);
+
+        // Two routing peers serve one network; neither is connected, so the metric picks A. Then only B connects.
+        var map = RouteMaps.Map(RouteMaps.Route("lan-a", "10.1.0.0/24", RouteMaps.RouterA, 10), RouteMaps.Route("lan-b", "10.1.0.0/24", RouteMaps.RouterB, 20));
+        Assert.Equal((3, 0, 0), await engine.ApplyMapAsync(map, CancellationToken.None));
+        Assert.Equal(["10.1.0.0/24 dev mdl-test"], rig.RouteOs.Routes);
+        connected[RouteMaps.RouterB] = true;
+
+        await engine.FailOverRoutesAsync(CancellationToken.None);
+        Assert.NotNull(removal);
+        await removal;
+
+        Assert.Equal(0, engine.Connections!.Count);
+        Assert.Empty(rig.Recorder.Snapshot().Peers);
+        Assert.Empty(rig.RouteOs.Routes);
+        Assert.Empty(rig.Recorder.Snapshot().Routes);
+    }
+
     /// <summary>An engine over doubles: interfaces and ICE sockets it creates are kept for inspection.</summary>
     private sealed class EngineRig : IAsyncDisposable
     {
