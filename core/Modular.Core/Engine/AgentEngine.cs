@@ -96,14 +96,9 @@ public sealed class AgentEngine
     private readonly X25519KeyPair _identity;
     private readonly EngineSignaling _signaling = new();
     private readonly RefusedPeerBackoff _refused;
-    private IWgIface? _iface;
-    private EnginePaths? _paths;
-    private EngineRelayConnector? _relay;
-    private ConnectionManager? _manager;
-    private EngineFirewall? _firewall;
-    private RouteManager? _routes;
-    private MeshDnsService? _dns;
-    private IceSocketTransport? _iceTransport;
+    private readonly EngineSeams _seams;
+    // All of the interface's parts or none: set once, when every one of them was built (see AssembleAsync).
+    private volatile EngineParts? _parts;
     private volatile ServiceAddresses? _services;
     private volatile Uri? _managementUrl;
     // The management URL whose failure is reported (the last one LoginAsync tried), for the one-line message.
@@ -112,8 +107,8 @@ public sealed class AgentEngine
     // signal server (DNS, a wrong public_url) is refused instead of trusted. Boxed for atomic publication.
     private volatile StrongBox<WgKey>? _serverKey;
     private readonly NetworkMapState _map = new();
-    // Map application and route failover both change peers and routes: one at a time.
-    private readonly SemaphoreSlim _applyGate = new(1, 1);
+    // Map application, route failover, switches and clearing all change peers and routes: one at a time.
+    private readonly ApplyGate _applyGate = new();
     private volatile NetworkMap? _appliedMap;
     private volatile RoutePlan _routePlan = RoutePlan.Empty;
     private SignalClient? _rejectedClient;
@@ -121,7 +116,14 @@ public sealed class AgentEngine
     private long _rejectedReported;
 
     public AgentEngine(EngineOptions options, StatusRecorder recorder, ILoggerFactory loggerFactory, TimeProvider time)
+        : this(options, recorder, loggerFactory, time, EngineSeams.Host)
     {
+    }
+
+    /// <summary>For tests: an engine whose OS is <paramref name="seams"/> (doubles for the interface, routes and nft).</summary>
+    internal AgentEngine(EngineOptions options, StatusRecorder recorder, ILoggerFactory loggerFactory, TimeProvider time, EngineSeams seams)
+    {
+        _seams = seams;
         _options = options;
         _config = options.Config;
         _recorder = recorder;
@@ -133,10 +135,13 @@ public sealed class AgentEngine
     }
 
     /// <summary>The connection manager once the interface exists (for tests and benchmarks).</summary>
-    public ConnectionManager? Connections => _manager;
+    public ConnectionManager? Connections => _parts?.Manager;
 
     /// <summary>The interface once created.</summary>
-    public IWgIface? Interface => _iface;
+    public IWgIface? Interface => _parts?.Iface;
+
+    /// <summary>For tests: how many changes wait for the apply gate.</summary>
+    internal int ApplyGateWaiting => _applyGate.Waiting;
 
     /// <summary>Runs until <paramref name="cancellationToken"/> fires; throws <see cref="EngineFatalException"/> when it cannot go on.</summary>
     public async Task RunAsync(CancellationToken cancellationToken)
@@ -181,25 +186,7 @@ public sealed class AgentEngine
                     // backing off to an hour and saying so at most once an hour.
                     SetManagement(false, refused.Describe(e.StatusCode, e.Status.Detail));
                     wait = refused.OnRefused(e.StatusCode, e.Status.Detail);
-                    if (_manager is not null)
-                    {
-                        await _manager.ApplyAsync([], CancellationToken.None);
-                    }
-
-                    if (_routes is not null)
-                    {
-                        await _applyGate.WaitAsync(CancellationToken.None);
-                        try
-                        {
-                            await _routes.ApplyAsync(RoutePlan.Empty, [], CancellationToken.None);
-                            _recorder.SetRoutes([]);
-                            (_appliedMap, _routePlan) = (null, RoutePlan.Empty);
-                        }
-                        finally
-                        {
-                            _applyGate.Release();
-                        }
-                    }
+                    await ClearPeersAsync();
                 }
 #pragma warning disable CA1031 // Every other management failure is retried; the message goes to status.
                 catch (Exception e)
@@ -273,7 +260,7 @@ public sealed class AgentEngine
 
                 _managementUrl = url;
                 _services = login.Services;
-                ApplyServices(login.Services);
+                ApplyServices(_parts?.Relay, login.Services);
                 _recorder.SetOverlayIp(AddressOnly(login.PeerConfig.Address));
                 SetManagement(true, null);
                 _logger.LogInformation("Logged in to {Management}: overlay address {Address}", url, login.PeerConfig.Address);
@@ -330,7 +317,7 @@ public sealed class AgentEngine
             if (update.Services is { } services)
             {
                 _services = services;
-                ApplyServices(services);
+                ApplyServices(_parts?.Relay, services);
             }
 
             SetManagement(true, null);
@@ -345,24 +332,7 @@ public sealed class AgentEngine
 
             var started = _time.GetTimestamp();
             var map = _map.ToMap();
-            await _applyGate.WaitAsync(cancellationToken);
-            int added, updated, removed;
-            try
-            {
-                var routes = RoutePlan.From(map, _identity.PublicKey, _iface!.Address, _logger, IsConnected);
-                if (_firewall is not null)
-                {
-                    await _firewall.ApplyAsync(map, cancellationToken);
-                }
-
-                await ApplyDnsAsync(map, cancellationToken);
-                (added, updated, removed) = await ApplyRoutePlanAsync(map, routes, cancellationToken);
-            }
-            finally
-            {
-                _applyGate.Release();
-            }
-
+            var (added, updated, removed) = await ApplyMapAsync(map, cancellationToken);
             _logger.LogInformation("Network map {Serial} ({Kind} from {Previous}): {Total} peers (+{Added} ~{Updated} -{Removed}) applied in {Ms:F1} ms",
                 map.Serial, update.NetworkMap is null ? "delta" : "whole map", previous, map.RemotePeers.Count, added, updated, removed, _time.GetElapsedTime(started).TotalMilliseconds);
         }
@@ -370,17 +340,54 @@ public sealed class AgentEngine
         return false;
     }
 
+    /// <summary>Puts a whole network map in force: firewall rules, DNS, then peers and routes by a new route plan.</summary>
+    internal async Task<(int Added, int Updated, int Removed)> ApplyMapAsync(NetworkMap map, CancellationToken cancellationToken)
+    {
+        var parts = Parts;
+        using (await _applyGate.EnterAsync(cancellationToken))
+        {
+            var routes = RoutePlan.From(map, _identity.PublicKey, parts.Iface.Address, _logger, IsConnected);
+            if (parts.Firewall is not null)
+            {
+                await parts.Firewall.ApplyAsync(map, cancellationToken);
+            }
+
+            await ApplyDnsAsync(parts, map, cancellationToken);
+            return await ApplyRoutePlanAsync(parts, map, routes, cancellationToken);
+        }
+    }
+
+    /// <summary>Management removed this agent: every tunnel goes, and the routes through them.</summary>
+    internal async Task ClearPeersAsync()
+    {
+        await Step(EngineStep.ClearPeers, CancellationToken.None);
+        if (_parts is not { } parts)
+        {
+            return;
+        }
+
+        // Through the gate, as every change of peers: a failover or switch in progress puts the map in force back
+        // otherwise, with the peers of the agent management just removed.
+        using (await _applyGate.EnterAsync(CancellationToken.None))
+        {
+            await parts.Manager.ApplyAsync([], CancellationToken.None);
+            await parts.Routes.ApplyAsync(RoutePlan.Empty, [], CancellationToken.None);
+            _recorder.SetRoutes([]);
+            (_appliedMap, _routePlan) = (null, RoutePlan.Empty);
+        }
+    }
+
     /// <summary>
     /// Puts a route plan in force: the networks it routes through peers join their allowed IPs, the OS
     /// routes follow, then status (caller holds <see cref="_applyGate"/>).
     /// </summary>
-    private async Task<(int Added, int Updated, int Removed)> ApplyRoutePlanAsync(NetworkMap map, RoutePlan plan, CancellationToken cancellationToken)
+    private async Task<(int Added, int Updated, int Removed)> ApplyRoutePlanAsync(EngineParts parts, NetworkMap map, RoutePlan plan, CancellationToken cancellationToken)
     {
-        _firewall?.Firewall?.UpdateResources(plan.ToFirewallResources(_iface!.Address));
-        ApplyLazySetting(map);
-        var changes = await _manager!.ApplyAsync(plan.MergeAllowedIps(ToPeers(map, _logger)), cancellationToken);
-        await _routes!.ApplyAsync(plan, ControlHosts(), cancellationToken);
-        _recorder.SetRoutes(_routes.Describe(plan, PeerNames(map, plan)));
+        parts.Firewall?.Firewall?.UpdateResources(plan.ToFirewallResources(parts.Iface.Address));
+        ApplyLazySetting(parts.Manager, map);
+        var changes = await parts.Manager.ApplyAsync(plan.MergeAllowedIps(ToPeers(map, _logger)), cancellationToken);
+        await parts.Routes.ApplyAsync(plan, ControlHosts(), cancellationToken);
+        _recorder.SetRoutes(parts.Routes.Describe(plan, PeerNames(map, plan)));
         _appliedMap = map;
         _routePlan = plan;
         return changes;
@@ -390,28 +397,27 @@ public sealed class AgentEngine
     /// Route failover: when a routing peer that shares a network with another one connects or drops, the
     /// routes are planned again from the map in force, so a connected routing peer carries the network.
     /// </summary>
-    private async Task FailOverRoutesAsync(CancellationToken cancellationToken)
+    internal async Task FailOverRoutesAsync(CancellationToken cancellationToken)
     {
-        if (!_routePlan.IsStale(IsConnected))
+        if (_parts is not { } parts || !_routePlan.IsStale(IsConnected))
         {
             return; // the common case: nothing shared, or nothing changed
         }
 
-        await _applyGate.WaitAsync(cancellationToken);
-        try
+        using (await _applyGate.EnterAsync(cancellationToken))
         {
             if (_appliedMap is not { } map || !_routePlan.IsStale(IsConnected))
             {
                 return;
             }
 
-            var plan = RoutePlan.From(map, _identity.PublicKey, _iface!.Address, null, IsConnected);
+            var plan = RoutePlan.From(map, _identity.PublicKey, parts.Iface.Address, null, IsConnected);
             var moved = plan.MovedFrom(_routePlan);
             var names = PeerNames(map, plan);
             if (moved.Count == 0)
             {
                 _routePlan = plan; // e.g. a standby came up: remember it, nothing moves
-                _recorder.SetRoutes(_routes!.Describe(plan, names));
+                _recorder.SetRoutes(parts.Routes.Describe(plan, names));
                 return;
             }
 
@@ -421,22 +427,26 @@ public sealed class AgentEngine
                     route.Name, route.Network, names(route.Peer) ?? route.Peer.ToShortString(), IsConnected(route.Peer) ? "connected" : "none of its routing peers is connected");
             }
 
-            await ApplyRoutePlanAsync(map, plan, cancellationToken);
-        }
-        finally
-        {
-            _applyGate.Release();
+            await Step(EngineStep.Failover, cancellationToken);
+            await ApplyRoutePlanAsync(parts, map, plan, cancellationToken);
         }
     }
 
-    private bool IsConnected(WgKey peer) => _manager?.Find(peer)?.State == PeerConnectionState.Connected;
+    private bool IsConnected(WgKey peer)
+        => _seams.IsConnected is { } isConnected ? isConnected(peer) : _parts?.Manager.Find(peer)?.State == PeerConnectionState.Connected;
+
+    /// <summary>The parts, for work that only runs once they exist (maps come after the interface).</summary>
+    private EngineParts Parts => _parts ?? throw new InvalidOperationException("the engine's interface is not built yet");
+
+    private ValueTask Step(EngineStep step, CancellationToken cancellationToken)
+        => _seams.BeforeStep is { } before ? before(step, cancellationToken) : ValueTask.CompletedTask;
 
     /// <summary>
     /// Resolves the features the account also sets by the one rule (<see cref="FeatureResolver"/>: a local flag,
     /// variable, UI switch or TOML key overrides the account either way) and puts lazy connections in force; status
     /// shows every feature as in effect or unavailable, with the source that decided it.
     /// </summary>
-    private void ApplyLazySetting(NetworkMap map)
+    private void ApplyLazySetting(ConnectionManager manager, NetworkMap map)
     {
         var features = _config.Features;
         var account = map.Settings is { } settings
@@ -445,12 +455,12 @@ public sealed class AgentEngine
         var status = FeatureStatusBuilder.Build(_config, _options.Switches.LazyConnections, account);
         _recorder.UpdateFeatures(_ => status);
         var enabled = status.LazyConnections;
-        if (enabled == _manager!.Lazy.Enabled)
+        if (enabled == manager.Lazy.Enabled)
         {
             return;
         }
 
-        _manager.Lazy = new LazyOptions(enabled, features.InactivityTimeout, features.AlwaysConnected);
+        manager.Lazy = new LazyOptions(enabled, features.InactivityTimeout, features.AlwaysConnected);
         if (enabled)
         {
             _logger.LogInformation("Lazy connections on ({Source}): peers stay idle until traffic for them appears, and go idle after {Timeout} without",
@@ -466,42 +476,37 @@ public sealed class AgentEngine
     private async Task ApplySwitchesAsync(CancellationToken cancellationToken)
     {
         var version = _options.Switches.Version;
-        if (version == _switchesApplied || _manager is null)
+        if (version == _switchesApplied || _parts is not { } parts)
         {
             return;
         }
 
-        await _applyGate.WaitAsync(cancellationToken);
-        try
+        using (await _applyGate.EnterAsync(cancellationToken))
         {
             if (_appliedMap is { } map)
             {
-                await ApplyRoutePlanAsync(map, _routePlan, cancellationToken);
+                await ApplyRoutePlanAsync(parts, map, _routePlan, cancellationToken);
                 _switchesApplied = version;
             }
-        }
-        finally
-        {
-            _applyGate.Release();
         }
     }
 
     /// <summary>The stand-in endpoint of idle peers: a claim on the in-process Bind, or one loopback socket for kernel/external WireGuard.</summary>
-    private IActivityMonitor CreateActivityMonitor(IActivityListener listener)
+    private IActivityMonitor CreateActivityMonitor(IWgIface iface, IActivityListener listener)
     {
         var logger = _loggerFactory.CreateLogger("Modular.Core.Lazy.ActivityMonitor");
-        return _iface!.BindHook is { } hook
+        return iface.BindHook is { } hook
             ? new BindHookActivityMonitor(hook, listener, logger)
             : new LoopbackActivityMonitor(listener, logger);
     }
 
     /// <summary>The mesh resolver follows the map (records, listener); see <see cref="OnDnsListening"/> for the firewall.</summary>
-    private async Task ApplyDnsAsync(NetworkMap map, CancellationToken cancellationToken)
+    private async Task ApplyDnsAsync(EngineParts parts, NetworkMap map, CancellationToken cancellationToken)
     {
-        if (_dns is not null)
+        if (parts.Dns is { } dns)
         {
-            await _dns.ApplyAsync(map, cancellationToken);
-            _recorder.SetDns(_dns.Status());
+            await dns.ApplyAsync(map, cancellationToken);
+            _recorder.SetDns(dns.Status());
         }
     }
 
@@ -526,16 +531,12 @@ public sealed class AgentEngine
     }
 
     /// <summary>While the resolver listens, every peer may reach it whatever the policies; nothing else is opened.</summary>
-    private void OnDnsListening(IPEndPoint? listening)
+    private void OnDnsListening(MeshDnsService dns, EngineFirewall? firewall, IPEndPoint? listening)
     {
-        _firewall?.SetLocalServices(listening is null
+        firewall?.SetLocalServices(listening is null
             ? []
             : [LocalService.Udp(listening.Address, (ushort)listening.Port), LocalService.Tcp(listening.Address, (ushort)listening.Port)]);
-
-        if (_dns is { } dns)
-        {
-            _recorder.SetDns(dns.Status());
-        }
+        _recorder.SetDns(dns.Status());
     }
 
     /// <summary>Turns a network map into the manager's peer list; malformed entries are skipped with a warning.</summary>
@@ -572,9 +573,10 @@ public sealed class AgentEngine
         return peers;
     }
 
-    private async Task EnsureInterfaceAsync(LoginResponse login, CancellationToken cancellationToken)
+    /// <summary>Builds the interface and its parts once (see <see cref="AssembleAsync"/>); later logins keep them.</summary>
+    internal async Task EnsureInterfaceAsync(LoginResponse login, CancellationToken cancellationToken)
     {
-        if (_iface is not null)
+        if (_parts is not null)
         {
             return;
         }
@@ -588,78 +590,109 @@ public sealed class AgentEngine
         }
 
         var iface = _config.Interface;
-        var ifaceOptions = new WgIfaceOptions(iface.Name, _options.PrivateKey, address, prefix, iface.Mtu, iface.Port);
-        IIceTransport transport;
-        int portOffset;
-        if (iface.Mode == WgInterfaceMode.Userspace)
+        _parts = await AssembleAsync(new WgIfaceOptions(iface.Name, _options.PrivateKey, address, prefix, iface.Mtu, iface.Port), login.Services, cancellationToken);
+    }
+
+    /// <summary>
+    /// Builds every part that needs the interface, step by step (<see cref="EngineStep"/>), into locals: when one
+    /// fails or is cancelled, what was built is closed again and nothing is published, so the next login starts
+    /// afresh instead of finding a half-built engine.
+    /// </summary>
+    private async Task<EngineParts> AssembleAsync(WgIfaceOptions ifaceOptions, ServiceAddresses? services, CancellationToken cancellationToken)
+    {
+        EngineInterface? created = null;
+        EngineFirewall? firewall = null;
+        RouteManager? routes = null;
+        MeshDnsService? dns = null;
+        try
+        {
+            await Step(EngineStep.Interface, cancellationToken);
+            created = (_seams.CreateInterface ?? CreateInterface)(ifaceOptions);
+            var iface = created.Iface;
+
+            await Step(EngineStep.Firewall, cancellationToken);
+            if (_config.Firewall.Enabled)
+            {
+                // Its own address tells the firewall which inbound packets are forwarded (routed) traffic.
+                firewall = await EngineFirewall.AttachAsync(iface, _time, _loggerFactory.CreateLogger<EngineFirewall>(), _recorder, new Firewall.FirewallOptions { LocalAddresses = [ifaceOptions.Address] }, _seams.Nftables, cancellationToken);
+            }
+            else
+            {
+                _recorder.SetFirewall(FirewallStatus.Off);
+                _logger.LogWarning("[firewall] enabled = false: no access policy is enforced on {Interface}; every peer reaches this host", iface.Name);
+            }
+
+            // Kernel mode's ICE socket talks to peers directly, like WireGuard's: an exit node must not carry it either.
+            await Step(EngineStep.Routes, cancellationToken);
+            routes = new RouteManager(
+                iface,
+                _seams.RouteOs ?? new HostRouteOs(),
+                _seams.Nftables ?? Firewall.Nftables.HostNftables.Instance,
+                _loggerFactory.CreateLogger<RouteManager>(),
+                RouteManagerOptions.For(iface) with { FilterForwarded = _config.Firewall.Enabled },
+                created.OwnedTransport is IceSocketTransport checks ? checks.SetMark : null);
+
+            await Step(EngineStep.Dns, cancellationToken);
+            if (_config.Dns.Enabled)
+            {
+                var resolver = new MeshDnsService(_config.Dns.ListenPort, _loggerFactory, _time);
+                var guarded = firewall;
+                resolver.ListeningChanged += listening => OnDnsListening(resolver, guarded, listening);
+                dns = resolver;
+            }
+
+            await Step(EngineStep.Up, cancellationToken);
+            await iface.CreateAsync(cancellationToken);
+            await iface.UpAsync(cancellationToken);
+
+            await Step(EngineStep.Connections, cancellationToken);
+            var agent = new IceAgent(created.Transport, _time, _loggerFactory.CreateLogger<IceAgent>());
+            var paths = new EnginePaths(agent, created.PortOffset);
+            paths.LocalCandidates = CandidateGatherer.HostCandidates(agent.LocalPort, iface.Name, iface.Address);
+            _logger.LogInformation("Interface {Interface} up ({Mode}); host candidates: {Candidates}", iface.Name, iface.Mode,
+                string.Join(", ", paths.LocalCandidates));
+
+            var proxies = new ProxySelector(
+                _config.Proxy.Kind,
+                _options.ProxyFactories,
+                new ProxyEnvironment(_config.Proxy.EbpfDisabled, Environment.UserName == "root"),
+                name => new EnginePluginContext(_config.SettingsFor(name), _loggerFactory, _time, _config.StateDir, _options.Services),
+                _logger);
+            var relay = new EngineRelayConnector(iface, _identity.PublicKey, proxies, _recorder, _logger);
+            ApplyServices(relay, services);
+            var manager = new ConnectionManager(iface, _signaling, paths, relay, _options.PeerOptions, _recorder, _time, _loggerFactory, listener => CreateActivityMonitor(iface, listener));
+            return new EngineParts(iface, created.OwnedTransport, firewall, routes, dns, paths, relay, manager);
+        }
+        catch
+        {
+            await CloseAsync(created?.Iface, created?.OwnedTransport, firewall, routes, dns, manager: null);
+            throw;
+        }
+    }
+
+    /// <summary>The interface the config's mode names: in-process WireGuard with ICE on its Bind, or kernel/external with an ICE socket one port up.</summary>
+    private EngineInterface CreateInterface(WgIfaceOptions options)
+    {
+        if (_config.Interface.Mode == WgInterfaceMode.Userspace)
         {
             var demux = new IceDemuxBind(new UdpBind());
             // `wg show` works on the in-process device; `wg set` is refused (management owns the configuration).
-            _iface = new UserspaceWgIface(ifaceOptions, _loggerFactory, _time, () => demux) { ReadOnlyUapiDirectory = _options.UapiDirectory };
-            transport = demux;
-            portOffset = 0;
-        }
-        else
-        {
-            _iface = new KernelWgIface(ifaceOptions, _loggerFactory);
-            var socketTransport = new IceSocketTransport(iface.Port + 1);
-            _iceTransport = socketTransport;
-            transport = socketTransport;
-            portOffset = 1;
+            return new EngineInterface(new UserspaceWgIface(options, _loggerFactory, _time, () => demux) { ReadOnlyUapiDirectory = _options.UapiDirectory }, demux, 0, null);
         }
 
-        if (_config.Firewall.Enabled)
-        {
-            // Its own address tells the firewall which inbound packets are forwarded (routed) traffic.
-            _firewall = await EngineFirewall.AttachAsync(_iface, _time, _loggerFactory.CreateLogger<EngineFirewall>(), _recorder, new Firewall.FirewallOptions { LocalAddresses = [address] }, cancellationToken: cancellationToken);
-        }
-        else
-        {
-            _recorder.SetFirewall(FirewallStatus.Off);
-            _logger.LogWarning("[firewall] enabled = false: no access policy is enforced on {Interface}; every peer reaches this host", _iface.Name);
-        }
-
-        // Kernel mode's ICE socket talks to peers directly, like WireGuard's: an exit node must not carry it either.
-        _routes = new RouteManager(
-            _iface,
-            new HostRouteOs(),
-            Firewall.Nftables.HostNftables.Instance,
-            _loggerFactory.CreateLogger<RouteManager>(),
-            RouteManagerOptions.For(_iface) with { FilterForwarded = _config.Firewall.Enabled },
-            _iceTransport is { } checks ? checks.SetMark : null);
-
-        if (_config.Dns.Enabled)
-        {
-            _dns = new MeshDnsService(_config.Dns.ListenPort, _loggerFactory, _time);
-            _dns.ListeningChanged += OnDnsListening;
-        }
-        await _iface.CreateAsync(cancellationToken);
-        await _iface.UpAsync(cancellationToken);
-        var agent = new IceAgent(transport, _time, _loggerFactory.CreateLogger<IceAgent>());
-        _paths = new EnginePaths(agent, portOffset);
-        _paths.LocalCandidates = CandidateGatherer.HostCandidates(agent.LocalPort, _iface.Name, _iface.Address);
-        _logger.LogInformation("Interface {Interface} up ({Mode}); host candidates: {Candidates}", _iface.Name, iface.Mode,
-            string.Join(", ", _paths.LocalCandidates));
-
-        var proxies = new ProxySelector(
-            _config.Proxy.Kind,
-            _options.ProxyFactories,
-            new ProxyEnvironment(_config.Proxy.EbpfDisabled, Environment.UserName == "root"),
-            name => new EnginePluginContext(_config.SettingsFor(name), _loggerFactory, _time, _config.StateDir, _options.Services),
-            _logger);
-        _relay = new EngineRelayConnector(_iface, _identity.PublicKey, proxies, _recorder, _logger);
-        ApplyServices(login.Services);
-        _manager = new ConnectionManager(_iface, _signaling, _paths, _relay, _options.PeerOptions, _recorder, _time, _loggerFactory, CreateActivityMonitor);
+        var kernel = new KernelWgIface(options, _loggerFactory);
+        var socket = new IceSocketTransport(options.ListenPort + 1);
+        return new EngineInterface(kernel, socket, 1, socket);
     }
 
-    private void ApplyServices(ServiceAddresses? services)
+    private static void ApplyServices(EngineRelayConnector? relay, ServiceAddresses? services)
     {
-        if (services is null || _relay is null)
+        if (services is null || relay is null)
         {
             return;
         }
 
-        _relay.Grant = new EngineRelayConnector.RelayGrant(services.RelayAddress, services.RelayToken.ToByteArray());
+        relay.Grant = new EngineRelayConnector.RelayGrant(services.RelayAddress, services.RelayToken.ToByteArray());
     }
 
     private async Task SignalLoopAsync(CancellationToken cancellationToken)
@@ -690,7 +723,7 @@ public sealed class AgentEngine
                     {
                         try
                         {
-                            await _manager!.OnSignalAsync(inbound, cancellationToken);
+                            await Parts.Manager.OnSignalAsync(inbound, cancellationToken);
                         }
                         catch (Exception e) when (e is not OperationCanceledException)
                         {
@@ -698,7 +731,7 @@ public sealed class AgentEngine
                         }
                     }
                 }
-                catch (Exception e) when (IsOwnCancellation(e, cancellationToken) && _manager is { } manager)
+                catch (Exception e) when (IsOwnCancellation(e, cancellationToken) && _parts?.Manager is { } manager)
                 {
                     // Stopping: while signal is still up, peers learn it now (their routes fail over at once).
                     await manager.SayGoodbyeAsync(_signaling, TimeSpan.FromSeconds(2));
@@ -771,20 +804,20 @@ public sealed class AgentEngine
         while (!cancellationToken.IsCancellationRequested)
         {
             await DelayAsync(_options.StatsInterval, cancellationToken);
-            if (_iface is null || _manager is null || cancellationToken.IsCancellationRequested)
+            if (_parts is not { } parts || cancellationToken.IsCancellationRequested)
             {
                 continue;
             }
 
             ReportRejectedSignal();
-            if (_dns is { } dns)
+            if (parts.Dns is { } dns)
             {
                 _recorder.SetDns(dns.Status());
             }
 
             try
             {
-                _manager.OnStats(await _iface.GetStatsAsync(cancellationToken));
+                parts.Manager.OnStats(await parts.Iface.GetStatsAsync(cancellationToken));
             }
             catch (Exception e) when (e is IOException or InvalidOperationException or TimeoutException)
             {
@@ -794,7 +827,7 @@ public sealed class AgentEngine
             try
             {
                 await ApplySwitchesAsync(cancellationToken);
-                await _manager.IdleInactiveAsync(cancellationToken);
+                await parts.Manager.IdleInactiveAsync(cancellationToken);
             }
             catch (Exception e) when (e is IOException or InvalidOperationException)
             {
@@ -818,20 +851,20 @@ public sealed class AgentEngine
         while (!cancellationToken.IsCancellationRequested)
         {
             var stun = _services?.StunAddress ?? "";
-            if (stun.Length > 0 && _paths is not null && _iface is not null)
+            if (stun.Length > 0 && _parts is { } parts)
             {
                 try
                 {
                     var server = await EngineRelayConnector.ResolveAsync(stun, cancellationToken);
-                    var mapped = await _paths.Agent.QueryStunAsync(server, TimeSpan.FromSeconds(3), cancellationToken);
-                    var hosts = CandidateGatherer.HostCandidates(_paths.Agent.LocalPort, _iface.Name, _iface.Address);
+                    var mapped = await parts.Paths.Agent.QueryStunAsync(server, TimeSpan.FromSeconds(3), cancellationToken);
+                    var hosts = CandidateGatherer.HostCandidates(parts.Paths.Agent.LocalPort, parts.Iface.Name, parts.Iface.Address);
                     var candidates = new List<IceCandidate>(hosts);
                     if (mapped is not null && !hosts.Any(h => h.Endpoint.Equals(mapped)))
                     {
                         candidates.Add(new IceCandidate(CandidateType.ServerReflexive, mapped));
                     }
 
-                    _paths.LocalCandidates = candidates;
+                    parts.Paths.LocalCandidates = candidates;
                 }
                 catch (Exception e) when (e is SocketException or InvalidDataException)
                 {
@@ -839,56 +872,67 @@ public sealed class AgentEngine
                 }
             }
 
-            await DelayAsync(_paths?.LocalCandidates.Any(c => c.Type == CandidateType.ServerReflexive) == true ? TimeSpan.FromSeconds(60) : TimeSpan.FromSeconds(5), cancellationToken);
+            await DelayAsync(_parts?.Paths.LocalCandidates.Any(c => c.Type == CandidateType.ServerReflexive) == true ? TimeSpan.FromSeconds(60) : TimeSpan.FromSeconds(5), cancellationToken);
         }
     }
 
-    private async Task ShutdownAsync()
+    /// <summary>Closes whatever exists: DNS, routes, connections, the interface, the firewall (RunAsync does this when it returns).</summary>
+    internal async Task ShutdownAsync()
     {
-        if (_dns is not null)
+        if (_parts is { } parts)
         {
-            await _dns.DisposeAsync();
-            _recorder.SetDns(_dns.Status());
+            await CloseAsync(parts.Iface, parts.IceTransport, parts.Firewall, parts.Routes, parts.Dns, parts.Manager);
         }
 
-        if (_routes is not null)
+        _identity.Dispose();
+        _recorder.SetManagement(new ServiceStatus(_managementUrl?.ToString() ?? "", false, "stopped"));
+        _recorder.SetSignal(new ServiceStatus(_services?.SignalUrl ?? "", false, "stopped"));
+    }
+
+    /// <summary>Closes the parts that exist, in an order that leaves nothing behind: routes before the interface, the firewall after it.</summary>
+    private async Task CloseAsync(IWgIface? iface, IDisposable? iceTransport, EngineFirewall? firewall, RouteManager? routes, MeshDnsService? dns, ConnectionManager? manager)
+    {
+        if (dns is not null)
+        {
+            await dns.DisposeAsync();
+            _recorder.SetDns(dns.Status());
+        }
+
+        if (routes is not null)
         {
             // Before the interface goes: rules and the forwarding table outlive it otherwise.
-            await _routes.CleanupAsync(CancellationToken.None);
+            await routes.CleanupAsync(CancellationToken.None);
             _recorder.SetRoutes([]);
         }
 
-        if (_manager is not null)
+        if (manager is not null)
         {
-            await _manager.DisposeAsync();
+            await manager.DisposeAsync();
         }
 
-        if (_iface is not null)
+        if (iface is not null)
         {
             try
             {
-                await _iface.CloseAsync(CancellationToken.None);
-                _logger.LogInformation("Interface {Interface} closed", _iface.Name);
+                await iface.CloseAsync(CancellationToken.None);
+                _logger.LogInformation("Interface {Interface} closed", iface.Name);
             }
 #pragma warning disable CA1031 // Closing must go on to the rest whatever fails here.
             catch (Exception e)
 #pragma warning restore CA1031
             {
-                _logger.LogError(e, "Closing interface {Interface} failed", _iface.Name);
+                _logger.LogError(e, "Closing interface {Interface} failed", iface.Name);
             }
 
-            await _iface.DisposeAsync();
+            await iface.DisposeAsync();
         }
 
-        if (_firewall is not null)
+        if (firewall is not null)
         {
-            await _firewall.DisposeAsync();
+            await firewall.DisposeAsync();
         }
 
-        _iceTransport?.Dispose();
-        _identity.Dispose();
-        _recorder.SetManagement(new ServiceStatus(_managementUrl?.ToString() ?? "", false, "stopped"));
-        _recorder.SetSignal(new ServiceStatus(_services?.SignalUrl ?? "", false, "stopped"));
+        iceTransport?.Dispose();
     }
 
     private PeerMeta Meta()

@@ -1,0 +1,241 @@
+using System.Collections.Concurrent;
+using System.Net;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+using Modular.Abstractions.Proxy;
+using Modular.Abstractions.WireGuard;
+using Modular.Control.Management;
+using Modular.Core.Config;
+using Modular.Core.Engine;
+using Modular.Core.Ice;
+using Modular.Core.Status;
+using Modular.Core.Tests.Firewall.Nftables;
+using Modular.Core.Tests.Routing;
+using Modular.WireGuard.Interface;
+
+namespace Modular.Core.Tests.Engine;
+
+/// <summary>
+/// The engine with its OS replaced by doubles (interface, routes, nft): its parts are built all at once or not at all,
+/// and clearing the peers of a removed agent goes through the apply gate like every other change of peers.
+/// </summary>
+public sealed class AgentEngineTests
+{
+    private static readonly LoginResponse Login = new() { PeerConfig = new PeerConfig { Address = "100.64.0.1/10" } };
+
+    [Theory]
+    [InlineData("Interface", false)]
+    [InlineData("Firewall", false)]
+    [InlineData("Routes", false)]
+    [InlineData("Dns", false)]
+    [InlineData("Up", false)]
+    [InlineData("Connections", false)]
+    [InlineData("Up", true)]
+    [InlineData("Connections", true)]
+    public async Task A_part_that_fails_once_leaves_nothing_behind_and_the_next_attempt_builds_the_engine(string step, bool cancelled)
+    {
+        var failing = Enum.Parse<EngineStep>(step);
+        var failed = 0;
+        await using var rig = new EngineRig((step, _) =>
+        {
+            if (step == failing && Interlocked.Exchange(ref failed, 1) == 0)
+            {
+                throw cancelled ? new OperationCanceledException("stopped at " + step) : new IOException("failed at " + step);
+            }
+
+            return ValueTask.CompletedTask;
+        });
+
+        var thrown = await Record.ExceptionAsync(() => rig.Engine.EnsureInterfaceAsync(Login, CancellationToken.None));
+        Assert.IsType(cancelled ? typeof(OperationCanceledException) : typeof(IOException), thrown);
+
+        // Nothing is left behind: no half-built engine, and what was built is closed.
+        Assert.Null(rig.Engine.Interface);
+        Assert.Null(rig.Engine.Connections);
+        Assert.All(rig.Interfaces, iface => Assert.True(iface.Closed && iface.Disposed, "the interface built before the failure is closed"));
+        Assert.All(rig.Transports, transport => Assert.True(transport.Disposed, "the ICE socket built before the failure is closed"));
+        Assert.Equal(rig.Nft.Applied.Count > 0 ? 1 : 0, rig.Nft.Deleted.Count); // a firewall table written is removed
+
+        // The next attempt builds everything anew, and a map applies cleanly.
+        var before = rig.Interfaces.Count;
+        await rig.Engine.EnsureInterfaceAsync(Login, CancellationToken.None);
+        var iface = Assert.IsType<TrackedWgIface>(rig.Engine.Interface);
+        Assert.Equal(before + 1, rig.Interfaces.Count);
+        Assert.False(iface.Closed);
+        Assert.True(iface.Up);
+        Assert.Equal((3, 0, 0), await rig.Engine.ApplyMapAsync(RouteMaps.Map(), CancellationToken.None));
+        Assert.Equal(3, rig.Engine.Connections!.Count);
+        Assert.Equal(3, rig.Recorder.Snapshot().Peers.Count);
+    }
+
+    [Fact]
+    public async Task Removal_while_route_failover_is_applying_leaves_no_peer_and_no_route()
+    {
+        var connected = new ConcurrentDictionary<WgKey, bool>();
+        Task? removal = null;
+        AgentEngine? engine = null;
+        await using var rig = new EngineRig(
+            async (step, _) =>
+            {
+                if (step == EngineStep.Failover)
+                {
+                    // Failover holds the gate with its plan made: management's removal arrives now, and gets as far as it can.
+                    removal = Task.Run(() => engine!.ClearPeersAsync(), CancellationToken.None);
+                    await ConnPair.WaitForAsync(() => engine!.ApplyGateWaiting == 1 || removal.IsCompleted, "the removal waits for the apply gate");
+                }
+            },
+            peer => connected.ContainsKey(peer));
+        engine = rig.Engine;
+        await engine.EnsureInterfaceAsync(Login, CancellationToken.None);
+
+        // Two routing peers serve one network; neither is connected, so the metric picks A. Then only B connects.
+        var map = RouteMaps.Map(RouteMaps.Route("lan-a", "10.1.0.0/24", RouteMaps.RouterA, 10), RouteMaps.Route("lan-b", "10.1.0.0/24", RouteMaps.RouterB, 20));
+        Assert.Equal((3, 0, 0), await engine.ApplyMapAsync(map, CancellationToken.None));
+        Assert.Equal(["10.1.0.0/24 dev mdl-test"], rig.RouteOs.Routes);
+        connected[RouteMaps.RouterB] = true;
+
+        await engine.FailOverRoutesAsync(CancellationToken.None);
+        Assert.NotNull(removal);
+        await removal;
+
+        Assert.Equal(0, engine.Connections!.Count);
+        Assert.Empty(rig.Recorder.Snapshot().Peers);
+        Assert.Empty(rig.RouteOs.Routes);
+        Assert.Empty(rig.Recorder.Snapshot().Routes);
+    }
+
+    /// <summary>An engine over doubles: interfaces and ICE sockets it creates are kept for inspection.</summary>
+    private sealed class EngineRig : IAsyncDisposable
+    {
+        private readonly FakeTimeProvider _time = new(DateTimeOffset.Parse("2026-12-01T00:00:00Z", System.Globalization.CultureInfo.InvariantCulture));
+        private readonly string _stateDir = Directory.CreateTempSubdirectory("modular-engine-").FullName;
+
+        public EngineRig(Func<EngineStep, CancellationToken, ValueTask> beforeStep, Func<WgKey, bool>? isConnected = null)
+        {
+            var config = new AgentConfig
+            {
+                ManagementUrls = [new Uri("https://management.invalid")],
+                StateDir = _stateDir,
+                Interface = new InterfaceConfig { Name = "mdl-test", Mode = WgInterfaceMode.Kernel },
+                Dns = new DnsResolverConfig { Enabled = true, ListenPort = 0 },
+            };
+            var options = new EngineOptions(config, ConnPair.RandomKey(), new Dictionary<string, IProxyFactory>(), new NoServices(), "test", "engine-test") { UapiDirectory = null };
+            Recorder = new StatusRecorder(new InterfaceStatus("mdl-test", "kernel", 51820, 1280), new FeatureStatus(false, "15m", [], false, "auto", false, false, false), "k", new ServiceStatus("", false, null), new ServiceStatus("", false, null));
+            var seams = new EngineSeams
+            {
+                CreateInterface = wg =>
+                {
+                    var iface = new TrackedWgIface(wg.Name);
+                    var transport = new TrackedTransport();
+                    Interfaces.Enqueue(iface);
+                    Transports.Enqueue(transport);
+                    return new EngineInterface(iface, transport, 1, transport);
+                },
+                RouteOs = RouteOs,
+                Nftables = Nft,
+                BeforeStep = beforeStep,
+                IsConnected = isConnected,
+            };
+            Engine = new AgentEngine(options, Recorder, NullLoggerFactory.Instance, _time, seams);
+        }
+
+        public AgentEngine Engine { get; }
+
+        public StatusRecorder Recorder { get; }
+
+        public RecordingRouteOs RouteOs { get; } = new();
+
+        public FakeNftables Nft { get; } = new();
+
+        public ConcurrentQueue<TrackedWgIface> Interfaces { get; } = new();
+
+        public ConcurrentQueue<TrackedTransport> Transports { get; } = new();
+
+        public async ValueTask DisposeAsync()
+        {
+            await Engine.ShutdownAsync();
+            Directory.Delete(_stateDir, recursive: true);
+        }
+    }
+
+    /// <summary>WireGuard as <see cref="RecordingWgIface"/> records it, plus whether it was set up, closed and disposed.</summary>
+    private sealed class TrackedWgIface(string name) : IWgIface
+    {
+        private readonly RecordingWgIface _inner = new();
+
+        public ConcurrentDictionary<WgKey, WgPeerConfig> Peers => _inner.Peers;
+
+        public volatile bool Up;
+        public volatile bool Closed;
+        public volatile bool Disposed;
+
+        public string Name => name;
+
+        public WgInterfaceMode Mode => WgInterfaceMode.Kernel;
+
+        public IPNetwork Address => _inner.Address;
+
+        public IPAddress OverlayIp => _inner.OverlayIp;
+
+        public int Mtu => _inner.Mtu;
+
+        public int ListenPort => _inner.ListenPort;
+
+        public WgKey PublicKey => _inner.PublicKey;
+
+        public IWgBindHook? BindHook => null;
+
+        public ValueTask CreateAsync(CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
+        public ValueTask UpAsync(CancellationToken cancellationToken)
+        {
+            Up = true;
+            return ValueTask.CompletedTask;
+        }
+
+        public ValueTask CloseAsync(CancellationToken cancellationToken)
+        {
+            Closed = true;
+            return ValueTask.CompletedTask;
+        }
+
+        public ValueTask SetPeerAsync(WgPeerConfig peer, CancellationToken cancellationToken) => _inner.SetPeerAsync(peer, cancellationToken);
+
+        public ValueTask RemovePeerAsync(WgKey publicKey, CancellationToken cancellationToken) => _inner.RemovePeerAsync(publicKey, cancellationToken);
+
+        public ValueTask UpdateEndpointAsync(WgKey publicKey, IPEndPoint endpoint, CancellationToken cancellationToken) => _inner.UpdateEndpointAsync(publicKey, endpoint, cancellationToken);
+
+        public ValueTask<IReadOnlyDictionary<WgKey, WgPeerStats>> GetStatsAsync(CancellationToken cancellationToken) => _inner.GetStatsAsync(cancellationToken);
+
+        public ValueTask SetFwmarkAsync(uint mark, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
+        public ValueTask DisposeAsync()
+        {
+            Disposed = true;
+            return ValueTask.CompletedTask;
+        }
+    }
+
+    /// <summary>An ICE socket that sends nowhere; remembers being closed.</summary>
+    private sealed class TrackedTransport : IIceTransport, IDisposable
+    {
+        public volatile bool Disposed;
+
+        public int LocalPort => 51821;
+
+        public void Send(ReadOnlySpan<byte> datagram, IPEndPoint to)
+        {
+        }
+
+        public void SetReceiver(IStunReceiver receiver)
+        {
+        }
+
+        public void Dispose() => Disposed = true;
+    }
+
+    private sealed class NoServices : IServiceProvider
+    {
+        public object? GetService(Type serviceType) => null;
+    }
+}
