@@ -1,5 +1,6 @@
 using System.Net;
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
 using Modular.Abstractions.Peers;
 using Modular.Core.Ice;
 using Modular.Core.Peers;
@@ -106,6 +107,32 @@ public sealed class ConnectionManagerTests
     }
 
     [Fact]
+    public async Task Goodbyes_that_signal_never_takes_end_when_the_managers_clock_says_the_time_is_up()
+    {
+        var clock = new FakeTimeProvider(DateTimeOffset.Parse("2026-03-01T12:00:00Z", System.Globalization.CultureInfo.InvariantCulture));
+        var iface = new RecordingWgIface { Time = clock };
+        var signaling = new HangingSignaling();
+        var paths = new ScriptedPaths(new IceCandidate(CandidateType.Host, IPEndPoint.Parse("198.18.0.2:51820")));
+        var options = new PeerConnOptions(ForceRelay: true);
+        var manager = new ConnectionManager(
+            (peer, changed) => new PeerConn(peer, iface, signaling, paths, new FakeRelay(), options, clock, NullLogger.Instance, changed),
+            NewRecorder(),
+            NullLogger.Instance,
+            time: clock);
+        await using var _ = manager;
+        await manager.ApplyAsync([Peer(1), Peer(2)], CancellationToken.None);
+
+        // An hour on the real clock would hang the test; on the manager's clock it passes at once.
+        var goodbyes = manager.SayGoodbyeAsync(signaling, TimeSpan.FromHours(1));
+        await ConnPair.WaitForAsync(() => signaling.Sent.Count(b => b.Type == Control.Signal.SignalBody.Types.Type.Goodbye) == 2, "both goodbyes on their way");
+        Assert.False(goodbyes.IsCompleted);
+        clock.Advance(TimeSpan.FromHours(1));
+
+        await goodbyes.WaitAsync(TimeSpan.FromSeconds(20));
+        Assert.True(goodbyes.IsCompletedSuccessfully);
+    }
+
+    [Fact]
     public async Task Signal_from_a_key_not_in_the_map_is_dropped_and_counted()
     {
         var (manager, _, _) = NewManager();
@@ -113,22 +140,5 @@ public sealed class ConnectionManagerTests
         await manager.ApplyAsync([Peer(1)], CancellationToken.None);
         await manager.OnSignalAsync(new Control.Signal.SignalInbound(KeyOf(9), new Control.Signal.SignalBody(), null), CancellationToken.None);
         Assert.Equal(1, manager.RejectedSignal);
-    }
-
-    /// <summary>Answers every offer as a remote agent would, so connections get remote credentials.</summary>
-    private sealed class AnsweringSignaling : IPeerSignaling
-    {
-        public System.Collections.Concurrent.ConcurrentDictionary<Abstractions.WireGuard.WgKey, PeerConn> Conns { get; } = new();
-
-        public Task SendAsync(Abstractions.WireGuard.WgKey recipient, Control.Signal.SignalBody body, CancellationToken cancellationToken)
-        {
-            if (body.Type == Control.Signal.SignalBody.Types.Type.Offer && Conns.TryGetValue(recipient, out var conn))
-            {
-                var answer = new Control.Signal.SignalBody { Type = Control.Signal.SignalBody.Types.Type.Answer, Ufrag = "remoteUf", Pwd = "remotePasswordRemotePass", SessionId = 42 };
-                _ = Task.Run(() => conn.OnSignalAsync(answer, CancellationToken.None), CancellationToken.None);
-            }
-
-            return Task.CompletedTask;
-        }
     }
 }

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Net;
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
 using Modular.Abstractions.Peers;
 using Modular.Abstractions.Proxy;
 using Modular.Abstractions.WireGuard;
@@ -50,7 +51,42 @@ internal sealed class RecordingWgIface : IWgIface
     /// <summary>Which endpoints answer a handshake (a stand-in of an activity monitor does not).</summary>
     public Func<IPEndPoint?, bool> Answers { get; set; } = _ => true;
 
+    /// <summary>The clock handshakes are stamped with (the connection's, when a test runs it on a fake one).</summary>
+    public TimeProvider Time { get; init; } = TimeProvider.System;
+
+    private HeldSet? _held;
+
+    /// <summary>
+    /// Makes the next <see cref="SetPeerAsync"/> wait, called but not yet applied, until the test releases it: a
+    /// WireGuard slow to take a configuration, so a test can run something else in between.
+    /// </summary>
+    public HeldSet HoldNextSet()
+    {
+        var held = new HeldSet();
+        Volatile.Write(ref _held, held);
+        return held;
+    }
+
     public ValueTask SetPeerAsync(WgPeerConfig peer, CancellationToken cancellationToken)
+    {
+        if (Interlocked.Exchange(ref _held, null) is { } held)
+        {
+            return SetWhenReleasedAsync(peer, held);
+        }
+
+        Set(peer);
+        return ValueTask.CompletedTask;
+    }
+
+    private async ValueTask SetWhenReleasedAsync(WgPeerConfig peer, HeldSet held)
+    {
+        held.Entered.TrySetResult(peer);
+        await held.Release.Task;
+        Set(peer);
+        held.Applied.TrySetResult();
+    }
+
+    private void Set(WgPeerConfig peer)
     {
         // Recorded first: a test that sees the new config in Peers also finds the call.
         Sets.Enqueue(peer);
@@ -60,8 +96,6 @@ internal sealed class RecordingWgIface : IWgIface
         {
             Handshake(peer.PublicKey);
         }
-
-        return ValueTask.CompletedTask;
     }
 
     public ValueTask RemovePeerAsync(WgKey publicKey, CancellationToken cancellationToken)
@@ -108,11 +142,24 @@ internal sealed class RecordingWgIface : IWgIface
     {
         if (HandshakeOnSet)
         {
-            _handshakes[key] = DateTimeOffset.UtcNow;
+            _handshakes[key] = Time.GetUtcNow();
         }
     }
 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+}
+
+/// <summary>A set of a WireGuard peer held back by <see cref="RecordingWgIface.HoldNextSet"/>.</summary>
+internal sealed class HeldSet
+{
+    /// <summary>Completes with the configuration once the set was called (it is not applied yet).</summary>
+    public TaskCompletionSource<WgPeerConfig> Entered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Completing it lets the held set take effect.</summary>
+    public TaskCompletionSource Release { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Completes once the held set took effect.</summary>
+    public TaskCompletionSource Applied { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 }
 
 /// <summary>Signal between connections in this process: a body sent to a key reaches that key's connection.</summary>
@@ -232,12 +279,26 @@ internal sealed class ConnPair : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _pump;
 
-    public ConnPair(PeerConnOptions options)
+    /// <param name="clock">
+    /// A fake clock both connections run on (each through its own <see cref="WatchedClock"/>); it moves only when the
+    /// test moves it (<see cref="RunUntilAsync"/>, <see cref="WatchedClock.AdvanceAsync"/>). Null: the real clock.
+    /// </param>
+    public ConnPair(PeerConnOptions options, FakeTimeProvider? clock = null)
     {
         var keyA = RandomKey();
         var keyB = RandomKey();
-        IfaceA = new RecordingWgIface();
-        IfaceB = new RecordingWgIface();
+        Clock = clock;
+        TimeProvider timeA = TimeProvider.System;
+        TimeProvider timeB = TimeProvider.System;
+        if (clock is not null)
+        {
+            ClockA = new WatchedClock(clock);
+            timeA = ClockA;
+            timeB = new WatchedClock(clock);
+        }
+
+        IfaceA = new RecordingWgIface { Time = timeA };
+        IfaceB = new RecordingWgIface { Time = timeB };
         PathsA = new ScriptedPaths(new IceCandidate(CandidateType.Host, AHost));
         PathsB = new ScriptedPaths(new IceCandidate(CandidateType.Host, BHost));
         RelayA = new FakeRelay();
@@ -247,12 +308,18 @@ internal sealed class ConnPair : IAsyncDisposable
         SignalA = signalFromA;
         var peerB = new RemotePeerInfo(keyB, "b", "100.64.0.3", [IPNetwork.Parse("100.64.0.3/32")], null);
         var peerA = new RemotePeerInfo(keyA, "a", "100.64.0.2", [IPNetwork.Parse("100.64.0.2/32")], null);
-        AtoB = new PeerConn(peerB, IfaceA, signalFromA, PathsA, RelayA, options, TimeProvider.System, NullLogger.Instance);
-        BtoA = new PeerConn(peerA, IfaceB, signalFromB, PathsB, RelayB, options, TimeProvider.System, NullLogger.Instance);
+        AtoB = new PeerConn(peerB, IfaceA, signalFromA, PathsA, RelayA, options, timeA, NullLogger.Instance);
+        BtoA = new PeerConn(peerA, IfaceB, signalFromB, PathsB, RelayB, options, timeB, NullLogger.Instance);
         signalFromA.Route(keyB, BtoA);
         signalFromB.Route(keyA, AtoB);
         _pump = Task.Run(PumpStatsAsync);
     }
+
+    /// <summary>The fake clock both sides run on; null when they run on the real one.</summary>
+    public FakeTimeProvider? Clock { get; }
+
+    /// <summary>A's view of <see cref="Clock"/>, which sees A's timers; null on the real clock.</summary>
+    public WatchedClock? ClockA { get; }
 
     public RecordingWgIface IfaceA { get; }
 
@@ -285,7 +352,33 @@ internal sealed class ConnPair : IAsyncDisposable
     }
 
     public Task WaitBothConnectedAsync()
-        => WaitForAsync(() => AtoB.State == PeerConnectionState.Connected && BtoA.State == PeerConnectionState.Connected, "both Connected");
+        => RunUntilAsync(() => AtoB.State == PeerConnectionState.Connected && BtoA.State == PeerConnectionState.Connected, "both Connected");
+
+    /// <summary>
+    /// <see cref="WaitForAsync"/> that, on a fake clock, lets the clock run meanwhile (a step per poll, no faster than
+    /// real time): for what takes the connections' timers to happen, such as connecting or a reconnect after a silence.
+    /// </summary>
+    public Task RunUntilAsync(Func<bool> condition, string what, int seconds = 20)
+    {
+        var clock = Clock;
+        return clock is null
+            ? WaitForAsync(condition, what, seconds)
+            : WaitForAsync(
+                () =>
+                {
+                    if (condition())
+                    {
+                        return true;
+                    }
+
+                    clock.Advance(PollInterval);
+                    return false;
+                },
+                what,
+                seconds);
+    }
+
+    private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(20);
 
     public static async Task WaitForAsync(Func<bool> condition, string what, int seconds = 20)
     {
@@ -297,7 +390,7 @@ internal sealed class ConnPair : IAsyncDisposable
                 throw new TimeoutException($"not within {seconds} s: {what}");
             }
 
-            await Task.Delay(20);
+            await Task.Delay(PollInterval);
         }
     }
 
@@ -361,5 +454,164 @@ internal sealed class StateChanges
         {
             return [.. _changes];
         }
+    }
+}
+
+/// <summary>
+/// One connection's view of a fake clock shared with others: the timers the connection makes on it are counted, so a
+/// test can tell when the connection's loop has looked at the clock after the test moved it. The loop waits on one
+/// timer at a time (its wait for a wake-up, or its back-off), so one timer waiting means the loop is at rest.
+/// </summary>
+internal sealed class WatchedClock(FakeTimeProvider clock) : TimeProvider
+{
+    private readonly Lock _lock = new();
+    private readonly List<WatchedTimer> _waiting = []; // guarded by _lock
+    private int _made; // guarded by _lock
+
+    public override DateTimeOffset GetUtcNow() => clock.GetUtcNow();
+
+    public override long GetTimestamp() => clock.GetTimestamp();
+
+    public override long TimestampFrequency => clock.TimestampFrequency;
+
+    public override TimeZoneInfo LocalTimeZone => clock.LocalTimeZone;
+
+    public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+    {
+        var timer = new WatchedTimer(this);
+        lock (_lock)
+        {
+            _made++;
+            _waiting.Add(timer);
+        }
+
+        timer.Inner = clock.CreateTimer(
+            s =>
+            {
+                timer.End(fired: true);
+                callback(s);
+            },
+            state,
+            dueTime,
+            period);
+        return timer;
+    }
+
+    /// <summary>
+    /// Moves the shared clock on by <paramref name="by"/> (at least the loop's wait, 1 s) and returns once this
+    /// connection's loop, woken by the clock, has gone round: whatever the loop does at the new time is done by then.
+    /// A wake-up that raced the move could have let the loop read the clock just before it moved; then it goes again.
+    /// </summary>
+    public async Task AdvanceAsync(TimeSpan by)
+    {
+        while (true)
+        {
+            WatchedTimer? resting = null;
+            await ConnPair.WaitForAsync(() => (resting = OnlyWaiting()) is not null, "the loop at rest, waiting on the clock");
+            clock.Advance(by);
+            await ConnPair.WaitForAsync(() => resting!.Ended, "the loop's wait ended");
+            if (!resting!.Fired)
+            {
+                continue;
+            }
+
+            await ConnPair.WaitForAsync(() => Made > resting.MadeWhenEnded, "the loop round at the new time");
+            return;
+        }
+    }
+
+    private int Made
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _made;
+            }
+        }
+    }
+
+    private WatchedTimer? OnlyWaiting()
+    {
+        lock (_lock)
+        {
+            return _waiting.Count == 1 ? _waiting[0] : null;
+        }
+    }
+
+    private sealed class WatchedTimer(WatchedClock owner) : ITimer
+    {
+        public ITimer? Inner;
+
+        public volatile bool Ended;
+
+        public volatile bool Fired;
+
+        /// <summary>How many timers the connection had made when this one ended.</summary>
+        public int MadeWhenEnded;
+
+        public void End(bool fired)
+        {
+            lock (owner._lock)
+            {
+                if (Ended)
+                {
+                    return;
+                }
+
+                MadeWhenEnded = owner._made;
+                owner._waiting.Remove(this);
+                Fired = fired;
+                Ended = true;
+            }
+        }
+
+        public bool Change(TimeSpan dueTime, TimeSpan period) => Inner!.Change(dueTime, period);
+
+        public void Dispose()
+        {
+            End(fired: false);
+            Inner?.Dispose();
+        }
+
+        public ValueTask DisposeAsync()
+        {
+            Dispose();
+            return ValueTask.CompletedTask;
+        }
+    }
+}
+
+/// <summary>
+/// Answers every offer as a remote agent would (so a connection gets remote credentials) and records what was sent.
+/// </summary>
+internal sealed class AnsweringSignaling : IPeerSignaling
+{
+    public ConcurrentDictionary<WgKey, PeerConn> Conns { get; } = new();
+
+    public ConcurrentQueue<SignalBody> Sent { get; } = new();
+
+    public Task SendAsync(WgKey recipient, SignalBody body, CancellationToken cancellationToken)
+    {
+        Sent.Enqueue(body);
+        if (body.Type == SignalBody.Types.Type.Offer && Conns.TryGetValue(recipient, out var conn))
+        {
+            var answer = new SignalBody { Type = SignalBody.Types.Type.Answer, Ufrag = "remoteUf", Pwd = "remotePasswordRemotePass", SessionId = 42 };
+            _ = Task.Run(() => conn.OnSignalAsync(answer, CancellationToken.None), CancellationToken.None);
+        }
+
+        return Task.CompletedTask;
+    }
+}
+
+/// <summary>Signal that takes every message and never delivers it: each send waits until it is cancelled.</summary>
+internal sealed class HangingSignaling : IPeerSignaling
+{
+    public ConcurrentQueue<SignalBody> Sent { get; } = new();
+
+    public async Task SendAsync(WgKey recipient, SignalBody body, CancellationToken cancellationToken)
+    {
+        Sent.Enqueue(body);
+        await Task.Delay(Timeout.Infinite, cancellationToken);
     }
 }

@@ -1,3 +1,6 @@
+using System.Net;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
 using Modular.Abstractions.Peers;
 using Modular.Control.Signal;
 using Modular.Core.Peers;
@@ -11,6 +14,13 @@ public sealed class PeerConnTests
         DirectRecheckInterval: TimeSpan.FromMilliseconds(500),
         HandshakeTimeout: TimeSpan.FromSeconds(2),
         OfferInterval: TimeSpan.FromMilliseconds(200));
+
+    /// <summary>How often a connection's loop looks at its peer (the longest it waits without a wake-up).</summary>
+    private static readonly TimeSpan LoopInterval = TimeSpan.FromSeconds(1);
+
+    private static FakeTimeProvider NewClock() => new(DateTimeOffset.Parse("2026-03-01T12:00:00Z", System.Globalization.CultureInfo.InvariantCulture));
+
+    private static RemotePeerInfo PeerB() => new(ConnPair.RandomKey(), "b", "100.64.0.3", [IPNetwork.Parse("100.64.0.3/32")], null);
 
     [Fact]
     public async Task A_working_direct_path_connects_both_sides_p2p_with_the_checked_endpoint()
@@ -53,11 +63,11 @@ public sealed class PeerConnTests
     [Fact]
     public async Task Force_relay_skips_direct_checks_even_when_a_direct_path_works()
     {
-        await using var pair = new ConnPair(Fast with { ForceRelay = true });
+        await using var pair = new ConnPair(Fast with { ForceRelay = true }, NewClock());
         pair.MakeDirectPathWork();
         await pair.OpenBothAsync();
-        await ConnPair.WaitForAsync(() => pair.AtoB.State == PeerConnectionState.Connected, "A Connected");
-        await Task.Delay(700); // longer than the recheck interval: still no checks
+        await pair.RunUntilAsync(() => pair.AtoB.State == PeerConnectionState.Connected, "A Connected");
+        await pair.ClockA!.AdvanceAsync(2 * Fast.Recheck); // longer than the recheck interval, and A's loop looked then: still no checks
 
         Assert.Equal(ConnectionType.Relayed, pair.AtoB.ConnectionType);
         Assert.Equal(0, pair.PathsA.Checks);
@@ -137,28 +147,38 @@ public sealed class PeerConnTests
     [Fact]
     public async Task A_dead_peer_is_reconnected_long_before_its_handshake_goes_stale_and_both_sides_start_a_new_session()
     {
-        await using var pair = new ConnPair(Fast with { SilentPeer = TimeSpan.FromSeconds(1), SilenceProbeTimeout = TimeSpan.FromSeconds(1) });
+        var silent = TimeSpan.FromSeconds(1);
+        await using var pair = new ConnPair(Fast with { SilentPeer = silent, SilenceProbeTimeout = TimeSpan.FromSeconds(1) }, NewClock());
         pair.MakeDirectPathWork();
         var changes = StateChanges.Of(pair.AtoB);
         var remoteChanges = StateChanges.Of(pair.BtoA);
         await pair.OpenBothAsync();
         await pair.WaitBothConnectedAsync();
+        var removesBefore = pair.IfaceA.Calls.Count(c => c.StartsWith("remove", StringComparison.Ordinal));
 
-        // Keepalives keep arriving: three silent-periods later A is still connected, never reconnected.
-        await Task.Delay(TimeSpan.FromSeconds(3));
+        // Keepalives keep arriving: three silent-periods later A is still connected, never reconnected. Each period, a
+        // keepalive arrives and then A's loop looks at the peer a silent-period on.
+        for (var period = 0; period < 3; period++)
+        {
+            var received = pair.AtoB.ToStatus().RxBytes;
+            await ConnPair.WaitForAsync(() => pair.AtoB.ToStatus().RxBytes > received, "a keepalive arriving");
+            await pair.ClockA!.AdvanceAsync(silent);
+        }
+
         Assert.Equal(PeerConnectionState.Connected, pair.AtoB.State);
         Assert.DoesNotContain(changes.Snapshot(), c => c.Reason?.Contains("nothing received", StringComparison.Ordinal) == true);
+        Assert.Equal(removesBefore, pair.IfaceA.Calls.Count(c => c.StartsWith("remove", StringComparison.Ordinal))); // not even probed
 
         // The remote dies: nothing arrives and no handshake is answered (its last one stays fresh: staleness alone would take minutes).
         pair.IfaceA.HandshakeOnSet = false;
         pair.IfaceA.RemoteSends = false;
-        await ConnPair.WaitForAsync(
+        await pair.RunUntilAsync(
             () => changes.Snapshot().Any(c => c.To == PeerConnectionState.Connecting && c.Reason?.EndsWith("and no answer to a new handshake", StringComparison.Ordinal) == true),
             "a reconnect for silence");
         Assert.Contains(pair.IfaceA.Calls, c => c.StartsWith("remove", StringComparison.Ordinal));
 
         // The failed attempt renewed A's session: B, which still believed in the old one, starts over too.
-        await ConnPair.WaitForAsync(
+        await pair.RunUntilAsync(
             () => remoteChanges.Snapshot().Any(c => c.To == PeerConnectionState.Connecting && c.Reason == "the peer restarted its connection"),
             "B starting over on A's new session");
     }
@@ -183,7 +203,7 @@ public sealed class PeerConnTests
     [Fact]
     public async Task A_goodbye_from_the_peers_current_session_reconnects_at_once_and_a_stale_one_is_ignored()
     {
-        await using var pair = new ConnPair(Fast);
+        await using var pair = new ConnPair(Fast, NewClock());
         pair.MakeDirectPathWork();
         var changes = StateChanges.Of(pair.AtoB);
         await pair.OpenBothAsync();
@@ -194,7 +214,7 @@ public sealed class PeerConnTests
         var stale = goodbye.Clone();
         stale.SessionId++;
         await pair.AtoB.OnSignalAsync(stale, CancellationToken.None);
-        await Task.Delay(TimeSpan.FromSeconds(1.5));
+        await pair.ClockA!.AdvanceAsync(LoopInterval); // A's loop looked at the peer again since
         Assert.Equal(PeerConnectionState.Connected, pair.AtoB.State);
 
         await pair.AtoB.OnSignalAsync(goodbye, CancellationToken.None);
@@ -215,10 +235,82 @@ public sealed class PeerConnTests
         badCandidates.Candidates.Add("host 0.0.0.0:0");
         badCandidates.Candidates.Add(new string('x', 10_000));
         await pair.AtoB.OnSignalAsync(badCandidates, CancellationToken.None);
-        await Task.Delay(500);
+        await ConnPair.WaitForAsync(() => pair.AtoB.ConnectionType is not null, "A chose a path");
 
         // The well-formed answer had no usable candidate: no check ran against garbage, the relay was used instead.
         Assert.Equal(0, pair.PathsA.Checks);
-        Assert.NotEqual(PeerConnectionState.Idle, pair.AtoB.State);
+        Assert.Equal(ConnectionType.Relayed, pair.AtoB.ConnectionType);
+    }
+
+    [Fact]
+    public async Task A_map_update_while_the_connect_loop_sets_the_wireguard_peer_leaves_the_new_allowed_ips()
+    {
+        var clock = NewClock(); // stands still: nothing times out while the test holds WireGuard
+        var iface = new RecordingWgIface { Time = clock };
+        var signaling = new AnsweringSignaling();
+        var peer = PeerB();
+        await using var conn = new PeerConn(peer, iface, signaling, new ScriptedPaths(), new FakeRelay(), Fast with { ForceRelay = true }, clock, NullLogger.Instance);
+        signaling.Conns[peer.PublicKey] = conn;
+        var held = iface.HoldNextSet();
+        await conn.OpenAsync(CancellationToken.None);
+
+        // The loop chose the relay and is setting the WireGuard peer with the allowed IPs it has; WireGuard has not
+        // taken them yet when the map changes them.
+        var setting = await held.Entered.Task.WaitAsync(TimeSpan.FromSeconds(20));
+        Assert.Equal(peer.AllowedIps, setting.AllowedIps);
+        var updated = peer with { AllowedIps = [IPNetwork.Parse("100.64.0.3/32"), IPNetwork.Parse("10.9.0.0/16")] };
+        var update = conn.UpdatePeerAsync(updated, CancellationToken.None).AsTask();
+        held.Release.SetResult();
+        await held.Applied.Task.WaitAsync(TimeSpan.FromSeconds(20));
+        await update.WaitAsync(TimeSpan.FromSeconds(20));
+
+        Assert.Equal(updated.AllowedIps, iface.Peers[peer.PublicKey].AllowedIps);
+        Assert.Equal(updated.AllowedIps, iface.Sets.Last().AllowedIps);
+    }
+
+    [Fact]
+    public async Task An_offer_that_arrives_as_the_connection_shows_connecting_is_taken_and_answered()
+    {
+        var signaling = new AnsweringSignaling(); // records; no remote side answers
+        await using var conn = new PeerConn(PeerB(), new RecordingWgIface(), signaling, new ScriptedPaths(), new FakeRelay(), Fast, NewClock(), NullLogger.Instance);
+        var offer = new SignalBody { Type = SignalBody.Types.Type.Offer, Ufrag = "remoteUf", Pwd = "remotePasswordRemotePass", SessionId = 7 };
+        Task? delivered = null;
+
+        // The peer's offer arrives (on signal's thread) the moment the connection shows Connecting with its new session.
+        conn.StateChanged += (_, change) =>
+        {
+            if (change.To == PeerConnectionState.Connecting)
+            {
+                delivered ??= conn.OnSignalAsync(offer, CancellationToken.None);
+            }
+        };
+        await conn.OpenAsync(CancellationToken.None);
+        Assert.NotNull(delivered);
+        await delivered.WaitAsync(TimeSpan.FromSeconds(20));
+
+        Assert.True(conn.IsCurrentRemoteSession(7));
+        Assert.Contains(signaling.Sent, b => b.Type == SignalBody.Types.Type.Answer);
+    }
+
+    [Fact]
+    public async Task The_go_idle_notice_that_signal_never_takes_ends_when_the_connections_clock_says_the_time_is_up()
+    {
+        var clock = NewClock();
+        var iface = new RecordingWgIface { Time = clock };
+        var signaling = new HangingSignaling();
+        var peer = PeerB();
+        await using var conn = new PeerConn(peer, iface, signaling, new ScriptedPaths(), new FakeRelay(), Fast, clock, NullLogger.Instance);
+        await conn.OpenAsync(CancellationToken.None);
+        var standIn = IPEndPoint.Parse("127.0.0.1:40999");
+
+        // An hour on the real clock would hang the test; on the connection's clock it passes at once.
+        var goIdle = conn.GoIdleAsync(standIn, "lazy: no traffic", TimeSpan.FromHours(1), CancellationToken.None).AsTask();
+        await ConnPair.WaitForAsync(() => signaling.Sent.Any(b => b.Type == SignalBody.Types.Type.GoIdle), "the go-idle notice on its way");
+        Assert.False(goIdle.IsCompleted);
+        clock.Advance(TimeSpan.FromHours(1));
+
+        await goIdle.WaitAsync(TimeSpan.FromSeconds(20));
+        Assert.True(conn.IsParked);
+        Assert.Equal(standIn, iface.Peers[peer.PublicKey].Endpoint);
     }
 }

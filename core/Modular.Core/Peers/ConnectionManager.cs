@@ -280,7 +280,7 @@ public sealed class ConnectionManager : IAsyncDisposable, IActivityListener
     /// </summary>
     public async Task SayGoodbyeAsync(IPeerSignaling signaling, TimeSpan timeout)
     {
-        using var bounded = new CancellationTokenSource(timeout);
+        using var bounded = new CancellationTokenSource(timeout, _time);
         var sends = _peers.Values
             .Select(conn => (conn.PublicKey, Body: conn.Goodbye()))
             .Where(p => p.Body is not null)

@@ -31,14 +31,27 @@ public sealed class PeerConn : IPeerConn
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly Action<PeerConn> _changed;
+
+    // Locks, always taken in this order (a later one is never held while an earlier one is waited for):
+    //   _lifecycle -> the WireGuard writer's gate (see WireGuardPeerWriter) -> _lock.
+    // ConnectionManager's apply gate, when it is held, comes before all three. _lifecycle and the writer's gate are
+    // held across awaits; _lock never is, and nothing else is taken under it.
+
+    // The one writer of this peer's WireGuard configuration, with its own gate and fields.
+    private readonly WireGuardPeerWriter _wireGuard;
+
+    // Serializes open, close and park (held for the whole of each).
     private readonly SemaphoreSlim _lifecycle = new(1, 1);
+
+    // Guarded by _lifecycle.
+    private Task _runTask = Task.CompletedTask; // the connect loop, awaited when it is stopped
+
+    // Guards the connection's state below; held briefly.
     private readonly Lock _lock = new();
-    // Made on open: an idle (parked or never opened) peer holds no channel.
-    private Channel<bool>? _wake;
-    private CancellationTokenSource? _run;
-    private Task _runTask = Task.CompletedTask;
 
     // Guarded by _lock.
+    private CancellationTokenSource? _run; // set while open (the connect loop runs), with the session it negotiates
+    private Channel<bool>? _wake; // made on open: an idle (parked or never opened) peer holds no channel
     private PeerConnectionState _state = PeerConnectionState.Idle;
     private DateTimeOffset _lastStateChange;
     private string? _reason = "not opened";
@@ -57,18 +70,18 @@ public sealed class PeerConn : IPeerConn
     private bool _relayLost;
     private double? _latencyMs;
     private WgPeerStats? _stats;
-    private bool _wireGuardPeerSet;
-    private IPEndPoint? _endpoint;
     private bool _parked; // Idle, waiting behind the stand-in
-    private bool _standIn; // the WireGuard peer is set with the stand-in endpoint and no keepalive
     private bool? _startsHandshake;
     private InactivityTracker? _inactivity; // made when the peer first connects: idle peers stay small
     private TimeSpan _quiet;
 
+    // Replaced whole by UpdatePeerAsync (the map's applier, one update at a time); read without a lock: an immutable record.
+    private volatile RemotePeerInfo _peer;
+
     public PeerConn(RemotePeerInfo peer, IWgIface iface, IPeerSignaling signaling, IPeerPaths paths, IRelayConnector relay,
         PeerConnOptions options, TimeProvider time, ILogger logger, Action<PeerConn>? changed = null)
     {
-        Peer = peer;
+        _peer = peer;
         _iface = iface;
         _signaling = signaling;
         _paths = paths;
@@ -78,9 +91,10 @@ public sealed class PeerConn : IPeerConn
         _logger = logger;
         _changed = changed ?? (_ => { });
         _lastStateChange = time.GetUtcNow();
+        _wireGuard = new WireGuardPeerWriter(peer, iface, options.PersistentKeepalive, () => StartsHandshake || State == PeerConnectionState.Connected, logger);
     }
 
-    public RemotePeerInfo Peer { get; private set; }
+    public RemotePeerInfo Peer => _peer;
 
     public WgKey PublicKey => Peer.PublicKey;
 
@@ -158,13 +172,14 @@ public sealed class PeerConn : IPeerConn
         await _lifecycle.WaitAsync(cancellationToken);
         try
         {
-            if (_run is not null)
-            {
-                return;
-            }
-
+            CancellationToken token;
             lock (_lock)
             {
+                if (_run is not null)
+                {
+                    return;
+                }
+
                 _startsHandshake = reason switch
                 {
                     OpenReason.Traffic => false,
@@ -177,9 +192,12 @@ public sealed class PeerConn : IPeerConn
                 _remoteLeaving = false;
                 _wake = NewWake();
                 _parked = false; // the WireGuard peer keeps the stand-in (and what is staged) until a path is set
-            }
 
-            RenewSession();
+                // Open from here on, with the new session: whoever sees Connecting can hand it the peer's signal.
+                RenewSessionLocked();
+                _run = new CancellationTokenSource();
+                token = _run.Token;
+            }
 
             SetState(PeerConnectionState.Connecting, reason switch
             {
@@ -187,8 +205,6 @@ public sealed class PeerConn : IPeerConn
                 OpenReason.PeerOffer => "the peer has traffic: exchanging credentials over signal",
                 _ => "exchanging credentials over signal",
             });
-            _run = new CancellationTokenSource();
-            var token = _run.Token;
             _runTask = Task.Run(() => RunAsync(token), CancellationToken.None);
         }
         finally
@@ -230,12 +246,9 @@ public sealed class PeerConn : IPeerConn
         {
             await StopRunAsync();
             await TeardownPathAsync(removeWireGuardPeer: true);
-            await _iface.SetPeerAsync(new WgPeerConfig(PublicKey, Peer.AllowedIps, standIn, Peer.PresharedKey, null), cancellationToken);
+            await _wireGuard.SetStandInAsync(standIn, cancellationToken);
             lock (_lock)
             {
-                _wireGuardPeerSet = true;
-                _standIn = true;
-                _endpoint = standIn;
                 _startsHandshake = null;
                 _quiet = TimeSpan.Zero;
                 _local = null;
@@ -263,8 +276,8 @@ public sealed class PeerConn : IPeerConn
     {
         if (SessionNotice(SignalBody.Types.Type.GoIdle) is { } notice)
         {
-            using var bounded = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            bounded.CancelAfter(noticeTimeout);
+            using var timeout = new CancellationTokenSource(noticeTimeout, _time);
+            using var bounded = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
             try
             {
                 await _signaling.SendAsync(PublicKey, notice, bounded.Token);
@@ -290,13 +303,18 @@ public sealed class PeerConn : IPeerConn
     /// <summary>Cancels the connect loop and waits for it; false when none was running. Call under <see cref="_lifecycle"/>.</summary>
     private async Task<bool> StopRunAsync()
     {
-        var run = _run;
+        CancellationTokenSource? run;
+        lock (_lock)
+        {
+            run = _run;
+            _run = null;
+        }
+
         if (run is null)
         {
             return false;
         }
 
-        _run = null;
         await run.CancelAsync();
         try
         {
@@ -313,22 +331,11 @@ public sealed class PeerConn : IPeerConn
     /// <summary>Takes a changed map entry (allowed IPs, PSK, name); WireGuard is updated in place, the path kept.</summary>
     public async ValueTask UpdatePeerAsync(RemotePeerInfo peer, CancellationToken cancellationToken)
     {
-        var wireGuardChanged = !peer.SameWireGuardConfig(Peer);
-        Peer = peer;
-        bool set;
-        IPEndPoint? endpoint;
-        lock (_lock)
-        {
-            set = _wireGuardPeerSet;
-            endpoint = _endpoint;
-        }
+        _peer = peer;
 
-        if (wireGuardChanged && set)
-        {
-            // A parked peer keeps its stand-in endpoint and stays without keepalive (WireGuardConfig knows).
-            await _iface.SetPeerAsync(WireGuardConfig(endpoint), cancellationToken);
-        }
-
+        // Through the writer, as every write of the WireGuard peer: a set the connect loop has under way lands first
+        // and this one after it, or the loop's set comes later and is built from this entry.
+        await _wireGuard.UpdateAsync(peer, cancellationToken);
         _changed(this);
     }
 
@@ -627,14 +634,8 @@ public sealed class PeerConn : IPeerConn
                     _logger.LogInformation("Peer {Peer} ({Ip}) connected {Type}", Name, Peer.Ip, type);
                     if (!StartsHandshake)
                     {
-                        IPEndPoint? endpoint;
-                        lock (_lock)
-                        {
-                            endpoint = _endpoint;
-                        }
-
                         // Now that the session exists, this side keeps the path alive too.
-                        await _iface.SetPeerAsync(WireGuardConfig(endpoint), cancellationToken);
+                        await _wireGuard.RefreshAsync(cancellationToken);
                     }
                 }
             }
@@ -662,15 +663,8 @@ public sealed class PeerConn : IPeerConn
     /// </summary>
     private async Task ProbeWithHandshakeAsync(TimeSpan silent, CancellationToken cancellationToken)
     {
-        IPEndPoint? endpoint;
-        lock (_lock)
-        {
-            endpoint = _endpoint;
-        }
-
         _logger.LogInformation("Peer {Peer}: nothing received for {Seconds} s; asking it for a new handshake", Name, (int)silent.TotalSeconds);
-        await _iface.RemovePeerAsync(PublicKey, cancellationToken);
-        await _iface.SetPeerAsync(WireGuardConfig(endpoint) with { PersistentKeepalive = _options.PersistentKeepalive }, cancellationToken);
+        await _wireGuard.ProbeAsync(cancellationToken);
     }
 
     private async Task<bool> TryDirectAsync(CancellationToken cancellationToken)
@@ -720,7 +714,7 @@ public sealed class PeerConn : IPeerConn
         }
 
         var endpoint = _paths.WireGuardEndpointFor(result.Remote);
-        await SetEndpointAsync(endpoint, cancellationToken);
+        await _wireGuard.SetEndpointAsync(endpoint, cancellationToken);
         IceCandidate? remoteCandidate;
         lock (_lock)
         {
@@ -761,7 +755,7 @@ public sealed class PeerConn : IPeerConn
             }
         }
 
-        await SetEndpointAsync(path.Proxy.EndpointAddr, cancellationToken);
+        await _wireGuard.SetEndpointAsync(path.Proxy.EndpointAddr, cancellationToken);
         lock (_lock)
         {
             _type = Abstractions.Peers.ConnectionType.Relayed;
@@ -772,49 +766,6 @@ public sealed class PeerConn : IPeerConn
 
         _logger.LogInformation("Peer {Peer}: relayed through {Relay} ({Why}), proxy {Proxy}", Name, path.RelayAddress, why, path.Proxy.Kind);
         _changed(this);
-    }
-
-    private async Task SetEndpointAsync(IPEndPoint endpoint, CancellationToken cancellationToken)
-    {
-        bool set;
-        bool parked;
-        lock (_lock)
-        {
-            set = _wireGuardPeerSet;
-            parked = _standIn;
-            _standIn = false;
-            _endpoint = endpoint;
-        }
-
-        if (set && !parked)
-        {
-            await _iface.UpdateEndpointAsync(PublicKey, endpoint, cancellationToken);
-        }
-        else
-        {
-            // Adding the peer with a keepalive makes WireGuard start the handshake at once. A parked peer is set
-            // again, not removed: the packets WireGuard staged for it are sent once the handshake completes.
-            await _iface.SetPeerAsync(WireGuardConfig(endpoint), cancellationToken);
-            lock (_lock)
-            {
-                _wireGuardPeerSet = true;
-            }
-        }
-    }
-
-    private WgPeerConfig WireGuardConfig(IPEndPoint? endpoint)
-        => new(PublicKey, Peer.AllowedIps, endpoint, Peer.PresharedKey,
-            !HasStandIn && (StartsHandshake || State == PeerConnectionState.Connected) ? _options.PersistentKeepalive : null);
-
-    private bool HasStandIn
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return _standIn;
-            }
-        }
     }
 
     /// <summary>
@@ -875,34 +826,22 @@ public sealed class PeerConn : IPeerConn
     private async Task TeardownPathAsync(bool removeWireGuardPeer)
     {
         await CloseRelayAsync();
-        bool wasSet;
         lock (_lock)
         {
-            wasSet = _wireGuardPeerSet;
             _type = null;
             _localCandidate = null;
             _remoteCandidate = null;
             _latencyMs = null;
             if (removeWireGuardPeer)
             {
-                _wireGuardPeerSet = false;
                 _parked = false;
-                _standIn = false;
-                _endpoint = null;
                 _stats = null;
             }
         }
 
-        if (removeWireGuardPeer && wasSet)
+        if (removeWireGuardPeer)
         {
-            try
-            {
-                await _iface.RemovePeerAsync(PublicKey, CancellationToken.None);
-            }
-            catch (Exception e) when (e is IOException or InvalidOperationException or ObjectDisposedException)
-            {
-                _logger.LogDebug(e, "Peer {Peer}: WireGuard peer already gone", Name);
-            }
+            await _wireGuard.RemoveAsync();
         }
     }
 
@@ -969,12 +908,18 @@ public sealed class PeerConn : IPeerConn
     {
         lock (_lock)
         {
-            _local = IceCredentials.Generate();
-            _sessionId = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8));
-            _remote = null;
-            _remoteCandidates = [];
-            _peerReflexive = null;
+            RenewSessionLocked();
         }
+    }
+
+    /// <summary>New credentials and session id, and no remote ones yet. Call under <see cref="_lock"/>.</summary>
+    private void RenewSessionLocked()
+    {
+        _local = IceCredentials.Generate();
+        _sessionId = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8));
+        _remote = null;
+        _remoteCandidates = [];
+        _peerReflexive = null;
     }
 
     private IceCredentials? RemoteCredentials()
@@ -993,11 +938,11 @@ public sealed class PeerConn : IPeerConn
             wake = _wake ??= NewWake();
         }
 
-        using var timer = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        timer.CancelAfter(timeout);
+        using var timer = new CancellationTokenSource(timeout, _time);
+        using var waiting = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timer.Token);
         try
         {
-            await wake.Reader.ReadAsync(timer.Token);
+            await wake.Reader.ReadAsync(waiting.Token);
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
@@ -1054,5 +999,6 @@ public sealed class PeerConn : IPeerConn
     {
         await CloseAsync(CancellationToken.None);
         _lifecycle.Dispose();
+        _wireGuard.Dispose();
     }
 }
