@@ -433,14 +433,22 @@ internal sealed class Peer : IDisposable
             if (!NoiseProtocol.CreateInitiation(Handshake, identity, index, timestamp, message))
             {
                 _device.Indices.Remove(index);
-                _logger.LogDebug("Peer {Peer}: cannot create a handshake initiation (bad key)", PublicKey.ToShortString());
+                if (_logger.IsEnabled(LogLevel.Debug))
+                {
+                    _logger.LogDebug("Peer {Peer}: cannot create a handshake initiation (bad key)", PublicKey.ToShortString());
+                }
+
                 return;
             }
 
             Cookies.AddMacs(message);
         }
 
-        _logger.LogDebug("Peer {Peer}: sending handshake initiation{Retry}", PublicKey.ToShortString(), isRetry ? " (retry)" : "");
+        if (_logger.IsEnabled(LogLevel.Debug))
+        {
+            _logger.LogDebug("Peer {Peer}: sending handshake initiation{Retry}", PublicKey.ToShortString(), isRetry ? " (retry)" : "");
+        }
+
         OnAnyAuthenticatedPacketTraversal();
         OnAnyAuthenticatedPacketSent();
 
@@ -514,7 +522,11 @@ internal sealed class Peer : IDisposable
         var attempts = Interlocked.Increment(ref _handshakeAttempts);
         if (attempts > ProtocolTimings.MaxHandshakeAttempts)
         {
-            _logger.LogDebug("Peer {Peer}: handshake did not complete after {Attempts} attempts, giving up", PublicKey.ToShortString(), attempts);
+            if (_logger.IsEnabled(LogLevel.Debug))
+            {
+                _logger.LogDebug("Peer {Peer}: handshake did not complete after {Attempts} attempts, giving up", PublicKey.ToShortString(), attempts);
+            }
+
             SendKeepaliveTimer.Stop();
             DropStaged();
             if (!ZeroKeyMaterial.IsPending)
@@ -550,13 +562,21 @@ internal sealed class Peer : IDisposable
             return;
         }
 
-        _logger.LogDebug("Peer {Peer}: no reply for {Seconds} s after sending data, new handshake", PublicKey.ToShortString(), (ProtocolTimings.KeepaliveTimeout + ProtocolTimings.RekeyTimeout).TotalSeconds);
+        if (_logger.IsEnabled(LogLevel.Debug))
+        {
+            _logger.LogDebug("Peer {Peer}: no reply for {Seconds} s after sending data, new handshake", PublicKey.ToShortString(), (ProtocolTimings.KeepaliveTimeout + ProtocolTimings.RekeyTimeout).TotalSeconds);
+        }
+
         SendHandshakeInitiation(isRetry: false);
     }
 
     private void OnZeroKeyMaterial()
     {
-        _logger.LogDebug("Peer {Peer}: erasing session keys", PublicKey.ToShortString());
+        if (_logger.IsEnabled(LogLevel.Debug))
+        {
+            _logger.LogDebug("Peer {Peer}: erasing session keys", PublicKey.ToShortString());
+        }
+
         ZeroKeys();
     }
 

@@ -214,7 +214,11 @@ public sealed partial class WgDevice
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
             Interlocked.Add(ref _dropped, count);
-            _logger.LogDebug("Send to {Endpoint} failed: {Reason}", endpoint, ex.Message);
+            if (_logger.IsEnabled(LogLevel.Debug))
+            {
+                _logger.LogDebug("Send to {Endpoint} failed: {Reason}", endpoint, ex.Message);
+            }
+
             return;
         }
 
@@ -242,7 +246,10 @@ public sealed partial class WgDevice
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
-            _logger.LogDebug("Handshake send to {Endpoint} failed: {Reason}", endpoint, ex.Message);
+            if (_logger.IsEnabled(LogLevel.Debug))
+            {
+                _logger.LogDebug("Handshake send to {Endpoint} failed: {Reason}", endpoint, ex.Message);
+            }
         }
     }
 
@@ -297,7 +304,11 @@ public sealed partial class WgDevice
                     return;
                 }
 
-                _logger.LogDebug("Receive failed: {Reason}", ex.Message);
+                if (_logger.IsEnabled(LogLevel.Debug))
+                {
+                    _logger.LogDebug("Receive failed: {Reason}", ex.Message);
+                }
+
                 continue;
             }
 
@@ -319,7 +330,10 @@ public sealed partial class WgDevice
                 {
                     // Whatever a datagram contains, it is dropped, never allowed to end the loop.
                     CountDrop();
-                    _logger.LogDebug("Dropped a datagram from {Endpoint}: {Reason}", endpoints[i], ex.Message);
+                    if (_logger.IsEnabled(LogLevel.Debug))
+                    {
+                        _logger.LogDebug("Dropped a datagram from {Endpoint}: {Reason}", endpoints[i], ex.Message);
+                    }
                 }
             }
 
@@ -331,7 +345,10 @@ public sealed partial class WgDevice
                 }
                 catch (Exception ex) when (ex is not OutOfMemoryException)
                 {
-                    _logger.LogDebug("TUN write failed: {Reason}", ex.Message);
+                    if (_logger.IsEnabled(LogLevel.Debug))
+                    {
+                        _logger.LogDebug("TUN write failed: {Reason}", ex.Message);
+                    }
                 }
             }
         }
@@ -418,7 +435,10 @@ public sealed partial class WgDevice
             catch (Exception ex) when (ex is not OutOfMemoryException)
             {
                 CountDrop();
-                _logger.LogDebug("Dropped a handshake message from {Endpoint}: {Reason}", work.Source, ex.Message);
+                if (_logger.IsEnabled(LogLevel.Debug))
+                {
+                    _logger.LogDebug("Dropped a handshake message from {Endpoint}: {Reason}", work.Source, ex.Message);
+                }
             }
             finally
             {
@@ -503,7 +523,12 @@ public sealed partial class WgDevice
         if (!ReferenceEquals(_allowedIps.Lookup(sourceAddress[..addressLength]), peer))
         {
             CountDrop();
-            _logger.LogDebug("Peer {Peer} sent a packet from a source outside its allowed IPs", peer.PublicKey.ToShortString());
+            // Per packet: the key string, the boxed arguments and their array are built only when Debug is on.
+            if (_logger.IsEnabled(LogLevel.Debug))
+            {
+                _logger.LogDebug("Peer {Peer} sent a packet from a source outside its allowed IPs", peer.PublicKey.ToShortString());
+            }
+
             return 0;
         }
 
@@ -599,7 +624,11 @@ public sealed partial class WgDevice
         }
 
         peer.Cookies.AddMacs(response);
-        _logger.LogDebug("Peer {Peer}: answered handshake initiation from {Endpoint}", peer.PublicKey.ToShortString(), source);
+        if (_logger.IsEnabled(LogLevel.Debug))
+        {
+            _logger.LogDebug("Peer {Peer}: answered handshake initiation from {Endpoint}", peer.PublicKey.ToShortString(), source);
+        }
+
         // The timer rules run before the send: once the response is out, the initiator's first data can
         // arrive and arm the keepalive timer, which a late "packet sent" would then stop, so this side
         // would never answer receive-only traffic with a keepalive.
@@ -642,7 +671,11 @@ public sealed partial class WgDevice
             peer.InstallSession(keys.Value, Indices);
         }
 
-        _logger.LogDebug("Peer {Peer}: handshake completed", peer.PublicKey.ToShortString());
+        if (_logger.IsEnabled(LogLevel.Debug))
+        {
+            _logger.LogDebug("Peer {Peer}: handshake completed", peer.PublicKey.ToShortString());
+        }
+
         peer.Endpoint = source;
         peer.AddRx(message.Length);
         peer.OnAnyAuthenticatedPacketTraversal();
@@ -661,6 +694,9 @@ public sealed partial class WgDevice
             return;
         }
 
-        _logger.LogDebug("Peer {Peer}: received a cookie (the peer is under load)", entry.Peer.PublicKey.ToShortString());
+        if (_logger.IsEnabled(LogLevel.Debug))
+        {
+            _logger.LogDebug("Peer {Peer}: received a cookie (the peer is under load)", entry.Peer.PublicKey.ToShortString());
+        }
     }
 }
