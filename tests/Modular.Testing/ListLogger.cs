@@ -11,10 +11,18 @@ public sealed class ListLogger : ILogger
     public IDisposable? BeginScope<TState>(TState state)
         where TState : notnull => null;
 
-    public bool IsEnabled(LogLevel logLevel) => true;
+    /// <summary>Entries below this level are neither enabled nor recorded (as a configured logger filters them); everything by default.</summary>
+    public LogLevel MinimumLevel { get; set; } = LogLevel.Trace;
+
+    public bool IsEnabled(LogLevel logLevel) => logLevel != LogLevel.None && logLevel >= MinimumLevel;
 
     public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-        => Entries.Enqueue((logLevel, formatter(state, exception)));
+    {
+        if (IsEnabled(logLevel))
+        {
+            Entries.Enqueue((logLevel, formatter(state, exception)));
+        }
+    }
 
     public IReadOnlyList<string> Warnings => Entries.Where(e => e.Level == LogLevel.Warning).Select(e => e.Message).ToList();
 

@@ -1,4 +1,5 @@
 using System.Net;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Modular.Abstractions.WireGuard;
@@ -16,12 +17,12 @@ internal sealed class DevicePair : IDisposable
 {
     public static readonly TimeSpan Wait = TimeSpan.FromSeconds(10);
 
-    public DevicePair(bool configureEndpoints = true, WgKey? presharedKey = null)
+    public DevicePair(bool configureEndpoints = true, WgKey? presharedKey = null, ILoggerFactory? loggerFactory = null)
     {
         PrivateA = NewPrivateKey();
         PrivateB = NewPrivateKey();
-        A = new WgDevice(TunA, Binds.A, NullLoggerFactory.Instance, Time);
-        B = new WgDevice(TunB, Binds.B, NullLoggerFactory.Instance, Time);
+        A = new WgDevice(TunA, Binds.A, loggerFactory ?? NullLoggerFactory.Instance, Time);
+        B = new WgDevice(TunB, Binds.B, loggerFactory ?? NullLoggerFactory.Instance, Time);
         A.SetPrivateKey(PrivateA);
         B.SetPrivateKey(PrivateB);
         A.SetListenPort(51820);

@@ -348,6 +348,71 @@ public sealed class AllocationTests
         AssertAllocationFreeSteadyState("inbound datagram", inboundBytes);
     }
 
+    [Fact]
+    public void Dropping_packets_from_outside_the_allowed_ips_does_not_allocate_with_debug_logging_off()
+    {
+        // The receive path logs such a drop at Debug for every packet; with Debug off (Information,
+        // as the agent runs) building the log call's arguments must cost nothing.
+        var logger = new Modular.Testing.ListLogger { MinimumLevel = Microsoft.Extensions.Logging.LogLevel.Information };
+        using var pair = new DevicePair(loggerFactory: new Modular.Testing.ListLoggerFactory(logger));
+        Assert.NotNull(pair.AToB(TestPackets.IPv4("100.64.0.1", "100.64.0.2")));
+        Assert.NotNull(pair.BToA(TestPackets.IPv4("100.64.0.2", "100.64.0.1")));
+
+        // A routes by destination and encrypts whatever source it is given: B authenticates these
+        // datagrams and then drops them, as 100.64.0.9 is not among A's allowed IPs on B.
+        var sink = new CountingSink { Capture = true };
+        using var claim = pair.A.BindHook.ClaimEndpoint(System.Net.IPEndPoint.Parse("198.18.0.2:51821"), sink);
+        const int batch = 32;
+        var buffers = Enumerable.Range(0, batch).Select(_ => new byte[Conn.PacketBuffers.MaxSegmentSize]).ToArray();
+        var sizes = new int[batch];
+        var spoofed = TestPackets.IPv4("100.64.0.9", "100.64.0.2", 1380);
+        for (var i = 0; i < batch; i++)
+        {
+            spoofed.CopyTo(buffers[i], 16);
+            sizes[i] = spoofed.Length;
+        }
+
+        pair.A.ProcessOutbound(buffers, sizes, batch, new byte[batch][], new int[batch], [], []);
+        var datagrams = sink.Captured.ToArray();
+        Assert.Equal(batch, datagrams.Length);
+
+        var peerOnB = pair.B.FindPeer(pair.A.PublicKey)!;
+        var receiveBuffer = new byte[Conn.PacketBuffers.MaxSegmentSize];
+        var from = pair.Binds.A.Endpoint;
+        int Receive(byte[] datagram)
+        {
+            datagram.CopyTo(receiveBuffer, 0);
+            return pair.B.ProcessDatagram(receiveBuffer, datagram.Length, from);
+        }
+
+        Assert.Equal(0, Receive(datagrams[0])); // warm up
+        const int measured = batch - 2;
+        var droppedBefore = pair.B.DroppedPackets;
+        var rxBefore = peerOnB.RxBytes;
+        var bytesPerDatagram = new long[measured];
+        for (var i = 0; i < measured; i++)
+        {
+            var datagram = datagrams[1 + i];
+            datagram.CopyTo(receiveBuffer, 0);
+            var before = GC.GetAllocatedBytesForCurrentThread();
+            var length = pair.B.ProcessDatagram(receiveBuffer, datagram.Length, from);
+            bytesPerDatagram[i] = GC.GetAllocatedBytesForCurrentThread() - before;
+            Assert.Equal(0, length);
+        }
+
+        // Every one was authenticated (counted as received) and then dropped: the path measured is
+        // the allowed-IPs check, not an earlier authentication failure.
+        Assert.Equal(droppedBefore + measured, pair.B.DroppedPackets);
+        Assert.Equal(rxBefore + datagrams.Skip(1).Take(measured).Sum(datagram => (long)datagram.Length), peerOnB.RxBytes);
+        Assert.DoesNotContain(logger.Entries, entry => entry.Message.Contains("outside its allowed IPs", StringComparison.Ordinal));
+        AssertAllocationFreeSteadyState("inbound datagram from outside the allowed IPs", bytesPerDatagram);
+
+        // With Debug on, the same drop is logged: the measured path is the one with the log call.
+        logger.MinimumLevel = Microsoft.Extensions.Logging.LogLevel.Debug;
+        Assert.Equal(0, Receive(datagrams[^1]));
+        Assert.Contains(logger.Entries, entry => entry.Message.Contains("outside its allowed IPs", StringComparison.Ordinal));
+    }
+
     /// <summary>At least 90 % of the measured steps allocated nothing at all (a per-packet cost would be in all of them).</summary>
     private static void AssertAllocationFreeSteadyState(string step, long[] bytesPerStep)
     {

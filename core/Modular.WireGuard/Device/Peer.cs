@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Logging;
 using Modular.Abstractions.WireGuard;
@@ -8,10 +7,11 @@ using Modular.WireGuard.Noise;
 namespace Modular.WireGuard.Device;
 
 /// <summary>
-/// One remote peer inside <see cref="WgDevice"/>: its handshake, its current/previous/next
-/// keypairs, staged packets, endpoint, counters and the protocol timers.
+/// One remote peer inside <see cref="WgDevice"/> (wireguard-go's device/peer.go and keypair
+/// rotation): its handshake, its current/previous/next keypairs, endpoint, counters and lifecycle.
+/// What it sends on its own is in Peer.Send.cs, its protocol timers in Peer.Timers.cs.
 /// </summary>
-internal sealed class Peer : IDisposable
+internal sealed partial class Peer : IDisposable
 {
     private readonly WgDevice _device;
     private readonly TimeProvider _time;
@@ -60,16 +60,6 @@ internal sealed class Peer : IDisposable
     /// <summary>Orders staged flushes against the TUN thread's direct sends.</summary>
     public Lock SendLock { get; } = new();
 
-    public PeerTimer RetransmitHandshake { get; }
-
-    public PeerTimer SendKeepaliveTimer { get; }
-
-    public PeerTimer NewHandshake { get; }
-
-    public PeerTimer ZeroKeyMaterial { get; }
-
-    public PeerTimer PersistentKeepaliveTimer { get; }
-
     public bool IsRunning => _running;
 
     public TimeSpan PersistentKeepalive
@@ -101,17 +91,6 @@ internal sealed class Peer : IDisposable
         {
             var ticks = Interlocked.Read(ref _lastHandshakeUnixTicks);
             return ticks == 0 ? null : new DateTimeOffset(ticks, TimeSpan.Zero);
-        }
-    }
-
-    public int StagedCount
-    {
-        get
-        {
-            lock (SendLock)
-            {
-                return _staged.Count;
-            }
         }
     }
 
@@ -289,211 +268,6 @@ internal sealed class Peer : IDisposable
         }
     }
 
-    /// <summary>Queues a packet (copied, with headroom for the transport header) until a session exists; drops the oldest when full.</summary>
-    public void Stage(ReadOnlySpan<byte> packet)
-    {
-        var buffer = ArrayPool<byte>.Shared.Rent(MessageLayout.TransportHeaderSize + packet.Length + 32);
-        packet.CopyTo(buffer.AsSpan(MessageLayout.TransportHeaderSize));
-        lock (SendLock)
-        {
-            if (_staged.Count >= ProtocolTimings.MaxStagedPackets)
-            {
-                ArrayPool<byte>.Shared.Return(_staged.Dequeue().Buffer);
-            }
-
-            _staged.Enqueue((buffer, packet.Length));
-        }
-    }
-
-    /// <summary>True when packets are waiting (caller holds <see cref="SendLock"/>).</summary>
-    public bool HasStagedUnlocked => _staged.Count > 0;
-
-    /// <summary>Encrypts and sends staged packets if a session is up, else starts a handshake.</summary>
-    public void SendStaged()
-    {
-        byte[][]? buffers = null;
-        int[]? sizes = null;
-        var count = 0;
-        var rekey = false;
-        List<byte[]> toReturn = [];
-        lock (SendLock)
-        {
-            if (_staged.Count == 0)
-            {
-                return;
-            }
-
-            var keypair = UsableSendingKeypair();
-            if (keypair is null || Endpoint.IsEmpty)
-            {
-                rekey = true;
-            }
-            else
-            {
-                buffers = new byte[_staged.Count][];
-                sizes = new int[_staged.Count];
-                while (_staged.TryDequeue(out var item))
-                {
-                    toReturn.Add(item.Buffer);
-                    var length = _device.SealTransport(keypair, item.Buffer, item.Length, item.Buffer.Length);
-                    if (length > 0)
-                    {
-                        buffers[count] = item.Buffer;
-                        sizes[count] = length;
-                        count++;
-                    }
-                }
-
-                rekey = ShouldRekeyOnSend(keypair);
-                if (count > 0)
-                {
-                    _device.SendToPeer(this, buffers, sizes, count, isData: true);
-                }
-            }
-        }
-
-        foreach (var buffer in toReturn)
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
-        }
-
-        if (rekey)
-        {
-            SendHandshakeInitiation(isRetry: false);
-        }
-    }
-
-    /// <summary>Sends an authenticated empty packet (or the staged packets, which serve the same purpose).</summary>
-    public void SendKeepalive()
-    {
-        bool flushStaged;
-        lock (SendLock)
-        {
-            flushStaged = _staged.Count > 0;
-            if (!flushStaged)
-            {
-                var keypair = UsableSendingKeypair();
-                if (keypair is not null)
-                {
-                    var length = _device.SealTransport(keypair, _keepaliveBuffer, 0, _keepaliveBuffer.Length);
-                    if (length > 0)
-                    {
-                        _device.SendToPeer(this, [_keepaliveBuffer], [length], 1, isData: false);
-                    }
-
-                    return;
-                }
-            }
-        }
-
-        if (flushStaged)
-        {
-            SendStaged();
-        }
-        else
-        {
-            // No session: a keepalive cannot be sent, so start the handshake it was meant to keep up.
-            SendHandshakeInitiation(isRetry: false);
-        }
-    }
-
-    /// <summary>Builds and sends an initiation, at most once per REKEY_TIMEOUT unless it is a retry.</summary>
-    public void SendHandshakeInitiation(bool isRetry)
-    {
-        if (!_running || !_device.IsUp)
-        {
-            return;
-        }
-
-        if (!isRetry)
-        {
-            Volatile.Write(ref _handshakeAttempts, 0);
-        }
-
-        var message = new byte[MessageLayout.InitiationSize];
-        var endpoint = Endpoint;
-        lock (Handshake.Lock)
-        {
-            if (!isRetry && _lastInitiationSent is { } last && _time.GetElapsedTime(last) < ProtocolTimings.RekeyTimeout)
-            {
-                return;
-            }
-
-            _lastInitiationSent = _time.GetTimestamp();
-            var identity = _device.Identity;
-            if (identity is null || endpoint.IsEmpty)
-            {
-                return;
-            }
-
-            _device.Indices.RemoveHandshake(Handshake.LocalIndex, Handshake);
-            var index = _device.Indices.NewHandshakeIndex(this, Handshake);
-            Span<byte> timestamp = stackalloc byte[Tai64N.Size];
-            Tai64N.Write(timestamp, _time.GetUtcNow());
-            if (!NoiseProtocol.CreateInitiation(Handshake, identity, index, timestamp, message))
-            {
-                _device.Indices.Remove(index);
-                _logger.LogDebug("Peer {Peer}: cannot create a handshake initiation (bad key)", PublicKey.ToShortString());
-                return;
-            }
-
-            Cookies.AddMacs(message);
-        }
-
-        _logger.LogDebug("Peer {Peer}: sending handshake initiation{Retry}", PublicKey.ToShortString(), isRetry ? " (retry)" : "");
-        OnAnyAuthenticatedPacketTraversal();
-        OnAnyAuthenticatedPacketSent();
-
-        // Armed before sending: the response may be processed (and stop this timer) before Send returns.
-        RetransmitHandshake.Set(ProtocolTimings.RekeyTimeout + Jitter());
-        _device.SendHandshakeMessage(this, message, endpoint);
-    }
-
-    // ---- timer events (wireguard.com/papers: 6.1-6.5) ----
-
-    /// <summary>Data was sent: expect an answer within KEEPALIVE + REKEY_TIMEOUT, else re-handshake.</summary>
-    public void OnDataSent()
-    {
-        if (!NewHandshake.IsPending)
-        {
-            NewHandshake.Set(ProtocolTimings.KeepaliveTimeout + ProtocolTimings.RekeyTimeout + Jitter());
-        }
-    }
-
-    /// <summary>Data was received: answer with a keepalive if we send nothing for KEEPALIVE_TIMEOUT.</summary>
-    public void OnDataReceived()
-    {
-        if (!SendKeepaliveTimer.IsPending)
-        {
-            SendKeepaliveTimer.Set(ProtocolTimings.KeepaliveTimeout);
-        }
-        else
-        {
-            _needAnotherKeepalive = true;
-        }
-    }
-
-    public void OnAnyAuthenticatedPacketSent() => SendKeepaliveTimer.Stop();
-
-    public void OnAnyAuthenticatedPacketReceived() => NewHandshake.Stop();
-
-    public void OnAnyAuthenticatedPacketTraversal()
-    {
-        var interval = PersistentKeepalive;
-        if (interval > TimeSpan.Zero)
-        {
-            PersistentKeepaliveTimer.Set(interval);
-        }
-    }
-
-    public void OnHandshakeComplete()
-    {
-        RetransmitHandshake.Stop();
-        Volatile.Write(ref _handshakeAttempts, 0);
-    }
-
-    public void OnSessionDerived() => ZeroKeyMaterial.Set(ProtocolTimings.ZeroKeysAfter);
-
     public void Dispose()
     {
         Stop();
@@ -502,81 +276,6 @@ internal sealed class Peer : IDisposable
         NewHandshake.Dispose();
         ZeroKeyMaterial.Dispose();
         PersistentKeepaliveTimer.Dispose();
-    }
-
-    private void OnRetransmitHandshake()
-    {
-        if (!_running)
-        {
-            return;
-        }
-
-        var attempts = Interlocked.Increment(ref _handshakeAttempts);
-        if (attempts > ProtocolTimings.MaxHandshakeAttempts)
-        {
-            _logger.LogDebug("Peer {Peer}: handshake did not complete after {Attempts} attempts, giving up", PublicKey.ToShortString(), attempts);
-            SendKeepaliveTimer.Stop();
-            DropStaged();
-            if (!ZeroKeyMaterial.IsPending)
-            {
-                ZeroKeyMaterial.Set(ProtocolTimings.ZeroKeysAfter);
-            }
-
-            return;
-        }
-
-        SendHandshakeInitiation(isRetry: true);
-    }
-
-    private void OnSendKeepalive()
-    {
-        if (!_running)
-        {
-            return;
-        }
-
-        SendKeepalive();
-        if (_needAnotherKeepalive)
-        {
-            _needAnotherKeepalive = false;
-            SendKeepaliveTimer.Set(ProtocolTimings.KeepaliveTimeout);
-        }
-    }
-
-    private void OnNewHandshake()
-    {
-        if (!_running)
-        {
-            return;
-        }
-
-        _logger.LogDebug("Peer {Peer}: no reply for {Seconds} s after sending data, new handshake", PublicKey.ToShortString(), (ProtocolTimings.KeepaliveTimeout + ProtocolTimings.RekeyTimeout).TotalSeconds);
-        SendHandshakeInitiation(isRetry: false);
-    }
-
-    private void OnZeroKeyMaterial()
-    {
-        _logger.LogDebug("Peer {Peer}: erasing session keys", PublicKey.ToShortString());
-        ZeroKeys();
-    }
-
-    private void OnPersistentKeepalive()
-    {
-        if (_running && PersistentKeepalive > TimeSpan.Zero)
-        {
-            SendKeepalive();
-        }
-    }
-
-    private void DropStaged()
-    {
-        lock (SendLock)
-        {
-            while (_staged.TryDequeue(out var item))
-            {
-                ArrayPool<byte>.Shared.Return(item.Buffer);
-            }
-        }
     }
 
     private static void Retire(Keypair? keypair, IndexTable indices)
@@ -589,6 +288,4 @@ internal sealed class Peer : IDisposable
         indices.Remove(keypair.LocalIndex);
         keypair.Dispose();
     }
-
-    private static TimeSpan Jitter() => TimeSpan.FromMilliseconds(Random.Shared.Next(0, (int)ProtocolTimings.RekeyTimeoutJitterMax.TotalMilliseconds + 1));
 }

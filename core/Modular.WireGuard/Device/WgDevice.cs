@@ -15,6 +15,8 @@ namespace Modular.WireGuard.Device;
 /// sessions of its peers. One dedicated thread reads the TUN and one per receive function reads
 /// the bind; each processes whole batches inline, which keeps every peer's packets in order.
 /// Configure it with the typed methods or the UAPI text (<see cref="IpcSet"/>/<see cref="IpcGet"/>).
+/// This file holds its state, lifecycle and typed configuration; the data path is in
+/// WgDevice.Send.cs, WgDevice.Receive.cs and WgDevice.Handshake.cs, the UAPI in WgDevice.Uapi.cs.
 /// </summary>
 public sealed partial class WgDevice : IDisposable
 {
@@ -467,29 +469,4 @@ public sealed partial class WgDevice : IDisposable
     }
 
     private void CountDrop() => Interlocked.Increment(ref _dropped);
-
-    /// <summary>
-    /// Counts handshake messages per second (and watches the handshake queue, as wireguard-go does); past the threshold the device is under load for at
-    /// least a second, during which cookies are required.
-    /// </summary>
-    private bool IsUnderLoad()
-    {
-        var now = _time.GetTimestamp();
-        lock (_loadLock)
-        {
-            if (_time.GetElapsedTime(_loadWindowStart, now) >= TimeSpan.FromSeconds(1))
-            {
-                _loadWindowStart = now;
-                _loadWindowCount = 0;
-            }
-
-            _loadWindowCount++;
-            if (_loadWindowCount > UnderLoadHandshakesPerSecond || (_handshakeQueue?.Count ?? 0) >= HandshakeQueueCapacity / 8)
-            {
-                _underLoadUntil = now + (long)(_time.TimestampFrequency * 1.0);
-            }
-
-            return now < _underLoadUntil;
-        }
-    }
 }
