@@ -150,7 +150,7 @@ public sealed class AgentEngine
         var background = new List<Task>();
         try
         {
-            var backoff = TimeSpan.FromSeconds(1);
+            var backoff = new RetryBackoff(TimeSpan.FromSeconds(1));
             var refused = _refused;
             while (!stop.IsCancellationRequested)
             {
@@ -168,7 +168,7 @@ public sealed class AgentEngine
                         background.Add(Task.Run(() => ReflexiveLoopAsync(stop.Token), CancellationToken.None));
                     }
 
-                    backoff = TimeSpan.FromSeconds(1);
+                    backoff.Reset();
                     await SyncAsync(management, stop.Token);
                     SetManagement(false, "the network map stream ended");
                 }
@@ -194,23 +194,23 @@ public sealed class AgentEngine
                 {
                     var problem = ConnectionProblem.Describe(e, _lastLoginUrl);
                     SetManagement(false, problem);
-                    _logger.LogWarning("Management: {Problem}; retrying in about {Seconds} s", problem, (int)backoff.TotalSeconds);
+                    _logger.LogWarning("Management: {Problem}; retrying in about {Seconds} s", problem, (int)backoff.Current.TotalSeconds);
                 }
                 finally
                 {
                     channel?.Dispose();
                 }
 
+                // Doubled after a refusal too (its own wait replaces this one), as before.
+                var delay = backoff.Next(MaxBackoff);
                 try
                 {
-                    await Task.Delay(wait ?? Jitter(backoff), _time, stop.Token);
+                    await Task.Delay(wait ?? delay, _time, stop.Token);
                 }
                 catch (OperationCanceledException)
                 {
                     break;
                 }
-
-                backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, MaxBackoff.Ticks));
             }
         }
         finally
@@ -304,7 +304,7 @@ public sealed class AgentEngine
         {
             _logger.LogWarning("Network map delta did not follow serial {Serial}; resynchronizing", _map.Serial);
             // A pause, so a server that keeps sending broken chains cannot make the agent reconnect in a hot loop.
-            await Task.Delay(Jitter(TimeSpan.FromSeconds(1)), _time, cancellationToken);
+            await Task.Delay(RetryBackoff.Jitter(TimeSpan.FromSeconds(1)), _time, cancellationToken);
         }
     }
 
@@ -697,7 +697,7 @@ public sealed class AgentEngine
 
     private async Task SignalLoopAsync(CancellationToken cancellationToken)
     {
-        var backoff = TimeSpan.FromSeconds(1);
+        var backoff = new RetryBackoff(TimeSpan.FromSeconds(1));
         var refusedSignal = false;
         while (!cancellationToken.IsCancellationRequested)
         {
@@ -716,7 +716,7 @@ public sealed class AgentEngine
                 _signaling.Client = client;
                 _recorder.SetSignal(new ServiceStatus(url, true, null));
                 _logger.LogInformation("Connected to signal {Signal}", url);
-                backoff = TimeSpan.FromSeconds(1);
+                backoff.Reset();
                 try
                 {
                     await foreach (var inbound in client.Inbound.ReadAllAsync(cancellationToken))
@@ -764,10 +764,9 @@ public sealed class AgentEngine
                 }
             }
 
-            await DelayAsync(Jitter(backoff), cancellationToken);
-            var cap = refusedSignal ? RefusedPeerBackoff.MaxDelay : MaxBackoff;
+            var delay = backoff.Next(cap: refusedSignal ? RefusedPeerBackoff.MaxDelay : MaxBackoff);
             refusedSignal = false;
-            backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, cap.Ticks));
+            await DelayAsync(delay, cancellationToken);
         }
 
         _signaling.Client = null;
@@ -1016,5 +1015,4 @@ public sealed class AgentEngine
     internal static bool IsOwnCancellation(Exception e, CancellationToken stopping)
         => stopping.IsCancellationRequested && e is OperationCanceledException or RpcException { StatusCode: StatusCode.Cancelled };
 
-    private static TimeSpan Jitter(TimeSpan delay) => delay * (0.75 + (Random.Shared.NextDouble() * 0.5));
 }

@@ -16,8 +16,7 @@ public sealed class RefusedPeerBackoff(ILogger logger, TimeProvider time, string
     public static readonly TimeSpan MaxDelay = TimeSpan.FromHours(1);
     public static readonly TimeSpan ReportEvery = TimeSpan.FromHours(1);
 
-    private readonly Func<double> _random = random ?? Random.Shared.NextDouble;
-    private TimeSpan _next = FirstDelay;
+    private readonly RetryBackoff _backoff = new(FirstDelay, random);
     private DateTimeOffset? _reportedAt;
     private volatile bool _isRefused;
 
@@ -41,8 +40,8 @@ public sealed class RefusedPeerBackoff(ILogger logger, TimeProvider time, string
     public TimeSpan OnRefused(StatusCode code, string detail)
     {
         IsRefused = true;
-        var delay = TimeSpan.FromTicks(Math.Min((long)(_next.Ticks * (0.75 + (_random() * 0.5))), MaxDelay.Ticks));
-        _next = TimeSpan.FromTicks(Math.Min(_next.Ticks * 2, MaxDelay.Ticks));
+        // Capped after the jitter too: never longer than MaxDelay between two attempts.
+        var delay = TimeSpan.FromTicks(Math.Min(_backoff.Next(MaxDelay).Ticks, MaxDelay.Ticks));
         var now = time.GetUtcNow();
         if (_reportedAt is not { } reported || now - reported >= ReportEvery)
         {
@@ -67,7 +66,7 @@ public sealed class RefusedPeerBackoff(ILogger logger, TimeProvider time, string
         }
 
         IsRefused = false;
-        _next = FirstDelay;
+        _backoff.Reset();
         _reportedAt = null;
     }
 }

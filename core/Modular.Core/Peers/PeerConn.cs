@@ -483,7 +483,7 @@ public sealed class PeerConn : IPeerConn
 
     private async Task RunAsync(CancellationToken cancellationToken)
     {
-        var backoff = TimeSpan.FromSeconds(1);
+        var backoff = new RetryBackoff(TimeSpan.FromSeconds(1));
         while (!cancellationToken.IsCancellationRequested)
         {
             string reason;
@@ -491,7 +491,7 @@ public sealed class PeerConn : IPeerConn
             {
                 await ConnectOnceAsync(cancellationToken);
                 reason = "the peer restarted its connection";
-                backoff = TimeSpan.FromSeconds(1);
+                backoff.Reset();
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {
@@ -517,14 +517,12 @@ public sealed class PeerConn : IPeerConn
             SetState(PeerConnectionState.Connecting, reason);
             try
             {
-                await Task.Delay(Jitter(backoff), _time, cancellationToken);
+                await Task.Delay(backoff.Next(cap: TimeSpan.FromSeconds(30)), _time, cancellationToken);
             }
             catch (OperationCanceledException)
             {
                 return;
             }
-
-            backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, TimeSpan.FromSeconds(30).Ticks));
         }
     }
 
@@ -980,7 +978,6 @@ public sealed class PeerConn : IPeerConn
         }
     }
 
-    private static TimeSpan Jitter(TimeSpan delay) => delay * (0.75 + (Random.Shared.NextDouble() * 0.5));
 
     private void Wake()
     {

@@ -1,0 +1,37 @@
+using Modular.Core;
+
+namespace Modular.Core.Tests;
+
+public sealed class RetryBackoffTests
+{
+    [Fact]
+    public void Delays_double_up_to_the_cap_and_a_reset_starts_over()
+    {
+        var backoff = new RetryBackoff(TimeSpan.FromSeconds(1), random: () => 0.5); // 0.5: no jitter
+        var waits = Enumerable.Range(0, 7).Select(_ => backoff.Next(TimeSpan.FromSeconds(30))).ToList();
+        Assert.Equal([1, 2, 4, 8, 16, 30, 30], waits.Select(w => w.TotalSeconds));
+
+        backoff.Reset();
+        Assert.Equal(TimeSpan.FromSeconds(1), backoff.Next(TimeSpan.FromSeconds(30)));
+
+        // A smaller cap (a loop whose reason changed) takes effect at the next doubling.
+        for (var i = 0; i < 5; i++)
+        {
+            backoff.Next(TimeSpan.FromSeconds(30));
+        }
+
+        backoff.Next(TimeSpan.FromSeconds(10));
+        Assert.Equal(TimeSpan.FromSeconds(10), backoff.Current);
+    }
+
+    [Fact]
+    public void Jitter_spreads_a_delay_by_a_quarter_either_way()
+    {
+        Assert.Equal(TimeSpan.FromSeconds(7.5), RetryBackoff.Jitter(TimeSpan.FromSeconds(10), () => 0.0));
+        Assert.Equal(TimeSpan.FromSeconds(12.5), RetryBackoff.Jitter(TimeSpan.FromSeconds(10), () => 1.0));
+        for (var i = 0; i < 1000; i++)
+        {
+            Assert.InRange(RetryBackoff.Jitter(TimeSpan.FromSeconds(10)), TimeSpan.FromSeconds(7.5), TimeSpan.FromSeconds(12.5));
+        }
+    }
+}
