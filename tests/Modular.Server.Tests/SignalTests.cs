@@ -139,6 +139,53 @@ public sealed class SignalTests
         Assert.Equal(1, clientB.RejectedCount);
     }
 
+    /// <summary>Holds the first message it routes until its sender's stream is aborted or a moment passes: a busy server.</summary>
+    private sealed class SlowFirstRouter : ISignalRouter
+    {
+        private readonly InProcessSignalRouter _inner = new();
+        private int _held;
+
+        public IDisposable Attach(WgKey peer, Func<SignalMessage, bool> deliver) => _inner.Attach(peer, deliver);
+
+        public async ValueTask<bool> RouteAsync(SignalMessage message, CancellationToken cancellationToken)
+        {
+            if (Interlocked.Exchange(ref _held, 1) == 0)
+            {
+                // Released at once when the sender resets its stream (the defect), else after half a second.
+                var aborted = new TaskCompletionSource();
+                using (cancellationToken.Register(() => aborted.TrySetResult()))
+                {
+                    await Task.WhenAny(aborted.Task, Task.Delay(TimeSpan.FromMilliseconds(500), CancellationToken.None));
+                }
+            }
+
+            return await _inner.RouteAsync(message, CancellationToken.None);
+        }
+    }
+
+    [Fact]
+    public async Task A_message_sent_just_before_the_client_closes_is_delivered_though_the_server_has_not_read_it_yet()
+    {
+        // What a stopping agent does: its goodbye is the last thing it sends, then it closes the stream at once. The
+        // server is still busy with an earlier message, so the goodbye waits unread on the stream. Closing must let the
+        // server read it: a reset stream loses it, and the peer keeps routing through an agent that is gone.
+        await using var server = await TestServer.StartAsync(services: s => s.AddSingleton<ISignalRouter>(new SlowFirstRouter()));
+        using var a = await RegisteredAsync(server, "a");
+        using var b = await RegisteredAsync(server, "b");
+        using var cts = new CancellationTokenSource(Wait);
+        await using var clientB = await SignalClient.ConnectAsync(server.Channel(), b, cts.Token);
+        var clientA = await SignalClient.ConnectAsync(server.Channel(), a, cts.Token);
+
+        await clientA.SendAsync(b.PublicKey, Offer(), cts.Token);
+        await clientA.SendAsync(b.PublicKey, new SignalBody { Type = SignalBody.Types.Type.Goodbye, SessionId = 42 }, cts.Token);
+        await clientA.DisposeAsync();
+
+        Assert.Equal(SignalBody.Types.Type.Offer, (await clientB.Inbound.ReadAsync(cts.Token)).Body!.Type);
+        var last = await clientB.Inbound.ReadAsync(cts.Token);
+        Assert.Equal(a.PublicKey, last.Peer);
+        Assert.Equal(SignalBody.Types.Type.Goodbye, last.Body!.Type);
+    }
+
     [Fact]
     public async Task Sending_to_an_absent_peer_returns_a_delivery_error()
     {

@@ -34,6 +34,9 @@ public sealed class SignalClient : IAsyncDisposable
         _time = time;
     }
 
+    /// <summary>How long <see cref="DisposeAsync"/> waits for the server to end the call after this side closed its half.</summary>
+    public static readonly TimeSpan CloseWait = TimeSpan.FromSeconds(2);
+
     /// <summary>Messages that failed verification (forged, tampered, or for someone else) and were dropped.</summary>
     public long RejectedCount => Interlocked.Read(ref _rejected);
 
@@ -227,10 +230,16 @@ public sealed class SignalClient : IAsyncDisposable
         try
         {
             await _call.RequestStream.CompleteAsync();
+
+            // Close, don't reset: the server ends the call once it has read the end of what was sent. Cancelling the call at
+            // once resets the stream, and the server drops every frame its service has not read yet, such as the goodbye a
+            // stopping agent sends last (its peers then keep routing to it until they notice the silence). Bounded: a
+            // server that does not answer is reset after CloseWait.
+            await _reader.WaitAsync(CloseWait, _time);
         }
-        catch (Exception e) when (e is RpcException or InvalidOperationException or ObjectDisposedException)
+        catch (Exception e) when (e is RpcException or InvalidOperationException or ObjectDisposedException or TimeoutException)
         {
-            // Already broken or completed.
+            // Already broken or completed, or the server did not end the call in time.
         }
 
         await _stop.CancelAsync();
