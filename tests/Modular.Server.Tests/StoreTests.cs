@@ -31,6 +31,32 @@ public sealed class StoreTests : StoreTestBase
     }
 
     [Fact]
+    public async Task Many_processes_opening_one_fresh_database_at_once_migrate_it_exactly_once()
+    {
+        // The server and an admin command started together on a new data_dir used to both run the migrations
+        // (each read the schema version before taking the write lock): one then died on "duplicate column name".
+        for (var round = 0; round < 5; round++)
+        {
+            var dir = TestServer.NewDataDir();
+            try
+            {
+                var stores = Enumerable.Range(0, 8).Select(_ => new SqliteStore(Path.Combine(dir, "modular.db"))).ToList();
+                await Task.WhenAll(stores.Select(s => Task.Run(() => s.InitializeAsync(CancellationToken.None))));
+                Assert.Single(await stores[0].ListGroupsAsync(default));
+                Assert.Single(await stores[0].ListPoliciesAsync(default));
+                foreach (var store in stores)
+                {
+                    await store.DisposeAsync();
+                }
+            }
+            finally
+            {
+                Directory.Delete(dir, recursive: true);
+            }
+        }
+    }
+
+    [Fact]
     public async Task Database_file_is_private()
     {
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(DbPath));

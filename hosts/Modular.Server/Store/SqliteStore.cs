@@ -38,6 +38,20 @@ public sealed partial class SqliteStore : IStore
 
     public async Task InitializeAsync(CancellationToken cancellationToken)
     {
+        try
+        {
+            await CreateOrMigrateAsync(cancellationToken);
+        }
+        catch (SqliteException e)
+        {
+            // "file is not a database", "unable to open database file", a lock held past the busy timeout: one line
+            // for the operator, not a stack trace.
+            throw new StoreUnavailableException($"cannot open the store {DatabasePath}: {e.Message}", e);
+        }
+    }
+
+    private async Task CreateOrMigrateAsync(CancellationToken cancellationToken)
+    {
         var directory = Path.GetDirectoryName(Path.GetFullPath(DatabasePath));
         if (directory is not null && !Directory.Exists(directory))
         {
@@ -48,7 +62,12 @@ public sealed partial class SqliteStore : IStore
         // Peers and (hashed) setup keys are nobody else's business; SQLite gives the WAL files the same mode.
         File.SetUnixFileMode(DatabasePath, UnixFileMode.UserRead | UnixFileMode.UserWrite);
         await db.ExecuteAsync("PRAGMA journal_mode=WAL;");
-        var version = await db.ExecuteScalarAsync<long>("PRAGMA user_version;");
+
+        // One write transaction (BEGIN IMMEDIATE) for the version check and every step: a second process opening
+        // the same fresh file (the server and an admin command started together) waits here, then sees the
+        // migrated version and does nothing. Reading the version before taking the lock let both migrate.
+        await using var tx = db.BeginTransaction(deferred: false);
+        var version = await db.ExecuteScalarAsync<long>("PRAGMA user_version;", transaction: tx);
         if (version > SchemaVersion)
         {
             throw new InvalidOperationException($"The database {DatabasePath} has schema version {version}, newer than this server ({SchemaVersion}).");
@@ -56,7 +75,6 @@ public sealed partial class SqliteStore : IStore
 
         if (version < 1)
         {
-            await using var tx = await db.BeginTransactionAsync(cancellationToken);
             await db.ExecuteAsync(
                 """
                 CREATE TABLE IF NOT EXISTS accounts (
@@ -98,12 +116,12 @@ public sealed partial class SqliteStore : IStore
                 "INSERT OR IGNORE INTO accounts (id, network_serial, created_at) VALUES (@id, 1, @now)",
                 new { id = DefaultAccountId, now = Now() },
                 tx);
-            await tx.CommitAsync(cancellationToken);
         }
 
-        await MigrateNetworksAsync(db, version, _time.GetUtcNow(), cancellationToken);
-        await MigrateRoutesAsync(db, version, cancellationToken);
-        await MigrateDnsAsync(db);
+        await MigrateNetworksAsync(db, tx, version, _time.GetUtcNow());
+        await MigrateRoutesAsync(db, tx, version);
+        await MigrateDnsAsync(db, tx);
+        await tx.CommitAsync(cancellationToken);
     }
 
     public async Task<(SetupKeyRecord Record, string PlainKey)> CreateSetupKeyAsync(NewSetupKey spec, CancellationToken cancellationToken)
