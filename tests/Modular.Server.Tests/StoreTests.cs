@@ -98,6 +98,34 @@ public sealed class StoreTests : StoreTestBase
     }
 
     [Fact]
+    public async Task A_collision_suffix_keeps_a_long_label_within_63_characters()
+    {
+        var (_, plain) = await Store.CreateSetupKeyAsync(new NewSetupKey("k", true, 0, null), default);
+        var name = new string('a', 70);
+        var labels = new List<string>();
+        for (var i = 0; i < 3; i++)
+        {
+            labels.Add((await Store.RegisterPeerAsync(plain, NewKey(), Meta(name), null, default)).DnsLabel);
+        }
+
+        Assert.Equal([new string('a', 63), new string('a', 61) + "-2", new string('a', 61) + "-3"], labels);
+    }
+
+    [Fact]
+    public async Task Removing_by_a_name_two_peers_share_removes_neither_and_names_both()
+    {
+        var (_, plain) = await Store.CreateSetupKeyAsync(new NewSetupKey("k", true, 0, null), default);
+        await Store.RegisterPeerAsync(plain, NewKey(), Meta("web"), null, default);
+        await Store.RegisterPeerAsync(plain, NewKey(), Meta("web"), null, default);
+
+        var e = await Assert.ThrowsAsync<AmbiguousPeerException>(() => Store.RemovePeersAsync("web", default));
+        Assert.Equal("'web' matches 2 peers: web (100.64.0.1), web-2 (100.64.0.2); name one by its DNS label, overlay IP or public key", e.Message);
+        Assert.Equal(2, (await Store.ListPeersAsync(default)).Count);
+        Assert.Single(await Store.RemovePeersAsync("web-2", default));
+        Assert.Single(await Store.RemovePeersAsync("web", default));
+    }
+
+    [Fact]
     public async Task One_off_key_works_once()
     {
         var (record, plain) = await Store.CreateSetupKeyAsync(new NewSetupKey("once", false, 0, null), default);

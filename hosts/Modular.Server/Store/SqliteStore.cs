@@ -14,6 +14,7 @@ public sealed partial class SqliteStore : IStore
 {
     public const string DefaultAccountId = "default";
     private const int SchemaVersion = 3;
+    private const int MaxLabelLength = 63;
 
     private readonly string _connectionString;
     private readonly TimeProvider _time;
@@ -354,6 +355,15 @@ public sealed partial class SqliteStore : IStore
         await using var db = await OpenAsync(cancellationToken);
         await using var tx = (SqliteTransaction)await db.BeginTransactionAsync(System.Data.IsolationLevel.Serializable, cancellationToken);
         var rows = await FindPeersAsync(db, tx, match);
+        if (rows.Count > 1)
+        {
+            // Two peers may share a hostname (their labels differ): removing both on a guess is not what was asked.
+            throw new AmbiguousPeerException(
+                $"'{match.Trim()}' matches {rows.Count} peers: "
+                + string.Join(", ", rows.Select(r => $"{r.dns_label} ({OverlayNetwork.ToAddress((uint)r.overlay_ip)})"))
+                + "; name one by its DNS label, overlay IP or public key");
+        }
+
         if (rows.Count > 0)
         {
             await db.ExecuteAsync("DELETE FROM peers WHERE id IN @ids", new { ids = rows.Select(r => r.id).ToArray() }, tx);
@@ -434,17 +444,25 @@ public sealed partial class SqliteStore : IStore
                 return label;
             }
 
-            label = $"{hostname}-{n}";
+            label = WithSuffix(hostname, n);
         }
+    }
+
+    /// <summary>"hostname-n", the hostname cut so the label stays within DNS's 63 characters (a longer one never resolves).</summary>
+    private static string WithSuffix(string hostname, int n)
+    {
+        var suffix = $"-{n}";
+        var room = MaxLabelLength - suffix.Length;
+        return (hostname.Length > room ? hostname[..room].TrimEnd('-') : hostname) + suffix;
     }
 
     /// <summary>A DNS label: lower-case letters, digits and hyphens, at most 63 characters.</summary>
     internal static string SanitizeHostname(string hostname)
     {
-        var sb = new StringBuilder(Math.Min(hostname.Length, 63));
+        var sb = new StringBuilder(Math.Min(hostname.Length, MaxLabelLength));
         foreach (var c in hostname.ToLowerInvariant())
         {
-            if (sb.Length == 63)
+            if (sb.Length == MaxLabelLength)
             {
                 break;
             }

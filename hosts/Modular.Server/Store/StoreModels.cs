@@ -167,3 +167,21 @@ public sealed class StoreUnavailableException : IOException
     {
     }
 }
+
+/// <summary>A peer reference matched several peers; nothing was changed.</summary>
+public sealed class AmbiguousPeerException : Exception
+{
+    public AmbiguousPeerException()
+    {
+    }
+
+    public AmbiguousPeerException(string message)
+        : base(message)
+    {
+    }
+
+    public AmbiguousPeerException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+}
