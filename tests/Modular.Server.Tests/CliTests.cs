@@ -221,6 +221,22 @@ public sealed class CliTests : IAsyncLifetime
     }
 
     [Fact]
+    public void A_store_that_cannot_be_opened_is_one_line_and_exit_1()
+    {
+        // Not a database: what a disk mix-up or a half-copied backup leaves behind.
+        Directory.CreateDirectory(Path.Combine(_dir, "data"));
+        File.WriteAllText(Path.Combine(_dir, "data", "modular.db"), new string('x', 8192));
+        var server = Shell.TryRun(Executable, $"--config {_configPath}", TimeSpan.FromSeconds(60));
+        Assert.Equal(1, server.ExitCode);
+        Assert.Contains($"cannot open the store {_dir}/data/modular.db: ", server.Output + server.Error, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", server.Output + server.Error, StringComparison.Ordinal);
+
+        var admin = Cli("setup-key list");
+        Assert.Equal(1, admin.ExitCode);
+        Assert.Contains($"cannot open the store {_dir}/data/modular.db: ", admin.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void A_taken_port_is_one_line_naming_the_component_and_the_address_and_exit_1()
     {
         using var udp = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);

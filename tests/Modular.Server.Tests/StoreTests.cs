@@ -31,6 +31,32 @@ public sealed class StoreTests : StoreTestBase
     }
 
     [Fact]
+    public async Task Many_processes_opening_one_fresh_database_at_once_migrate_it_exactly_once()
+    {
+        // The server and an admin command started together on a new data_dir used to both run the migrations
+        // (each read the schema version before taking the write lock): one then died on "duplicate column name".
+        for (var round = 0; round < 5; round++)
+        {
+            var dir = TestServer.NewDataDir();
+            try
+            {
+                var stores = Enumerable.Range(0, 8).Select(_ => new SqliteStore(Path.Combine(dir, "modular.db"))).ToList();
+                await Task.WhenAll(stores.Select(s => Task.Run(() => s.InitializeAsync(CancellationToken.None))));
+                Assert.Single(await stores[0].ListGroupsAsync(default));
+                Assert.Single(await stores[0].ListPoliciesAsync(default));
+                foreach (var store in stores)
+                {
+                    await store.DisposeAsync();
+                }
+            }
+            finally
+            {
+                Directory.Delete(dir, recursive: true);
+            }
+        }
+    }
+
+    [Fact]
     public async Task Database_file_is_private()
     {
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(DbPath));
@@ -69,6 +95,34 @@ public sealed class StoreTests : StoreTestBase
         var b = await Store.RegisterPeerAsync(plain, NewKey(), Meta("web-server"), null, default);
         Assert.Equal("web-server", a.DnsLabel);
         Assert.Equal("web-server-2", b.DnsLabel);
+    }
+
+    [Fact]
+    public async Task A_collision_suffix_keeps_a_long_label_within_63_characters()
+    {
+        var (_, plain) = await Store.CreateSetupKeyAsync(new NewSetupKey("k", true, 0, null), default);
+        var name = new string('a', 70);
+        var labels = new List<string>();
+        for (var i = 0; i < 3; i++)
+        {
+            labels.Add((await Store.RegisterPeerAsync(plain, NewKey(), Meta(name), null, default)).DnsLabel);
+        }
+
+        Assert.Equal([new string('a', 63), new string('a', 61) + "-2", new string('a', 61) + "-3"], labels);
+    }
+
+    [Fact]
+    public async Task Removing_by_a_name_two_peers_share_removes_neither_and_names_both()
+    {
+        var (_, plain) = await Store.CreateSetupKeyAsync(new NewSetupKey("k", true, 0, null), default);
+        await Store.RegisterPeerAsync(plain, NewKey(), Meta("web"), null, default);
+        await Store.RegisterPeerAsync(plain, NewKey(), Meta("web"), null, default);
+
+        var e = await Assert.ThrowsAsync<AmbiguousPeerException>(() => Store.RemovePeersAsync("web", default));
+        Assert.Equal("'web' matches 2 peers: web (100.64.0.1), web-2 (100.64.0.2); name one by its DNS label, overlay IP or public key", e.Message);
+        Assert.Equal(2, (await Store.ListPeersAsync(default)).Count);
+        Assert.Single(await Store.RemovePeersAsync("web-2", default));
+        Assert.Single(await Store.RemovePeersAsync("web", default));
     }
 
     [Fact]

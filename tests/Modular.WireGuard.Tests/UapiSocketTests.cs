@@ -85,6 +85,61 @@ public sealed class UapiSocketTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task ALineWithoutEndIsRefusedAfterItsBoundNotBufferedForever()
+    {
+        var path = Path.Combine(_directory, "mdllong.sock");
+        await using var server = UapiServer.Start(path, _handler);
+
+        // 8 MiB of one "line" and no newline, the connection left open: an unbounded reader keeps
+        // buffering and never answers; the bounded one answers EINVAL after 4 KiB and closes.
+        using (var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
+        {
+            await socket.ConnectAsync(new UnixDomainSocketEndPoint(path));
+            var chunk = Encoding.ASCII.GetBytes("set=1\nendpoint=" + new string('1', 64 * 1024 - 15));
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+            try
+            {
+                for (var sent = 0; sent < 8 << 20; sent += chunk.Length)
+                {
+                    await socket.SendAsync(chunk, SocketFlags.None, timeout.Token);
+                    chunk = Encoding.ASCII.GetBytes(new string('1', 64 * 1024));
+                }
+            }
+            catch (SocketException)
+            {
+                // The server closed the connection under our feet: what a bounded reader does.
+            }
+
+            var response = new MemoryStream();
+            var buffer = new byte[4096];
+            int n;
+            while ((n = await ReceiveOrZeroAsync(socket, buffer, timeout.Token)) > 0)
+            {
+                response.Write(buffer, 0, n);
+            }
+
+            Assert.Equal("errno=22\n\n", Encoding.UTF8.GetString(response.ToArray()));
+        }
+
+        Assert.Empty(_handler.Sets);
+        // The server goes on serving.
+        Assert.EndsWith("errno=0\n\n", await ExchangeAsync(path, "get=1\n\n"), StringComparison.Ordinal);
+    }
+
+    private static async Task<int> ReceiveOrZeroAsync(Socket socket, byte[] buffer, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await socket.ReceiveAsync(buffer, SocketFlags.None, cancellationToken);
+        }
+        catch (SocketException)
+        {
+            // A reset after the answer was read: the end of the connection.
+            return 0;
+        }
+    }
+
+    [Fact]
     public async Task TheHandlersErrnoIsPassedOnAndATruncatedSetIsNotApplied()
     {
         var path = Path.Combine(_directory, "mdlerr.sock");

@@ -170,7 +170,7 @@ public sealed class UapiServer : IAsyncDisposable
     {
         using var _ = client;
         await using var stream = new NetworkStream(client, ownsSocket: false);
-        using var reader = new StreamReader(stream, Encoding.UTF8, detectEncodingFromByteOrderMarks: false);
+        using var reader = new UapiLineReader(stream);
         await using var writer = new StreamWriter(stream, new UTF8Encoding(false)) { NewLine = "\n", AutoFlush = false };
         try
         {
@@ -188,6 +188,11 @@ public sealed class UapiServer : IAsyncDisposable
                 }
             }
         }
+        catch (InvalidDataException e)
+        {
+            _logger.LogWarning("UAPI: {Reason}; connection closed", e.Message);
+            await WriteErrnoSafelyAsync(writer, Einval);
+        }
         catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or SocketException)
         {
             // The client went away or we are stopping: nothing to answer.
@@ -195,7 +200,7 @@ public sealed class UapiServer : IAsyncDisposable
     }
 
     /// <summary>Answers one request; false when the connection must close.</summary>
-    private async Task<bool> HandleAsync(string operation, StreamReader reader, StreamWriter writer)
+    private async Task<bool> HandleAsync(string operation, UapiLineReader reader, StreamWriter writer)
     {
         switch (operation)
         {
@@ -295,6 +300,18 @@ public sealed class UapiServer : IAsyncDisposable
     {
         await writer.WriteAsync($"errno={errno}\n\n");
         await writer.FlushAsync();
+    }
+
+    private static async Task WriteErrnoSafelyAsync(StreamWriter writer, int errno)
+    {
+        try
+        {
+            await WriteErrnoAsync(writer, errno);
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or SocketException)
+        {
+            // The client that sent the bad line is gone: nothing more to tell it.
+        }
     }
 
     public async ValueTask DisposeAsync()

@@ -259,7 +259,7 @@ public static class ServerCli
             // A value the store's validation refuses (named by its field) is bad input, as a malformed flag is: exit 2.
             return Usage(e.Message);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or Microsoft.Data.Sqlite.SqliteException or InvalidOperationException or NameInUseException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or Microsoft.Data.Sqlite.SqliteException or InvalidOperationException or NameInUseException or AmbiguousPeerException)
         {
             return Fail(e.Message);
         }

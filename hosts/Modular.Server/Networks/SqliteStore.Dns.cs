@@ -10,7 +10,7 @@ namespace Modular.Server.Store;
 /// </summary>
 public sealed partial class SqliteStore : INameserverStore
 {
-    private static async Task MigrateDnsAsync(SqliteConnection db)
+    private static async Task MigrateDnsAsync(SqliteConnection db, SqliteTransaction tx)
     {
         await db.ExecuteAsync(
             """
@@ -21,7 +21,8 @@ public sealed partial class SqliteStore : INameserverStore
                 nameservers TEXT NOT NULL, -- comma-separated ip:port, in order
                 domains TEXT NOT NULL,     -- comma-separated; empty: the default group
                 created_at INTEGER NOT NULL);
-            """);
+            """,
+            transaction: tx);
     }
 
     public async Task<IReadOnlyList<NameserverGroupRecord>> ListNameserverGroupsAsync(CancellationToken cancellationToken)

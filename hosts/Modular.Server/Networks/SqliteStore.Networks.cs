@@ -7,14 +7,13 @@ namespace Modular.Server.Store;
 /// <summary>Groups, policies and network resources (schema version 2; masquerade and metric: 3).</summary>
 public sealed partial class SqliteStore
 {
-    private static async Task MigrateNetworksAsync(SqliteConnection db, long version, DateTimeOffset now, CancellationToken cancellationToken)
+    private static async Task MigrateNetworksAsync(SqliteConnection db, SqliteTransaction tx, long version, DateTimeOffset now)
     {
         if (version >= 2)
         {
             return;
         }
 
-        await using var tx = await db.BeginTransactionAsync(cancellationToken);
         await db.ExecuteAsync(
             """
             CREATE TABLE IF NOT EXISTS groups (
@@ -63,18 +62,16 @@ public sealed partial class SqliteStore
             """,
             new { id = PolicyRecord.DefaultPolicyId, account = DefaultAccountId, all = GroupRecord.AllGroupId, ms },
             tx);
-        await tx.CommitAsync(cancellationToken);
     }
 
     /// <summary>Schema version 3: resources are routes, with masquerade (on for existing ones) and a metric.</summary>
-    private static async Task MigrateRoutesAsync(SqliteConnection db, long version, CancellationToken cancellationToken)
+    private static async Task MigrateRoutesAsync(SqliteConnection db, SqliteTransaction tx, long version)
     {
         if (version >= 3)
         {
             return;
         }
 
-        await using var tx = await db.BeginTransactionAsync(cancellationToken);
         await db.ExecuteAsync(
             $"""
             ALTER TABLE resources ADD COLUMN masquerade INTEGER NOT NULL DEFAULT 1;
@@ -82,7 +79,6 @@ public sealed partial class SqliteStore
             PRAGMA user_version = 3;
             """,
             transaction: tx);
-        await tx.CommitAsync(cancellationToken);
     }
 
     public async Task<IReadOnlyList<GroupRecord>> ListGroupsAsync(CancellationToken cancellationToken)

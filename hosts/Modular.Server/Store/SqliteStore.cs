@@ -14,6 +14,7 @@ public sealed partial class SqliteStore : IStore
 {
     public const string DefaultAccountId = "default";
     private const int SchemaVersion = 3;
+    private const int MaxLabelLength = 63;
 
     private readonly string _connectionString;
     private readonly TimeProvider _time;
@@ -38,6 +39,20 @@ public sealed partial class SqliteStore : IStore
 
     public async Task InitializeAsync(CancellationToken cancellationToken)
     {
+        try
+        {
+            await CreateOrMigrateAsync(cancellationToken);
+        }
+        catch (SqliteException e)
+        {
+            // "file is not a database", "unable to open database file", a lock held past the busy timeout: one line
+            // for the operator, not a stack trace.
+            throw new StoreUnavailableException($"cannot open the store {DatabasePath}: {e.Message}", e);
+        }
+    }
+
+    private async Task CreateOrMigrateAsync(CancellationToken cancellationToken)
+    {
         var directory = Path.GetDirectoryName(Path.GetFullPath(DatabasePath));
         if (directory is not null && !Directory.Exists(directory))
         {
@@ -48,7 +63,12 @@ public sealed partial class SqliteStore : IStore
         // Peers and (hashed) setup keys are nobody else's business; SQLite gives the WAL files the same mode.
         File.SetUnixFileMode(DatabasePath, UnixFileMode.UserRead | UnixFileMode.UserWrite);
         await db.ExecuteAsync("PRAGMA journal_mode=WAL;");
-        var version = await db.ExecuteScalarAsync<long>("PRAGMA user_version;");
+
+        // One write transaction (BEGIN IMMEDIATE) for the version check and every step: a second process opening
+        // the same fresh file (the server and an admin command started together) waits here, then sees the
+        // migrated version and does nothing. Reading the version before taking the lock let both migrate.
+        await using var tx = db.BeginTransaction(deferred: false);
+        var version = await db.ExecuteScalarAsync<long>("PRAGMA user_version;", transaction: tx);
         if (version > SchemaVersion)
         {
             throw new InvalidOperationException($"The database {DatabasePath} has schema version {version}, newer than this server ({SchemaVersion}).");
@@ -56,7 +76,6 @@ public sealed partial class SqliteStore : IStore
 
         if (version < 1)
         {
-            await using var tx = await db.BeginTransactionAsync(cancellationToken);
             await db.ExecuteAsync(
                 """
                 CREATE TABLE IF NOT EXISTS accounts (
@@ -98,12 +117,12 @@ public sealed partial class SqliteStore : IStore
                 "INSERT OR IGNORE INTO accounts (id, network_serial, created_at) VALUES (@id, 1, @now)",
                 new { id = DefaultAccountId, now = Now() },
                 tx);
-            await tx.CommitAsync(cancellationToken);
         }
 
-        await MigrateNetworksAsync(db, version, _time.GetUtcNow(), cancellationToken);
-        await MigrateRoutesAsync(db, version, cancellationToken);
-        await MigrateDnsAsync(db);
+        await MigrateNetworksAsync(db, tx, version, _time.GetUtcNow());
+        await MigrateRoutesAsync(db, tx, version);
+        await MigrateDnsAsync(db, tx);
+        await tx.CommitAsync(cancellationToken);
     }
 
     public async Task<(SetupKeyRecord Record, string PlainKey)> CreateSetupKeyAsync(NewSetupKey spec, CancellationToken cancellationToken)
@@ -336,6 +355,15 @@ public sealed partial class SqliteStore : IStore
         await using var db = await OpenAsync(cancellationToken);
         await using var tx = (SqliteTransaction)await db.BeginTransactionAsync(System.Data.IsolationLevel.Serializable, cancellationToken);
         var rows = await FindPeersAsync(db, tx, match);
+        if (rows.Count > 1)
+        {
+            // Two peers may share a hostname (their labels differ): removing both on a guess is not what was asked.
+            throw new AmbiguousPeerException(
+                $"'{match.Trim()}' matches {rows.Count} peers: "
+                + string.Join(", ", rows.Select(r => $"{r.dns_label} ({OverlayNetwork.ToAddress((uint)r.overlay_ip)})"))
+                + "; name one by its DNS label, overlay IP or public key");
+        }
+
         if (rows.Count > 0)
         {
             await db.ExecuteAsync("DELETE FROM peers WHERE id IN @ids", new { ids = rows.Select(r => r.id).ToArray() }, tx);
@@ -416,17 +444,25 @@ public sealed partial class SqliteStore : IStore
                 return label;
             }
 
-            label = $"{hostname}-{n}";
+            label = WithSuffix(hostname, n);
         }
+    }
+
+    /// <summary>"hostname-n", the hostname cut so the label stays within DNS's 63 characters (a longer one never resolves).</summary>
+    private static string WithSuffix(string hostname, int n)
+    {
+        var suffix = $"-{n}";
+        var room = MaxLabelLength - suffix.Length;
+        return (hostname.Length > room ? hostname[..room].TrimEnd('-') : hostname) + suffix;
     }
 
     /// <summary>A DNS label: lower-case letters, digits and hyphens, at most 63 characters.</summary>
     internal static string SanitizeHostname(string hostname)
     {
-        var sb = new StringBuilder(Math.Min(hostname.Length, 63));
+        var sb = new StringBuilder(Math.Min(hostname.Length, MaxLabelLength));
         foreach (var c in hostname.ToLowerInvariant())
         {
-            if (sb.Length == 63)
+            if (sb.Length == MaxLabelLength)
             {
                 break;
             }

@@ -146,3 +146,42 @@ public static class OverlayNetwork
         return true;
     }
 }
+
+/// <summary>
+/// The database file could not be opened or migrated (not a database, unreadable, locked past the busy timeout).
+/// An <see cref="IOException"/>, so the server and the admin commands report it as one line and exit 1.
+/// </summary>
+public sealed class StoreUnavailableException : IOException
+{
+    public StoreUnavailableException()
+    {
+    }
+
+    public StoreUnavailableException(string message)
+        : base(message)
+    {
+    }
+
+    public StoreUnavailableException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+}
+
+/// <summary>A peer reference matched several peers; nothing was changed.</summary>
+public sealed class AmbiguousPeerException : Exception
+{
+    public AmbiguousPeerException()
+    {
+    }
+
+    public AmbiguousPeerException(string message)
+        : base(message)
+    {
+    }
+
+    public AmbiguousPeerException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+}
