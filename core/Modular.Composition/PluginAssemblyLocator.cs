@@ -56,6 +56,39 @@ internal static class PluginAssemblyLocator
         return unreadable.Count > 0 ? (null, $"{reason}; {string.Join("; ", unreadable)}") : (null, reason);
     }
 
+    /// <summary>
+    /// The version of Modular.Abstractions <paramref name="path"/> was built against (its assembly reference), read
+    /// from metadata without loading it; null when it does not reference the contracts or cannot be read.
+    /// </summary>
+    public static Version? ContractReference(string path)
+    {
+        try
+        {
+            using var stream = File.OpenRead(path);
+            using var pe = new PEReader(stream);
+            if (!pe.HasMetadata)
+            {
+                return null;
+            }
+
+            var reader = pe.GetMetadataReader();
+            foreach (var handle in reader.AssemblyReferences)
+            {
+                var reference = reader.GetAssemblyReference(handle);
+                if (reader.StringComparer.Equals(reference.Name, ContractAssembly))
+                {
+                    return reference.Version;
+                }
+            }
+
+            return null;
+        }
+        catch (Exception ex) when (ex is BadImageFormatException or IOException or UnauthorizedAccessException or InvalidOperationException)
+        {
+            return null;
+        }
+    }
+
     private static (bool References, string? Problem) ReferencesContracts(string path)
     {
         try

@@ -189,6 +189,15 @@ public sealed class PluginCatalog : IDisposable
             return;
         }
 
+        // Checked before anything is loaded: a plugin built against a contract this host does not implement
+        // would fail later with a type-load error that names no cause.
+        var builtAgainst = PluginAssemblyLocator.ContractReference(mainAssembly);
+        if (builtAgainst is not null && PluginContractVersion.Check(builtAgainst) is { } refused)
+        {
+            Fail(logger, new PluginInfo(folderName, UnknownKind, null, mainAssembly, false, refused, null));
+            return;
+        }
+
         Assembly assembly;
         CompositionHost container;
         try

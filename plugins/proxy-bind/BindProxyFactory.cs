@@ -14,7 +14,7 @@ public sealed class BindProxyFactory : IProxyFactory
     public string Description =>
         "Joins a peer's relayed connection to the in-process WireGuard at its Bind (no loopback socket); userspace interfaces only.";
 
-    public ProxyCapability CanProxy(IWgIface iface, ProxyEnvironment environment)
+    public ProxyCapability CanProxy(IWgInterfaceView iface, ProxyEnvironment environment)
     {
         if (!iface.IsUserspace)
         {
@@ -26,7 +26,7 @@ public sealed class BindProxyFactory : IProxyFactory
             : ProxyCapability.Yes;
     }
 
-    public ValueTask<IProxy> CreateAsync(IWgIface iface, IPluginContext context, CancellationToken cancellationToken)
+    public ValueTask<IProxy> CreateAsync(IWgInterfaceView iface, IPluginContext context, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
         var hook = iface.BindHook

@@ -19,7 +19,7 @@ public sealed class EbpfProxyFactory : IProxyFactory
     public string Description =>
         "Not built yet: will relay kernel-mode traffic with an eBPF program on loopback; today Create fails and the agent falls back to the UDP proxy.";
 
-    public ProxyCapability CanProxy(IWgIface iface, ProxyEnvironment environment)
+    public ProxyCapability CanProxy(IWgInterfaceView iface, ProxyEnvironment environment)
     {
         if (iface.IsUserspace)
         {
@@ -36,6 +36,6 @@ public sealed class EbpfProxyFactory : IProxyFactory
             : ProxyCapability.No("loading eBPF programs needs root");
     }
 
-    public ValueTask<IProxy> CreateAsync(IWgIface iface, IPluginContext context, CancellationToken cancellationToken)
+    public ValueTask<IProxy> CreateAsync(IWgInterfaceView iface, IPluginContext context, CancellationToken cancellationToken)
         => throw new NotSupportedException(NotBuiltYet);
 }

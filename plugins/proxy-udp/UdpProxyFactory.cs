@@ -14,9 +14,9 @@ public sealed class UdpProxyFactory : IProxyFactory
     public string Description =>
         "Relays a peer's relayed traffic through a loopback UDP socket per peer that WireGuard uses as the peer's endpoint; works in userspace and kernel mode.";
 
-    public ProxyCapability CanProxy(IWgIface iface, ProxyEnvironment environment) => ProxyCapability.Yes;
+    public ProxyCapability CanProxy(IWgInterfaceView iface, ProxyEnvironment environment) => ProxyCapability.Yes;
 
-    public ValueTask<IProxy> CreateAsync(IWgIface iface, IPluginContext context, CancellationToken cancellationToken)
+    public ValueTask<IProxy> CreateAsync(IWgInterfaceView iface, IPluginContext context, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
         IProxy proxy = new UdpProxy(iface.ListenPort, context.LoggerFactory.CreateLogger<UdpProxy>());

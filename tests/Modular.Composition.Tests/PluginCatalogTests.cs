@@ -53,8 +53,8 @@ public sealed class PluginCatalogTests : IDisposable
         Assert.Empty(_logger.Warnings);
 
         // The factories work through the shared contract types.
-        Assert.True(catalog.Get<IProxyFactory>("udp").CanProxy(new FakeWgIface(WgInterfaceMode.Kernel), new ProxyEnvironment(false, false)).CanProxy);
-        Assert.False(catalog.Get<IProxyFactory>("bind").CanProxy(new FakeWgIface(WgInterfaceMode.Kernel), new ProxyEnvironment(false, true)).CanProxy);
+        Assert.True(catalog.Get<IProxyFactory>("udp").CanProxy(new FakeWgInterfaceView(WgInterfaceMode.Kernel), new ProxyEnvironment(false, false)).CanProxy);
+        Assert.False(catalog.Get<IProxyFactory>("bind").CanProxy(new FakeWgInterfaceView(WgInterfaceMode.Kernel), new ProxyEnvironment(false, true)).CanProxy);
         Assert.Equal(["bind", "ebpf", "udp"], catalog.All<IProxyFactory>().Select(f => f.Name).Order());
         Assert.Equal("Modular.Plugins.ProxyUdp.UdpProxyFactory", catalog.Get<IProxyFactory>("udp").GetType().FullName);
     }
@@ -65,7 +65,7 @@ public sealed class PluginCatalogTests : IDisposable
         using var catalog = PluginCatalog.Load(PluginsDir(builtIns: true), _logger);
         using var wireGuard = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Dgram, System.Net.Sockets.ProtocolType.Udp);
         wireGuard.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
-        var iface = new FakeWgIface(WgInterfaceMode.Kernel, ((System.Net.IPEndPoint)wireGuard.LocalEndPoint!).Port);
+        var iface = new FakeWgInterfaceView(WgInterfaceMode.Kernel, ((System.Net.IPEndPoint)wireGuard.LocalEndPoint!).Port);
 
         // The plugin lives in its own load context; logging and contract types cross from the host.
         await using var proxy = await catalog.Get<IProxyFactory>("udp").CreateAsync(iface, new FakePluginContext(), CancellationToken.None);
@@ -94,6 +94,66 @@ public sealed class PluginCatalogTests : IDisposable
     }
 
     [Fact]
+    public void A_plugin_built_against_a_newer_major_contract_is_refused_with_the_reason_and_a_current_one_loads()
+    {
+        var dir = PluginsDir(builtIns: false, "ThirdPartyProxy");
+        var current = PluginContractVersion.Current;
+        Assert.Equal(new Version(1, 0, 0), current);
+        Assert.Equal(current.Major, PluginAssemblyLocatorProbe(Path.Combine(dir, "ThirdPartyProxy", "ThirdPartyProxy.dll")).Major);
+
+        // The same plugin, its reference rewritten as if built against contract 2.0, and against 0.0 (too old).
+        foreach (var (folder, version) in new[] { ("future", new Version(2, 0, 0, 0)), ("ancient", new Version(0, 0, 1, 0)) })
+        {
+            var copy = Directory.CreateDirectory(Path.Combine(dir, folder)).FullName;
+            var dll = Path.Combine(copy, folder + ".dll");
+            File.Copy(Path.Combine(dir, "ThirdPartyProxy", "ThirdPartyProxy.dll"), dll);
+            PluginFixtures.SetContractReference(dll, version);
+        }
+
+        using var catalog = PluginCatalog.Load(dir, _logger);
+
+        Assert.True(catalog.Plugins.Single(p => p.Name == "thirdparty").Loaded);
+        Assert.NotNull(catalog.Get<IProxyFactory>("thirdparty"));
+
+        var future = catalog.Plugins.Single(p => p.Name == "future");
+        Assert.False(future.Loaded);
+        Assert.Contains("built against plugin contract 2.0.0, a newer major version than this agent's 1.0.0", future.Error, StringComparison.Ordinal);
+        var ancient = catalog.Plugins.Single(p => p.Name == "ancient");
+        Assert.False(ancient.Loaded);
+        Assert.Contains("older than the oldest this agent supports (0.1.0)", ancient.Error, StringComparison.Ordinal);
+
+        // The reason is in the log too, with the plugin's name.
+        Assert.Contains(_logger.Warnings, w => w.Contains("future", StringComparison.Ordinal) && w.Contains("newer major version", StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData("1.0.0", null)]
+    [InlineData("0.1.0", null)]
+    [InlineData("1.1.0", "newer than this agent's 1.0.0")]
+    [InlineData("2.0.0", "a newer major version")]
+    [InlineData("0.0.9", "older than the oldest")]
+    public void The_contract_rule_accepts_the_supported_range_only(string builtAgainst, string? refusal)
+    {
+        var reason = PluginContractVersion.Check(Version.Parse(builtAgainst), new Version(1, 0, 0), new Version(0, 1, 0));
+        if (refusal is null)
+        {
+            Assert.Null(reason);
+        }
+        else
+        {
+            Assert.Contains(refusal, reason, StringComparison.Ordinal);
+        }
+    }
+
+    private static Version PluginAssemblyLocatorProbe(string dll)
+    {
+        using var stream = File.OpenRead(dll);
+        using var pe = new System.Reflection.PortableExecutable.PEReader(stream);
+        var reader = System.Reflection.Metadata.PEReaderExtensions.GetMetadataReader(pe);
+        return reader.AssemblyReferences.Select(reader.GetAssemblyReference).Single(r => reader.GetString(r.Name) == "Modular.Abstractions").Version;
+    }
+
+    [Fact]
     public void A_plugin_shipping_its_own_System_Composition_still_has_its_export_found()
     {
         var dir = PluginsDir(builtIns: false, "OwnCompositionProxy");
@@ -101,7 +161,13 @@ public sealed class PluginCatalogTests : IDisposable
 
         using var catalog = PluginCatalog.Load(dir, _logger);
 
-        Assert.Equal("Proxy fixture that ships its own System.Composition", catalog.Get<IProxyFactory>("owncomp").Description);
+        var factory = catalog.Get<IProxyFactory>("owncomp");
+        Assert.Equal("Proxy fixture that ships its own System.Composition", factory.Description);
+
+        // Built against contract 0.x (it implements only the obsolete IWgIface members): the host's call through
+        // the narrow view still reaches it, because the host hands over its whole interface.
+        IWgInterfaceView iface = new FakeWgIface(WgInterfaceMode.Kernel);
+        Assert.Equal(ProxyCapability.No("fixture only"), factory.CanProxy(iface, new ProxyEnvironment(false, false)));
     }
 
     [Fact]

@@ -88,7 +88,13 @@ internal sealed class FakeBindHook : IWgBindHook
     }
 }
 
-/// <summary>An interface with just what proxy factories look at.</summary>
+/// <summary>The narrow view a proxy factory receives, and nothing else.</summary>
+internal sealed record FakeWgInterfaceView(WgInterfaceMode Mode, int ListenPort = 51820, IWgBindHook? BindHook = null) : IWgInterfaceView
+{
+    public string Name => "mdltest0";
+}
+
+/// <summary>A whole interface, as the host passes it to a factory built against contract 0.x.</summary>
 internal sealed class FakeWgIface(WgInterfaceMode mode, int listenPort = 51820, IWgBindHook? bindHook = null) : IWgIface
 {
     public string Name => "mdltest0";
@@ -137,6 +143,7 @@ internal sealed class FakePluginContext(IReadOnlyDictionary<string, object?>? se
 
     public string StateDirectory => Path.GetTempPath();
 
+    [Obsolete("Contract 0.x member; still implemented because the interface has it.")]
     public IServiceProvider Services => EmptyServices.Instance;
 
     private sealed class EmptyServices : IServiceProvider

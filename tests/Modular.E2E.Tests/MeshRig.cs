@@ -237,14 +237,15 @@ public sealed class MeshRig : IDisposable
 
         public string Output => _process?.Output ?? "";
 
-        public void WriteConfig(string setupKey, string extra = "")
+        /// <param name="pluginsDir">The plugins folder; default the installed agent's own.</param>
+        public void WriteConfig(string setupKey, string extra = "", string? pluginsDir = null)
             => File.WriteAllText(ConfigPath, $"""
                 management_url = "http://{ServerIp}:33073"
                 setup_key = "{setupKey}"
                 state_dir = "{Path.Combine(rig.Root, Name)}"
                 socket = "{Socket}"
                 interface = {"{"} name = "{Interface}", mode = "userspace", port = 51820 {"}"}
-                plugins_dir = "{Path.Combine(Path.GetDirectoryName(AgentBinary)!, "plugins")}"
+                plugins_dir = "{pluginsDir ?? Path.Combine(Path.GetDirectoryName(AgentBinary)!, "plugins")}"
                 log = {"{"} level = "debug", file = "{Path.Combine(rig.Root, Name + ".log")}" {"}"}
                 {extra}
                 """);

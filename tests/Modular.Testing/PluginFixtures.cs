@@ -70,6 +70,36 @@ public static class PluginFixtures
         }
     }
 
+    /// <summary>
+    /// Rewrites the version in <paramref name="assemblyPath"/>'s reference to Modular.Abstractions, in place: the
+    /// assembly then reads as built against that contract version, exactly as the compiler records it.
+    /// </summary>
+    public static void SetContractReference(string assemblyPath, Version version)
+    {
+        ArgumentNullException.ThrowIfNull(version);
+        var bytes = File.ReadAllBytes(assemblyPath);
+        int offset;
+        using (var pe = new System.Reflection.PortableExecutable.PEReader(new MemoryStream(bytes)))
+        {
+            var reader = System.Reflection.Metadata.PEReaderExtensions.GetMetadataReader(pe);
+            var handle = reader.AssemblyReferences.Single(h => reader.GetString(reader.GetAssemblyReference(h).Name) == "Modular.Abstractions");
+            var row = System.Reflection.Metadata.Ecma335.MetadataTokens.GetRowNumber(handle);
+
+            // An AssemblyRef row starts with MajorVersion, MinorVersion, BuildNumber, RevisionNumber (ushort each).
+            offset = pe.PEHeaders.MetadataStartOffset
+                + System.Reflection.Metadata.Ecma335.MetadataReaderExtensions.GetTableMetadataOffset(reader, System.Reflection.Metadata.Ecma335.TableIndex.AssemblyRef)
+                + ((row - 1) * System.Reflection.Metadata.Ecma335.MetadataReaderExtensions.GetTableRowSize(reader, System.Reflection.Metadata.Ecma335.TableIndex.AssemblyRef));
+        }
+
+        ushort[] parts = [(ushort)version.Major, (ushort)Math.Max(version.Minor, 0), (ushort)Math.Max(version.Build, 0), (ushort)Math.Max(version.Revision, 0)];
+        for (var i = 0; i < parts.Length; i++)
+        {
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(offset + (2 * i)), parts[i]);
+        }
+
+        File.WriteAllBytes(assemblyPath, bytes);
+    }
+
     private static string BuildNow(string fixtureName)
     {
         var project = Path.Combine(RepoRoot, "tests", "fixtures", fixtureName, fixtureName + ".csproj");
@@ -103,7 +133,8 @@ public static class PluginFixtures
         return output;
     }
 
-    private static string DotnetPath()
+    /// <summary>The dotnet the tests run under (DOTNET_HOST_PATH), else the one on PATH.</summary>
+    public static string DotnetPath()
     {
         var host = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH");
         return !string.IsNullOrEmpty(host) && File.Exists(host) ? host : "dotnet";

@@ -3,16 +3,23 @@ using Modular.Abstractions.Plugins;
 
 namespace Modular.Abstractions.Flows;
 
+/// <summary>What a <see cref="FlowEvent"/> reports.</summary>
 public enum FlowEventType
 {
+    /// <summary>A new flow was seen.</summary>
     Start,
+    /// <summary>The flow ended (closed or timed out); counters are final.</summary>
     End,
+    /// <summary>A packet of the flow was dropped by a firewall rule.</summary>
     Drop,
 }
 
+/// <summary>Which way the flow's first packet crossed the interface.</summary>
 public enum FlowDirection
 {
+    /// <summary>Into this peer from the overlay.</summary>
     Ingress,
+    /// <summary>Out of this peer into the overlay.</summary>
     Egress,
 }
 
@@ -48,11 +55,21 @@ public sealed record FlowEvent(
 /// </summary>
 public interface IFlowSink : IAsyncDisposable
 {
+    /// <summary>
+    /// Takes one event. Called on the packet path by the connection tracker, from several threads at once (it
+    /// must be thread-safe), and not after <see cref="IAsyncDisposable.DisposeAsync"/> began. It must return
+    /// quickly and never block (queue and ship elsewhere), and must not call back into the host. A throw is
+    /// counted and the event dropped.
+    /// </summary>
     void Emit(FlowEvent flowEvent);
 }
 
 /// <summary>Export with <c>[Export(typeof(IFlowSinkFactory))]</c> and a <c>[PluginName]</c>.</summary>
 public interface IFlowSinkFactory : IPluginFactory
 {
+    /// <summary>
+    /// Creates the sink for one run of the engine, which disposes it when it stops. Not called concurrently
+    /// with itself. The factory's own constructor must stay cheap; work (files, sockets) starts here.
+    /// </summary>
     ValueTask<IFlowSink> CreateAsync(IPluginContext context, CancellationToken cancellationToken);
 }

@@ -18,7 +18,9 @@ public enum PeerConnectionState
 /// <summary>How a connected peer is reached.</summary>
 public enum ConnectionType
 {
+    /// <summary>A direct UDP path (ICE host, server-reflexive or peer-reflexive).</summary>
     P2P,
+    /// <summary>Through a relay server or TURN.</summary>
     Relayed,
 }
 
@@ -30,13 +32,16 @@ public sealed record PeerStateChange(WgKey Peer, PeerConnectionState From, PeerC
 /// </summary>
 public interface IPeerConn : IAsyncDisposable
 {
+    /// <summary>The remote peer's WireGuard public key; identifies it.</summary>
     WgKey PublicKey { get; }
 
     /// <summary>The peer's registered hostname.</summary>
     string Name { get; }
 
+    /// <summary>The current state; may change on another thread right after it is read.</summary>
     PeerConnectionState State { get; }
 
+    /// <summary>When <see cref="State"/> last changed (the host's clock).</summary>
     DateTimeOffset LastStateChange { get; }
 
     /// <summary>Starts connecting; returns at once (the state moves to Connecting).</summary>
@@ -45,5 +50,9 @@ public interface IPeerConn : IAsyncDisposable
     /// <summary>Tears the connection down (WireGuard peer, proxy, sockets) and returns to Idle.</summary>
     ValueTask CloseAsync(CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Raised after every state change, on the thread that made it, one change at a time in order. A handler must
+    /// not block and must not call <see cref="OpenAsync"/> or <see cref="CloseAsync"/> (post the work elsewhere).
+    /// </summary>
     event EventHandler<PeerStateChange>? StateChanged;
 }

@@ -11,11 +11,13 @@ namespace Modular.Abstractions.Plugins;
 [AttributeUsage(AttributeTargets.Class, AllowMultiple = false)]
 public sealed class PluginNameAttribute(string name) : Attribute
 {
+    /// <summary>The plugin's name: lower-case, unique per kind, as TOML writes it.</summary>
     public string Name { get; } = name;
 }
 
 /// <summary>Metadata every exported factory carries (filled by MEF from <see cref="PluginNameAttribute"/>).</summary>
 public sealed class PluginMetadata
 {
+    /// <summary>The plugin's name from <see cref="PluginNameAttribute"/>.</summary>
     public string Name { get; set; } = "";
 }

@@ -28,18 +28,23 @@ public abstract class RelayedProxy : IProxy
     private int _disconnectRaised;
     private int _closed;
 
+    /// <summary>Creates the proxy; <paramref name="logger"/> receives the lifecycle messages.</summary>
     protected RelayedProxy(ILogger logger)
     {
         ArgumentNullException.ThrowIfNull(logger);
         Logger = logger;
     }
 
+    /// <inheritdoc/>
     public abstract string Kind { get; }
 
+    /// <inheritdoc/>
     public IPEndPoint EndpointAddr => _endpoint ?? throw new InvalidOperationException("Call AddRelayedConnAsync first.");
 
+    /// <inheritdoc/>
     public event EventHandler? Disconnected;
 
+    /// <summary>The logger given to the constructor.</summary>
     protected ILogger Logger { get; }
 
     /// <summary>The remote peer this proxy carries; default until <see cref="AddRelayedConnAsync"/>.</summary>
@@ -48,6 +53,7 @@ public abstract class RelayedProxy : IProxy
     /// <summary>True once <see cref="CloseAsync"/> began; a WireGuard-side callback then drops its datagram.</summary>
     protected bool IsClosed => Volatile.Read(ref _closed) != 0;
 
+    /// <inheritdoc/>
     public ValueTask AddRelayedConnAsync(IRelayedConnection connection, WgKey remotePeer, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(connection);
@@ -72,6 +78,7 @@ public abstract class RelayedProxy : IProxy
         return ValueTask.CompletedTask;
     }
 
+    /// <inheritdoc/>
     public void Work()
     {
         lock (_gate)
@@ -96,6 +103,7 @@ public abstract class RelayedProxy : IProxy
         }
     }
 
+    /// <inheritdoc/>
     public void Pause() => _paused = true;
 
     /// <summary>
@@ -116,6 +124,7 @@ public abstract class RelayedProxy : IProxy
         Work();
     }
 
+    /// <inheritdoc/>
     public async ValueTask CloseAsync()
     {
         if (Interlocked.Exchange(ref _closed, 1) != 0)
@@ -148,6 +157,7 @@ public abstract class RelayedProxy : IProxy
         _stop.Dispose();
     }
 
+    /// <summary>Same as <see cref="CloseAsync"/>.</summary>
     public async ValueTask DisposeAsync()
     {
         await CloseAsync();

@@ -13,8 +13,10 @@ public sealed record PskPeer(WgKey PublicKey, string Name, string? RosenpassFing
 /// <summary>The provider's answer for one peer.</summary>
 public readonly record struct PskDecision(bool Allowed, WgKey? PresharedKey, string? Reason)
 {
+    /// <summary>Allow the peer, with <paramref name="presharedKey"/> (null: no PSK).</summary>
     public static PskDecision Allow(WgKey? presharedKey) => new(true, presharedKey, null);
 
+    /// <summary>Refuse the peer; <paramref name="reason"/> is logged and shown in status.</summary>
     public static PskDecision Refuse(string reason) => new(false, null, reason);
 }
 
@@ -22,8 +24,20 @@ public readonly record struct PskDecision(bool Allowed, WgKey? PresharedKey, str
 /// Gives the WireGuard pre-shared key for a peer, and may refuse a peer (strict Rosenpass
 /// refuses peers without Rosenpass). Keys change over time: <see cref="KeyChanged"/> says when.
 /// </summary>
+/// <remarks>
+/// Threading: <see cref="GetPresharedKeyAsync"/> may run concurrently for different peers. <see cref="KeyChanged"/>
+/// may be raised from any thread; its handler (the host) only schedules a re-read, so raising it while holding
+/// the provider's own lock is safe, but the provider must not wait for the re-read inside the event.
+/// Close: <see cref="IAsyncDisposable.DisposeAsync"/> is called once, after the host stopped asking; it ends
+/// the provider's background work, and no <see cref="KeyChanged"/> is raised after it returns.
+/// </remarks>
 public interface IPresharedKeyProvider : IAsyncDisposable
 {
+    /// <summary>
+    /// The decision for <paramref name="peer"/>. Called whenever the engine configures the peer, from any thread and
+    /// concurrently for different peers; it may wait (an exchange) but should honour the cancellation token. Never
+    /// log the key.
+    /// </summary>
     ValueTask<PskDecision> GetPresharedKeyAsync(PskPeer peer, CancellationToken cancellationToken);
 
     /// <summary>Raised with the peer whose key rotated; the engine then re-reads and re-applies it.</summary>
@@ -33,5 +47,9 @@ public interface IPresharedKeyProvider : IAsyncDisposable
 /// <summary>Export with <c>[Export(typeof(IPresharedKeyProviderFactory))]</c> and a <c>[PluginName]</c>.</summary>
 public interface IPresharedKeyProviderFactory : IPluginFactory
 {
+    /// <summary>
+    /// Creates the provider for one run of the engine, which disposes it when it stops. Not called concurrently
+    /// with itself. The factory's own constructor must stay cheap; work (key exchange) starts here.
+    /// </summary>
     ValueTask<IPresharedKeyProvider> CreateAsync(IPluginContext context, CancellationToken cancellationToken);
 }

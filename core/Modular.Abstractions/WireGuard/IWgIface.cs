@@ -7,14 +7,22 @@ namespace Modular.Abstractions.WireGuard;
 /// creates it, brings it up, sets and removes peers; it is always closed on stop, which
 /// destroys the OS interface.
 /// </summary>
-public interface IWgIface : IAsyncDisposable
+/// <remarks>
+/// The host's interface, not a plugin contract: proxies receive the narrow
+/// <see cref="IWgInterfaceView"/>. It stays in this assembly while the obsolete
+/// <c>IProxyFactory</c> members that take it remain (one contract release). The members it shares
+/// with the view are declared again here so plugins built against contract 0.x keep binding to them.
+/// </remarks>
+public interface IWgIface : IWgInterfaceView, IAsyncDisposable
 {
-    string Name { get; }
+    /// <summary>The OS name of the interface, e.g. <c>wt0</c>.</summary>
+    new string Name { get; }
 
-    WgInterfaceMode Mode { get; }
+    /// <summary>How the interface is realised.</summary>
+    new WgInterfaceMode Mode { get; }
 
     /// <summary>True when WireGuard runs in this process and <see cref="BindHook"/> is available.</summary>
-    bool IsUserspace => Mode == WgInterfaceMode.Userspace;
+    new bool IsUserspace => Mode == WgInterfaceMode.Userspace;
 
     /// <summary>The overlay network the interface routes, e.g. 100.64.0.0/10 (an IPNetwork holds no host bits).</summary>
     IPNetwork Address { get; }
@@ -26,12 +34,13 @@ public interface IWgIface : IAsyncDisposable
     int Mtu { get; }
 
     /// <summary>The UDP port WireGuard listens on; default 51820.</summary>
-    int ListenPort { get; }
+    new int ListenPort { get; }
 
+    /// <summary>This interface's own WireGuard public key.</summary>
     WgKey PublicKey { get; }
 
     /// <summary>For a userspace interface: the Bind-level hook the bind proxy uses; null otherwise.</summary>
-    IWgBindHook? BindHook { get; }
+    new IWgBindHook? BindHook { get; }
 
     /// <summary>Creates the OS interface (TUN or external device) and configures key, port, address and MTU.</summary>
     ValueTask CreateAsync(CancellationToken cancellationToken);
@@ -45,8 +54,10 @@ public interface IWgIface : IAsyncDisposable
     /// <summary>Adds the peer or replaces its configuration.</summary>
     ValueTask SetPeerAsync(WgPeerConfig peer, CancellationToken cancellationToken);
 
+    /// <summary>Removes the peer; nothing happens if it is not set.</summary>
     ValueTask RemovePeerAsync(WgKey publicKey, CancellationToken cancellationToken);
 
+    /// <summary>Points the peer at <paramref name="endpoint"/> (a path switch) without touching its other settings.</summary>
     ValueTask UpdateEndpointAsync(WgKey publicKey, IPEndPoint endpoint, CancellationToken cancellationToken);
 
     /// <summary>Counters of every peer, keyed by public key.</summary>
@@ -65,6 +76,13 @@ public interface IWgIface : IAsyncDisposable
 /// inject datagrams as if they had arrived from it. This is what the bind proxy uses to
 /// join a relayed connection to WireGuard without a loopback socket.
 /// </summary>
+/// <remarks>
+/// Thread-safe: <see cref="Inject"/> may be called from any number of threads at once, and concurrently with
+/// <see cref="ClaimEndpoint"/> and the release of a claim. Reentrancy: a sink's <see cref="IDatagramSink.Send"/>
+/// runs on WireGuard's send path and must not call <see cref="Inject"/> synchronously. Close: once a claim is
+/// disposed, no new call reaches its sink (a call already running may finish); dispose every claim before the
+/// proxy that made it is closed.
+/// </remarks>
 public interface IWgBindHook
 {
     /// <summary>
@@ -80,5 +98,6 @@ public interface IWgBindHook
 /// <summary>Receives datagrams. Called on the packet path: must not block; copy the span if it is kept.</summary>
 public interface IDatagramSink
 {
+    /// <summary>Takes one datagram; only valid during the call.</summary>
     void Send(ReadOnlySpan<byte> datagram);
 }

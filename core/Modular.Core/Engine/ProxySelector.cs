@@ -43,6 +43,9 @@ public sealed class ProxySelector
 
     public async Task<IProxy> CreateAsync(IWgIface iface, CancellationToken cancellationToken)
     {
+        // Plugins see only the narrow view; the object is the whole interface so a factory built against
+        // contract 0.x (IWgIface overloads, obsolete) still receives what it expects.
+        IWgInterfaceView view = iface;
         var reasons = new List<string>();
         foreach (var name in Preference(iface))
         {
@@ -52,7 +55,7 @@ public sealed class ProxySelector
                 continue;
             }
 
-            var capability = factory.CanProxy(iface, _environment);
+            var capability = factory.CanProxy(view, _environment);
             if (!capability.CanProxy)
             {
                 reasons.Add($"{name}: {capability.Reason}");
@@ -61,7 +64,7 @@ public sealed class ProxySelector
 
             try
             {
-                return await factory.CreateAsync(iface, _contextFor(name), cancellationToken);
+                return await factory.CreateAsync(view, _contextFor(name), cancellationToken);
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
