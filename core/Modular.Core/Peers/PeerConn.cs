@@ -31,6 +31,7 @@ public sealed class PeerConn : IPeerConn
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly Action<PeerConn> _changed;
+    private readonly PeerLiveness _liveness;
 
     // Locks, always taken in this order (a later one is never held while an earlier one is waited for):
     //   _lifecycle -> the WireGuard writer's gate (see WireGuardPeerWriter) -> _lock.
@@ -90,6 +91,7 @@ public sealed class PeerConn : IPeerConn
         _time = time;
         _logger = logger;
         _changed = changed ?? (_ => { });
+        _liveness = new PeerLiveness(options);
         _lastStateChange = time.GetUtcNow();
         _wireGuard = new WireGuardPeerWriter(peer, iface, options.PersistentKeepalive, () => StartsHandshake || State == PeerConnectionState.Connected, logger);
     }
@@ -566,19 +568,12 @@ public sealed class PeerConn : IPeerConn
         }
 
         // 3. Watch: handshake on the chosen path, staleness, a restarted peer, a direct path appearing.
-        var pathSet = _time.GetUtcNow();
-        var lastDirectTry = pathSet;
-        long? received = null;
-        var receivedAt = pathSet;
-        DateTimeOffset? probedAt = null;
+        var watch = LivenessState.OnPath(_time.GetUtcNow(), State, ConnectionType);
         while (true)
         {
             await WaitForWakeAsync(TimeSpan.FromSeconds(1), cancellationToken);
             var now = _time.GetUtcNow();
-            DateTimeOffset? handshake;
-            PeerConnectionState state;
-            ConnectionType? type;
-            long? rx;
+            WgPeerStats? stats;
             lock (_lock)
             {
                 if (_remoteRestarted)
@@ -596,60 +591,53 @@ public sealed class PeerConn : IPeerConn
                     throw new IOException("the peer said goodbye (it is stopping)");
                 }
 
-                handshake = _stats?.LastHandshake;
-                rx = _stats?.RxBytes;
-                state = _state;
-                type = _type;
+                stats = _stats;
+                watch = watch with { Connection = _state, Type = _type };
             }
 
-            if (rx != received || state != PeerConnectionState.Connected || (probedAt is { } asked && handshake > asked))
-            {
-                (received, receivedAt, probedAt) = (rx, now, null);
-            }
-            else if (now - receivedAt > _options.Silent)
-            {
-                if (probedAt is null)
-                {
-                    probedAt = now;
-                    await ProbeWithHandshakeAsync(now - receivedAt, cancellationToken);
-                }
-                else if (now - probedAt > _options.SilenceProbe)
-                {
-                    throw new TimeoutException($"nothing received for {(int)(now - receivedAt).TotalSeconds} s and no answer to a new handshake");
-                }
-            }
+            watch = await ActOnLivenessAsync(now, stats, watch, cancellationToken);
+        }
+    }
 
-            if (handshake is { } last && last >= pathSet - TimeSpan.FromSeconds(1))
+    /// <summary>
+    /// Does what <see cref="PeerLiveness"/> says about one look at the peer, asking again after each action (one look
+    /// can call for a probe and then a reconnect) until the verdict is Keep or a direct recheck; throws to reconnect.
+    /// Returns the watch state for the next look.
+    /// </summary>
+    private async Task<LivenessState> ActOnLivenessAsync(DateTimeOffset now, WgPeerStats? stats, LivenessState watch, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            var verdict = _liveness.Decide(now, stats, watch);
+            var silent = now - watch.ReceivedAt;
+            watch = verdict.Next;
+            switch (verdict.Action)
             {
-                if (now - last > _options.Stale)
-                {
-                    throw new TimeoutException($"WireGuard handshake went stale (last {(int)(now - last).TotalSeconds} s ago)");
-                }
-
-                if (state != PeerConnectionState.Connected)
-                {
+                case LivenessAction.Keep:
+                    return watch;
+                case LivenessAction.Reconnect:
+                    throw new TimeoutException(verdict.Reason);
+                case LivenessAction.Probe:
+                    await ProbeWithHandshakeAsync(silent, cancellationToken);
+                    break;
+                case LivenessAction.MarkConnected:
                     SetState(PeerConnectionState.Connected, null);
-                    _logger.LogInformation("Peer {Peer} ({Ip}) connected {Type}", Name, Peer.Ip, type);
+                    _logger.LogInformation("Peer {Peer} ({Ip}) connected {Type}", Name, Peer.Ip, watch.Type);
                     if (!StartsHandshake)
                     {
                         // Now that the session exists, this side keeps the path alive too.
                         await _wireGuard.RefreshAsync(cancellationToken);
                     }
-                }
-            }
-            else if (probedAt is null && now - pathSet > _options.FirstHandshake) // a probe re-set the peer: its own timeout governs
-            {
-                throw new TimeoutException($"no WireGuard handshake over the {(type == Abstractions.Peers.ConnectionType.P2P ? "direct" : "relayed")} path within {(int)_options.FirstHandshake.TotalSeconds} s");
-            }
 
-            if (type == Abstractions.Peers.ConnectionType.Relayed && !_options.ForceRelay && now - lastDirectTry >= _options.Recheck)
-            {
-                lastDirectTry = now;
-                if (await TryDirectAsync(cancellationToken))
-                {
-                    _logger.LogInformation("Peer {Peer}: a direct path appeared; switched from the relay to P2P", Name);
-                    await CloseRelayAsync();
-                }
+                    break;
+                case LivenessAction.RecheckDirect:
+                    if (await TryDirectAsync(cancellationToken))
+                    {
+                        _logger.LogInformation("Peer {Peer}: a direct path appeared; switched from the relay to P2P", Name);
+                        await CloseRelayAsync();
+                    }
+
+                    return watch;
             }
         }
     }
