@@ -31,7 +31,8 @@ namespace Modular.Core.Peers;
 /// Locks, always taken in this order (a later one is never held while an earlier one is waited for):
 ///   ConnectionManager's apply gate -> _lifecycle -> the writer's gate (WireGuardPeerWriter._gate) -> _lock.
 /// _lifecycle and the writer's gate are held across awaits; _lock never is, and nothing else is taken under it.
-/// The session and the relayed-path holder guard their fields with this same _lock (it is handed to them).
+/// The session and the relayed-path holder guard their fields with this same _lock (it is handed to them; they take it
+/// again when called under it, which System.Threading.Lock allows).
 /// </remarks>
 public sealed partial class PeerConn : IPeerConn
 {
