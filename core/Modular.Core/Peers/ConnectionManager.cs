@@ -1,9 +1,6 @@
-using Modular.Abstractions.Config;
 using System.Collections.Concurrent;
-using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Modular.Abstractions.Activity;
-using Modular.Abstractions.Peers;
 using Modular.Abstractions.WireGuard;
 using Modular.Control.Signal;
 using Modular.Core.Lazy;
@@ -18,37 +15,33 @@ namespace Modular.Core.Peers;
 /// proxy removed — and leave status. Verified signal messages are routed to the peer they came from.
 /// With lazy connections (<see cref="Lazy"/>) a peer that may idle is parked instead of opened: it waits Idle, with an
 /// activity monitor's stand-in as its WireGuard endpoint, until traffic for it (the monitor) or its offer (signal)
-/// wakes it; a connected lazy peer that carried no traffic for the inactivity timeout is parked again.
+/// wakes it; a connected lazy peer that carried no traffic for the inactivity timeout is parked again. Those decisions
+/// are the <see cref="LazyConnectionPolicy"/>'s (Lazy/), taken under this manager's apply gate.
 /// </summary>
+/// <remarks>
+/// Locks: the apply gate (_applyLock) serializes map application, lazy parks and wakes, and comes before every lock
+/// of a <see cref="PeerConn"/> (see its header for their order). _peers is a concurrent map, written under the gate.
+/// </remarks>
 public sealed class ConnectionManager : IAsyncDisposable, IActivityListener
 {
-    /// <summary>How long a go-idle notice to the peer may take before the connection parks anyway.</summary>
-    private static readonly TimeSpan NoticeTimeout = TimeSpan.FromSeconds(2);
-
     private readonly Func<RemotePeerInfo, PeerConn> _create;
-    private readonly Func<IActivityListener, IActivityMonitor>? _createMonitor;
     private readonly StatusRecorder _recorder;
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
-    private readonly ConcurrentDictionary<WgKey, PeerConn> _peers = new();
+    private readonly LazyConnectionPolicy _lazy;
+
+    // The apply gate: held for one map application, one lazy park or wake. Guards the writes of _peers.
     private readonly SemaphoreSlim _applyLock = new(1, 1);
-    private readonly Channel<WgKey> _wakeups = Channel.CreateBounded<WgKey>(new BoundedChannelOptions(4096) { FullMode = BoundedChannelFullMode.DropWrite });
-    private readonly ConcurrentDictionary<WgKey, byte> _waking = new();
-    private readonly CancellationTokenSource _lifetime = new();
-    private IActivityMonitor? _monitor;
-    private Task _wakeLoop = Task.CompletedTask;
+    private readonly ConcurrentDictionary<WgKey, PeerConn> _peers = new();
     private long _rejectedSignal;
-    private long _wakesByTraffic;
-    private long _wakesByPeer;
-    private long _idled;
 
     public ConnectionManager(IWgIface iface, IPeerSignaling signaling, IPeerPaths paths, IRelayConnector relay, PeerConnOptions options,
         StatusRecorder recorder, TimeProvider time, ILoggerFactory loggerFactory, Func<IActivityListener, IActivityMonitor>? createMonitor = null)
     {
         _recorder = recorder;
         _time = time;
-        _createMonitor = createMonitor;
         _logger = loggerFactory.CreateLogger<ConnectionManager>();
+        _lazy = new LazyConnectionPolicy(createMonitor, _applyLock, Find, time, _logger, this);
         var peerLogger = loggerFactory.CreateLogger<PeerConn>();
         Action<PeerConn> publish = Publish; // one delegate for all connections, not one each
         _create = peer => new PeerConn(peer, iface, signaling, paths, relay, options, time, peerLogger, publish);
@@ -61,7 +54,7 @@ public sealed class ConnectionManager : IAsyncDisposable, IActivityListener
         _recorder = recorder;
         _logger = logger;
         _time = time ?? TimeProvider.System;
-        _createMonitor = createMonitor;
+        _lazy = new LazyConnectionPolicy(createMonitor, _applyLock, Find, _time, _logger, this);
         Action<PeerConn> publish = Publish;
         _create = peer => create(peer, publish);
     }
@@ -70,11 +63,14 @@ public sealed class ConnectionManager : IAsyncDisposable, IActivityListener
     /// Lazy connections as the next <see cref="ApplyAsync"/> applies them (the engine sets them from the config and
     /// the account's setting). Without a monitor factory they stay off.
     /// </summary>
-    public LazyOptions Lazy { get; set; } = LazyOptions.Off;
+    public LazyOptions Lazy
+    {
+        get => _lazy.Options;
+        set => _lazy.Options = value;
+    }
 
     /// <summary>Idle peers woken by their traffic, by their offer, and connected peers parked for inactivity.</summary>
-    public (long ByTraffic, long ByPeer, long Idled) LazyCounters
-        => (Interlocked.Read(ref _wakesByTraffic), Interlocked.Read(ref _wakesByPeer), Interlocked.Read(ref _idled));
+    public (long ByTraffic, long ByPeer, long Idled) LazyCounters => _lazy.Counters;
 
     public int Count => _peers.Count;
 
@@ -91,7 +87,7 @@ public sealed class ConnectionManager : IAsyncDisposable, IActivityListener
         await _applyLock.WaitAsync(cancellationToken);
         try
         {
-            var lazy = EffectiveLazy();
+            var lazy = _lazy.Effective;
             var wanted = new Dictionary<WgKey, RemotePeerInfo>(peers.Count);
             foreach (var peer in peers)
             {
@@ -124,28 +120,15 @@ public sealed class ConnectionManager : IAsyncDisposable, IActivityListener
                         updated++;
                     }
 
-                    if (existing.IsParked && !lazy.MayIdle(peer))
-                    {
-                        // Lazy connections turned off, or the peer became always-connected.
-                        await existing.OpenAsync(OpenReason.Map, cancellationToken);
-                    }
-
+                    await LazyConnectionPolicy.ReconsiderAsync(existing, lazy, cancellationToken);
                     continue;
                 }
 
                 var conn = _create(peer);
-                conn.StateChanged += OnStateChanged;
+                conn.StateChanged += _lazy.OnStateChanged;
                 _peers[peer.PublicKey] = conn;
                 Publish(conn);
-                if (lazy.MayIdle(peer))
-                {
-                    await conn.ParkAsync(Monitor().Watch(peer.PublicKey), "lazy: idle until traffic for it appears", cancellationToken);
-                }
-                else
-                {
-                    await conn.OpenAsync(cancellationToken);
-                }
-
+                await _lazy.StartAsync(conn, lazy, cancellationToken);
                 added++;
             }
 
@@ -181,28 +164,9 @@ public sealed class ConnectionManager : IAsyncDisposable, IActivityListener
             return;
         }
 
-        if (body.Type == SignalBody.Types.Type.GoIdle)
+        if (await _lazy.OnSignalAsync(conn, body, cancellationToken))
         {
-            await OnGoIdleAsync(conn, body.SessionId, cancellationToken);
             return;
-        }
-
-        if (body.Type == SignalBody.Types.Type.Offer && conn.IsParked)
-        {
-            await _applyLock.WaitAsync(cancellationToken);
-            try
-            {
-                if (IsCurrent(conn) && conn.IsParked)
-                {
-                    Interlocked.Increment(ref _wakesByPeer);
-                    _logger.LogInformation("Peer {Peer} ({Ip}) offered a connection: waking it", conn.Name, conn.Peer.Ip);
-                    await conn.OpenAsync(OpenReason.PeerOffer, cancellationToken);
-                }
-            }
-            finally
-            {
-                _applyLock.Release();
-            }
         }
 
         await conn.OnSignalAsync(body, cancellationToken);
@@ -212,67 +176,14 @@ public sealed class ConnectionManager : IAsyncDisposable, IActivityListener
     /// From the activity monitor, on WireGuard's send path: traffic for an idle peer reached its stand-in (the handshake
     /// initiation; the packet itself waits staged in WireGuard). Only queues the wake-up.
     /// </summary>
-    public void OnPeerActivity(WgKey peer, ReadOnlySpan<byte> firstPacket)
-    {
-        if (_waking.TryAdd(peer, 0) && !_wakeups.Writer.TryWrite(peer))
-        {
-            _waking.TryRemove(peer, out _);
-        }
-    }
+    public void OnPeerActivity(WgKey peer, ReadOnlySpan<byte> firstPacket) => _lazy.OnPeerActivity(peer, firstPacket);
 
     /// <summary>
     /// Parks lazy peers that carried no traffic for the inactivity timeout (telling the peer, so it parks too), and
-    /// lazy peers still connecting that long after traffic woke them (an offline peer holds no attempt forever;
-    /// the next packet wakes it again). The engine calls it after each <see cref="OnStats"/>.
+    /// lazy peers still connecting that long after traffic woke them (see <see cref="LazyConnectionPolicy"/>).
+    /// The engine calls it after each <see cref="OnStats"/>.
     /// </summary>
-    public async Task IdleInactiveAsync(CancellationToken cancellationToken)
-    {
-        var lazy = EffectiveLazy();
-        if (!lazy.Enabled)
-        {
-            return;
-        }
-
-        var now = _time.GetUtcNow();
-        foreach (var conn in _peers.Values)
-        {
-            if (!lazy.MayIdle(conn.Peer) || conn.IsParked)
-            {
-                continue;
-            }
-
-            string reason;
-            if (conn.State == PeerConnectionState.Connected && conn.Quiet >= lazy.InactivityTimeout)
-            {
-                reason = $"lazy: no traffic for {ConfigDuration.Format(TimeSpan.FromSeconds(Math.Floor(conn.Quiet.TotalSeconds)))}";
-            }
-            else if (conn.State == PeerConnectionState.Connecting && now - conn.LastStateChange >= lazy.ConnectingTimeout)
-            {
-                reason = $"lazy: not connected within {ConfigDuration.Format(lazy.ConnectingTimeout)}; idle until traffic for it appears again";
-            }
-            else
-            {
-                continue;
-            }
-
-            await _applyLock.WaitAsync(cancellationToken);
-            try
-            {
-                if (!IsCurrent(conn) || conn.IsParked)
-                {
-                    continue;
-                }
-
-                Interlocked.Increment(ref _idled);
-                _logger.LogInformation("Peer {Peer} ({Ip}) goes idle: {Reason}", conn.Name, conn.Peer.Ip, reason);
-                await conn.GoIdleAsync(Monitor().Watch(conn.PublicKey), reason, NoticeTimeout, cancellationToken);
-            }
-            finally
-            {
-                _applyLock.Release();
-            }
-        }
-    }
+    public Task IdleInactiveAsync(CancellationToken cancellationToken) => _lazy.IdleInactiveAsync(_peers.Values, cancellationToken);
 
     /// <summary>
     /// Tells every peer this agent has a session with that it is stopping (<see cref="PeerConn.Goodbye"/>),
@@ -324,89 +235,9 @@ public sealed class ConnectionManager : IAsyncDisposable, IActivityListener
         await Task.WhenAll(all.Select(RemoveAsync));
     }
 
-    private async Task OnGoIdleAsync(PeerConn conn, ulong sessionId, CancellationToken cancellationToken)
-    {
-        if (!EffectiveLazy().MayIdle(conn.Peer))
-        {
-            return; // An eager side stays connected; the peer will wake on its offer.
-        }
-
-        await _applyLock.WaitAsync(cancellationToken);
-        try
-        {
-            if (IsCurrent(conn) && conn.IsCurrentRemoteSession(sessionId))
-            {
-                Interlocked.Increment(ref _idled);
-                _logger.LogInformation("Peer {Peer} ({Ip}) went idle: parking it too", conn.Name, conn.Peer.Ip);
-                await conn.ParkAsync(Monitor().Watch(conn.PublicKey), "lazy: the peer went idle", cancellationToken);
-            }
-        }
-        finally
-        {
-            _applyLock.Release();
-        }
-    }
-
-    private async Task WakeLoopAsync(CancellationToken cancellationToken)
-    {
-        await foreach (var key in _wakeups.Reader.ReadAllAsync(cancellationToken))
-        {
-            _waking.TryRemove(key, out _);
-            await _applyLock.WaitAsync(cancellationToken);
-            try
-            {
-                if (_peers.TryGetValue(key, out var conn) && conn.IsParked)
-                {
-                    Interlocked.Increment(ref _wakesByTraffic);
-                    _logger.LogInformation("Traffic for idle peer {Peer} ({Ip}): connecting", conn.Name, conn.Peer.Ip);
-                    await conn.OpenAsync(OpenReason.Traffic, cancellationToken);
-                }
-            }
-#pragma warning disable CA1031 // One peer failing to wake must not stop the others from waking.
-            catch (Exception e) when (e is not OperationCanceledException)
-#pragma warning restore CA1031
-            {
-                _logger.LogWarning(e, "Waking peer {Peer} failed", key.ToShortString());
-            }
-            finally
-            {
-                _applyLock.Release();
-            }
-        }
-    }
-
-    /// <summary>Lazy connections as configured, off when there is no way to watch idle peers.</summary>
-    private LazyOptions EffectiveLazy() => _createMonitor is null ? LazyOptions.Off : Lazy;
-
-    /// <summary>The activity monitor, made (with its socket, in kernel mode) the first time a peer parks.</summary>
-    private IActivityMonitor Monitor()
-    {
-        if (_monitor is null)
-        {
-            _monitor = _createMonitor!(this);
-            _wakeLoop = Task.Run(() => WakeLoopAsync(_lifetime.Token));
-        }
-
-        return _monitor;
-    }
-
-    /// <summary>
-    /// A woken peer keeps its stand-in until it is connected: WireGuard may retry its initiation there until the endpoint
-    /// moves, and a stand-in given back earlier could go to another peer and be blamed for that retry.
-    /// </summary>
-    private void OnStateChanged(object? sender, PeerStateChange change)
-    {
-        if (change.To == PeerConnectionState.Connected)
-        {
-            _monitor?.Unwatch(change.Peer);
-        }
-    }
-
-    private bool IsCurrent(PeerConn conn) => _peers.TryGetValue(conn.PublicKey, out var current) && ReferenceEquals(current, conn);
-
     private async Task RemoveAsync(PeerConn conn)
     {
-        _monitor?.Unwatch(conn.PublicKey);
+        _lazy.Forget(conn.PublicKey);
         try
         {
             await conn.DisposeAsync();
@@ -433,22 +264,9 @@ public sealed class ConnectionManager : IAsyncDisposable, IActivityListener
 
     public async ValueTask DisposeAsync()
     {
-        await _lifetime.CancelAsync();
-        try
-        {
-            await _wakeLoop;
-        }
-        catch (OperationCanceledException)
-        {
-        }
-
+        await _lazy.StopAsync();
         await CloseAllAsync();
-        if (_monitor is not null)
-        {
-            await _monitor.DisposeAsync();
-        }
-
-        _lifetime.Dispose();
+        await _lazy.DisposeAsync();
         _applyLock.Dispose();
     }
 }

@@ -1,6 +1,4 @@
 using System.Net;
-using System.Security.Cryptography;
-using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Modular.Abstractions.Peers;
 using Modular.Abstractions.WireGuard;
@@ -21,53 +19,50 @@ namespace Modular.Core.Peers;
 /// Park (lazy connections) returns to Idle too but leaves the peer in WireGuard with a stand-in endpoint, so traffic
 /// for it waits there, staged, until it is opened again.
 /// </summary>
-public sealed class PeerConn : IPeerConn
+/// <remarks>
+/// This type keeps open / close / park, the connect loop and status; the jobs are parts, as magicsock splits its
+/// endpoint, relay manager and peer map:
+///   <see cref="PeerSession"/> (signal: credentials, session ids, offer / answer / goodbye / go-idle),
+///   <see cref="DirectPathFinder"/> (connectivity checks), <see cref="RelayedPathHolder"/> (relay path, pairing wait),
+///   <see cref="WireGuardPeerWriter"/> (the one writer of the WireGuard peer) and <see cref="PeerLiveness"/> (the pure
+///   liveness verdict the loop acts on). When to park and wake is the lazy policy's (Lazy/LazyConnectionPolicy).
+/// The connect loop is the other half of this type, in PeerConn.ConnectLoop.cs (one file would pass 450 lines).
+///
+/// Locks, always taken in this order (a later one is never held while an earlier one is waited for):
+///   ConnectionManager's apply gate -> _lifecycle -> the writer's gate (WireGuardPeerWriter._gate) -> _lock.
+/// _lifecycle and the writer's gate are held across awaits; _lock never is, and nothing else is taken under it.
+/// The session and the relayed-path holder guard their fields with this same _lock (it is handed to them; they take it
+/// again when called under it, which System.Threading.Lock allows).
+/// </remarks>
+public sealed partial class PeerConn : IPeerConn
 {
     private readonly IWgIface _iface;
-    private readonly IPeerSignaling _signaling;
-    private readonly IPeerPaths _paths;
-    private readonly IRelayConnector _relay;
     private readonly PeerConnOptions _options;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly Action<PeerConn> _changed;
+    private readonly PeerLiveness _liveness;
+    private readonly DirectPathFinder _direct;
 
-    // Locks, always taken in this order (a later one is never held while an earlier one is waited for):
-    //   _lifecycle -> the WireGuard writer's gate (see WireGuardPeerWriter) -> _lock.
-    // ConnectionManager's apply gate, when it is held, comes before all three. _lifecycle and the writer's gate are
-    // held across awaits; _lock never is, and nothing else is taken under it.
-
-    // The one writer of this peer's WireGuard configuration, with its own gate and fields.
-    private readonly WireGuardPeerWriter _wireGuard;
-
-    // Serializes open, close and park (held for the whole of each).
+    // Serializes open, close and park (held for the whole of each). Guards: _runTask.
     private readonly SemaphoreSlim _lifecycle = new(1, 1);
-
-    // Guarded by _lifecycle.
     private Task _runTask = Task.CompletedTask; // the connect loop, awaited when it is stopped
 
-    // Guards the connection's state below; held briefly.
-    private readonly Lock _lock = new();
+    // The one writer of this peer's WireGuard configuration; its gate guards its own fields.
+    private readonly WireGuardPeerWriter _wireGuard;
 
-    // Guarded by _lock.
+    // Guards the fields below and those of _session and _relayed; held briefly.
+    private readonly Lock _lock = new();
+    private readonly PeerSession _session;
+    private readonly RelayedPathHolder _relayed;
     private CancellationTokenSource? _run; // set while open (the connect loop runs), with the session it negotiates
-    private Channel<bool>? _wake; // made on open: an idle (parked or never opened) peer holds no channel
+    private WakeSignal? _wake; // made on open: an idle (parked or never opened) peer holds none
     private PeerConnectionState _state = PeerConnectionState.Idle;
     private DateTimeOffset _lastStateChange;
     private string? _reason = "not opened";
-    private IceCredentials? _local;
-    private ulong _sessionId;
-    private IceCredentials? _remote;
-    private ulong _remoteSession;
-    private bool _remoteRestarted;
-    private bool _remoteLeaving;
-    private IReadOnlyList<IceCandidate> _remoteCandidates = [];
-    private IPEndPoint? _peerReflexive;
     private ConnectionType? _type;
     private string? _localCandidate;
     private string? _remoteCandidate;
-    private RelayedPath? _relayed;
-    private bool _relayLost;
     private double? _latencyMs;
     private WgPeerStats? _stats;
     private bool _parked; // Idle, waiting behind the stand-in
@@ -83,13 +78,14 @@ public sealed class PeerConn : IPeerConn
     {
         _peer = peer;
         _iface = iface;
-        _signaling = signaling;
-        _paths = paths;
-        _relay = relay;
         _options = options;
         _time = time;
         _logger = logger;
         _changed = changed ?? (_ => { });
+        _liveness = new PeerLiveness(options);
+        _direct = new DirectPathFinder(paths, options);
+        _session = new PeerSession(peer.PublicKey, () => Name, signaling, paths, time, logger, _lock, Wake);
+        _relayed = new RelayedPathHolder(peer.PublicKey, () => Name, relay, time, logger, _lock, Wake);
         _lastStateChange = time.GetUtcNow();
         _wireGuard = new WireGuardPeerWriter(peer, iface, options.PersistentKeepalive, () => StartsHandshake || State == PeerConnectionState.Connected, logger);
     }
@@ -100,62 +96,17 @@ public sealed class PeerConn : IPeerConn
 
     public string Name => Peer.Name;
 
-    public PeerConnectionState State
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return _state;
-            }
-        }
-    }
+    public PeerConnectionState State => Read(static c => c._state);
 
-    public DateTimeOffset LastStateChange
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return _lastStateChange;
-            }
-        }
-    }
+    public DateTimeOffset LastStateChange => Read(static c => c._lastStateChange);
 
-    public ConnectionType? ConnectionType
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return _type;
-            }
-        }
-    }
+    public ConnectionType? ConnectionType => Read(static c => c._type);
 
     /// <summary>Idle with the WireGuard peer set to a stand-in endpoint (see <see cref="ParkAsync"/>).</summary>
-    public bool IsParked
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return _parked;
-            }
-        }
-    }
+    public bool IsParked => Read(static c => c._parked);
 
     /// <summary>While connected: how long the peer has carried no traffic (see <see cref="InactivityTracker"/>); zero otherwise.</summary>
-    public TimeSpan Quiet
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return _quiet;
-            }
-        }
-    }
+    public TimeSpan Quiet => Read(static c => c._quiet);
 
     public event EventHandler<PeerStateChange>? StateChanged;
 
@@ -188,13 +139,11 @@ public sealed class PeerConn : IPeerConn
                 };
                 _quiet = TimeSpan.Zero;
                 _inactivity?.Reset();
-                _remoteRestarted = false;
-                _remoteLeaving = false;
-                _wake = NewWake();
+                _wake = new WakeSignal();
                 _parked = false; // the WireGuard peer keeps the stand-in (and what is staged) until a path is set
 
                 // Open from here on, with the new session: whoever sees Connecting can hand it the peer's signal.
-                RenewSessionLocked();
+                _session.Open();
                 _run = new CancellationTokenSource();
                 token = _run.Token;
             }
@@ -251,8 +200,7 @@ public sealed class PeerConn : IPeerConn
             {
                 _startsHandshake = null;
                 _quiet = TimeSpan.Zero;
-                _local = null;
-                _remote = null;
+                _session.Forget();
             }
 
             // Status first: whoever sees IsParked also sees the Idle state and its reason.
@@ -274,31 +222,12 @@ public sealed class PeerConn : IPeerConn
     /// </summary>
     public async ValueTask GoIdleAsync(IPEndPoint standIn, string reason, TimeSpan noticeTimeout, CancellationToken cancellationToken)
     {
-        if (SessionNotice(SignalBody.Types.Type.GoIdle) is { } notice)
-        {
-            using var timeout = new CancellationTokenSource(noticeTimeout, _time);
-            using var bounded = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
-            try
-            {
-                await _signaling.SendAsync(PublicKey, notice, bounded.Token);
-            }
-            catch (Exception e) when (e is OperationCanceledException or InvalidOperationException or IOException or Grpc.Core.RpcException)
-            {
-                _logger.LogDebug("Peer {Peer}: GO_IDLE not sent: {Problem}", Name, e.Message);
-            }
-        }
-
+        await _session.SendGoIdleAsync(noticeTimeout, cancellationToken);
         await ParkAsync(standIn, reason, cancellationToken);
     }
 
     /// <summary>True when <paramref name="sessionId"/> names the peer's session this connection negotiated (not an older one).</summary>
-    public bool IsCurrentRemoteSession(ulong sessionId)
-    {
-        lock (_lock)
-        {
-            return _run is not null && _remote is not null && sessionId == _remoteSession;
-        }
-    }
+    public bool IsCurrentRemoteSession(ulong sessionId) => _session.IsCurrentRemoteSession(sessionId);
 
     /// <summary>Cancels the connect loop and waits for it; false when none was running. Call under <see cref="_lifecycle"/>.</summary>
     private async Task<bool> StopRunAsync()
@@ -308,6 +237,7 @@ public sealed class PeerConn : IPeerConn
         {
             run = _run;
             _run = null;
+            _session.End();
         }
 
         if (run is null)
@@ -344,50 +274,13 @@ public sealed class PeerConn : IPeerConn
     {
         if (body.Type == SignalBody.Types.Type.Goodbye)
         {
-            OnGoodbye(body.SessionId);
+            _session.OnGoodbye(body.SessionId);
             return;
         }
 
-        if (body.Type is not (SignalBody.Types.Type.Offer or SignalBody.Types.Type.Answer))
+        if (body.Type is SignalBody.Types.Type.Offer or SignalBody.Types.Type.Answer)
         {
-            return;
-        }
-
-        if (!IceCredentials.IsWellFormed(body.Ufrag, body.Pwd))
-        {
-            _logger.LogWarning("Peer {Peer}: dropped a signal {Type} with malformed credentials", Name, body.Type);
-            return;
-        }
-
-        var candidates = new List<IceCandidate>();
-        foreach (var text in body.Candidates.Take(32))
-        {
-            if (IceCandidate.TryParse(text, out var candidate))
-            {
-                candidates.Add(candidate);
-            }
-        }
-
-        bool answer;
-        lock (_lock)
-        {
-            if (_run is null || _local is null)
-            {
-                return; // Closed: the peer will offer again when we open.
-            }
-
-            var newSession = _remote is not null && body.SessionId != _remoteSession;
-            _remote = new IceCredentials(body.Ufrag, body.Pwd);
-            _remoteSession = body.SessionId;
-            _remoteCandidates = candidates;
-            _remoteRestarted |= newSession;
-            answer = body.Type == SignalBody.Types.Type.Offer;
-        }
-
-        Wake();
-        if (answer)
-        {
-            await SendCredentialsAsync(SignalBody.Types.Type.Answer, cancellationToken);
+            await _session.OnCredentialsAsync(body, cancellationToken);
         }
     }
 
@@ -395,31 +288,7 @@ public sealed class PeerConn : IPeerConn
     /// What this side sends the peer when the agent stops (null while no session is negotiated), so the
     /// peer reconnects, and fails its routes over, at once instead of after a silence.
     /// </summary>
-    public SignalBody? Goodbye() => SessionNotice(SignalBody.Types.Type.Goodbye);
-
-    /// <summary>A notice that names this side's session (goodbye, go-idle); null while none is negotiated.</summary>
-    private SignalBody? SessionNotice(SignalBody.Types.Type type)
-    {
-        lock (_lock)
-        {
-            return _run is null || _local is null ? null : new SignalBody { Type = type, SessionId = _sessionId };
-        }
-    }
-
-    private void OnGoodbye(ulong sessionId)
-    {
-        lock (_lock)
-        {
-            if (_run is null || _remote is null || sessionId != _remoteSession)
-            {
-                return; // closed here, or a goodbye from an older session of the peer
-            }
-
-            _remoteLeaving = true;
-        }
-
-        Wake();
-    }
+    public SignalBody? Goodbye() => _session.Notice(SignalBody.Types.Type.Goodbye);
 
     /// <summary>The signal server could not deliver to this peer (it is offline).</summary>
     public void OnDeliveryError(string reason)
@@ -460,6 +329,7 @@ public sealed class PeerConn : IPeerConn
         lock (_lock)
         {
             var connected = _state == PeerConnectionState.Connected;
+            var relayed = _relayed.Path;
             return new PeerStatus(
                 Peer.Name,
                 Peer.Ip,
@@ -469,8 +339,8 @@ public sealed class PeerConn : IPeerConn
                 connected ? _type : null,
                 _localCandidate,
                 _remoteCandidate,
-                _relayed?.RelayAddress,
-                _relayed?.Proxy.Kind,
+                relayed?.RelayAddress,
+                relayed?.Proxy.Kind,
                 _lastStateChange,
                 _stats?.LastHandshake,
                 _stats?.RxBytes ?? 0,
@@ -481,343 +351,9 @@ public sealed class PeerConn : IPeerConn
         }
     }
 
-    private async Task RunAsync(CancellationToken cancellationToken)
-    {
-        var backoff = new RetryBackoff(TimeSpan.FromSeconds(1));
-        while (!cancellationToken.IsCancellationRequested)
-        {
-            string reason;
-            try
-            {
-                await ConnectOnceAsync(cancellationToken);
-                reason = "the peer restarted its connection";
-                backoff.Reset();
-            }
-            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-            {
-                return;
-            }
-#pragma warning disable CA1031 // Any failure of one attempt is a reason shown in status, then a retry.
-            catch (Exception e)
-#pragma warning restore CA1031
-            {
-                reason = e.Message;
-                _logger.LogInformation("Peer {Peer}: {Reason}; retrying", Name, reason);
-
-                // A failed attempt starts a new session: the peer may still believe the old one works (it went silent
-                // only towards us, or its side never saw the failure) and would keep its WireGuard session and wait;
-                // a new session id makes it start over too, so both sides handshake afresh.
-                RenewSession();
-            }
-
-            // A new attempt is a new WireGuard session: with the old one kept, a path set while its keys were
-            // still fresh (the remote restarted, or an attempt just failed over) never sees the handshake it
-            // waits for, and the peer hangs in Connecting until the next rekey, two minutes on.
-            await TeardownPathAsync(removeWireGuardPeer: true);
-            SetState(PeerConnectionState.Connecting, reason);
-            try
-            {
-                await Task.Delay(backoff.Next(cap: TimeSpan.FromSeconds(30)), _time, cancellationToken);
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
-        }
-    }
-
-    private async Task ConnectOnceAsync(CancellationToken cancellationToken)
-    {
-        IceCredentials local;
-        lock (_lock)
-        {
-            local = _local!;
-            _remoteRestarted = false;
-            _remoteLeaving = false;
-        }
-
-        using var registration = _paths.Register(local, OnValidCheck);
-
-        // 1. Credentials: offer until the peer answered (or offered) with its own.
-        var offerEvery = _options.Offers;
-        while (RemoteCredentials() is null)
-        {
-            try
-            {
-                await SendCredentialsAsync(SignalBody.Types.Type.Offer, cancellationToken);
-            }
-            catch (Exception e) when (e is not OperationCanceledException)
-            {
-                SetReason($"signal unavailable: {e.Message}");
-            }
-
-            await WaitForWakeAsync(offerEvery, cancellationToken);
-            offerEvery = TimeSpan.FromTicks(Math.Min(offerEvery.Ticks * 2, TimeSpan.FromSeconds(15).Ticks));
-        }
-
-        // 2. Path: direct when a check passes, else the relay.
-        if (_options.ForceRelay)
-        {
-            await UseRelayAsync("force_relay is on", cancellationToken);
-        }
-        else if (!await TryDirectAsync(cancellationToken))
-        {
-            await UseRelayAsync("no direct path answered the connectivity checks", cancellationToken);
-        }
-
-        // 3. Watch: handshake on the chosen path, staleness, a restarted peer, a direct path appearing.
-        var pathSet = _time.GetUtcNow();
-        var lastDirectTry = pathSet;
-        long? received = null;
-        var receivedAt = pathSet;
-        DateTimeOffset? probedAt = null;
-        while (true)
-        {
-            await WaitForWakeAsync(TimeSpan.FromSeconds(1), cancellationToken);
-            var now = _time.GetUtcNow();
-            DateTimeOffset? handshake;
-            PeerConnectionState state;
-            ConnectionType? type;
-            long? rx;
-            lock (_lock)
-            {
-                if (_remoteRestarted)
-                {
-                    return;
-                }
-
-                if (_relayLost && _type == Abstractions.Peers.ConnectionType.Relayed)
-                {
-                    throw new IOException("the relayed connection closed");
-                }
-
-                if (_remoteLeaving)
-                {
-                    throw new IOException("the peer said goodbye (it is stopping)");
-                }
-
-                handshake = _stats?.LastHandshake;
-                rx = _stats?.RxBytes;
-                state = _state;
-                type = _type;
-            }
-
-            if (rx != received || state != PeerConnectionState.Connected || (probedAt is { } asked && handshake > asked))
-            {
-                (received, receivedAt, probedAt) = (rx, now, null);
-            }
-            else if (now - receivedAt > _options.Silent)
-            {
-                if (probedAt is null)
-                {
-                    probedAt = now;
-                    await ProbeWithHandshakeAsync(now - receivedAt, cancellationToken);
-                }
-                else if (now - probedAt > _options.SilenceProbe)
-                {
-                    throw new TimeoutException($"nothing received for {(int)(now - receivedAt).TotalSeconds} s and no answer to a new handshake");
-                }
-            }
-
-            if (handshake is { } last && last >= pathSet - TimeSpan.FromSeconds(1))
-            {
-                if (now - last > _options.Stale)
-                {
-                    throw new TimeoutException($"WireGuard handshake went stale (last {(int)(now - last).TotalSeconds} s ago)");
-                }
-
-                if (state != PeerConnectionState.Connected)
-                {
-                    SetState(PeerConnectionState.Connected, null);
-                    _logger.LogInformation("Peer {Peer} ({Ip}) connected {Type}", Name, Peer.Ip, type);
-                    if (!StartsHandshake)
-                    {
-                        // Now that the session exists, this side keeps the path alive too.
-                        await _wireGuard.RefreshAsync(cancellationToken);
-                    }
-                }
-            }
-            else if (probedAt is null && now - pathSet > _options.FirstHandshake) // a probe re-set the peer: its own timeout governs
-            {
-                throw new TimeoutException($"no WireGuard handshake over the {(type == Abstractions.Peers.ConnectionType.P2P ? "direct" : "relayed")} path within {(int)_options.FirstHandshake.TotalSeconds} s");
-            }
-
-            if (type == Abstractions.Peers.ConnectionType.Relayed && !_options.ForceRelay && now - lastDirectTry >= _options.Recheck)
-            {
-                lastDirectTry = now;
-                if (await TryDirectAsync(cancellationToken))
-                {
-                    _logger.LogInformation("Peer {Peer}: a direct path appeared; switched from the relay to P2P", Name);
-                    await CloseRelayAsync();
-                }
-            }
-        }
-    }
-
-    /// <summary>
-    /// A connected peer was silent for <see cref="PeerConnOptions.Silent"/>. That alone proves nothing (between idle peers
-    /// one side's keepalives can keep resetting the other's, so that side never sends), but a live peer answers a
-    /// handshake: the WireGuard peer is set anew on the same path, with its keepalive, which sends an initiation at once.
-    /// </summary>
-    private async Task ProbeWithHandshakeAsync(TimeSpan silent, CancellationToken cancellationToken)
-    {
-        _logger.LogInformation("Peer {Peer}: nothing received for {Seconds} s; asking it for a new handshake", Name, (int)silent.TotalSeconds);
-        await _wireGuard.ProbeAsync(cancellationToken);
-    }
-
-    private async Task<bool> TryDirectAsync(CancellationToken cancellationToken)
-    {
-        IceCredentials local;
-        IceCredentials remote;
-        List<IPEndPoint> targets;
-        lock (_lock)
-        {
-            local = _local!;
-            remote = _remote!;
-            targets = [.. _remoteCandidates.OrderBy(c => c.Type).Select(c => c.Endpoint)];
-            if (_peerReflexive is { } reflexive && !targets.Contains(reflexive))
-            {
-                targets.Add(reflexive);
-            }
-        }
-
-        if (targets.Count == 0)
-        {
-            return false;
-        }
-
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var checks = targets.Select(t => _paths.CheckAsync(t, local, remote, _options.Checks, TimeSpan.FromMilliseconds(200), stop.Token)).ToList();
-        CheckResult? winner = null;
-        var remaining = new List<Task<CheckResult?>>(checks);
-        while (remaining.Count > 0 && winner is null)
-        {
-            var done = await Task.WhenAny(remaining);
-            remaining.Remove(done);
-            winner = await done;
-        }
-
-        await stop.CancelAsync();
-        try
-        {
-            await Task.WhenAll(checks);
-        }
-        catch (OperationCanceledException)
-        {
-        }
-
-        if (winner is not { } result)
-        {
-            return false;
-        }
-
-        var endpoint = _paths.WireGuardEndpointFor(result.Remote);
-        await _wireGuard.SetEndpointAsync(endpoint, cancellationToken);
-        IceCandidate? remoteCandidate;
-        lock (_lock)
-        {
-            remoteCandidate = _remoteCandidates.FirstOrDefault(c => c.Endpoint.Equals(result.Remote))
-                ?? new IceCandidate(CandidateType.PeerReflexive, result.Remote);
-            _type = Abstractions.Peers.ConnectionType.P2P;
-            _remoteCandidate = remoteCandidate.ToString();
-            _localCandidate = LocalCandidateFor(remoteCandidate)?.ToString();
-            _latencyMs = Math.Round(result.RoundTrip.TotalMilliseconds, 2);
-        }
-
-        _logger.LogInformation("Peer {Peer}: direct path to {Remote} (rtt {Rtt:F1} ms)", Name, remoteCandidate, result.RoundTrip.TotalMilliseconds);
-        _changed(this);
-        return true;
-    }
-
-    private async Task UseRelayAsync(string why, CancellationToken cancellationToken)
-    {
-        SetReason($"{why}; connecting through the relay");
-        var path = await _relay.ConnectAsync(PublicKey, cancellationToken);
-        lock (_lock)
-        {
-            _relayed = path;
-            _relayLost = false;
-        }
-
-        path.Proxy.Disconnected += OnRelayDisconnected;
-
-        path.Proxy.Work();
-        if (StartsHandshake && path.IsPaired is { } isPaired)
-        {
-            // The relay drops what arrives before the peer bound there too: an initiation sent now would be lost and
-            // WireGuard would retry only 5 s later. Wait (briefly, bounded) until the relay says both sides are bound.
-            var until = _time.GetUtcNow() + PeerConnOptions.PairingWait;
-            while (!isPaired() && _time.GetUtcNow() < until)
-            {
-                await Task.Delay(TimeSpan.FromMilliseconds(20), _time, cancellationToken);
-            }
-        }
-
-        await _wireGuard.SetEndpointAsync(path.Proxy.EndpointAddr, cancellationToken);
-        lock (_lock)
-        {
-            _type = Abstractions.Peers.ConnectionType.Relayed;
-            _localCandidate = null;
-            _remoteCandidate = $"relay {path.RelayAddress}";
-            _latencyMs = null;
-        }
-
-        _logger.LogInformation("Peer {Peer}: relayed through {Relay} ({Why}), proxy {Proxy}", Name, path.RelayAddress, why, path.Proxy.Kind);
-        _changed(this);
-    }
-
-    /// <summary>
-    /// Both sides set the peer within a moment of each other once a path is chosen. If both added it
-    /// with a persistent keepalive, both would send an initiation at once; crossing initiations leave
-    /// each side a responder waiting for confirmation, and WireGuard only recovers on its 5 s retry
-    /// (seen as "Connected" with no traffic for seconds). So only the side with the larger public key
-    /// starts the handshake; the other adds its keepalive once connected. A lazy wake-up decides otherwise
-    /// (see <see cref="OpenAsync(OpenReason, CancellationToken)"/>).
-    /// </summary>
-    private bool StartsHandshake
-    {
-        get
-        {
-            lock (_lock)
-            {
-                if (_startsHandshake is { } decided)
-                {
-                    return decided;
-                }
-            }
-
-            Span<byte> local = stackalloc byte[WgKey.Size];
-            Span<byte> remote = stackalloc byte[WgKey.Size];
-            _iface.PublicKey.CopyTo(local);
-            PublicKey.CopyTo(remote);
-            return local.SequenceCompareTo(remote) > 0;
-        }
-    }
-
     private async Task CloseRelayAsync()
     {
-        RelayedPath? relayed;
-        lock (_lock)
-        {
-            relayed = _relayed;
-            _relayed = null;
-        }
-
-        if (relayed is not null)
-        {
-            relayed.Proxy.Disconnected -= OnRelayDisconnected;
-            try
-            {
-                await relayed.Proxy.CloseAsync();
-            }
-#pragma warning disable CA1031 // A plugin's failure to close is logged; the connection goes on.
-            catch (Exception e)
-#pragma warning restore CA1031
-            {
-                _logger.LogWarning(e, "Peer {Peer}: closing the {Proxy} proxy failed", Name, relayed.Proxy.Kind);
-            }
-        }
-
+        await _relayed.CloseAsync();
         _changed(this);
     }
 
@@ -843,108 +379,26 @@ public sealed class PeerConn : IPeerConn
         }
     }
 
-    private async Task SendCredentialsAsync(SignalBody.Types.Type type, CancellationToken cancellationToken)
+    private Task WaitForWakeAsync(TimeSpan timeout, CancellationToken cancellationToken)
     {
-        SignalBody body;
+        WakeSignal wake;
         lock (_lock)
         {
-            if (_local is null)
-            {
-                return;
-            }
-
-            body = new SignalBody { Type = type, Ufrag = _local.Ufrag, Pwd = _local.Password, SessionId = _sessionId };
+            wake = _wake ??= new WakeSignal();
         }
 
-        body.Candidates.AddRange(_paths.LocalCandidates.Select(c => c.ToString()));
-        await _signaling.SendAsync(PublicKey, body, cancellationToken);
+        return wake.WaitAsync(timeout, _time, cancellationToken);
     }
 
-    private void OnRelayDisconnected(object? sender, EventArgs e)
+    private void Wake()
     {
+        WakeSignal? wake;
         lock (_lock)
         {
-            _relayLost = true;
+            wake = _wake;
         }
 
-        Wake();
-    }
-
-    private void OnValidCheck(IPEndPoint from, string senderUfrag)
-    {
-        lock (_lock)
-        {
-            if (_remote is null || string.Equals(_remote.Ufrag, senderUfrag, StringComparison.Ordinal))
-            {
-                _peerReflexive = from;
-            }
-        }
-    }
-
-    private IceCandidate? LocalCandidateFor(IceCandidate remote)
-    {
-        var local = _paths.LocalCandidates;
-        if (remote.Type != CandidateType.Host && local.FirstOrDefault(c => c.Type == CandidateType.ServerReflexive) is { } reflexive)
-        {
-            return reflexive;
-        }
-
-        // No host address on the peer's network: we reached it through a NAT, as our reflexive address.
-        return local.FirstOrDefault(c => c.Type == CandidateType.Host && SameSlash24(c.Endpoint.Address, remote.Endpoint.Address))
-               ?? local.FirstOrDefault(c => c.Type == CandidateType.ServerReflexive)
-               ?? (local.Count > 0 ? local[0] : null);
-    }
-
-    private static bool SameSlash24(IPAddress a, IPAddress b)
-    {
-        var x = a.GetAddressBytes();
-        var y = b.GetAddressBytes();
-        return x.Length == 4 && y.Length == 4 && x[0] == y[0] && x[1] == y[1] && x[2] == y[2];
-    }
-
-    private void RenewSession()
-    {
-        lock (_lock)
-        {
-            RenewSessionLocked();
-        }
-    }
-
-    /// <summary>New credentials and session id, and no remote ones yet. Call under <see cref="_lock"/>.</summary>
-    private void RenewSessionLocked()
-    {
-        _local = IceCredentials.Generate();
-        _sessionId = BitConverter.ToUInt64(RandomNumberGenerator.GetBytes(8));
-        _remote = null;
-        _remoteCandidates = [];
-        _peerReflexive = null;
-    }
-
-    private IceCredentials? RemoteCredentials()
-    {
-        lock (_lock)
-        {
-            return _remote;
-        }
-    }
-
-    private async Task WaitForWakeAsync(TimeSpan timeout, CancellationToken cancellationToken)
-    {
-        Channel<bool> wake;
-        lock (_lock)
-        {
-            wake = _wake ??= NewWake();
-        }
-
-        using var timer = new CancellationTokenSource(timeout, _time);
-        using var waiting = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timer.Token);
-        try
-        {
-            await wake.Reader.ReadAsync(waiting.Token);
-        }
-        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-        {
-        }
+        wake?.Wake();
     }
 
     private void SetReason(string reason)
@@ -978,19 +432,14 @@ public sealed class PeerConn : IPeerConn
         }
     }
 
-
-    private void Wake()
+    /// <summary>One field read under <see cref="_lock"/>.</summary>
+    private T Read<T>(Func<PeerConn, T> read)
     {
-        Channel<bool>? wake;
         lock (_lock)
         {
-            wake = _wake;
+            return read(this);
         }
-
-        wake?.Writer.TryWrite(true);
     }
-
-    private static Channel<bool> NewWake() => Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
 
     public async ValueTask DisposeAsync()
     {

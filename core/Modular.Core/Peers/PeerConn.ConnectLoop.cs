@@ -1,0 +1,248 @@
+using Microsoft.Extensions.Logging;
+using Modular.Abstractions.Peers;
+using Modular.Abstractions.WireGuard;
+using Modular.Control.Signal;
+using Modular.Core.Ice;
+
+namespace Modular.Core.Peers;
+
+/// <summary>
+/// The connect loop of a <see cref="PeerConn"/> (the other half of the type, in its own file to keep each under
+/// ~450 lines; fields and locks are declared in PeerConn.cs): credentials over signal, a direct path or the relay,
+/// then the watch that acts on <see cref="PeerLiveness"/>'s verdicts until the attempt fails or the peer restarts.
+/// </summary>
+public sealed partial class PeerConn
+{
+    private async Task RunAsync(CancellationToken cancellationToken)
+    {
+        var backoff = new RetryBackoff(TimeSpan.FromSeconds(1));
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            string reason;
+            try
+            {
+                await ConnectOnceAsync(cancellationToken);
+                reason = "the peer restarted its connection";
+                backoff.Reset();
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                return;
+            }
+#pragma warning disable CA1031 // Any failure of one attempt is a reason shown in status, then a retry.
+            catch (Exception e)
+#pragma warning restore CA1031
+            {
+                reason = e.Message;
+                _logger.LogInformation("Peer {Peer}: {Reason}; retrying", Name, reason);
+
+                // A failed attempt starts a new session: the peer may still believe the old one works (it went silent
+                // only towards us, or its side never saw the failure) and would keep its WireGuard session and wait;
+                // a new session id makes it start over too, so both sides handshake afresh.
+                _session.Renew();
+            }
+
+            // A new attempt is a new WireGuard session: with the old one kept, a path set while its keys were
+            // still fresh (the remote restarted, or an attempt just failed over) never sees the handshake it
+            // waits for, and the peer hangs in Connecting until the next rekey, two minutes on.
+            await TeardownPathAsync(removeWireGuardPeer: true);
+            SetState(PeerConnectionState.Connecting, reason);
+            try
+            {
+                await Task.Delay(backoff.Next(cap: TimeSpan.FromSeconds(30)), _time, cancellationToken);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+        }
+    }
+
+    private async Task ConnectOnceAsync(CancellationToken cancellationToken)
+    {
+        var local = _session.BeginAttempt();
+        using var registration = _direct.Register(local, _session.OnValidCheck);
+
+        // 1. Credentials: offer until the peer answered (or offered) with its own.
+        var offerEvery = _options.Offers;
+        while (_session.Remote is null)
+        {
+            try
+            {
+                await _session.SendCredentialsAsync(SignalBody.Types.Type.Offer, cancellationToken);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                SetReason($"signal unavailable: {e.Message}");
+            }
+
+            await WaitForWakeAsync(offerEvery, cancellationToken);
+            offerEvery = TimeSpan.FromTicks(Math.Min(offerEvery.Ticks * 2, TimeSpan.FromSeconds(15).Ticks));
+        }
+
+        // 2. Path: direct when a check passes, else the relay.
+        if (_options.ForceRelay)
+        {
+            await UseRelayAsync("force_relay is on", cancellationToken);
+        }
+        else if (!await TryDirectAsync(cancellationToken))
+        {
+            await UseRelayAsync("no direct path answered the connectivity checks", cancellationToken);
+        }
+
+        // 3. Watch: handshake on the chosen path, staleness, a restarted peer, a direct path appearing.
+        var watch = LivenessState.OnPath(_time.GetUtcNow(), State, ConnectionType);
+        while (true)
+        {
+            await WaitForWakeAsync(TimeSpan.FromSeconds(1), cancellationToken);
+            var now = _time.GetUtcNow();
+            WgPeerStats? stats;
+            lock (_lock)
+            {
+                if (_session.RemoteRestarted)
+                {
+                    return;
+                }
+
+                if (_relayed.Lost && _type == Abstractions.Peers.ConnectionType.Relayed)
+                {
+                    throw new IOException("the relayed connection closed");
+                }
+
+                if (_session.RemoteLeaving)
+                {
+                    throw new IOException("the peer said goodbye (it is stopping)");
+                }
+
+                stats = _stats;
+                watch = watch with { Connection = _state, Type = _type };
+            }
+
+            watch = await ActOnLivenessAsync(now, stats, watch, cancellationToken);
+        }
+    }
+
+    /// <summary>
+    /// Does what <see cref="PeerLiveness"/> says about one look at the peer, asking again after each action (one look
+    /// can call for a probe and then a reconnect) until the verdict is Keep or a direct recheck; throws to reconnect.
+    /// Returns the watch state for the next look.
+    /// </summary>
+    private async Task<LivenessState> ActOnLivenessAsync(DateTimeOffset now, WgPeerStats? stats, LivenessState watch, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            var verdict = _liveness.Decide(now, stats, watch);
+            var silent = now - watch.ReceivedAt;
+            watch = verdict.Next;
+            switch (verdict.Action)
+            {
+                case LivenessAction.Keep:
+                    return watch;
+                case LivenessAction.Reconnect:
+                    throw new TimeoutException(verdict.Reason);
+                case LivenessAction.Probe:
+                    await ProbeWithHandshakeAsync(silent, cancellationToken);
+                    break;
+                case LivenessAction.MarkConnected:
+                    SetState(PeerConnectionState.Connected, null);
+                    _logger.LogInformation("Peer {Peer} ({Ip}) connected {Type}", Name, Peer.Ip, watch.Type);
+                    if (!StartsHandshake)
+                    {
+                        // Now that the session exists, this side keeps the path alive too.
+                        await _wireGuard.RefreshAsync(cancellationToken);
+                    }
+
+                    break;
+                case LivenessAction.RecheckDirect:
+                    if (await TryDirectAsync(cancellationToken))
+                    {
+                        _logger.LogInformation("Peer {Peer}: a direct path appeared; switched from the relay to P2P", Name);
+                        await CloseRelayAsync();
+                    }
+
+                    return watch;
+            }
+        }
+    }
+
+    /// <summary>
+    /// A connected peer was silent for <see cref="PeerConnOptions.Silent"/>. That alone proves nothing (between idle peers
+    /// one side's keepalives can keep resetting the other's, so that side never sends), but a live peer answers a
+    /// handshake: the WireGuard peer is set anew on the same path, with its keepalive, which sends an initiation at once.
+    /// </summary>
+    private async Task ProbeWithHandshakeAsync(TimeSpan silent, CancellationToken cancellationToken)
+    {
+        _logger.LogInformation("Peer {Peer}: nothing received for {Seconds} s; asking it for a new handshake", Name, (int)silent.TotalSeconds);
+        await _wireGuard.ProbeAsync(cancellationToken);
+    }
+
+
+    private async Task<bool> TryDirectAsync(CancellationToken cancellationToken)
+    {
+        var (local, remote, targets) = _session.CheckTargets();
+        if (await _direct.FindAsync(local, remote, targets, cancellationToken) is not { } result)
+        {
+            return false;
+        }
+
+        await _wireGuard.SetEndpointAsync(_direct.WireGuardEndpointFor(result.Remote), cancellationToken);
+        IceCandidate remoteCandidate;
+        lock (_lock)
+        {
+            remoteCandidate = _session.RemoteCandidateAt(result.Remote);
+            _type = Abstractions.Peers.ConnectionType.P2P;
+            _remoteCandidate = remoteCandidate.ToString();
+            _localCandidate = _direct.LocalCandidateFor(remoteCandidate)?.ToString();
+            _latencyMs = Math.Round(result.RoundTrip.TotalMilliseconds, 2);
+        }
+
+        _logger.LogInformation("Peer {Peer}: direct path to {Remote} (rtt {Rtt:F1} ms)", Name, remoteCandidate, result.RoundTrip.TotalMilliseconds);
+        _changed(this);
+        return true;
+    }
+
+    private async Task UseRelayAsync(string why, CancellationToken cancellationToken)
+    {
+        SetReason($"{why}; connecting through the relay");
+        var path = await _relayed.ConnectAsync(StartsHandshake, cancellationToken);
+        await _wireGuard.SetEndpointAsync(path.Proxy.EndpointAddr, cancellationToken);
+        lock (_lock)
+        {
+            _type = Abstractions.Peers.ConnectionType.Relayed;
+            _localCandidate = null;
+            _remoteCandidate = $"relay {path.RelayAddress}";
+            _latencyMs = null;
+        }
+
+        _logger.LogInformation("Peer {Peer}: relayed through {Relay} ({Why}), proxy {Proxy}", Name, path.RelayAddress, why, path.Proxy.Kind);
+        _changed(this);
+    }
+
+    /// <summary>
+    /// Both sides set the peer within a moment of each other once a path is chosen. If both added it
+    /// with a persistent keepalive, both would send an initiation at once; crossing initiations leave
+    /// each side a responder waiting for confirmation, and WireGuard only recovers on its 5 s retry
+    /// (seen as "Connected" with no traffic for seconds). So only the side with the larger public key
+    /// starts the handshake; the other adds its keepalive once connected. A lazy wake-up decides otherwise
+    /// (see <see cref="OpenAsync(OpenReason, CancellationToken)"/>).
+    /// </summary>
+    private bool StartsHandshake
+    {
+        get
+        {
+            lock (_lock)
+            {
+                if (_startsHandshake is { } decided)
+                {
+                    return decided;
+                }
+            }
+
+            Span<byte> local = stackalloc byte[WgKey.Size];
+            Span<byte> remote = stackalloc byte[WgKey.Size];
+            _iface.PublicKey.CopyTo(local);
+            PublicKey.CopyTo(remote);
+            return local.SequenceCompareTo(remote) > 0;
+        }
+    }
+}

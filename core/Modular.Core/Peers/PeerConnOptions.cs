@@ -1,0 +1,47 @@
+namespace Modular.Core.Peers;
+
+/// <summary>Timings of the connection procedure; defaults suit real networks, tests shorten them.</summary>
+/// <param name="CheckTimeout">How long connectivity checks try before the relay is used.</param>
+/// <param name="DirectRecheckInterval">While relayed, how often a direct path is tried again.</param>
+/// <param name="HandshakeTimeout">How long after a path was set a first WireGuard handshake may take.</param>
+/// <param name="StaleHandshake">A connected peer whose last handshake is older than this is reconnected.</param>
+/// <param name="OfferInterval">How often an unanswered offer is sent again.</param>
+/// <param name="Keepalive">WireGuard's persistent keepalive once connected (both sides set it).</param>
+/// <param name="SilentPeer">A connected peer from which nothing arrived for this long is asked for a new handshake (see <see cref="SilenceProbe"/>).</param>
+/// <param name="SilenceProbeTimeout">How long a silent peer has to answer that handshake before it is reconnected.</param>
+public sealed record PeerConnOptions(
+    bool ForceRelay = false,
+    TimeSpan? CheckTimeout = null,
+    TimeSpan? DirectRecheckInterval = null,
+    TimeSpan? HandshakeTimeout = null,
+    TimeSpan? StaleHandshake = null,
+    TimeSpan? OfferInterval = null,
+    TimeSpan? Keepalive = null,
+    TimeSpan? SilentPeer = null,
+    TimeSpan? SilenceProbeTimeout = null)
+{
+    public TimeSpan Checks => CheckTimeout ?? TimeSpan.FromSeconds(5);
+
+    public TimeSpan Recheck => DirectRecheckInterval ?? TimeSpan.FromSeconds(30);
+
+    public TimeSpan FirstHandshake => HandshakeTimeout ?? TimeSpan.FromSeconds(20);
+
+    // WireGuard re-handshakes every 2 minutes while traffic (or keepalive) flows; 3 missed minutes means the path is gone.
+    public TimeSpan Stale => StaleHandshake ?? TimeSpan.FromMinutes(3);
+
+    public TimeSpan Offers => OfferInterval ?? TimeSpan.FromSeconds(3);
+
+    /// <summary>How long the side that starts the handshake waits for its peer to bind at the relay too.</summary>
+    public static TimeSpan PairingWait { get; } = TimeSpan.FromSeconds(3);
+
+    public TimeSpan PersistentKeepalive => Keepalive ?? TimeSpan.FromSeconds(25);
+
+    // A persistent keepalive is due PersistentKeepalive after the last packet EITHER way, so between two idle
+    // peers the side whose timer fires first resets the other's with every keepalive: one side may never send.
+    // Silence alone therefore proves nothing; after this long without a byte the peer must answer a new
+    // handshake (SilenceProbe), which finds a dead peer long before its handshake goes stale (3 min).
+    public TimeSpan Silent => SilentPeer ?? (PersistentKeepalive * 3) + TimeSpan.FromSeconds(15);
+
+    // WireGuard retries an unanswered initiation every 5 s: this gives a live peer two to three chances.
+    public TimeSpan SilenceProbe => SilenceProbeTimeout ?? TimeSpan.FromSeconds(12);
+}

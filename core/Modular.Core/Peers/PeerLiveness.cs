@@ -1,0 +1,74 @@
+using Modular.Abstractions.Peers;
+using Modular.Abstractions.WireGuard;
+
+namespace Modular.Core.Peers;
+
+/// <summary>
+/// The liveness verdict on one peer's path, from the clock, WireGuard's counters and the watch state alone: no I/O,
+/// no lock, no clock of its own (the connect loop looks once a second, or when woken, and does what it says). In
+/// order: counters that moved (or a state other than Connected, or a handshake answering the probe) restart the
+/// silence watch; a connected peer silent for <see cref="PeerConnOptions.Silent"/> is probed once and reconnected when
+/// it stays silent <see cref="PeerConnOptions.SilenceProbe"/> more; a handshake on this path marks it Connected, one
+/// older than <see cref="PeerConnOptions.Stale"/> reconnects, and none within <see cref="PeerConnOptions.FirstHandshake"/>
+/// (while no probe is out) reconnects; a relayed path tries the direct one every <see cref="PeerConnOptions.Recheck"/>.
+/// A look can call for more than one action (a probe, then a stale handshake): the loop asks again with
+/// <see cref="LivenessVerdict.Next"/> after each action until the verdict is Keep or RecheckDirect.
+/// </summary>
+public sealed class PeerLiveness(PeerConnOptions options)
+{
+    /// <summary>A handshake this long before the path was set still counts for it (clocks of a second's grain).</summary>
+    private static readonly TimeSpan PathSetGrace = TimeSpan.FromSeconds(1);
+
+    public LivenessVerdict Decide(DateTimeOffset now, WgPeerStats? stats, LivenessState state)
+    {
+        var rx = stats?.RxBytes;
+        var handshake = stats?.LastHandshake;
+        var s = state;
+
+        // Silence: only a connected peer's counters standing still count.
+        if (rx != s.Received || s.Connection != PeerConnectionState.Connected || (s.ProbedAt is { } asked && handshake > asked))
+        {
+            s = s with { Received = rx, ReceivedAt = now, ProbedAt = null };
+        }
+        else if (now - s.ReceivedAt > options.Silent)
+        {
+            if (s.ProbedAt is null)
+            {
+                return new LivenessVerdict(LivenessAction.Probe, s with { ProbedAt = now });
+            }
+
+            if (now - s.ProbedAt > options.SilenceProbe)
+            {
+                return Reconnect(s, $"nothing received for {(int)(now - s.ReceivedAt).TotalSeconds} s and no answer to a new handshake");
+            }
+        }
+
+        // Handshake: on this path, fresh, and the first one within its time.
+        if (handshake is { } last && last >= s.PathSet - PathSetGrace)
+        {
+            if (now - last > options.Stale)
+            {
+                return Reconnect(s, $"WireGuard handshake went stale (last {(int)(now - last).TotalSeconds} s ago)");
+            }
+
+            if (s.Connection != PeerConnectionState.Connected)
+            {
+                return new LivenessVerdict(LivenessAction.MarkConnected, s with { Connection = PeerConnectionState.Connected });
+            }
+        }
+        else if (s.ProbedAt is null && now - s.PathSet > options.FirstHandshake) // a probe re-set the peer: its own timeout governs
+        {
+            return Reconnect(s, $"no WireGuard handshake over the {(s.Type == ConnectionType.P2P ? "direct" : "relayed")} path within {(int)options.FirstHandshake.TotalSeconds} s");
+        }
+
+        // Relayed: a direct path may have appeared.
+        if (s.Type == ConnectionType.Relayed && !options.ForceRelay && now - s.LastDirectTry >= options.Recheck)
+        {
+            return new LivenessVerdict(LivenessAction.RecheckDirect, s with { LastDirectTry = now });
+        }
+
+        return new LivenessVerdict(LivenessAction.Keep, s);
+    }
+
+    private static LivenessVerdict Reconnect(LivenessState state, string reason) => new(LivenessAction.Reconnect, state, reason);
+}

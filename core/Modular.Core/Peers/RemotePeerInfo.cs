@@ -1,0 +1,17 @@
+using System.Net;
+using Modular.Abstractions.WireGuard;
+
+namespace Modular.Core.Peers;
+
+/// <summary>What the connection manager knows about one remote peer from the network map.</summary>
+/// <param name="Ip">The peer's overlay address (first allowed IP, without prefix).</param>
+public sealed record RemotePeerInfo(WgKey PublicKey, string Name, string Ip, IReadOnlyList<IPNetwork> AllowedIps, WgKey? PresharedKey)
+{
+    /// <summary>Equal in every field (records compare lists by reference, a map carries new lists every time).</summary>
+    public bool SameAs(RemotePeerInfo other)
+        => SameWireGuardConfig(other) && string.Equals(Name, other.Name, StringComparison.Ordinal) && string.Equals(Ip, other.Ip, StringComparison.Ordinal);
+
+    public bool SameWireGuardConfig(RemotePeerInfo other)
+        => PublicKey == other.PublicKey && Nullable.Equals(PresharedKey, other.PresharedKey)
+           && AllowedIps.Count == other.AllowedIps.Count && AllowedIps.Zip(other.AllowedIps).All(p => p.First.Equals(p.Second));
+}
