@@ -2,7 +2,7 @@ namespace Modular.Core.Firewall;
 
 /// <summary>Which sides of a TCP connection have sent FIN.</summary>
 [Flags]
-internal enum TcpFins : byte
+public enum TcpFins : byte
 {
     None = 0,
     Original = 1,
