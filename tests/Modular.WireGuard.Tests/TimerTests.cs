@@ -85,9 +85,13 @@ public sealed class TimerTests
         var rxOnA = pair.A.FindPeer(pair.B.PublicKey)!;
         Assert.True(DevicePair.WaitUntil(() => rxOnA.RxBytes > 0));
         var before = rxOnA.RxBytes;
+        var keepaliveOnB = pair.B.FindPeer(pair.A.PublicKey)!.SendKeepaliveTimer;
+        Assert.True(DevicePair.WaitUntil(() => keepaliveOnB.IsPending), "B arms its keepalive on receiving data");
 
+        // Just short of the timeout the keepalive has not fired: the fake clock runs due timers inside Advance, so
+        // a timer still pending afterwards sent nothing (no real-time wait needed to show it).
         pair.Time.Advance(ProtocolTimings.KeepaliveTimeout - TimeSpan.FromMilliseconds(1));
-        Thread.Sleep(50);
+        Assert.True(keepaliveOnB.IsPending);
         Assert.Equal(before, rxOnA.RxBytes);
         pair.Time.Advance(TimeSpan.FromMilliseconds(2));
 

@@ -7,54 +7,49 @@ namespace Modular.Core.Firewall;
 /// <summary>
 /// The userspace stateful firewall of the in-process packet path. Packets of tracked connections pass
 /// (replies included); the first packet of a new connection is checked against the compiled rules of its
-/// direction and, when accepted, starts tracking. Thread-safe: the table is split into shards, each with
-/// its own lock, and a shard is chosen by a hash that is the same for both directions of a connection.
-/// It is the in-process WireGuard device's <see cref="Modular.WireGuard.Device.IPacketFilter"/>: set it as
-/// <c>WgDevice.PacketFilter</c>.
+/// direction and, when accepted, starts tracking. It is the in-process WireGuard device's
+/// <see cref="Modular.WireGuard.Device.IPacketFilter"/>: set it as <c>WgDevice.PacketFilter</c>.
+/// <para>
+/// This type holds the rules and composes the parts on the packet path: <see cref="FlowTable"/> (sharded
+/// connection tracking: capacity, timeouts, the shard locks), <see cref="TcpStateTracker"/> (TCP states) and
+/// <see cref="FlowEventEmitter"/> (Start/End/Drop events to the optional sink). Thread-safe; the packet path
+/// allocates nothing for a tracked connection or a dropped one without a sink (a new connection allocates its entry).
+/// </para>
 /// </summary>
 public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, IDisposable
 {
-    private const int ShardCount = 16;
-
+    // Immutable after construction (the table, tracker and emitter guard their own state).
     private readonly FirewallOptions _options;
     private readonly TimeProvider _time;
-    private readonly IFlowSink? _sink;
-    private readonly Shard[] _shards;
+    private readonly FlowTable _flows;
+    private readonly FlowEventEmitter _events;
+    private readonly FragmentTracker _fragmentTracker;
+    private readonly UInt128[] _localAddresses;
     private readonly ConcurrentDictionary<string, StrongBox<long>> _dropsByRule = new(StringComparer.Ordinal);
     private readonly ITimer _sweepTimer;
+
+    // Written under _rulesLock (so updates serialize), read without it through Volatile.Read: each value is immutable.
     private readonly Lock _rulesLock = new();
-    private readonly UInt128[] _localAddresses;
     private RuleSets _rules;
+
+    // Replaced whole through Volatile.Write, read through Volatile.Read; no lock.
     private RoutedResources _resources = RoutedResources.Empty;
     private LocalService[] _localServices = [];
+
+    // Counters: Interlocked only.
     private long _malformed;
     private long _fragments;
-    private readonly FragmentTracker _fragmentTracker;
     private long _invalid;
     private long _tableFull;
     private long _defaultDrops;
-    private long _sinkFailures;
-    private long _dropEventWindow;
-    private long _dropEventsInWindow;
-    private long _suppressedDropEvents;
 
     public StatefulFirewall(FirewallOptions? options = null, TimeProvider? timeProvider = null, IFlowSink? sink = null)
     {
         _options = options ?? new FirewallOptions();
-        if (_options.MaxFlows < ShardCount)
-        {
-            throw new ArgumentOutOfRangeException(nameof(options), $"MaxFlows must be at least {ShardCount}");
-        }
-
         _time = timeProvider ?? TimeProvider.System;
+        _flows = new FlowTable(_options, _time);
+        _events = new FlowEventEmitter(sink, _time, _options.MaxDropEventsPerSecond);
         _fragmentTracker = new FragmentTracker(_time);
-        _sink = sink;
-        _shards = new Shard[ShardCount];
-        for (var i = 0; i < ShardCount; i++)
-        {
-            _shards[i] = new Shard(_options.MaxFlows / ShardCount);
-        }
-
         _localAddresses = [.. _options.LocalAddresses.Select(IpPrefix128.ToUInt128)];
         _rules = new RuleSets(CompiledRuleSet.Empty, CompiledRuleSet.Empty, RoutedRuleSet.Empty);
         _sweepTimer = _time.CreateTimer(_ => SweepExpired(), null, _options.SweepInterval, _options.SweepInterval);
@@ -76,30 +71,26 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
     public long DefaultDrops => Interlocked.Read(ref _defaultDrops);
 
     /// <summary>Drop events not emitted because more than <see cref="FirewallOptions.MaxDropEventsPerSecond"/> came in one second.</summary>
-    public long SuppressedDropEvents => Interlocked.Read(ref _suppressedDropEvents);
+    public long SuppressedDropEvents => _events.SuppressedDropEvents;
 
     /// <summary>Flow events the sink threw on.</summary>
-    public long SinkFailures => Interlocked.Read(ref _sinkFailures);
+    public long SinkFailures => _events.SinkFailures;
 
-    public int ActiveFlows
-    {
-        get
-        {
-            var total = 0;
-            foreach (var shard in _shards)
-            {
-                lock (shard.Lock)
-                {
-                    total += shard.Flows.Count;
-                }
-            }
-
-            return total;
-        }
-    }
+    public int ActiveFlows => _flows.Count;
 
     /// <summary>Packets dropped per rule ID, kept across rule updates.</summary>
     public IReadOnlyDictionary<string, long> DropsByRule => _dropsByRule.ToDictionary(pair => pair.Key, pair => Interlocked.Read(ref pair.Value.Value), StringComparer.Ordinal);
+
+    /// <summary>
+    /// Services of this peer that every peer may reach whatever the policies (the mesh resolver on the
+    /// overlay address, port 53): a new inbound flow to one of them is accepted before any rule is looked at,
+    /// and rule updates never end it. Replaces the previous list; empty by default.
+    /// </summary>
+    public IReadOnlyList<LocalService> LocalServices
+    {
+        get => Volatile.Read(ref _localServices);
+        set => Volatile.Write(ref _localServices, [.. value ?? []]);
+    }
 
     /// <summary>
     /// Replaces the rules. Tracked connections the new rules would no longer open are ended at once,
@@ -117,44 +108,18 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
             CompiledRuleSet.Compile(own.Where(r => r.Direction == RuleDirection.Inbound).ToList(), CounterFor),
             CompiledRuleSet.Compile(own.Where(r => r.Direction == RuleDirection.Outbound).ToList(), CounterFor),
             RoutedRuleSet.Compile(all.Where(r => r.IsRouted && r.Direction == RuleDirection.Inbound).ToList(), CounterFor));
-        var ended = new List<FlowEvent>();
+        var ended = _events.Enabled ? new List<FlowEntry>() : null;
         var now = _time.GetUtcNow();
 
-        // Updates serialize, so the re-check below always runs against the rules that end up in force.
+        // Updates serialize, so the re-check below always runs against the rules that end up in force. New flows
+        // are judged and tracked under their shard's lock, which the review takes too: none slips between the two.
         lock (_rulesLock)
         {
             Volatile.Write(ref _rules, compiled);
-            ReviewTrackedFlows(compiled, ended, now);
+            _flows.Review(entry => StillAllowed(compiled, entry), ended);
         }
 
-        ended.ForEach(Emit);
-    }
-
-    private void ReviewTrackedFlows(RuleSets compiled, List<FlowEvent> ended, DateTimeOffset now)
-    {
-        foreach (var shard in _shards)
-        {
-            lock (shard.Lock)
-            {
-                foreach (var (key, entry) in shard.Flows)
-                {
-                    var inbound = entry.Direction == RuleDirection.Inbound;
-                    var (action, ruleSet, ruleIndex) = Decide(compiled, entry.Direction, entry.Key.Protocol, inbound ? entry.Key.Source : entry.Key.Destination, inbound ? entry.Key.Destination : entry.Key.Source, entry.Key.DestinationPort);
-                    if (action == RuleAction.Drop)
-                    {
-                        shard.Flows.Remove(key);
-                        if (_sink is not null)
-                        {
-                            ended.Add(ToEvent(entry, FlowEventType.End, now, entry.RuleId));
-                        }
-                    }
-                    else
-                    {
-                        entry.RuleId = ruleIndex >= 0 ? ruleSet!.Rules[ruleIndex].RuleId : null;
-                    }
-                }
-            }
-        }
+        _events.EmitEnded(ended, now);
     }
 
     /// <summary>Names the network resources (routes) flows may go to, for their events' <c>DestinationResourceId</c>.</summary>
@@ -164,55 +129,22 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         Volatile.Write(ref _resources, resources);
     }
 
-    /// <summary>
-    /// Services of this peer that every peer may reach whatever the policies (the mesh resolver on the
-    /// overlay address, port 53): a new inbound flow to one of them is accepted before any rule is looked at,
-    /// and rule updates never end it. Replaces the previous list; empty by default.
-    /// </summary>
-    public IReadOnlyList<LocalService> LocalServices
-    {
-        get => Volatile.Read(ref _localServices);
-        set => Volatile.Write(ref _localServices, [.. value ?? []]);
-    }
-
     /// <summary>A packet leaving towards the mesh (read from the TUN). False: drop it.</summary>
     public bool AllowOutbound(ReadOnlySpan<byte> ipPacket) => Filter(ipPacket, RuleDirection.Outbound);
 
     /// <summary>A packet that arrived from the mesh (decrypted). False: drop it.</summary>
     public bool AllowInbound(ReadOnlySpan<byte> ipPacket) => Filter(ipPacket, RuleDirection.Inbound);
 
-    public IReadOnlyList<FlowSnapshot> SnapshotFlows()
-    {
-        var flows = new List<FlowSnapshot>();
-        foreach (var shard in _shards)
-        {
-            lock (shard.Lock)
-            {
-                foreach (var entry in shard.Flows.Values)
-                {
-                    flows.Add(new FlowSnapshot(entry.FlowId, entry.Key, entry.Direction, entry.State, entry.RuleId, entry.OriginalPackets, entry.OriginalBytes, entry.ReplyPackets, entry.ReplyBytes));
-                }
-            }
-        }
-
-        return flows;
-    }
+    public IReadOnlyList<FlowSnapshot> SnapshotFlows() => _flows.Snapshot();
 
     /// <summary>Removes expired connections and emits their End events. Runs on a timer; callable directly.</summary>
     public void SweepExpired()
     {
         var nowTicks = _time.GetTimestamp();
         var now = _time.GetUtcNow();
-        var ended = new List<FlowEvent>();
-        foreach (var shard in _shards)
-        {
-            lock (shard.Lock)
-            {
-                shard.RemoveExpired(nowTicks, this, ended, now);
-            }
-        }
-
-        ended.ForEach(Emit);
+        var ended = _events.Enabled ? new List<FlowEntry>() : null;
+        _flows.RemoveExpired(nowTicks, ended);
+        _events.EmitEnded(ended, now);
     }
 
     public void Dispose() => _sweepTimer.Dispose();
@@ -236,34 +168,23 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
             return false;
         }
 
-        if (header.QuotedKey is { } quoted && IsTracked(quoted))
+        var nowTicks = _time.GetTimestamp();
+        if (header.QuotedKey is { } quoted && _flows.IsTracked(quoted, nowTicks))
         {
             // An ICMP error about a tracked connection (e.g. "packet too big" for path MTU discovery) belongs to it.
             return true;
         }
 
         var key = header.Key;
-        var shard = _shards[ShardIndex(key)];
-        var nowTicks = _time.GetTimestamp();
-        FlowEvent? pending = null;
+        FlowEvent? pending;
         bool allowed;
-        lock (shard.Lock)
+        using (var shard = _flows.Enter(key))
         {
-            if (TryTrack(shard, key, header, direction, nowTicks, ref pending))
-            {
-                allowed = true;
-            }
-            else
-            {
-                allowed = Open(shard, key, header, direction, nowTicks, ref pending);
-            }
+            allowed = TryTrack(shard, key, header, direction, nowTicks, out pending)
+                || Open(shard, key, header, direction, nowTicks, ref pending);
         }
 
-        if (pending is not null)
-        {
-            Emit(pending);
-        }
-
+        _events.Emit(pending);
         if (allowed && header.IsFirstFragment)
         {
             _fragmentTracker.AllowFirst(header.FragmentKey);
@@ -272,75 +193,46 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         return allowed;
     }
 
-    private bool IsTracked(FlowKey key)
-    {
-        var shard = _shards[ShardIndex(key)];
-        var nowTicks = _time.GetTimestamp();
-        lock (shard.Lock)
-        {
-            return (shard.Flows.TryGetValue(key, out var entry) || shard.Flows.TryGetValue(key.Reverse(), out entry)) && !IsExpired(entry, nowTicks);
-        }
-    }
-
     /// <summary>A packet of a connection already tracked (either direction): update state and counters.</summary>
-    private bool TryTrack(Shard shard, FlowKey key, in PacketHeader header, RuleDirection direction, long nowTicks, ref FlowEvent? pending)
+    private bool TryTrack(in FlowTable.LockedShard shard, in FlowKey key, in PacketHeader header, RuleDirection direction, long nowTicks, out FlowEvent? pending)
     {
-        bool isReply;
-        if (shard.Flows.TryGetValue(key, out var entry) && entry.Direction == direction)
+        pending = null;
+        if (!shard.TryFind(key, direction, nowTicks, out var entry, out var isReply, out var expired))
         {
-            isReply = false;
-        }
-        else if (shard.Flows.TryGetValue(key.Reverse(), out entry) && entry.Direction != direction)
-        {
-            isReply = true;
-        }
-        else
-        {
-            return false;
-        }
-
-        if (IsExpired(entry, nowTicks))
-        {
-            shard.Flows.Remove(entry.Key);
-            if (_sink is not null)
+            if (expired is not null)
             {
-                pending = ToEvent(entry, FlowEventType.End, _time.GetUtcNow(), entry.RuleId);
+                pending = _events.Ended(expired);
             }
 
             return false;
         }
 
-        // A fresh SYN on a connection that already closed is a new connection reusing the ports: re-check it.
-        if (!isReply && header.Protocol == IpProtocol.Tcp && entry.State is ConnectionState.TimeWait or ConnectionState.Closed
-            && (header.TcpFlags & (TcpFlags.Syn | TcpFlags.Ack)) == TcpFlags.Syn)
+        var isTcp = header.Protocol == IpProtocol.Tcp;
+        if (isTcp && TcpStateTracker.ReopensClosed(entry.State, header.TcpFlags, isReply))
         {
-            shard.Flows.Remove(entry.Key);
+            shard.Remove(entry);
             return false;
         }
 
         entry.LastSeen = nowTicks;
-        if (isReply)
+        entry.Count(isReply, header.Length);
+        if (isTcp)
         {
-            entry.ReplyPackets++;
-            entry.ReplyBytes += (ulong)header.Length;
+            (entry.State, entry.Fins) = TcpStateTracker.Next(entry.State, entry.Fins, header.TcpFlags, isReply);
         }
-        else
+        else if (isReply)
         {
-            entry.OriginalPackets++;
-            entry.OriginalBytes += (ulong)header.Length;
+            entry.State = ConnectionState.Established;
         }
 
-        entry.State = header.Protocol == IpProtocol.Tcp
-            ? NextTcpState(entry, header.TcpFlags, isReply)
-            : isReply ? ConnectionState.Established : entry.State;
         return true;
     }
 
-    /// <summary>The first packet of a connection: decide by the rules, then track it.</summary>
-    private bool Open(Shard shard, FlowKey key, in PacketHeader header, RuleDirection direction, long nowTicks, ref FlowEvent? pending)
+    /// <summary>The first packet of a connection: decide by the rules, then track it. Runs under the shard's lock.</summary>
+    private bool Open(in FlowTable.LockedShard shard, in FlowKey key, in PacketHeader header, RuleDirection direction, long nowTicks, ref FlowEvent? pending)
     {
         var isTcp = header.Protocol == IpProtocol.Tcp;
-        var isOpeningSyn = isTcp && (header.TcpFlags & (TcpFlags.Syn | TcpFlags.Ack | TcpFlags.Rst)) == TcpFlags.Syn;
+        var isOpeningSyn = isTcp && TcpStateTracker.IsOpeningSyn(header.TcpFlags);
         if (isTcp && !isOpeningSyn && direction == RuleDirection.Inbound)
         {
             // Mid-stream, SYN-ACK or RST from outside with nothing tracked: not a connection anyone opened.
@@ -363,11 +255,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
                 Interlocked.Increment(ref _defaultDrops);
             }
 
-            if (_sink is not null && TakeDropEventToken(nowTicks))
-            {
-                pending = DropEvent(header, direction, ruleId, Volatile.Read(ref _resources).Find(header.Destination));
-            }
-
+            pending = _events.Dropped(header, direction, ruleId, Volatile.Read(ref _resources), nowTicks);
             return false;
         }
 
@@ -378,52 +266,37 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
             return true;
         }
 
-        if (shard.Flows.Count >= shard.Capacity)
+        if (!shard.Admits(key, direction, nowTicks))
         {
-            shard.RemoveExpired(nowTicks, this, null, default);
-            if (shard.Flows.Count >= shard.Capacity)
-            {
-                Interlocked.Increment(ref _tableFull);
-                return false;
-            }
+            Interlocked.Increment(ref _tableFull);
+            return false;
         }
 
         var entry = new FlowEntry(Guid.NewGuid(), key, direction, ruleId)
         {
-            ResourceId = _sink is null ? null : Volatile.Read(ref _resources).Find(header.Destination),
+            ResourceId = _events.Enabled ? Volatile.Read(ref _resources).Find(header.Destination) : null,
             LastSeen = nowTicks,
             OriginalPackets = 1,
             OriginalBytes = (ulong)header.Length,
-
-            // Our own stack picking up a connection mid-stream (e.g. after the rules changed) is trusted.
-            State = !isTcp ? ConnectionState.New : isOpeningSyn ? ConnectionState.SynSent : ConnectionState.Established,
+            State = isTcp ? TcpStateTracker.Initial(header.TcpFlags) : ConnectionState.New,
         };
-        shard.Flows[key] = entry;
-        if (_sink is not null)
-        {
-            pending = ToEvent(entry, FlowEventType.Start, _time.GetUtcNow(), ruleId);
-        }
-
+        shard.Add(entry);
+        pending = _events.Started(entry);
         return true;
     }
 
-    /// <summary>A fixed one-second window; racing threads may let a few extra through at a window's edge, which is harmless.</summary>
-    private bool TakeDropEventToken(long nowTicks)
+    /// <summary>Whether <paramref name="compiled"/> would still open a tracked connection; re-points its rule ID if so.</summary>
+    private bool StillAllowed(RuleSets compiled, FlowEntry entry)
     {
-        var window = nowTicks / _time.TimestampFrequency;
-        if (Interlocked.Read(ref _dropEventWindow) != window)
+        var inbound = entry.Direction == RuleDirection.Inbound;
+        var (action, ruleSet, ruleIndex) = Decide(compiled, entry.Direction, entry.Key.Protocol, inbound ? entry.Key.Source : entry.Key.Destination, inbound ? entry.Key.Destination : entry.Key.Source, entry.Key.DestinationPort);
+        if (action == RuleAction.Drop)
         {
-            Interlocked.Exchange(ref _dropEventWindow, window);
-            Interlocked.Exchange(ref _dropEventsInWindow, 0);
+            return false;
         }
 
-        if (Interlocked.Increment(ref _dropEventsInWindow) <= _options.MaxDropEventsPerSecond)
-        {
-            return true;
-        }
-
-        Interlocked.Increment(ref _suppressedDropEvents);
-        return false;
+        entry.RuleId = ruleIndex >= 0 ? ruleSet!.Rules[ruleIndex].RuleId : null;
+        return true;
     }
 
     /// <summary>
@@ -475,190 +348,10 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         return true;
     }
 
-    private static ConnectionState NextTcpState(FlowEntry entry, TcpFlags flags, bool isReply)
-    {
-        if ((flags & TcpFlags.Rst) != 0)
-        {
-            return ConnectionState.Closed;
-        }
-
-        if ((flags & TcpFlags.Fin) != 0)
-        {
-            if (isReply)
-            {
-                entry.ReplyFin = true;
-            }
-            else
-            {
-                entry.OriginalFin = true;
-            }
-
-            return entry.OriginalFin && entry.ReplyFin ? ConnectionState.TimeWait : ConnectionState.FinWait;
-        }
-
-        return entry.State switch
-        {
-            ConnectionState.SynSent when isReply && (flags & (TcpFlags.Syn | TcpFlags.Ack)) == (TcpFlags.Syn | TcpFlags.Ack) => ConnectionState.SynReceived,
-            ConnectionState.SynReceived when !isReply && (flags & (TcpFlags.Syn | TcpFlags.Ack)) == TcpFlags.Ack => ConnectionState.Established,
-            _ => entry.State,
-        };
-    }
-
-    private bool IsExpired(FlowEntry entry, long nowTicks) => _time.GetElapsedTime(entry.LastSeen, nowTicks) > Timeout(entry);
-
-    private TimeSpan Timeout(FlowEntry entry) => entry.State switch
-    {
-        ConnectionState.SynSent or ConnectionState.SynReceived => _options.TcpHandshakeTimeout,
-        ConnectionState.FinWait or ConnectionState.TimeWait => _options.TcpClosingTimeout,
-        ConnectionState.Closed => _options.TcpResetTimeout,
-        _ when entry.Key.Protocol == IpProtocol.Tcp => _options.TcpEstablishedTimeout,
-        _ when entry.Key.Protocol is IpProtocol.Icmp or IpProtocol.IcmpV6 => _options.IcmpTimeout,
-        ConnectionState.Established => _options.UdpStreamTimeout,
-        _ => _options.UdpTimeout,
-    };
-
     private StrongBox<long> CounterFor(string ruleId) => _dropsByRule.GetOrAdd(ruleId, _ => new StrongBox<long>());
-
-    private static int ShardIndex(in FlowKey key)
-    {
-        // Symmetric in the two ends, so a reply lands in the shard of its connection.
-        var addresses = key.Source ^ key.Destination;
-        var hash = (uint)(ulong)addresses ^ (uint)((ulong)addresses >> 32) ^ (uint)(addresses >> 64) ^ (uint)(key.SourcePort ^ key.DestinationPort) ^ key.Protocol;
-        hash ^= hash >> 16;
-        hash ^= hash >> 8;
-        return (int)(hash % ShardCount);
-    }
-
-    private void Emit(FlowEvent flowEvent)
-    {
-        try
-        {
-            _sink!.Emit(flowEvent);
-        }
-        catch (Exception)
-        {
-            // A broken sink must never take the packet path down with it.
-            Interlocked.Increment(ref _sinkFailures);
-        }
-    }
-
-    private FlowEvent DropEvent(in PacketHeader header, RuleDirection direction, string? ruleId, string? resourceId)
-    {
-        var inbound = direction == RuleDirection.Inbound;
-        return new FlowEvent(
-            Guid.NewGuid(),
-            Guid.NewGuid(),
-            _time.GetUtcNow(),
-            FlowEventType.Drop,
-            inbound ? FlowDirection.Ingress : FlowDirection.Egress,
-            header.Protocol,
-            IpPrefix128.ToAddress(header.Source),
-            header.IsIcmp ? (ushort)0 : header.SourcePort,
-            IpPrefix128.ToAddress(header.Destination),
-            header.IsIcmp ? (ushort)0 : header.DestinationPort,
-            header.IcmpType,
-            header.IcmpCode,
-            inbound ? 1UL : 0,
-            inbound ? (ulong)header.Length : 0,
-            inbound ? 0 : 1UL,
-            inbound ? 0 : (ulong)header.Length,
-            ruleId,
-            null,
-            resourceId);
-    }
-
-    private static FlowEvent ToEvent(FlowEntry entry, FlowEventType type, DateTimeOffset now, string? ruleId)
-    {
-        var inbound = entry.Direction == RuleDirection.Inbound;
-        var isIcmp = entry.Key.Protocol is IpProtocol.Icmp or IpProtocol.IcmpV6;
-        return new FlowEvent(
-            Guid.NewGuid(),
-            entry.FlowId,
-            now,
-            type,
-            inbound ? FlowDirection.Ingress : FlowDirection.Egress,
-            entry.Key.Protocol,
-            IpPrefix128.ToAddress(entry.Key.Source),
-            isIcmp ? (ushort)0 : entry.Key.SourcePort,
-            IpPrefix128.ToAddress(entry.Key.Destination),
-            isIcmp ? (ushort)0 : entry.Key.DestinationPort,
-            isIcmp ? (byte)(entry.Key.Protocol == IpProtocol.Icmp ? 8 : 128) : (byte)0,
-            0,
-            inbound ? entry.OriginalPackets : entry.ReplyPackets,
-            inbound ? entry.OriginalBytes : entry.ReplyBytes,
-            inbound ? entry.ReplyPackets : entry.OriginalPackets,
-            inbound ? entry.ReplyBytes : entry.OriginalBytes,
-            ruleId,
-            null,
-            entry.ResourceId);
-    }
 
     private sealed record RuleSets(CompiledRuleSet Inbound, CompiledRuleSet Outbound, RoutedRuleSet Routed)
     {
         public CompiledRuleSet For(RuleDirection direction) => direction == RuleDirection.Inbound ? Inbound : Outbound;
-    }
-
-    private sealed class FlowEntry(Guid flowId, FlowKey key, RuleDirection direction, string? ruleId)
-    {
-        public Guid FlowId { get; } = flowId;
-
-        public FlowKey Key { get; } = key;
-
-        public RuleDirection Direction { get; } = direction;
-
-        public string? RuleId { get; set; } = ruleId;
-
-        /// <summary>The network resource the connection goes to (set only when flow events are emitted).</summary>
-        public string? ResourceId { get; init; }
-
-        public ConnectionState State { get; set; }
-
-        public long LastSeen { get; set; }
-
-        public ulong OriginalPackets { get; set; }
-
-        public ulong OriginalBytes { get; set; }
-
-        public ulong ReplyPackets { get; set; }
-
-        public ulong ReplyBytes { get; set; }
-
-        public bool OriginalFin { get; set; }
-
-        public bool ReplyFin { get; set; }
-    }
-
-    private sealed class Shard(int capacity)
-    {
-        public Lock Lock { get; } = new();
-
-        public Dictionary<FlowKey, FlowEntry> Flows { get; } = [];
-
-        public int Capacity { get; } = capacity;
-
-        public void RemoveExpired(long nowTicks, StatefulFirewall owner, List<FlowEvent>? ended, DateTimeOffset now)
-        {
-            List<FlowKey>? expired = null;
-            foreach (var (key, entry) in Flows)
-            {
-                if (owner.IsExpired(entry, nowTicks))
-                {
-                    (expired ??= []).Add(key);
-                }
-            }
-
-            if (expired is null)
-            {
-                return;
-            }
-
-            foreach (var key in expired)
-            {
-                if (Flows.Remove(key, out var entry) && ended is not null && owner._sink is not null)
-                {
-                    ended.Add(ToEvent(entry, FlowEventType.End, now, entry.RuleId));
-                }
-            }
-        }
     }
 }

@@ -24,6 +24,7 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
     private static readonly TimeSpan ErrorBackoff = TimeSpan.FromMilliseconds(100);
 
     private readonly ILogger _logger;
+    private readonly TimeProvider _time;
     private readonly ActivityReporter _reporter;
     private readonly Socket _socket;
     private readonly LoopbackReceiver _receiver;
@@ -37,11 +38,13 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
     private bool _failing; // touched only by the receive loop
 
     /// <summary>Opens the socket and starts receiving. Throws <see cref="SocketException"/> if no socket can be opened.</summary>
-    public LoopbackActivityMonitor(IActivityListener listener, ILogger logger)
+    /// <param name="time">The clock of the error backoff and the stop timeout; the system clock when null.</param>
+    public LoopbackActivityMonitor(IActivityListener listener, ILogger logger, TimeProvider? time = null)
     {
         ArgumentNullException.ThrowIfNull(listener);
         ArgumentNullException.ThrowIfNull(logger);
         _logger = logger;
+        _time = time ?? TimeProvider.System;
         _reporter = new ActivityReporter(listener, logger);
         _receiver = LoopbackReceiver.Open(logger);
         _socket = _receiver.Socket;
@@ -135,7 +138,7 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
         _receiver.Dispose();
         try
         {
-            await _receiveLoop.WaitAsync(StopTimeout);
+            await _receiveLoop.WaitAsync(StopTimeout, _time);
         }
         catch (TimeoutException)
         {
@@ -253,11 +256,11 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
         }
     }
 
-    private static async Task<bool> BackOffAsync(CancellationToken cancellationToken)
+    private async Task<bool> BackOffAsync(CancellationToken cancellationToken)
     {
         try
         {
-            await Task.Delay(ErrorBackoff, cancellationToken);
+            await Task.Delay(ErrorBackoff, _time, cancellationToken);
             return true;
         }
         catch (OperationCanceledException)

@@ -18,7 +18,8 @@ public static class HostCommand
     public static readonly TimeSpan DefaultTimeout = TimeSpan.FromSeconds(30);
 
     /// <summary>Runs <paramref name="file"/> and returns its result whatever the exit code.</summary>
-    public static async Task<CommandResult> RunAsync(string file, IReadOnlyList<string> arguments, string? input = null, TimeSpan? timeout = null, CancellationToken cancellationToken = default)
+    /// <param name="time">The clock of <paramref name="timeout"/>; the system clock when null.</param>
+    public static async Task<CommandResult> RunAsync(string file, IReadOnlyList<string> arguments, string? input = null, TimeSpan? timeout = null, TimeProvider? time = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(arguments);
         var psi = new ProcessStartInfo(file)
@@ -34,8 +35,8 @@ public static class HostCommand
         }
 
         using var process = Process.Start(psi) ?? throw new IOException($"cannot start {file}");
-        using var bounded = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        bounded.CancelAfter(timeout ?? DefaultTimeout);
+        using var timer = new CancellationTokenSource(timeout ?? DefaultTimeout, time ?? TimeProvider.System);
+        using var bounded = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timer.Token);
         var output = process.StandardOutput.ReadToEndAsync(bounded.Token);
         var error = process.StandardError.ReadToEndAsync(bounded.Token);
         try

@@ -43,7 +43,7 @@ public sealed class NftablesEnforcer : IAsyncDisposable
 
     /// <param name="interfaceName">The WireGuard interface whose traffic is filtered (checked: it is written into the script).</param>
     /// <param name="ownAddress">This peer's overlay address, for the mesh DNS accept; null leaves that out.</param>
-    /// <param name="time">For pacing counter reads; the system clock when null.</param>
+    /// <param name="time">For pacing counter reads and bounding the removal at shutdown; the system clock when null.</param>
     public NftablesEnforcer(string interfaceName, IPAddress? ownAddress, FirewallOptions? options, INftables nft, ILogger logger, TimeProvider? time = null)
     {
         ArgumentNullException.ThrowIfNull(nft);
@@ -78,7 +78,7 @@ public sealed class NftablesEnforcer : IAsyncDisposable
             ObjectDisposedException.ThrowIf(_disposed, this);
             // The counters of the table about to go: read now, or they are lost with it.
             var replaced = await ReadCountersAsync(cancellationToken);
-            var started = System.Diagnostics.Stopwatch.GetTimestamp();
+            var started = _time.GetTimestamp();
             try
             {
                 await _nft.ApplyAsync(policy.Script, cancellationToken);
@@ -96,7 +96,7 @@ public sealed class NftablesEnforcer : IAsyncDisposable
             _generation = generation;
             _error = null;
             _logger.LogInformation("nftables table {Table}: {Rules} rules enforced on {Interface} in {Ms:F0} ms", Table, policy.RuleCount, _interfaceName,
-                System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+                _time.GetElapsedTime(started).TotalMilliseconds);
             Publish(ImmutableDictionary<string, long>.Empty);
             return true;
         }
@@ -142,8 +142,8 @@ public sealed class NftablesEnforcer : IAsyncDisposable
     /// <summary>Removes the table: the interface's traffic is no longer filtered by this agent.</summary>
     public async ValueTask DisposeAsync()
     {
-        using var bounded = new CancellationTokenSource(RemoveTimeout);
-        var entered = await _gate.WaitAsync(RemoveTimeout / 2, CancellationToken.None);
+        using var bounded = new CancellationTokenSource(RemoveTimeout, _time);
+        var entered = await EnterGateAsync(RemoveTimeout / 2);
         if (!entered)
         {
             _logger.LogError("nftables table {Table}: nft still busy at shutdown; removing the table anyway", Table);
@@ -170,6 +170,21 @@ public sealed class NftablesEnforcer : IAsyncDisposable
             {
                 _gate.Release();
             }
+        }
+    }
+
+    /// <summary>Waits for the gate at most <paramref name="wait"/> on the injected clock (SemaphoreSlim's own timeout is the real one).</summary>
+    private async Task<bool> EnterGateAsync(TimeSpan wait)
+    {
+        using var timeout = new CancellationTokenSource(wait, _time);
+        try
+        {
+            await _gate.WaitAsync(timeout.Token);
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
         }
     }
 
