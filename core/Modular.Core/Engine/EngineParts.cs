@@ -7,7 +7,7 @@ using Modular.WireGuard.Interface;
 namespace Modular.Core.Engine;
 
 /// <summary>
-/// Every part of the engine that needs the interface, built all at once (<c>AgentEngine.AssembleAsync</c>) and
+/// Every part of the engine that needs the interface, built all at once (<see cref="EngineAssembly"/>) and
 /// published as one reference: the engine has all of them or none, never some.
 /// </summary>
 /// <param name="IceTransport">The ICE socket the engine closes with the interface (kernel mode); null when the interface owns it.</param>

@@ -2,6 +2,7 @@ using System.Net;
 using Microsoft.Extensions.Logging;
 using Modular.Abstractions.Proxy;
 using Modular.Abstractions.WireGuard;
+using Modular.Control.Management;
 using Modular.Control.Relay;
 using Modular.Core.Peers;
 using Modular.Core.Status;
@@ -20,6 +21,15 @@ internal sealed class EngineRelayConnector(IWgIface iface, WgKey ownKey, ProxySe
     {
         get => _grant;
         set => _grant = value;
+    }
+
+    /// <summary>Takes the relay address and token management announced; null (no announcement yet) keeps the grant.</summary>
+    public void Apply(ServiceAddresses? services)
+    {
+        if (services is not null)
+        {
+            Grant = new RelayGrant(services.RelayAddress, services.RelayToken.ToByteArray());
+        }
     }
 
     public async Task<RelayedPath> ConnectAsync(WgKey remotePeer, CancellationToken cancellationToken)

@@ -28,4 +28,18 @@ internal sealed class EngineSeams
 
     /// <summary>Whether a peer is connected, as route failover reads it; null reads the connections.</summary>
     public Func<WgKey, bool>? IsConnected { get; init; }
+
+    /// <summary>
+    /// Marks <paramref name="step"/>: runs <see cref="BeforeStep"/>, then stops there if the work was cancelled, so a
+    /// step a test cancels never starts (and nothing after it is built).
+    /// </summary>
+    internal async ValueTask BeforeAsync(EngineStep step, CancellationToken cancellationToken)
+    {
+        if (BeforeStep is { } before)
+        {
+            await before(step, cancellationToken);
+        }
+
+        cancellationToken.ThrowIfCancellationRequested();
+    }
 }
