@@ -120,6 +120,84 @@ public sealed class AgentEngineTests
         Assert.Equal(3, rig.Recorder.Snapshot().Peers.Count);
     }
 
+    /// <summary>The steps where peers change (not assembly steps), each way it can go wrong there.</summary>
+    public static TheoryData<string, Failure> ChangeFailures()
+    {
+        var data = new TheoryData<string, Failure>();
+        foreach (var step in Enum.GetValues<EngineStep>().Except(EngineAssembly.Steps))
+        {
+            foreach (var failure in Enum.GetValues<Failure>())
+            {
+                // Clearing the peers of a removed agent takes no token: it always runs to the end.
+                if (step != EngineStep.ClearPeers || failure != Failure.TokenCancelled)
+                {
+                    data.Add(step.ToString(), failure);
+                }
+            }
+        }
+
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(ChangeFailures))]
+    public async Task A_change_of_peers_that_fails_at_its_step_changes_nothing_releases_the_gate_and_the_next_attempt_applies(string step, Failure failure)
+    {
+        var failing = Enum.Parse<EngineStep>(step);
+        var connected = new ConcurrentDictionary<WgKey, bool>();
+        var reached = 0;
+        using var stop = new CancellationTokenSource();
+        await using var rig = new EngineRig(
+            (step, _) =>
+            {
+                if (step == failing && Interlocked.Increment(ref reached) == 1)
+                {
+                    switch (failure)
+                    {
+                        case Failure.Fails:
+                            throw new IOException("failed at " + step);
+                        case Failure.ThrowsCancelled:
+                            throw new OperationCanceledException("stopped at " + step);
+                        default:
+                            stop.Cancel();
+                            break;
+                    }
+                }
+
+                return ValueTask.CompletedTask;
+            },
+            peer => connected.ContainsKey(peer));
+        var engine = rig.Engine;
+        await engine.EnsureInterfaceAsync(Login, CancellationToken.None);
+        var map = RouteMaps.Map(RouteMaps.Route("lan-a", "10.1.0.0/24", RouteMaps.RouterA, 10), RouteMaps.Route("lan-b", "10.1.0.0/24", RouteMaps.RouterB, 20));
+        Assert.Equal((3, 0, 0), await engine.ApplyMapAsync(map, CancellationToken.None));
+        var before = rig.Recorder.Snapshot().Routes;
+        connected[RouteMaps.RouterB] = true; // failover has something to do
+
+        Func<CancellationToken, Task> change = failing == EngineStep.Failover ? engine.FailOverRoutesAsync : _ => engine.ClearPeersAsync();
+        var thrown = await Record.ExceptionAsync(() => change(stop.Token));
+        Assert.IsType(failure == Failure.Fails ? typeof(IOException) : typeof(OperationCanceledException), thrown);
+
+        // Nothing changed.
+        Assert.Equal(3, engine.Connections!.Count);
+        Assert.Equal(before, rig.Recorder.Snapshot().Routes);
+
+        // The next attempt enters the gate (a gate left held would time this out) and does what the first one did not.
+        await change(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(2, reached);
+        if (failing == EngineStep.Failover)
+        {
+            Assert.NotEqual(before, rig.Recorder.Snapshot().Routes);
+            await engine.FailOverRoutesAsync(CancellationToken.None);
+            Assert.Equal(2, reached); // in force now: nothing stale is left to fail over
+        }
+        else
+        {
+            Assert.Equal(0, engine.Connections.Count);
+            Assert.Empty(rig.RouteOs.Routes);
+        }
+    }
+
     [Fact]
     public async Task Removal_while_route_failover_is_applying_leaves_no_peer_and_no_route()
     {
