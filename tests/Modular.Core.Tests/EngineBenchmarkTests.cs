@@ -46,12 +46,12 @@ public sealed class EngineBenchmarkTests(ITestOutputHelper output)
         await using var manager = new ConnectionManager((peer, changed) => new PeerConn(peer, iface, new SilentSignaling(), paths, new FakeRelay(), options, TimeProvider.System, NullLogger.Instance, changed), recorder, NullLogger.Instance);
 
         var clock = Stopwatch.StartNew();
-        var applied = await manager.ApplyAsync(AgentEngine.ToPeers(map), CancellationToken.None);
+        var applied = await manager.ApplyAsync(MapApplier.ToPeers(map), CancellationToken.None);
         var first = clock.Elapsed;
 
         map.Serial = 2;
         clock.Restart();
-        var unchanged = await manager.ApplyAsync(AgentEngine.ToPeers(map), CancellationToken.None);
+        var unchanged = await manager.ApplyAsync(MapApplier.ToPeers(map), CancellationToken.None);
         var again = clock.Elapsed;
 
         clock.Restart();

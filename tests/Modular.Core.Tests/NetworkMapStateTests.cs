@@ -96,13 +96,13 @@ public sealed class NetworkMapStateTests
         var state = new NetworkMapState();
 
         state.Apply(Whole(1, Remote(1), Remote(2), Remote(3)));
-        Assert.Equal((3, 0, 0), await manager.ApplyAsync(AgentEngine.ToPeers(state.ToMap()), CancellationToken.None));
+        Assert.Equal((3, 0, 0), await manager.ApplyAsync(MapApplier.ToPeers(state.ToMap()), CancellationToken.None));
         var untouched = manager.Find(new WgKey(Remote(1).WgPubKey.Span));
 
         var moved = Remote(2);
         moved.AllowedIps.Add("10.9.0.0/24");
         Assert.Equal(MapUpdateResult.Applied, state.Apply(Delta(1, 2, [Remote(4), moved], [Remote(3)])));
-        Assert.Equal((1, 1, 1), await manager.ApplyAsync(AgentEngine.ToPeers(state.ToMap()), CancellationToken.None));
+        Assert.Equal((1, 1, 1), await manager.ApplyAsync(MapApplier.ToPeers(state.ToMap()), CancellationToken.None));
         Assert.Same(untouched, manager.Find(new WgKey(Remote(1).WgPubKey.Span)));
         Assert.Null(manager.Find(new WgKey(Remote(3).WgPubKey.Span)));
         Assert.Equal(3, manager.Peers.Count);

@@ -53,7 +53,7 @@ public sealed class NetworkMapState
             _peers.Clear();
             foreach (var remote in map.RemotePeers)
             {
-                // Malformed keys are reported (and skipped) by AgentEngine.ToPeers; keep them out of the index only.
+                // Malformed keys are reported (and skipped) by MapApplier.ToPeers; keep them out of the index only.
                 if (remote.WgPubKey.Length == WgKey.Size)
                 {
                     _peers[new WgKey(remote.WgPubKey.Span)] = remote;

@@ -30,14 +30,19 @@ public sealed class EngineFirewall : IAsyncDisposable
     /// <summary>How often changed drop counters are logged (debug), so an operator can see what a policy blocks.</summary>
     public static readonly TimeSpan CounterLogInterval = TimeSpan.FromMinutes(1);
 
+    // Immutable after construction.
     private readonly StatefulFirewall? _firewall;
     private readonly NftablesEnforcer? _nftables;
     private readonly StatusRecorder? _recorder;
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
     private readonly ITimer _statusTimer;
+
+    // No locks. Written by ApplyAsync (the engine calls it with its apply gate held), read by status: Volatile.
     private int _userspaceRules;
     private HashSet<string> _userspaceDropRuleIds = [];
+
+    // The status timer's counter log: Interlocked.
     private long _lastLoggedDrops;
     private long _lastLoggedAt;
 

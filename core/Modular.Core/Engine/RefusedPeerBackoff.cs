@@ -16,8 +16,11 @@ public sealed class RefusedPeerBackoff(ILogger logger, TimeProvider time, string
     public static readonly TimeSpan MaxDelay = TimeSpan.FromHours(1);
     public static readonly TimeSpan ReportEvery = TimeSpan.FromHours(1);
 
+    // No locks: only the engine's run loop calls OnRefused / OnAccepted.
     private readonly RetryBackoff _backoff = new(FirstDelay, random);
     private DateTimeOffset? _reportedAt;
+
+    // Also read by the signal loop: volatile.
     private volatile bool _isRefused;
 
     /// <summary>True from a refusal until management accepts this peer again (read by other loops, e.g. signal's).</summary>

@@ -23,30 +23,74 @@ public sealed class AgentEngineTests
 {
     private static readonly LoginResponse Login = new() { PeerConfig = new PeerConfig { Address = "100.64.0.1/10" } };
 
+    /// <summary>How a step goes wrong: it fails, it throws a cancellation, or the caller's token is cancelled there.</summary>
+    public enum Failure
+    {
+        Fails,
+        ThrowsCancelled,
+        TokenCancelled,
+    }
+
+    /// <summary>Every <see cref="EngineStep"/> the assembly takes, each way it can go wrong there.</summary>
+    public static TheoryData<string, Failure> AssemblyFailures()
+    {
+        var data = new TheoryData<string, Failure>();
+        foreach (var step in Enum.GetValues<EngineStep>().Where(EngineAssembly.Steps.Contains))
+        {
+            foreach (var failure in Enum.GetValues<Failure>())
+            {
+                data.Add(step.ToString(), failure);
+            }
+        }
+
+        return data;
+    }
+
+    [Fact]
+    public async Task The_assembly_takes_its_named_steps_in_order_and_the_other_steps_are_where_peers_change()
+    {
+        var seen = new ConcurrentQueue<EngineStep>();
+        await using var rig = new EngineRig((step, _) =>
+        {
+            seen.Enqueue(step);
+            return ValueTask.CompletedTask;
+        });
+
+        await rig.Engine.EnsureInterfaceAsync(Login, CancellationToken.None);
+
+        Assert.Equal(EngineAssembly.Steps, seen);
+        // Every step is either an assembly step (the theory below fails the engine at each) or a point where peers change.
+        Assert.Equal([EngineStep.Failover, EngineStep.ClearPeers], Enum.GetValues<EngineStep>().Except(EngineAssembly.Steps));
+    }
+
     [Theory]
-    [InlineData("Interface", false)]
-    [InlineData("Firewall", false)]
-    [InlineData("Routes", false)]
-    [InlineData("Dns", false)]
-    [InlineData("Up", false)]
-    [InlineData("Connections", false)]
-    [InlineData("Up", true)]
-    [InlineData("Connections", true)]
-    public async Task A_part_that_fails_once_leaves_nothing_behind_and_the_next_attempt_builds_the_engine(string step, bool cancelled)
+    [MemberData(nameof(AssemblyFailures))]
+    public async Task A_part_that_fails_once_leaves_nothing_behind_and_the_next_attempt_builds_the_engine(string step, Failure failure)
     {
         var failing = Enum.Parse<EngineStep>(step);
+        var cancelled = failure != Failure.Fails;
         var failed = 0;
+        using var stop = new CancellationTokenSource();
         await using var rig = new EngineRig((step, _) =>
         {
             if (step == failing && Interlocked.Exchange(ref failed, 1) == 0)
             {
-                throw cancelled ? new OperationCanceledException("stopped at " + step) : new IOException("failed at " + step);
+                switch (failure)
+                {
+                    case Failure.Fails:
+                        throw new IOException("failed at " + step);
+                    case Failure.ThrowsCancelled:
+                        throw new OperationCanceledException("stopped at " + step);
+                    default:
+                        stop.Cancel();
+                        break;
+                }
             }
 
             return ValueTask.CompletedTask;
         });
 
-        var thrown = await Record.ExceptionAsync(() => rig.Engine.EnsureInterfaceAsync(Login, CancellationToken.None));
+        var thrown = await Record.ExceptionAsync(() => rig.Engine.EnsureInterfaceAsync(Login, stop.Token));
         Assert.IsType(cancelled ? typeof(OperationCanceledException) : typeof(IOException), thrown);
 
         // Nothing is left behind: no half-built engine, and what was built is closed.
@@ -55,6 +99,14 @@ public sealed class AgentEngineTests
         Assert.All(rig.Interfaces, iface => Assert.True(iface.Closed && iface.Disposed, "the interface built before the failure is closed"));
         Assert.All(rig.Transports, transport => Assert.True(transport.Disposed, "the ICE socket built before the failure is closed"));
         Assert.Equal(rig.Nft.Applied.Count > 0 ? 1 : 0, rig.Nft.Deleted.Count); // a firewall table written is removed
+        Assert.False(rig.Nft.TableExists, "no nftables table is left");
+        Assert.Empty(rig.RouteOs.Routes);
+        Assert.Empty(rig.RouteOs.Rules);
+        Assert.Empty(rig.Recorder.Snapshot().Routes);
+        Assert.False(rig.Recorder.Snapshot().Dns.Enabled, "no mesh resolver is left");
+        // What the assertions above check was built: the interface from its step on, the firewall's table after its step.
+        Assert.Equal(failing > EngineStep.Interface ? 1 : 0, rig.Interfaces.Count);
+        Assert.Equal(failing > EngineStep.Firewall, rig.Nft.Applied.Count > 0);
 
         // The next attempt builds everything anew, and a map applies cleanly.
         var before = rig.Interfaces.Count;
@@ -66,6 +118,84 @@ public sealed class AgentEngineTests
         Assert.Equal((3, 0, 0), await rig.Engine.ApplyMapAsync(RouteMaps.Map(), CancellationToken.None));
         Assert.Equal(3, rig.Engine.Connections!.Count);
         Assert.Equal(3, rig.Recorder.Snapshot().Peers.Count);
+    }
+
+    /// <summary>The steps where peers change (not assembly steps), each way it can go wrong there.</summary>
+    public static TheoryData<string, Failure> ChangeFailures()
+    {
+        var data = new TheoryData<string, Failure>();
+        foreach (var step in Enum.GetValues<EngineStep>().Except(EngineAssembly.Steps))
+        {
+            foreach (var failure in Enum.GetValues<Failure>())
+            {
+                // Clearing the peers of a removed agent takes no token: it always runs to the end.
+                if (step != EngineStep.ClearPeers || failure != Failure.TokenCancelled)
+                {
+                    data.Add(step.ToString(), failure);
+                }
+            }
+        }
+
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(ChangeFailures))]
+    public async Task A_change_of_peers_that_fails_at_its_step_changes_nothing_releases_the_gate_and_the_next_attempt_applies(string step, Failure failure)
+    {
+        var failing = Enum.Parse<EngineStep>(step);
+        var connected = new ConcurrentDictionary<WgKey, bool>();
+        var reached = 0;
+        using var stop = new CancellationTokenSource();
+        await using var rig = new EngineRig(
+            (step, _) =>
+            {
+                if (step == failing && Interlocked.Increment(ref reached) == 1)
+                {
+                    switch (failure)
+                    {
+                        case Failure.Fails:
+                            throw new IOException("failed at " + step);
+                        case Failure.ThrowsCancelled:
+                            throw new OperationCanceledException("stopped at " + step);
+                        default:
+                            stop.Cancel();
+                            break;
+                    }
+                }
+
+                return ValueTask.CompletedTask;
+            },
+            peer => connected.ContainsKey(peer));
+        var engine = rig.Engine;
+        await engine.EnsureInterfaceAsync(Login, CancellationToken.None);
+        var map = RouteMaps.Map(RouteMaps.Route("lan-a", "10.1.0.0/24", RouteMaps.RouterA, 10), RouteMaps.Route("lan-b", "10.1.0.0/24", RouteMaps.RouterB, 20));
+        Assert.Equal((3, 0, 0), await engine.ApplyMapAsync(map, CancellationToken.None));
+        var before = rig.Recorder.Snapshot().Routes;
+        connected[RouteMaps.RouterB] = true; // failover has something to do
+
+        Func<CancellationToken, Task> change = failing == EngineStep.Failover ? engine.FailOverRoutesAsync : _ => engine.ClearPeersAsync();
+        var thrown = await Record.ExceptionAsync(() => change(stop.Token));
+        Assert.IsType(failure == Failure.Fails ? typeof(IOException) : typeof(OperationCanceledException), thrown);
+
+        // Nothing changed.
+        Assert.Equal(3, engine.Connections!.Count);
+        Assert.Equal(before, rig.Recorder.Snapshot().Routes);
+
+        // The next attempt enters the gate (a gate left held would time this out) and does what the first one did not.
+        await change(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(2, reached);
+        if (failing == EngineStep.Failover)
+        {
+            Assert.NotEqual(before, rig.Recorder.Snapshot().Routes);
+            await engine.FailOverRoutesAsync(CancellationToken.None);
+            Assert.Equal(2, reached); // in force now: nothing stale is left to fail over
+        }
+        else
+        {
+            Assert.Equal(0, engine.Connections.Count);
+            Assert.Empty(rig.RouteOs.Routes);
+        }
     }
 
     [Fact]

@@ -1,0 +1,244 @@
+using System.Runtime.CompilerServices;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Microsoft.Extensions.Logging;
+using Modular.Abstractions.WireGuard;
+using Modular.Control;
+using Modular.Control.Crypto;
+using Modular.Control.Management;
+using Modular.Core.Config;
+using Modular.Core.Status;
+
+namespace Modular.Core.Engine;
+
+/// <summary>
+/// This agent's session with management: login (URLs in order; register with the setup key when this identity never
+/// registered), the registration marker, and the Sync stream whose maps go to the <see cref="MapApplier"/>. Keeps what
+/// management announced (its URL, the service addresses, its key) for the signal and STUN loops, the relay and the
+/// exit node's control-host exceptions, and owns management's line in status.
+/// <para>
+/// No locks: one login or Sync runs at a time (the engine's run loop); what other loops read is published through
+/// volatile fields, each value whole.
+/// </para>
+/// </summary>
+internal sealed class ManagementSession
+{
+    // Immutable after construction.
+    private readonly EngineOptions _options;
+    private readonly AgentConfig _config;
+    private readonly X25519KeyPair _identity;
+    private readonly StatusRecorder _recorder;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _time;
+    private readonly Func<EngineParts?> _parts;
+    private readonly NetworkMapState _map = new();
+
+    // Written by login and Sync (the run loop), read by any loop.
+    private volatile ServiceAddresses? _services;
+    private volatile Uri? _url;
+    // The management URL whose failure is reported (the last one LoginAsync tried), for the one-line message.
+    private volatile Uri? _lastLoginUrl;
+    // The key management announced (GetServerKey); signal must prove the same key, so an impersonating
+    // signal server (DNS, a wrong public_url) is refused instead of trusted. Boxed for atomic publication.
+    private volatile StrongBox<WgKey>? _serverKey;
+
+    public ManagementSession(EngineOptions options, X25519KeyPair identity, StatusRecorder recorder, ILogger logger, TimeProvider time, Func<EngineParts?> parts)
+    {
+        _options = options;
+        _config = options.Config;
+        _identity = identity;
+        _recorder = recorder;
+        _logger = logger;
+        _time = time;
+        _parts = parts;
+        Refused = new RefusedPeerBackoff(logger, time, RegisteredMarker);
+    }
+
+    /// <summary>Whether (and how long) management refuses this peer; signal reads it to retry quietly.</summary>
+    public RefusedPeerBackoff Refused { get; }
+
+    /// <summary>The addresses of signal, relay and STUN from the latest login or Sync update; null before the first login.</summary>
+    public ServiceAddresses? Services => _services;
+
+    /// <summary>The key management proved; signal must prove the same one.</summary>
+    public WgKey? ServerKey => _serverKey?.Value;
+
+    /// <summary>The management URL whose failure is reported (the last one a login tried).</summary>
+    public Uri? LastLoginUrl => _lastLoginUrl;
+
+    // Registration happens once per identity: a peer the operator removed (or whose login expired) must
+    // not silently come back by re-using a reusable setup key; it keeps asking and says why in status.
+    private string RegisteredMarker => Path.Combine(_config.StateDir, "registered");
+
+    /// <summary>Logs in at the first management URL that answers; the caller disposes the channel.</summary>
+    public async Task<(GrpcChannel Channel, ManagementClient Client, LoginResponse Login)> LoginAsync(CancellationToken cancellationToken)
+    {
+        var meta = Meta();
+        Exception? last = null;
+        foreach (var url in _config.ManagementUrls)
+        {
+            var channel = ControlChannel.Create(url.ToString(), _config.TlsCa);
+            try
+            {
+                var client = new ManagementClient(channel, _identity, _time);
+                LoginResponse login;
+                try
+                {
+                    login = await client.LoginAsync(meta, cancellationToken);
+                }
+                catch (RpcException e) when (e.StatusCode == StatusCode.PermissionDenied && _config.SetupKey.Length > 0 && !File.Exists(RegisteredMarker))
+                {
+                    try
+                    {
+                        login = await client.RegisterAsync(_config.SetupKey, meta, cancellationToken);
+                        _logger.LogInformation("Registered with {Management} using the setup key", url);
+                    }
+                    catch (RpcException refused) when (refused.StatusCode is StatusCode.PermissionDenied or StatusCode.InvalidArgument)
+                    {
+                        SetStatus(false, $"setup key refused: {refused.Status.Detail}");
+                        throw new EngineFatalException($"management at {url} refused the setup key: {refused.Status.Detail}", refused);
+                    }
+                }
+                catch (RpcException e) when (e.StatusCode == StatusCode.PermissionDenied && !File.Exists(RegisteredMarker))
+                {
+                    SetStatus(false, $"not registered and no setup_key: {e.Status.Detail}");
+                    throw new EngineFatalException($"management at {url} does not know this agent ({e.Status.Detail}) and no setup_key is configured", e);
+                }
+
+                MarkRegistered(url);
+                _serverKey = new StrongBox<WgKey>(await client.GetServerKeyAsync(cancellationToken));
+
+                _url = url;
+                _services = login.Services;
+                _parts()?.Relay.Apply(login.Services);
+                _recorder.SetOverlayIp(MapApplier.AddressOnly(login.PeerConfig.Address));
+                SetStatus(true, null);
+                _logger.LogInformation("Logged in to {Management}: overlay address {Address}", url, login.PeerConfig.Address);
+                return (channel, client, login);
+            }
+            catch (Exception e) when (e is not EngineFatalException and not OperationCanceledException)
+            {
+                channel.Dispose();
+                last = e;
+                _lastLoginUrl = url;
+                _logger.LogDebug("Management {Url}: {Problem}", url, ConnectionProblem.Describe(e, url));
+            }
+            catch
+            {
+                channel.Dispose();
+                throw;
+            }
+        }
+
+        throw last ?? new InvalidOperationException("no management URL configured");
+    }
+
+    private void MarkRegistered(Uri url)
+    {
+        if (!File.Exists(RegisteredMarker))
+        {
+            Directory.CreateDirectory(_config.StateDir);
+            File.WriteAllText(RegisteredMarker, $"{url}\n");
+        }
+    }
+
+    /// <summary>Follows the Sync stream until the server ends it, putting every map in force through <paramref name="applier"/>.</summary>
+    public async Task SyncAsync(ManagementClient management, MapApplier applier, CancellationToken cancellationToken)
+    {
+        // A delta that does not follow the serial held means something was missed: start a new stream,
+        // which begins with a whole map, rather than diverge silently from the server.
+        while (await SyncStreamAsync(management, applier, cancellationToken))
+        {
+            _logger.LogWarning("Network map delta did not follow serial {Serial}; resynchronizing", _map.Serial);
+            // A pause, so a server that keeps sending broken chains cannot make the agent reconnect in a hot loop.
+            await Task.Delay(RetryBackoff.Jitter(TimeSpan.FromSeconds(1)), _time, cancellationToken);
+        }
+    }
+
+    /// <summary>Reads one Sync stream; true when it was abandoned for a resync, false when the server ended it.</summary>
+    private async Task<bool> SyncStreamAsync(ManagementClient management, MapApplier applier, CancellationToken cancellationToken)
+    {
+        _map.Reset();
+        await foreach (var update in management.SyncAsync(Meta(), cancellationToken))
+        {
+            if (update.Services is { } services)
+            {
+                _services = services;
+                _parts()?.Relay.Apply(services);
+            }
+
+            SetStatus(true, null);
+            var previous = _map.Serial;
+            switch (_map.Apply(update))
+            {
+                case MapUpdateResult.ResyncNeeded:
+                    return true;
+                case MapUpdateResult.Ignored:
+                    continue;
+            }
+
+            var started = _time.GetTimestamp();
+            var map = _map.ToMap();
+            var (added, updated, removed) = await applier.ApplyMapAsync(map, cancellationToken);
+            _logger.LogInformation("Network map {Serial} ({Kind} from {Previous}): {Total} peers (+{Added} ~{Updated} -{Removed}) applied in {Ms:F1} ms",
+                map.Serial, update.NetworkMap is null ? "delta" : "whole map", previous, map.RemotePeers.Count, added, updated, removed, _time.GetElapsedTime(started).TotalMilliseconds);
+        }
+
+        return false;
+    }
+
+    /// <summary>Management's line in status: the URL in use (else the first configured), whether connected, and why not.</summary>
+    public void SetStatus(bool connected, string? error)
+        => _recorder.SetManagement(new ServiceStatus((_url ?? (_config.ManagementUrls.Count > 0 ? _config.ManagementUrls[0] : null))?.ToString() ?? "", connected, error));
+
+    /// <summary>Status when the engine stops.</summary>
+    public void SetStopped() => _recorder.SetManagement(new ServiceStatus(_url?.ToString() ?? "", false, "stopped"));
+
+    /// <summary>The control plane's hosts (management, signal, relay, STUN): an exit node must not carry their traffic.</summary>
+    public IReadOnlyCollection<string> ControlHosts()
+    {
+        var hosts = new List<string>();
+        if (_url is { } management)
+        {
+            hosts.Add(management.IdnHost);
+        }
+
+        var services = _services;
+        if (services is not null)
+        {
+            if (Uri.TryCreate(services.SignalUrl, UriKind.Absolute, out var signal))
+            {
+                hosts.Add(signal.IdnHost);
+            }
+
+            hosts.Add(HostOf(services.RelayAddress));
+            hosts.Add(HostOf(services.StunAddress));
+        }
+
+        return hosts;
+    }
+
+    /// <summary>"host:port" or "[v6]:port" to the host.</summary>
+    private static string HostOf(string hostAndPort)
+    {
+        if (hostAndPort.StartsWith('['))
+        {
+            var close = hostAndPort.IndexOf(']', StringComparison.Ordinal);
+            return close > 0 ? hostAndPort[1..close] : "";
+        }
+
+        var colon = hostAndPort.LastIndexOf(':');
+        return colon > 0 ? hostAndPort[..colon] : hostAndPort;
+    }
+
+    private PeerMeta Meta()
+    {
+        var meta = new PeerMeta { Hostname = _options.Hostname, AgentVersion = _options.AgentVersion, Os = "linux", Kernel = Environment.OSVersion.VersionString };
+        if (_config.Connection.ForceRelay)
+        {
+            meta.Features.Add("force_relay");
+        }
+
+        return meta;
+    }
+}
