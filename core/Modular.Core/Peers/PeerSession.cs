@@ -31,6 +31,7 @@ internal sealed class PeerSession
     private bool _open; // the connect loop runs with this session
     private IceCredentials? _local;
     private ulong _sessionId;
+    private ulong? _announcedSession; // the session id in the last offer/answer sent: the one the peer knows
     private IceCredentials? _remote;
     private ulong _remoteSession;
     private bool _remoteRestarted; // the peer's offer or answer named a new session of its own
@@ -204,7 +205,9 @@ internal sealed class PeerSession
     {
         lock (_lock)
         {
-            return !_open || _local is null ? null : new SignalBody { Type = type, SessionId = _sessionId };
+            // After a failed attempt the session is renewed before the next offer goes out; a notice sent in between
+            // must name the session the peer was told about, or the peer drops it as unknown and keeps a dead path.
+            return !_open || _local is null ? null : new SignalBody { Type = type, SessionId = _announcedSession ?? _sessionId };
         }
     }
 
@@ -243,6 +246,7 @@ internal sealed class PeerSession
             }
 
             body = new SignalBody { Type = type, Ufrag = _local.Ufrag, Pwd = _local.Password, SessionId = _sessionId };
+            _announcedSession = _sessionId;
         }
 
         body.Candidates.AddRange(_paths.LocalCandidates.Select(c => c.ToString()));
