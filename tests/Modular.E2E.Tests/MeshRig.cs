@@ -237,7 +237,8 @@ public sealed class MeshRig : IDisposable
 
         public string Output => _process?.Output ?? "";
 
-        public void WriteConfig(string setupKey, string extra = "")
+        /// <summary>Writes the agent's TOML; <paramref name="logLevel"/> is "debug" for tests, "info" for benchmarks (Debug logging costs throughput).</summary>
+        public void WriteConfig(string setupKey, string extra = "", string logLevel = "debug")
             => File.WriteAllText(ConfigPath, $"""
                 management_url = "http://{ServerIp}:33073"
                 setup_key = "{setupKey}"
@@ -245,7 +246,7 @@ public sealed class MeshRig : IDisposable
                 socket = "{Socket}"
                 interface = {"{"} name = "{Interface}", mode = "userspace", port = 51820 {"}"}
                 plugins_dir = "{Path.Combine(Path.GetDirectoryName(AgentBinary)!, "plugins")}"
-                log = {"{"} level = "debug", file = "{Path.Combine(rig.Root, Name + ".log")}" {"}"}
+                log = {"{"} level = "{logLevel}", file = "{Path.Combine(rig.Root, Name + ".log")}" {"}"}
                 {extra}
                 """);
 
