@@ -99,7 +99,8 @@ build_seconds=$(( $(date +%s) - started ))
 
 # measure BUILD TREE ROUND: appends one JSON line of that build's numbers for the round to $work/runs.jsonl.
 measure() {
-  local build="$1" tree="$2" round="$3" out="$work/$build-$round.json" log="$work/$build-$round.log"
+  local build="$1" tree="$2" round="$3"
+  local out="$work/$build-$round.json" log="$work/$build-$round.log"
   rm -f "$out"
   # Tunnel and lazy wake: this tree's test, that build's binaries. Bounded: the test host is killed when
   # it hangs, the whole run after 6 minutes.
