@@ -9,6 +9,12 @@ public static class BuiltBinaries
     /// </summary>
     public const string AgentDirVariable = "MODULAR_AGENT_DIR";
 
+    /// <summary>
+    /// Set by `scripts/bench engine-compare` to another build's hosts/Modular.Server output folder, so this
+    /// tree's tests can drive that build's server. Unset, the tests run this build's `modular-server`.
+    /// </summary>
+    public const string ServerDirVariable = "MODULAR_SERVER_DIR";
+
     /// <summary>The folder holding Modular.sln.</summary>
     public static string RepoRoot { get; } = FindRepoRoot();
 
@@ -21,7 +27,9 @@ public static class BuiltBinaries
     /// <summary>The `modular` the tests run (see <see cref="AgentDirVariable"/>).</summary>
     public static string Agent { get; } = InstalledAgentDir is { } dir ? Path.Combine(dir, "modular") : Host("Modular.Agent", "modular");
 
-    public static string Server => Host("Modular.Server", "modular-server");
+    public static string Server { get; } = Environment.GetEnvironmentVariable(ServerDirVariable) is { Length: > 0 } dir
+        ? Path.Combine(Path.GetFullPath(dir), "modular-server")
+        : Host("Modular.Server", "modular-server");
 
     public static string Wg => Host("Modular.Wg", "modular-wg");
 

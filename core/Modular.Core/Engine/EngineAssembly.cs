@@ -133,7 +133,7 @@ internal sealed class EngineAssembly
                 _logger);
             var relay = new EngineRelayConnector(iface, _identity.PublicKey, proxies, _recorder, _logger);
             relay.Apply(services);
-            var manager = new ConnectionManager(iface, _signaling, paths, relay, _options.PeerOptions, _recorder, _time, _loggerFactory, listener => ActivityMonitors.Create(iface, listener, _loggerFactory));
+            var manager = new ConnectionManager(iface, _signaling, paths, relay, _options.PeerOptions, _recorder, _time, _loggerFactory, listener => ActivityMonitors.Create(iface, listener, _loggerFactory, _time));
             return new EngineParts(iface, created.OwnedTransport, firewall, routes, dns, paths, relay, manager);
         }
         catch

@@ -8,11 +8,11 @@ namespace Modular.Core.Lazy;
 internal static class ActivityMonitors
 {
     /// <summary>The stand-in endpoint of idle peers: a claim on the in-process Bind, or one loopback socket for kernel/external WireGuard.</summary>
-    public static IActivityMonitor Create(IWgIface iface, IActivityListener listener, ILoggerFactory loggerFactory)
+    public static IActivityMonitor Create(IWgIface iface, IActivityListener listener, ILoggerFactory loggerFactory, TimeProvider time)
     {
         var logger = loggerFactory.CreateLogger("Modular.Core.Lazy.ActivityMonitor");
         return iface.BindHook is { } hook
             ? new BindHookActivityMonitor(hook, listener, logger)
-            : new LoopbackActivityMonitor(listener, logger);
+            : new LoopbackActivityMonitor(listener, logger, time);
     }
 }
