@@ -67,7 +67,9 @@ public sealed class DaemonLifecycleTests : IDisposable
         Assert.True(down.ExitCode == 0, down.Error + down.Output);
         Assert.Contains($"(pid {daemon.Process.Id}) stopped", down.Output, StringComparison.Ordinal);
         // "stopped" only once the process has exited, not just its socket gone.
-        Assert.True(daemon.Process.HasExited, $"`down` returned while the daemon (pid {daemon.Process.Id}) still ran");
+        // Exited means gone or a zombie: Process.HasExited only turns true once the runtime's SIGCHLD thread has reaped
+        // the child, a moment after it exited (that lag failed this assertion once in CI).
+        Assert.True(HasExited(daemon.Process.Id), $"`down` returned while the daemon (pid {daemon.Process.Id}) still ran");
         Assert.Equal(0, AgentHarness.WaitForExit(daemon));
         Assert.False(File.Exists(_agent.SocketPath), "the socket file outlived the daemon");
         var output = AgentHarness.WaitForOutput(daemon, "modular stopped");
@@ -218,4 +220,19 @@ public sealed class DaemonLifecycleTests : IDisposable
     }
 
     public void Dispose() => _agent.Dispose();
+
+    /// <summary>The process no longer runs: no /proc entry, or a zombie waiting for this test process to reap it.</summary>
+    private static bool HasExited(int pid)
+    {
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            var close = stat.LastIndexOf(')');
+            return stat[close + 2] is 'Z' or 'X';
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or IOException)
+        {
+            return true;
+        }
+    }
 }
