@@ -29,7 +29,10 @@ internal sealed class LazyConnectionPolicy : IActivityListener, IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly IActivityListener _listener;
-    private readonly Channel<WgKey> _wakeups = Channel.CreateBounded<WgKey>(new BoundedChannelOptions(4096) { FullMode = BoundedChannelFullMode.DropWrite });
+    // Unbounded, yet never more than one entry per peer: _waking lets a peer in only once until the loop takes it.
+    // (A bounded DropWrite queue dropped the wake of the 4,097th peer while TryWrite said true, and that peer,
+    // still marked waking, never woke again.)
+    private readonly Channel<WgKey> _wakeups = Channel.CreateUnbounded<WgKey>(new UnboundedChannelOptions { SingleReader = true });
     private readonly ConcurrentDictionary<WgKey, byte> _waking = new();
     private readonly CancellationTokenSource _lifetime = new();
     private long _wakesByTraffic;
@@ -129,7 +132,7 @@ internal sealed class LazyConnectionPolicy : IActivityListener, IAsyncDisposable
     {
         if (_waking.TryAdd(peer, 0) && !_wakeups.Writer.TryWrite(peer))
         {
-            _waking.TryRemove(peer, out _);
+            _waking.TryRemove(peer, out _); // completed: the policy is closing
         }
     }
 
