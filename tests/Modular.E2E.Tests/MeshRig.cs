@@ -251,6 +251,24 @@ public sealed class MeshRig : IDisposable
                 {extra}
                 """);
 
+        /// <summary>
+        /// Drops UDP between this agent and <paramref name="address"/> both ways (nft table inet mdlblock in this agent's
+        /// namespace), so the two can only meet through the relay; <see cref="UnblockUdp"/> lifts it.
+        /// </summary>
+        public void BlockUdpWith(string address)
+        {
+            var rules = Path.Combine(rig.Root, $"{Name}-block.nft");
+            File.WriteAllText(rules, $$"""
+                table inet mdlblock {
+                  chain in { type filter hook input priority 0; ip saddr {{address}} meta l4proto udp drop; }
+                  chain out { type filter hook output priority 0; ip daddr {{address}} meta l4proto udp drop; }
+                }
+                """);
+            Namespace.Exec($"nft -f {rules}");
+        }
+
+        public void UnblockUdp() => Namespace.Exec("nft delete table inet mdlblock");
+
         public void Start(IDictionary<string, string>? environment = null)
         {
             var env = new Dictionary<string, string>(environment ?? new Dictionary<string, string>()) { ["MODULAR_HOSTNAME"] = Name };

@@ -14,14 +14,7 @@ public sealed class RelayTests(ITestOutputHelper output)
         var key = rig.CreateSetupKey();
         var natted = rig.AddAgentBehindNat("n1");
         var walled = rig.AddAgent("f1");
-        var rules = Path.Combine(rig.Root, "block.nft");
-        File.WriteAllText(rules, $$"""
-            table inet mdlblock {
-              chain in { type filter hook input priority 0; ip saddr {{natted.PublicIp}} meta l4proto udp drop; }
-              chain out { type filter hook output priority 0; ip daddr {{natted.PublicIp}} meta l4proto udp drop; }
-            }
-            """);
-        walled.Namespace.Exec($"nft -f {rules}");
+        walled.BlockUdpWith(natted.PublicIp);
         natted.WriteConfig(key, "[proxy]\nkind = \"udp\"");
         walled.WriteConfig(key, "[proxy]\nkind = \"udp\"");
         natted.Start();
@@ -40,7 +33,7 @@ public sealed class RelayTests(ITestOutputHelper output)
         Assert.Equal($"{MeshRig.ServerIp}:33080", peer.GetProperty("relay").GetString());
         rig.Log(walled.StatusText());
 
-        walled.Namespace.Exec("nft delete table inet mdlblock");
+        walled.UnblockUdp();
         rig.WaitUntil(() => natted.IsConnected("f1", "P2P") && walled.IsConnected("n1", "P2P"), TimeSpan.FromSeconds(150),
             "both moved to P2P after the block was lifted", () => MeshTests.Diagnostics(rig, names));
         Assert.True(natted.Ping(wallIp), "n1 -> f1 directly");

@@ -17,22 +17,15 @@ public sealed class SamplePluginTests(ITestOutputHelper output)
         Prerequisites.Require(File.Exists(Path.Combine(sample, "ProxyLoopback.dll")), $"{sample} is not built: run scripts/publish and scripts/samples");
         using var rig = new MeshRig(output, "s");
         var pluginsDir = Path.Combine(rig.Root, "plugins");
-        CopyDirectory(Path.Combine(Path.GetDirectoryName(MeshRig.AgentBinary)!, "plugins"), pluginsDir);
-        CopyDirectory(sample, Path.Combine(pluginsDir, "ProxyLoopback"));
+        PluginFixtures.CopyDirectory(Path.Combine(Path.GetDirectoryName(MeshRig.AgentBinary)!, "plugins"), pluginsDir);
+        PluginFixtures.CopyDirectory(sample, Path.Combine(pluginsDir, "ProxyLoopback"));
 
         rig.StartServer();
         var key = rig.CreateSetupKey();
         var natted = rig.AddAgentBehindNat("n1");
         var walled = rig.AddAgent("f1");
         // No UDP between the two: they can only meet through the relay.
-        var rules = Path.Combine(rig.Root, "block.nft");
-        File.WriteAllText(rules, $$"""
-            table inet mdlblock {
-              chain in { type filter hook input priority 0; ip saddr {{natted.PublicIp}} meta l4proto udp drop; }
-              chain out { type filter hook output priority 0; ip daddr {{natted.PublicIp}} meta l4proto udp drop; }
-            }
-            """);
-        walled.Namespace.Exec($"nft -f {rules}");
+        walled.BlockUdpWith(natted.PublicIp);
         natted.WriteConfig(key, "[proxy]\nkind = \"sample-loopback\"", pluginsDir);
         walled.WriteConfig(key, "[proxy]\nkind = \"sample-loopback\"", pluginsDir);
         natted.Start();
@@ -47,15 +40,5 @@ public sealed class SamplePluginTests(ITestOutputHelper output)
             () => MeshTests.Diagnostics(rig, names));
         Assert.Equal("sample-loopback", walled.Peer("n1")!.Value.GetProperty("proxy").GetString());
         Assert.Equal("sample-loopback", natted.Peer("f1")!.Value.GetProperty("proxy").GetString());
-    }
-
-    private static void CopyDirectory(string source, string destination)
-    {
-        foreach (var file in Directory.GetFiles(source, "*", SearchOption.AllDirectories))
-        {
-            var target = Path.Combine(destination, Path.GetRelativePath(source, file));
-            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
-            File.Copy(file, target, overwrite: true);
-        }
     }
 }

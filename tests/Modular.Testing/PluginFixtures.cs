@@ -142,7 +142,8 @@ public static class PluginFixtures
 
     private static string Quote(string value) => $"\"{value}\"";
 
-    private static void CopyDirectory(string source, string destination)
+    /// <summary>Copies <paramref name="source"/> and everything below it into <paramref name="destination"/> (a plugin folder, a plugins dir).</summary>
+    public static void CopyDirectory(string source, string destination)
     {
         Directory.CreateDirectory(destination);
         foreach (var file in Directory.GetFiles(source, "*", SearchOption.AllDirectories))

@@ -31,6 +31,21 @@ public sealed class AgentEngineTests
         TokenCancelled,
     }
 
+    /// <summary>Makes <paramref name="step"/> go wrong the <paramref name="failure"/> way: it throws, or the caller's token is cancelled there.</summary>
+    private static void FailAt(EngineStep step, Failure failure, CancellationTokenSource stop)
+    {
+        switch (failure)
+        {
+            case Failure.Fails:
+                throw new IOException("failed at " + step);
+            case Failure.ThrowsCancelled:
+                throw new OperationCanceledException("stopped at " + step);
+            default:
+                stop.Cancel();
+                break;
+        }
+    }
+
     /// <summary>Every <see cref="EngineStep"/> the assembly takes, each way it can go wrong there.</summary>
     public static TheoryData<string, Failure> AssemblyFailures()
     {
@@ -75,16 +90,7 @@ public sealed class AgentEngineTests
         {
             if (step == failing && Interlocked.Exchange(ref failed, 1) == 0)
             {
-                switch (failure)
-                {
-                    case Failure.Fails:
-                        throw new IOException("failed at " + step);
-                    case Failure.ThrowsCancelled:
-                        throw new OperationCanceledException("stopped at " + step);
-                    default:
-                        stop.Cancel();
-                        break;
-                }
+                FailAt(step, failure, stop);
             }
 
             return ValueTask.CompletedTask;
@@ -152,16 +158,7 @@ public sealed class AgentEngineTests
             {
                 if (step == failing && Interlocked.Increment(ref reached) == 1)
                 {
-                    switch (failure)
-                    {
-                        case Failure.Fails:
-                            throw new IOException("failed at " + step);
-                        case Failure.ThrowsCancelled:
-                            throw new OperationCanceledException("stopped at " + step);
-                        default:
-                            stop.Cancel();
-                            break;
-                    }
+                    FailAt(step, failure, stop);
                 }
 
                 return ValueTask.CompletedTask;
