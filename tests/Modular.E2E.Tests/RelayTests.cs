@@ -28,6 +28,9 @@ public sealed class RelayTests(ITestOutputHelper output)
         // Bounded retries: one run in four lost the very first pings right after both reported Connected (see the report).
         rig.WaitUntil(() => natted.Ping(wallIp, count: 2), TimeSpan.FromSeconds(30), "n1 -> f1 through the relay", () => MeshTests.Diagnostics(rig, names));
         rig.WaitUntil(() => walled.Ping(natIp, count: 2), TimeSpan.FromSeconds(30), "f1 -> n1 through the relay", () => MeshTests.Diagnostics(rig, names));
+        // Issue 13 item 7: these agents bind with the signed form (MAC under the per-token secret, plus a counter),
+        // through the NAT too; the relay logs every session that uses the old, replayable form.
+        Assert.DoesNotContain("old, unsigned Bind form", rig.ServerOutput, StringComparison.Ordinal);
         var peer = walled.Peer("n1")!.Value;
         Assert.Equal("udp", peer.GetProperty("proxy").GetString());
         Assert.Equal($"{MeshRig.ServerIp}:33080", peer.GetProperty("relay").GetString());

@@ -42,7 +42,7 @@ internal sealed class TestServer : IAsyncDisposable
 
     public static string NewDataDir() => Path.Combine(Path.GetTempPath(), "modular-server-test-" + Guid.NewGuid().ToString("N")[..12]);
 
-    public static async Task<TestServer> StartAsync(string? dataDir = null, Func<ServerConfig, ServerConfig>? tweak = null, Action<IServiceCollection>? services = null)
+    public static async Task<TestServer> StartAsync(string? dataDir = null, Func<ServerConfig, ServerConfig>? tweak = null, Action<IServiceCollection>? services = null, TimeProvider? time = null)
     {
         var owns = dataDir is null;
         var config = new ServerConfig
@@ -54,7 +54,7 @@ internal sealed class TestServer : IAsyncDisposable
         };
         config = tweak?.Invoke(config) ?? config;
         var logger = new LoggerConfiguration().MinimumLevel.Warning().WriteTo.Console().CreateLogger();
-        var app = await ServerHost.BuildAsync(config, logger, CancellationToken.None, services);
+        var app = await ServerHost.BuildAsync(config, logger, CancellationToken.None, services, time);
         await app.StartAsync();
         return new TestServer(app, config, owns);
     }

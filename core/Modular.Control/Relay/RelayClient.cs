@@ -10,31 +10,47 @@ namespace Modular.Control.Relay;
 /// <summary>Opens relayed connections to one remote peer through a Modular relay.</summary>
 public static class RelayClient
 {
-    /// <summary>
-    /// Binds (own key → remote key) at <paramref name="relay"/> with a management-issued token and returns the
-    /// connection once the relay accepted the token. The remote side may bind later; data flows from then on.
-    /// </summary>
-    /// <exception cref="UnauthorizedAccessException">The relay rejected the token.</exception>
-    /// <exception cref="TimeoutException">The relay did not answer.</exception>
-    public static async Task<RelayedConnection> ConnectAsync(IPEndPoint relay, WgKey ownKey, WgKey remoteKey, byte[] token, CancellationToken cancellationToken, TimeSpan? keepalive = null)
+    /// <summary>Binds with the old, unsigned form (a v1 token only), as an agent of the previous release does.</summary>
+    public static Task<RelayedConnection> ConnectAsync(IPEndPoint relay, WgKey ownKey, WgKey remoteKey, byte[] token, CancellationToken cancellationToken, TimeSpan? keepalive = null)
     {
         if (token.Length != RelayToken.Size)
         {
             throw new ArgumentException($"A relay token is {RelayToken.Size} bytes.", nameof(token));
         }
 
+        return ConnectAsync(relay, ownKey, remoteKey, RelayCredentials.Legacy(token), cancellationToken, keepalive);
+    }
+
+    /// <summary>
+    /// Binds (own key → remote key) at <paramref name="relay"/> with management-issued credentials and returns the
+    /// connection once the relay accepted them. The remote side may bind later; data flows from then on. Every Bind
+    /// (the first, its retries and each keepalive) is signed with a new counter when the credentials have a secret.
+    /// </summary>
+    /// <param name="time">Clock of the keepalive interval (tests pass a fake one).</param>
+    /// <exception cref="UnauthorizedAccessException">The relay rejected the credentials.</exception>
+    /// <exception cref="TimeoutException">The relay did not answer.</exception>
+    public static async Task<RelayedConnection> ConnectAsync(IPEndPoint relay, WgKey ownKey, WgKey remoteKey, RelayCredentials credentials, CancellationToken cancellationToken, TimeSpan? keepalive = null, TimeProvider? time = null)
+    {
+        ArgumentNullException.ThrowIfNull(credentials);
+        if (!credentials.Signed && credentials.Token.Length != RelayToken.Size)
+        {
+            throw new ArgumentException($"A relay token is {RelayToken.Size} bytes.", nameof(credentials));
+        }
+
+        time ??= TimeProvider.System;
         var socket = new Socket(relay.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
         try
         {
             socket.ReceiveBufferSize = 4 << 20;
             socket.SendBufferSize = 4 << 20;
             socket.Connect(relay);
-            var bind = new byte[RelayProtocol.BindSize];
-            RelayProtocol.WriteBind(bind, ownKey, remoteKey, token);
+            var bind = new byte[RelayProtocol.SignedBindSize];
             var reply = new byte[RelayProtocol.MaxDatagram];
             for (var attempt = 0; attempt < 5; attempt++)
             {
-                await socket.SendAsync(bind, SocketFlags.None, cancellationToken);
+                // A fresh counter on every attempt: the relay refuses a signed Bind it has seen (a replay).
+                var length = RelayedConnection.WriteBind(bind, ownKey, remoteKey, credentials, time);
+                await socket.SendAsync(bind.AsMemory(0, length), SocketFlags.None, cancellationToken);
                 using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
                 timeout.CancelAfter(TimeSpan.FromSeconds(1));
                 try
@@ -50,7 +66,7 @@ public static class RelayClient
                                 throw new UnauthorizedAccessException($"The relay at {relay} refused the binding: {status}.");
                             }
 
-                            return new RelayedConnection(socket, relay, bind, status == RelayProtocol.BindStatus.Paired, keepalive ?? TimeSpan.FromSeconds(10));
+                            return new RelayedConnection(socket, relay, ownKey, remoteKey, credentials, status == RelayProtocol.BindStatus.Paired, keepalive ?? TimeSpan.FromSeconds(10), time);
                         }
                     }
                 }
@@ -81,19 +97,79 @@ public static class RelayClient
 /// </summary>
 public sealed class RelayedConnection : IRelayedConnection
 {
+    // The last counter any signed Bind of this process used: counters start from the clock (100 ns ticks) so a new
+    // connection after a restart is above the old one's, and never repeat within the process.
+    private static long s_lastCounter;
+
     private readonly Socket _socket;
-    private readonly byte[] _bind;
+    private readonly WgKey _own;
+    private readonly WgKey _remote;
+    private readonly TimeProvider _time;
     private readonly CancellationTokenSource _closed = new();
     private readonly Task _keepalive;
+    private volatile RelayCredentials _credentials;
+    private volatile TaskCompletionSource _refreshed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private volatile bool _paired;
 
-    internal RelayedConnection(Socket socket, IPEndPoint relay, byte[] bind, bool paired, TimeSpan keepalive)
+    internal RelayedConnection(Socket socket, IPEndPoint relay, WgKey own, WgKey remote, RelayCredentials credentials, bool paired, TimeSpan keepalive, TimeProvider time)
     {
         _socket = socket;
-        _bind = bind;
+        _own = own;
+        _remote = remote;
+        _credentials = credentials;
+        _time = time;
         _paired = paired;
         RelayAddress = relay.ToString();
         _keepalive = KeepaliveAsync(keepalive);
+    }
+
+    /// <summary>The connection was disposed.</summary>
+    public bool IsClosed => _closed.IsCancellationRequested;
+
+    /// <summary>When the credentials in use expire (Unix seconds).</summary>
+    public long CredentialsExpireUnix => _credentials.ExpiresUnix;
+
+    /// <summary>
+    /// Takes fresher credentials (management refreshes them well before they expire) and rebinds with them at once,
+    /// so the relay extends this binding's lifetime without a new connection.
+    /// </summary>
+    public void Refresh(RelayCredentials credentials)
+    {
+        ArgumentNullException.ThrowIfNull(credentials);
+        if (credentials.ExpiresUnix < _credentials.ExpiresUnix || (!credentials.Signed && credentials.Token.Length != RelayToken.Size))
+        {
+            return; // never go back to older credentials
+        }
+
+        _credentials = credentials;
+        _refreshed.TrySetResult();
+    }
+
+    /// <summary>Writes the Bind for <paramref name="credentials"/> into <paramref name="destination"/> and returns its length.</summary>
+    internal static int WriteBind(Span<byte> destination, WgKey own, WgKey remote, RelayCredentials credentials, TimeProvider time)
+    {
+        if (!credentials.Signed)
+        {
+            RelayProtocol.WriteBind(destination, own, remote, credentials.Token);
+            return RelayProtocol.BindSize;
+        }
+
+        RelayProtocol.WriteSignedBind(destination, own, remote, credentials.ExpiresUnix, NextCounter(time), credentials.Secret);
+        return RelayProtocol.SignedBindSize;
+    }
+
+    private static ulong NextCounter(TimeProvider time)
+    {
+        var now = time.GetUtcNow().UtcTicks;
+        while (true)
+        {
+            var last = Volatile.Read(ref s_lastCounter);
+            var next = Math.Max(now, last + 1);
+            if (Interlocked.CompareExchange(ref s_lastCounter, next, last) == last)
+            {
+                return (ulong)next;
+            }
+        }
     }
 
     public string RelayAddress { get; }
@@ -137,8 +213,11 @@ public sealed class RelayedConnection : IRelayedConnection
                     return length;
                 }
 
-                if (n == RelayProtocol.BoundSize && scratch[0] == RelayProtocol.Bound)
+                if (n == RelayProtocol.BoundSize && scratch[0] == RelayProtocol.Bound
+                    && scratch[1] is (byte)RelayProtocol.BindStatus.Waiting or (byte)RelayProtocol.BindStatus.Paired)
                 {
+                    // Rejected is not about pairing (a keepalive overtaken by a newer one, or a Bind someone forged
+                    // with our address); the relay keeps the session all the same.
                     _paired = scratch[1] == (byte)RelayProtocol.BindStatus.Paired;
                 }
             }
@@ -176,14 +255,22 @@ public sealed class RelayedConnection : IRelayedConnection
 
     private async Task KeepaliveAsync(TimeSpan interval)
     {
+        var bind = new byte[RelayProtocol.SignedBindSize];
         try
         {
             while (!_closed.IsCancellationRequested)
             {
-                await Task.Delay(interval, _closed.Token);
+                var refreshed = _refreshed;
+                await Task.WhenAny(Task.Delay(interval, _time, _closed.Token), refreshed.Task).WaitAsync(_closed.Token);
+                if (refreshed.Task.IsCompleted)
+                {
+                    _refreshed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                }
+
                 try
                 {
-                    await _socket.SendAsync(_bind, SocketFlags.None, _closed.Token);
+                    var length = WriteBind(bind, _own, _remote, _credentials, _time);
+                    await _socket.SendAsync(bind.AsMemory(0, length), SocketFlags.None, _closed.Token);
                 }
                 catch (SocketException)
                 {

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Net;
 using Microsoft.Extensions.Logging;
 using Modular.Abstractions.Proxy;
@@ -10,12 +11,17 @@ using Modular.WireGuard.Interface;
 
 namespace Modular.Core.Engine;
 
-/// <summary>Relay binding with the latest management-issued token, joined to WireGuard by the selected proxy.</summary>
+/// <summary>
+/// Relay binding with the latest management-issued credentials, joined to WireGuard by the selected proxy. Fresh
+/// credentials (management sends them well before the old ones expire) go to every live relay connection too, so
+/// a relayed path outlives the credentials it was bound with.
+/// </summary>
 internal sealed class EngineRelayConnector(IWgIface iface, WgKey ownKey, ProxySelector proxies, StatusRecorder recorder, ILogger logger) : IRelayConnector
 {
+    private readonly ConcurrentDictionary<RelayedConnection, string> _live = new();
     private volatile RelayGrant? _grant;
 
-    public sealed record RelayGrant(string Address, byte[] Token);
+    public sealed record RelayGrant(string Address, RelayCredentials Credentials);
 
     public RelayGrant? Grant
     {
@@ -23,19 +29,39 @@ internal sealed class EngineRelayConnector(IWgIface iface, WgKey ownKey, ProxySe
         set => _grant = value;
     }
 
-    /// <summary>Takes the relay address and token management announced; null (no announcement yet) keeps the grant.</summary>
+    /// <summary>
+    /// Takes the relay address and credentials management announced (null: no announcement yet, the grant stays) and
+    /// hands the credentials to the live connections to that relay.
+    /// </summary>
     public void Apply(ServiceAddresses? services)
     {
-        if (services is not null)
+        if (services is null)
         {
-            Grant = new RelayGrant(services.RelayAddress, services.RelayToken.ToByteArray());
+            return;
+        }
+
+        var credentials = RelayCredentials.From(services);
+        Grant = credentials is null ? null : new RelayGrant(services.RelayAddress, credentials);
+        foreach (var (connection, address) in _live)
+        {
+            if (connection.IsClosed)
+            {
+                _live.TryRemove(connection, out _);
+            }
+            else if (credentials is not null && address == services.RelayAddress)
+            {
+                connection.Refresh(credentials);
+            }
         }
     }
+
+    /// <summary>Live relay connections (closed ones are forgotten at the next <see cref="Apply"/>).</summary>
+    internal int LiveConnections => _live.Count(c => !c.Key.IsClosed);
 
     public async Task<RelayedPath> ConnectAsync(WgKey remotePeer, CancellationToken cancellationToken)
     {
         var grant = _grant;
-        if (grant is null || grant.Address.Length == 0 || grant.Token.Length != RelayToken.Size)
+        if (grant is null || grant.Address.Length == 0)
         {
             throw new InvalidOperationException("no direct path and the server announced no relay");
         }
@@ -44,7 +70,13 @@ internal sealed class EngineRelayConnector(IWgIface iface, WgKey ownKey, ProxySe
         try
         {
             var relay = await ResolveAsync(grant.Address, cancellationToken);
-            connection = await RelayClient.ConnectAsync(relay, ownKey, remotePeer, grant.Token, cancellationToken);
+            connection = await RelayClient.ConnectAsync(relay, ownKey, remotePeer, grant.Credentials, cancellationToken);
+            _live[connection] = grant.Address;
+            if (_grant is { } newer && newer.Address == grant.Address && newer.Credentials.ExpiresUnix > grant.Credentials.ExpiresUnix)
+            {
+                connection.Refresh(newer.Credentials); // fresher credentials arrived while binding
+            }
+
             recorder.SetRelay(new ServiceStatus(grant.Address, true, null));
             var proxy = await proxies.CreateAsync(iface, cancellationToken);
             try

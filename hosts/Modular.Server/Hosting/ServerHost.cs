@@ -35,7 +35,8 @@ public static class ServerHost
     }
 
     /// <param name="configureServices">Runs last: tests replace services here (e.g. the signal router).</param>
-    public static async Task<WebApplication> BuildAsync(ServerConfig config, Serilog.ILogger logger, CancellationToken cancellationToken, Action<IServiceCollection>? configureServices = null)
+    /// <param name="time">The clock of every component; tests pass a fake one.</param>
+    public static async Task<WebApplication> BuildAsync(ServerConfig config, Serilog.ILogger logger, CancellationToken cancellationToken, Action<IServiceCollection>? configureServices = null, TimeProvider? time = null)
     {
         // Accepted keys that do nothing yet: one warning each, at the top of the start log.
         foreach (var warning in Config.NotBuiltYet.Warnings(config))
@@ -63,7 +64,7 @@ public static class ServerHost
             });
         });
 
-        var time = TimeProvider.System;
+        time ??= TimeProvider.System;
         var store = await OpenStoreAsync(config, cancellationToken, time);
         var secrets = ServerSecrets.LoadOrCreate(config.DataDir);
         builder.Services.AddSingleton(config);

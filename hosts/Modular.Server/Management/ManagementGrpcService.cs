@@ -92,10 +92,22 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
         ulong sent = 0;
         byte[] sentSections = [];
         _logger.LogInformation("Sync stream opened by {Peer}", peerKey.ToShortString());
+        // Relay credentials live ServiceAddressResolver.RelayTokenLifetime; a quiet network sends no map for hours,
+        // so the stream sends fresh ones on its own at half-life (a reply with only services, which agents apply
+        // and otherwise ignore), and live relay bindings take them before the old ones expire.
+        var refreshAt = DateTimeOffset.MaxValue;
+        Task<bool>? changed = null;
         try
         {
             while (true)
             {
+                if (snapshot.Serial <= sent && _time.GetUtcNow() >= refreshAt)
+                {
+                    var fresh = new SyncResponse { Services = _addresses.Resolve(context.GetHttpContext(), peerKey) };
+                    await responseStream.WriteAsync(SealBytes(peerKey, fresh.ToByteArray()), context.CancellationToken);
+                    refreshAt = _time.GetUtcNow() + ServiceAddressResolver.RelayTokenRefresh;
+                }
+
                 if (snapshot.Serial > sent)
                 {
                     var self = snapshot.Peers.FirstOrDefault(p => p.PublicKey == peerKey);
@@ -117,8 +129,25 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
                     await responseStream.WriteAsync(SealBytes(peerKey, plaintext), context.CancellationToken);
                     sent = snapshot.Serial;
                     sentSections = sectionsBytes;
+                    refreshAt = _time.GetUtcNow() + ServiceAddressResolver.RelayTokenRefresh;
                 }
 
+                // The next map, or the time to refresh the relay credentials, whichever comes first.
+                changed ??= subscription.Reader.WaitToReadAsync(context.CancellationToken).AsTask();
+                using (var wait = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken))
+                {
+                    var due = refreshAt == DateTimeOffset.MaxValue ? ServiceAddressResolver.RelayTokenRefresh : refreshAt - _time.GetUtcNow();
+                    var refresh = Task.Delay(due > TimeSpan.Zero ? due : TimeSpan.Zero, _time, wait.Token);
+                    if (await Task.WhenAny(changed, refresh) == refresh)
+                    {
+                        await refresh; // throws when the agent went away
+                        continue;
+                    }
+
+                    await wait.CancelAsync();
+                }
+
+                changed = null;
                 snapshot = await subscription.Reader.ReadAsync(context.CancellationToken);
             }
         }

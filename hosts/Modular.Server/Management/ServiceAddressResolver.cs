@@ -12,11 +12,18 @@ namespace Modular.Server.Management;
 
 /// <summary>
 /// Tells an agent where signal, relay and STUN are: public_url when configured, else the host the agent
-/// used to reach management with each component's port. Issues the short-lived relay token too.
+/// used to reach management with each component's port. Issues the short-lived relay credentials too (token and
+/// per-token secret; both only ever inside sealed replies).
 /// </summary>
 public sealed class ServiceAddressResolver
 {
     public static readonly TimeSpan RelayTokenLifetime = TimeSpan.FromHours(12);
+
+    /// <summary>
+    /// How long after issuing the Sync stream sends fresh relay credentials: half the lifetime, so an agent that
+    /// misses one refresh (a reconnecting stream) still has hours left before its live relay bindings would expire.
+    /// </summary>
+    public static readonly TimeSpan RelayTokenRefresh = RelayTokenLifetime / 2;
 
     private readonly ServerConfig _config;
     private readonly ServerSecrets _secrets;
@@ -55,6 +62,7 @@ public sealed class ServiceAddressResolver
             RelayTokenExpiresUnix = expires.ToUnixTimeSeconds(),
         };
         addresses.RelayToken = ByteString.CopyFrom(RelayToken.Issue(_secrets.RelaySecret, peer, expires));
+        addresses.RelaySecret = ByteString.CopyFrom(RelayToken.DeriveSecret(_secrets.RelaySecret, peer, expires.ToUnixTimeSeconds()));
         return addresses;
     }
 

@@ -21,7 +21,8 @@ public sealed record RelayOptions(int MaxSessions = 65536, TimeSpan? IdleTimeout
 
 /// <summary>
 /// UDP relay for peers with no direct path. A source authenticates by binding (its key → the remote's key)
-/// with a management-issued token; datagrams from a source are forwarded, unchanged, only to the one
+/// with a Bind signed under its management-issued per-token secret (or, for one release, the old unsigned
+/// form with the v1 token); datagrams from a source are forwarded, unchanged, only to the one
 /// source that bound the reverse pair. Everything else is dropped and counted. One dedicated thread owns
 /// every table (no locks), receives up to 32 datagrams per recvmmsg, looks sources up with a reused
 /// <see cref="SocketAddress"/> and forwards them in place with one sendmmsg: nothing is allocated per
@@ -33,10 +34,15 @@ public sealed class RelayServer : IHostedService, IDisposable
     private readonly ServerSecrets _secrets;
     private readonly TimeProvider _time;
     private readonly RelayOptions _options;
-    private readonly ILogger<RelayServer> _logger;
+    private readonly ILogger _logger;
     private readonly Dictionary<SocketAddress, Session> _bySource = [];
     private readonly Dictionary<(WgKey Own, WgKey Remote), Session> _byPair = [];
     private readonly Dictionary<WgKey, int> _perKey = [];
+
+    // The newest (expiry, counter) of signed sessions that ended, until that expiry passes: a signed Bind seen on
+    // the wire cannot bring an idle pair back from another address. Bounded by MaxSessions.
+    private readonly Dictionary<(WgKey Own, WgKey Remote), (long Expires, ulong Counter)> _replayFloors = [];
+    private readonly ManualResetEventSlim _stopped = new();
     private int _sessionCount;
     private Socket? _socket;
     private Thread? _thread;
@@ -44,9 +50,11 @@ public sealed class RelayServer : IHostedService, IDisposable
     private long _forwardedBytes;
     private long _dropped;
     private long _rejectedBinds;
+    private long _acceptedBinds;
+    private long _receiveErrors;
     private volatile bool _stopping;
 
-    public RelayServer(IPEndPoint listen, ServerSecrets secrets, TimeProvider time, ILogger<RelayServer> logger, RelayOptions? options = null)
+    public RelayServer(IPEndPoint listen, ServerSecrets secrets, TimeProvider time, ILogger logger, RelayOptions? options = null)
     {
         _listen = listen;
         _secrets = secrets;
@@ -64,7 +72,17 @@ public sealed class RelayServer : IHostedService, IDisposable
     /// <summary>Datagrams dropped: unauthenticated or unpaired sources, malformed input.</summary>
     public long Dropped => Interlocked.Read(ref _dropped);
 
+    /// <summary>Binds refused: bad or expired token, bad MAC, replayed counter, or the old form for a signed session.</summary>
     public long RejectedBinds => Interlocked.Read(ref _rejectedBinds);
+
+    /// <summary>Binds (first ones and keepalives) accepted.</summary>
+    public long AcceptedBinds => Interlocked.Read(ref _acceptedBinds);
+
+    /// <summary>Receives that failed with an unexpected error (the loop goes on after a short pause).</summary>
+    public long ReceiveErrors => Interlocked.Read(ref _receiveErrors);
+
+    /// <summary>Test seam: called before each receive; a non-zero errno it returns stands in for a failed recvmmsg.</summary>
+    internal Func<int>? InjectReceiveError { get; set; }
 
     /// <summary>Bindings currently held.</summary>
     public int SessionCount => Volatile.Read(ref _sessionCount);
@@ -88,6 +106,7 @@ public sealed class RelayServer : IHostedService, IDisposable
         }
 
         _stopping = true;
+        _stopped.Set();
         try
         {
             // Wakes a thread blocked in recvmmsg at once (Linux wakes receivers even on an unconnected UDP socket).
@@ -144,6 +163,7 @@ public sealed class RelayServer : IHostedService, IDisposable
         var reply = new byte[RelayProtocol.BoundSize];
         var idleTicks = (long)(_options.Idle.TotalSeconds * _time.TimestampFrequency);
         var lastSweep = _time.GetTimestamp();
+        var backoff = TimeSpan.Zero; // non-zero while receives fail
 
         fixed (byte* dataPtr = data, namesPtr = names, sendNamesPtr = sendNames)
         fixed (UdpBatch.IoVec* iovPtr = iovs, sendIovPtr = sendIovs)
@@ -164,20 +184,34 @@ public sealed class RelayServer : IHostedService, IDisposable
                     msgPtr[i].Header.Flags = 0;
                 }
 
-                var received = UdpBatch.RecvMMsg(fd, msgPtr, BatchSize, UdpBatch.MsgWaitForOne, null);
+                var injected = InjectReceiveError?.Invoke() ?? 0;
+                var received = injected != 0 ? -1 : UdpBatch.RecvMMsg(fd, msgPtr, BatchSize, UdpBatch.MsgWaitForOne, null);
+                var errno = injected != 0 ? injected : received < 0 ? Marshal.GetLastPInvokeError() : 0;
                 var now = _time.GetTimestamp();
-                if (received < 0)
+                if (received < 0 && errno is not (UdpBatch.EAgain or UdpBatch.EIntr))
                 {
-                    var errno = Marshal.GetLastPInvokeError();
-                    if (errno is not (UdpBatch.EAgain or UdpBatch.EIntr))
+                    if (_stopping)
                     {
-                        if (!_stopping)
-                        {
-                            _logger.LogError("Relay receive failed with errno {Errno}; the relay stops", errno);
-                        }
-
                         return;
                     }
+
+                    // An unexpected error must not end the relay for good: say so once, pause (growing up to a
+                    // second, so a persistent error does not spin a core) and receive again.
+                    Interlocked.Increment(ref _receiveErrors);
+                    if (backoff == TimeSpan.Zero)
+                    {
+                        _logger.LogError("Relay receive failed with errno {Errno}; retrying", errno);
+                    }
+
+                    backoff = backoff == TimeSpan.Zero ? TimeSpan.FromMilliseconds(10) : TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, TimeSpan.TicksPerSecond));
+                    _stopped.Wait(backoff);
+                    continue;
+                }
+
+                if (backoff != TimeSpan.Zero)
+                {
+                    _logger.LogInformation("Relay receive works again");
+                    backoff = TimeSpan.Zero;
                 }
 
                 var forward = 0;
@@ -253,7 +287,8 @@ public sealed class RelayServer : IHostedService, IDisposable
     /// <summary>Everything that is not data: binds are answered, the rest is dropped.</summary>
     private void HandleControl(Socket socket, Span<byte> datagram, SocketAddress from, byte[] reply, long now)
     {
-        if (datagram[0] == RelayProtocol.Bind && datagram.Length == RelayProtocol.BindSize)
+        if ((datagram[0] == RelayProtocol.Bind && datagram.Length == RelayProtocol.BindSize)
+            || (datagram[0] == RelayProtocol.SignedBind && datagram.Length == RelayProtocol.SignedBindSize))
         {
             var status = Bind(socket, datagram, from, now);
             reply[0] = RelayProtocol.Bound;
@@ -266,25 +301,53 @@ public sealed class RelayServer : IHostedService, IDisposable
         }
     }
 
+    /// <summary>
+    /// Checks a Bind and creates, follows (NAT rebinding: any source address) or extends the session. A refused
+    /// Bind never touches an existing session: whoever sends it, forged or replayed, it cannot end or move one.
+    /// </summary>
     private RelayProtocol.BindStatus Bind(Socket socket, ReadOnlySpan<byte> datagram, SocketAddress from, long now)
     {
-        var own = new WgKey(datagram.Slice(1, WgKey.Size));
-        var remote = new WgKey(datagram.Slice(1 + WgKey.Size, WgKey.Size));
-        var token = datagram.Slice(1 + (2 * WgKey.Size), RelayToken.Size);
-        if (own == remote || !RelayToken.Verify(_secrets.RelaySecret, own, token, _time.GetUtcNow()))
+        var utcNow = _time.GetUtcNow();
+        WgKey own, remote;
+        long expires;
+        ulong counter = 0;
+        var signed = datagram[0] == RelayProtocol.SignedBind;
+        if (signed)
         {
-            // An expired token ends the binding it kept alive; the agent rebinds with a fresh one from management.
-            if (_bySource.TryGetValue(from, out var existing) && existing.Own == own)
+            if (!RelayToken.VerifySignedBind(_secrets.RelaySecret, datagram, utcNow))
             {
-                Remove(existing);
+                return Refuse();
             }
 
-            Interlocked.Increment(ref _rejectedBinds);
-            return RelayProtocol.BindStatus.Rejected;
+            (own, remote, expires, counter) = RelayProtocol.ReadSignedBind(datagram);
+        }
+        else
+        {
+            own = new WgKey(datagram.Slice(1, WgKey.Size));
+            remote = new WgKey(datagram.Slice(1 + WgKey.Size, WgKey.Size));
+            var token = datagram.Slice(1 + (2 * WgKey.Size), RelayToken.Size);
+            if (!RelayToken.Verify(_secrets.RelaySecret, own, token, utcNow))
+            {
+                return Refuse();
+            }
+
+            expires = RelayToken.ExpiresOf(token);
+        }
+
+        if (own == remote)
+        {
+            return Refuse();
         }
 
         if (_byPair.TryGetValue((own, remote), out var session))
         {
+            // A signed session takes only newer signed Binds: an old one seen on the wire is a replay, and the
+            // old form (replayable by design) must not undo what the signature protects.
+            if (session.Signed && (!signed || !IsNewer(expires, counter, session.Expires, session.Counter)))
+            {
+                return Refuse();
+            }
+
             if (!session.Address.Equals(from))
             {
                 // The peer moved (new port or NAT rebinding): follow it.
@@ -296,6 +359,11 @@ public sealed class RelayServer : IHostedService, IDisposable
         }
         else
         {
+            if (signed && _replayFloors.TryGetValue((own, remote), out var floor) && !IsNewer(expires, counter, floor.Expires, floor.Counter))
+            {
+                return Refuse();
+            }
+
             RemoveAt(from);
             var held = _perKey.GetValueOrDefault(own);
             if (_byPair.Count >= _options.MaxSessions || held >= _options.MaxSessionsPerKey)
@@ -307,9 +375,26 @@ public sealed class RelayServer : IHostedService, IDisposable
             _byPair[(own, remote)] = session;
             _bySource[session.Address] = session;
             _perKey[own] = held + 1;
+            _replayFloors.Remove((own, remote));
             Volatile.Write(ref _sessionCount, _byPair.Count);
+            if (!signed)
+            {
+                // Once per session: the old form is accepted for one release only.
+                _logger.LogWarning(
+                    "Relay: peer {Peer} bound to {Remote} with the old, unsigned Bind form (replayable); accepted for this release only: upgrade that agent",
+                    own.ToShortString(), remote.ToShortString());
+            }
         }
 
+        if (signed)
+        {
+            session.Signed = true;
+            session.Counter = counter;
+        }
+
+        // A Bind with fresher credentials extends the session: it lives until the newest valid token it showed expires.
+        session.Expires = Math.Max(session.Expires, expires);
+        Interlocked.Increment(ref _acceptedBinds);
         session.LastSeen = now;
         if (session.Peer is null && _byPair.TryGetValue((remote, own), out var other))
         {
@@ -322,6 +407,16 @@ public sealed class RelayServer : IHostedService, IDisposable
 
         return session.Peer is null ? RelayProtocol.BindStatus.Waiting : RelayProtocol.BindStatus.Paired;
     }
+
+    private RelayProtocol.BindStatus Refuse()
+    {
+        Interlocked.Increment(ref _rejectedBinds);
+        return RelayProtocol.BindStatus.Rejected;
+    }
+
+    /// <summary>(expires, counter) orders a pair's signed Binds: fresher credentials first, then the counter.</summary>
+    private static bool IsNewer(long expires, ulong counter, long thanExpires, ulong thanCounter)
+        => expires > thanExpires || (expires == thanExpires && counter > thanCounter);
 
     private void RemoveAt(SocketAddress address)
     {
@@ -336,6 +431,21 @@ public sealed class RelayServer : IHostedService, IDisposable
         _bySource.Remove(session.Address);
         if (_byPair.Remove((session.Own, session.Remote)))
         {
+            if (session.Signed)
+            {
+                if (_replayFloors.Count >= _options.MaxSessions)
+                {
+                    // Full: drop the entry held longest (Dictionary keeps insertion order while only appended to).
+                    foreach (var first in _replayFloors.Keys)
+                    {
+                        _replayFloors.Remove(first);
+                        break;
+                    }
+                }
+
+                _replayFloors[(session.Own, session.Remote)] = (session.Expires, session.Counter);
+            }
+
             var held = _perKey.GetValueOrDefault(session.Own) - 1;
             if (held > 0)
             {
@@ -356,12 +466,14 @@ public sealed class RelayServer : IHostedService, IDisposable
         }
     }
 
+    /// <summary>Drops idle sessions and those whose newest token expired, and forgets replay floors past their expiry.</summary>
     private void Sweep(long now, long idleTicks)
     {
+        var nowUnix = _time.GetUtcNow().ToUnixTimeSeconds();
         List<Session>? stale = null;
         foreach (var session in _byPair.Values)
         {
-            if (now - session.LastSeen > idleTicks)
+            if (now - session.LastSeen > idleTicks || session.Expires < nowUnix)
             {
                 (stale ??= []).Add(session);
             }
@@ -371,13 +483,31 @@ public sealed class RelayServer : IHostedService, IDisposable
         {
             Remove(session);
         }
+
+        List<(WgKey, WgKey)>? spent = null;
+        foreach (var (pair, floor) in _replayFloors)
+        {
+            if (floor.Expires < nowUnix)
+            {
+                (spent ??= []).Add(pair);
+            }
+        }
+
+        foreach (var pair in spent ?? [])
+        {
+            _replayFloors.Remove(pair);
+        }
     }
 
     /// <summary>
     /// Stops as <see cref="StopAsync"/> does: when another component fails to start, the host disposes this without
     /// stopping it, and disposing the socket alone would wait forever for the receive thread to let go of it.
     /// </summary>
-    public void Dispose() => StopAsync(CancellationToken.None).GetAwaiter().GetResult();
+    public void Dispose()
+    {
+        StopAsync(CancellationToken.None).GetAwaiter().GetResult();
+        _stopped.Dispose();
+    }
 
     private sealed class Session(WgKey own, WgKey remote, SocketAddress address)
     {
@@ -390,5 +520,14 @@ public sealed class RelayServer : IHostedService, IDisposable
         public Session? Peer { get; set; }
 
         public long LastSeen { get; set; }
+
+        /// <summary>Unix seconds when the newest valid token this session showed expires; it ends then.</summary>
+        public long Expires { get; set; }
+
+        /// <summary>Bound with the signed form: only newer signed Binds are taken from now on.</summary>
+        public bool Signed { get; set; }
+
+        /// <summary>The counter of the newest signed Bind taken.</summary>
+        public ulong Counter { get; set; }
     }
 }

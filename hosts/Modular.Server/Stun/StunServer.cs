@@ -15,13 +15,16 @@ namespace Modular.Server.Stun;
 public sealed class StunServer : IHostedService, IDisposable
 {
     private readonly IPEndPoint _listen;
-    private readonly ILogger<StunServer> _logger;
+    private readonly ILogger _logger;
+    private readonly ManualResetEventSlim _stopped = new();
     private Socket? _socket;
     private Thread? _thread;
     private long _answered;
     private long _dropped;
+    private long _receiveErrors;
+    private volatile bool _stopping;
 
-    public StunServer(IPEndPoint listen, ILogger<StunServer> logger)
+    public StunServer(IPEndPoint listen, ILogger logger)
     {
         _listen = listen;
         _logger = logger;
@@ -32,6 +35,12 @@ public sealed class StunServer : IHostedService, IDisposable
     public long Answered => Interlocked.Read(ref _answered);
 
     public long Dropped => Interlocked.Read(ref _dropped);
+
+    /// <summary>Receives that failed with an unexpected error (the loop goes on after a short pause).</summary>
+    public long ReceiveErrors => Interlocked.Read(ref _receiveErrors);
+
+    /// <summary>Test seam: called before each receive; an error it returns stands in for a failed receive.</summary>
+    internal Func<SocketError>? InjectReceiveError { get; set; }
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
@@ -44,6 +53,13 @@ public sealed class StunServer : IHostedService, IDisposable
 
     public Task StopAsync(CancellationToken cancellationToken)
     {
+        if (_stopping)
+        {
+            return Task.CompletedTask; // stopped already (Dispose after StopAsync)
+        }
+
+        _stopping = true;
+        _stopped.Set();
         _socket?.Dispose();
         _thread?.Join(TimeSpan.FromSeconds(5));
         return Task.CompletedTask;
@@ -56,11 +72,17 @@ public sealed class StunServer : IHostedService, IDisposable
         var request = new byte[1500];
         var response = new byte[StunMessage.MaxResponseSize];
         Span<byte> address = stackalloc byte[16];
+        var backoff = TimeSpan.Zero; // non-zero while receives fail
         while (true)
         {
             int n;
             try
             {
+                if (InjectReceiveError?.Invoke() is { } injected and not SocketError.Success)
+                {
+                    throw new SocketException((int)injected);
+                }
+
                 n = socket.ReceiveFrom(request, SocketFlags.None, from);
             }
             catch (ObjectDisposedException)
@@ -72,9 +94,29 @@ public sealed class StunServer : IHostedService, IDisposable
                 Interlocked.Increment(ref _dropped);
                 continue;
             }
-            catch (SocketException)
+            catch (SocketException) when (_stopping)
             {
                 return; // closed underneath us
+            }
+            catch (SocketException e)
+            {
+                // An unexpected error must not end STUN for good (with no word): say so once, pause (growing up to
+                // a second, so a persistent error does not spin a core) and receive again.
+                Interlocked.Increment(ref _receiveErrors);
+                if (backoff == TimeSpan.Zero)
+                {
+                    _logger.LogError("STUN receive failed ({Error}); retrying", e.SocketErrorCode);
+                }
+
+                backoff = backoff == TimeSpan.Zero ? TimeSpan.FromMilliseconds(10) : TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, TimeSpan.TicksPerSecond));
+                _stopped.Wait(backoff);
+                continue;
+            }
+
+            if (backoff != TimeSpan.Zero)
+            {
+                _logger.LogInformation("STUN receive works again");
+                backoff = TimeSpan.Zero;
             }
 
             if (!StunMessage.IsBindingRequest(request.AsSpan(0, n)) || !UdpEndpoint.TryRead(from, address, out var length, out var port))
@@ -101,5 +143,9 @@ public sealed class StunServer : IHostedService, IDisposable
     }
 
     /// <summary>Stops as <see cref="StopAsync"/> does (the host disposes without stopping when another component fails to start).</summary>
-    public void Dispose() => StopAsync(CancellationToken.None).GetAwaiter().GetResult();
+    public void Dispose()
+    {
+        StopAsync(CancellationToken.None).GetAwaiter().GetResult();
+        _stopped.Dispose();
+    }
 }
