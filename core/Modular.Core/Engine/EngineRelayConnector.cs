@@ -55,8 +55,15 @@ internal sealed class EngineRelayConnector(IWgIface iface, WgKey ownKey, ProxySe
         }
     }
 
-    /// <summary>Live relay connections (closed ones are forgotten at the next <see cref="Apply"/>).</summary>
-    internal int LiveConnections => _live.Count(c => !c.Key.IsClosed);
+    /// <summary>Hands <paramref name="connection"/> (to the relay at <paramref name="address"/>) every later credentials refresh.</summary>
+    internal void Track(RelayedConnection connection, string address)
+    {
+        _live[connection] = address;
+        if (_grant is { } newer && newer.Address == address && newer.Credentials.ExpiresUnix > connection.CredentialsExpireUnix)
+        {
+            connection.Refresh(newer.Credentials); // fresher credentials arrived while binding
+        }
+    }
 
     public async Task<RelayedPath> ConnectAsync(WgKey remotePeer, CancellationToken cancellationToken)
     {
@@ -71,11 +78,7 @@ internal sealed class EngineRelayConnector(IWgIface iface, WgKey ownKey, ProxySe
         {
             var relay = await ResolveAsync(grant.Address, cancellationToken);
             connection = await RelayClient.ConnectAsync(relay, ownKey, remotePeer, grant.Credentials, cancellationToken);
-            _live[connection] = grant.Address;
-            if (_grant is { } newer && newer.Address == grant.Address && newer.Credentials.ExpiresUnix > grant.Credentials.ExpiresUnix)
-            {
-                connection.Refresh(newer.Credentials); // fresher credentials arrived while binding
-            }
+            Track(connection, grant.Address);
 
             recorder.SetRelay(new ServiceStatus(grant.Address, true, null));
             var proxy = await proxies.CreateAsync(iface, cancellationToken);
