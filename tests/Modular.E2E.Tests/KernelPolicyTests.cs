@@ -58,7 +58,7 @@ public sealed class KernelPolicyTests(ITestOutputHelper output)
     }
 
     /// <summary>Accepts one connection in a namespace and echoes what it reads until the test ends.</summary>
-    private static Socket EchoOnce(string namespaceName, IPAddress address, int port, CancellationToken cancellationToken)
+    internal static Socket EchoOnce(string namespaceName, IPAddress address, int port, CancellationToken cancellationToken)
     {
         var listener = NamespaceSocket.Create(namespaceName, AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
@@ -85,7 +85,7 @@ public sealed class KernelPolicyTests(ITestOutputHelper output)
     }
 
     /// <summary>Sends one byte on <paramref name="connection"/>; true when it comes back within 3 s.</summary>
-    private static bool Echoes(Socket connection)
+    internal static bool Echoes(Socket connection)
     {
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(3));
         try

@@ -112,6 +112,74 @@ public sealed class RouteTests(ITestOutputHelper output)
         cancel.Cancel();
     }
 
+    /// <summary>
+    /// Issue 13 item 2: a connection forwarded under a route policy ends when the policy goes, in both modes (kernel
+    /// mode's forward table used to accept every established connection before any rule). The client keeps its
+    /// route (another policy still gives it the network), so it is the routing peer that ends the connection.
+    /// </summary>
+    [SkippableTheory]
+    [InlineData("userspace")]
+    [InlineData("kernel")]
+    public void Kernel_revoked_route_policy_ends_forwarded_connections(string mode)
+    {
+        RequirePrerequisites(mode);
+        using var rig = new MeshRig(output, "v");
+        rig.StartServer();
+        var key = rig.CreateSetupKey();
+        string[] names = ["va", "vr"];
+        foreach (var name in names)
+        {
+            StartAgent(rig, name, key, mode);
+        }
+
+        var lan = rig.AddNetworkBehind(rig["vr"], "vlan", "10.79.0.1/24", "10.79.0.10/24");
+        rig.WaitUntil(() => names.All(n => rig[n].OverlayIp is not null), ConnectTimeout, "every agent logged in", () => MeshTests.Diagnostics(rig, names));
+        rig.ServerCli("groups create clients");
+        rig.ServerCli($"groups add-peer clients {rig["va"].OverlayIp}");
+        rig.ServerCli("resources create lan --address 10.79.0.0/24 --routing-peer vr");
+        rig.ServerCli("policies create lan-echo --source clients --destination-resource lan --protocol tcp --ports 2222");
+        rig.ServerCli("policies create lan-web --source clients --destination-resource lan --protocol tcp --ports 80");
+        rig.ServerCli("policies delete Default");
+
+        using var cancel = new CancellationTokenSource(TimeSpan.FromMinutes(4));
+        var lanHost = IPAddress.Parse("10.79.0.10");
+        using var echo = KernelPolicyTests.EchoOnce(lan.Name, lanHost, 2222, cancel.Token);
+        Socket? held = null;
+        try
+        {
+            rig.WaitUntil(() => (held = TryConnect(rig["va"].Namespace.Name, new IPEndPoint(lanHost, 2222))) is not null, ConnectTimeout,
+                "TCP 2222 from va to the lan host through vr", () => MeshTests.Diagnostics(rig, names) + "\n--- vr nft:\n" + rig["vr"].Namespace.TryExec("nft list ruleset").Output);
+            Assert.True(KernelPolicyTests.Echoes(held!), "the forwarded connection echoes under the lan-echo policy");
+
+            rig.ServerCli("policies delete lan-echo");
+            rig.WaitUntil(() => !KernelPolicyTests.Echoes(held!), MapTimeout, "the forwarded connection the revoked policy let through ends",
+                () => MeshTests.Diagnostics(rig, names) + "\n--- vr nft:\n" + rig["vr"].Namespace.TryExec("nft list ruleset").Output);
+            Assert.Contains("10.79.0.0/24", rig["va"].Namespace.Exec("ip -4 route"), StringComparison.Ordinal); // still routed: vr ended it
+        }
+        finally
+        {
+            held?.Dispose();
+            cancel.Cancel();
+        }
+    }
+
+    /// <summary>One TCP connection from a namespace (5 s at most); null when it did not connect.</summary>
+    private static Socket? TryConnect(string namespaceName, IPEndPoint to)
+    {
+        var socket = NamespaceSocket.Create(namespaceName, AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        try
+        {
+            socket.ConnectAsync(to, timeout.Token).AsTask().GetAwaiter().GetResult();
+            return socket;
+        }
+        catch (Exception e) when (e is OperationCanceledException or SocketException)
+        {
+            socket.Dispose();
+            return null;
+        }
+    }
+
     /// <summary>The "routes" entry of <paramref name="agent"/>'s status for <paramref name="network"/>; null when absent or the daemon does not answer.</summary>
     [SkippableFact]
     public void Two_routing_peers_of_one_network_fail_over_to_the_connected_one_and_back()

@@ -87,7 +87,7 @@ internal sealed class EngineAssembly
             if (_config.Firewall.Enabled)
             {
                 // Its own address tells the firewall which inbound packets are forwarded (routed) traffic.
-                firewall = await EngineFirewall.AttachAsync(iface, _time, _loggerFactory.CreateLogger<EngineFirewall>(), _recorder, new FirewallOptions { LocalAddresses = [ifaceOptions.Address] }, _seams.Nftables, cancellationToken);
+                firewall = await EngineFirewall.AttachAsync(iface, _time, _loggerFactory.CreateLogger<EngineFirewall>(), _recorder, new FirewallOptions { LocalAddresses = [ifaceOptions.Address] }, _seams.Nftables, cancellationToken: cancellationToken);
             }
             else
             {
@@ -103,7 +103,8 @@ internal sealed class EngineAssembly
                 _seams.Nftables ?? Firewall.Nftables.HostNftables.Instance,
                 _loggerFactory.CreateLogger<RouteManager>(),
                 RouteManagerOptions.For(iface) with { FilterForwarded = _config.Firewall.Enabled },
-                created.OwnedTransport is IceSocketTransport checks ? checks.SetMark : null);
+                created.OwnedTransport is IceSocketTransport checks ? checks.SetMark : null,
+                firewall?.Conntrack);
 
             await _seams.BeforeAsync(EngineStep.Dns, cancellationToken);
             if (_config.Dns.Enabled)

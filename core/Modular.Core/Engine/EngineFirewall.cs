@@ -37,6 +37,7 @@ public sealed class EngineFirewall : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
     private readonly ITimer _statusTimer;
+    private NetlinkConntrack? _ownedConntrack;
 
     // No locks. Written by ApplyAsync (the engine calls it with its apply gate held), read by status: Volatile.
     private int _userspaceRules;
@@ -63,6 +64,9 @@ public sealed class EngineFirewall : IAsyncDisposable
     /// <summary>The nftables enforcer; null in userspace mode.</summary>
     public NftablesEnforcer? Nftables => _nftables;
 
+    /// <summary>Where the kernel tables clear old conntrack generations (this firewall's and the routing peer's forward table); null: none.</summary>
+    public IConntrack? Conntrack { get; private init; }
+
     /// <summary>"userspace" or "nftables".</summary>
     public string Mode => _firewall is not null ? FirewallStatus.UserspaceMode : FirewallStatus.NftablesMode;
 
@@ -81,20 +85,25 @@ public sealed class EngineFirewall : IAsyncDisposable
         StatusRecorder? recorder = null,
         FirewallOptions? options = null,
         INftables? nftables = null,
+        IConntrack? conntrack = null,
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(iface);
+        // The host's conntrack goes with the host's nft (the kernel tables, and the routing peer's forward table in
+        // either mode); a test's nft double gets only the conntrack it passes.
+        var owned = nftables is null && conntrack is null ? NetlinkConntrack.TryOpen(logger) : null;
+        conntrack ??= owned;
         EngineFirewall attached;
         if (iface is UserspaceWgIface userspace)
         {
             var firewall = new StatefulFirewall(options, time);
             userspace.PacketFilter = firewall;
-            attached = new EngineFirewall(firewall, null, recorder, logger, time);
+            attached = new EngineFirewall(firewall, null, recorder, logger, time) { _ownedConntrack = owned, Conntrack = conntrack };
         }
         else
         {
-            var enforcer = new NftablesEnforcer(iface.Name, iface.OverlayIp, options, nftables ?? HostNftables.Instance, logger, time);
-            attached = new EngineFirewall(null, enforcer, recorder, logger, time);
+            var enforcer = new NftablesEnforcer(iface.Name, iface.OverlayIp, options, nftables ?? HostNftables.Instance, logger, time, conntrack);
+            attached = new EngineFirewall(null, enforcer, recorder, logger, time) { _ownedConntrack = owned, Conntrack = conntrack };
             try
             {
                 await enforcer.ApplyAsync([], cancellationToken);
@@ -203,6 +212,8 @@ public sealed class EngineFirewall : IAsyncDisposable
         {
             await _nftables.DisposeAsync();
         }
+
+        _ownedConntrack?.Dispose();
     }
 
     private FirewallStatus UserspaceStatus()

@@ -6,9 +6,13 @@ using Modular.Core.Firewall;
 namespace Modular.Core.Routing;
 
 /// <summary>
-/// The nftables table of a routing peer (<c>inet modular_route_&lt;iface&gt;</c>): a forward chain that lets
-/// through replies (established/related) and the new connections from the mesh that route rules allow, and
-/// drops every other packet forwarded from the mesh interface; and a postrouting chain that masquerades
+/// The nftables table of a routing peer (<c>inet modular_route_&lt;iface&gt;</c>), also installed on a peer that
+/// routes nothing (so a host whose forwarding someone else turned on never forwards for the mesh): a forward chain
+/// that lets through replies and related packets, and the connections from the mesh that route rules allow, and
+/// drops every other packet forwarded from the mesh interface. A connection a rule accepted is stamped with the
+/// table's generation in its conntrack mark (<see cref="Firewall.Nftables.ConntrackMarks"/>, forwarded bit set) and
+/// passes on that stamp; one stamped by an older table walks the rules again, so revoking a route rule ends the
+/// connections it let through, as in userspace. And a postrouting chain that masquerades
 /// mesh traffic leaving towards each route that asks for it. Rules are ordered most specific first (longer
 /// destination, longer source, a named protocol, fewer ports, drop before accept), as the agent's
 /// userspace firewall decides.
@@ -21,7 +25,9 @@ public static class ForwardingTable
 
     /// <summary>The whole table as one script (with the prologue that replaces it atomically).</summary>
     /// <param name="filter">False: no forward filtering (every forwarded mesh connection passes); masquerade stays.</param>
-    public static string Render(string iface, IPNetwork overlay, IReadOnlyList<ServedRoute> served, IReadOnlyList<FirewallRule> rules, bool filter = true)
+    /// <param name="generation">The table's conntrack generation (1..127), cleared from conntrack before this table is applied.</param>
+    /// <param name="trustMarks">False when it could not be cleared: established connections from the mesh walk the rules on every packet.</param>
+    public static string Render(string iface, IPNetwork overlay, IReadOnlyList<ServedRoute> served, IReadOnlyList<FirewallRule> rules, bool filter = true, int generation = 1, bool trustMarks = true)
     {
         ArgumentNullException.ThrowIfNull(served);
         ArgumentNullException.ThrowIfNull(rules);
@@ -30,11 +36,20 @@ public static class ForwardingTable
         var script = new StringBuilder(Os.Nft.ReplaceTablePrologue(Family, table));
         script.Append(CultureInfo.InvariantCulture, $"table {Family} {table} {{\n");
         script.Append("  chain forward {\n    type filter hook forward priority filter; policy accept;\n");
-        script.Append("    ct state established,related accept\n");
+        var stamp = Firewall.Nftables.ConntrackMarks.Stamp(generation, forwarded: true);
+        var keep = Firewall.Nftables.ConntrackMarks.FreeMask;
+        var firewallBits = Firewall.Nftables.ConntrackMarks.FirewallMask;
+        script.Append("    ct state established ct direction reply accept\n");
+        script.Append("    ct state related accept\n");
+        if (trustMarks)
+        {
+            script.Append(CultureInfo.InvariantCulture, $"    ct state established ct mark & 0x{firewallBits:x8} == 0x{stamp:x8} accept\n");
+        }
+
         foreach (var rule in rules.Where(r => filter && IsIpv4(r)).OrderByDescending(r => r.Destination!.Value.Length).ThenByDescending(r => r.Remote.Length)
                      .ThenBy(r => r.Protocol == RuleProtocol.All).ThenBy(PortCount).ThenBy(r => r.Action == RuleAction.Accept).ThenBy(r => r.RuleId, StringComparer.Ordinal))
         {
-            script.Append(CultureInfo.InvariantCulture, $"    iifname {name} ip saddr {rule.Remote} ip daddr {rule.Destination}{Match(rule)} counter {(rule.Action == RuleAction.Accept ? "accept" : "drop")} comment {Quote(rule.RuleId)}\n");
+            script.Append(CultureInfo.InvariantCulture, $"    iifname {name} ip saddr {rule.Remote} ip daddr {rule.Destination}{Match(rule)} counter {(rule.Action == RuleAction.Accept ? $"ct mark set ct mark & 0x{keep:x8} | 0x{stamp:x8} accept" : "drop")} comment {Quote(rule.RuleId)}\n");
         }
 
         script.Append(filter

@@ -31,8 +31,13 @@ public sealed record RouteManagerOptions(int Table, int ControlRulePriority = 51
 /// with a warning). Exit node: wg-quick's policy routing — the default route in a table of its own,
 /// WireGuard's socket marked, <c>not fwmark</c> → that table, <c>suppress_prefixlength 0</c> on main, plus
 /// <c>to &lt;addr&gt;/32 lookup main</c> for every control-plane address so management, signal, relay and STUN
-/// stay off the tunnel. Routing peer: IPv4 forwarding on (logged once; the host's setting, left on) and the
-/// <see cref="ForwardingTable"/> (forward filter and masquerade, through <see cref="INftables"/>), deleted when it serves nothing.
+/// stay off the tunnel. Routing peer: IPv4 forwarding on (logged once) and the <see cref="ForwardingTable"/> (forward
+/// filter and masquerade, through <see cref="INftables"/>). A peer that serves nothing keeps the table as a filter
+/// alone (every packet forwarded from the mesh dropped: forwarding may be on for other reasons, and a peer must not
+/// reach what lies behind this host by widening its own allowed IPs), and forwarding goes back to what it was if
+/// this agent turned it on. The table is deleted on stop, or when the firewall is off and nothing is served.
+/// A table whose script is unchanged is not applied again; a changed one gets a new conntrack generation, cleared
+/// from conntrack first (<see cref="MarkGenerations"/>), so revoking a route rule ends its forwarded connections.
 /// Every OS failure is logged and the rest goes on: a route that cannot be installed must not take the
 /// mesh down. Not thread-safe: the engine applies maps one at a time.
 /// </summary>
@@ -51,13 +56,16 @@ public sealed class RouteManager
     private string? _forwardingProblem;
     private string? _lastFailure;
     private string? _forwardingScript;
+    private readonly MarkGenerations _generations;
     private bool _forwardingEnabled;
+    private string? _forwardingBefore;
     private bool _marked;
     private bool _swept;
 
     /// <param name="nft">Where the forwarding table goes: <see cref="HostNftables.Instance"/> in the agent.</param>
     /// <param name="markOtherSockets">Marks the agent's other sockets that talk to peers directly (kernel mode's ICE socket) with WireGuard's mark.</param>
-    public RouteManager(IWgIface iface, IRouteOs os, INftables nft, ILogger logger, RouteManagerOptions? options = null, Action<uint>? markOtherSockets = null)
+    /// <param name="conntrack">Where the forward table's old generations are cleared; null: forwarded connections walk the rules on every packet.</param>
+    public RouteManager(IWgIface iface, IRouteOs os, INftables nft, ILogger logger, RouteManagerOptions? options = null, Action<uint>? markOtherSockets = null, IConntrack? conntrack = null)
     {
         _iface = iface;
         _os = os;
@@ -65,6 +73,7 @@ public sealed class RouteManager
         _logger = logger;
         _options = options ?? RouteManagerOptions.For(iface);
         _markOtherSockets = markOtherSockets;
+        _generations = new MarkGenerations(conntrack, forwarded: true, logger);
     }
 
     /// <summary>The routes this agent added and has not removed.</summary>
@@ -80,7 +89,10 @@ public sealed class RouteManager
     /// Makes the OS match <paramref name="plan"/>. <paramref name="controlHosts"/> are the host names or
     /// addresses of management, signal, relay and STUN (resolved here, only while an exit node is in use).
     /// </summary>
-    public async Task ApplyAsync(RoutePlan plan, IReadOnlyCollection<string> controlHosts, CancellationToken cancellationToken)
+    public Task ApplyAsync(RoutePlan plan, IReadOnlyCollection<string> controlHosts, CancellationToken cancellationToken)
+        => ApplyAsync(plan, controlHosts, stopping: false, cancellationToken);
+
+    private async Task ApplyAsync(RoutePlan plan, IReadOnlyCollection<string> controlHosts, bool stopping, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(plan);
         ArgumentNullException.ThrowIfNull(controlHosts);
@@ -184,7 +196,7 @@ public sealed class RouteManager
             _logger.LogInformation("Exit node {Name}: default route through the tunnel (table {Table}), control plane {Hosts} direct", exit.Name, _options.Table, string.Join(", ", controlHosts));
         }
 
-        await ApplyForwardingAsync(plan, cancellationToken);
+        await ApplyForwardingAsync(plan, stopping, cancellationToken);
     }
 
     /// <summary>
@@ -235,7 +247,7 @@ public sealed class RouteManager
     {
         try
         {
-            await ApplyAsync(RoutePlan.Empty, [], cancellationToken);
+            await ApplyAsync(RoutePlan.Empty, [], stopping: true, cancellationToken);
         }
         catch (OperationCanceledException)
         {
@@ -269,22 +281,25 @@ public sealed class RouteManager
         return [new OsRule(_options.SuppressRulePriority, "", "main", "suppress_prefixlength 0"), new OsRule(_options.TunnelRulePriority, $"not fwmark {table}", table)];
     }
 
-    private async Task ApplyForwardingAsync(RoutePlan plan, CancellationToken cancellationToken)
+    private async Task ApplyForwardingAsync(RoutePlan plan, bool stopping, CancellationToken cancellationToken)
     {
         var table = ForwardingTable.TableName(_iface.Name);
         _forwardingProblem = null;
         if (plan.Served.Count == 0)
         {
-            if (_forwardingScript is not null && await TryAsync($"delete nft table {table}", () => _nft.DeleteTableAsync(ForwardingTable.Family, table, cancellationToken)))
+            await RestoreForwardingAsync(cancellationToken);
+            if (stopping || !_options.FilterForwarded)
             {
-                _forwardingScript = null;
-                _logger.LogInformation("No longer routing for the mesh: forwarding table {Table} removed", table);
+                if (_forwardingScript is not null && await TryAsync($"delete nft table {table}", () => _nft.DeleteTableAsync(ForwardingTable.Family, table, cancellationToken)))
+                {
+                    _forwardingScript = null;
+                    _logger.LogInformation("No longer filtering forwarded mesh traffic: forwarding table {Table} removed", table);
+                }
+
+                return;
             }
-
-            return;
         }
-
-        if (!_forwardingEnabled)
+        else if (!_forwardingEnabled)
         {
             var previous = "";
             _forwardingEnabled = await TryAsync("net.ipv4.ip_forward=1", async () => previous = await _os.WriteSysctlAsync("net.ipv4.ip_forward", "1", cancellationToken));
@@ -294,16 +309,19 @@ public sealed class RouteManager
             }
             else if (previous != "1")
             {
-                _logger.LogWarning("Routing peer: enabled IPv4 forwarding (net.ipv4.ip_forward=1, was {Previous}); it stays on after the agent stops, as on any router", previous);
+                _forwardingBefore = previous;
+                _logger.LogWarning("Routing peer: enabled IPv4 forwarding (net.ipv4.ip_forward=1, was {Previous}); set back when this peer routes nothing any more", previous);
             }
         }
 
-        var script = ForwardingTable.Render(_iface.Name, _iface.Address, plan.Served, plan.ForwardRules, _options.FilterForwarded);
-        if (script == _forwardingScript)
+        if (_forwardingScript is not null
+            && ForwardingTable.Render(_iface.Name, _iface.Address, plan.Served, plan.ForwardRules, _options.FilterForwarded, _generations.Current, _generations.CurrentTrusted) == _forwardingScript)
         {
             return;
         }
 
+        var (generation, trusted) = await _generations.NextAsync(cancellationToken);
+        var script = ForwardingTable.Render(_iface.Name, _iface.Address, plan.Served, plan.ForwardRules, _options.FilterForwarded, generation, trusted);
         if (!await TryAsync($"apply nft table {table}", () => _nft.ApplyAsync(script, cancellationToken)))
         {
             // The table in force (if any) is an older one: this plan's served routes are not in place.
@@ -312,8 +330,38 @@ public sealed class RouteManager
         else
         {
             _forwardingScript = script;
-            _logger.LogInformation("Routing for the mesh: {Routes} ({Rules} route rules) in nft table {Table}",
-                string.Join(", ", plan.Served.Select(r => $"{r.Name} {r.Network}{(r.Masquerade ? " masquerade" : "")}")), plan.ForwardRules.Count, table);
+            _generations.Commit(generation, trusted);
+            if (plan.Served.Count == 0)
+            {
+                _logger.LogInformation("Not routing for the mesh: nft table {Table} drops whatever the kernel would forward from {Interface}", table, _iface.Name);
+            }
+            else
+            {
+                _logger.LogInformation("Routing for the mesh: {Routes} ({Rules} route rules) in nft table {Table}",
+                    string.Join(", ", plan.Served.Select(r => $"{r.Name} {r.Network}{(r.Masquerade ? " masquerade" : "")}")), plan.ForwardRules.Count, table);
+            }
+        }
+    }
+
+    /// <summary>Sets IPv4 forwarding back to what it was, if this agent turned it on.</summary>
+    private async Task RestoreForwardingAsync(CancellationToken cancellationToken)
+    {
+        if (!_forwardingEnabled)
+        {
+            return;
+        }
+
+        if (_forwardingBefore is not { } before)
+        {
+            _forwardingEnabled = false; // it was on before this agent: not ours to turn off
+            return;
+        }
+
+        if (await TryAsync($"net.ipv4.ip_forward={before}", () => _os.WriteSysctlAsync("net.ipv4.ip_forward", before, cancellationToken)))
+        {
+            _forwardingEnabled = false;
+            _forwardingBefore = null;
+            _logger.LogInformation("No longer routing for the mesh: IPv4 forwarding set back to {Previous}", before);
         }
     }
 

@@ -406,13 +406,20 @@ internal static class NetlinkReader
     }
 }
 
-/// <summary>A NETLINK_GENERIC socket: one request at a time, answers read until the ACK or NLMSG_DONE.</summary>
+/// <summary>
+/// A netlink socket (NETLINK_GENERIC unless told otherwise; the firewall's conntrack sweep uses NETLINK_NETFILTER,
+/// whose nfgenmsg header has the same 4-byte shape): one request at a time, answers read until the ACK or NLMSG_DONE.
+/// The socket belongs to the network namespace of the thread that created it.
+/// </summary>
 internal sealed unsafe partial class GenericNetlinkSocket : IDisposable
 {
     private const int AfNetlink = 16;
     private const int SockRaw = 3;
     private const int SockCloexec = 0x80000;
     private const int NetlinkGeneric = 16;
+
+    /// <summary>NETLINK_NETFILTER: nfnetlink (ctnetlink, the conntrack table).</summary>
+    public const int NetlinkNetfilter = 12;
     private const ushort GenlIdCtrl = 0x10;
     private const byte CtrlCmdGetFamily = 3;
     private const ushort CtrlAttrFamilyId = 1;
@@ -421,9 +428,9 @@ internal sealed unsafe partial class GenericNetlinkSocket : IDisposable
     private readonly int _fd;
     private uint _sequence = (uint)Environment.TickCount;
 
-    public GenericNetlinkSocket()
+    public GenericNetlinkSocket(int protocol = NetlinkGeneric)
     {
-        _fd = socket(AfNetlink, SockRaw | SockCloexec, NetlinkGeneric);
+        _fd = socket(AfNetlink, SockRaw | SockCloexec, protocol);
         if (_fd < 0)
         {
             throw new IOException($"netlink socket: {Marshal.GetLastPInvokeErrorMessage()}");

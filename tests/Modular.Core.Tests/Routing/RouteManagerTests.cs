@@ -184,7 +184,7 @@ public sealed class RouteManagerTests
         Assert.Equal("1", os.Sysctls["net.ipv4.ip_forward"]);
         var script = Assert.Single(nft.Applied);
         Assert.Contains("table inet modular_route_mdl0", script, StringComparison.Ordinal);
-        Assert.Contains("iifname \"mdl0\" ip saddr 100.64.0.5/32 ip daddr 10.77.0.0/24 tcp dport { 80 } counter accept comment \"p1\"", script, StringComparison.Ordinal);
+        Assert.Contains("iifname \"mdl0\" ip saddr 100.64.0.5/32 ip daddr 10.77.0.0/24 tcp dport { 80 } counter ct mark set ct mark & 0x00ffffff | 0x81000000 accept comment \"p1\"", script, StringComparison.Ordinal);
         Assert.Contains("ip saddr 100.64.0.0/10 ip daddr 10.77.0.0/24 oifname != \"mdl0\" counter masquerade", script, StringComparison.Ordinal);
         Assert.DoesNotContain("\"own\"", script, StringComparison.Ordinal); // rules about the peer's own address are not forwarding rules
         Assert.Empty(os.Routes); // a routing peer does not route its own network into the tunnel
@@ -196,6 +196,49 @@ public sealed class RouteManagerTests
         await manager.CleanupAsync(default);
         Assert.Equal(["inet modular_route_mdl0"], nft.Deleted);
         Assert.False(manager.ForwardingInstalled);
+    }
+
+    [Fact]
+    public async Task Kernel_forwarding_the_agent_turned_on_is_turned_off_and_filtered_when_it_no_longer_routes()
+    {
+        var os = new RecordingRouteOs(); // ip_forward was 0
+        var nft = new FakeNftables();
+        var conntrack = new FakeConntrack();
+        var manager = new RouteManager(new FakeIface(), os, nft, NullLogger.Instance, conntrack: conntrack);
+        var map = Map(Route("lan", "10.77.0.0/24", Self));
+        map.FirewallRules.Add(new FirewallRule { RuleId = "p1", PeerIp = "100.64.0.5/32", Direction = "in", Action = "accept", Protocol = "tcp", Destination = "10.77.0.0/24" });
+        await manager.ApplyAsync(RoutePlan.From(map, Self, Overlay), [], default);
+        Assert.Equal("1", os.Sysctls["net.ipv4.ip_forward"]);
+
+        await manager.ApplyAsync(RoutePlan.From(Map(), Self, Overlay), [], default);
+        Assert.Equal("0", os.Sysctls["net.ipv4.ip_forward"]); // set back: the agent turned it on
+        Assert.True(manager.ForwardingInstalled, "the filter stays: forwarding may be turned on by others");
+        var filterOnly = nft.Applied[^1];
+        Assert.Contains("iifname \"mdl0\" counter drop comment \"no route rule\"", filterOnly, StringComparison.Ordinal);
+        Assert.DoesNotContain("\"p1\"", filterOnly, StringComparison.Ordinal);
+        Assert.DoesNotContain("masquerade", filterOnly, StringComparison.Ordinal);
+
+        // Each changed table cleared its forward generation from conntrack first.
+        Assert.Equal([0x8100_0000u, 0x8200_0000u], conntrack.Cleared.Select(c => c.Value));
+        Assert.All(conntrack.Cleared, c => Assert.Equal(0xFF00_0000u, c.Mask));
+
+        await manager.ApplyAsync(RoutePlan.From(Map(), Self, Overlay), [], default);
+        Assert.Equal(2, nft.Applied.Count); // unchanged: not applied again
+        await manager.CleanupAsync(default);
+        Assert.Equal(["inet modular_route_mdl0"], nft.Deleted);
+        Assert.Equal(["sysctl net.ipv4.ip_forward=1", "sysctl net.ipv4.ip_forward=0"], os.Log.Where(l => l.Contains("ip_forward", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public async Task Forwarding_on_before_the_agent_is_left_on()
+    {
+        var os = new RecordingRouteOs();
+        os.Sysctls["net.ipv4.ip_forward"] = "1";
+        var manager = new RouteManager(new FakeIface(), os, new FakeNftables(), NullLogger.Instance);
+        await manager.ApplyAsync(RoutePlan.From(Map(Route("lan", "10.77.0.0/24", Self)), Self, Overlay), [], default);
+        await manager.CleanupAsync(default);
+        Assert.Equal("1", os.Sysctls["net.ipv4.ip_forward"]);
+        Assert.Equal(["sysctl net.ipv4.ip_forward=1"], os.Log.Where(l => l.Contains("ip_forward", StringComparison.Ordinal)));
     }
 
     [Fact]
@@ -277,7 +320,9 @@ public sealed class RouteManagerTests
         Assert.Contains("\"all-web\"", ruleLines[2], StringComparison.Ordinal);
         Assert.Equal("iifname \"mdl0\" counter drop comment \"no route rule\"", ruleLines[3]);
         Assert.DoesNotContain(lines, l => l.Contains("masquerade", StringComparison.Ordinal));
-        Assert.Equal("ct state established,related accept", lines[lines.FindIndex(l => l.StartsWith("type filter", StringComparison.Ordinal)) + 1]);
+        // Replies and related packets pass; an established connection from the mesh passes on this table's stamp only (issue 13 item 2: it used to pass before any rule).
+        var chainStart = lines.FindIndex(l => l.StartsWith("type filter", StringComparison.Ordinal));
+        Assert.Equal(["ct state established ct direction reply accept", "ct state related accept", "ct state established ct mark & 0xff000000 == 0x81000000 accept"], lines.Skip(chainStart + 1).Take(3));
     }
 
     [Fact]

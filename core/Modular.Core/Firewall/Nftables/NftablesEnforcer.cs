@@ -9,7 +9,10 @@ namespace Modular.Core.Firewall.Nftables;
 /// <summary>
 /// Kernel-mode policy enforcement: keeps one nftables table (<see cref="NftablesRenderer"/>) in step with the
 /// rules, and its counters readable as a <see cref="FirewallStatus"/>. Each apply replaces the whole table in
-/// one nft transaction (a stale table from a crashed run included); a script nft refuses leaves the previous
+/// one nft transaction (a stale table from a crashed run included); rules that render to the table in force are no
+/// apply at all (no transaction, no new generation), so a map pushed again and again costs nothing. Each new table's
+/// conntrack generation is cleared from conntrack first (<see cref="MarkGenerations"/>), so a connection revoked
+/// once is never trusted again however many tables follow. A script nft refuses leaves the previous
 /// table in force and is reported in <see cref="Status"/>, never thrown. nft runs one operation at a time;
 /// drop counters are carried over when the table (and its kernel counters) is replaced.
 /// </summary>
@@ -27,6 +30,7 @@ public sealed class NftablesEnforcer : IAsyncDisposable
     private readonly INftables _nft;
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
+    private readonly MarkGenerations _generations;
     private readonly SemaphoreSlim _gate = new(1, 1);
     private readonly Dictionary<string, long> _earlierDropsByRule = new(StringComparer.Ordinal);
     private long _earlierDefaultDrops;
@@ -35,16 +39,18 @@ public sealed class NftablesEnforcer : IAsyncDisposable
     private string? _error;
     private FirewallStatus _status;
     private bool _disposed;
+    private bool _tableGone;
     private long _lastReadStarted;
     private TimeSpan _lastReadTook;
-
-    // Where the table generations start: random, so connections marked by a previous run's table are re-checked.
-    private int _generation = Random.Shared.Next(NftablesRenderer.MaxGeneration);
 
     /// <param name="interfaceName">The WireGuard interface whose traffic is filtered (checked: it is written into the script).</param>
     /// <param name="ownAddress">This peer's overlay address, for the mesh DNS accept; null leaves that out.</param>
     /// <param name="time">For pacing counter reads and bounding the removal at shutdown; the system clock when null.</param>
-    public NftablesEnforcer(string interfaceName, IPAddress? ownAddress, FirewallOptions? options, INftables nft, ILogger logger, TimeProvider? time = null)
+    /// <param name="conntrack">
+    /// Where old generations are cleared before reuse (the agent: <see cref="NetlinkConntrack"/>); null: tables never
+    /// trust their stamp, every established connection's packets walk the rules.
+    /// </param>
+    public NftablesEnforcer(string interfaceName, IPAddress? ownAddress, FirewallOptions? options, INftables nft, ILogger logger, TimeProvider? time = null, IConntrack? conntrack = null)
     {
         ArgumentNullException.ThrowIfNull(nft);
         ArgumentNullException.ThrowIfNull(logger);
@@ -55,6 +61,7 @@ public sealed class NftablesEnforcer : IAsyncDisposable
         _nft = nft;
         _logger = logger;
         _time = time ?? TimeProvider.System;
+        _generations = new MarkGenerations(conntrack, forwarded: false, logger);
         _status = new FirewallStatus(FirewallStatus.NftablesMode, 0, ImmutableSortedDictionary<string, long>.Empty, 0, 0, null, null, null, null, "no rules applied yet");
     }
 
@@ -73,9 +80,22 @@ public sealed class NftablesEnforcer : IAsyncDisposable
         await _gate.WaitAsync(cancellationToken);
         try
         {
-            var generation = (_generation % NftablesRenderer.MaxGeneration) + 1;
-            var policy = NftablesRenderer.Render(_interfaceName, rules, _ownAddress, _options, generation);
             ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_inForce is not null && !_tableGone
+                && NftablesRenderer.Render(_interfaceName, rules, _ownAddress, _options, _generations.Current, _generations.CurrentTrusted).Script == _inForce.Script)
+            {
+                // The same table: applying it again would only start a new generation (and re-check every connection).
+                if (_error is not null)
+                {
+                    _error = null;
+                    Publish(await ReadCountersAsync(cancellationToken));
+                }
+
+                return true;
+            }
+
+            var (generation, trusted) = await _generations.NextAsync(cancellationToken);
+            var policy = NftablesRenderer.Render(_interfaceName, rules, _ownAddress, _options, generation, trusted);
             // The counters of the table about to go: read now, or they are lost with it.
             var replaced = await ReadCountersAsync(cancellationToken);
             var started = _time.GetTimestamp();
@@ -93,7 +113,8 @@ public sealed class NftablesEnforcer : IAsyncDisposable
 
             FoldIntoEarlier(replaced);
             _inForce = policy;
-            _generation = generation;
+            _generations.Commit(generation, trusted);
+            _tableGone = false;
             _error = null;
             _logger.LogInformation("nftables table {Table}: {Rules} rules enforced on {Interface} in {Ms:F0} ms", Table, policy.RuleCount, _interfaceName,
                 _time.GetElapsedTime(started).TotalMilliseconds);
@@ -200,6 +221,7 @@ public sealed class NftablesEnforcer : IAsyncDisposable
             var json = await _nft.ListCountersJsonAsync(NftablesRenderer.Family, Table, cancellationToken);
             if (json is null)
             {
+                _tableGone = true;
                 _logger.LogWarning("nftables table {Table} is gone (deleted from outside?); it is written again with the next rules", Table);
                 return ImmutableDictionary<string, long>.Empty;
             }

@@ -41,11 +41,10 @@ public static class NftablesRenderer
     /// <summary>The comment of the accept that keeps the mesh DNS on this peer's overlay address reachable.</summary>
     public const string MeshDnsComment = "mesh-dns";
 
-    /// <summary>Table generations cycle through 1..127, kept in bits 24-30 of the conntrack mark (the other bits are left as they are).</summary>
-    public const int MaxGeneration = 127;
+    /// <summary>Table generations cycle through 1..127, kept in bits 24-30 of the conntrack mark (<see cref="ConntrackMarks"/>; the other bits are left as they are).</summary>
+    public const int MaxGeneration = ConntrackMarks.MaxGeneration;
 
-    private const int GenerationShift = 24;
-    private const uint GenerationMask = 0x7F00_0000;
+    private const uint GenerationMask = ConntrackMarks.GenerationMask;
     private const int MaxCommentLength = 100;
 
     /// <summary>The table name for an interface: "modular_" and the name with anything but [A-Za-z0-9_] as "_".</summary>
@@ -69,15 +68,18 @@ public static class NftablesRenderer
     /// <param name="generation">
     /// 1..<see cref="MaxGeneration"/>, different from the table this one replaces: accepted connections carry it in
     /// their conntrack mark, and a connection marked by an older table is checked against these rules again on its
-    /// next packet — so, as in userspace, removing a policy also ends the connections it let in.
+    /// next packet — so, as in userspace, removing a policy also ends the connections it let in. The caller has
+    /// cleared this generation from conntrack first (<see cref="MarkGenerations"/>), so the stamp never comes back.
     /// </param>
-    public static NftablesPolicy Render(string interfaceName, IEnumerable<FirewallRule> rules, IPAddress? ownAddress, FirewallOptions? options = null, int generation = 1)
+    /// <param name="trustMarks">
+    /// False when the generation could not be cleared from conntrack: connections are still stamped, but no
+    /// established connection is let through on its stamp — each packet walks the rules.
+    /// </param>
+    public static NftablesPolicy Render(string interfaceName, IEnumerable<FirewallRule> rules, IPAddress? ownAddress, FirewallOptions? options = null, int generation = 1, bool trustMarks = true)
     {
         ArgumentNullException.ThrowIfNull(rules);
-        ArgumentOutOfRangeException.ThrowIfLessThan(generation, 1);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(generation, MaxGeneration);
-        var mark = string.Create(CultureInfo.InvariantCulture, $"0x{generation << GenerationShift:x8}");
-        var checkedUnder = $"ct mark & 0x{GenerationMask:x8} == {mark}";
+        var mark = string.Create(CultureInfo.InvariantCulture, $"0x{ConntrackMarks.Stamp(generation, forwarded: false):x8}");
+        var checkedUnder = trustMarks ? $"ct mark & 0x{GenerationMask:x8} == {mark}" : null;
         var markAndAccept = $"ct mark set ct mark & 0x{~GenerationMask:x8} | {mark} accept";
         options ??= new FirewallOptions();
         var table = TableName(interfaceName);
@@ -140,11 +142,14 @@ public static class NftablesRenderer
     /// Tracked traffic: replies and related packets (ICMP errors) pass; packets of connections the other side
     /// opened pass only if this table's rules let the connection in, else they walk the rules again below.
     /// </summary>
-    private static void AppendTracked(StringBuilder script, string checkedUnder)
+    private static void AppendTracked(StringBuilder script, string? checkedUnder)
     {
         script.Append("\t\tct state established ct direction reply accept\n");
         script.Append("\t\tct state related accept\n");
-        script.Append("\t\tct state established ").Append(checkedUnder).Append(" accept\n");
+        if (checkedUnder is not null)
+        {
+            script.Append("\t\tct state established ").Append(checkedUnder).Append(" accept\n");
+        }
     }
 
     /// <summary>

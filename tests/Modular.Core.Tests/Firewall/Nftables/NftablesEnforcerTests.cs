@@ -17,6 +17,7 @@ namespace Modular.Core.Tests.Firewall.Nftables;
 public sealed class NftablesEnforcerTests
 {
     private readonly FakeNftables _nft = new();
+    private readonly FakeConntrack _conntrack = new();
     private readonly FakeTimeProvider _time = new(DateTimeOffset.Parse("2026-03-01T12:00:00Z", System.Globalization.CultureInfo.InvariantCulture));
 
     private static readonly FirewallRule[] WebAndNoSsh =
@@ -25,7 +26,7 @@ public sealed class NftablesEnforcerTests
         Rule("no-ssh", RuleAction.Drop, RuleProtocol.Tcp, "100.64.0.0/10", "22"),
     ];
 
-    private NftablesEnforcer NewEnforcer() => new("mdl0", IPAddress.Parse("100.64.0.2"), null, _nft, NullLogger.Instance, _time);
+    private NftablesEnforcer NewEnforcer() => new("mdl0", IPAddress.Parse("100.64.0.2"), null, _nft, NullLogger.Instance, _time, _conntrack);
 
     [Fact]
     public async Task Each_apply_replaces_the_whole_table_in_one_script()
@@ -50,7 +51,8 @@ public sealed class NftablesEnforcerTests
         var marks = new List<string>();
         for (var i = 0; i < NftablesRenderer.MaxGeneration + 2; i++)
         {
-            Assert.True(await enforcer.ApplyAsync(WebAndNoSsh, CancellationToken.None));
+            // Changed rules each time: unchanged ones are no apply at all (below).
+            Assert.True(await enforcer.ApplyAsync(i % 2 == 0 ? WebAndNoSsh : WebAndNoSsh[..1], CancellationToken.None));
             var mark = System.Text.RegularExpressions.Regex.Match(_nft.Applied[^1], "ct mark & 0x7f000000 == (0x[0-9a-f]{8}) accept").Groups[1].Value;
             Assert.Contains($"| {mark} accept comment \"web\"", _nft.Applied[^1], StringComparison.Ordinal);
             marks.Add(mark);
@@ -59,6 +61,78 @@ public sealed class NftablesEnforcerTests
         Assert.All(marks.Zip(marks.Skip(1)), pair => Assert.NotEqual(pair.First, pair.Second));
         Assert.Equal(NftablesRenderer.MaxGeneration, marks.Distinct().Count());
         Assert.DoesNotContain("0x00000000", marks);
+    }
+
+    [Fact]
+    public async Task Kernel_unchanged_rules_cause_no_nft_transaction_however_often_they_come()
+    {
+        await using var enforcer = NewEnforcer();
+        for (var i = 0; i < 200; i++)
+        {
+            Assert.True(await enforcer.ApplyAsync(WebAndNoSsh, CancellationToken.None));
+        }
+
+        var only = Assert.Single(_nft.Applied);
+        Assert.Contains("comment \"web\"", only, StringComparison.Ordinal);
+        Assert.Single(_conntrack.Cleared); // one generation, cleared once
+        Assert.Equal(2, enforcer.Status.Rules);
+
+        // Changed rules do apply; the same rules again after a refused table do too (the refused one is not in force).
+        Assert.True(await enforcer.ApplyAsync(WebAndNoSsh[..1], CancellationToken.None));
+        Assert.Equal(2, _nft.Applied.Count);
+        _nft.RefuseWith = "Error: busy";
+        Assert.False(await enforcer.ApplyAsync(WebAndNoSsh, CancellationToken.None));
+        _nft.RefuseWith = null;
+        Assert.True(await enforcer.ApplyAsync(WebAndNoSsh[..1], CancellationToken.None));
+        Assert.Equal(2, _nft.Applied.Count); // what is in force already
+        Assert.Null(enforcer.Status.Error);
+        Assert.True(await enforcer.ApplyAsync(WebAndNoSsh, CancellationToken.None));
+        Assert.Equal(3, _nft.Applied.Count);
+
+        // A table deleted from outside is written again, even with the same rules.
+        await _nft.DeleteTableAsync(NftablesRenderer.Family, enforcer.Table, CancellationToken.None);
+        _time.Advance(TimeSpan.FromMinutes(1));
+        await enforcer.RefreshAsync(CancellationToken.None);
+        Assert.True(await enforcer.ApplyAsync(WebAndNoSsh, CancellationToken.None));
+        Assert.Equal(4, _nft.Applied.Count);
+    }
+
+    [Fact]
+    public async Task Kernel_revoked_flow_never_comes_back_after_many_applies()
+    {
+        await using var enforcer = NewEnforcer();
+        Assert.True(await enforcer.ApplyAsync(WebAndNoSsh, CancellationToken.None));
+        // The kernel stamps a flow the web rule accepts with the table's mark.
+        _conntrack.Marks["web-flow"] = StampSetBy(_nft.Applied[^1], "web") | 0x0000_1234; // with bits of someone else's
+        Assert.True(TrustsStamp(_nft.Applied[^1], _conntrack.Marks["web-flow"]));
+
+        // Revoked, then 200 changed tables (a peer renaming itself at every login could cause as many).
+        FirewallRule[] revoked = [Rule("other", RuleAction.Accept, RuleProtocol.Tcp, "100.64.0.1", "9000")];
+        FirewallRule[] revokedToo = [Rule("other", RuleAction.Accept, RuleProtocol.Tcp, "100.64.0.1", "9001")];
+        for (var i = 0; i < 200; i++)
+        {
+            Assert.True(await enforcer.ApplyAsync(i % 2 == 0 ? revoked : revokedToo, CancellationToken.None));
+            Assert.False(TrustsStamp(_nft.Applied[^1], _conntrack.Marks["web-flow"]), $"table {i + 2} lets the revoked flow through on its old stamp");
+        }
+
+        Assert.Equal(0x0000_1234u, _conntrack.Marks["web-flow"] & ConntrackMarks.FreeMask); // bits the firewall does not own are never touched
+        Assert.All(_conntrack.Cleared, c => Assert.Equal(ConntrackMarks.FirewallMask, c.Mask));
+        Assert.All(_conntrack.Cleared, c => Assert.Equal(0u, c.Value & ConntrackMarks.ForwardedBit));
+    }
+
+    [Fact]
+    public async Task Without_conntrack_no_table_trusts_a_stamp()
+    {
+        _conntrack.FailWith = "netlink recv: Protocol not supported";
+        await using var enforcer = NewEnforcer();
+        Assert.True(await enforcer.ApplyAsync(WebAndNoSsh, CancellationToken.None));
+        Assert.DoesNotContain("ct state established ct mark", _nft.Applied[^1], StringComparison.Ordinal);
+        Assert.Contains("ct state established ct direction reply accept", _nft.Applied[^1], StringComparison.Ordinal);
+
+        // Once conntrack answers, the next table trusts its (cleared) stamp again.
+        _conntrack.FailWith = null;
+        Assert.True(await enforcer.ApplyAsync(WebAndNoSsh[..1], CancellationToken.None));
+        Assert.Contains("ct state established ct mark", _nft.Applied[^1], StringComparison.Ordinal);
     }
 
     [Fact]
@@ -95,7 +169,9 @@ public sealed class NftablesEnforcerTests
         Assert.Equal(2, enforcer.Status.DefaultDrops);
         Assert.Equal(1, enforcer.Status.InvalidDrops);
 
-        await enforcer.ApplyAsync(WebAndNoSsh, CancellationToken.None); // the kernel's counters start again at 0
+        // A changed table (the same rules are no apply at all): the kernel's counters start again at 0.
+        Assert.True(await enforcer.ApplyAsync(WebAndNoSsh[1..], CancellationToken.None));
+        Assert.Equal(2, _nft.Applied.Count);
         _nft.Counters["drop_0"] = 1;
         await enforcer.RefreshAsync(CancellationToken.None);
 
@@ -235,6 +311,28 @@ public sealed class NftablesEnforcerTests
         Assert.Equal(new Dictionary<string, long> { ["no-telnet"] = 1 }, status.DropsByRule); // accept rules have no drops to show
         Assert.Equal(2, status.Rules);
         Assert.Equal(1, status.ActiveFlows);
+    }
+
+    /// <summary>The mark the accept of <paramref name="ruleId"/> in <paramref name="script"/> stamps (the firewall's bits).</summary>
+    private static uint StampSetBy(string script, string ruleId)
+    {
+        var match = System.Text.RegularExpressions.Regex.Match(script, $"\\| 0x([0-9a-f]{{8}}) accept comment \"{ruleId}\"");
+        Assert.True(match.Success, script);
+        return uint.Parse(match.Groups[1].Value, System.Globalization.NumberStyles.HexNumber, System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>Whether the table lets an established flow with <paramref name="mark"/> through without its rules, as nft would evaluate its one stamp check.</summary>
+    private static bool TrustsStamp(string script, uint mark)
+    {
+        var check = System.Text.RegularExpressions.Regex.Match(script, "ct state established ct mark & 0x([0-9a-f]{8}) == 0x([0-9a-f]{8}) accept");
+        if (!check.Success)
+        {
+            return false;
+        }
+
+        var mask = uint.Parse(check.Groups[1].Value, System.Globalization.NumberStyles.HexNumber, System.Globalization.CultureInfo.InvariantCulture);
+        var value = uint.Parse(check.Groups[2].Value, System.Globalization.NumberStyles.HexNumber, System.Globalization.CultureInfo.InvariantCulture);
+        return (mark & mask) == value;
     }
 
     private static StatusRecorder NewRecorder() => new(

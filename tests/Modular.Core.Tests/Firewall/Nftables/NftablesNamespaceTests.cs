@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Net;
 using Microsoft.Extensions.Logging.Abstractions;
 using Modular.Core.Firewall.Nftables;
-using Modular.Core.Os;
 using Modular.Testing;
 using Xunit.Abstractions;
 using static Modular.Core.Tests.Firewall.TestPackets;
@@ -161,21 +160,5 @@ public sealed class NftablesNamespaceTests(ITestOutputHelper output)
         Prerequisites.RequireTool("nft");
         Prerequisites.RequireTool("ip");
         Prerequisites.RequireTool("timeout");
-    }
-
-    /// <summary>The enforcer's nft operations, run inside one namespace (`ip netns exec`).</summary>
-    private sealed class NamespaceNftables(string namespaceName) : INftables
-    {
-        public Task ApplyAsync(string script, CancellationToken cancellationToken)
-            => HostCommand.RunCheckedAsync("ip", ["netns", "exec", namespaceName, "nft", "-f", "-"], script, cancellationToken);
-
-        public async Task DeleteTableAsync(string family, string table, CancellationToken cancellationToken)
-            => await HostCommand.RunCheckedAsync("ip", ["netns", "exec", namespaceName, "nft", "delete", "table", family, table], cancellationToken: cancellationToken);
-
-        public async Task<string?> ListCountersJsonAsync(string family, string table, CancellationToken cancellationToken)
-        {
-            var result = await HostCommand.RunAsync("ip", ["netns", "exec", namespaceName, "nft", "-j", "list", "counters", "table", family, table], cancellationToken: cancellationToken);
-            return result.Succeeded ? result.Output : null;
-        }
     }
 }
