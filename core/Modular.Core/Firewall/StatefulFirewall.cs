@@ -64,7 +64,10 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
     /// <summary>Inbound TCP that belongs to no tracked connection and is not an opening SYN.</summary>
     public long InvalidDrops => Interlocked.Read(ref _invalid);
 
-    /// <summary>New flows dropped because the connection table was full.</summary>
+    /// <summary>
+    /// New flows dropped because the connection table had no room for them: the table (or its inbound share) full
+    /// with nothing to evict, or their source at <see cref="FirewallOptions.MaxFlowsPerSource"/>.
+    /// </summary>
     public long TableFullDrops => Interlocked.Read(ref _tableFull);
 
     /// <summary>New flows no rule matched and the direction's default dropped.</summary>
@@ -176,12 +179,21 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         }
 
         var key = header.Key;
-        FlowEvent? pending;
+        FlowEvent? ended;
+        FlowEvent? pending = null;
+        List<FlowEntry>? evicted = null;
         bool allowed;
         using (var shard = _flows.Enter(key))
         {
-            allowed = TryTrack(shard, key, header, direction, nowTicks, out pending)
-                || Open(shard, key, header, direction, nowTicks, ref pending);
+            allowed = TryTrack(shard, key, header, direction, nowTicks, out ended)
+                || Open(shard, key, header, direction, nowTicks, ref pending, ref evicted);
+        }
+
+        // Ends before the Start of what took their place: a reused 5-tuple's old flow ends before its new one starts.
+        _events.Emit(ended);
+        if (evicted is not null)
+        {
+            _events.EmitEnded(evicted, _time.GetUtcNow());
         }
 
         _events.Emit(pending);
@@ -193,15 +205,19 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         return allowed;
     }
 
-    /// <summary>A packet of a connection already tracked (either direction): update state and counters.</summary>
-    private bool TryTrack(in FlowTable.LockedShard shard, in FlowKey key, in PacketHeader header, RuleDirection direction, long nowTicks, out FlowEvent? pending)
+    /// <summary>
+    /// A packet of a connection already tracked (either direction): update state and counters. False when there is
+    /// none (any more): <paramref name="ended"/> is then the End of a connection this packet's key had, found expired
+    /// or closed and re-opened by this packet, which the caller emits whatever becomes of the packet.
+    /// </summary>
+    private bool TryTrack(in FlowTable.LockedShard shard, in FlowKey key, in PacketHeader header, RuleDirection direction, long nowTicks, out FlowEvent? ended)
     {
-        pending = null;
+        ended = null;
         if (!shard.TryFind(key, direction, nowTicks, out var entry, out var isReply, out var expired))
         {
             if (expired is not null)
             {
-                pending = _events.Ended(expired);
+                ended = _events.Ended(expired);
             }
 
             return false;
@@ -211,6 +227,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         if (isTcp && TcpStateTracker.ReopensClosed(entry.State, header.TcpFlags, isReply))
         {
             shard.Remove(entry);
+            ended = _events.Ended(entry);
             return false;
         }
 
@@ -228,8 +245,11 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         return true;
     }
 
-    /// <summary>The first packet of a connection: decide by the rules, then track it. Runs under the shard's lock.</summary>
-    private bool Open(in FlowTable.LockedShard shard, in FlowKey key, in PacketHeader header, RuleDirection direction, long nowTicks, ref FlowEvent? pending)
+    /// <summary>
+    /// The first packet of a connection: decide by the rules, then track it. Runs under the shard's lock. Flows it
+    /// removes to make room (expired, or evicted under pressure) go to <paramref name="evicted"/> for their End events.
+    /// </summary>
+    private bool Open(in FlowTable.LockedShard shard, in FlowKey key, in PacketHeader header, RuleDirection direction, long nowTicks, ref FlowEvent? pending, ref List<FlowEntry>? evicted)
     {
         var isTcp = header.Protocol == IpProtocol.Tcp;
         var isOpeningSyn = isTcp && TcpStateTracker.IsOpeningSyn(header.TcpFlags);
@@ -266,7 +286,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
             return true;
         }
 
-        if (!shard.Admits(key, direction, nowTicks))
+        if (!shard.Admits(key, direction, nowTicks, _events.Enabled, ref evicted))
         {
             Interlocked.Increment(ref _tableFull);
             return false;
@@ -280,7 +300,12 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
             OriginalBytes = (ulong)header.Length,
             State = isTcp ? TcpStateTracker.Initial(header.TcpFlags) : ConnectionState.New,
         };
-        shard.Add(entry);
+        if (shard.Add(entry) is { } replaced && _events.Enabled)
+        {
+            // The same key tracked the other way (a packet looped back through this peer): it ends here.
+            (evicted ??= []).Add(replaced);
+        }
+
         pending = _events.Started(entry);
         return true;
     }
