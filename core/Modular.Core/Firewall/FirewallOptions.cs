@@ -47,9 +47,9 @@ public sealed record FirewallOptions
     public RuleAction DefaultOutbound { get; init; } = RuleAction.Accept;
 
     /// <summary>
-    /// This peer's own overlay addresses. An inbound packet to any other address is forwarded traffic (this
-    /// peer routes a network) and is checked only against routed rules (<see cref="FirewallRule.Destination"/>);
-    /// one to these only against the others. Empty: every inbound packet counts as this peer's own, and
+    /// This peer's own overlay addresses. An inbound packet to any other address that is not the host's own either
+    /// (<see cref="StatefulFirewall.UpdateHostAddresses"/>) is forwarded traffic (this peer routes a network) and is
+    /// checked only against routed rules (<see cref="FirewallRule.Destination"/>); one to these only against the others. Empty: every inbound packet counts as this peer's own, and
     /// routed rules are never matched.
     /// </summary>
     public IReadOnlyList<System.Net.IPAddress> LocalAddresses { get; init; } = [];

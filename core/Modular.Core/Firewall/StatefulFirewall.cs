@@ -32,8 +32,9 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
     private readonly Lock _rulesLock = new();
     private RuleSets _rules;
 
-    // Replaced whole through Volatile.Write, read through Volatile.Read; no lock.
+    // Replaced whole through Volatile.Write, read through Volatile.Read; no lock. Host addresses are written under _rulesLock.
     private RoutedResources _resources = RoutedResources.Empty;
+    private UInt128[] _hostAddresses = [];
     private LocalService[] _localServices = [];
 
     // Counters: Interlocked only.
@@ -98,8 +99,8 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
     /// <summary>
     /// Replaces the rules. Tracked connections the new rules would no longer open are ended at once,
     /// so removing a policy cuts existing traffic too, not only new connections. Routed rules (with a
-    /// destination) decide only inbound packets to addresses other than <see cref="FirewallOptions.LocalAddresses"/>,
-    /// the others only packets of this peer's own: a policy to a peer never opens the networks it routes, and a
+    /// destination) decide only inbound packets to addresses other than <see cref="FirewallOptions.LocalAddresses"/>
+    /// and the host's own (<see cref="UpdateHostAddresses"/>), the others only packets of this peer's own: a policy to a peer never opens the networks it routes, and a
     /// route rule never opens the peer itself.
     /// </summary>
     public void UpdateRules(IEnumerable<FirewallRule> rules)
@@ -120,6 +121,36 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         {
             Volatile.Write(ref _rules, compiled);
             _flows.Review(entry => StillAllowed(compiled, entry), ended);
+        }
+
+        _events.EmitEnded(ended, now);
+    }
+
+    /// <summary>
+    /// Replaces this host's own addresses besides its overlay address (<see cref="FirewallOptions.LocalAddresses"/>):
+    /// its LAN, docker0 or public addresses. An inbound packet to one of them is for this peer itself, so it is judged
+    /// by the rules of this peer (like one to the overlay address), never by routed rules, even when a routed
+    /// network contains the address: a route opens the hosts behind a routing peer, not the routing peer. Kernel mode
+    /// gets this from the kernel (such packets take the input path, not the forward one). Tracked connections the
+    /// change would no longer open are ended, as by <see cref="UpdateRules"/>. Has no effect while
+    /// <see cref="FirewallOptions.LocalAddresses"/> is empty (then every inbound packet is this peer's own).
+    /// </summary>
+    public void UpdateHostAddresses(IEnumerable<System.Net.IPAddress> addresses)
+    {
+        ArgumentNullException.ThrowIfNull(addresses);
+        UInt128[] updated = [.. addresses.Select(IpPrefix128.ToUInt128).Distinct().Order()];
+        var ended = _events.Enabled ? new List<FlowEntry>() : null;
+        var now = _time.GetUtcNow();
+        lock (_rulesLock)
+        {
+            if (updated.AsSpan().SequenceEqual(Volatile.Read(ref _hostAddresses)))
+            {
+                return;
+            }
+
+            Volatile.Write(ref _hostAddresses, updated);
+            var rules = Volatile.Read(ref _rules);
+            _flows.Review(entry => StillAllowed(rules, entry), ended);
         }
 
         _events.EmitEnded(ended, now);
@@ -353,7 +384,10 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         return (direction == RuleDirection.Inbound ? _options.DefaultInbound : _options.DefaultOutbound, null, -1);
     }
 
-    /// <summary>True when <paramref name="destination"/> is not one of this peer's own addresses (and those are known).</summary>
+    /// <summary>
+    /// True when <paramref name="destination"/> is neither one of this peer's overlay addresses nor another address of
+    /// this host (<see cref="UpdateHostAddresses"/>), and the overlay addresses are known.
+    /// </summary>
     private bool IsForwarded(UInt128 destination)
     {
         var locals = _localAddresses;
@@ -365,6 +399,14 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         foreach (var local in locals)
         {
             if (local == destination)
+            {
+                return false;
+            }
+        }
+
+        foreach (var host in Volatile.Read(ref _hostAddresses))
+        {
+            if (host == destination)
             {
                 return false;
             }
