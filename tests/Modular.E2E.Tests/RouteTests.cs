@@ -180,6 +180,52 @@ public sealed class RouteTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// Issue 13 item 5: a route rule opens the hosts behind a routing peer, never the routing peer itself. The client
+    /// may reach the lan on TCP 80 (the route works), but not TCP 80 on the routing peer's own lan address, which lies
+    /// inside the routed network: the routing peer's own addresses are reached only by rules for the peer itself.
+    /// Userspace used to judge that packet by the route rule (and let it in); kernel mode drops it (input, not forward).
+    /// </summary>
+    [SkippableTheory]
+    [InlineData("userspace")]
+    [InlineData("kernel")]
+    public void A_route_rule_does_not_open_the_routing_peers_own_lan_address(string mode)
+    {
+        RequirePrerequisites(mode);
+        using var rig = new MeshRig(output, "o");
+        rig.StartServer();
+        var key = rig.CreateSetupKey();
+        string[] names = ["oc", "or"];
+        foreach (var name in names)
+        {
+            StartAgent(rig, name, key, mode);
+        }
+
+        var lan = rig.AddNetworkBehind(rig["or"], "olan", "10.77.0.1/24", "10.77.0.10/24");
+        rig.WaitUntil(() => names.All(n => rig[n].OverlayIp is not null), ConnectTimeout, "every agent logged in", () => MeshTests.Diagnostics(rig, names));
+        // Default (everyone to everyone) goes first: any map that carries the route then lacks it.
+        rig.ServerCli("policies delete Default");
+        rig.ServerCli("resources create lan --address 10.77.0.0/24 --routing-peer or");
+        rig.ServerCli("policies create lan-web --source All --destination-resource lan --protocol tcp --ports 80");
+
+        using var cancel = new CancellationTokenSource(TimeSpan.FromMinutes(4));
+        var lanHost = IPAddress.Parse("10.77.0.10");
+        var ownLan = IPAddress.Parse("10.77.0.1");
+        using var web = Probes.ListenAndTellSource(lan.Name, lanHost, 80, cancel.Token);
+        using var own = Probes.Listen(rig["or"].Namespace.Name, ownLan, 80, _ => "the routing peer itself", cancel.Token);
+        string Diagnostics() => MeshTests.Diagnostics(rig, names) + "\n--- or nft:\n" + rig["or"].Namespace.TryExec("nft list ruleset").Output;
+
+        var reply = "";
+        rig.WaitUntil(() => Probes.TryTcp(rig["oc"].Namespace.Name, lanHost, 80, out reply), ConnectTimeout, "TCP 80 from oc to the lan host through or", Diagnostics);
+        Assert.StartsWith("from ", reply, StringComparison.Ordinal);
+
+        Assert.False(Probes.TryTcp(rig["oc"].Namespace.Name, ownLan, 80, out reply), $"the route rule opened the routing peer's own lan address ({mode}); it answered \"{reply}\"");
+
+        // The route still works after the refused attempt (it was a drop, not a broken path).
+        Assert.True(Probes.TryTcp(rig["oc"].Namespace.Name, lanHost, 80, out _), "TCP 80 to the lan host after the probe");
+        cancel.Cancel();
+    }
+
     /// <summary>The "routes" entry of <paramref name="agent"/>'s status for <paramref name="network"/>; null when absent or the daemon does not answer.</summary>
     [SkippableFact]
     public void Two_routing_peers_of_one_network_fail_over_to_the_connected_one_and_back()

@@ -99,6 +99,7 @@ public sealed class EngineFirewall : IAsyncDisposable
             var firewall = new StatefulFirewall(options, time);
             userspace.PacketFilter = firewall;
             attached = new EngineFirewall(firewall, null, recorder, logger, time) { _ownedConntrack = owned, Conntrack = conntrack };
+            attached.RefreshHostAddresses();
         }
         else
         {
@@ -135,6 +136,7 @@ public sealed class EngineFirewall : IAsyncDisposable
         var own = mapped.Rules.Where(r => !r.IsRouted).ToList();
         if (_firewall is not null)
         {
+            RefreshHostAddresses();
             _firewall.UpdateRules(mapped.Rules);
             Volatile.Write(ref _userspaceRules, mapped.Rules.Count);
             Volatile.Write(ref _userspaceDropRuleIds, mapped.Rules.Where(r => r.Action == RuleAction.Drop).Select(r => r.RuleId).ToHashSet(StringComparer.Ordinal));
@@ -160,6 +162,8 @@ public sealed class EngineFirewall : IAsyncDisposable
                 await _nftables.RefreshAsync(cancellationToken);
             }
 
+            RefreshHostAddresses();
+
             var status = Status;
             _recorder?.SetFirewall(status);
             var total = status.TotalDrops;
@@ -173,6 +177,19 @@ public sealed class EngineFirewall : IAsyncDisposable
 #pragma warning restore CA1031
         {
             _logger.LogDebug("Refreshing firewall counters failed: {Problem}", e.Message);
+        }
+    }
+
+    /// <summary>
+    /// Userspace: tells the firewall this host's own addresses (they change: DHCP, docker0, a new LAN), so a route
+    /// rule never opens the routing peer itself (see <see cref="StatefulFirewall.UpdateHostAddresses"/>). Runs at
+    /// attach, at every map and with every status refresh; an unchanged list costs a comparison.
+    /// </summary>
+    public void RefreshHostAddresses()
+    {
+        if (_firewall is not null)
+        {
+            _firewall.UpdateHostAddresses(HostAddresses.Read());
         }
     }
 

@@ -3,8 +3,19 @@ namespace Modular.Core.Firewall;
 /// <summary>Connection-tracking limits and timeouts. The defaults follow Linux conntrack's spirit, shortened where a mesh VPN peer can re-open cheaply.</summary>
 public sealed record FirewallOptions
 {
-    /// <summary>Tracked connections at most; a new flow past this is dropped (and counted) rather than evicting a live one.</summary>
+    /// <summary>
+    /// Tracked connections at most. A new outbound flow past this is dropped (and counted); inbound flows hold at
+    /// most seven eighths of it (the rest is kept for this host's outbound flows), and a new inbound flow meeting a
+    /// full share may take the place of a flow of the source holding the most (see docs/firewall.md).
+    /// </summary>
     public int MaxFlows { get; init; } = 65_536;
+
+    /// <summary>
+    /// Inbound connections one remote source address may have tracked at once (split evenly over the table's 16
+    /// shards, at least one each), so one peer cannot fill the table through a port every peer may reach (the
+    /// mesh resolver). The default, a sixteenth of the default table, is far above what one peer's real use opens.
+    /// </summary>
+    public int MaxFlowsPerSource { get; init; } = 4_096;
 
     public TimeSpan TcpHandshakeTimeout { get; init; } = TimeSpan.FromSeconds(60);
 
@@ -36,9 +47,9 @@ public sealed record FirewallOptions
     public RuleAction DefaultOutbound { get; init; } = RuleAction.Accept;
 
     /// <summary>
-    /// This peer's own overlay addresses. An inbound packet to any other address is forwarded traffic (this
-    /// peer routes a network) and is checked only against routed rules (<see cref="FirewallRule.Destination"/>);
-    /// one to these only against the others. Empty: every inbound packet counts as this peer's own, and
+    /// This peer's own overlay addresses. An inbound packet to any other address that is not the host's own either
+    /// (<see cref="StatefulFirewall.UpdateHostAddresses"/>) is forwarded traffic (this peer routes a network) and is
+    /// checked only against routed rules (<see cref="FirewallRule.Destination"/>); one to these only against the others. Empty: every inbound packet counts as this peer's own, and
     /// routed rules are never matched.
     /// </summary>
     public IReadOnlyList<System.Net.IPAddress> LocalAddresses { get; init; } = [];

@@ -9,6 +9,9 @@ public static class IpProtocol
     public const byte Tcp = 6;
     public const byte Udp = 17;
     public const byte IcmpV6 = 58;
+
+    /// <summary>The IPv6 fragment header (RFC 8200 section 4.5).</summary>
+    public const byte Ipv6Fragment = 44;
 }
 
 /// <summary>TCP header flag bits.</summary>
@@ -76,8 +79,13 @@ public readonly struct PacketHeader
     /// <summary>The IP identification (IPv4: 16 bits; IPv6: the fragment header's 32 bits) of any fragment.</summary>
     public uint FragmentId { get; init; }
 
-    /// <summary>What ties the fragments of one packet together (RFC 791/8200: source, destination, protocol, identification).</summary>
-    public FragmentKey FragmentKey => new(Protocol, Source, Destination, FragmentId);
+    /// <summary>
+    /// What ties the fragments of one packet together: RFC 791's source, destination, protocol and identification for
+    /// IPv4; RFC 8200's source, destination and identification for IPv6, where the protocol a fragment names (the
+    /// first header after its fragment header: a destination options header or the transport) is not what the first
+    /// fragment's parse ends on, so it stands as <see cref="IpProtocol.Ipv6Fragment"/> for every fragment.
+    /// </summary>
+    public FragmentKey FragmentKey => new(IpVersion == 6 ? IpProtocol.Ipv6Fragment : Protocol, Source, Destination, FragmentId);
 
     /// <summary>
     /// For an ICMP error (unreachable, packet too big, time exceeded, parameter problem): the 5-tuple of the
@@ -158,6 +166,12 @@ public static class PacketParser
         return true;
     }
 
+    /// <summary>
+    /// IPv6: follows the extension header chain (RFC 8200 section 4) to the transport header. Hop-by-hop options only
+    /// right after the fixed header, at most one fragment header, at most <see cref="MaxIpv6ExtensionHeaders"/>
+    /// headers, and every header inside the packet; anything else is malformed (a clean drop). A later fragment stops
+    /// at its fragment header: what follows is opaque data.
+    /// </summary>
     private static bool TryParseIpv6(ReadOnlySpan<byte> packet, out PacketHeader header)
     {
         header = default;
@@ -177,53 +191,48 @@ public static class PacketParser
         var next = packet[6];
         var offset = 40;
         var isFirstFragment = false;
+        var seenFragmentHeader = false;
         uint identification = 0;
-        for (var i = 0; i <= MaxIpv6ExtensionHeaders; i++)
+        for (var headers = 0; headers <= MaxIpv6ExtensionHeaders; headers++)
         {
+            int length;
             switch (next)
             {
                 case 0 or 43 or 60: // hop-by-hop, routing, destination options: (length + 1) * 8 bytes
-                    if (offset + 2 > totalLength)
+                    if ((next == 0 && offset != 40) || offset + 2 > totalLength)
                     {
                         return false;
                     }
 
-                    next = packet[offset];
-                    offset += (packet[offset + 1] + 1) * 8;
-                    continue;
-                case 44: // fragment header, 8 bytes
-                    if (offset + 8 > totalLength)
+                    length = (packet[offset + 1] + 1) * 8;
+                    break;
+                case IpProtocol.Ipv6Fragment: // 8 bytes
+                    if (seenFragmentHeader || offset + 8 > totalLength)
                     {
                         return false;
                     }
 
+                    seenFragmentHeader = true;
                     var fragmentField = BinaryPrimitives.ReadUInt16BigEndian(packet[(offset + 2)..]);
                     identification = BinaryPrimitives.ReadUInt32BigEndian(packet[(offset + 4)..]);
-                    next = packet[offset];
-                    offset += 8;
                     if (fragmentField >> 3 != 0)
                     {
-                        header = new PacketHeader(6, next, source, destination, 0, 0, TcpFlags.None, 0, 0, totalLength, isFragment: true) { FragmentId = identification };
+                        header = new PacketHeader(6, packet[offset], source, destination, 0, 0, TcpFlags.None, 0, 0, totalLength, isFragment: true) { FragmentId = identification };
                         return true;
                     }
 
                     isFirstFragment = (fragmentField & 1) != 0;
-                    continue;
+                    length = 8;
+                    break;
                 case 51: // authentication header: (length + 2) * 4 bytes
                     if (offset + 2 > totalLength)
                     {
                         return false;
                     }
 
-                    next = packet[offset];
-                    offset += (packet[offset + 1] + 2) * 4;
-                    continue;
+                    length = (packet[offset + 1] + 2) * 4;
+                    break;
                 default:
-                    if (offset > totalLength)
-                    {
-                        return false;
-                    }
-
                     if (!TryParseTransport(6, next, source, destination, packet[offset..totalLength], totalLength, out header))
                     {
                         return false;
@@ -236,6 +245,14 @@ public static class PacketParser
 
                     return true;
             }
+
+            if (offset + length > totalLength)
+            {
+                return false;
+            }
+
+            next = packet[offset];
+            offset += length;
         }
 
         return false;

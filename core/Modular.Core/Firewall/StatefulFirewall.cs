@@ -32,8 +32,9 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
     private readonly Lock _rulesLock = new();
     private RuleSets _rules;
 
-    // Replaced whole through Volatile.Write, read through Volatile.Read; no lock.
+    // Replaced whole through Volatile.Write, read through Volatile.Read; no lock. Host addresses are written under _rulesLock.
     private RoutedResources _resources = RoutedResources.Empty;
+    private UInt128[] _hostAddresses = [];
     private LocalService[] _localServices = [];
 
     // Counters: Interlocked only.
@@ -64,7 +65,10 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
     /// <summary>Inbound TCP that belongs to no tracked connection and is not an opening SYN.</summary>
     public long InvalidDrops => Interlocked.Read(ref _invalid);
 
-    /// <summary>New flows dropped because the connection table was full.</summary>
+    /// <summary>
+    /// New flows dropped because the connection table had no room for them: the table (or its inbound share) full
+    /// with nothing to evict, or their source at <see cref="FirewallOptions.MaxFlowsPerSource"/>.
+    /// </summary>
     public long TableFullDrops => Interlocked.Read(ref _tableFull);
 
     /// <summary>New flows no rule matched and the direction's default dropped.</summary>
@@ -95,8 +99,8 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
     /// <summary>
     /// Replaces the rules. Tracked connections the new rules would no longer open are ended at once,
     /// so removing a policy cuts existing traffic too, not only new connections. Routed rules (with a
-    /// destination) decide only inbound packets to addresses other than <see cref="FirewallOptions.LocalAddresses"/>,
-    /// the others only packets of this peer's own: a policy to a peer never opens the networks it routes, and a
+    /// destination) decide only inbound packets to addresses other than <see cref="FirewallOptions.LocalAddresses"/>
+    /// and the host's own (<see cref="UpdateHostAddresses"/>), the others only packets of this peer's own: a policy to a peer never opens the networks it routes, and a
     /// route rule never opens the peer itself.
     /// </summary>
     public void UpdateRules(IEnumerable<FirewallRule> rules)
@@ -117,6 +121,36 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         {
             Volatile.Write(ref _rules, compiled);
             _flows.Review(entry => StillAllowed(compiled, entry), ended);
+        }
+
+        _events.EmitEnded(ended, now);
+    }
+
+    /// <summary>
+    /// Replaces this host's own addresses besides its overlay address (<see cref="FirewallOptions.LocalAddresses"/>):
+    /// its LAN, docker0 or public addresses. An inbound packet to one of them is for this peer itself, so it is judged
+    /// by the rules of this peer (like one to the overlay address), never by routed rules, even when a routed
+    /// network contains the address: a route opens the hosts behind a routing peer, not the routing peer. Kernel mode
+    /// gets this from the kernel (such packets take the input path, not the forward one). Tracked connections the
+    /// change would no longer open are ended, as by <see cref="UpdateRules"/>. Has no effect while
+    /// <see cref="FirewallOptions.LocalAddresses"/> is empty (then every inbound packet is this peer's own).
+    /// </summary>
+    public void UpdateHostAddresses(IEnumerable<System.Net.IPAddress> addresses)
+    {
+        ArgumentNullException.ThrowIfNull(addresses);
+        UInt128[] updated = [.. addresses.Select(IpPrefix128.ToUInt128).Distinct().Order()];
+        var ended = _events.Enabled ? new List<FlowEntry>() : null;
+        var now = _time.GetUtcNow();
+        lock (_rulesLock)
+        {
+            if (updated.AsSpan().SequenceEqual(Volatile.Read(ref _hostAddresses)))
+            {
+                return;
+            }
+
+            Volatile.Write(ref _hostAddresses, updated);
+            var rules = Volatile.Read(ref _rules);
+            _flows.Review(entry => StillAllowed(rules, entry), ended);
         }
 
         _events.EmitEnded(ended, now);
@@ -176,12 +210,21 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         }
 
         var key = header.Key;
-        FlowEvent? pending;
+        FlowEvent? ended;
+        FlowEvent? pending = null;
+        List<FlowEntry>? evicted = null;
         bool allowed;
         using (var shard = _flows.Enter(key))
         {
-            allowed = TryTrack(shard, key, header, direction, nowTicks, out pending)
-                || Open(shard, key, header, direction, nowTicks, ref pending);
+            allowed = TryTrack(shard, key, header, direction, nowTicks, out ended)
+                || Open(shard, key, header, direction, nowTicks, ref pending, ref evicted);
+        }
+
+        // Ends before the Start of what took their place: a reused 5-tuple's old flow ends before its new one starts.
+        _events.Emit(ended);
+        if (evicted is not null)
+        {
+            _events.EmitEnded(evicted, _time.GetUtcNow());
         }
 
         _events.Emit(pending);
@@ -193,15 +236,19 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         return allowed;
     }
 
-    /// <summary>A packet of a connection already tracked (either direction): update state and counters.</summary>
-    private bool TryTrack(in FlowTable.LockedShard shard, in FlowKey key, in PacketHeader header, RuleDirection direction, long nowTicks, out FlowEvent? pending)
+    /// <summary>
+    /// A packet of a connection already tracked (either direction): update state and counters. False when there is
+    /// none (any more): <paramref name="ended"/> is then the End of a connection this packet's key had, found expired
+    /// or closed and re-opened by this packet, which the caller emits whatever becomes of the packet.
+    /// </summary>
+    private bool TryTrack(in FlowTable.LockedShard shard, in FlowKey key, in PacketHeader header, RuleDirection direction, long nowTicks, out FlowEvent? ended)
     {
-        pending = null;
+        ended = null;
         if (!shard.TryFind(key, direction, nowTicks, out var entry, out var isReply, out var expired))
         {
             if (expired is not null)
             {
-                pending = _events.Ended(expired);
+                ended = _events.Ended(expired);
             }
 
             return false;
@@ -211,6 +258,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         if (isTcp && TcpStateTracker.ReopensClosed(entry.State, header.TcpFlags, isReply))
         {
             shard.Remove(entry);
+            ended = _events.Ended(entry);
             return false;
         }
 
@@ -228,8 +276,11 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         return true;
     }
 
-    /// <summary>The first packet of a connection: decide by the rules, then track it. Runs under the shard's lock.</summary>
-    private bool Open(in FlowTable.LockedShard shard, in FlowKey key, in PacketHeader header, RuleDirection direction, long nowTicks, ref FlowEvent? pending)
+    /// <summary>
+    /// The first packet of a connection: decide by the rules, then track it. Runs under the shard's lock. Flows it
+    /// removes to make room (expired, or evicted under pressure) go to <paramref name="evicted"/> for their End events.
+    /// </summary>
+    private bool Open(in FlowTable.LockedShard shard, in FlowKey key, in PacketHeader header, RuleDirection direction, long nowTicks, ref FlowEvent? pending, ref List<FlowEntry>? evicted)
     {
         var isTcp = header.Protocol == IpProtocol.Tcp;
         var isOpeningSyn = isTcp && TcpStateTracker.IsOpeningSyn(header.TcpFlags);
@@ -266,7 +317,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
             return true;
         }
 
-        if (!shard.Admits(key, direction, nowTicks))
+        if (!shard.Admits(key, direction, nowTicks, _events.Enabled, ref evicted))
         {
             Interlocked.Increment(ref _tableFull);
             return false;
@@ -280,7 +331,12 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
             OriginalBytes = (ulong)header.Length,
             State = isTcp ? TcpStateTracker.Initial(header.TcpFlags) : ConnectionState.New,
         };
-        shard.Add(entry);
+        if (shard.Add(entry) is { } replaced && _events.Enabled)
+        {
+            // The same key tracked the other way (a packet looped back through this peer): it ends here.
+            (evicted ??= []).Add(replaced);
+        }
+
         pending = _events.Started(entry);
         return true;
     }
@@ -328,7 +384,10 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         return (direction == RuleDirection.Inbound ? _options.DefaultInbound : _options.DefaultOutbound, null, -1);
     }
 
-    /// <summary>True when <paramref name="destination"/> is not one of this peer's own addresses (and those are known).</summary>
+    /// <summary>
+    /// True when <paramref name="destination"/> is neither one of this peer's overlay addresses nor another address of
+    /// this host (<see cref="UpdateHostAddresses"/>), and the overlay addresses are known.
+    /// </summary>
     private bool IsForwarded(UInt128 destination)
     {
         var locals = _localAddresses;
@@ -340,6 +399,14 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         foreach (var local in locals)
         {
             if (local == destination)
+            {
+                return false;
+            }
+        }
+
+        foreach (var host in Volatile.Read(ref _hostAddresses))
+        {
+            if (host == destination)
             {
                 return false;
             }

@@ -40,6 +40,41 @@ public sealed class RoutedFirewallTests : IDisposable
     }
 
     [Fact]
+    public void A_route_rule_never_opens_the_routing_peers_own_addresses()
+    {
+        // The routing peer's LAN address lies inside the routed network; its docker0 and public addresses do not.
+        const string OwnLan = "10.77.0.1";
+        _firewall.UpdateHostAddresses([IPAddress.Parse(OwnLan), IPAddress.Parse("172.17.0.1"), IPAddress.Parse("203.0.113.5"), IPAddress.Parse("fd77::1")]);
+        _firewall.UpdateRules([
+            Routed("lan-web", Client + "/32", "10.77.0.0/24", RuleProtocol.Tcp, "80"),
+            Routed("exit", Client + "/32", "0.0.0.0/0", RuleProtocol.All),
+            Routed("exit6", "fd00::9/128", "::/0", RuleProtocol.All),
+        ]);
+        Assert.True(_firewall.AllowInbound(Tcp(Client, 40000, LanHost, 80, TcpFlags.Syn)), "the route itself must still work");
+        Assert.True(_firewall.AllowInbound(Tcp(Client, 40000, "198.51.100.7", 443, TcpFlags.Syn)), "the exit route itself must still work");
+        Assert.False(_firewall.AllowInbound(Tcp(Client, 40001, OwnLan, 80, TcpFlags.Syn)), "the routing peer's own LAN address was opened by a route rule");
+        Assert.False(_firewall.AllowInbound(Tcp(Client, 40002, "172.17.0.1", 22, TcpFlags.Syn)), "docker0 was opened by the exit route");
+        Assert.False(_firewall.AllowInbound(Udp(Client, 40003, "203.0.113.5", 53)), "the public address was opened by the exit route");
+        Assert.True(_firewall.AllowInbound(Tcp("fd00::9", 40004, "2001:db8::7", 22, TcpFlags.Syn)), "the IPv6 exit route itself must still work");
+        Assert.False(_firewall.AllowInbound(Tcp("fd00::9", 40004, "fd77::1", 22, TcpFlags.Syn)), "an IPv6 host address was opened by the exit route");
+
+        // The host's own addresses are reached by the rules for the peer itself, as its overlay address is.
+        _firewall.UpdateRules([Routed("lan-web", Client + "/32", "10.77.0.0/24", RuleProtocol.Tcp, "80"), Rule("own-ssh", RuleAction.Accept, RuleProtocol.Tcp, Client + "/32", "22")]);
+        Assert.True(_firewall.AllowInbound(Tcp(Client, 40005, OwnLan, 22, TcpFlags.Syn)));
+        Assert.False(_firewall.AllowInbound(Tcp(Client, 40006, OwnLan, 80, TcpFlags.Syn)));
+    }
+
+    [Fact]
+    public void A_new_host_address_ends_connections_a_route_rule_let_in_to_it()
+    {
+        _firewall.UpdateRules([Routed("lan-web", Client + "/32", "10.77.0.0/24", RuleProtocol.Tcp, "80")]);
+        Assert.True(_firewall.AllowInbound(Tcp(Client, 40000, "10.77.0.1", 80, TcpFlags.Syn)), "not yet the host's: a lan host like any other");
+        _firewall.UpdateHostAddresses([IPAddress.Parse("10.77.0.1")]);
+        Assert.Empty(_firewall.SnapshotFlows());
+        Assert.False(_firewall.AllowInbound(Tcp(Client, 40000, "10.77.0.1", 80, TcpFlags.Ack)));
+    }
+
+    [Fact]
     public void Route_rules_match_destination_source_protocol_and_port_and_replies_pass()
     {
         _firewall.UpdateRules([Routed("lan-web", Client + "/32", "10.77.0.0/24", RuleProtocol.Tcp, "80")]);
