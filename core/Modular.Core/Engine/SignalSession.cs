@@ -63,6 +63,11 @@ internal sealed class SignalSession
                 continue;
             }
 
+            if (Uri.TryCreate(url, UriKind.Absolute, out var signalUrl))
+            {
+                _management.WarnIfPlaintext(signalUrl, "Signal");
+            }
+
             try
             {
                 using var channel = ControlChannel.Create(url, _config.TlsCa);
