@@ -158,6 +158,7 @@ public sealed class DaemonLifecycleTests : IDisposable
     [InlineData("down")]
     [InlineData("status")]
     [InlineData("status --json")]
+    [InlineData("ui")]
     public void Client_commands_without_a_daemon_say_so_and_fail(string command)
     {
         var result = AgentHarness.Run($"{command} --socket {_agent.SocketPath}");
@@ -199,6 +200,7 @@ public sealed class DaemonLifecycleTests : IDisposable
     [InlineData("down --help")]
     [InlineData("status --help")]
     [InlineData("plugins --help")]
+    [InlineData("ui --help")]
     [InlineData("config check --help")]
     public void Every_command_has_help(string arguments)
     {

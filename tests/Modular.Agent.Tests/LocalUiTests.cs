@@ -2,16 +2,23 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
+using Modular.Agent.Ui;
 using Modular.Testing;
 
 namespace Modular.Agent.Tests;
 
-/// <summary>The local web UI of a real daemon: status, the lazy-connections switch (kept across a restart) and its guards.</summary>
+/// <summary>
+/// The local web UI of a real daemon: signing in with `modular ui`, status, the lazy-connections switch (kept across a
+/// restart) and its guards. <see cref="_http"/> is a browser that signs in the documented way (<see cref="SignInAsync"/>).
+/// </summary>
 public sealed class LocalUiTests : IDisposable
 {
     private readonly AgentHarness _agent = new();
     private readonly int _port = FreeLoopbackPort();
-    private readonly HttpClient _http = new() { Timeout = TimeSpan.FromSeconds(20) };
+    private readonly CookieContainer _cookies = new();
+    private readonly HttpClient _http;
+
+    public LocalUiTests() => _http = new HttpClient(new HttpClientHandler { CookieContainer = _cookies }) { Timeout = TimeSpan.FromSeconds(20) };
 
     private string Ui => $"127.0.0.1:{_port}";
 
@@ -20,6 +27,7 @@ public sealed class LocalUiTests : IDisposable
     {
         var config = _agent.WriteConfig(interfaceName: "mdtui0", extra: "[features]\nlazy_connections = false\n", ui: Ui);
         var daemon = StartWithUi(config);
+        await SignInAsync();
 
         var page = await _http.GetStringAsync($"http://{Ui}/");
         Assert.Contains("Lazy connections", page, StringComparison.Ordinal);
@@ -47,6 +55,7 @@ public sealed class LocalUiTests : IDisposable
         Assert.Equal(0, AgentHarness.WaitForExit(daemon));
         StartWithUi(config);
         Assert.True(LazyInCliStatus());
+        await SignInAsync(); // sessions live as long as the daemon
 
         using (var reply = await PutAsync("{\"lazy_connections\": false}"))
         {
@@ -60,6 +69,7 @@ public sealed class LocalUiTests : IDisposable
     public async Task Requests_not_from_the_ui_itself_change_nothing()
     {
         StartWithUi(_agent.WriteConfig(interfaceName: "mdtui1", ui: Ui));
+        await SignInAsync(); // signed in: the guards below are about where a request comes from
 
         // DNS rebinding: a name other than the UI's own.
         using (var rebound = new HttpRequestMessage(HttpMethod.Get, $"http://{Ui}/api/status"))
@@ -95,6 +105,7 @@ public sealed class LocalUiTests : IDisposable
     public async Task The_command_line_flag_wins_over_the_ui()
     {
         StartWithUi(_agent.WriteConfig(interfaceName: "mdtui2", ui: Ui), "--enable-lazy-connection");
+        await SignInAsync();
 
         using var reply = await PutAsync("{\"lazy_connections\": false}");
         Assert.Equal(HttpStatusCode.Conflict, reply.StatusCode);
@@ -120,6 +131,107 @@ public sealed class LocalUiTests : IDisposable
         var open = AgentHarness.Run($"up --config {openConfig} --socket {_agent.SocketPath}", TimeSpan.FromSeconds(30));
         Assert.Equal(1, open.ExitCode);
         Assert.Matches($@"{System.Text.RegularExpressions.Regex.Escape(openConfig)}:\d+:\d+: ui.listen: expected a loopback address", open.Error);
+    }
+
+    [Fact]
+    public async Task Item12_without_signing_in_status_settings_and_the_switch_are_refused()
+    {
+        StartWithUi(_agent.WriteConfig(interfaceName: "mdtui4", ui: Ui));
+
+        foreach (var path in new[] { "/", "/api/status", "/api/settings" })
+        {
+            using var reply = await _http.GetAsync($"http://{Ui}{path}");
+            Assert.Equal(HttpStatusCode.Unauthorized, reply.StatusCode);
+            var body = await reply.Content.ReadAsStringAsync();
+            Assert.Contains("modular ui", body, StringComparison.Ordinal);
+            Assert.DoesNotContain("mdtui4", body, StringComparison.Ordinal); // nothing of the status leaks
+        }
+
+        // A cookie that no sign-in set is no better.
+        _cookies.Add(new Uri($"http://{Ui}/"), new Cookie("modular_ui", "made-up-session"));
+        using (var toggle = await PutAsync("{\"lazy_connections\": true}"))
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, toggle.StatusCode);
+        }
+
+        Assert.False(LazyInCliStatus());
+        Assert.False(File.Exists(Path.Combine(_agent.StateDir, "ui-settings.json")));
+    }
+
+    [Fact]
+    public async Task Item12_the_sign_in_link_works_once_and_sets_an_http_only_same_site_strict_cookie()
+    {
+        var daemon = StartWithUi(_agent.WriteConfig(interfaceName: "mdtui5", ui: Ui));
+        var link = SignInLink();
+        Assert.StartsWith($"http://{Ui}/login?token=", link, StringComparison.Ordinal);
+
+        using var browser = new HttpClient(new HttpClientHandler { UseCookies = false, AllowAutoRedirect = false }) { Timeout = TimeSpan.FromSeconds(20) };
+        using (var first = await browser.GetAsync(link))
+        {
+            Assert.Equal(HttpStatusCode.Redirect, first.StatusCode);
+            Assert.Equal("/", first.Headers.Location?.OriginalString);
+            var cookie = Assert.Single(first.Headers.GetValues("Set-Cookie"));
+            Assert.StartsWith("modular_ui=", cookie, StringComparison.Ordinal);
+            Assert.Contains("httponly", cookie, StringComparison.OrdinalIgnoreCase);
+            Assert.Contains("samesite=strict", cookie, StringComparison.OrdinalIgnoreCase);
+
+            // The cookie opens the UI.
+            using var status = new HttpRequestMessage(HttpMethod.Get, $"http://{Ui}/api/status");
+            status.Headers.Add("Cookie", cookie.Split(';')[0]);
+            using var signedIn = await browser.SendAsync(status);
+            Assert.Equal(HttpStatusCode.OK, signedIn.StatusCode);
+            Assert.Contains("mdtui5", await signedIn.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
+        // Used: the same link again, or a made-up one, signs nobody in.
+        foreach (var again in new[] { link, $"http://{Ui}/login?token=guessed", $"http://{Ui}/login" })
+        {
+            using var reply = await browser.GetAsync(again);
+            Assert.Equal(HttpStatusCode.Unauthorized, reply.StatusCode);
+            Assert.False(reply.Headers.Contains("Set-Cookie"));
+        }
+
+        // `--help` says how a browser gets in.
+        Assert.Contains("one-time link", AgentHarness.Run("--help").Output, StringComparison.Ordinal);
+
+        // The token is the CLI user's alone: the daemon's log says a link was issued, never the link.
+        var token = link[(link.IndexOf("token=", StringComparison.Ordinal) + "token=".Length)..];
+        var log = AgentHarness.WaitForOutput(daemon, "a browser signed in");
+        Assert.Contains("sign-in link issued", log, StringComparison.Ordinal);
+        Assert.DoesNotContain(token, log, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Item12_a_sign_in_token_expires_after_a_minute_and_a_session_after_twelve_hours()
+    {
+        var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.Parse("2026-12-01T00:00:00Z", System.Globalization.CultureInfo.InvariantCulture));
+        var logins = new UiLogins(clock);
+        var late = logins.IssueToken();
+        var onTime = logins.IssueToken();
+        clock.Advance(UiLogins.TokenLifetime - TimeSpan.FromSeconds(1));
+        var session = logins.Redeem(onTime);
+        Assert.NotNull(session);
+        Assert.Null(logins.Redeem(onTime));
+        clock.Advance(TimeSpan.FromSeconds(1));
+        Assert.Null(logins.Redeem(late));
+        Assert.True(logins.IsSignedIn(session));
+        Assert.False(logins.IsSignedIn(late));
+        clock.Advance(UiLogins.SessionLifetime);
+        Assert.False(logins.IsSignedIn(session));
+    }
+
+    /// <summary>Signs <see cref="_http"/> in as the README says: the link `modular ui` prints, opened once.</summary>
+    private async Task SignInAsync()
+    {
+        using var reply = await _http.GetAsync(SignInLink());
+        Assert.Equal(HttpStatusCode.OK, reply.StatusCode); // the redirect to the page, now signed in
+    }
+
+    private string SignInLink()
+    {
+        var ui = AgentHarness.Run($"ui --socket {_agent.SocketPath}");
+        Assert.True(ui.ExitCode == 0, ui.Error);
+        return ui.Output.Trim();
     }
 
     private Shell.BackgroundProcess StartWithUi(string config, string? arguments = null)

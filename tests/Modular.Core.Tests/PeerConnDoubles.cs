@@ -169,12 +169,16 @@ internal sealed class LoopbackSignaling : IPeerSignaling
 
     public int Sent;
 
+    /// <summary>Every body sent, in order (a copy, as it went out).</summary>
+    public ConcurrentQueue<SignalBody> Bodies { get; } = new();
+
     /// <summary>Messages sent to <paramref name="recipient"/> reach <paramref name="conn"/> as coming from <paramref name="sender"/>.</summary>
     public void Route(WgKey recipient, PeerConn conn) => _byRecipient[recipient] = (recipient, conn);
 
     public Task SendAsync(WgKey recipient, SignalBody body, CancellationToken cancellationToken)
     {
         Interlocked.Increment(ref Sent);
+        Bodies.Enqueue(body.Clone());
         if (_byRecipient.TryGetValue(recipient, out var target))
         {
             _ = Task.Run(() => target.Conn.OnSignalAsync(body.Clone(), CancellationToken.None), CancellationToken.None);
@@ -306,6 +310,7 @@ internal sealed class ConnPair : IAsyncDisposable
         var signalFromA = new LoopbackSignaling();
         var signalFromB = new LoopbackSignaling();
         SignalA = signalFromA;
+        SignalB = signalFromB;
         var peerB = new RemotePeerInfo(keyB, "b", "100.64.0.3", [IPNetwork.Parse("100.64.0.3/32")], null);
         var peerA = new RemotePeerInfo(keyA, "a", "100.64.0.2", [IPNetwork.Parse("100.64.0.2/32")], null);
         AtoB = new PeerConn(peerB, IfaceA, signalFromA, PathsA, RelayA, options, timeA, NullLogger.Instance);
@@ -334,6 +339,8 @@ internal sealed class ConnPair : IAsyncDisposable
     public FakeRelay RelayB { get; }
 
     public LoopbackSignaling SignalA { get; }
+
+    public LoopbackSignaling SignalB { get; }
 
     public PeerConn AtoB { get; }
 

@@ -224,6 +224,36 @@ public sealed class PeerConnTests
     }
 
     [Fact]
+    public async Task Item11_a_replayed_offer_of_an_older_session_does_not_tear_down_a_connected_peer()
+    {
+        await using var pair = new ConnPair(Fast, NewClock());
+        pair.MakeDirectPathWork();
+        await pair.BtoA.OpenAsync(CancellationToken.None);
+        await pair.RunUntilAsync(() => pair.SignalB.Bodies.Any(b => b.Type == SignalBody.Types.Type.Offer), "B offering");
+        var captured = pair.SignalB.Bodies.First(b => b.Type == SignalBody.Types.Type.Offer); // as an eavesdropper on signal saw it
+        await pair.AtoB.OpenAsync(CancellationToken.None);
+        await pair.WaitBothConnectedAsync();
+
+        // B starts a new session (it restarted, say); A follows it and both connect again.
+        await pair.BtoA.CloseAsync(CancellationToken.None);
+        await pair.BtoA.OpenAsync(CancellationToken.None);
+        await pair.RunUntilAsync(
+            () => pair.SignalB.Bodies.LastOrDefault(b => b.Type == SignalBody.Types.Type.Offer) is { } offer && offer.SessionId != captured.SessionId
+                && pair.AtoB.IsCurrentRemoteSession(offer.SessionId) && pair.AtoB.State == PeerConnectionState.Connected && pair.BtoA.State == PeerConnectionState.Connected,
+            "both Connected on B's new session");
+        var current = pair.SignalB.Bodies.Last(b => b.Type == SignalBody.Types.Type.Offer).SessionId;
+        var changes = StateChanges.Of(pair.AtoB);
+
+        // The captured offer of B's old session, replayed to A (signal cannot tell a copy from the original).
+        await pair.AtoB.OnSignalAsync(captured.Clone(), CancellationToken.None);
+        await pair.ClockA!.AdvanceAsync(LoopInterval); // A's loop looked at the peer again since
+
+        Assert.Equal(PeerConnectionState.Connected, pair.AtoB.State);
+        Assert.DoesNotContain(changes.Snapshot(), c => c.To == PeerConnectionState.Connecting);
+        Assert.True(pair.AtoB.IsCurrentRemoteSession(current));
+    }
+
+    [Fact]
     public async Task Offers_with_malformed_credentials_or_candidates_are_ignored()
     {
         await using var pair = new ConnPair(Fast);

@@ -58,7 +58,7 @@ public sealed class CliTests : IAsyncLifetime
 
         var (third, thirdClient) = server.NewAgent();
         using var __ = third;
-        var e = await Assert.ThrowsAsync<Grpc.Core.RpcException>(() => thirdClient.RegisterAsync(key, TestServer.Meta("p3"), CancellationToken.None));
+        var e = await Assert.ThrowsAsync<Modular.Control.Management.ManagementRefusedException>(() => thirdClient.RegisterAsync(key, TestServer.Meta("p3"), CancellationToken.None));
         Assert.Equal(Grpc.Core.StatusCode.PermissionDenied, e.StatusCode);
 
         var list = Cli("setup-key list --json");
@@ -136,7 +136,7 @@ public sealed class CliTests : IAsyncLifetime
             var client = new ManagementClient(channel, agent);
             var reply = await client.RegisterAsync(key, TestServer.Meta("proc"), CancellationToken.None);
             Assert.Equal("100.64.0.1/10", reply.PeerConfig.Address);
-            await Assert.ThrowsAsync<Grpc.Core.RpcException>(() => client.RegisterAsync("mdl-wrong-key-marker", TestServer.Meta("x"), CancellationToken.None));
+            await Assert.ThrowsAsync<Modular.Control.Management.ManagementRefusedException>(() => client.RegisterAsync("mdl-wrong-key-marker", TestServer.Meta("x"), CancellationToken.None));
         }
 
         Shell.Run("kill", $"-TERM {server.Process.Id}");

@@ -53,13 +53,13 @@ public sealed class ManagementTests
         var (key, client) = server.NewAgent();
         using var _ = key;
 
-        var unknown = await Assert.ThrowsAsync<RpcException>(() => client.RegisterAsync("mdl-wrong", TestServer.Meta("a"), CancellationToken.None));
+        var unknown = await Assert.ThrowsAsync<ManagementRefusedException>(() => client.RegisterAsync("mdl-wrong", TestServer.Meta("a"), CancellationToken.None));
         Assert.Equal(StatusCode.PermissionDenied, unknown.StatusCode);
         Assert.Contains("setup key is not valid", unknown.Status.Detail, StringComparison.Ordinal);
 
         var (record, revoked) = await server.Store.CreateSetupKeyAsync(new Store.NewSetupKey("r", true, 0, null), CancellationToken.None);
         await server.Store.RevokeSetupKeyAsync(record.Id, CancellationToken.None);
-        var e = await Assert.ThrowsAsync<RpcException>(() => client.RegisterAsync(revoked, TestServer.Meta("a"), CancellationToken.None));
+        var e = await Assert.ThrowsAsync<ManagementRefusedException>(() => client.RegisterAsync(revoked, TestServer.Meta("a"), CancellationToken.None));
         Assert.Equal(StatusCode.PermissionDenied, e.StatusCode);
         Assert.Contains("revoked", e.Status.Detail, StringComparison.Ordinal);
 
@@ -67,7 +67,7 @@ public sealed class ManagementTests
         await client.RegisterAsync(once, TestServer.Meta("a"), CancellationToken.None);
         var (key2, client2) = server.NewAgent();
         using var __ = key2;
-        var exhausted = await Assert.ThrowsAsync<RpcException>(() => client2.RegisterAsync(once, TestServer.Meta("b"), CancellationToken.None));
+        var exhausted = await Assert.ThrowsAsync<ManagementRefusedException>(() => client2.RegisterAsync(once, TestServer.Meta("b"), CancellationToken.None));
         Assert.Equal(StatusCode.PermissionDenied, exhausted.StatusCode);
         Assert.Contains("usage limit", exhausted.Status.Detail, StringComparison.Ordinal);
     }
@@ -78,8 +78,30 @@ public sealed class ManagementTests
         await using var server = await TestServer.StartAsync();
         var (key, client) = server.NewAgent();
         using var _ = key;
-        var e = await Assert.ThrowsAsync<RpcException>(() => client.LoginAsync(TestServer.Meta("a"), CancellationToken.None));
+        var e = await Assert.ThrowsAsync<ManagementRefusedException>(() => client.LoginAsync(TestServer.Meta("a"), CancellationToken.None));
         Assert.Equal(StatusCode.PermissionDenied, e.StatusCode);
+    }
+
+    [Fact]
+    public async Task Item8_a_refusal_carries_an_error_sealed_to_the_agent_and_bound_to_its_request()
+    {
+        await using var server = await TestServer.StartAsync();
+        var raw = new ManagementService.ManagementServiceClient(server.Channel());
+        var serverKey = new WgKey((await raw.GetServerKeyAsync(new Empty())).Key.Span);
+        using var agent = X25519KeyPair.Generate();
+        var body = Envelope.Seal(agent, serverKey, Envelope.Purposes.Management, new LoginRequest { TimestampUnix = DateTimeOffset.UtcNow.ToUnixTimeSeconds() }.ToByteArray());
+
+        var refused = await Assert.ThrowsAsync<RpcException>(async () => await raw.LoginAsync(new EncryptedMessage { WgPubKey = ByteString.CopyFrom(agent.PublicKey.ToArray()), Body = ByteString.CopyFrom(body) }));
+
+        Assert.Equal(StatusCode.PermissionDenied, refused.StatusCode);
+        var box = refused.Trailers.GetValueBytes("modular-sealed-error-bin");
+        Assert.NotNull(box);
+        var purpose = "modular/management-error/v1"u8;
+        Assert.True(Envelope.TryOpen(agent, serverKey, purpose, box, out _, body.AsSpan(0, Envelope.NonceSize)), "the agent opens it with the server key");
+        // Bound to this request (a copy replayed against another request does not open), and for this agent only.
+        Assert.False(Envelope.TryOpen(agent, serverKey, purpose, box, out _, new byte[Envelope.NonceSize]));
+        using var other = X25519KeyPair.Generate();
+        Assert.False(Envelope.TryOpen(other, serverKey, purpose, box, out _, body.AsSpan(0, Envelope.NonceSize)));
     }
 
     [Fact]
@@ -293,7 +315,7 @@ public sealed class ManagementTests
         await using var stream = client.SyncAsync(TestServer.Meta("gone"), cts.Token).GetAsyncEnumerator(cts.Token);
         Assert.True(await stream.MoveNextAsync());
         await server.Store.RemovePeersAsync("gone", CancellationToken.None);
-        var e = await Assert.ThrowsAsync<RpcException>(async () => await stream.MoveNextAsync());
+        var e = await Assert.ThrowsAsync<ManagementRefusedException>(async () => await stream.MoveNextAsync());
         Assert.Equal(StatusCode.NotFound, e.StatusCode);
     }
 
@@ -330,7 +352,7 @@ public sealed class ManagementTests
         }
 
         Assert.True(sawShort);
-        var e = await Assert.ThrowsAsync<RpcException>(() => a.LoginAsync(TestServer.Meta("short"), CancellationToken.None));
+        var e = await Assert.ThrowsAsync<ManagementRefusedException>(() => a.LoginAsync(TestServer.Meta("short"), CancellationToken.None));
         Assert.Equal(StatusCode.PermissionDenied, e.StatusCode);
         Assert.Contains("expired", e.Status.Detail, StringComparison.Ordinal);
     }

@@ -83,6 +83,39 @@ public sealed class SignalTests
     }
 
     [Fact]
+    public async Task Item11_signal_bodies_older_than_two_minutes_or_from_the_future_are_dropped()
+    {
+        await using var server = await TestServer.StartAsync();
+        using var a = await RegisteredAsync(server, "a");
+        using var b = await RegisteredAsync(server, "b");
+        var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        using var cts = new CancellationTokenSource(Wait);
+        await using var clientA = await SignalClient.ConnectAsync(server.Channel(), a, cts.Token);
+        await using var clientB = await SignalClient.ConnectAsync(server.Channel(), b, cts.Token, time: clock);
+
+        // Each as A sealed it at that time (a replay carries the time of the original, sealed with it).
+        var now = clock.GetUtcNow().ToUnixTimeMilliseconds();
+        foreach (var (sealedAt, ufrag) in new[] { (now - 121_000, "replayed"), (now + 31_000, "future"), (now - 119_000, "late"), (now + 29_000, "skewed") })
+        {
+            var offer = Offer();
+            offer.Ufrag = ufrag;
+            offer.TimestampUnixMs = sealedAt;
+            await clientA.SendAsync(b.PublicKey, offer, cts.Token);
+        }
+
+        var marker = Offer();
+        marker.Ufrag = "marker";
+        await clientA.SendAsync(b.PublicKey, marker, cts.Token);
+
+        // In order: within two minutes back and 30 s ahead only.
+        Assert.Equal("late", (await clientB.Inbound.ReadAsync(cts.Token)).Body!.Ufrag);
+        Assert.Equal("skewed", (await clientB.Inbound.ReadAsync(cts.Token)).Body!.Ufrag);
+        Assert.Equal("marker", (await clientB.Inbound.ReadAsync(cts.Token)).Body!.Ufrag);
+        Assert.Equal(2, clientB.StaleCount);
+        Assert.Equal(0, clientB.RejectedCount);
+    }
+
+    [Fact]
     public async Task A_body_sealed_by_a_third_key_is_rejected_by_the_recipient()
     {
         using var a = X25519KeyPair.Generate();

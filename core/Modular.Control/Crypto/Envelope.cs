@@ -24,6 +24,9 @@ public static class Envelope
     {
         public static ReadOnlySpan<byte> Management => "modular/management/v1"u8;
 
+        /// <summary>A refusal the server seals to the agent beside a gRPC status (see ManagementRefusal).</summary>
+        public static ReadOnlySpan<byte> ManagementError => "modular/management-error/v1"u8;
+
         public static ReadOnlySpan<byte> Signal => "modular/signal/v1"u8;
 
         public static ReadOnlySpan<byte> SignalAuth => "modular/signal-auth/v1"u8;

@@ -9,9 +9,11 @@ namespace Modular.Control.Management;
 
 /// <summary>
 /// The agent's side of management: every request is sealed with the agent's WireGuard key to the
-/// server key (which authenticates the agent), every reply is opened and verified. gRPC failures surface as
-/// <see cref="RpcException"/> (PermissionDenied for a bad setup key or unknown peer, InvalidArgument for
-/// a malformed request); a reply that fails verification throws <see cref="InvalidDataException"/>.
+/// server key (which authenticates the agent), every reply is opened and verified. A refusal the server sealed to
+/// this agent for the request (removed, expired, unknown key, setup key refused) surfaces as
+/// <see cref="ManagementRefusedException"/>; every other gRPC failure, including a bare PermissionDenied or NotFound
+/// that proves nothing, as a plain <see cref="RpcException"/>; a reply that fails verification throws
+/// <see cref="InvalidDataException"/>.
 /// </summary>
 public sealed class ManagementClient
 {
@@ -21,8 +23,14 @@ public sealed class ManagementClient
     private WgKey? _serverKey;
 
     public ManagementClient(ChannelBase channel, X25519KeyPair identity, TimeProvider? time = null)
+        : this(channel.CreateCallInvoker(), identity, time)
     {
-        _client = new ManagementService.ManagementServiceClient(channel);
+    }
+
+    /// <summary>Over <paramref name="calls"/> (a channel's, or a test's double of the server).</summary>
+    public ManagementClient(CallInvoker calls, X25519KeyPair identity, TimeProvider? time = null)
+    {
+        _client = new ManagementService.ManagementServiceClient(calls);
         _identity = identity;
         _time = time ?? TimeProvider.System;
     }
@@ -49,33 +57,70 @@ public sealed class ManagementClient
     /// <summary>Registers this agent's key with a setup key; returns its overlay config and service addresses.</summary>
     public async Task<LoginResponse> RegisterAsync(string setupKey, PeerMeta meta, CancellationToken cancellationToken)
     {
-        var request = new RegisterRequest { SetupKey = setupKey, Meta = meta, TimestampUnix = _time.GetUtcNow().ToUnixTimeSeconds() };
-        var reply = await _client.RegisterAsync(await SealAsync(request, cancellationToken), cancellationToken: cancellationToken);
+        var request = await SealAsync(new RegisterRequest { SetupKey = setupKey, Meta = meta, TimestampUnix = _time.GetUtcNow().ToUnixTimeSeconds() }, cancellationToken);
+        EncryptedMessage reply;
+        try
+        {
+            reply = await _client.RegisterAsync(request, cancellationToken: cancellationToken);
+        }
+        catch (RpcException e) when (Refusal(request, e) is { } refused)
+        {
+            throw refused;
+        }
+
         return await OpenAsync(reply, LoginResponse.Parser, cancellationToken);
     }
 
     /// <summary>Logs in an already registered key.</summary>
     public async Task<LoginResponse> LoginAsync(PeerMeta meta, CancellationToken cancellationToken)
     {
-        var request = new LoginRequest { Meta = meta, TimestampUnix = _time.GetUtcNow().ToUnixTimeSeconds() };
-        var reply = await _client.LoginAsync(await SealAsync(request, cancellationToken), cancellationToken: cancellationToken);
+        var request = await SealAsync(new LoginRequest { Meta = meta, TimestampUnix = _time.GetUtcNow().ToUnixTimeSeconds() }, cancellationToken);
+        EncryptedMessage reply;
+        try
+        {
+            reply = await _client.LoginAsync(request, cancellationToken: cancellationToken);
+        }
+        catch (RpcException e) when (Refusal(request, e) is { } refused)
+        {
+            throw refused;
+        }
+
         return await OpenAsync(reply, LoginResponse.Parser, cancellationToken);
     }
 
     /// <summary>
     /// The network map stream: the whole map first, then on every change a delta (previous_serial = the
     /// serial before it) or, when the server cannot send one, a whole map (see NetworkMapState).
-    /// Ends when the server ends it (e.g. this peer was removed: RpcException PermissionDenied/NotFound).
+    /// Ends when the server ends it (e.g. this peer was removed: <see cref="ManagementRefusedException"/> NotFound).
     /// </summary>
     public async IAsyncEnumerable<SyncResponse> SyncAsync(PeerMeta meta, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        var request = new SyncRequest { Meta = meta, TimestampUnix = _time.GetUtcNow().ToUnixTimeSeconds() };
-        using var call = _client.Sync(await SealAsync(request, cancellationToken), cancellationToken: cancellationToken);
-        while (await call.ResponseStream.MoveNext(cancellationToken))
+        var request = await SealAsync(new SyncRequest { Meta = meta, TimestampUnix = _time.GetUtcNow().ToUnixTimeSeconds() }, cancellationToken);
+        using var call = _client.Sync(request, cancellationToken: cancellationToken);
+        while (true)
         {
+            bool more;
+            try
+            {
+                more = await call.ResponseStream.MoveNext(cancellationToken);
+            }
+            catch (RpcException e) when (Refusal(request, e) is { } refused)
+            {
+                throw refused;
+            }
+
+            if (!more)
+            {
+                yield break;
+            }
+
             yield return await OpenAsync(call.ResponseStream.Current, SyncResponse.Parser, cancellationToken);
         }
     }
+
+    // Only a refusal sealed by the server key this client verified replies with, for this very request, counts.
+    private ManagementRefusedException? Refusal(EncryptedMessage request, RpcException e)
+        => _serverKey is { } serverKey ? ManagementRefusal.TryOpen(_identity, serverKey, request.Body.Span, e) : null;
 
     private async Task<EncryptedMessage> SealAsync(IMessage message, CancellationToken cancellationToken)
     {

@@ -14,7 +14,7 @@ public sealed record SignalInbound(WgKey Peer, SignalBody? Body, string? Deliver
 /// The agent's signal connection. Authenticates to the server by proving possession of its WireGuard
 /// private key, seals every outgoing body to the recipient's WireGuard key and opens every incoming one
 /// with the sender's: a body the server (or anyone but the claimed sender) made is rejected and counted,
-/// never delivered.
+/// never delivered; so is a body sealed too long ago or too far ahead (<see cref="IsFresh"/>), so a replayed one.
 /// </summary>
 public sealed class SignalClient : IAsyncDisposable
 {
@@ -26,6 +26,7 @@ public sealed class SignalClient : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private Task _reader = Task.CompletedTask;
     private long _rejected;
+    private long _stale;
 
     private SignalClient(AsyncDuplexStreamingCall<SignalFrame, SignalFrame> call, X25519KeyPair identity, TimeProvider time)
     {
@@ -37,8 +38,31 @@ public sealed class SignalClient : IAsyncDisposable
     /// <summary>How long <see cref="DisposeAsync"/> waits for the server to end the call after this side closed its half.</summary>
     public static readonly TimeSpan CloseWait = TimeSpan.FromSeconds(2);
 
+    /// <summary>
+    /// A body sealed longer ago than this is dropped as stale: a replay (the envelope cannot tell a copy from the
+    /// original), or clocks that are off. Two minutes covers a slow delivery; peers' clocks must agree within it.
+    /// </summary>
+    public static readonly TimeSpan MaxAge = TimeSpan.FromMinutes(2);
+
+    /// <summary>A body stamped further ahead of this host's clock than this is dropped too (allowed clock skew).</summary>
+    public static readonly TimeSpan MaxAhead = TimeSpan.FromSeconds(30);
+
     /// <summary>Messages that failed verification (forged, tampered, or for someone else) and were dropped.</summary>
     public long RejectedCount => Interlocked.Read(ref _rejected);
+
+    /// <summary>Verified messages dropped as stale (see <see cref="IsFresh"/>): replays, or clocks that disagree.</summary>
+    public long StaleCount => Interlocked.Read(ref _stale);
+
+    /// <summary>
+    /// Whether <paramref name="body"/> was sealed within <see cref="MaxAge"/> before <paramref name="now"/> and not more
+    /// than <see cref="MaxAhead"/> after it. A body without a timestamp (0) is stale: every release stamps its bodies.
+    /// </summary>
+    public static bool IsFresh(SignalBody body, DateTimeOffset now)
+    {
+        var nowMs = now.ToUnixTimeMilliseconds();
+        var sealedAt = body.TimestampUnixMs;
+        return sealedAt >= nowMs - (long)MaxAge.TotalMilliseconds && sealedAt <= nowMs + (long)MaxAhead.TotalMilliseconds;
+    }
 
     /// <summary>
     /// Verified messages and delivery errors, in arrival order. Completes when the stream ends; when the
@@ -209,15 +233,25 @@ public sealed class SignalClient : IAsyncDisposable
             return null;
         }
 
+        SignalBody body;
         try
         {
-            return new SignalInbound(new WgKey(message.Sender.Span), SignalBody.Parser.ParseFrom(plaintext), null);
+            body = SignalBody.Parser.ParseFrom(plaintext);
         }
         catch (InvalidProtocolBufferException)
         {
             Interlocked.Increment(ref _rejected);
             return null;
         }
+
+        // Sealed by the sender, but maybe long ago: an old offer replayed would restart a working connection.
+        if (!IsFresh(body, _time.GetUtcNow()))
+        {
+            Interlocked.Increment(ref _stale);
+            return null;
+        }
+
+        return new SignalInbound(new WgKey(message.Sender.Span), body, null);
     }
 
     public async ValueTask DisposeAsync()

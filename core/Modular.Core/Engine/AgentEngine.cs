@@ -45,6 +45,9 @@ public sealed class AgentEngine
     // All of the interface's parts or none: set once, when every one of them was built (see EngineAssembly).
     private volatile EngineParts? _parts;
 
+    // Run loop only: the pinned-key mismatch was logged as an error (once, until a login succeeds).
+    private bool _keyMismatchReported;
+
     public AgentEngine(EngineOptions options, StatusRecorder recorder, ILoggerFactory loggerFactory, TimeProvider time)
         : this(options, recorder, loggerFactory, time, EngineSeams.Host)
     {
@@ -60,7 +63,7 @@ public sealed class AgentEngine
         _identity = X25519KeyPair.FromPrivateKey(options.PrivateKey);
         Func<EngineParts?> parts = () => _parts;
         // Every job logs as the engine, as before the split.
-        _management = new ManagementSession(options, _identity, recorder, _logger, time, parts);
+        _management = new ManagementSession(options, _identity, recorder, _logger, time, parts, seams);
         _signal = new SignalSession(options.Config, _identity, _management, parts, recorder, _logger, time);
         _assembly = new EngineAssembly(options, _identity, _signal.Signaling, recorder, loggerFactory, _logger, time, seams);
         _applier = new MapApplier(parts, _identity.PublicKey, options, seams, recorder, _logger, _management.ControlHosts);
@@ -93,6 +96,7 @@ public sealed class AgentEngine
                 {
                     (channel, var management, var login) = await _management.LoginAsync(stop.Token);
                     refused.OnAccepted();
+                    _keyMismatchReported = false;
                     await EnsureInterfaceAsync(login, stop.Token);
                     if (background.Count == 0)
                     {
@@ -113,10 +117,26 @@ public sealed class AgentEngine
                 {
                     throw;
                 }
-                catch (RpcException e) when (e.StatusCode is StatusCode.NotFound or StatusCode.PermissionDenied)
+                catch (ServerKeyMismatchException e)
                 {
-                    // This peer was removed or expired: drop every tunnel, keep asking (an operator may re-add it),
-                    // backing off to an hour and saying so at most once an hour.
+                    // Not this network's server (or its key changed): nothing is sent to it, the tunnels stay, and the
+                    // agent asks again with backoff (deleting the pin file accepts the new key). Said once, not per retry.
+                    _management.SetStatus(false, e.Message);
+                    if (!_keyMismatchReported)
+                    {
+                        _keyMismatchReported = true;
+                        _logger.LogError("Management: {Problem}", e.Message);
+                    }
+                    else
+                    {
+                        _logger.LogDebug("Management: the server key still differs from the pinned one; retrying in about {Seconds} s", (int)backoff.Current.TotalSeconds);
+                    }
+                }
+                catch (ManagementRefusedException e)
+                {
+                    // This peer was removed or expired, and management proved it (a refusal sealed to this agent by the
+                    // pinned key): drop every tunnel, keep asking (an operator may re-add it), backing off to an hour and
+                    // saying so at most once an hour. A bare PermissionDenied/NotFound proves nothing and is retried below.
                     _management.SetStatus(false, refused.Describe(e.StatusCode, e.Status.Detail));
                     wait = refused.OnRefused(e.StatusCode, e.Status.Detail);
                     await _applier.ClearPeersAsync();

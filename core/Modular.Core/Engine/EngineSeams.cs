@@ -26,6 +26,9 @@ internal sealed class EngineSeams
     /// <summary>Runs before each <see cref="EngineStep"/>; a test throws to fail the engine there, or waits to hold it.</summary>
     public Func<EngineStep, CancellationToken, ValueTask>? BeforeStep { get; init; }
 
+    /// <summary>Management's gRPC calls for a management URL; null opens a channel to it (<see cref="Control.ControlChannel"/>).</summary>
+    public Func<Uri, Grpc.Core.CallInvoker>? ManagementCalls { get; init; }
+
     /// <summary>Whether a peer is connected, as route failover reads it; null reads the connections.</summary>
     public Func<WgKey, bool>? IsConnected { get; init; }
 

@@ -13,7 +13,7 @@ namespace Modular.Core.Engine;
 
 /// <summary>
 /// This agent's session with management: login (URLs in order; register with the setup key when this identity never
-/// registered), the registration marker, and the Sync stream whose maps go to the <see cref="MapApplier"/>. Keeps what
+/// registered), the pinned server key (<see cref="ServerKeyPin"/>), the registration marker, and the Sync stream whose maps go to the <see cref="MapApplier"/>. Keeps what
 /// management announced (its URL, the service addresses, its key) for the signal and STUN loops, the relay and the
 /// exit node's control-host exceptions, and owns management's line in status.
 /// <para>
@@ -31,6 +31,7 @@ internal sealed class ManagementSession
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
     private readonly Func<EngineParts?> _parts;
+    private readonly EngineSeams _seams;
     private readonly NetworkMapState _map = new();
 
     // Written by login and Sync (the run loop), read by any loop.
@@ -42,8 +43,10 @@ internal sealed class ManagementSession
     // signal server (DNS, a wrong public_url) is refused instead of trusted. Boxed for atomic publication.
     private volatile StrongBox<WgKey>? _serverKey;
 
-    public ManagementSession(EngineOptions options, X25519KeyPair identity, StatusRecorder recorder, ILogger logger, TimeProvider time, Func<EngineParts?> parts)
+    public ManagementSession(EngineOptions options, X25519KeyPair identity, StatusRecorder recorder, ILogger logger, TimeProvider time, Func<EngineParts?> parts, EngineSeams? seams = null)
     {
+        _seams = seams ?? EngineSeams.Host;
+        Pin = new ServerKeyPin(options.Config.StateDir);
         _options = options;
         _config = options.Config;
         _identity = identity;
@@ -53,6 +56,9 @@ internal sealed class ManagementSession
         _parts = parts;
         Refused = new RefusedPeerBackoff(logger, time, RegisteredMarker);
     }
+
+    /// <summary>Management's key as pinned on first contact (state_dir/server.pub).</summary>
+    public ServerKeyPin Pin { get; }
 
     /// <summary>Whether (and how long) management refuses this peer; signal reads it to retry quietly.</summary>
     public RefusedPeerBackoff Refused { get; }
@@ -70,17 +76,22 @@ internal sealed class ManagementSession
     // not silently come back by re-using a reusable setup key; it keeps asking and says why in status.
     private string RegisteredMarker => Path.Combine(_config.StateDir, "registered");
 
-    /// <summary>Logs in at the first management URL that answers; the caller disposes the channel.</summary>
-    public async Task<(GrpcChannel Channel, ManagementClient Client, LoginResponse Login)> LoginAsync(CancellationToken cancellationToken)
+    /// <summary>Logs in at the first management URL that answers; the caller disposes the channel (none when a test's seam answers).</summary>
+    public async Task<(GrpcChannel? Channel, ManagementClient Client, LoginResponse Login)> LoginAsync(CancellationToken cancellationToken)
     {
         var meta = Meta();
         Exception? last = null;
         foreach (var url in _config.ManagementUrls)
         {
-            var channel = ControlChannel.Create(url.ToString(), _config.TlsCa);
+            var channel = _seams.ManagementCalls is null ? ControlChannel.Create(url.ToString(), _config.TlsCa) : null;
             try
             {
-                var client = new ManagementClient(channel, _identity, _time);
+                var client = channel is null ? new ManagementClient(_seams.ManagementCalls!(url), _identity, _time) : new ManagementClient(channel, _identity, _time);
+                WarnIfPlaintext(url, "Management");
+
+                // The key comes unauthenticated: once pinned, another one is refused before anything is sent to it.
+                var serverKey = await client.GetServerKeyAsync(cancellationToken);
+                Pin.Check(serverKey, url);
                 LoginResponse login;
                 try
                 {
@@ -93,20 +104,25 @@ internal sealed class ManagementSession
                         login = await client.RegisterAsync(_config.SetupKey, meta, cancellationToken);
                         _logger.LogInformation("Registered with {Management} using the setup key", url);
                     }
-                    catch (RpcException refused) when (refused.StatusCode is StatusCode.PermissionDenied or StatusCode.InvalidArgument)
+                    catch (ManagementRefusedException refused)
                     {
                         SetStatus(false, $"setup key refused: {refused.Status.Detail}");
                         throw new EngineFatalException($"management at {url} refused the setup key: {refused.Status.Detail}", refused);
                     }
                 }
-                catch (RpcException e) when (e.StatusCode == StatusCode.PermissionDenied && !File.Exists(RegisteredMarker))
+                catch (ManagementRefusedException e) when (e.StatusCode == StatusCode.PermissionDenied && !File.Exists(RegisteredMarker))
                 {
                     SetStatus(false, $"not registered and no setup_key: {e.Status.Detail}");
                     throw new EngineFatalException($"management at {url} does not know this agent ({e.Status.Detail}) and no setup_key is configured", e);
                 }
 
                 MarkRegistered(url);
-                _serverKey = new StrongBox<WgKey>(await client.GetServerKeyAsync(cancellationToken));
+                _serverKey = new StrongBox<WgKey>(serverKey);
+                if (Pin.PinIfNone(serverKey))
+                {
+                    // The reply opened with this key: the server holds it. From now on no other key is accepted.
+                    _logger.LogInformation("Pinned management's key {Key} in {Path} (trust on first use; delete the file to accept a new server key)", serverKey.ToBase64(), Pin.Path);
+                }
 
                 _url = url;
                 _services = login.Services;
@@ -118,19 +134,44 @@ internal sealed class ManagementSession
             }
             catch (Exception e) when (e is not EngineFatalException and not OperationCanceledException)
             {
-                channel.Dispose();
+                channel?.Dispose();
                 last = e;
                 _lastLoginUrl = url;
                 _logger.LogDebug("Management {Url}: {Problem}", url, ConnectionProblem.Describe(e, url));
             }
             catch
             {
-                channel.Dispose();
+                channel?.Dispose();
                 throw;
             }
         }
 
         throw last ?? new InvalidOperationException("no management URL configured");
+    }
+
+    // Plaintext URLs already warned about (once each, for the life of the engine).
+    private readonly HashSet<string> _plaintextWarned = new(StringComparer.OrdinalIgnoreCase);
+
+    /// <summary>
+    /// Warns once per URL when <paramref name="url"/> is plaintext http to another machine: bodies stay sealed, but the
+    /// path sees metadata and can cut or delay every call (loopback, as in tests and on the server's own host, is fine).
+    /// </summary>
+    public void WarnIfPlaintext(Uri url, string service)
+    {
+        if (url.Scheme != Uri.UriSchemeHttp || url.IsLoopback)
+        {
+            return;
+        }
+
+        lock (_plaintextWarned)
+        {
+            if (!_plaintextWarned.Add(url.GetLeftPart(UriPartial.Authority)))
+            {
+                return;
+            }
+        }
+
+        _logger.LogWarning("{Service} {Url} is plaintext http to another host: anyone on the path sees which peers talk to it and can cut or delay the connection (bodies stay sealed). Use https:// unless the path is trusted", service, url);
     }
 
     private void MarkRegistered(Uri url)

@@ -32,6 +32,7 @@ internal sealed class SignalSession
     // Guarded by lock (Signaling): which client's dropped messages were reported, and how many.
     private SignalClient? _rejectedClient;
     private long _rejectedReported;
+    private long _staleReported;
 
     public SignalSession(AgentConfig config, X25519KeyPair identity, ManagementSession management, Func<EngineParts?> parts, StatusRecorder recorder, ILogger logger, TimeProvider time)
     {
@@ -60,6 +61,11 @@ internal sealed class SignalSession
                 _recorder.SetSignal(new ServiceStatus("", false, "management announced no signal service"));
                 await AgentEngine.DelayAsync(_time, TimeSpan.FromSeconds(2), cancellationToken);
                 continue;
+            }
+
+            if (Uri.TryCreate(url, UriKind.Absolute, out var signalUrl))
+            {
+                _management.WarnIfPlaintext(signalUrl, "Signal");
             }
 
             try
@@ -126,7 +132,7 @@ internal sealed class SignalSession
         Signaling.Client = null;
     }
 
-    /// <summary>Logs signal messages the client dropped (forged, tampered, undecodable) since the last report.</summary>
+    /// <summary>Logs signal messages the client dropped (forged, tampered, undecodable, stale) since the last report.</summary>
     public void ReportRejected()
     {
         var client = Signaling.Client;
@@ -141,6 +147,16 @@ internal sealed class SignalSession
             {
                 _rejectedClient = client;
                 _rejectedReported = 0;
+                _staleReported = 0;
+            }
+
+            var stale = client.StaleCount;
+            if (stale > _staleReported)
+            {
+                _logger.LogWarning(
+                    "Signal: dropped {Count} stale message(s), sealed more than {MaxAge} s ago or more than {MaxAhead} s ahead of this host's clock (replayed, or a clock is off: keep clocks in sync)",
+                    stale - _staleReported, (int)SignalClient.MaxAge.TotalSeconds, (int)SignalClient.MaxAhead.TotalSeconds);
+                _staleReported = stale;
             }
 
             var rejected = client.RejectedCount;

@@ -34,6 +34,11 @@ internal sealed class PeerSession
     private ulong? _announcedSession; // the session id in the last offer/answer sent: the one the peer knows
     private IceCredentials? _remote;
     private ulong _remoteSession;
+    // The newest seal time (ms) of an offer or answer taken, and its session: an offer or answer of another session
+    // sealed before it is an older session of the peer (a replay, or a late delivery) and must not restart this one.
+    // Kept across renewals: a replayed old offer must not win after a failed attempt either.
+    private long _newestRemoteStamp;
+    private ulong? _newestRemoteSession;
     private bool _remoteRestarted; // the peer's offer or answer named a new session of its own
     private bool _remoteLeaving; // the peer said goodbye to this session
     private IReadOnlyList<IceCandidate> _remoteCandidates = [];
@@ -140,7 +145,11 @@ internal sealed class PeerSession
         }
     }
 
-    /// <summary>Takes a verified offer or answer from the peer; answers an offer. A goodbye goes to <see cref="OnGoodbye"/>.</summary>
+    /// <summary>
+    /// Takes a verified offer or answer from the peer; answers an offer. One of another session than the newest taken,
+    /// sealed before it, is an older session's (a replay or a late delivery) and is dropped: it must not restart the
+    /// session in use. A goodbye goes to <see cref="OnGoodbye"/>.
+    /// </summary>
     public async Task OnCredentialsAsync(SignalBody body, CancellationToken cancellationToken)
     {
         if (!IceCredentials.IsWellFormed(body.Ufrag, body.Pwd))
@@ -166,6 +175,14 @@ internal sealed class PeerSession
                 return; // Closed: the peer will offer again when we open.
             }
 
+            if (_newestRemoteSession is { } newest && body.SessionId != newest && body.TimestampUnixMs < _newestRemoteStamp)
+            {
+                _logger.LogDebug("Peer {Peer}: dropped a signal {Type} of an older session of the peer (replayed or late)", _name(), body.Type);
+                return;
+            }
+
+            _newestRemoteSession = body.SessionId;
+            _newestRemoteStamp = Math.Max(_newestRemoteStamp, body.TimestampUnixMs);
             var newSession = _remote is not null && body.SessionId != _remoteSession;
             _remote = new IceCredentials(body.Ufrag, body.Pwd);
             _remoteSession = body.SessionId;
@@ -207,7 +224,7 @@ internal sealed class PeerSession
         {
             // After a failed attempt the session is renewed before the next offer goes out; a notice sent in between
             // must name the session the peer was told about, or the peer drops it as unknown and keeps a dead path.
-            return !_open || _local is null ? null : new SignalBody { Type = type, SessionId = _announcedSession ?? _sessionId };
+            return !_open || _local is null ? null : new SignalBody { Type = type, SessionId = _announcedSession ?? _sessionId, TimestampUnixMs = Now() };
         }
     }
 
@@ -245,7 +262,7 @@ internal sealed class PeerSession
                 return;
             }
 
-            body = new SignalBody { Type = type, Ufrag = _local.Ufrag, Pwd = _local.Password, SessionId = _sessionId };
+            body = new SignalBody { Type = type, Ufrag = _local.Ufrag, Pwd = _local.Password, SessionId = _sessionId, TimestampUnixMs = Now() };
             _announcedSession = _sessionId;
         }
 
@@ -288,6 +305,9 @@ internal sealed class PeerSession
             return _remoteCandidates.FirstOrDefault(c => c.Endpoint.Equals(endpoint)) ?? new IceCandidate(CandidateType.PeerReflexive, endpoint);
         }
     }
+
+    // Bodies are stamped here, on the connection's clock, so the peer can tell an older session's offer from a newer one.
+    private long Now() => _time.GetUtcNow().ToUnixTimeMilliseconds();
 
     private void RenewLocked()
     {

@@ -9,7 +9,7 @@ using Modular.Core.Config;
 
 namespace Modular.Agent.Cli;
 
-/// <summary>The `modular` command line: up, down, status, plugins, config check.</summary>
+/// <summary>The `modular` command line: up, down, status, ui, plugins, config check.</summary>
 internal static class AgentCommandLine
 {
     public static async Task<int> RunAsync(string[] args)
@@ -61,6 +61,7 @@ internal static class AgentCommandLine
         root.Subcommands.Add(UpCommand());
         root.Subcommands.Add(DownCommand());
         root.Subcommands.Add(StatusCommand());
+        root.Subcommands.Add(UiCommand());
         root.Subcommands.Add(PluginsCommand());
         root.Subcommands.Add(ConfigCommand());
         return root;
@@ -176,6 +177,27 @@ internal static class AgentCommandLine
             Console.Write(asJson
                 ? StatusJson.Serialize(status) + Environment.NewLine
                 : StatusText.Format(status, reply.PeersTotal, reply.PeersConnected, parse.GetValue(detail), TimeProvider.System.GetUtcNow(), reply.PeersIdle));
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    private static Command UiCommand()
+    {
+        var socket = SocketOption();
+        var command = new Command(
+            "ui",
+            "Print a one-time link that signs a browser in to the local web UI (valid once, for 60 s). The UI answers nobody else: " +
+            "whoever may use the CLI socket may use the UI.")
+        {
+            socket,
+        };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            using var client = DaemonClient.Connect(AgentPaths.ClientSocketPath(parse.GetValue(socket)));
+            var reply = await client.InvokeAsync((d, o) => d.UiLoginAsync(new UiLoginRequest(), o), cancellationToken);
+            Console.WriteLine(reply.Url);
+            await Console.Error.WriteLineAsync($"Open this link in a browser on this machine; it works once, within {reply.ValidSeconds} s, and keeps that browser signed in.");
             return ExitCodes.Ok;
         });
         return command;

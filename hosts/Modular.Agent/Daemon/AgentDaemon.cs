@@ -154,6 +154,8 @@ internal static class AgentDaemon
         builder.Services.AddSingleton(catalog);
         builder.Services.AddSingleton(new DaemonInfo(config.SourcePath.Length > 0 ? config.SourcePath : configPath, pluginsDir, socketPath));
         builder.Services.AddSingleton(TimeProvider.System);
+        var uiLogins = new UiLogins(TimeProvider.System);
+        builder.Services.AddSingleton(uiLogins);
 
         await using var app = builder.Build();
         app.MapGrpcService<DaemonGrpcService>();
@@ -178,7 +180,7 @@ internal static class AgentDaemon
                 recorder,
                 loggerFactory,
                 TimeProvider.System);
-            await using var ui = await LocalUi.StartAsync(config.Ui, recorder, switches, uiSettings, lazyPinnedBy, logger, cancellationToken);
+            await using var ui = await LocalUi.StartAsync(config.Ui, recorder, switches, uiSettings, lazyPinnedBy, logger, uiLogins, cancellationToken);
             using var engineStop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             var engineRun = engine.RunAsync(engineStop.Token);
             var shutdown = app.WaitForShutdownAsync(cancellationToken);

@@ -2,6 +2,7 @@ using Grpc.Core;
 using Modular.Agent.Cli;
 using Modular.Agent.Protocol;
 using Modular.Agent.Status;
+using Modular.Agent.Ui;
 using Modular.Composition;
 using Modular.Core.Status;
 
@@ -12,6 +13,7 @@ internal sealed class DaemonGrpcService(
     StatusRecorder status,
     PluginCatalog catalog,
     DaemonInfo info,
+    UiLogins uiLogins,
     IHostApplicationLifetime lifetime,
     ILogger<DaemonGrpcService> logger) : Protocol.Daemon.DaemonBase
 {
@@ -29,6 +31,19 @@ internal sealed class DaemonGrpcService(
             return Task.CompletedTask;
         });
         return Task.FromResult(new DownReply { Pid = Environment.ProcessId });
+    }
+
+    public override Task<UiLoginReply> UiLogin(UiLoginRequest request, ServerCallContext context)
+    {
+        if (uiLogins.BaseUrl is not { } ui)
+        {
+            throw new RpcException(new Grpc.Core.Status(StatusCode.FailedPrecondition, "the local UI is not running (see [ui] listen and the daemon's log)"));
+        }
+
+        // The token goes to this caller only; the log says that a link was issued, never the link.
+        logger.LogInformation("Local UI sign-in link issued to `modular ui` (valid once, {Seconds} s)", (int)UiLogins.TokenLifetime.TotalSeconds);
+        var url = $"{ui}{LocalUi.LoginPath.TrimStart('/')}?token={uiLogins.IssueToken()}";
+        return Task.FromResult(new UiLoginReply { Url = url, ValidSeconds = (int)UiLogins.TokenLifetime.TotalSeconds });
     }
 
     public override Task<ListPluginsReply> ListPlugins(ListPluginsRequest request, ServerCallContext context)

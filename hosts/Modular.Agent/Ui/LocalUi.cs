@@ -15,10 +15,12 @@ namespace Modular.Agent.Ui;
 
 /// <summary>
 /// The local web UI (<c>[ui] listen</c>, default 127.0.0.1:9091): the agent's status and the lazy-connections switch.
-/// It has no login, so it listens on a loopback address only, answers only requests addressed to it by that name
-/// (a page elsewhere cannot reach it through DNS rebinding) and changes settings only on a JSON PUT from its own
-/// origin (a cross-site form or script cannot send one without a preflight it never answers). A UI that cannot start
-/// (port taken, bad address) is a warning: the VPN runs on without it.
+/// It is for those the CLI is for: every request but the sign-in link needs the session cookie that link sets, and
+/// only <c>modular ui</c>, over the CLI socket (0660), hands out links (<see cref="UiLogins"/>); anything else is 401.
+/// It also listens on a loopback address only, answers only requests addressed to it by that name (a page elsewhere
+/// cannot reach it through DNS rebinding) and changes settings only on a JSON PUT from its own origin (a cross-site
+/// form or script cannot send one without a preflight it never answers; the cookie is SameSite=Strict besides). A UI
+/// that cannot start (port taken, bad address) is a warning: the VPN runs on without it.
 /// </summary>
 internal sealed class LocalUi : IAsyncDisposable
 {
@@ -29,10 +31,12 @@ internal sealed class LocalUi : IAsyncDisposable
     private readonly string? _pinnedBy;
     private readonly Serilog.ILogger _logger;
     private readonly HashSet<string> _hosts;
+    private readonly UiLogins _logins;
 
-    private LocalUi(WebApplication app, IPEndPoint endpoint, StatusRecorder recorder, FeatureSwitches switches, UiSettingsFile settings, string? pinnedBy, Serilog.ILogger logger)
+    private LocalUi(WebApplication app, IPEndPoint endpoint, StatusRecorder recorder, FeatureSwitches switches, UiSettingsFile settings, string? pinnedBy, Serilog.ILogger logger, UiLogins logins)
     {
         _app = app;
+        _logins = logins;
         _recorder = recorder;
         _switches = switches;
         _settings = settings;
@@ -53,7 +57,7 @@ internal sealed class LocalUi : IAsyncDisposable
     /// the UI then shows the switch but cannot change it.
     /// </summary>
     public static async Task<LocalUi?> StartAsync(ListenConfig listen, StatusRecorder recorder, FeatureSwitches switches, UiSettingsFile settings,
-        string? pinnedBy, Serilog.ILogger logger, CancellationToken cancellationToken)
+        string? pinnedBy, Serilog.ILogger logger, UiLogins logins, CancellationToken cancellationToken)
     {
         if (!listen.Enabled)
         {
@@ -63,7 +67,7 @@ internal sealed class LocalUi : IAsyncDisposable
         // The config loader refuses such an address already (file:line:col); this guards configs built in code.
         if (!IPEndPoint.TryParse(listen.Listen, out var endpoint) || !IPAddress.IsLoopback(endpoint.Address))
         {
-            logger.Warning("Local UI not started: [ui] listen = {Listen} is not a loopback address and port (the UI has no login)", listen.Listen);
+            logger.Warning("Local UI not started: [ui] listen = {Listen} is not a loopback address and port", listen.Listen);
             return null;
         }
 
@@ -76,8 +80,9 @@ internal sealed class LocalUi : IAsyncDisposable
             kestrel.Limits.MaxRequestBodySize = 4096;
         });
         var app = builder.Build();
-        var ui = new LocalUi(app, endpoint, recorder, switches, settings, pinnedBy, logger);
+        var ui = new LocalUi(app, endpoint, recorder, switches, settings, pinnedBy, logger, logins);
         app.Use(ui.GuardAsync);
+        app.MapGet(LoginPath, ui.LoginAsync);
         app.MapGet("/", ui.PageAsync);
         app.MapGet("/api/status", ui.StatusAsync);
         app.MapGet("/api/settings", ui.SettingsAsync);
@@ -93,9 +98,13 @@ internal sealed class LocalUi : IAsyncDisposable
             return null;
         }
 
-        logger.Information("Local UI on http://{Listen}/", listen.Listen);
+        logins.BaseUrl = $"http://{listen.Listen}/";
+        logger.Information("Local UI on http://{Listen}/ (sign in with `modular ui`)", listen.Listen);
         return ui;
     }
+
+    /// <summary>The sign-in link's path; its query carries the one-time token.</summary>
+    public const string LoginPath = "/login";
 
     private async Task GuardAsync(HttpContext context, RequestDelegate next)
     {
@@ -106,7 +115,38 @@ internal sealed class LocalUi : IAsyncDisposable
             return;
         }
 
+        context.Response.Headers.CacheControl = "no-store";
+        context.Response.Headers["Referrer-Policy"] = "no-referrer";
+        if (context.Request.Path != LoginPath && !_logins.IsSignedIn(context.Request.Cookies[UiLogins.CookieName]))
+        {
+            await ProblemAsync(context, StatusCodes.Status401Unauthorized, NotSignedIn);
+            return;
+        }
+
         await next(context);
+    }
+
+    private const string NotSignedIn = "not signed in: run `modular ui` (as root or a member of the CLI socket's group) and open the link it prints";
+
+    /// <summary>The sign-in link: a good token (once, while fresh) becomes the session cookie, then the page.</summary>
+    private async Task LoginAsync(HttpContext context)
+    {
+        // The token is never logged: not here, and Kestrel's request logging is off (ClearProviders).
+        if (_logins.Redeem(context.Request.Query["token"].ToString()) is not { } session)
+        {
+            await ProblemAsync(context, StatusCodes.Status401Unauthorized, "this sign-in link is unknown, used or expired: run `modular ui` for a new one");
+            return;
+        }
+
+        context.Response.Cookies.Append(UiLogins.CookieName, session, new CookieOptions
+        {
+            HttpOnly = true,
+            SameSite = SameSiteMode.Strict,
+            Path = "/",
+            MaxAge = UiLogins.SessionLifetime,
+        });
+        _logger.Information("Local UI: a browser signed in");
+        context.Response.Redirect("/"); // drops the token from the address bar and history
     }
 
     private Task PageAsync(HttpContext context)
@@ -221,6 +261,7 @@ internal sealed class LocalUi : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        _logins.BaseUrl = null;
         await _app.StopAsync(CancellationToken.None);
         await _app.DisposeAsync();
     }

@@ -13,7 +13,9 @@ namespace Modular.Server.Management;
 /// <summary>
 /// Management over gRPC. Every request is an <see cref="EncryptedMessage"/> the agent sealed with its
 /// WireGuard key to the server key: opening it proves the agent holds the private half of wg_pub_key.
-/// Malformed input is InvalidArgument, an unusable setup key or unknown peer PermissionDenied.
+/// Malformed input is InvalidArgument. A refusal (an unusable setup key, an unknown, expired or removed peer) is
+/// PermissionDenied or NotFound with the same error sealed to the agent for that request (<see cref="ManagementRefusal"/>):
+/// agents drop their tunnels only on a refusal that proves this server's key, never on a bare status.
 /// </summary>
 public sealed class ManagementGrpcService : ManagementService.ManagementServiceBase
 {
@@ -61,7 +63,7 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
         {
             // The key itself is a secret: log only that one was refused and why.
             _logger.LogWarning("Registration of {Peer} refused: {Reason}", peerKey.ToShortString(), e.Message);
-            throw new RpcException(new Status(StatusCode.PermissionDenied, e.Message));
+            throw Refuse(peerKey, request, StatusCode.PermissionDenied, e.Message);
         }
         catch (InvalidOperationException e)
         {
@@ -77,7 +79,7 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
     {
         var (peerKey, body) = Open(request, LoginRequest.Parser);
         CheckTimestamp(body.TimestampUnix);
-        var peer = await RequireLivePeerAsync(peerKey, body.Meta, context.CancellationToken);
+        var peer = await RequireLivePeerAsync(peerKey, request, body.Meta, context.CancellationToken);
         var snapshot = await _network.RefreshAsync(context.CancellationToken);
         return Seal(peerKey, LoginReply(peer, snapshot.Serial, context));
     }
@@ -86,7 +88,7 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
     {
         var (peerKey, body) = Open(request, SyncRequest.Parser);
         CheckTimestamp(body.TimestampUnix);
-        await RequireLivePeerAsync(peerKey, body.Meta, context.CancellationToken);
+        await RequireLivePeerAsync(peerKey, request, body.Meta, context.CancellationToken);
         using var subscription = _network.Subscribe();
         var snapshot = await _network.RefreshAsync(context.CancellationToken);
         ulong sent = 0;
@@ -113,12 +115,12 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
                     var self = snapshot.Peers.FirstOrDefault(p => p.PublicKey == peerKey);
                     if (self is null)
                     {
-                        throw new RpcException(new Status(StatusCode.NotFound, "this peer was removed from the network"));
+                        throw Refuse(peerKey, request, StatusCode.NotFound, "this peer was removed from the network");
                     }
 
                     if (self.IsExpired(_time.GetUtcNow()))
                     {
-                        throw new RpcException(new Status(StatusCode.PermissionDenied, "this peer's login has expired; register again with a setup key"));
+                        throw Refuse(peerKey, request, StatusCode.PermissionDenied, ExpiredDetail);
                     }
 
                     var services = _addresses.Resolve(context.GetHttpContext(), peerKey);
@@ -171,17 +173,23 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
         return bytes;
     }
 
-    private async Task<PeerRecord> RequireLivePeerAsync(WgKey peerKey, PeerMeta? meta, CancellationToken cancellationToken)
+    private const string ExpiredDetail = "this peer's login has expired; register again with a setup key";
+
+    private async Task<PeerRecord> RequireLivePeerAsync(WgKey peerKey, EncryptedMessage request, PeerMeta? meta, CancellationToken cancellationToken)
     {
         var peer = await _store.UpdatePeerAsync(peerKey, meta is null ? null : ToMetadata(meta), cancellationToken)
-            ?? throw new RpcException(new Status(StatusCode.PermissionDenied, "this key is not registered; register with a setup key first"));
+            ?? throw Refuse(peerKey, request, StatusCode.PermissionDenied, "this key is not registered; register with a setup key first");
         if (peer.IsExpired(_time.GetUtcNow()))
         {
-            throw new RpcException(new Status(StatusCode.PermissionDenied, "this peer's login has expired; register again with a setup key"));
+            throw Refuse(peerKey, request, StatusCode.PermissionDenied, ExpiredDetail);
         }
 
         return peer;
     }
+
+    /// <summary>A refusal agents can trust: the status, and the same error sealed to <paramref name="peer"/> for <paramref name="request"/>.</summary>
+    private RpcException Refuse(WgKey peer, EncryptedMessage request, StatusCode code, string detail)
+        => ManagementRefusal.Create(_secrets.ServerKey, peer, request.Body.Span, code, detail);
 
     private LoginResponse LoginReply(PeerRecord peer, ulong serial, ServerCallContext context) => new()
     {

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Net;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Modular.Abstractions.Proxy;
@@ -231,17 +232,21 @@ public sealed class AgentEngineTests
         Assert.Empty(rig.Recorder.Snapshot().Routes);
     }
 
-    /// <summary>An engine over doubles: interfaces and ICE sockets it creates are kept for inspection.</summary>
-    private sealed class EngineRig : IAsyncDisposable
+    /// <summary>
+    /// An engine over doubles: interfaces and ICE sockets it creates are kept for inspection. <paramref name="management"/>
+    /// answers its management calls (ManagementTrustTests); without it the engine is driven by the test's calls alone.
+    /// </summary>
+    internal sealed class EngineRig : IAsyncDisposable
     {
         private readonly FakeTimeProvider _time = new(DateTimeOffset.Parse("2026-12-01T00:00:00Z", System.Globalization.CultureInfo.InvariantCulture));
         private readonly string _stateDir = Directory.CreateTempSubdirectory("modular-engine-").FullName;
+        private bool _ran;
 
-        public EngineRig(Func<EngineStep, CancellationToken, ValueTask> beforeStep, Func<WgKey, bool>? isConnected = null)
+        public EngineRig(Func<EngineStep, CancellationToken, ValueTask> beforeStep, Func<WgKey, bool>? isConnected = null, Grpc.Core.CallInvoker? management = null, string managementUrl = "https://management.invalid", ILoggerFactory? logs = null)
         {
             var config = new AgentConfig
             {
-                ManagementUrls = [new Uri("https://management.invalid")],
+                ManagementUrls = [new Uri(managementUrl)],
                 StateDir = _stateDir,
                 Interface = new InterfaceConfig { Name = "mdl-test", Mode = WgInterfaceMode.Kernel },
                 Dns = new DnsResolverConfig { Enabled = true, ListenPort = 0 },
@@ -262,11 +267,17 @@ public sealed class AgentEngineTests
                 Nftables = Nft,
                 BeforeStep = beforeStep,
                 IsConnected = isConnected,
+                ManagementCalls = management is null ? null : _ => management,
             };
-            Engine = new AgentEngine(options, Recorder, NullLoggerFactory.Instance, _time, seams);
+            Engine = new AgentEngine(options, Recorder, logs ?? NullLoggerFactory.Instance, _time, seams);
         }
 
         public AgentEngine Engine { get; }
+
+        /// <summary>The clock the engine runs on; it moves only when the test moves it.</summary>
+        public FakeTimeProvider Time => _time;
+
+        public string StateDir => _stateDir;
 
         public StatusRecorder Recorder { get; }
 
@@ -278,15 +289,26 @@ public sealed class AgentEngineTests
 
         public ConcurrentQueue<TrackedTransport> Transports { get; } = new();
 
+        /// <summary>Runs the engine (its run loop shuts it down when it returns; disposing the rig then does not again).</summary>
+        public Task RunAsync(CancellationToken cancellationToken)
+        {
+            _ran = true;
+            return Engine.RunAsync(cancellationToken);
+        }
+
         public async ValueTask DisposeAsync()
         {
-            await Engine.ShutdownAsync();
+            if (!_ran)
+            {
+                await Engine.ShutdownAsync();
+            }
+
             Directory.Delete(_stateDir, recursive: true);
         }
     }
 
     /// <summary>WireGuard as <see cref="RecordingWgIface"/> records it, plus whether it was set up, closed and disposed.</summary>
-    private sealed class TrackedWgIface(string name) : IWgIface
+    internal sealed class TrackedWgIface(string name) : IWgIface
     {
         private readonly RecordingWgIface _inner = new();
 
@@ -344,7 +366,7 @@ public sealed class AgentEngineTests
     }
 
     /// <summary>An ICE socket that sends nowhere; remembers being closed.</summary>
-    private sealed class TrackedTransport : IIceTransport, IDisposable
+    internal sealed class TrackedTransport : IIceTransport, IDisposable
     {
         public volatile bool Disposed;
 
