@@ -27,6 +27,12 @@ public sealed class ManagementClient
         _time = time ?? TimeProvider.System;
     }
 
+    /// <summary>
+    /// This agent process's random id, sent with Sync (SyncRequest.instance_id): the server keeps one stream per key
+    /// and refuses another process's while one is live. Empty: not sent.
+    /// </summary>
+    public string InstanceId { get; init; } = "";
+
     /// <summary>Fetches (once) and caches the server's public key.</summary>
     public async Task<WgKey> GetServerKeyAsync(CancellationToken cancellationToken)
     {
@@ -65,11 +71,12 @@ public sealed class ManagementClient
     /// <summary>
     /// The network map stream: the whole map first, then on every change a delta (previous_serial = the
     /// serial before it) or, when the server cannot send one, a whole map (see NetworkMapState).
-    /// Ends when the server ends it (e.g. this peer was removed: RpcException PermissionDenied/NotFound).
+    /// Ends when the server ends it (e.g. this peer was removed: RpcException PermissionDenied/NotFound; another agent
+    /// process with this key holds a stream: AlreadyExists). A response may instead carry only an identity_conflict.
     /// </summary>
     public async IAsyncEnumerable<SyncResponse> SyncAsync(PeerMeta meta, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        var request = new SyncRequest { Meta = meta, TimestampUnix = _time.GetUtcNow().ToUnixTimeSeconds() };
+        var request = new SyncRequest { Meta = meta, TimestampUnix = _time.GetUtcNow().ToUnixTimeSeconds(), InstanceId = InstanceId };
         using var call = _client.Sync(await SealAsync(request, cancellationToken), cancellationToken: cancellationToken);
         while (await call.ResponseStream.MoveNext(cancellationToken))
         {

@@ -57,6 +57,12 @@ internal sealed class ManagementSession
     /// <summary>Whether (and how long) management refuses this peer; signal reads it to retry quietly.</summary>
     public RefusedPeerBackoff Refused { get; }
 
+    /// <summary>
+    /// This process's random id for its Sync and signal streams (never stored: a copy of the state_dir is another
+    /// instance), so the server can tell a reconnect of this agent from a second agent with the same identity.
+    /// </summary>
+    public string InstanceId { get; } = Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(8)).ToLowerInvariant();
+
     /// <summary>The addresses of signal, relay and STUN from the latest login or Sync update; null before the first login.</summary>
     public ServiceAddresses? Services => _services;
 
@@ -80,7 +86,7 @@ internal sealed class ManagementSession
             var channel = ControlChannel.Create(url.ToString(), _config.TlsCa);
             try
             {
-                var client = new ManagementClient(channel, _identity, _time);
+                var client = new ManagementClient(channel, _identity, _time) { InstanceId = InstanceId };
                 LoginResponse login;
                 try
                 {
@@ -167,8 +173,21 @@ internal sealed class ManagementSession
                 _parts()?.Relay.Apply(services);
             }
 
-            SetStatus(true, null);
+            if (update.IdentityConflict is { } conflict)
+            {
+                // Another agent with this key (a copy of this machine's state_dir?) was refused: this one stays
+                // connected, and says so until the stream is opened again.
+                _logger.LogWarning("Management: {Detail}", conflict.Detail);
+                SetStatus(true, conflict.Detail);
+                continue;
+            }
+
             var previous = _map.Serial;
+            if (previous == 0)
+            {
+                SetStatus(true, null);
+            }
+
             switch (_map.Apply(update))
             {
                 case MapUpdateResult.ResyncNeeded:

@@ -27,9 +27,22 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
     private readonly ServiceAddressResolver _addresses;
     private readonly TimeProvider _time;
     private readonly ILogger<ManagementGrpcService> _logger;
+    private readonly MetadataChangeLimiter _metadata;
+    private readonly PeerSessions<ManagementGrpcService> _sessions;
 
-    public ManagementGrpcService(IStore store, ServerSecrets secrets, ServerConfig config, NetworkState network, ServiceAddressResolver addresses, TimeProvider time, ILogger<ManagementGrpcService> logger)
+    public ManagementGrpcService(
+        IStore store,
+        ServerSecrets secrets,
+        ServerConfig config,
+        NetworkState network,
+        ServiceAddressResolver addresses,
+        TimeProvider time,
+        ILogger<ManagementGrpcService> logger,
+        MetadataChangeLimiter metadata,
+        PeerSessions<ManagementGrpcService> sessions)
     {
+        _metadata = metadata;
+        _sessions = sessions;
         _store = store;
         _secrets = secrets;
         _config = config;
@@ -87,10 +100,15 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
         var (peerKey, body) = Open(request, SyncRequest.Parser);
         CheckTimestamp(body.TimestampUnix);
         await RequireLivePeerAsync(peerKey, body.Meta, context.CancellationToken);
+        // One stream per key: the same agent's newer stream replaces this one, another agent's is refused (PeerSessions).
+        using var session = _sessions.Open(peerKey, body.InstanceId, context.Peer, context.CancellationToken);
+        var ct = session.Token;
         using var subscription = _network.Subscribe();
-        var snapshot = await _network.RefreshAsync(context.CancellationToken);
+        var snapshot = await _network.RefreshAsync(ct);
         ulong sent = 0;
         byte[] sentSections = [];
+        Task<bool>? nextSnapshot = null;
+        Task<bool>? nextConflict = null;
         _logger.LogInformation("Sync stream opened by {Peer}", peerKey.ToShortString());
         try
         {
@@ -114,21 +132,50 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
                     var sectionsBytes = SectionBytes(sections);
                     var plaintext = sent == 0 ? null : SyncDeltas.TryEncode(_network.Changes, sent, snapshot, peerKey, sections, sectionsBytes.AsSpan().SequenceEqual(sentSections), services);
                     plaintext ??= snapshot.Encoder(_config.Account, snapshot.TakenAt).Encode(snapshot, self, _config.Account, services);
-                    await responseStream.WriteAsync(SealBytes(peerKey, plaintext), context.CancellationToken);
+                    await responseStream.WriteAsync(SealBytes(peerKey, plaintext), ct);
                     sent = snapshot.Serial;
                     sentSections = sectionsBytes;
                 }
 
-                snapshot = await subscription.Reader.ReadAsync(context.CancellationToken);
+                // The next snapshot or a refused second agent with this key, whichever comes first; a wait left
+                // pending is kept for the next round rather than started again.
+                nextSnapshot ??= subscription.Reader.WaitToReadAsync(ct).AsTask();
+                nextConflict ??= session.Conflicts.WaitToReadAsync(ct).AsTask();
+                await Task.WhenAny(nextSnapshot, nextConflict);
+                if (nextConflict.IsCompleted)
+                {
+                    await nextConflict;
+                    nextConflict = null;
+                    while (session.Conflicts.TryRead(out var conflict))
+                    {
+                        _logger.LogWarning("A second agent with the identity of {Peer} was refused ({Remote}); told the connected one", peerKey.ToShortString(), conflict.RemoteAddress);
+                        await responseStream.WriteAsync(Seal(peerKey, new SyncResponse { IdentityConflict = conflict }), ct);
+                    }
+                }
+
+                if (nextSnapshot.IsCompleted)
+                {
+                    await nextSnapshot;
+                    nextSnapshot = null;
+                    if (subscription.Reader.TryRead(out var newer))
+                    {
+                        snapshot = newer;
+                    }
+                }
             }
         }
-        catch (OperationCanceledException) when (context.CancellationToken.IsCancellationRequested)
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
-            // The agent went away.
+            // The agent went away, or opened a newer stream.
         }
         finally
         {
             _logger.LogInformation("Sync stream closed for {Peer}", peerKey.ToShortString());
+        }
+
+        if (session.Superseded && !context.CancellationToken.IsCancellationRequested)
+        {
+            throw new RpcException(new Status(StatusCode.Aborted, "a newer Sync stream of this agent replaced this one"));
         }
     }
 
@@ -144,14 +191,15 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
 
     private async Task<PeerRecord> RequireLivePeerAsync(WgKey peerKey, PeerMeta? meta, CancellationToken cancellationToken)
     {
-        var peer = await _store.UpdatePeerAsync(peerKey, meta is null ? null : ToMetadata(meta), cancellationToken)
+        var peer = await _store.UpdatePeerAsync(peerKey, null, cancellationToken)
             ?? throw new RpcException(new Status(StatusCode.PermissionDenied, "this key is not registered; register with a setup key first"));
         if (peer.IsExpired(_time.GetUtcNow()))
         {
             throw new RpcException(new Status(StatusCode.PermissionDenied, "this peer's login has expired; register again with a setup key"));
         }
 
-        return peer;
+        // Changed metadata changes everyone's map: stored at once within the peer's rate, else it waits (never lost).
+        return meta is null ? peer : await _metadata.ApplyAsync(peer, ToMetadata(meta), cancellationToken);
     }
 
     private LoginResponse LoginReply(PeerRecord peer, ulong serial, ServerCallContext context) => new()
