@@ -51,10 +51,15 @@ public sealed class MetadataChangeLimiter : IDisposable
             _buckets.TryGetValue(key, out var bucket);
             if (!meta.DiffersFrom(current))
             {
-                // Back to what is stored: nothing waits any more.
+                // Back to what is stored: nothing waits any more; a full bucket is forgotten (as good as a new one).
                 if (bucket is not null)
                 {
                     bucket.Pending = null;
+                    Refill(bucket);
+                    if (bucket.Tokens >= Burst && bucket.Timer is null)
+                    {
+                        _buckets.Remove(key);
+                    }
                 }
 
                 return current;
