@@ -34,6 +34,13 @@ public sealed class TwoAgentsOneIdentityTests
         Assert.Contains("another agent with this identity is connected", refused.Status.Detail, StringComparison.Ordinal);
         Assert.Contains("state_dir", refused.Status.Detail, StringComparison.Ordinal);
 
+        // Its login is refused too, before it can change the connected agent's metadata (hostname, version).
+        var copyMeta = TestServer.Meta("the-copy");
+        var loginRefused = await Assert.ThrowsAsync<RpcException>(() => copy.LoginAsync(copyMeta, CancellationToken.None));
+        Assert.Equal(StatusCode.AlreadyExists, loginRefused.StatusCode);
+        Assert.Equal("alpha", (await server.Store.GetPeerAsync(key.PublicKey, CancellationToken.None))!.Hostname);
+        await original.LoginAsync(TestServer.Meta("alpha"), CancellationToken.None);
+
         // The connected one hears of it, and keeps its stream (and so its map).
         Assert.True(await older.MoveNextAsync());
         var conflict = older.Current.IdentityConflict;

@@ -28,8 +28,8 @@ public sealed class ManagementClient
     }
 
     /// <summary>
-    /// This agent process's random id, sent with Sync (SyncRequest.instance_id): the server keeps one stream per key
-    /// and refuses another process's while one is live. Empty: not sent.
+    /// This agent process's random id, sent with Login and Sync (instance_id): the server keeps one stream per key
+    /// and refuses another process's login and stream while one is live. Empty: not sent.
     /// </summary>
     public string InstanceId { get; init; } = "";
 
@@ -63,7 +63,7 @@ public sealed class ManagementClient
     /// <summary>Logs in an already registered key.</summary>
     public async Task<LoginResponse> LoginAsync(PeerMeta meta, CancellationToken cancellationToken)
     {
-        var request = new LoginRequest { Meta = meta, TimestampUnix = _time.GetUtcNow().ToUnixTimeSeconds() };
+        var request = new LoginRequest { Meta = meta, TimestampUnix = _time.GetUtcNow().ToUnixTimeSeconds(), InstanceId = InstanceId };
         var reply = await _client.LoginAsync(await SealAsync(request, cancellationToken), cancellationToken: cancellationToken);
         return await OpenAsync(reply, LoginResponse.Parser, cancellationToken);
     }

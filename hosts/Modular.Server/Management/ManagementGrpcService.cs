@@ -90,6 +90,8 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
     {
         var (peerKey, body) = Open(request, LoginRequest.Parser);
         CheckTimestamp(body.TimestampUnix);
+        // A copy of a connected agent is refused before it can change the connected one's metadata.
+        _sessions.RefuseIfHeldByAnother(peerKey, body.InstanceId, context.Peer);
         var peer = await RequireLivePeerAsync(peerKey, body.Meta, context.CancellationToken);
         var snapshot = await _network.RefreshAsync(context.CancellationToken);
         return Seal(peerKey, LoginReply(peer, snapshot.Serial, context));
@@ -99,6 +101,7 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
     {
         var (peerKey, body) = Open(request, SyncRequest.Parser);
         CheckTimestamp(body.TimestampUnix);
+        _sessions.RefuseIfHeldByAnother(peerKey, body.InstanceId, context.Peer);
         await RequireLivePeerAsync(peerKey, body.Meta, context.CancellationToken);
         // One stream per key: the same agent's newer stream replaces this one, another agent's is refused (PeerSessions).
         using var session = _sessions.Open(peerKey, body.InstanceId, context.Peer, context.CancellationToken);

@@ -46,20 +46,7 @@ public sealed class PeerSessions<TService>
         {
             if (_sessions.TryGetValue(key, out var older))
             {
-                if (older.InstanceId != instanceId)
-                {
-                    older.Tell(new IdentityConflict
-                    {
-                        Detail = $"another agent with this identity connected from {remote} and was refused; is a copy of this machine (same state_dir) running?",
-                        RemoteAddress = remote,
-                        AtUnix = now.ToUnixTimeSeconds(),
-                    });
-                    throw new RpcException(new Status(
-                        StatusCode.AlreadyExists,
-                        $"another agent with this identity is connected (since {older.Since:yyyy-MM-dd HH:mm:ss}Z, from {older.Remote}); "
-                        + "two agents cannot share one key: is this machine a copy of another (same state_dir)? Give it its own state_dir and a setup key"));
-                }
-
+                RefuseAnother(older, instanceId, remote, now);
                 older.Supersede();
             }
 
@@ -67,6 +54,43 @@ public sealed class PeerSessions<TService>
             _sessions[key] = session;
             return session;
         }
+    }
+
+    /// <summary>
+    /// Refuses a request (a login) from another agent process while one holds a live session for the key, as
+    /// <see cref="Open"/> refuses its stream: a copy of an agent must not change the connected one's metadata either.
+    /// </summary>
+    /// <exception cref="RpcException">AlreadyExists.</exception>
+    public void RefuseIfHeldByAnother(WgKey key, string instanceId, string remote)
+    {
+        var now = _time.GetUtcNow();
+        lock (_lock)
+        {
+            if (_sessions.TryGetValue(key, out var held))
+            {
+                RefuseAnother(held, instanceId, remote, now);
+            }
+        }
+    }
+
+    // Another process's attempt while `held` is live: tell the holder, refuse the newcomer. Same process: nothing.
+    private static void RefuseAnother(Session held, string instanceId, string remote, DateTimeOffset now)
+    {
+        if (held.InstanceId == instanceId)
+        {
+            return;
+        }
+
+        held.Tell(new IdentityConflict
+        {
+            Detail = $"another agent with this identity connected from {remote} and was refused; is a copy of this machine (same state_dir) running?",
+            RemoteAddress = remote,
+            AtUnix = now.ToUnixTimeSeconds(),
+        });
+        throw new RpcException(new Status(
+            StatusCode.AlreadyExists,
+            $"another agent with this identity is connected (since {held.Since:yyyy-MM-dd HH:mm:ss}Z, from {held.Remote}); "
+            + "two agents cannot share one key: is this machine a copy of another (same state_dir)? Give it its own state_dir and a setup key"));
     }
 
     private void Close(Session session)
