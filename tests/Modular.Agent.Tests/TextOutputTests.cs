@@ -46,6 +46,16 @@ public sealed class TextOutputTests
     }
 
     [Fact]
+    public void Two_agents_one_identity_status_shows_the_connected_agent_s_warning()
+    {
+        var warned = Status() with { Management = new ServiceStatus("https://m", true, "another agent with this identity connected from ipv4:198.18.0.9:4000 and was refused") };
+
+        var text = StatusText.Format(warned, peersTotal: 0, peersConnected: 0, detail: false, Now);
+
+        Assert.Contains("Connected, https://m (warning: another agent with this identity connected from ipv4:198.18.0.9:4000 and was refused)", text, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Plugins_text_and_json_show_loaded_and_failed_plugins()
     {
         var reply = PluginListing.ToReply("/usr/lib/modular/plugins",

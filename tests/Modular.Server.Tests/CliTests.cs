@@ -108,6 +108,34 @@ public sealed class CliTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Dns_label_takeover_peers_rename_gives_a_peer_another_dns_label_and_every_map_follows()
+    {
+        await using var server = await TestServer.StartAsync(Path.Combine(_dir, "data"));
+        var setupKey = await server.CreateSetupKeyAsync();
+        var alpha = await server.RegisterAgentAsync(setupKey, "alpha");
+        await server.RegisterAgentAsync(setupKey, "bravo");
+        using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        await using var stream = alpha.SyncAsync(TestServer.Meta("alpha"), cts.Token).GetAsyncEnumerator(cts.Token);
+        var map = new NetworkMapState();
+        Assert.True(await stream.MoveNextAsync());
+        Assert.Equal(MapUpdateResult.Applied, map.Apply(stream.Current));
+
+        var renamed = Cli("peers rename bravo db");
+        Assert.True(renamed.ExitCode == 0, renamed.Error);
+        Assert.Equal("100.64.0.2 is now db.modular.internal", renamed.Output.Trim());
+        Assert.True(await stream.MoveNextAsync());
+        Assert.Equal(MapUpdateResult.Applied, map.Apply(stream.Current));
+        Assert.Equal("db.modular.internal", Assert.Single(map.ToMap().RemotePeers).Fqdn);
+
+        var taken = Cli("peers rename db alpha");
+        Assert.Equal(1, taken.ExitCode);
+        Assert.Contains("'alpha' belongs to another peer", taken.Error, StringComparison.Ordinal);
+        var malformed = Cli("peers rename db no_such_label");
+        Assert.Equal(2, malformed.ExitCode);
+        Assert.Contains("not a DNS label", malformed.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void A_broken_config_is_a_clear_error_naming_line_and_column()
     {
         File.WriteAllText(_configPath, "listen = \"127.0.0.1:0\"\ncolour = \"blue\"\n");

@@ -35,6 +35,12 @@ public sealed class ManagementClient
         _time = time ?? TimeProvider.System;
     }
 
+    /// <summary>
+    /// This agent process's random id, sent with Login and Sync (instance_id): the server keeps one stream per key
+    /// and refuses another process's login and stream while one is live. Empty: not sent.
+    /// </summary>
+    public string InstanceId { get; init; } = "";
+
     /// <summary>Fetches (once) and caches the server's public key.</summary>
     public async Task<WgKey> GetServerKeyAsync(CancellationToken cancellationToken)
     {
@@ -74,7 +80,7 @@ public sealed class ManagementClient
     /// <summary>Logs in an already registered key.</summary>
     public async Task<LoginResponse> LoginAsync(PeerMeta meta, CancellationToken cancellationToken)
     {
-        var request = await SealAsync(new LoginRequest { Meta = meta, TimestampUnix = _time.GetUtcNow().ToUnixTimeSeconds() }, cancellationToken);
+        var request = await SealAsync(new LoginRequest { Meta = meta, TimestampUnix = _time.GetUtcNow().ToUnixTimeSeconds(), InstanceId = InstanceId }, cancellationToken);
         EncryptedMessage reply;
         try
         {
@@ -91,11 +97,12 @@ public sealed class ManagementClient
     /// <summary>
     /// The network map stream: the whole map first, then on every change a delta (previous_serial = the
     /// serial before it) or, when the server cannot send one, a whole map (see NetworkMapState).
-    /// Ends when the server ends it (e.g. this peer was removed: <see cref="ManagementRefusedException"/> NotFound).
+    /// Ends when the server ends it (e.g. this peer was removed: <see cref="ManagementRefusedException"/> NotFound; another agent
+    /// process with this key holds a stream: RpcException AlreadyExists). A response may instead carry only an identity_conflict.
     /// </summary>
     public async IAsyncEnumerable<SyncResponse> SyncAsync(PeerMeta meta, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        var request = await SealAsync(new SyncRequest { Meta = meta, TimestampUnix = _time.GetUtcNow().ToUnixTimeSeconds() }, cancellationToken);
+        var request = await SealAsync(new SyncRequest { Meta = meta, TimestampUnix = _time.GetUtcNow().ToUnixTimeSeconds(), InstanceId = InstanceId }, cancellationToken);
         using var call = _client.Sync(request, cancellationToken: cancellationToken);
         while (true)
         {

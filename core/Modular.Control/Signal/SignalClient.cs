@@ -76,13 +76,14 @@ public sealed class SignalClient : IAsyncDisposable
     /// a server presenting another key is refused.
     /// </summary>
     /// <exception cref="RpcException">The server refused the proof (Unauthenticated).</exception>
-    public static async Task<SignalClient> ConnectAsync(ChannelBase channel, X25519KeyPair identity, CancellationToken cancellationToken, WgKey? expectedServerKey = null, TimeProvider? time = null)
+    /// <param name="instanceId">This agent process's random id (Hello.instance_id): another process's stream for the key is refused while this one is live.</param>
+    public static async Task<SignalClient> ConnectAsync(ChannelBase channel, X25519KeyPair identity, CancellationToken cancellationToken, WgKey? expectedServerKey = null, TimeProvider? time = null, string instanceId = "")
     {
         var call = new SignalExchange.SignalExchangeClient(channel).Connect(cancellationToken: CancellationToken.None);
         var client = new SignalClient(call, identity, time ?? TimeProvider.System);
         try
         {
-            await call.RequestStream.WriteAsync(new SignalFrame { Hello = new Hello { WgPubKey = ByteString.CopyFrom(identity.PublicKey.ToArray()) } }, cancellationToken);
+            await call.RequestStream.WriteAsync(new SignalFrame { Hello = new Hello { WgPubKey = ByteString.CopyFrom(identity.PublicKey.ToArray()), InstanceId = instanceId } }, cancellationToken);
             var challenge = await ReadFrameAsync(call, SignalFrame.KindOneofCase.Challenge, cancellationToken);
             if (challenge.Challenge.ServerKey.Length != WgKey.Size || challenge.Challenge.Nonce.Length < 16)
             {

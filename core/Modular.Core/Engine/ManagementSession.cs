@@ -63,6 +63,12 @@ internal sealed class ManagementSession
     /// <summary>Whether (and how long) management refuses this peer; signal reads it to retry quietly.</summary>
     public RefusedPeerBackoff Refused { get; }
 
+    /// <summary>
+    /// This process's random id for its Sync and signal streams (never stored: a copy of the state_dir is another
+    /// instance), so the server can tell a reconnect of this agent from a second agent with the same identity.
+    /// </summary>
+    public string InstanceId { get; } = Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(8)).ToLowerInvariant();
+
     /// <summary>The addresses of signal, relay and STUN from the latest login or Sync update; null before the first login.</summary>
     public ServiceAddresses? Services => _services;
 
@@ -86,7 +92,7 @@ internal sealed class ManagementSession
             var channel = _seams.ManagementCalls is null ? ControlChannel.Create(url.ToString(), _config.TlsCa) : null;
             try
             {
-                var client = channel is null ? new ManagementClient(_seams.ManagementCalls!(url), _identity, _time) : new ManagementClient(channel, _identity, _time);
+                var client = channel is null ? new ManagementClient(_seams.ManagementCalls!(url), _identity, _time) { InstanceId = InstanceId } : new ManagementClient(channel, _identity, _time) { InstanceId = InstanceId };
                 WarnIfPlaintext(url, "Management");
 
                 // The key comes unauthenticated: once pinned, another one is refused before anything is sent to it.
@@ -208,8 +214,21 @@ internal sealed class ManagementSession
                 _parts()?.Relay.Apply(services);
             }
 
-            SetStatus(true, null);
+            if (update.IdentityConflict is { } conflict)
+            {
+                // Another agent with this key (a copy of this machine's state_dir?) was refused: this one stays
+                // connected, and says so until the stream is opened again.
+                _logger.LogWarning("Management: {Detail}", conflict.Detail);
+                SetStatus(true, conflict.Detail);
+                continue;
+            }
+
             var previous = _map.Serial;
+            if (previous == 0)
+            {
+                SetStatus(true, null);
+            }
+
             switch (_map.Apply(update))
             {
                 case MapUpdateResult.ResyncNeeded:

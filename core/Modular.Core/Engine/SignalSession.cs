@@ -71,7 +71,7 @@ internal sealed class SignalSession
             try
             {
                 using var channel = ControlChannel.Create(url, _config.TlsCa);
-                await using var client = await SignalClient.ConnectAsync(channel, _identity, cancellationToken, expectedServerKey: _management.ServerKey, time: _time);
+                await using var client = await SignalClient.ConnectAsync(channel, _identity, cancellationToken, expectedServerKey: _management.ServerKey, time: _time, instanceId: _management.InstanceId);
                 Signaling.Client = client;
                 _recorder.SetSignal(new ServiceStatus(url, true, null));
                 _logger.LogInformation("Connected to signal {Signal}", url);

@@ -181,7 +181,10 @@ internal static class StatusText
     private static string Service(ServiceStatus service)
     {
         var url = service.Url.Length > 0 ? service.Url : "(unknown)";
-        return service.Connected ? $"Connected, {url}" : $"Disconnected, {url}: {service.Error ?? "no reason given"}";
+        // Connected with an error: a warning from the service (e.g. management refused a copy of this agent's identity).
+        return service.Connected
+            ? (service.Error is { Length: > 0 } warning ? $"Connected, {url} (warning: {warning})" : $"Connected, {url}")
+            : $"Disconnected, {url}: {service.Error ?? "no reason given"}";
     }
 
     private static void Line(StringBuilder text, string label, string value)

@@ -201,8 +201,29 @@ public static class ServerCli
             return 0;
         }, ct));
 
+        var renameTarget = new Argument<string>("peer") { Description = "Peer: name, name.zone, overlay IP or public key" };
+        var renameLabel = new Argument<string>("dns-label") { Description = "The new DNS label (letters, digits, inner hyphens; at most 63)" };
+        var rename = new Command("rename", "Give a peer another DNS label (a peer's own hostname change never moves it)") { renameTarget, renameLabel };
+        rename.SetAction((parse, ct) => WithStoreAsync(parse.GetValue(config), defaults, async (store, cfg) =>
+        {
+            try
+            {
+                var peer = await store.RenamePeerAsync(parse.GetValue(renameTarget)!, parse.GetValue(renameLabel)!, ct);
+                Console.Out.WriteLine($"{peer.OverlayAddress} is now {peer.DnsLabel}.{cfg.Account.DnsDomain}");
+                return 0;
+            }
+            catch (ArgumentException e)
+            {
+                return Usage(e.Message);
+            }
+            catch (KeyNotFoundException e)
+            {
+                return Fail(e.Message);
+            }
+        }, ct));
+
         root.Add(new Command("setup-key", "Manage setup keys") { create, listKeys, revoke });
-        root.Add(new Command("peers", "Manage peers") { listPeers, remove });
+        root.Add(new Command("peers", "Manage peers") { listPeers, remove, rename });
         Networks.NetworkCommands.AddTo(root, config, defaults);
         Networks.DnsCommands.AddTo(root, config, defaults);
         return root;

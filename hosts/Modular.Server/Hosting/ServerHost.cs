@@ -78,7 +78,11 @@ public static class ServerHost
             builder.Services.AddSingleton<NetworkState>();
             builder.Services.AddHostedService(sp => sp.GetRequiredService<NetworkState>());
             builder.Services.AddSingleton<ServiceAddressResolver>();
+            builder.Services.AddSingleton<MetadataChangeLimiter>();
         }
+
+        // One live Sync stream and one signal stream per peer key (PeerSessions<ManagementGrpcService>, <SignalGrpcService>).
+        builder.Services.AddSingleton(typeof(PeerSessions<>));
 
         if (config.Runs("signal"))
         {

@@ -29,9 +29,22 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
     private readonly ServiceAddressResolver _addresses;
     private readonly TimeProvider _time;
     private readonly ILogger<ManagementGrpcService> _logger;
+    private readonly MetadataChangeLimiter _metadata;
+    private readonly PeerSessions<ManagementGrpcService> _sessions;
 
-    public ManagementGrpcService(IStore store, ServerSecrets secrets, ServerConfig config, NetworkState network, ServiceAddressResolver addresses, TimeProvider time, ILogger<ManagementGrpcService> logger)
+    public ManagementGrpcService(
+        IStore store,
+        ServerSecrets secrets,
+        ServerConfig config,
+        NetworkState network,
+        ServiceAddressResolver addresses,
+        TimeProvider time,
+        ILogger<ManagementGrpcService> logger,
+        MetadataChangeLimiter metadata,
+        PeerSessions<ManagementGrpcService> sessions)
     {
+        _metadata = metadata;
+        _sessions = sessions;
         _store = store;
         _secrets = secrets;
         _config = config;
@@ -79,6 +92,8 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
     {
         var (peerKey, body) = Open(request, LoginRequest.Parser);
         CheckTimestamp(body.TimestampUnix);
+        // A copy of a connected agent is refused before it can change the connected one's metadata.
+        _sessions.RefuseIfHeldByAnother(peerKey, body.InstanceId, context.Peer);
         var peer = await RequireLivePeerAsync(peerKey, request, body.Meta, context.CancellationToken);
         var snapshot = await _network.RefreshAsync(context.CancellationToken);
         return Seal(peerKey, LoginReply(peer, snapshot.Serial, context));
@@ -88,17 +103,22 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
     {
         var (peerKey, body) = Open(request, SyncRequest.Parser);
         CheckTimestamp(body.TimestampUnix);
+        _sessions.RefuseIfHeldByAnother(peerKey, body.InstanceId, context.Peer);
         await RequireLivePeerAsync(peerKey, request, body.Meta, context.CancellationToken);
+        // One stream per key: the same agent's newer stream replaces this one, another agent's is refused (PeerSessions).
+        using var session = _sessions.Open(peerKey, body.InstanceId, context.Peer, context.CancellationToken);
+        var ct = session.Token;
         using var subscription = _network.Subscribe();
-        var snapshot = await _network.RefreshAsync(context.CancellationToken);
+        var snapshot = await _network.RefreshAsync(ct);
         ulong sent = 0;
         byte[] sentSections = [];
+        Task<bool>? nextSnapshot = null;
+        Task<bool>? nextConflict = null;
         _logger.LogInformation("Sync stream opened by {Peer}", peerKey.ToShortString());
         // Relay credentials live ServiceAddressResolver.RelayTokenLifetime; a quiet network sends no map for hours,
         // so the stream sends fresh ones on its own at half-life (a reply with only services, which agents apply
         // and otherwise ignore), and live relay bindings take them before the old ones expire.
         var refreshAt = DateTimeOffset.MaxValue;
-        Task<bool>? changed = null;
         try
         {
             while (true)
@@ -106,7 +126,7 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
                 if (snapshot.Serial <= sent && _time.GetUtcNow() >= refreshAt)
                 {
                     var fresh = new SyncResponse { Services = _addresses.Resolve(context.GetHttpContext(), peerKey) };
-                    await responseStream.WriteAsync(SealBytes(peerKey, fresh.ToByteArray()), context.CancellationToken);
+                    await responseStream.WriteAsync(SealBytes(peerKey, fresh.ToByteArray()), ct);
                     refreshAt = _time.GetUtcNow() + ServiceAddressResolver.RelayTokenRefresh;
                 }
 
@@ -128,19 +148,21 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
                     var sectionsBytes = SectionBytes(sections);
                     var plaintext = sent == 0 ? null : SyncDeltas.TryEncode(_network.Changes, sent, snapshot, peerKey, sections, sectionsBytes.AsSpan().SequenceEqual(sentSections), services);
                     plaintext ??= snapshot.Encoder(_config.Account, snapshot.TakenAt).Encode(snapshot, self, _config.Account, services);
-                    await responseStream.WriteAsync(SealBytes(peerKey, plaintext), context.CancellationToken);
+                    await responseStream.WriteAsync(SealBytes(peerKey, plaintext), ct);
                     sent = snapshot.Serial;
                     sentSections = sectionsBytes;
                     refreshAt = _time.GetUtcNow() + ServiceAddressResolver.RelayTokenRefresh;
                 }
 
-                // The next map, or the time to refresh the relay credentials, whichever comes first.
-                changed ??= subscription.Reader.WaitToReadAsync(context.CancellationToken).AsTask();
-                using (var wait = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken))
+                // The next snapshot, a refused second agent with this key, or the time to refresh the relay
+                // credentials, whichever comes first; a wait left pending is kept for the next round.
+                nextSnapshot ??= subscription.Reader.WaitToReadAsync(ct).AsTask();
+                nextConflict ??= session.Conflicts.WaitToReadAsync(ct).AsTask();
+                using (var wait = CancellationTokenSource.CreateLinkedTokenSource(ct))
                 {
                     var due = refreshAt == DateTimeOffset.MaxValue ? ServiceAddressResolver.RelayTokenRefresh : refreshAt - _time.GetUtcNow();
                     var refresh = Task.Delay(due > TimeSpan.Zero ? due : TimeSpan.Zero, _time, wait.Token);
-                    if (await Task.WhenAny(changed, refresh) == refresh)
+                    if (await Task.WhenAny(nextSnapshot, nextConflict, refresh) == refresh)
                     {
                         await refresh; // throws when the agent went away
                         continue;
@@ -149,17 +171,40 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
                     await wait.CancelAsync();
                 }
 
-                changed = null;
-                snapshot = await subscription.Reader.ReadAsync(context.CancellationToken);
+                if (nextConflict.IsCompleted)
+                {
+                    await nextConflict;
+                    nextConflict = null;
+                    while (session.Conflicts.TryRead(out var conflict))
+                    {
+                        _logger.LogWarning("A second agent with the identity of {Peer} was refused ({Remote}); told the connected one", peerKey.ToShortString(), conflict.RemoteAddress);
+                        await responseStream.WriteAsync(Seal(peerKey, new SyncResponse { IdentityConflict = conflict }), ct);
+                    }
+                }
+
+                if (nextSnapshot.IsCompleted)
+                {
+                    await nextSnapshot;
+                    nextSnapshot = null;
+                    if (subscription.Reader.TryRead(out var newer))
+                    {
+                        snapshot = newer;
+                    }
+                }
             }
         }
-        catch (OperationCanceledException) when (context.CancellationToken.IsCancellationRequested)
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
-            // The agent went away.
+            // The agent went away, or opened a newer stream.
         }
         finally
         {
             _logger.LogInformation("Sync stream closed for {Peer}", peerKey.ToShortString());
+        }
+
+        if (session.Superseded && !context.CancellationToken.IsCancellationRequested)
+        {
+            throw new RpcException(new Status(StatusCode.Aborted, "a newer Sync stream of this agent replaced this one"));
         }
     }
 
@@ -177,14 +222,15 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
 
     private async Task<PeerRecord> RequireLivePeerAsync(WgKey peerKey, EncryptedMessage request, PeerMeta? meta, CancellationToken cancellationToken)
     {
-        var peer = await _store.UpdatePeerAsync(peerKey, meta is null ? null : ToMetadata(meta), cancellationToken)
+        var peer = await _store.UpdatePeerAsync(peerKey, null, cancellationToken)
             ?? throw Refuse(peerKey, request, StatusCode.PermissionDenied, "this key is not registered; register with a setup key first");
         if (peer.IsExpired(_time.GetUtcNow()))
         {
             throw Refuse(peerKey, request, StatusCode.PermissionDenied, ExpiredDetail);
         }
 
-        return peer;
+        // Changed metadata changes everyone's map: stored at once within the peer's rate, else it waits (never lost).
+        return meta is null ? peer : await _metadata.ApplyAsync(peer, ToMetadata(meta), cancellationToken);
     }
 
     /// <summary>A refusal agents can trust: the status, and the same error sealed to <paramref name="peer"/> for <paramref name="request"/>.</summary>

@@ -22,6 +22,12 @@ public sealed class SignalGrpcService : SignalExchange.SignalExchangeBase
     /// <summary>Largest sealed body accepted (offers carry candidates and a Rosenpass fingerprint, never a key).</summary>
     public const int MaxBodySize = 16 * 1024;
 
+    /// <summary>
+    /// A stream must have proven its key within this time (Hello, then Proof): an unauthenticated stream holds
+    /// server resources and is closed with DeadlineExceeded.
+    /// </summary>
+    public static readonly TimeSpan AuthenticationTimeout = TimeSpan.FromSeconds(10);
+
     private readonly ISignalRouter _router;
     private readonly ServerSecrets _secrets;
     private readonly IStore _store;
@@ -29,11 +35,14 @@ public sealed class SignalGrpcService : SignalExchange.SignalExchangeBase
     private readonly TimeProvider _time;
 
     private readonly Management.NetworkState? _network;
+    private readonly Management.PeerSessions<SignalGrpcService> _sessions;
 
     /// <param name="services">Gives the management <see cref="Management.NetworkState"/> when it runs in this process,
     /// so a removed or expired peer's signal stream is closed at once.</param>
-    public SignalGrpcService(ISignalRouter router, ServerSecrets secrets, IStore store, TimeProvider time, ILogger<SignalGrpcService> logger, IServiceProvider services)
+    /// <param name="sessions">One signal stream per key: the same agent's newer one replaces it, another agent's is refused.</param>
+    public SignalGrpcService(ISignalRouter router, ServerSecrets secrets, IStore store, TimeProvider time, ILogger<SignalGrpcService> logger, IServiceProvider services, Management.PeerSessions<SignalGrpcService> sessions)
     {
+        _sessions = sessions;
         _time = time;
         _network = services.GetService(typeof(Management.NetworkState)) as Management.NetworkState;
         _router = router;
@@ -44,8 +53,9 @@ public sealed class SignalGrpcService : SignalExchange.SignalExchangeBase
 
     public override async Task Connect(IAsyncStreamReader<SignalFrame> requestStream, IServerStreamWriter<SignalFrame> responseStream, ServerCallContext context)
     {
-        var ct = context.CancellationToken;
-        var peer = await AuthenticateAsync(requestStream, responseStream, ct);
+        var (peer, instanceId) = await AuthenticateAsync(requestStream, responseStream, context.CancellationToken);
+        using var session = _sessions.Open(peer, instanceId, context.Peer, context.CancellationToken);
+        var ct = session.Token;
         var record = await _store.GetPeerAsync(peer, ct)
             ?? throw new RpcException(new Status(StatusCode.PermissionDenied, "this key is not registered with management"));
         if (record.IsExpired(_time.GetUtcNow()))
@@ -147,7 +157,21 @@ public sealed class SignalGrpcService : SignalExchange.SignalExchangeBase
         }
     }
 
-    private async Task<WgKey> AuthenticateAsync(IAsyncStreamReader<SignalFrame> requestStream, IServerStreamWriter<SignalFrame> responseStream, CancellationToken ct)
+    private async Task<(WgKey Peer, string InstanceId)> AuthenticateAsync(IAsyncStreamReader<SignalFrame> requestStream, IServerStreamWriter<SignalFrame> responseStream, CancellationToken callToken)
+    {
+        using var deadline = new CancellationTokenSource(AuthenticationTimeout, _time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(callToken, deadline.Token);
+        try
+        {
+            return await AuthenticateWithinAsync(requestStream, responseStream, linked.Token);
+        }
+        catch (OperationCanceledException) when (deadline.IsCancellationRequested && !callToken.IsCancellationRequested)
+        {
+            throw new RpcException(new Status(StatusCode.DeadlineExceeded, $"no Hello and Proof within {AuthenticationTimeout.TotalSeconds:0} s"));
+        }
+    }
+
+    private async Task<(WgKey Peer, string InstanceId)> AuthenticateWithinAsync(IAsyncStreamReader<SignalFrame> requestStream, IServerStreamWriter<SignalFrame> responseStream, CancellationToken ct)
     {
         if (!await requestStream.MoveNext(ct) || requestStream.Current.KindCase != SignalFrame.KindOneofCase.Hello
             || requestStream.Current.Hello.WgPubKey.Length != WgKey.Size)
@@ -156,6 +180,7 @@ public sealed class SignalGrpcService : SignalExchange.SignalExchangeBase
         }
 
         var peer = new WgKey(requestStream.Current.Hello.WgPubKey.Span);
+        var instanceId = requestStream.Current.Hello.InstanceId;
         var nonce = RandomNumberGenerator.GetBytes(32);
         await responseStream.WriteAsync(
             new SignalFrame
@@ -171,7 +196,7 @@ public sealed class SignalGrpcService : SignalExchange.SignalExchangeBase
             throw new RpcException(new Status(StatusCode.Unauthenticated, "the proof does not verify against wg_pub_key"));
         }
 
-        return peer;
+        return (peer, instanceId);
     }
 
     private static SignalFrame Error(ByteString recipient, string reason) => new() { DeliveryError = new DeliveryError { Recipient = recipient, Reason = reason } };

@@ -37,13 +37,23 @@ public interface IStore : INetworkPolicyStore, INameserverStore, IAsyncDisposabl
 
     Task<IReadOnlyList<PeerRecord>> ListPeersAsync(CancellationToken cancellationToken);
 
-    /// <summary>Records a login: last-seen always; metadata only when changed (then the serial increments).</summary>
+    /// <summary>Records a login: last-seen always; metadata only when changed (then the serial increments). The DNS label never changes here.</summary>
     Task<PeerRecord?> UpdatePeerAsync(WgKey publicKey, PeerMetadata? meta, CancellationToken cancellationToken);
 
     /// <summary>
     /// Removes peers matching a name (hostname, DNS label or label.zone), overlay IP, public key or id. Returns them.
     /// </summary>
     Task<IReadOnlyList<PeerRecord>> RemovePeersAsync(string match, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Gives a peer (named as for <see cref="RemovePeersAsync"/>) another DNS label: the one way a label changes after
+    /// registration (a peer's own hostname changes never move it). Unchanged label: nothing happens.
+    /// </summary>
+    /// <exception cref="ArgumentException">Not a DNS label.</exception>
+    /// <exception cref="KeyNotFoundException">No peer matches.</exception>
+    /// <exception cref="AmbiguousPeerException">Several peers match.</exception>
+    /// <exception cref="NameInUseException">Another peer has the label.</exception>
+    Task<PeerRecord> RenamePeerAsync(string match, string label, CancellationToken cancellationToken);
 
     Task<ulong> GetNetworkSerialAsync(CancellationToken cancellationToken);
 

@@ -259,12 +259,11 @@ public sealed partial class SqliteStore : IStore
         }
         else
         {
-            // Re-registration of a known key (e.g. after its login expired): same identity, same address.
+            // Re-registration of a known key (e.g. after its login expired): same identity, same address, same DNS label.
             id = existing.id;
-            var label = existing.hostname == hostname ? existing.dns_label : await UniqueLabelAsync(db, tx, hostname, id);
             await db.ExecuteAsync(
                 """
-                UPDATE peers SET hostname = @hostname, dns_label = @label, last_seen = @now, agent_version = @version, os = @os,
+                UPDATE peers SET hostname = @hostname, last_seen = @now, agent_version = @version, os = @os,
                        features = @features, rosenpass_fingerprint = @rpf, rosenpass_addr = @rpa, login_expires_at = @expires, setup_key_id = @setupKey
                 WHERE id = @id
                 """,
@@ -272,7 +271,6 @@ public sealed partial class SqliteStore : IStore
                 {
                     id,
                     hostname,
-                    label,
                     now = now.ToUnixTimeMilliseconds(),
                     version = meta.AgentVersion,
                     os = meta.Os,
@@ -325,20 +323,18 @@ public sealed partial class SqliteStore : IStore
         var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
         if (meta is not null)
         {
-            var hostname = SanitizeHostname(meta.Hostname);
-            var features = string.Join(',', meta.Features);
-            var changed = row.hostname != hostname || row.agent_version != meta.AgentVersion || row.os != meta.Os
-                || row.features != features || !row.rosenpass_fingerprint.AsSpan().SequenceEqual(meta.RosenpassFingerprint)
-                || row.rosenpass_addr != meta.RosenpassAddr;
-            if (changed)
+            if (meta.DiffersFrom(row.ToRecord()))
             {
-                var label = row.hostname == hostname ? row.dns_label : await UniqueLabelAsync(db, tx, hostname, row.id);
+                // The DNS label stays the one given at registration: a peer renaming itself changes only the hostname it
+                // shows, never takes a name another peer may want (an operator renames with `peers rename`).
+                var hostname = SanitizeHostname(meta.Hostname);
+                var features = string.Join(',', meta.Features);
                 await db.ExecuteAsync(
                     """
-                    UPDATE peers SET hostname = @hostname, dns_label = @label, agent_version = @version, os = @os, features = @features,
+                    UPDATE peers SET hostname = @hostname, agent_version = @version, os = @os, features = @features,
                            rosenpass_fingerprint = @rpf, rosenpass_addr = @rpa WHERE id = @id
                     """,
-                    new { id = row.id, hostname, label, version = meta.AgentVersion, os = meta.Os, features, rpf = meta.RosenpassFingerprint, rpa = meta.RosenpassAddr },
+                    new { id = row.id, hostname, version = meta.AgentVersion, os = meta.Os, features, rpf = meta.RosenpassFingerprint, rpa = meta.RosenpassAddr },
                     tx);
                 await BumpSerialAsync(db, tx);
             }
@@ -372,6 +368,45 @@ public sealed partial class SqliteStore : IStore
 
         await tx.CommitAsync(cancellationToken);
         return [.. rows.Select(r => r.ToRecord())];
+    }
+
+    public async Task<PeerRecord> RenamePeerAsync(string match, string label, CancellationToken cancellationToken)
+    {
+        var wanted = label.Trim().TrimEnd('.').ToLowerInvariant();
+        if (wanted.Length == 0 || SanitizeHostname(wanted) != wanted || wanted.StartsWith('-') || wanted.EndsWith('-'))
+        {
+            throw new ArgumentException($"'{label}' is not a DNS label: letters, digits and inner hyphens, at most {MaxLabelLength} characters", nameof(label));
+        }
+
+        await using var db = await OpenAsync(cancellationToken);
+        await using var tx = (SqliteTransaction)await db.BeginTransactionAsync(System.Data.IsolationLevel.Serializable, cancellationToken);
+        var rows = await FindPeersAsync(db, tx, match);
+        if (rows.Count != 1)
+        {
+            throw rows.Count == 0
+                ? new KeyNotFoundException($"no peer matches '{match.Trim()}'")
+                : new AmbiguousPeerException(
+                    $"'{match.Trim()}' matches {rows.Count} peers: "
+                    + string.Join(", ", rows.Select(r => $"{r.dns_label} ({OverlayNetwork.ToAddress((uint)r.overlay_ip)})"))
+                    + "; name one by its DNS label, overlay IP or public key");
+        }
+
+        var row = rows[0];
+        if (row.dns_label != wanted)
+        {
+            var holder = await db.QuerySingleOrDefaultAsync<PeerRow>("SELECT * FROM peers WHERE dns_label = @l", new { l = wanted }, tx);
+            if (holder is not null)
+            {
+                throw new NameInUseException($"the DNS label '{wanted}' belongs to another peer ({OverlayNetwork.ToAddress((uint)holder.overlay_ip)}); rename or remove it first");
+            }
+
+            await db.ExecuteAsync("UPDATE peers SET dns_label = @l WHERE id = @id", new { l = wanted, id = row.id }, tx);
+            await BumpSerialAsync(db, tx);
+        }
+
+        var updated = await db.QuerySingleAsync<PeerRow>("SELECT * FROM peers WHERE id = @id", new { id = row.id }, tx);
+        await tx.CommitAsync(cancellationToken);
+        return updated.ToRecord();
     }
 
     public async Task<ulong> GetNetworkSerialAsync(CancellationToken cancellationToken)

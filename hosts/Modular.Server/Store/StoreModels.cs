@@ -31,7 +31,14 @@ public sealed record PeerRecord(
 }
 
 /// <summary>What an agent tells about itself at registration and login.</summary>
-public sealed record PeerMetadata(string Hostname, string AgentVersion, string Os, IReadOnlyList<string> Features, byte[] RosenpassFingerprint, string RosenpassAddr);
+public sealed record PeerMetadata(string Hostname, string AgentVersion, string Os, IReadOnlyList<string> Features, byte[] RosenpassFingerprint, string RosenpassAddr)
+{
+    /// <summary>Whether storing this would change <paramref name="peer"/> (the hostname compared as stored, sanitized).</summary>
+    public bool DiffersFrom(PeerRecord peer)
+        => peer.Hostname != SqliteStore.SanitizeHostname(Hostname) || peer.AgentVersion != AgentVersion || peer.Os != Os
+            || !peer.Features.SequenceEqual(Features.Where(f => f.Length > 0)) || !peer.RosenpassFingerprint.AsSpan().SequenceEqual(RosenpassFingerprint)
+            || peer.RosenpassAddr != RosenpassAddr;
+}
 
 /// <summary>A setup key as stored: the key itself is only ever kept as a hash.</summary>
 /// <param name="UsageLimit">0: unlimited.</param>
