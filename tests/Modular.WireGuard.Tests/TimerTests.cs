@@ -172,35 +172,6 @@ public sealed class TimerTests
     }
 
     [Fact]
-    public void Idle_peers_are_not_torn_down_the_initiators_keepalives_renew_its_keys_before_they_expire()
-    {
-        // Issue 13: between idle peers only keepalives flow. Like any send (wireguard-go's keepKeyFreshSending), the
-        // initiator's keepalive past REKEY_AFTER_TIME starts a new handshake, long before REJECT_AFTER_TIME.
-        using var pair = new DevicePair();
-        pair.ExchangeAndSettle();
-        var peerOnA = pair.A.FindPeer(pair.B.PublicKey)!;
-        var peerOnB = pair.B.FindPeer(pair.A.PublicKey)!;
-        var first = peerOnA.CurrentKeypair;
-        Assert.True(first is { IsInitiator: true }, "A started the session");
-        var created = pair.Time.GetUtcNow();
-        pair.A.SetPeer(new WgPeerConfig(pair.B.PublicKey, [IPNetwork.Parse("100.64.0.2/32")], IPEndPoint.Parse("198.18.0.2:51821"), PersistentKeepalive: TimeSpan.FromSeconds(25)));
-
-        var renewed = false;
-        for (var i = 1; i <= 6 && !renewed; i++)
-        {
-            var before = peerOnB.RxBytes;
-            pair.Time.Advance(TimeSpan.FromSeconds(25));
-            Assert.True(DevicePair.WaitUntil(() => peerOnB.RxBytes > before), $"keepalive {i} arrived");
-            renewed = pair.Time.GetUtcNow() - created > ProtocolTimings.RekeyAfterTime
-                      && DevicePair.WaitUntil(() => !ReferenceEquals(peerOnA.CurrentKeypair, first));
-        }
-
-        Assert.True(renewed, "A's keepalives renewed its keys");
-        Assert.True(pair.Time.GetUtcNow() - created < ProtocolTimings.RejectAfterTime, "before they expired");
-        Assert.True(peerOnB.LastHandshake > created, "B saw the new handshake too");
-    }
-
-    [Fact]
     public void New_handshake_when_data_gets_no_answer()
     {
         using var pair = new DevicePair();

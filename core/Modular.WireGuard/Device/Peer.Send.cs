@@ -95,30 +95,24 @@ internal sealed partial class Peer
         }
     }
 
-    /// <summary>
-    /// Sends an authenticated empty packet (or the staged packets, which serve the same purpose). Like any send, it
-    /// keeps the keys fresh (wireguard-go's keepKeyFreshSending, the kernel's keep_key_fresh, both run for keepalives
-    /// too): an initiator whose keys are past REKEY_AFTER_TIME starts a new handshake. Without that, a pair idle but
-    /// for keepalives kept its first keys until they expired (REJECT_AFTER_TIME), and its handshake aged past 180 s.
-    /// </summary>
+    /// <summary>Sends an authenticated empty packet (or the staged packets, which serve the same purpose).</summary>
     public void SendKeepalive()
     {
         bool flushStaged;
-        var rekey = false;
         lock (SendLock)
         {
             flushStaged = _staged.Count > 0;
-            if (!flushStaged && UsableSendingKeypair() is { } keypair)
+            if (!flushStaged)
             {
-                var length = _device.SealTransport(keypair, _keepaliveBuffer, 0, _keepaliveBuffer.Length);
-                if (length > 0)
+                var keypair = UsableSendingKeypair();
+                if (keypair is not null)
                 {
-                    _device.SendToPeer(this, [_keepaliveBuffer], [length], 1, isData: false);
-                }
+                    var length = _device.SealTransport(keypair, _keepaliveBuffer, 0, _keepaliveBuffer.Length);
+                    if (length > 0)
+                    {
+                        _device.SendToPeer(this, [_keepaliveBuffer], [length], 1, isData: false);
+                    }
 
-                rekey = ShouldRekeyOnSend(keypair);
-                if (!rekey)
-                {
                     return;
                 }
             }
@@ -130,8 +124,7 @@ internal sealed partial class Peer
         }
         else
         {
-            // Keys old enough to renew, or no session at all (a keepalive cannot be sent, so start the handshake it
-            // was meant to keep up).
+            // No session: a keepalive cannot be sent, so start the handshake it was meant to keep up.
             SendHandshakeInitiation(isRetry: false);
         }
     }
