@@ -34,6 +34,19 @@ public sealed class RetryBackoff
     /// <summary>An attempt succeeded: the next failure waits <c>first</c> again.</summary>
     public void Reset() => Current = _first;
 
+    /// <summary>
+    /// A session ended after <paramref name="lasted"/>: it counts as a success (<see cref="Reset"/>) only when it lasted at
+    /// least <paramref name="healthy"/>. A connection that opens and breaks at once (a stream the server ends, an engine
+    /// that fails right after login) must back off like one that never opened, not retry every <c>first</c>.
+    /// </summary>
+    public void ResetIfLasted(TimeSpan lasted, TimeSpan healthy)
+    {
+        if (lasted >= healthy)
+        {
+            Reset();
+        }
+    }
+
     /// <summary><paramref name="delay"/> spread by ±25 %.</summary>
     public static TimeSpan Jitter(TimeSpan delay, Func<double>? random = null)
         => delay * (0.75 + ((random ?? Random.Shared.NextDouble)() * 0.5));

@@ -184,6 +184,35 @@ public sealed class PeerConnTests
     }
 
     [Fact]
+    public async Task Idle_peers_are_not_torn_down_keepalives_arriving_past_the_first_sessions_expiry_keep_the_pair_connected()
+    {
+        // Issue 13: an idle pair's keepalives keep arriving, but WireGuard starts no handshake of its own for minutes
+        // (the fake does not either): its age must not reconnect the pair. Once old enough, the peer is asked for a new one.
+        await using var pair = new ConnPair(Fast, NewClock());
+        pair.MakeDirectPathWork();
+        var changes = StateChanges.Of(pair.AtoB);
+        await pair.OpenBothAsync();
+        await pair.WaitBothConnectedAsync();
+        var connectedAt = pair.Clock!.GetUtcNow();
+        var changesBefore = changes.Snapshot().Count;
+        var removesBefore = pair.IfaceA.Calls.Count(c => c.StartsWith("remove", StringComparison.Ordinal));
+
+        // Seven minutes in 20 s steps, a keepalive arriving in each.
+        for (var elapsed = TimeSpan.Zero; elapsed < TimeSpan.FromMinutes(7); elapsed += TimeSpan.FromSeconds(20))
+        {
+            var received = pair.AtoB.ToStatus().RxBytes;
+            await ConnPair.WaitForAsync(() => pair.AtoB.ToStatus().RxBytes > received, "a keepalive arriving");
+            await pair.ClockA!.AdvanceAsync(TimeSpan.FromSeconds(20));
+            Assert.True(pair.AtoB.State == PeerConnectionState.Connected, $"A Connected {elapsed.TotalSeconds + 20} s after connecting ({pair.AtoB.ToStatus().Reason})");
+        }
+
+        Assert.Empty(changes.Snapshot().Skip(changesBefore)); // never left Connected
+        // The old handshake was renewed by asking for a new one (the peer set anew), not by a new attempt.
+        Assert.True(pair.IfaceA.Calls.Count(c => c.StartsWith("remove", StringComparison.Ordinal)) > removesBefore, "the peer was asked for a new handshake");
+        await ConnPair.WaitForAsync(() => pair.AtoB.ToStatus().LastHandshake > connectedAt, "a handshake newer than the first");
+    }
+
+    [Fact]
     public async Task A_live_peer_that_only_listens_answers_the_handshake_probe_and_stays_connected()
     {
         // Between idle peers one side's keepalives can keep resetting the other's timer, so that side never sends.

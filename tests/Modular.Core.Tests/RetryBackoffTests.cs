@@ -25,6 +25,25 @@ public sealed class RetryBackoffTests
     }
 
     [Fact]
+    public void Started_without_root_every_retry_loop_backs_off_a_session_that_breaks_at_once_is_no_success()
+    {
+        // Issue 13: a login followed at once by a failure reset the delay every round: one attempt a second for ever.
+        var backoff = new RetryBackoff(TimeSpan.FromSeconds(1), random: () => 0.5);
+        var waits = new List<double>();
+        for (var i = 0; i < 6; i++)
+        {
+            backoff.ResetIfLasted(TimeSpan.FromMilliseconds(200), healthy: TimeSpan.FromSeconds(30));
+            waits.Add(backoff.Next(TimeSpan.FromSeconds(30)).TotalSeconds);
+        }
+
+        Assert.Equal([1, 2, 4, 8, 16, 30], waits);
+
+        // A session that held is a success: the next failure starts over.
+        backoff.ResetIfLasted(TimeSpan.FromSeconds(30), healthy: TimeSpan.FromSeconds(30));
+        Assert.Equal(TimeSpan.FromSeconds(1), backoff.Next(TimeSpan.FromSeconds(30)));
+    }
+
+    [Fact]
     public void Jitter_spreads_a_delay_by_a_quarter_either_way()
     {
         Assert.Equal(TimeSpan.FromSeconds(7.5), RetryBackoff.Jitter(TimeSpan.FromSeconds(10), () => 0.0));

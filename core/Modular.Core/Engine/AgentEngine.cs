@@ -92,6 +92,7 @@ public sealed class AgentEngine
             {
                 GrpcChannel? channel = null;
                 TimeSpan? wait = null;
+                long? syncingSince = null;
                 try
                 {
                     (channel, var management, var login) = await _management.LoginAsync(stop.Token);
@@ -105,7 +106,7 @@ public sealed class AgentEngine
                         background.Add(Task.Run(() => _reflexive.RunAsync(stop.Token), CancellationToken.None));
                     }
 
-                    backoff.Reset();
+                    syncingSince = _time.GetTimestamp();
                     await _management.SyncAsync(management, _applier, stop.Token);
                     _management.SetStatus(false, "the network map stream ended");
                 }
@@ -137,7 +138,7 @@ public sealed class AgentEngine
                     // This peer was removed or expired, and management proved it (a refusal sealed to this agent by the
                     // pinned key): drop every tunnel, keep asking (an operator may re-add it), backing off to an hour and
                     // saying so at most once an hour. A bare PermissionDenied/NotFound proves nothing and is retried below.
-                    _management.SetStatus(false, refused.Describe(e.StatusCode, e.Status.Detail));
+                    _management.SetStatus(false, RefusedPeerBackoff.Describe(e.StatusCode, e.Status.Detail));
                     wait = refused.OnRefused(e.StatusCode, e.Status.Detail);
                     await _applier.ClearPeersAsync();
                 }
@@ -154,7 +155,13 @@ public sealed class AgentEngine
                     channel?.Dispose();
                 }
 
-                // Doubled after a refusal too (its own wait replaces this one), as before.
+                // A Sync that held for a while was a success; one that broke at once (or a login followed by a failure
+                // to build the interface) backs off like any failure. Doubled after a refusal too (its own wait replaces this one).
+                if (syncingSince is { } since)
+                {
+                    backoff.ResetIfLasted(_time.GetElapsedTime(since), MaxBackoff);
+                }
+
                 var delay = backoff.Next(MaxBackoff);
                 try
                 {

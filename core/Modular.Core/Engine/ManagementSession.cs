@@ -13,7 +13,7 @@ namespace Modular.Core.Engine;
 
 /// <summary>
 /// This agent's session with management: login (URLs in order; register with the setup key when this identity never
-/// registered), the pinned server key (<see cref="ServerKeyPin"/>), the registration marker, and the Sync stream whose maps go to the <see cref="MapApplier"/>. Keeps what
+/// registered, or registered with another key), the pinned server key (<see cref="ServerKeyPin"/>), the registration marker, and the Sync stream whose maps go to the <see cref="MapApplier"/>. Keeps what
 /// management announced (its URL, the service addresses, its key) for the signal and STUN loops, the relay and the
 /// exit node's control-host exceptions, and owns management's line in status.
 /// <para>
@@ -54,7 +54,8 @@ internal sealed class ManagementSession
         _logger = logger;
         _time = time;
         _parts = parts;
-        Refused = new RefusedPeerBackoff(logger, time, RegisteredMarker);
+        _marker = new RegistrationMarker(_config.StateDir);
+        Refused = new RefusedPeerBackoff(logger, time);
     }
 
     /// <summary>Management's key as pinned on first contact (state_dir/server.pub).</summary>
@@ -78,9 +79,9 @@ internal sealed class ManagementSession
     /// <summary>The management URL whose failure is reported (the last one a login tried).</summary>
     public Uri? LastLoginUrl => _lastLoginUrl;
 
-    // Registration happens once per identity: a peer the operator removed (or whose login expired) must
-    // not silently come back by re-using a reusable setup key; it keeps asking and says why in status.
-    private string RegisteredMarker => Path.Combine(_config.StateDir, "registered");
+    // Registration happens once per identity and setup key: a peer the operator removed (or whose login expired) must
+    // not silently come back by re-using a reusable setup key; it keeps asking and says why in status. A new key re-adds it.
+    private readonly RegistrationMarker _marker;
 
     /// <summary>Logs in at the first management URL that answers; the caller disposes the channel (none when a test's seam answers).</summary>
     public async Task<(GrpcChannel? Channel, ManagementClient Client, LoginResponse Login)> LoginAsync(CancellationToken cancellationToken)
@@ -99,15 +100,17 @@ internal sealed class ManagementSession
                 var serverKey = await client.GetServerKeyAsync(cancellationToken);
                 Pin.Check(serverKey, url);
                 LoginResponse login;
+                var registered = false;
                 try
                 {
                     login = await client.LoginAsync(meta, cancellationToken);
                 }
-                catch (RpcException e) when (e.StatusCode == StatusCode.PermissionDenied && _config.SetupKey.Length > 0 && !File.Exists(RegisteredMarker))
+                catch (RpcException e) when (e.StatusCode == StatusCode.PermissionDenied && _config.SetupKey.Length > 0 && MayRegister())
                 {
                     try
                     {
                         login = await client.RegisterAsync(_config.SetupKey, meta, cancellationToken);
+                        registered = true;
                         _logger.LogInformation("Registered with {Management} using the setup key", url);
                     }
                     catch (ManagementRefusedException refused)
@@ -116,13 +119,13 @@ internal sealed class ManagementSession
                         throw new EngineFatalException($"management at {url} refused the setup key: {refused.Status.Detail}", refused);
                     }
                 }
-                catch (ManagementRefusedException e) when (e.StatusCode == StatusCode.PermissionDenied && !File.Exists(RegisteredMarker))
+                catch (ManagementRefusedException e) when (e.StatusCode == StatusCode.PermissionDenied && !File.Exists(_marker.Path))
                 {
                     SetStatus(false, $"not registered and no setup_key: {e.Status.Detail}");
                     throw new EngineFatalException($"management at {url} does not know this agent ({e.Status.Detail}) and no setup_key is configured", e);
                 }
 
-                MarkRegistered(url);
+                _marker.Record(url, _config.SetupKey, registered);
                 _serverKey = new StrongBox<WgKey>(serverKey);
                 if (Pin.PinIfNone(serverKey))
                 {
@@ -180,12 +183,22 @@ internal sealed class ManagementSession
         _logger.LogWarning("{Service} {Url} is plaintext http to another host: anyone on the path sees which peers talk to it and can cut or delay the connection (bodies stay sealed). Use https:// unless the path is trusted", service, url);
     }
 
-    private void MarkRegistered(Uri url)
+    /// <summary>
+    /// Management does not know this peer and the config holds a setup key: register when this identity never did, or
+    /// did with another key (the operator re-adds a removed peer by handing it a new key; said once, as it happens).
+    /// The same key again does not: a removed peer must not come back by itself (see <see cref="RegistrationMarker"/>).
+    /// </summary>
+    private bool MayRegister()
     {
-        if (!File.Exists(RegisteredMarker))
+        switch (_marker.Check(_config.SetupKey))
         {
-            Directory.CreateDirectory(_config.StateDir);
-            File.WriteAllText(RegisteredMarker, $"{url}\n");
+            case RegistrationVerdict.FirstTime:
+                return true;
+            case RegistrationVerdict.NewKey:
+                _logger.LogWarning("Management does not know this peer (removed?) and setup_key differs from the key it registered with: registering again with the new key");
+                return true;
+            default:
+                return false;
         }
     }
 
@@ -194,11 +207,12 @@ internal sealed class ManagementSession
     {
         // A delta that does not follow the serial held means something was missed: start a new stream,
         // which begins with a whole map, rather than diverge silently from the server.
+        var backoff = new RetryBackoff(TimeSpan.FromSeconds(1));
         while (await SyncStreamAsync(management, applier, cancellationToken))
         {
             _logger.LogWarning("Network map delta did not follow serial {Serial}; resynchronizing", _map.Serial);
-            // A pause, so a server that keeps sending broken chains cannot make the agent reconnect in a hot loop.
-            await Task.Delay(RetryBackoff.Jitter(TimeSpan.FromSeconds(1)), _time, cancellationToken);
+            // A growing pause, so a server that keeps sending broken chains cannot make the agent reconnect in a hot loop.
+            await Task.Delay(backoff.Next(AgentEngine.MaxBackoff), _time, cancellationToken);
         }
     }
 

@@ -10,7 +10,7 @@ namespace Modular.Core.Engine;
 /// and the error is logged on the first refusal, then at most once per <see cref="ReportEvery"/>, saying
 /// what to do. Times come from the injected <see cref="TimeProvider"/>.
 /// </summary>
-public sealed class RefusedPeerBackoff(ILogger logger, TimeProvider time, string registeredMarker, Func<double>? random = null)
+public sealed class RefusedPeerBackoff(ILogger logger, TimeProvider time, Func<double>? random = null)
 {
     public static readonly TimeSpan FirstDelay = TimeSpan.FromSeconds(5);
     public static readonly TimeSpan MaxDelay = TimeSpan.FromHours(1);
@@ -31,12 +31,12 @@ public sealed class RefusedPeerBackoff(ILogger logger, TimeProvider time, string
     }
 
     /// <summary>The one-line problem for status and the log.</summary>
-    public string Describe(StatusCode code, string detail)
+    public static string Describe(StatusCode code, string detail)
     {
         var what = code == StatusCode.NotFound
             ? "this peer was removed from the account"
             : $"management refused this peer ({detail})";
-        return $"{what}; re-register it with a setup key: set setup_key in the agent's config, delete {registeredMarker}, and restart the agent (modular down; modular up)";
+        return $"{what}; re-register it with a setup key: put a new one (not the one it registered with) in setup_key in the agent's config and restart the agent (modular down; modular up)";
     }
 
     /// <summary>Records one refusal; logs it when due; returns how long to wait before the next attempt.</summary>

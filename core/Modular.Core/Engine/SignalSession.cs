@@ -55,11 +55,12 @@ internal sealed class SignalSession
         var refusedSignal = false;
         while (!cancellationToken.IsCancellationRequested)
         {
+            long? connectedSince = null;
             var url = _management.Services?.SignalUrl ?? "";
             if (url.Length == 0)
             {
                 _recorder.SetSignal(new ServiceStatus("", false, "management announced no signal service"));
-                await AgentEngine.DelayAsync(_time, TimeSpan.FromSeconds(2), cancellationToken);
+                await AgentEngine.DelayAsync(_time, backoff.Next(cap: AgentEngine.MaxBackoff), cancellationToken);
                 continue;
             }
 
@@ -75,7 +76,7 @@ internal sealed class SignalSession
                 Signaling.Client = client;
                 _recorder.SetSignal(new ServiceStatus(url, true, null));
                 _logger.LogInformation("Connected to signal {Signal}", url);
-                backoff.Reset();
+                connectedSince = _time.GetTimestamp();
                 try
                 {
                     await foreach (var inbound in client.Inbound.ReadAllAsync(cancellationToken))
@@ -122,6 +123,12 @@ internal sealed class SignalSession
                 {
                     _logger.LogWarning("Signal {Signal}: {Problem}; retrying", url, problem);
                 }
+            }
+
+            // A stream that held for a while was a success; one the server ends at once backs off like a failure.
+            if (connectedSince is { } since)
+            {
+                backoff.ResetIfLasted(_time.GetElapsedTime(since), AgentEngine.MaxBackoff);
             }
 
             var delay = backoff.Next(cap: refusedSignal ? RefusedPeerBackoff.MaxDelay : AgentEngine.MaxBackoff);

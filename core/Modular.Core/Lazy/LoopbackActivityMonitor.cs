@@ -22,6 +22,8 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
     private const int MaxDatagramsPerWakeup = 1024;
     private static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(5);
     private static readonly TimeSpan ErrorBackoff = TimeSpan.FromMilliseconds(100);
+    private static readonly TimeSpan MaxErrorBackoff = TimeSpan.FromSeconds(5);
+    private readonly RetryBackoff _errorBackoff = new(ErrorBackoff); // the receive loop's alone
 
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
@@ -243,7 +245,7 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
         if (!_failing)
         {
             _failing = true;
-            _logger.LogError(exception, "Lazy: the activity socket failed ({Error}); idle peers' traffic goes unnoticed until it recovers, retrying every {Backoff}", error, ErrorBackoff);
+            _logger.LogError(exception, "Lazy: the activity socket failed ({Error}); idle peers' traffic goes unnoticed until it recovers, retrying with backoff (up to every {Backoff})", error, MaxErrorBackoff);
         }
     }
 
@@ -252,6 +254,7 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
         if (_failing)
         {
             _failing = false;
+            _errorBackoff.Reset();
             _logger.LogInformation("Lazy: the activity socket works again");
         }
     }
@@ -260,7 +263,7 @@ public sealed class LoopbackActivityMonitor : IActivityMonitor
     {
         try
         {
-            await Task.Delay(ErrorBackoff, _time, cancellationToken);
+            await Task.Delay(_errorBackoff.Next(MaxErrorBackoff), _time, cancellationToken);
             return true;
         }
         catch (OperationCanceledException)

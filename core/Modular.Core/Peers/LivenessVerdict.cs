@@ -9,7 +9,10 @@ public enum LivenessAction
     /// <summary>A handshake completed on the chosen path: the peer is Connected.</summary>
     MarkConnected,
 
-    /// <summary>The connected peer was silent too long: ask it for a new handshake (see <see cref="PeerConnOptions.Silent"/>).</summary>
+    /// <summary>
+    /// The connected peer was silent too long, or its handshake is old: ask it for a new handshake (see
+    /// <see cref="PeerConnOptions.Silent"/>, <see cref="PeerConnOptions.Stale"/>); <see cref="LivenessVerdict.Reason"/> says which.
+    /// </summary>
     Probe,
 
     /// <summary>The path is dead (<see cref="LivenessVerdict.Reason"/> says why): start a new attempt.</summary>
@@ -21,5 +24,5 @@ public enum LivenessAction
 
 /// <summary>One verdict of <see cref="PeerLiveness.Decide"/>.</summary>
 /// <param name="Next">The watch state once the action is done (the loop keeps it for the next look).</param>
-/// <param name="Reason">Why, for <see cref="LivenessAction.Reconnect"/> (shown in status); null otherwise.</param>
+/// <param name="Reason">Why, for <see cref="LivenessAction.Reconnect"/> (shown in status) and <see cref="LivenessAction.Probe"/> (logged); null otherwise.</param>
 public readonly record struct LivenessVerdict(LivenessAction Action, LivenessState Next, string? Reason = null);

@@ -132,7 +132,6 @@ public sealed partial class PeerConn
         while (true)
         {
             var verdict = _liveness.Decide(now, stats, watch);
-            var silent = now - watch.ReceivedAt;
             watch = verdict.Next;
             switch (verdict.Action)
             {
@@ -141,7 +140,7 @@ public sealed partial class PeerConn
                 case LivenessAction.Reconnect:
                     throw new TimeoutException(verdict.Reason);
                 case LivenessAction.Probe:
-                    await ProbeWithHandshakeAsync(silent, cancellationToken);
+                    await ProbeWithHandshakeAsync(verdict.Reason!, cancellationToken);
                     break;
                 case LivenessAction.MarkConnected:
                     SetState(PeerConnectionState.Connected, null);
@@ -166,16 +165,17 @@ public sealed partial class PeerConn
     }
 
     /// <summary>
-    /// A connected peer was silent for <see cref="PeerConnOptions.Silent"/>. That alone proves nothing (between idle peers
-    /// one side's keepalives can keep resetting the other's, so that side never sends), but a live peer answers a
-    /// handshake: the WireGuard peer is set anew on the same path, with its keepalive, which sends an initiation at once.
+    /// A connected peer was silent for <see cref="PeerConnOptions.Silent"/>, or its handshake is older than
+    /// <see cref="PeerConnOptions.Stale"/>. Neither alone proves anything (between idle peers one side's keepalives can
+    /// keep resetting the other's, so that side never sends, and WireGuard renews keys only while it sends), but a live
+    /// peer answers a handshake: the WireGuard peer is set anew on the same path, with its keepalive, which sends an
+    /// initiation at once.
     /// </summary>
-    private async Task ProbeWithHandshakeAsync(TimeSpan silent, CancellationToken cancellationToken)
+    private async Task ProbeWithHandshakeAsync(string why, CancellationToken cancellationToken)
     {
-        _logger.LogInformation("Peer {Peer}: nothing received for {Seconds} s; asking it for a new handshake", Name, (int)silent.TotalSeconds);
+        _logger.LogInformation("Peer {Peer}: {Why}; asking it for a new handshake", Name, why);
         await _wireGuard.ProbeAsync(cancellationToken);
     }
-
 
     private async Task<bool> TryDirectAsync(CancellationToken cancellationToken)
     {

@@ -4,7 +4,7 @@ namespace Modular.Core.Peers;
 /// <param name="CheckTimeout">How long connectivity checks try before the relay is used.</param>
 /// <param name="DirectRecheckInterval">While relayed, how often a direct path is tried again.</param>
 /// <param name="HandshakeTimeout">How long after a path was set a first WireGuard handshake may take.</param>
-/// <param name="StaleHandshake">A connected peer whose last handshake is older than this is reconnected.</param>
+/// <param name="StaleHandshake">A connected peer whose last handshake is older than this is asked for a new one (reconnected when it does not answer).</param>
 /// <param name="OfferInterval">How often an unanswered offer is sent again.</param>
 /// <param name="Keepalive">WireGuard's persistent keepalive once connected (both sides set it).</param>
 /// <param name="SilentPeer">A connected peer from which nothing arrived for this long is asked for a new handshake (see <see cref="SilenceProbe"/>).</param>
@@ -26,8 +26,11 @@ public sealed record PeerConnOptions(
 
     public TimeSpan FirstHandshake => HandshakeTimeout ?? TimeSpan.FromSeconds(20);
 
-    // WireGuard re-handshakes every 2 minutes while traffic (or keepalive) flows; 3 missed minutes means the path is gone.
-    public TimeSpan Stale => StaleHandshake ?? TimeSpan.FromMinutes(3);
+    // WireGuard renews keys on its own only while it sends: between idle peers whose keepalives come from the
+    // responder, the initiator renews on a packet received past 165 s, or the keys expire (REJECT_AFTER_TIME, 180 s)
+    // and the next keepalive, up to one interval later, starts a handshake (retried every 5 s). Past that, a live
+    // peer would have handshaken: an older handshake makes the loop ask for a new one (a probe), never reconnect by itself.
+    public TimeSpan Stale => StaleHandshake ?? TimeSpan.FromSeconds(180) + PersistentKeepalive + TimeSpan.FromSeconds(15);
 
     public TimeSpan Offers => OfferInterval ?? TimeSpan.FromSeconds(3);
 

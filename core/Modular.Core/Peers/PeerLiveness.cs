@@ -8,12 +8,19 @@ namespace Modular.Core.Peers;
 /// no lock, no clock of its own (the connect loop looks once a second, or when woken, and does what it says). In
 /// order: counters that moved (or a state other than Connected, or a handshake answering the probe) restart the
 /// silence watch; a connected peer silent for <see cref="PeerConnOptions.Silent"/> is probed once and reconnected when
-/// it stays silent <see cref="PeerConnOptions.SilenceProbe"/> more; a handshake on this path marks it Connected, one
-/// older than <see cref="PeerConnOptions.Stale"/> reconnects, and none within <see cref="PeerConnOptions.FirstHandshake"/>
-/// (while no probe is out) reconnects; a relayed path tries the direct one every <see cref="PeerConnOptions.Recheck"/>.
+/// it stays silent <see cref="PeerConnOptions.SilenceProbe"/> more; a handshake on this path marks it Connected; one
+/// older than <see cref="PeerConnOptions.Stale"/> is probed the same way (reconnected only when the probe goes
+/// unanswered), and none within <see cref="PeerConnOptions.FirstHandshake"/> (while no probe is out) reconnects; a
+/// relayed path tries the direct one every <see cref="PeerConnOptions.Recheck"/>.
 /// A look can call for more than one action (a probe, then a stale handshake): the loop asks again with
 /// <see cref="LivenessVerdict.Next"/> after each action until the verdict is Keep or RecheckDirect.
 /// </summary>
+/// <remarks>
+/// A handshake's age alone never proves a path dead: WireGuard renews keys on its own only while it sends (the
+/// initiator past REKEY_AFTER_TIME, or on receiving near REJECT_AFTER_TIME), and between idle peers the side that
+/// sends the keepalives may be the responder, so a live idle pair's handshake can reach ~200 s before WireGuard
+/// starts a new one. So an old handshake only asks the peer for a new one; a reconnect needs that request unanswered.
+/// </remarks>
 public sealed class PeerLiveness(PeerConnOptions options)
 {
     /// <summary>A handshake this long before the path was set still counts for it (clocks of a second's grain).</summary>
@@ -24,17 +31,22 @@ public sealed class PeerLiveness(PeerConnOptions options)
         var rx = stats?.RxBytes;
         var handshake = stats?.LastHandshake;
         var s = state;
+        var onPath = handshake is { } h && h >= s.PathSet - PathSetGrace;
+        var stale = onPath && now - handshake > options.Stale;
+        var answered = s.ProbedAt is { } asked && handshake > asked;
 
-        // Silence: only a connected peer's counters standing still count.
-        if (rx != s.Received || s.Connection != PeerConnectionState.Connected || (s.ProbedAt is { } asked && handshake > asked))
+        // Silence: only a connected peer's counters standing still count. Moving counters answer a probe only while
+        // the handshake on this path is fresh: the probe re-sets the peer (its counters restart, its handshake is gone
+        // until answered), and a stale handshake is answered by a newer one alone.
+        if (rx != s.Received || s.Connection != PeerConnectionState.Connected || answered)
         {
-            s = s with { Received = rx, ReceivedAt = now, ProbedAt = null };
+            s = s with { Received = rx, ReceivedAt = now, ProbedAt = answered || (onPath && !stale) ? null : s.ProbedAt };
         }
         else if (now - s.ReceivedAt > options.Silent)
         {
             if (s.ProbedAt is null)
             {
-                return new LivenessVerdict(LivenessAction.Probe, s with { ProbedAt = now });
+                return new LivenessVerdict(LivenessAction.Probe, s with { ProbedAt = now }, $"nothing received for {(int)(now - s.ReceivedAt).TotalSeconds} s");
             }
 
             if (now - s.ProbedAt > options.SilenceProbe)
@@ -43,20 +55,33 @@ public sealed class PeerLiveness(PeerConnOptions options)
             }
         }
 
-        // Handshake: on this path, fresh, and the first one within its time.
-        if (handshake is { } last && last >= s.PathSet - PathSetGrace)
+        // Handshake: on this path, fresh (or renewed when asked), and the first one within its time.
+        if (onPath)
         {
-            if (now - last > options.Stale)
+            var age = (int)(now - handshake!.Value).TotalSeconds;
+            if (stale && s.ProbedAt is null)
             {
-                return Reconnect(s, $"WireGuard handshake went stale (last {(int)(now - last).TotalSeconds} s ago)");
+                return new LivenessVerdict(LivenessAction.Probe, s with { ProbedAt = now }, $"the WireGuard handshake is {age} s old");
             }
 
-            if (s.Connection != PeerConnectionState.Connected)
+            if (stale && now - s.ProbedAt > options.SilenceProbe)
+            {
+                return Reconnect(s, $"WireGuard handshake went stale (last {age} s ago) and no answer to a new handshake");
+            }
+
+            if (!stale && s.Connection != PeerConnectionState.Connected)
             {
                 return new LivenessVerdict(LivenessAction.MarkConnected, s with { Connection = PeerConnectionState.Connected });
             }
         }
-        else if (s.ProbedAt is null && now - s.PathSet > options.FirstHandshake) // a probe re-set the peer: its own timeout governs
+        else if (s.ProbedAt is { } probed) // a probe re-set the peer: its own timeout governs
+        {
+            if (now - probed > options.SilenceProbe)
+            {
+                return Reconnect(s, $"no handshake {(int)(now - probed).TotalSeconds} s after asking the peer: no answer to a new handshake");
+            }
+        }
+        else if (now - s.PathSet > options.FirstHandshake)
         {
             return Reconnect(s, $"no WireGuard handshake over the {(s.Type == ConnectionType.P2P ? "direct" : "relayed")} path within {(int)options.FirstHandshake.TotalSeconds} s");
         }

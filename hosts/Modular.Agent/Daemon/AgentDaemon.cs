@@ -58,6 +58,15 @@ internal static class AgentDaemon
             await Console.Error.WriteLineAsync($"warning: {warning}");
         }
 
+        // What the host must give the agent, checked before anything registers (a setup key used up, a peer added to
+        // everyone's map) or is created: one line and exit 1 when something is missing. A daemon already running holds
+        // the port: the socket check below says so better.
+        if (!DaemonSocket.IsAnswering(Path.GetFullPath(config.EffectiveSocketPath)) && StartupPreflight.Check(config, LinuxHostProbe.Instance) is { } missing)
+        {
+            await Console.Error.WriteLineAsync(missing);
+            return ExitCodes.Error;
+        }
+
         using var logger = AgentLogging.Create(config.Log.Level, config.Log.File);
         try
         {

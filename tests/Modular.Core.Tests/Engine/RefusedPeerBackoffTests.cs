@@ -17,7 +17,7 @@ public sealed class RefusedPeerBackoffTests
     [Fact]
     public void A_removed_peer_is_reported_once_then_at_most_hourly_and_waits_grow_to_an_hour()
     {
-        var backoff = new RefusedPeerBackoff(_logger, _time, "/var/lib/modular/registered", random: () => 0.5); // no jitter
+        var backoff = new RefusedPeerBackoff(_logger, _time, random: () => 0.5); // no jitter
         var start = _time.GetUtcNow();
         var waits = new List<TimeSpan>();
         for (var attempt = 0; attempt < 12; attempt++)
@@ -43,14 +43,16 @@ public sealed class RefusedPeerBackoffTests
         Assert.InRange(ErrorCount, 2, (int)elapsed.TotalHours + 1);
         var first = _logger.Entries.First(e => e.Level >= LogLevel.Error).Message;
         Assert.Contains("this peer was removed from the account; re-register it with a setup key", first, StringComparison.Ordinal);
-        Assert.Contains("/var/lib/modular/registered", first, StringComparison.Ordinal);
+        // Issue 13: a new setup key re-adds the peer; no file needs deleting any more.
+        Assert.Contains("put a new one (not the one it registered with) in setup_key", first, StringComparison.Ordinal);
+        Assert.DoesNotContain("delete", first, StringComparison.Ordinal);
     }
 
     [Fact]
     public void Jitter_stays_within_a_quarter_and_the_cap_holds()
     {
-        var low = new RefusedPeerBackoff(_logger, _time, "m", random: () => 0.0);
-        var high = new RefusedPeerBackoff(_logger, _time, "m", random: () => 0.999);
+        var low = new RefusedPeerBackoff(_logger, _time, random: () => 0.0);
+        var high = new RefusedPeerBackoff(_logger, _time, random: () => 0.999);
 
         Assert.Equal(TimeSpan.FromSeconds(3.75), low.OnRefused(StatusCode.NotFound, ""));
         Assert.InRange(high.OnRefused(StatusCode.NotFound, ""), TimeSpan.FromSeconds(6.2), TimeSpan.FromSeconds(6.25));
@@ -63,7 +65,7 @@ public sealed class RefusedPeerBackoffTests
     [Fact]
     public void Accepted_again_resets_the_backoff_and_a_new_refusal_is_reported_at_once()
     {
-        var backoff = new RefusedPeerBackoff(_logger, _time, "m", random: () => 0.5);
+        var backoff = new RefusedPeerBackoff(_logger, _time, random: () => 0.5);
         backoff.OnRefused(StatusCode.PermissionDenied, "this peer's login has expired");
         backoff.OnRefused(StatusCode.PermissionDenied, "this peer's login has expired");
         Assert.Equal(1, ErrorCount);
