@@ -98,6 +98,9 @@ public sealed class LinuxHostProbe : IHostProbe
         try
         {
             using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+            // Two agents' checks at the same instant must not fail each other; a socket the agent holds (bound
+            // without SO_REUSEADDR, as WireGuard's and the ICE socket are) still refuses this bind.
+            socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
             socket.Bind(new IPEndPoint(IPAddress.Any, port));
             return true;
         }

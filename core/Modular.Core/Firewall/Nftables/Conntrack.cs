@@ -69,6 +69,7 @@ public sealed class NetlinkConntrack : IConntrack, IDisposable
 
     private readonly GenericNetlinkSocket _socket;
     private readonly Lock _lock = new();
+    private bool _disposed;
 
     /// <exception cref="IOException">No netlink socket could be opened.</exception>
     public NetlinkConntrack()
@@ -94,12 +95,28 @@ public sealed class NetlinkConntrack : IConntrack, IDisposable
     public Task<int> ClearMarksAsync(uint value, uint mask, CancellationToken cancellationToken)
         => Task.Run(() => ClearMarks(value, mask), cancellationToken);
 
-    public void Dispose() => _socket.Dispose();
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            if (!_disposed)
+            {
+                _disposed = true;
+                _socket.Dispose();
+            }
+        }
+    }
 
     private int ClearMarks(uint value, uint mask)
     {
         lock (_lock)
         {
+            // A closed descriptor's number may belong to another socket by now: never send on it.
+            if (_disposed)
+            {
+                throw new IOException("conntrack netlink socket closed");
+            }
+
             var found = new List<(byte Family, byte[] Tuple, byte[]? Zone)>();
             var dump = Message(MsgGet, NetlinkWriter.FlagRequest | NetlinkWriter.FlagDump, family: 0);
             dump.Bytes(Mark, BigEndian(value));

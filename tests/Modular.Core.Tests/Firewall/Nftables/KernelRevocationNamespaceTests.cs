@@ -46,6 +46,8 @@ public sealed class KernelRevocationNamespaceTests(ITestOutputHelper output)
         Assert.True(await enforcer.ApplyAsync(allowed, CancellationToken.None));
         Assert.True(Echoes(flow), "the flow the rule allows echoes");
         Assert.True(Echoes(flow), "and goes on (established, stamped by the table)");
+        // The generation was cleared over ctnetlink, so the table trusts its stamp (else every packet would walk the rules and this test prove less).
+        Assert.Contains("ct state established ct mark & 0x7f000000 == ", host.Exec("nft list table inet " + enforcer.Table), StringComparison.Ordinal);
 
         // Revoked: the flow ends. Then the map keeps changing (as a peer renaming itself at every login makes it):
         // the old table's generation comes round again after 127 tables, and must not bring the flow back.
@@ -85,6 +87,8 @@ public sealed class KernelRevocationNamespaceTests(ITestOutputHelper output)
         {
             await manager.ApplyAsync(ServingLan(("echo", "udp", EchoPort)), [], CancellationToken.None);
             Assert.True(Echoes(flow), "the forwarded flow the route rule allows echoes");
+            // (nft lists "ct mark & 0xff000000 == 0x81000000" as a prefix match.)
+            Assert.Contains("ct state established ct mark 0x81000000/8 accept", router.Exec("nft list table inet " + ForwardingTable.TableName(mesh)), StringComparison.Ordinal);
 
             await manager.ApplyAsync(ServingLan(("other", "tcp", 9000)), [], CancellationToken.None);
             Assert.False(Echoes(flow), "revoking the route rule ends the forwarded flow, as in userspace");
