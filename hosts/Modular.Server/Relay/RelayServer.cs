@@ -163,7 +163,7 @@ public sealed class RelayServer : IHostedService, IDisposable
         var reply = new byte[RelayProtocol.BoundSize];
         var idleTicks = (long)(_options.Idle.TotalSeconds * _time.TimestampFrequency);
         var lastSweep = _time.GetTimestamp();
-        var backoff = TimeSpan.Zero; // non-zero while receives fail
+        var receiveErrors = new ReceiveErrorPause(_logger, "Relay");
 
         fixed (byte* dataPtr = data, namesPtr = names, sendNamesPtr = sendNames)
         fixed (UdpBatch.IoVec* iovPtr = iovs, sendIovPtr = sendIovs)
@@ -195,24 +195,13 @@ public sealed class RelayServer : IHostedService, IDisposable
                         return;
                     }
 
-                    // An unexpected error must not end the relay for good: say so once, pause (growing up to a
-                    // second, so a persistent error does not spin a core) and receive again.
+                    // An unexpected error must not end the relay for good.
                     Interlocked.Increment(ref _receiveErrors);
-                    if (backoff == TimeSpan.Zero)
-                    {
-                        _logger.LogError("Relay receive failed with errno {Errno}; retrying", errno);
-                    }
-
-                    backoff = backoff == TimeSpan.Zero ? TimeSpan.FromMilliseconds(10) : TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, TimeSpan.TicksPerSecond));
-                    _stopped.Wait(backoff);
+                    _stopped.Wait(receiveErrors.OnError($"errno {errno}"));
                     continue;
                 }
 
-                if (backoff != TimeSpan.Zero)
-                {
-                    _logger.LogInformation("Relay receive works again");
-                    backoff = TimeSpan.Zero;
-                }
+                receiveErrors.OnSuccess();
 
                 var forward = 0;
                 for (var i = 0; i < received; i++)

@@ -72,7 +72,7 @@ public sealed class StunServer : IHostedService, IDisposable
         var request = new byte[1500];
         var response = new byte[StunMessage.MaxResponseSize];
         Span<byte> address = stackalloc byte[16];
-        var backoff = TimeSpan.Zero; // non-zero while receives fail
+        var receiveErrors = new ReceiveErrorPause(_logger, "STUN");
         while (true)
         {
             int n;
@@ -100,24 +100,13 @@ public sealed class StunServer : IHostedService, IDisposable
             }
             catch (SocketException e)
             {
-                // An unexpected error must not end STUN for good (with no word): say so once, pause (growing up to
-                // a second, so a persistent error does not spin a core) and receive again.
+                // An unexpected error must not end STUN for good (with no word).
                 Interlocked.Increment(ref _receiveErrors);
-                if (backoff == TimeSpan.Zero)
-                {
-                    _logger.LogError("STUN receive failed ({Error}); retrying", e.SocketErrorCode);
-                }
-
-                backoff = backoff == TimeSpan.Zero ? TimeSpan.FromMilliseconds(10) : TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, TimeSpan.TicksPerSecond));
-                _stopped.Wait(backoff);
+                _stopped.Wait(receiveErrors.OnError(e.SocketErrorCode.ToString()));
                 continue;
             }
 
-            if (backoff != TimeSpan.Zero)
-            {
-                _logger.LogInformation("STUN receive works again");
-                backoff = TimeSpan.Zero;
-            }
+            receiveErrors.OnSuccess();
 
             if (!StunMessage.IsBindingRequest(request.AsSpan(0, n)) || !UdpEndpoint.TryRead(from, address, out var length, out var port))
             {

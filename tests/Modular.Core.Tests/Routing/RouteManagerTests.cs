@@ -84,7 +84,7 @@ public sealed class RouteManagerTests
     public async Task Client_routes_are_added_removed_with_the_map_and_all_removed_on_cleanup()
     {
         var os = new RecordingRouteOs();
-        var manager = new RouteManager(new FakeIface(), os, new FakeNftables(), NullLogger.Instance);
+        var manager = new RouteManager(new RouteIface(), os, new FakeNftables(), NullLogger.Instance);
         await manager.ApplyAsync(RoutePlan.From(Map(Route("a", "10.1.0.0/24", RouterA), Route("b", "10.2.0.0/24", RouterA)), Self, Overlay), [], default);
         Assert.Equal(["10.1.0.0/24 dev mdl0", "10.2.0.0/24 dev mdl0"], os.Routes.Order());
 
@@ -103,7 +103,7 @@ public sealed class RouteManagerTests
     {
         var os = new RecordingRouteOs();
         os.Foreign.Add("10.1.0.0/24 dev mdl0");
-        var manager = new RouteManager(new FakeIface(), os, new FakeNftables(), NullLogger.Instance);
+        var manager = new RouteManager(new RouteIface(), os, new FakeNftables(), NullLogger.Instance);
         await manager.ApplyAsync(RoutePlan.From(Map(Route("a", "10.1.0.0/24", RouterA)), Self, Overlay), [], default);
         Assert.Empty(manager.InstalledRoutes);
         await manager.CleanupAsync(default);
@@ -114,7 +114,7 @@ public sealed class RouteManagerTests
     public async Task An_exit_node_marks_wireguard_keeps_the_control_plane_direct_and_is_undone_in_reverse()
     {
         var os = new RecordingRouteOs();
-        var manager = new RouteManager(new FakeIface(), os, new FakeNftables(), NullLogger.Instance, new RouteManagerOptions(51820));
+        var manager = new RouteManager(new RouteIface(), os, new FakeNftables(), NullLogger.Instance, new RouteManagerOptions(51820));
         var plan = RoutePlan.From(Map(Route("exit", "0.0.0.0/0", RouterA)), Self, Overlay);
         await manager.ApplyAsync(plan, ["mgmt.example", "198.51.100.7", "198.51.100.7", ""], default);
 
@@ -155,7 +155,7 @@ public sealed class RouteManagerTests
     {
         var os = new RecordingRouteOs();
         os.Rules.Add("not fwmark 51820 table 51820 priority 5190");
-        var manager = new RouteManager(new FakeIface(), os, new FakeNftables(), NullLogger.Instance, new RouteManagerOptions(51820));
+        var manager = new RouteManager(new RouteIface(), os, new FakeNftables(), NullLogger.Instance, new RouteManagerOptions(51820));
         await manager.ApplyAsync(RoutePlan.From(Map(Route("exit", "0.0.0.0/0", RouterA)), Self, Overlay), [], default);
         Assert.Single(os.Rules, r => r.StartsWith("not fwmark", StringComparison.Ordinal));
     }
@@ -165,7 +165,7 @@ public sealed class RouteManagerTests
     {
         var os = new RecordingRouteOs();
         os.Rules.AddRange(["table main suppress_prefixlength 0 priority 5180", "not fwmark 51820 table 51820 priority 5190", "not fwmark 51820 table 51820 priority 5190", "to 10.9.9.9/32 table main priority 100"]);
-        var manager = new RouteManager(new FakeIface(), os, new FakeNftables(), NullLogger.Instance, new RouteManagerOptions(51820));
+        var manager = new RouteManager(new RouteIface(), os, new FakeNftables(), NullLogger.Instance, new RouteManagerOptions(51820));
         await manager.ApplyAsync(RoutePlan.Empty, [], default);
         Assert.Equal(["to 10.9.9.9/32 table main priority 100"], os.Rules); // someone else's rule stays
     }
@@ -175,7 +175,7 @@ public sealed class RouteManagerTests
     {
         var os = new RecordingRouteOs();
         var nft = new FakeNftables();
-        var manager = new RouteManager(new FakeIface(), os, nft, NullLogger.Instance);
+        var manager = new RouteManager(new RouteIface(), os, nft, NullLogger.Instance);
         var map = Map(Route("lan", "10.77.0.0/24", Self));
         map.FirewallRules.Add(new FirewallRule { RuleId = "p1", PeerIp = "100.64.0.5/32", Direction = "in", Action = "accept", Protocol = "tcp", Destination = "10.77.0.0/24", PortRanges = { new PortRange { Start = 80, End = 80 } } });
         map.FirewallRules.Add(new FirewallRule { RuleId = "own", PeerIp = "100.64.0.0/10", Direction = "in", Action = "accept", Protocol = "all" });
@@ -204,7 +204,7 @@ public sealed class RouteManagerTests
         var os = new RecordingRouteOs(); // ip_forward was 0
         var nft = new FakeNftables();
         var conntrack = new FakeConntrack();
-        var manager = new RouteManager(new FakeIface(), os, nft, NullLogger.Instance, conntrack: conntrack);
+        var manager = new RouteManager(new RouteIface(), os, nft, NullLogger.Instance, conntrack: conntrack);
         var map = Map(Route("lan", "10.77.0.0/24", Self));
         map.FirewallRules.Add(new FirewallRule { RuleId = "p1", PeerIp = "100.64.0.5/32", Direction = "in", Action = "accept", Protocol = "tcp", Destination = "10.77.0.0/24" });
         await manager.ApplyAsync(RoutePlan.From(map, Self, Overlay), [], default);
@@ -234,7 +234,7 @@ public sealed class RouteManagerTests
     {
         var os = new RecordingRouteOs();
         os.Sysctls["net.ipv4.ip_forward"] = "1";
-        var manager = new RouteManager(new FakeIface(), os, new FakeNftables(), NullLogger.Instance);
+        var manager = new RouteManager(new RouteIface(), os, new FakeNftables(), NullLogger.Instance);
         await manager.ApplyAsync(RoutePlan.From(Map(Route("lan", "10.77.0.0/24", Self)), Self, Overlay), [], default);
         await manager.CleanupAsync(default);
         Assert.Equal("1", os.Sysctls["net.ipv4.ip_forward"]);
@@ -246,7 +246,7 @@ public sealed class RouteManagerTests
     {
         var os = new RecordingRouteOs();
         os.Foreign.Add("10.9.0.0/24 dev mdl0");
-        var manager = new RouteManager(new FakeIface(), os, new FakeNftables(), NullLogger.Instance);
+        var manager = new RouteManager(new RouteIface(), os, new FakeNftables(), NullLogger.Instance);
         var map = Map(
             Route("lan-b", "10.1.0.0/24", RouterB, metric: 10),
             Route("lan-a", "10.1.0.0/24", RouterA, metric: 5, masquerade: false),
@@ -284,7 +284,7 @@ public sealed class RouteManagerTests
     {
         var os = new RecordingRouteOs();
         var nft = new FakeNftables { RefuseWith = "Operation not supported" }; // as when the nf_tables module is missing
-        var manager = new RouteManager(new FakeIface(), os, nft, NullLogger.Instance, new RouteManagerOptions(51820));
+        var manager = new RouteManager(new RouteIface(), os, nft, NullLogger.Instance, new RouteManagerOptions(51820));
         var plan = RoutePlan.From(Map(Route("exit", "0.0.0.0/0", RouterA), Route("mine", "192.168.9.0/24", Self)), Self, Overlay);
         await manager.ApplyAsync(plan, ["198.51.100.7"], default);
 
@@ -354,42 +354,4 @@ public sealed class RouteManagerTests
     private static Route Route(string name, string network, WgKey peer, int metric = 9999, bool masquerade = true) => RouteMaps.Route(name, network, peer, metric, masquerade);
 
     private static RemotePeerInfo Peer(WgKey key, string allowed) => new(key, "p", allowed.Split('/')[0], [IPNetwork.Parse(allowed)], null);
-
-    private sealed class FakeIface : IWgIface
-    {
-        public string Name => "mdl0";
-
-        public WgInterfaceMode Mode => WgInterfaceMode.Userspace;
-
-        public IPNetwork Address => Overlay;
-
-        public IPAddress OverlayIp => IPAddress.Parse("100.64.0.1");
-
-        public int Mtu => 1280;
-
-        public int ListenPort => 51820;
-
-        public WgKey PublicKey => Self;
-
-        public IWgBindHook? BindHook => null;
-
-        public ValueTask CreateAsync(CancellationToken cancellationToken) => ValueTask.CompletedTask;
-
-        public ValueTask UpAsync(CancellationToken cancellationToken) => ValueTask.CompletedTask;
-
-        public ValueTask CloseAsync(CancellationToken cancellationToken) => ValueTask.CompletedTask;
-
-        public ValueTask SetPeerAsync(WgPeerConfig peer, CancellationToken cancellationToken) => ValueTask.CompletedTask;
-
-        public ValueTask RemovePeerAsync(WgKey publicKey, CancellationToken cancellationToken) => ValueTask.CompletedTask;
-
-        public ValueTask UpdateEndpointAsync(WgKey publicKey, IPEndPoint endpoint, CancellationToken cancellationToken) => ValueTask.CompletedTask;
-
-        public ValueTask SetFwmarkAsync(uint mark, CancellationToken cancellationToken) => ValueTask.CompletedTask;
-
-        public ValueTask<IReadOnlyDictionary<WgKey, WgPeerStats>> GetStatsAsync(CancellationToken cancellationToken)
-            => ValueTask.FromResult<IReadOnlyDictionary<WgKey, WgPeerStats>>(new Dictionary<WgKey, WgPeerStats>());
-
-        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
-    }
 }

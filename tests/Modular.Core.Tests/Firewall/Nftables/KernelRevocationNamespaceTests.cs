@@ -80,7 +80,7 @@ public sealed class KernelRevocationNamespaceTests(ITestOutputHelper output)
         var (mesh, _) = RoutedTopology(peer, router, lan);
         var nft = new NamespaceNftables(router.Name);
         using var conntrack = InNamespace.Create(router.Name, () => new NetlinkConntrack());
-        var manager = new RouteManager(new VethIface(mesh), new NamespaceRouteOs(router.Name), nft, NullLogger.Instance, conntrack: conntrack);
+        var manager = new RouteManager(new RouteIface(mesh), new NamespaceRouteOs(router.Name), nft, NullLogger.Instance, conntrack: conntrack);
         using var echo = UdpEcho.Start(lan.Name, LanHostIp);
         using var flow = UdpFlow(peer.Name, ClientIp, LanHostIp);
         try
@@ -118,7 +118,7 @@ public sealed class KernelRevocationNamespaceTests(ITestOutputHelper output)
         using var router = NetworkNamespace.Create("kfwrtr");
         using var lan = NetworkNamespace.Create("kfwlan");
         var (mesh, _) = RoutedTopology(peer, router, lan); // forwarding on, as another program (or an earlier run) left it
-        var manager = new RouteManager(new VethIface(mesh), new NamespaceRouteOs(router.Name), new NamespaceNftables(router.Name), NullLogger.Instance);
+        var manager = new RouteManager(new RouteIface(mesh), new NamespaceRouteOs(router.Name), new NamespaceNftables(router.Name), NullLogger.Instance);
         using var echo = UdpEcho.Start(lan.Name, LanHostIp);
         using var flow = UdpFlow(peer.Name, ClientIp, LanHostIp);
         Assert.True(Echoes(flow), "without the agent the router forwards (the test's own check of the topology)");
@@ -133,7 +133,7 @@ public sealed class KernelRevocationNamespaceTests(ITestOutputHelper output)
 
             // The agent turns forwarding on to route, and back off when it routes nothing any more.
             router.Exec("sysctl -q -w net.ipv4.ip_forward=0");
-            var restarted = new RouteManager(new VethIface(mesh), new NamespaceRouteOs(router.Name), new NamespaceNftables(router.Name), NullLogger.Instance);
+            var restarted = new RouteManager(new RouteIface(mesh), new NamespaceRouteOs(router.Name), new NamespaceNftables(router.Name), NullLogger.Instance);
             await restarted.ApplyAsync(ServingLan(("echo", "udp", EchoPort)), [], CancellationToken.None);
             Assert.Equal("1", router.Exec("sysctl -n net.ipv4.ip_forward").Trim());
             Assert.True(Echoes(fresh), "routing the lan, the allowed flow is forwarded");
@@ -286,44 +286,5 @@ public sealed class KernelRevocationNamespaceTests(ITestOutputHelper output)
         public Task SetFwmarkAsync(IWgIface iface, uint mark, CancellationToken cancellationToken) => Task.CompletedTask;
 
         public Task<IReadOnlyList<IPAddress>> ResolveAsync(string host, CancellationToken cancellationToken) => Task.FromResult<IReadOnlyList<IPAddress>>([]);
-    }
-
-    /// <summary>The router's mesh-side veth, as the route manager sees an interface.</summary>
-    private sealed class VethIface(string name) : IWgIface
-    {
-        public string Name => name;
-
-        public WgInterfaceMode Mode => WgInterfaceMode.Kernel;
-
-        public IPNetwork Address => Overlay;
-
-        public IPAddress OverlayIp => IPAddress.Parse(HostIp);
-
-        public int Mtu => 1420;
-
-        public int ListenPort => 51820;
-
-        public WgKey PublicKey => RouteMaps.Self;
-
-        public IWgBindHook? BindHook => null;
-
-        public ValueTask CreateAsync(CancellationToken cancellationToken) => ValueTask.CompletedTask;
-
-        public ValueTask UpAsync(CancellationToken cancellationToken) => ValueTask.CompletedTask;
-
-        public ValueTask CloseAsync(CancellationToken cancellationToken) => ValueTask.CompletedTask;
-
-        public ValueTask SetPeerAsync(WgPeerConfig peer, CancellationToken cancellationToken) => ValueTask.CompletedTask;
-
-        public ValueTask RemovePeerAsync(WgKey publicKey, CancellationToken cancellationToken) => ValueTask.CompletedTask;
-
-        public ValueTask UpdateEndpointAsync(WgKey publicKey, IPEndPoint endpoint, CancellationToken cancellationToken) => ValueTask.CompletedTask;
-
-        public ValueTask SetFwmarkAsync(uint mark, CancellationToken cancellationToken) => ValueTask.CompletedTask;
-
-        public ValueTask<IReadOnlyDictionary<WgKey, WgPeerStats>> GetStatsAsync(CancellationToken cancellationToken)
-            => ValueTask.FromResult<IReadOnlyDictionary<WgKey, WgPeerStats>>(new Dictionary<WgKey, WgPeerStats>());
-
-        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
     }
 }
