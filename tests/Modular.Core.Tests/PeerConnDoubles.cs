@@ -188,22 +188,52 @@ internal sealed class LoopbackSignaling : IPeerSignaling
     }
 }
 
-/// <summary>Paths where a test decides which remote candidates answer checks.</summary>
+/// <summary>
+/// Paths where a test decides which remote candidates answer checks. Linked to the peer's paths (<see cref="Peer"/>),
+/// a check that passes also reaches the peer as a valid check, when the peer answers checks for those credentials (as
+/// an <see cref="IceAgent"/> tells its registration where a verified check came from).
+/// </summary>
 internal sealed class ScriptedPaths(params IceCandidate[] local) : IPeerPaths
 {
+    private readonly ConcurrentDictionary<string, Action<IPEndPoint, string>> _registered = new();
+
+    private int _unanswered;
+
     public ConcurrentDictionary<IPEndPoint, bool> Reachable { get; } = new();
 
     public int Checks;
 
+    /// <summary>The peer's paths, which hear this side's passing checks; null: nobody hears them.</summary>
+    public ScriptedPaths? Peer { get; set; }
+
+    /// <summary>
+    /// The next this many checks go unanswered even towards a reachable candidate (a check window that ended early,
+    /// or checks sent before the peer answered for its credentials).
+    /// </summary>
+    public int Unanswered
+    {
+        get => Volatile.Read(ref _unanswered);
+        set => Volatile.Write(ref _unanswered, value);
+    }
+
     public IReadOnlyList<IceCandidate> LocalCandidates => local;
 
-    public IDisposable Register(IceCredentials local, Action<IPEndPoint, string> onValidCheck) => new Nothing();
+    public IDisposable Register(IceCredentials local, Action<IPEndPoint, string> onValidCheck)
+    {
+        _registered[local.Ufrag] = onValidCheck;
+        return new Registration(() => _registered.TryRemove(new KeyValuePair<string, Action<IPEndPoint, string>>(local.Ufrag, onValidCheck)));
+    }
 
     public async Task<CheckResult?> CheckAsync(IPEndPoint remote, IceCredentials local, IceCredentials remoteCredentials, TimeSpan timeout, TimeSpan interval, CancellationToken cancellationToken)
     {
         Interlocked.Increment(ref Checks);
-        if (Reachable.ContainsKey(remote))
+        if (!TakeUnanswered() && Reachable.ContainsKey(remote))
         {
+            if (Peer?._registered.TryGetValue(remoteCredentials.Ufrag, out var onValidCheck) == true)
+            {
+                onValidCheck(LocalCandidates.Count > 0 ? LocalCandidates[0].Endpoint : remote, local.Ufrag);
+            }
+
             return new CheckResult(remote, TimeSpan.FromMilliseconds(1.5));
         }
 
@@ -213,11 +243,27 @@ internal sealed class ScriptedPaths(params IceCandidate[] local) : IPeerPaths
 
     public IPEndPoint WireGuardEndpointFor(IPEndPoint checkedRemote) => checkedRemote;
 
-    private sealed class Nothing : IDisposable
+    /// <summary>True (and one fewer left) while <see cref="Unanswered"/> checks remain.</summary>
+    private bool TakeUnanswered()
     {
-        public void Dispose()
+        while (true)
         {
+            var left = Volatile.Read(ref _unanswered);
+            if (left <= 0)
+            {
+                return false;
+            }
+
+            if (Interlocked.CompareExchange(ref _unanswered, left - 1, left) == left)
+            {
+                return true;
+            }
         }
+    }
+
+    private sealed class Registration(Action dispose) : IDisposable
+    {
+        public void Dispose() => dispose();
     }
 }
 
@@ -305,6 +351,8 @@ internal sealed class ConnPair : IAsyncDisposable
         IfaceB = new RecordingWgIface { Time = timeB };
         PathsA = new ScriptedPaths(new IceCandidate(CandidateType.Host, AHost));
         PathsB = new ScriptedPaths(new IceCandidate(CandidateType.Host, BHost));
+        PathsA.Peer = PathsB;
+        PathsB.Peer = PathsA;
         RelayA = new FakeRelay();
         RelayB = new FakeRelay();
         var signalFromA = new LoopbackSignaling();

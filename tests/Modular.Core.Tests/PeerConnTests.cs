@@ -61,6 +61,44 @@ public sealed class PeerConnTests
     }
 
     [Fact]
+    public async Task Both_sides_of_a_reconnect_agree_on_the_path_the_side_whose_checks_failed_goes_direct_when_the_peers_check_arrives()
+    {
+        // Issue 13: each side checks on its own, so one side's checks can pass (P2P) while the other's fail (relayed;
+        // here B's check window ends before an answer). The relayed side must not wait for its periodic recheck: the
+        // peer's valid check for this session is proof the direct path works, and both must end on it.
+        var recheck = TimeSpan.FromSeconds(30);
+        var clock = NewClock();
+        await using var pair = new ConnPair(Fast with { DirectRecheckInterval = recheck }, clock);
+        pair.MakeDirectPathWork();
+        pair.PathsB.Unanswered = 1; // B's first check goes unanswered: B falls back to the relay; A's pass
+        var opened = clock.GetUtcNow();
+        await pair.OpenBothAsync();
+
+        // Well before the periodic recheck: a third of its interval on the connections' clock.
+        static bool Agree(ConnPair p) => p.AtoB.ConnectionType == ConnectionType.P2P && p.BtoA.ConnectionType == ConnectionType.P2P
+            && p.AtoB.State == PeerConnectionState.Connected && p.BtoA.State == PeerConnectionState.Connected && p.RelayB.Proxies.All(x => x.Closed);
+        await ConnPair.WaitForAsync(
+            () =>
+            {
+                if (Agree(pair) || clock.GetUtcNow() - opened >= recheck / 3)
+                {
+                    return true;
+                }
+
+                clock.Advance(TimeSpan.FromMilliseconds(20));
+                return false;
+            },
+            "both sides on one path, or the bound passed",
+            seconds: 60);
+
+        Assert.True(Agree(pair), $"both P2P within {(recheck / 3).TotalSeconds} s: A {pair.AtoB.ConnectionType} {pair.AtoB.State}, B {pair.BtoA.ConnectionType} {pair.BtoA.State}");
+        Assert.True(Assert.Single(pair.RelayB.Proxies).Closed); // B did fall back to the relay first, and left it
+        Assert.Empty(pair.RelayA.Proxies);
+        Assert.Equal(ConnPair.BHost, pair.IfaceA.Peers[pair.AtoB.PublicKey].Endpoint);
+        Assert.Equal(ConnPair.AHost, pair.IfaceB.Peers[pair.BtoA.PublicKey].Endpoint);
+    }
+
+    [Fact]
     public async Task Force_relay_skips_direct_checks_even_when_a_direct_path_works()
     {
         await using var pair = new ConnPair(Fast with { ForceRelay = true }, NewClock());

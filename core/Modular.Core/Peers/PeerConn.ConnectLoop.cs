@@ -116,6 +116,15 @@ public sealed partial class PeerConn
 
                 stats = _stats;
                 watch = watch with { Connection = _state, Type = _type };
+
+                // Each side checks on its own, so the peer's checks can pass (it went P2P, its WireGuard sending to
+                // our address, never to the relay) while ours failed (a check window that ended early, checks sent
+                // before the peer answered for its credentials). Its valid check for this session proves the direct
+                // path: a relayed side tries it now, not at the periodic recheck (the two would disagree until then).
+                if (_type == Abstractions.Peers.ConnectionType.Relayed && _session.TakePeerCheckedDirect())
+                {
+                    watch = watch with { LastDirectTry = now - _options.Recheck };
+                }
             }
 
             watch = await ActOnLivenessAsync(now, stats, watch, cancellationToken);

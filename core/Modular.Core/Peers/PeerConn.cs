@@ -14,7 +14,8 @@ namespace Modular.Core.Peers;
 /// answer), run connectivity checks towards the peer's candidates and set WireGuard's endpoint to the
 /// first pair that answers (P2P); when none does (or force_relay), bind at the relay and point
 /// WireGuard at a proxy (Relayed). Connected means WireGuard completed a handshake over that path;
-/// while relayed, direct paths are tried again periodically; a handshake that goes stale reconnects.
+/// while relayed, direct paths are tried again periodically, and at once when a valid check of the peer arrives (its
+/// checks passed: it went P2P, and both sides must end on one path); a handshake that goes stale reconnects.
 /// Close tears down the WireGuard peer and the proxy and returns to Idle; it can be opened again.
 /// Park (lazy connections) returns to Idle too but leaves the peer in WireGuard with a stand-in endpoint, so traffic
 /// for it waits there, staged, until it is opened again.

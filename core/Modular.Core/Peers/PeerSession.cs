@@ -43,6 +43,7 @@ internal sealed class PeerSession
     private bool _remoteLeaving; // the peer said goodbye to this session
     private IReadOnlyList<IceCandidate> _remoteCandidates = [];
     private IPEndPoint? _peerReflexive; // where the peer's valid checks came from
+    private bool _peerCheckedDirect; // a valid check of the peer for this session arrived since last taken
 
     /// <param name="stateLock">The owner's state lock; this session's fields are guarded by it.</param>
     /// <param name="wake">Wakes the owner's connect loop (called outside the lock).</param>
@@ -96,6 +97,7 @@ internal sealed class PeerSession
         {
             _remoteRestarted = false;
             _remoteLeaving = false;
+            _peerCheckedDirect = false;
             return _local!;
         }
     }
@@ -270,15 +272,36 @@ internal sealed class PeerSession
         await _signaling.SendAsync(_publicKey, body, cancellationToken);
     }
 
-    /// <summary>A check that passed on this side's credentials (see <see cref="IPeerPaths.Register"/>).</summary>
+    /// <summary>
+    /// A check that passed on this side's credentials (see <see cref="IPeerPaths.Register"/>). Only the peer holds them,
+    /// so it is the peer's check for this session (unless it names another session of the peer): proof the peer reaches
+    /// this side directly. The connect loop is woken: a relayed side tries the direct path at once (see
+    /// <see cref="TakePeerCheckedDirect"/>), so both sides end on one path.
+    /// </summary>
     public void OnValidCheck(IPEndPoint from, string senderUfrag)
     {
         lock (_lock)
         {
-            if (_remote is null || string.Equals(_remote.Ufrag, senderUfrag, StringComparison.Ordinal))
+            if (_remote is not null && !string.Equals(_remote.Ufrag, senderUfrag, StringComparison.Ordinal))
             {
-                _peerReflexive = from;
+                return; // an older session of the peer
             }
+
+            _peerReflexive = from;
+            _peerCheckedDirect = true;
+        }
+
+        _wake();
+    }
+
+    /// <summary>True once per valid check of the peer for this session (see <see cref="OnValidCheck"/>) since last asked.</summary>
+    public bool TakePeerCheckedDirect()
+    {
+        lock (_lock)
+        {
+            var taken = _peerCheckedDirect;
+            _peerCheckedDirect = false;
+            return taken;
         }
     }
 
@@ -316,5 +339,6 @@ internal sealed class PeerSession
         _remote = null;
         _remoteCandidates = [];
         _peerReflexive = null;
+        _peerCheckedDirect = false;
     }
 }
