@@ -170,6 +170,15 @@ public sealed record NetflowConfig
     public bool CollectExitNode { get; init; }
 
     public string IpfixCollector { get; init; } = "";
+
+    /// <summary>
+    /// The flow-sink plugins (<c>IFlowSinkFactory</c> names) that receive the flow events, in order; each gets its
+    /// <c>[plugins.NAME]</c> section. The default is this one instance, so configs that leave the key out compare equal.
+    /// </summary>
+    public IReadOnlyList<string> Sinks { get; init; } = DefaultSinks;
+
+    /// <summary><c>["netflow"]</c>: the built-in plugin.</summary>
+    public static readonly IReadOnlyList<string> DefaultSinks = ["netflow"];
 }
 
 /// <summary>

@@ -68,6 +68,53 @@ public static class AgentConfigLoader
         throw new ConfigException(config.SourcePath, at.Line, at.Column, "proxy.kind", problem);
     }
 
+    /// <summary>
+    /// While flow logging is on, every name in <c>[netflow] sinks</c> must be a loaded flow-sink plugin: an unknown one
+    /// fails at that key, listing the available ones (as <see cref="ValidatePluginNames"/> does for <c>proxy.kind</c>).
+    /// </summary>
+    public static void ValidateFlowSinkNames(AgentConfig config, IReadOnlyCollection<string> availableSinkNames)
+    {
+        foreach (var name in config.Netflow.Sinks)
+        {
+            if (availableSinkNames.Contains(name, StringComparer.Ordinal))
+            {
+                continue;
+            }
+
+            config.Positions.TryGetValue("netflow.sinks", out var at);
+            var available = availableSinkNames.Count == 0 ? "(none)" : string.Join(", ", availableSinkNames.Order(StringComparer.Ordinal));
+            var problem = $"unknown flow-sink plugin \"{name}\"; available: {available}";
+            if (ConfigSection.Suggest(name, availableSinkNames) is { } suggestion)
+            {
+                problem += $"; did you mean \"{suggestion}\"?";
+            }
+
+            throw new ConfigException(config.SourcePath, at.Line, at.Column, "netflow.sinks", problem);
+        }
+    }
+
+    // Absent: the built-in sink. Written: at least one name, none twice (a sink gets each event once).
+    private static IReadOnlyList<string> ReadSinks(ConfigSection netflow)
+    {
+        if (netflow.Raw("sinks") is not { } node)
+        {
+            return NetflowConfig.DefaultSinks;
+        }
+
+        var sinks = netflow.StringList("sinks");
+        if (sinks.Count == 0)
+        {
+            throw netflow.Error(node, "sinks", "expected at least one flow-sink plugin name (turn flow logging off with enabled = false)");
+        }
+
+        if (sinks.GroupBy(s => s, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1) is { } twice)
+        {
+            throw netflow.Error(node, "sinks", $"\"{twice.Key}\" is listed twice");
+        }
+
+        return sinks;
+    }
+
     private static AgentConfig Bind(TomlNode root, string file)
     {
         var top = new ConfigSection(root, "", file);
@@ -137,6 +184,7 @@ public static class AgentConfigLoader
             CollectDns = netflow.Bool("collect_dns", false),
             CollectExitNode = netflow.Bool("collect_exit_node", false),
             IpfixCollector = netflow.String("ipfix_collector", "", v => v.Length == 0 ? null : ValidateHostPort(v), "\"host:port\" or \"\""),
+            Sinks = ReadSinks(netflow),
         };
         netflow.RejectUnknownKeys();
 

@@ -21,7 +21,7 @@ public static class NotBuiltYet
     public static readonly ImmutableSortedDictionary<string, string> Reasons = new Dictionary<string, string>
     {
         ["metrics"] = "not built yet: nothing listens for Prometheus",
-        ["netflow"] = "not built yet: no flow is recorded",
+        ["netflow"] = "not built yet: nothing ships flows to the server or exports them (only the userspace firewall records them, into the agent's sinks)",
         ["rosenpass"] = "not built yet: no post-quantum key exchange happens",
     }.ToImmutableSortedDictionary(StringComparer.Ordinal);
 
@@ -43,7 +43,7 @@ public static class NotBuiltYet
 
     /// <summary>
     /// One line per row whose key is written in the file and asks for something, e.g.
-    /// "agent.toml:12:11: netflow.enabled: accepted, but not built yet: no flow is recorded; it has no effect".
+    /// "agent.toml:12:11: rosenpass.enabled: accepted, but not built yet: no post-quantum key exchange happens; it has no effect".
     /// A default that asks for a feature (metrics) is not warned about: nobody wrote it, and status shows it; nor is a
     /// key written to say "off" (<c>enabled = false</c>, <c>listen = ""</c>), which is true already.
     /// </summary>

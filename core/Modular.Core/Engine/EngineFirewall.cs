@@ -1,5 +1,6 @@
 using System.Collections.Immutable;
 using Microsoft.Extensions.Logging;
+using Modular.Abstractions.Flows;
 using Modular.Abstractions.WireGuard;
 using Modular.Control.Management;
 using Modular.Core.Firewall;
@@ -39,6 +40,9 @@ public sealed class EngineFirewall : IAsyncDisposable
     private readonly ITimer _statusTimer;
     private NetlinkConntrack? _ownedConntrack;
 
+    // Set once by AttachAsync before the firewall is returned; disposed after the firewall.
+    private IFlowSink? _flowSink;
+
     // No locks. Written by ApplyAsync (the engine calls it with its apply gate held), read by status: Volatile.
     private int _userspaceRules;
     private HashSet<string> _userspaceDropRuleIds = [];
@@ -77,6 +81,11 @@ public sealed class EngineFirewall : IAsyncDisposable
     /// Sets up enforcement for <paramref name="iface"/> before it is created: the packet filter of a userspace
     /// interface, else the nftables table (default drop, replacing a stale one of a crashed run). A table nft
     /// refuses is logged and shown in status; the agent goes on.
+    /// <para>
+    /// <paramref name="flowSink"/> receives the userspace firewall's flow events (Start/End/Drop); nftables mode records
+    /// no flows yet and never calls it. The caller owns it until this returns; from then on the firewall does and
+    /// disposes it last, after the packet filter.
+    /// </para>
     /// </summary>
     public static async Task<EngineFirewall> AttachAsync(
         IWgIface iface,
@@ -86,6 +95,7 @@ public sealed class EngineFirewall : IAsyncDisposable
         FirewallOptions? options = null,
         INftables? nftables = null,
         IConntrack? conntrack = null,
+        IFlowSink? flowSink = null,
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(iface);
@@ -96,7 +106,7 @@ public sealed class EngineFirewall : IAsyncDisposable
         EngineFirewall attached;
         if (iface is UserspaceWgIface userspace)
         {
-            var firewall = new StatefulFirewall(options, time);
+            var firewall = new StatefulFirewall(options, time, flowSink);
             userspace.PacketFilter = firewall;
             attached = new EngineFirewall(firewall, null, recorder, logger, time) { _ownedConntrack = owned, Conntrack = conntrack };
             attached.RefreshHostAddresses();
@@ -117,6 +127,7 @@ public sealed class EngineFirewall : IAsyncDisposable
             }
         }
 
+        attached._flowSink = flowSink;
         recorder?.SetFirewall(attached.Status);
         return attached;
     }
@@ -231,6 +242,19 @@ public sealed class EngineFirewall : IAsyncDisposable
         }
 
         _ownedConntrack?.Dispose();
+        if (_flowSink is not null)
+        {
+            try
+            {
+                await _flowSink.DisposeAsync();
+            }
+#pragma warning disable CA1031 // A plugin's failure to close must not stop the rest of the engine from closing.
+            catch (Exception e)
+#pragma warning restore CA1031
+            {
+                _logger.LogWarning("Closing the flow sinks failed: {Problem}", e.Message);
+            }
+        }
     }
 
     private FirewallStatus UserspaceStatus()

@@ -1,4 +1,5 @@
 using Modular.Abstractions.Config;
+using Modular.Abstractions.Flows;
 using Modular.Abstractions.Proxy;
 using Modular.Abstractions.WireGuard;
 using Modular.Core.Config;
@@ -33,4 +34,7 @@ public sealed record EngineOptions(
     /// does; null serves none. Kernel mode ignores it (wireguard-go serves its own).
     /// </summary>
     public string? UapiDirectory { get; init; } = Modular.WireGuard.Uapi.UapiServer.DefaultDirectory;
+
+    /// <summary>Loaded flow-sink plugins by name; the engine creates those <c>[netflow] sinks</c> names while flow logging is on.</summary>
+    public IReadOnlyDictionary<string, IFlowSinkFactory> FlowSinkFactories { get; init; } = new Dictionary<string, IFlowSinkFactory>(StringComparer.Ordinal);
 }

@@ -21,6 +21,12 @@ internal sealed class FlowEntry(Guid flowId, FlowKey key, RuleDirection directio
     /// <summary>The network resource the connection goes to (set only when flow events are emitted).</summary>
     public string? ResourceId { get; init; }
 
+    /// <summary>ICMP/ICMPv6: the type and code of the packet that opened it (an echo request); 0 otherwise.</summary>
+    public byte IcmpType { get; init; }
+
+    /// <inheritdoc cref="IcmpType"/>
+    public byte IcmpCode { get; init; }
+
     public ConnectionState State { get; set; }
 
     /// <summary>Which sides of a TCP connection have sent FIN.</summary>

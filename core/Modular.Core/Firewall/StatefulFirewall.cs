@@ -326,6 +326,8 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         var entry = new FlowEntry(Guid.NewGuid(), key, direction, ruleId)
         {
             ResourceId = _events.Enabled ? Volatile.Read(ref _resources).Find(header.Destination) : null,
+            IcmpType = header.IsIcmp ? header.IcmpType : (byte)0,
+            IcmpCode = header.IsIcmp ? header.IcmpCode : (byte)0,
             LastSeen = nowTicks,
             OriginalPackets = 1,
             OriginalBytes = (ulong)header.Length,

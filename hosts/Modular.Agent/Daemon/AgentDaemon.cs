@@ -1,6 +1,7 @@
 using System.Reflection;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Modular.Abstractions.Config;
+using Modular.Abstractions.Flows;
 using Modular.Abstractions.Proxy;
 using Modular.Agent.Cli;
 using Modular.Agent.Ui;
@@ -185,6 +186,7 @@ internal static class AgentDaemon
                     config.Hostname.Length > 0 ? config.Hostname : Environment.MachineName)
                 {
                     Switches = switches,
+                    FlowSinkFactories = catalog.All<IFlowSinkFactory>().ToDictionary(p => p.Name, p => p.Factory, StringComparer.Ordinal),
                 },
                 recorder,
                 loggerFactory,

@@ -1,3 +1,4 @@
+using Modular.Abstractions.Flows;
 using Modular.Abstractions.Proxy;
 using Modular.Composition;
 using Modular.Core.Config;
@@ -27,7 +28,13 @@ internal static class PluginSelection
 
         if (config.Netflow.Enabled.Value == true)
         {
-            RequireLoaded(config, catalog, "netflow", "netflow.enabled");
+            // Each sink named: a present plugin that failed says why; a missing one lists the available sinks.
+            foreach (var sink in config.Netflow.Sinks)
+            {
+                ThrowIfFailed(config, catalog, sink, config.Positions.ContainsKey("netflow.sinks") ? "netflow.sinks" : "netflow.enabled");
+            }
+
+            AgentConfigLoader.ValidateFlowSinkNames(config, catalog.NamesOf<IFlowSinkFactory>());
         }
     }
 

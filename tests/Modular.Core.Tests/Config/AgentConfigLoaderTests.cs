@@ -450,6 +450,37 @@ public sealed class AgentConfigLoaderTests
     }
 
     [Fact]
+    public void Netflow_sinks_default_to_the_built_in_plugin_and_take_a_list()
+    {
+        Assert.Equal(["netflow"], Parse("management_url = \"https://m.example\"\n").Netflow.Sinks);
+        Assert.Equal(["netflow", "jsonlines"], Parse("management_url = \"https://m.example\"\n[netflow]\nsinks = [\"netflow\", \"jsonlines\"]\n").Netflow.Sinks);
+    }
+
+    [Theory]
+    [InlineData("sinks = \"netflow\"", "expected an array of strings, got a string")]
+    [InlineData("sinks = []", "expected at least one flow-sink plugin name (turn flow logging off with enabled = false)")]
+    [InlineData("sinks = [\"netflow\", \"netflow\"]", "\"netflow\" is listed twice")]
+    public void Bad_netflow_sinks_are_refused_at_the_key(string line, string problem)
+    {
+        var ex = ParseFails("management_url = \"https://m.example\"\n[netflow]\n" + line + "\n");
+        Assert.Equal("netflow.sinks", ex.Key);
+        Assert.Equal(3, ex.Line);
+        Assert.Equal(problem, ex.Problem);
+    }
+
+    [Fact]
+    public void An_unknown_flow_sink_lists_the_available_ones_and_cites_netflow_sinks()
+    {
+        var config = Parse("management_url = \"https://m.example\"\n[netflow]\nenabled = true\nsinks = [\"netflow\", \"jsonline\"]\n");
+        var ex = Assert.Throws<ConfigException>(() => AgentConfigLoader.ValidateFlowSinkNames(config, ["netflow", "jsonlines"]));
+        Assert.Equal("netflow.sinks", ex.Key);
+        Assert.Equal(4, ex.Line);
+        Assert.Equal("unknown flow-sink plugin \"jsonline\"; available: jsonlines, netflow; did you mean \"jsonlines\"?", ex.Problem);
+
+        AgentConfigLoader.ValidateFlowSinkNames(config with { Netflow = config.Netflow with { Sinks = ["netflow", "jsonlines"] } }, ["netflow", "jsonlines"]);
+    }
+
+    [Fact]
     public void Known_plugin_names_and_auto_pass_validation()
     {
         var config = Parse("management_url = \"https://m.example\"\nproxy = { kind = \"thirdparty\" }\n");

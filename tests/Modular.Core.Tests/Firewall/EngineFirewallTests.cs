@@ -50,6 +50,29 @@ public sealed class EngineFirewallTests
     }
 
     [Fact]
+    public async Task A_userspace_firewall_reports_its_flows_to_the_sink_and_closes_it_last()
+    {
+        var iface = NewUserspace();
+        var sink = new RecordingSink();
+        var engineFirewall = await EngineFirewall.AttachAsync(iface, _time, NullLogger.Instance, flowSink: sink);
+        await engineFirewall.ApplyAsync(MapAllowingTcp80(1));
+
+        Assert.True(iface.PacketFilter!.AllowInbound(Tcp(Peer, 40000, Self, 80, TcpFlags.Syn)));
+        Assert.False(iface.PacketFilter.AllowInbound(Tcp(Peer, 40001, Self, 22, TcpFlags.Syn)));
+
+        var start = Assert.Single(sink.Events, e => e.Type == Modular.Abstractions.Flows.FlowEventType.Start);
+        Assert.Equal("web", start.RuleId);
+        Assert.Equal(IPAddress.Parse(Peer), start.SourceAddress);
+        Assert.Equal(80, start.DestinationPort);
+        var drop = Assert.Single(sink.Events, e => e.Type == Modular.Abstractions.Flows.FlowEventType.Drop);
+        Assert.Equal(22, drop.DestinationPort);
+        Assert.Equal(0, sink.Disposals);
+
+        await engineFirewall.DisposeAsync();
+        Assert.Equal(1, sink.Disposals);
+    }
+
+    [Fact]
     public async Task Before_any_map_inbound_traffic_is_dropped()
     {
         var iface = NewUserspace();

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using Microsoft.Extensions.Time.Testing;
 using Modular.Abstractions.Flows;
 using Modular.Core.Firewall;
@@ -346,6 +345,47 @@ public sealed class StatefulFirewallTests : IDisposable
         Assert.Equal(0, firewall.SinkFailures);
     }
 
+    [Theory]
+    [InlineData(Local, Remote, IpProtocol.Icmp, 8, 20)]
+    [InlineData("fd00::2", "fd00::1", IpProtocol.IcmpV6, 128, 40)]
+    public void Icmp_flow_events_carry_the_type_and_code_of_the_packet(string source, string destination, byte protocol, byte type, int icmpOffset)
+    {
+        // An echo request with an unusual code: the events must report what the packet said, not a fixed echo.
+        var request = Echo(source, destination, 21, reply: false);
+        request[icmpOffset + 1] = 3;
+        Assert.True(_firewall.AllowOutbound(request));
+        Assert.True(_firewall.AllowInbound(Echo(destination, source, 21, reply: true)));
+        _time.Advance(TimeSpan.FromMinutes(5));
+        _firewall.SweepExpired();
+
+        var start = Assert.Single(_sink.Events, e => e.Type == FlowEventType.Start);
+        var end = Assert.Single(_sink.Events, e => e.Type == FlowEventType.End);
+        foreach (var e in new[] { start, end })
+        {
+            Assert.Equal(protocol, e.Protocol);
+            Assert.Equal(type, e.IcmpType);
+            Assert.Equal(3, e.IcmpCode);
+            Assert.Equal(0, e.SourcePort);
+            Assert.Equal(0, e.DestinationPort);
+        }
+
+        Assert.Equal(1UL, end.TxPackets);
+        Assert.Equal(1UL, end.RxPackets);
+    }
+
+    [Fact]
+    public void A_refused_icmp_message_gives_a_drop_event_with_its_own_type_and_code()
+    {
+        // Destination unreachable (3), host unreachable (1), about nothing tracked: no rule allows it inbound.
+        Assert.False(_firewall.AllowInbound(Ip(Remote, Local, IpProtocol.Icmp, [3, 1, 0, 0, 0, 0, 0, 0])));
+
+        var drop = Assert.Single(_sink.Events);
+        Assert.Equal(FlowEventType.Drop, drop.Type);
+        Assert.Equal(3, drop.IcmpType);
+        Assert.Equal(1, drop.IcmpCode);
+        Assert.Null(drop.RuleId);
+    }
+
     [Fact]
     public void A_throwing_sink_never_breaks_the_packet_path()
     {
@@ -393,17 +433,6 @@ public sealed class StatefulFirewallTests : IDisposable
     }
 
     private FlowSnapshot Single() => Assert.Single(_firewall.SnapshotFlows());
-
-    private sealed class RecordingSink : IFlowSink
-    {
-        private readonly ConcurrentQueue<FlowEvent> _events = new();
-
-        public IReadOnlyList<FlowEvent> Events => [.. _events];
-
-        public void Emit(FlowEvent flowEvent) => _events.Enqueue(flowEvent);
-
-        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
-    }
 
     private sealed class ThrowingSink : IFlowSink
     {
