@@ -57,15 +57,7 @@ public static class AgentConfigLoader
             return;
         }
 
-        config.Positions.TryGetValue("proxy.kind", out var at);
-        var available = availableProxyNames.Count == 0 ? "(none)" : string.Join(", ", availableProxyNames.Order(StringComparer.Ordinal));
-        var problem = $"unknown plugin \"{kind}\"; available: auto, {available}";
-        if (ConfigSection.Suggest(kind, availableProxyNames) is { } suggestion)
-        {
-            problem += $"; did you mean \"{suggestion}\"?";
-        }
-
-        throw new ConfigException(config.SourcePath, at.Line, at.Column, "proxy.kind", problem);
+        throw UnknownPlugin(config, "proxy.kind", "plugin", kind, availableProxyNames, "auto, ");
     }
 
     /// <summary>
@@ -81,16 +73,25 @@ public static class AgentConfigLoader
                 continue;
             }
 
-            config.Positions.TryGetValue("netflow.sinks", out var at);
-            var available = availableSinkNames.Count == 0 ? "(none)" : string.Join(", ", availableSinkNames.Order(StringComparer.Ordinal));
-            var problem = $"unknown flow-sink plugin \"{name}\"; available: {available}";
-            if (ConfigSection.Suggest(name, availableSinkNames) is { } suggestion)
-            {
-                problem += $"; did you mean \"{suggestion}\"?";
-            }
-
-            throw new ConfigException(config.SourcePath, at.Line, at.Column, "netflow.sinks", problem);
+            throw UnknownPlugin(config, "netflow.sinks", "flow-sink plugin", name, availableSinkNames, "");
         }
+    }
+
+    /// <summary>
+    /// The error for a plugin name at <paramref name="key"/> that no loaded plugin has: cites the key's line and column,
+    /// lists the available names (after <paramref name="builtInChoices"/>, such as "auto, ") and suggests a near one.
+    /// </summary>
+    private static ConfigException UnknownPlugin(AgentConfig config, string key, string what, string name, IReadOnlyCollection<string> availableNames, string builtInChoices)
+    {
+        config.Positions.TryGetValue(key, out var at);
+        var available = availableNames.Count == 0 ? "(none)" : string.Join(", ", availableNames.Order(StringComparer.Ordinal));
+        var problem = $"unknown {what} \"{name}\"; available: {builtInChoices}{available}";
+        if (ConfigSection.Suggest(name, availableNames) is { } suggestion)
+        {
+            problem += $"; did you mean \"{suggestion}\"?";
+        }
+
+        return new ConfigException(config.SourcePath, at.Line, at.Column, key, problem);
     }
 
     // Absent: the built-in sink. Written: at least one name, none twice (a sink gets each event once).
