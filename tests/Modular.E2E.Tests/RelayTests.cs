@@ -18,24 +18,9 @@ public sealed class RelayTests(ITestOutputHelper output)
     {
         MeshRig.RequirePrerequisites();
         using var rig = new MeshRig(output, "r");
-        rig.StartServer();
-        var key = rig.CreateSetupKey();
-        var natted = rig.AddAgentBehindNat("n1");
-        var walled = rig.AddAgent("f1");
-        walled.BlockUdpWith(natted.PublicIp);
-        natted.WriteConfig(key, "[proxy]\nkind = \"udp\"");
-        walled.WriteConfig(key, "[proxy]\nkind = \"udp\"");
-        natted.Start();
-        walled.Start();
-        string[] names = ["n1", "f1"];
-
-        rig.WaitUntil(() => natted.IsConnected("f1", "Relayed") && walled.IsConnected("n1", "Relayed"), TimeSpan.FromSeconds(120),
-            "both Connected through the relay", () => MeshTests.Diagnostics(rig, names));
+        var (natted, walled, names) = StartRelayedPair(rig);
         var natIp = natted.OverlayIp!;
         var wallIp = walled.OverlayIp!;
-        // Bounded retries: one run in four lost the very first pings right after both reported Connected (see the report).
-        rig.WaitUntil(() => natted.Ping(wallIp, count: 2), TimeSpan.FromSeconds(30), "n1 -> f1 through the relay", () => MeshTests.Diagnostics(rig, names));
-        rig.WaitUntil(() => walled.Ping(natIp, count: 2), TimeSpan.FromSeconds(30), "f1 -> n1 through the relay", () => MeshTests.Diagnostics(rig, names));
         // Issue 13 item 7: these agents bind with the signed form (MAC under the per-token secret, plus a counter),
         // through the NAT too; the relay logs every session that uses the old, replayable form.
         Assert.DoesNotContain("old, unsigned Bind form", rig.ServerOutput, StringComparison.Ordinal);
@@ -61,24 +46,9 @@ public sealed class RelayTests(ITestOutputHelper output)
     {
         MeshRig.RequirePrerequisites();
         using var rig = new MeshRig(output, "rr");
-        rig.StartServer();
-        var key = rig.CreateSetupKey();
-        var natted = rig.AddAgentBehindNat("n1");
-        var walled = rig.AddAgent("f1");
-        walled.BlockUdpWith(natted.PublicIp);
-        natted.WriteConfig(key, "[proxy]\nkind = \"udp\"");
-        walled.WriteConfig(key, "[proxy]\nkind = \"udp\"");
-        natted.Start();
-        walled.Start();
-        string[] names = ["n1", "f1"];
-
-        rig.WaitUntil(() => natted.IsConnected("f1", "Relayed") && walled.IsConnected("n1", "Relayed"), TimeSpan.FromSeconds(120),
-            "both Connected through the relay", () => MeshTests.Diagnostics(rig, names));
+        var (natted, walled, names) = StartRelayedPair(rig);
         var natIp = natted.OverlayIp!;
         var wallIp = walled.OverlayIp!;
-        // Bounded retries, as above: the very first pings after Connected are sometimes lost.
-        rig.WaitUntil(() => natted.Ping(wallIp, count: 2), TimeSpan.FromSeconds(30), "n1 -> f1 through the relay", () => MeshTests.Diagnostics(rig, names));
-        rig.WaitUntil(() => walled.Ping(natIp, count: 2), TimeSpan.FromSeconds(30), "f1 -> n1 through the relay", () => MeshTests.Diagnostics(rig, names));
 
         // The agents rebind every 10 s (keepalive): one of those Binds is on the wire soon.
         var (bind, source) = CaptureSignedBind(rig.Server, TimeSpan.FromSeconds(40));
@@ -160,5 +130,32 @@ public sealed class RelayTests(ITestOutputHelper output)
         {
             throw new TimeoutException($"the relay did not answer a Bind within {timeout.TotalSeconds} s");
         }
+    }
+
+    /// <summary>
+    /// An agent behind NAT (n1) and one behind a UDP block (f1), both on the udp proxy, Connected through the relay and
+    /// pinging each other. Bounded ping retries: one run in four lost the very first pings right after both reported
+    /// Connected.
+    /// </summary>
+    private static (MeshRig.Agent Natted, MeshRig.Agent Walled, string[] Names) StartRelayedPair(MeshRig rig)
+    {
+        rig.StartServer();
+        var key = rig.CreateSetupKey();
+        var natted = rig.AddAgentBehindNat("n1");
+        var walled = rig.AddAgent("f1");
+        walled.BlockUdpWith(natted.PublicIp);
+        natted.WriteConfig(key, "[proxy]\nkind = \"udp\"");
+        walled.WriteConfig(key, "[proxy]\nkind = \"udp\"");
+        natted.Start();
+        walled.Start();
+        string[] names = ["n1", "f1"];
+
+        rig.WaitUntil(() => natted.IsConnected("f1", "Relayed") && walled.IsConnected("n1", "Relayed"), TimeSpan.FromSeconds(120),
+            "both Connected through the relay", () => MeshTests.Diagnostics(rig, names));
+        var natIp = natted.OverlayIp!;
+        var wallIp = walled.OverlayIp!;
+        rig.WaitUntil(() => natted.Ping(wallIp, count: 2), TimeSpan.FromSeconds(30), "n1 -> f1 through the relay", () => MeshTests.Diagnostics(rig, names));
+        rig.WaitUntil(() => walled.Ping(natIp, count: 2), TimeSpan.FromSeconds(30), "f1 -> n1 through the relay", () => MeshTests.Diagnostics(rig, names));
+        return (natted, walled, names);
     }
 }
