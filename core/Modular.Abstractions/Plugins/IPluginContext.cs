@@ -24,6 +24,12 @@ public interface IPluginContext
     /// <summary>Where the agent keeps state (keys are files with mode 0600).</summary>
     string StateDirectory { get; }
 
+    /// <summary>
+    /// Ships flow events to the management server's Flow API as this peer; null when the host has none (no
+    /// management connection, or a host older than contract 1.1). See <see cref="Flows.IFlowUploader"/>.
+    /// </summary>
+    Flows.IFlowUploader? FlowUploader => null;
+
     /// <summary>The host's other services, for what the contracts above do not cover.</summary>
     [Obsolete("Use the services this context names (Settings, LoggerFactory, Time, StateDirectory); new host services get a member of their own. Removed in contract 2.0.")]
     IServiceProvider Services { get; }
