@@ -20,19 +20,15 @@ public static class NotBuiltYet
     /// <summary>Why each feature is not available, by the name <c>features.unavailable</c> uses.</summary>
     public static readonly ImmutableSortedDictionary<string, string> Reasons = new Dictionary<string, string>
     {
+        ["ipfix"] = "not built yet: nothing exports flows as IPFIX",
         ["metrics"] = "not built yet: nothing listens for Prometheus",
-        ["netflow"] = "not built yet: nothing ships flows to the server or exports them (only the userspace firewall records them, into the agent's sinks)",
         ["rosenpass"] = "not built yet: no post-quantum key exchange happens",
     }.ToImmutableSortedDictionary(StringComparer.Ordinal);
 
     public static readonly IReadOnlyList<Row> Keys =
     [
         new("metrics.listen", "metrics", "\"127.0.0.1:9090\"", c => c.Metrics.Enabled),
-        new("netflow.enabled", "netflow", "true", c => c.Netflow.Enabled.Value == true),
-        new("netflow.collect_dns", "netflow", "true", c => c.Netflow.CollectDns),
-        new("netflow.collect_exit_node", "netflow", "true", c => c.Netflow.CollectExitNode),
-        new("netflow.ipfix_collector", "netflow", "\"collector.example:4739\"", c => c.Netflow.IpfixCollector.Length > 0),
-        new("plugins.netflow", "netflow", "{ capacity = 100 }", c => c.PluginSettings.ContainsKey("netflow")),
+        new("netflow.ipfix_collector", "ipfix", "\"collector.example:4739\"", c => c.Netflow.IpfixCollector.Length > 0),
         new("rosenpass.enabled", "rosenpass", "true", c => c.Rosenpass.Enabled.Value == true),
         new("rosenpass.permissive", "rosenpass", "true", c => c.Rosenpass.Permissive),
         new("plugins.rosenpass", "rosenpass", "{ port = 9999 }", c => c.PluginSettings.ContainsKey("rosenpass")),

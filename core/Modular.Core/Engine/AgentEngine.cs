@@ -41,6 +41,7 @@ public sealed class AgentEngine
     private readonly MapApplier _applier;
     private readonly SignalSession _signal;
     private readonly ReflexiveCandidateLoop _reflexive;
+    private readonly FlowSwitch _flows;
 
     // All of the interface's parts or none: set once, when every one of them was built (see EngineAssembly).
     private volatile EngineParts? _parts;
@@ -65,8 +66,15 @@ public sealed class AgentEngine
         // Every job logs as the engine, as before the split.
         _management = new ManagementSession(options, _identity, recorder, _logger, time, parts, seams);
         _signal = new SignalSession(options.Config, _identity, _management, parts, recorder, _logger, time);
-        _assembly = new EngineAssembly(options, _identity, _signal.Signaling, recorder, loggerFactory, _logger, time, seams);
-        _applier = new MapApplier(parts, _identity.PublicKey, options, seams, recorder, _logger, _management.ControlHosts);
+        var config = options.Config;
+        _flows = new FlowSwitch(
+            config,
+            options.FlowSinkFactories,
+            name => new EnginePluginContext(config.SettingsFor(name), loggerFactory, time, config.StateDir, options.Services),
+            config.Interface.Mode == WgInterfaceMode.Userspace,
+            _logger);
+        _assembly = new EngineAssembly(options, _identity, _signal.Signaling, recorder, loggerFactory, _logger, time, seams, _flows.Sink);
+        _applier = new MapApplier(parts, _identity.PublicKey, options, seams, recorder, _logger, _management.ControlHosts, _flows);
         _reflexive = new ReflexiveCandidateLoop(_management, parts, _logger, time);
     }
 
@@ -86,6 +94,18 @@ public sealed class AgentEngine
         var background = new List<Task>();
         try
         {
+            try
+            {
+                // A local "on" starts flow logging before any map: its sinks run (and status says so) with no traffic yet.
+                await _flows.ApplyAsync(null, stop.Token);
+                _recorder.UpdateFeatures(_ => FeatureStatusBuilder.Build(_options.Config, _options.Switches.LazyConnections, AccountFeatures.None, _flows.NotAvailable));
+                _recorder.SetFlows(_flows.Status());
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+                return;
+            }
+
             var backoff = new RetryBackoff(TimeSpan.FromSeconds(1));
             var refused = _management.Refused;
             while (!stop.IsCancellationRequested)
@@ -206,6 +226,7 @@ public sealed class AgentEngine
         while (!cancellationToken.IsCancellationRequested)
         {
             await DelayAsync(_time, _options.StatsInterval, cancellationToken);
+            _recorder.SetFlows(_flows.Status());
             if (_parts is not { } parts || cancellationToken.IsCancellationRequested)
             {
                 continue;
@@ -247,13 +268,17 @@ public sealed class AgentEngine
         }
     }
 
-    /// <summary>Closes whatever exists: DNS, routes, connections, the interface, the firewall (RunAsync does this when it returns).</summary>
+    /// <summary>Closes whatever exists: DNS, routes, connections, the interface, the firewall, then the flow sinks (RunAsync does this when it returns).</summary>
     internal async Task ShutdownAsync()
     {
         if (_parts is { } parts)
         {
             await _assembly.CloseAsync(parts);
         }
+
+        // After the firewall: nothing reports flows any more.
+        await _flows.DisposeAsync();
+        _recorder.SetFlows(_flows.Status());
 
         _identity.Dispose();
         _management.SetStopped();

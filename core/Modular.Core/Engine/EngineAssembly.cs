@@ -38,9 +38,12 @@ internal sealed class EngineAssembly
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
     private readonly EngineSeams _seams;
+    private readonly IFlowSink? _flowSink;
 
-    public EngineAssembly(EngineOptions options, X25519KeyPair identity, EngineSignaling signaling, StatusRecorder recorder, ILoggerFactory loggerFactory, ILogger logger, TimeProvider time, EngineSeams seams)
+    /// <param name="flowSink">What the userspace firewall reports flows to (the engine's <see cref="FlowSwitch.Sink"/>, which it owns).</param>
+    public EngineAssembly(EngineOptions options, X25519KeyPair identity, EngineSignaling signaling, StatusRecorder recorder, ILoggerFactory loggerFactory, ILogger logger, TimeProvider time, EngineSeams seams, IFlowSink? flowSink = null)
     {
+        _flowSink = flowSink;
         _options = options;
         _config = options.Config;
         _identity = identity;
@@ -87,27 +90,14 @@ internal sealed class EngineAssembly
             await _seams.BeforeAsync(EngineStep.Firewall, cancellationToken);
             if (_config.Firewall.Enabled)
             {
-                // Its own address tells the firewall which inbound packets are forwarded (routed) traffic.
-                var flowSink = await CreateFlowSinkAsync(iface, cancellationToken);
-                try
-                {
-                    firewall = await EngineFirewall.AttachAsync(iface, _time, _loggerFactory.CreateLogger<EngineFirewall>(), _recorder, new FirewallOptions { LocalAddresses = [ifaceOptions.Address] }, _seams.Nftables, flowSink: flowSink, cancellationToken: cancellationToken);
-                }
-                catch when (flowSink is not null)
-                {
-                    // Not attached: the sinks are still ours to close.
-                    await flowSink.DisposeAsync();
-                    throw;
-                }
+                // Its own address tells the firewall which inbound packets are forwarded (routed) traffic. The flow sink is
+                // the engine's switch, reporting only while flow logging is on (the engine owns and closes it).
+                firewall = await EngineFirewall.AttachAsync(iface, _time, _loggerFactory.CreateLogger<EngineFirewall>(), _recorder, new FirewallOptions { LocalAddresses = [ifaceOptions.Address] }, _seams.Nftables, flowSink: _flowSink, cancellationToken: cancellationToken);
             }
             else
             {
                 _recorder.SetFirewall(FirewallStatus.Off);
                 _logger.LogWarning("[firewall] enabled = false: no access policy is enforced on {Interface}; every peer reaches this host", iface.Name);
-                if (_config.Netflow.Enabled.Value == true)
-                {
-                    _logger.LogWarning("[netflow] enabled = true, but flows come from the firewall's connection tracking, which is off: no flow is recorded");
-                }
             }
 
             // Kernel mode's ICE socket talks to peers directly, like WireGuard's: an exit node must not carry it either.
@@ -162,16 +152,6 @@ internal sealed class EngineAssembly
     /// <summary>Closes every part (the engine does this when it stops).</summary>
     public Task CloseAsync(EngineParts parts)
         => CloseAsync(parts.Iface, parts.IceTransport, parts.Firewall, parts.Routes, parts.Dns, parts.Manager);
-
-    /// <summary>The flow sinks for a userspace interface's firewall (<see cref="FlowSinks"/>); null when flow logging is off here.</summary>
-    private Task<IFlowSink?> CreateFlowSinkAsync(IWgIface iface, CancellationToken cancellationToken)
-        => FlowSinks.CreateAsync(
-            _config,
-            _options.FlowSinkFactories,
-            name => new EnginePluginContext(_config.SettingsFor(name), _loggerFactory, _time, _config.StateDir, _options.Services),
-            iface is UserspaceWgIface,
-            _logger,
-            cancellationToken);
 
     /// <summary>The interface the config's mode names: in-process WireGuard with ICE on its Bind, or kernel/external with an ICE socket one port up.</summary>
     private EngineInterface CreateInterface(WgIfaceOptions options)

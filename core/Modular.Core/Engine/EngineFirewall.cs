@@ -148,6 +148,7 @@ public sealed class EngineFirewall : IAsyncDisposable
         if (_firewall is not null)
         {
             RefreshHostAddresses();
+            _firewall.UpdatePeers(PeerDirectory.From(map));
             _firewall.UpdateRules(mapped.Rules);
             Volatile.Write(ref _userspaceRules, mapped.Rules.Count);
             Volatile.Write(ref _userspaceDropRuleIds, mapped.Rules.Where(r => r.Action == RuleAction.Drop).Select(r => r.RuleId).ToHashSet(StringComparer.Ordinal));

@@ -6,18 +6,33 @@ using Modular.Core.Firewall;
 
 namespace Modular.Core.Engine;
 
-/// <summary>Creates the flow sinks <c>[netflow] sinks</c> names, for one run of the engine.</summary>
+/// <summary>One flow sink of <c>[netflow] sinks</c>, by its plugin name.</summary>
+internal readonly record struct NamedFlowSink(string Name, IFlowSink Sink);
+
+/// <summary>
+/// The sinks created for one run: <see cref="Sink"/> is the one a flow source reports to (the only sink, or a
+/// <see cref="FlowSinkFanOut"/> of several), null when none could be created, and then <see cref="Problem"/> says why.
+/// </summary>
+internal sealed record FlowSinkSet(IFlowSink? Sink, IReadOnlyList<NamedFlowSink> Sinks, string? Problem)
+{
+    public static FlowSinkSet None(string problem) => new(null, [], problem);
+}
+
+/// <summary>
+/// Creates the flow sinks <c>[netflow] sinks</c> names, for one run of the engine. Whether flow logging is on is the
+/// caller's decision (<see cref="FlowSwitch"/>: the local key, else the account); any flow source (the userspace
+/// firewall, a kernel one) reports to the <see cref="FlowSinkSet.Sink"/> this returns.
+/// </summary>
 internal static class FlowSinks
 {
     /// <summary>
-    /// The sinks of <c>[netflow] sinks</c> (one, or several behind a <see cref="FlowSinkFanOut"/>) when flow logging is
-    /// on locally (<c>netflow.enabled = true</c>) and the interface is userspace, whose firewall tracks the flows; else
-    /// null. The daemon checked the names at start; a name missing here (or a sink whose factory throws) is skipped
-    /// with a warning and the agent runs without it. Only the agent's own key turns flows on here so far: the
-    /// account's setting (the network map) is not applied yet. Cancelled: the sinks created so far are disposed.
+    /// The sinks of <c>[netflow] sinks</c> when the interface is userspace, whose firewall tracks the flows; in kernel
+    /// mode none (nothing records kernel flows yet). The daemon checked the names at start; a name missing here (or a
+    /// sink whose factory throws) is skipped with a warning and the agent runs without it. Cancelled: the sinks
+    /// created so far are disposed.
     /// </summary>
     /// <param name="contextFor">The plugin context (its <c>[plugins.NAME]</c> section) for a sink's name.</param>
-    public static async Task<IFlowSink?> CreateAsync(
+    public static async Task<FlowSinkSet> CreateAsync(
         AgentConfig config,
         IReadOnlyDictionary<string, IFlowSinkFactory> factories,
         Func<string, IPluginContext> contextFor,
@@ -25,19 +40,14 @@ internal static class FlowSinks
         ILogger logger,
         CancellationToken cancellationToken)
     {
-        if (config.Netflow.Enabled.Value != true)
-        {
-            return null;
-        }
-
         if (!userspace)
         {
-            logger.LogWarning("[netflow] enabled = true: kernel mode records no flows yet (only the userspace firewall reports them)");
-            return null;
+            logger.LogWarning("Flow logging: kernel mode records no flows yet (only the userspace firewall reports them)");
+            return FlowSinkSet.None("kernel mode records no flows yet (only the userspace firewall reports them)");
         }
 
-        var sinks = new List<IFlowSink>();
-        var names = new List<string>();
+        var sinks = new List<NamedFlowSink>();
+        var problems = new List<string>();
         try
         {
             foreach (var name in config.Netflow.Sinks)
@@ -46,17 +56,18 @@ internal static class FlowSinks
                 {
                     var available = factories.Count == 0 ? "(none)" : string.Join(", ", factories.Keys.Order(StringComparer.Ordinal));
                     logger.LogWarning("[netflow] sinks: no flow-sink plugin named \"{Name}\" is loaded (available: {Available}); it gets no flows", name, available);
+                    problems.Add($"no flow-sink plugin named \"{name}\" is loaded (available: {available})");
                     continue;
                 }
 
                 try
                 {
-                    sinks.Add(await factory.CreateAsync(contextFor(name), cancellationToken));
-                    names.Add(name);
+                    sinks.Add(new(name, await factory.CreateAsync(contextFor(name), cancellationToken)));
                 }
                 catch (Exception e) when (e is not OperationCanceledException)
                 {
                     logger.LogWarning("[netflow] sinks: the flow sink \"{Name}\" could not be created: {Problem}; it gets no flows", name, e.Message);
+                    problems.Add($"the flow sink \"{name}\" could not be created: {e.Message}");
                 }
             }
         }
@@ -64,7 +75,7 @@ internal static class FlowSinks
         {
             foreach (var sink in sinks)
             {
-                await sink.DisposeAsync();
+                await sink.Sink.DisposeAsync();
             }
 
             throw;
@@ -72,10 +83,10 @@ internal static class FlowSinks
 
         if (sinks.Count == 0)
         {
-            return null;
+            return FlowSinkSet.None(problems.Count > 0 ? string.Join("; ", problems) : "[netflow] sinks names no sink");
         }
 
-        logger.LogInformation("Flow logging: the userspace firewall's flow events go to {Sinks} (kept on this host: nothing ships them to the server yet)", string.Join(", ", names));
-        return sinks.Count == 1 ? sinks[0] : new FlowSinkFanOut(sinks);
+        logger.LogInformation("Flow logging: the userspace firewall's flow events go to {Sinks}", string.Join(", ", sinks.Select(s => s.Name)));
+        return new FlowSinkSet(sinks.Count == 1 ? sinks[0].Sink : new FlowSinkFanOut(sinks.Select(s => s.Sink)), sinks, null);
     }
 }

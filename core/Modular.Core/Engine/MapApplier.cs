@@ -30,6 +30,7 @@ internal sealed class MapApplier
     private readonly StatusRecorder _recorder;
     private readonly ILogger _logger;
     private readonly Func<IReadOnlyCollection<string>> _controlHosts;
+    private readonly FlowSwitch? _flows;
 
     private readonly ApplyGate _gate = new();
 
@@ -40,8 +41,10 @@ internal sealed class MapApplier
 
     /// <param name="parts">The engine's parts once built (null before): maps only come after the interface.</param>
     /// <param name="controlHosts">The control plane's hosts, which an exit node must not carry.</param>
-    public MapApplier(Func<EngineParts?> parts, WgKey ownKey, EngineOptions options, EngineSeams seams, StatusRecorder recorder, ILogger logger, Func<IReadOnlyCollection<string>> controlHosts)
+    /// <param name="flows">Flow logging, switched by each map's account settings; null: none.</param>
+    public MapApplier(Func<EngineParts?> parts, WgKey ownKey, EngineOptions options, EngineSeams seams, StatusRecorder recorder, ILogger logger, Func<IReadOnlyCollection<string>> controlHosts, FlowSwitch? flows = null)
     {
+        _flows = flows;
         _parts = parts;
         _ownKey = ownKey;
         _options = options;
@@ -159,7 +162,12 @@ internal sealed class MapApplier
     private async Task<(int Added, int Updated, int Removed)> ApplyRoutePlanAsync(EngineParts parts, NetworkMap map, RoutePlan plan, CancellationToken cancellationToken)
     {
         parts.Firewall?.Firewall?.UpdateResources(plan.ToFirewallResources(parts.Iface.Address));
-        LazySwitch.Apply(parts.Manager, map, _options.Config, _options.Switches, _recorder, _logger);
+        if (_flows is not null)
+        {
+            await _flows.ApplyAsync(map, cancellationToken);
+        }
+
+        LazySwitch.Apply(parts.Manager, map, _options.Config, _options.Switches, _recorder, _logger, _flows?.NotAvailable);
         var changes = await parts.Manager.ApplyAsync(plan.MergeAllowedIps(ToPeers(map, _logger)), cancellationToken);
         await parts.Routes.ApplyAsync(plan, _controlHosts(), cancellationToken);
         _recorder.SetRoutes(parts.Routes.Describe(plan, PeerNames(map, plan)));

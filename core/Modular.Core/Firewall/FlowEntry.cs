@@ -18,8 +18,11 @@ internal sealed class FlowEntry(Guid flowId, FlowKey key, RuleDirection directio
     /// <summary>The rule that accepted it (null: a default or a local service); rule updates re-point it.</summary>
     public string? RuleId { get; set; } = ruleId;
 
-    /// <summary>The network resource the connection goes to (set only when flow events are emitted).</summary>
+    /// <summary>The peer or network resource the connection goes to (set only when flow events are emitted).</summary>
     public string? ResourceId { get; init; }
+
+    /// <summary>The peer or network resource the connection comes from (set only when flow events are emitted).</summary>
+    public string? SourceResourceId { get; init; }
 
     /// <summary>ICMP/ICMPv6: the type and code of the packet that opened it (an echo request); 0 otherwise.</summary>
     public byte IcmpType { get; init; }

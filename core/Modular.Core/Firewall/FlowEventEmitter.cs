@@ -5,15 +5,22 @@ namespace Modular.Core.Firewall;
 /// <summary>
 /// Turns what the firewall decides into <see cref="FlowEvent"/>s for the optional <see cref="IFlowSink"/>: Start when a
 /// connection is tracked, End when it expires or a rule update ends it, Drop when a new flow is refused. Without a
-/// sink it builds nothing, so the packet path allocates nothing for events. Events are built under the flow table's
-/// lock (their counters are read there) and handed to the sink only after it is released.
+/// sink, or while a <see cref="SwitchableFlowSink"/> is off, it builds nothing, so the packet path allocates nothing
+/// for events. Events are built under the flow table's lock (their counters are read there) and handed to the sink
+/// only after it is released. Flows the <see cref="FlowCollection"/> leaves out (the mesh resolver's, those through
+/// an exit node) give no event; the others name the peer or resource at each end (<see cref="Scope"/>).
 /// </summary>
 internal sealed class FlowEventEmitter
 {
     // Immutable after construction.
     private readonly IFlowSink? _sink;
+    private readonly SwitchableFlowSink? _switchable;
     private readonly TimeProvider _time;
     private readonly int _maxDropEventsPerSecond;
+
+    // Replaced whole (writers serialised by _scopeLock), read without a lock: volatile.
+    private readonly Lock _scopeLock = new();
+    private volatile FlowScope _scope = FlowScope.Empty;
 
     // Lock-free, Interlocked only: the drop-event budget of the current one-second window, and the counters.
     private long _dropEventWindow;
@@ -25,12 +32,28 @@ internal sealed class FlowEventEmitter
     {
         ArgumentNullException.ThrowIfNull(time);
         _sink = sink;
+        _switchable = sink as SwitchableFlowSink;
         _time = time;
         _maxDropEventsPerSecond = maxDropEventsPerSecond;
     }
 
-    /// <summary>False without a sink: callers skip work (collecting ended flows, naming resources) that only events need.</summary>
-    public bool Enabled => _sink is not null;
+    /// <summary>
+    /// False without a sink or while a switchable one is off (a volatile read): callers skip work (collecting ended
+    /// flows, naming resources) that only events need.
+    /// </summary>
+    public bool Enabled => _switchable?.Active ?? _sink is not null;
+
+    /// <summary>What names the two ends of a flow and which flows are the mesh resolver's.</summary>
+    public FlowScope Scope => _scope;
+
+    /// <summary>Changes <see cref="Scope"/> (rare: a map, the resolver starting); concurrent changes are serialised.</summary>
+    public void UpdateScope(Func<FlowScope, FlowScope> change)
+    {
+        lock (_scopeLock)
+        {
+            _scope = change(_scope);
+        }
+    }
 
     /// <summary>Drop events not built because more than the per-second bound came in one second.</summary>
     public long SuppressedDropEvents => Interlocked.Read(ref _suppressedDropEvents);
@@ -38,19 +61,31 @@ internal sealed class FlowEventEmitter
     /// <summary>Events the sink threw on.</summary>
     public long SinkFailures => Interlocked.Read(ref _sinkFailures);
 
-    /// <summary>The Start event of a connection just tracked; null without a sink.</summary>
-    public FlowEvent? Started(FlowEntry entry) => _sink is null ? null : ToEvent(entry, FlowEventType.Start, _time.GetUtcNow());
+    /// <summary>The Start event of a connection just tracked; null while off or for a flow left out.</summary>
+    public FlowEvent? Started(FlowEntry entry) => Reports(entry) ? ToEvent(entry, FlowEventType.Start, _time.GetUtcNow()) : null;
 
-    /// <summary>The End event of a connection just removed; null without a sink.</summary>
-    public FlowEvent? Ended(FlowEntry entry) => _sink is null ? null : ToEvent(entry, FlowEventType.End, _time.GetUtcNow());
+    /// <summary>The End event of a connection just removed; null while off or for a flow left out.</summary>
+    public FlowEvent? Ended(FlowEntry entry) => Reports(entry) ? ToEvent(entry, FlowEventType.End, _time.GetUtcNow()) : null;
+
+    /// <summary>The ID of the peer (by overlay address) or else the routed resource <paramref name="address"/> belongs to; null while off.</summary>
+    public string? NameOf(UInt128 address)
+    {
+        if (!Enabled)
+        {
+            return null;
+        }
+
+        var scope = _scope;
+        return scope.Peers.Find(address) ?? scope.Resources.Find(address);
+    }
 
     /// <summary>
     /// The Drop event of a refused new flow, or null without a sink or past this second's budget (then counted in
     /// <see cref="SuppressedDropEvents"/>): a flood of dropped packets must not become a flood of events.
     /// </summary>
-    public FlowEvent? Dropped(in PacketHeader header, RuleDirection direction, string? ruleId, RoutedResources resources, long nowTicks)
+    public FlowEvent? Dropped(in PacketHeader header, RuleDirection direction, string? ruleId, long nowTicks)
     {
-        if (_sink is null || !TakeDropEventToken(nowTicks))
+        if (!Enabled || LeftOut(header.Key, direction) || !TakeDropEventToken(nowTicks))
         {
             return null;
         }
@@ -74,8 +109,8 @@ internal sealed class FlowEventEmitter
             inbound ? 0 : 1UL,
             inbound ? 0 : (ulong)header.Length,
             ruleId,
-            null,
-            resources.Find(header.Destination));
+            NameOf(header.Source),
+            NameOf(header.Destination));
     }
 
     /// <summary>Hands <paramref name="flowEvent"/> to the sink. Call with no lock held.</summary>
@@ -100,15 +135,49 @@ internal sealed class FlowEventEmitter
     /// <summary>Emits the End events of connections removed together (a sweep or a rule update), all stamped <paramref name="now"/>.</summary>
     public void EmitEnded(List<FlowEntry>? ended, DateTimeOffset now)
     {
-        if (_sink is null || ended is null)
+        if (ended is null || !Enabled)
         {
             return;
         }
 
         foreach (var entry in ended)
         {
-            Emit(ToEvent(entry, FlowEventType.End, now));
+            if (!LeftOut(entry.Key, entry.Direction))
+            {
+                Emit(ToEvent(entry, FlowEventType.End, now));
+            }
         }
+    }
+
+    private bool Reports(FlowEntry entry) => Enabled && !LeftOut(entry.Key, entry.Direction);
+
+    /// <summary>
+    /// Whether the collection settings leave this flow out: <c>collect_dns = false</c> and one end is the mesh
+    /// resolver (a <see cref="LocalService"/>), or <c>collect_exit_node = false</c> and it is outbound to an address
+    /// that only an exit node's default route covers. A firewall built with a plain sink reports every flow.
+    /// </summary>
+    private bool LeftOut(in FlowKey key, RuleDirection direction)
+    {
+        var collection = _switchable?.Collection ?? FlowCollection.All;
+        if (collection.CollectDns && collection.CollectExitNode)
+        {
+            return false;
+        }
+
+        var scope = _scope;
+        if (!collection.CollectDns)
+        {
+            foreach (var service in scope.Resolver)
+            {
+                if (service.Protocol == key.Protocol
+                    && ((service.Address == key.Destination && service.Port == key.DestinationPort) || (service.Address == key.Source && service.Port == key.SourcePort)))
+                {
+                    return true;
+                }
+            }
+        }
+
+        return !collection.CollectExitNode && direction == RuleDirection.Outbound && scope.Resources.IsExitNode(key.Destination);
     }
 
     /// <summary>A fixed one-second window; racing threads may let a few extra through at a window's edge, which is harmless.</summary>
@@ -152,7 +221,16 @@ internal sealed class FlowEventEmitter
             inbound ? entry.ReplyPackets : entry.OriginalPackets,
             inbound ? entry.ReplyBytes : entry.OriginalBytes,
             entry.RuleId,
-            null,
+            entry.SourceResourceId,
             entry.ResourceId);
     }
+}
+
+/// <summary>
+/// What flow events need to know about the mesh, replaced whole when it changes: the routed resources and the
+/// peers (to name each end of a flow), and the mesh resolver's services (for <c>collect_dns</c>).
+/// </summary>
+internal sealed record FlowScope(RoutedResources Resources, PeerDirectory Peers, LocalService[] Resolver)
+{
+    public static readonly FlowScope Empty = new(RoutedResources.Empty, PeerDirectory.Empty, []);
 }

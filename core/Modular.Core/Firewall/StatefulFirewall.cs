@@ -33,7 +33,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
     private RuleSets _rules;
 
     // Replaced whole through Volatile.Write, read through Volatile.Read; no lock. Host addresses are written under _rulesLock.
-    private RoutedResources _resources = RoutedResources.Empty;
+    // (The routed resources and peers that name a flow's ends live in the emitter's scope.)
     private UInt128[] _hostAddresses = [];
     private LocalService[] _localServices = [];
 
@@ -93,7 +93,12 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
     public IReadOnlyList<LocalService> LocalServices
     {
         get => Volatile.Read(ref _localServices);
-        set => Volatile.Write(ref _localServices, [.. value ?? []]);
+        set
+        {
+            LocalService[] services = [.. value ?? []];
+            Volatile.Write(ref _localServices, services);
+            _events.UpdateScope(scope => scope with { Resolver = services });
+        }
     }
 
     /// <summary>
@@ -156,11 +161,21 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
         _events.EmitEnded(ended, now);
     }
 
-    /// <summary>Names the network resources (routes) flows may go to, for their events' <c>DestinationResourceId</c>.</summary>
+    /// <summary>
+    /// Names the network resources (routes) flows may go to or come from, for their events' resource IDs, and marks
+    /// the exit nodes this peer uses (for <c>collect_exit_node</c>).
+    /// </summary>
     public void UpdateResources(RoutedResources resources)
     {
         ArgumentNullException.ThrowIfNull(resources);
-        Volatile.Write(ref _resources, resources);
+        _events.UpdateScope(scope => scope with { Resources = resources });
+    }
+
+    /// <summary>Names the peers of the map in force by overlay address, for flow events' resource IDs.</summary>
+    public void UpdatePeers(PeerDirectory peers)
+    {
+        ArgumentNullException.ThrowIfNull(peers);
+        _events.UpdateScope(scope => scope with { Peers = peers });
     }
 
     /// <summary>A packet leaving towards the mesh (read from the TUN). False: drop it.</summary>
@@ -306,7 +321,7 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
                 Interlocked.Increment(ref _defaultDrops);
             }
 
-            pending = _events.Dropped(header, direction, ruleId, Volatile.Read(ref _resources), nowTicks);
+            pending = _events.Dropped(header, direction, ruleId, nowTicks);
             return false;
         }
 
@@ -325,7 +340,8 @@ public sealed class StatefulFirewall : Modular.WireGuard.Device.IPacketFilter, I
 
         var entry = new FlowEntry(Guid.NewGuid(), key, direction, ruleId)
         {
-            ResourceId = _events.Enabled ? Volatile.Read(ref _resources).Find(header.Destination) : null,
+            ResourceId = _events.NameOf(header.Destination),
+            SourceResourceId = _events.NameOf(header.Source),
             IcmpType = header.IsIcmp ? header.IcmpType : (byte)0,
             IcmpCode = header.IsIcmp ? header.IcmpCode : (byte)0,
             LastSeen = nowTicks,

@@ -16,13 +16,14 @@ namespace Modular.Core.Lazy;
 internal static class LazySwitch
 {
     /// <summary>Resolves the features for <paramref name="map"/>, publishes them, and puts lazy connections in force on <paramref name="manager"/>.</summary>
-    public static void Apply(ConnectionManager manager, NetworkMap map, AgentConfig config, FeatureSwitches switches, StatusRecorder recorder, ILogger logger)
+    /// <param name="notAvailable">Features this run cannot provide, with why (see <see cref="FeatureStatusBuilder.Build"/>).</param>
+    public static void Apply(ConnectionManager manager, NetworkMap map, AgentConfig config, FeatureSwitches switches, StatusRecorder recorder, ILogger logger, IReadOnlyDictionary<string, string>? notAvailable = null)
     {
         var features = config.Features;
         var account = map.Settings is { } settings
             ? new AccountFeatures(settings.LazyConnections, settings.Flows?.Enabled ?? false, settings.Rosenpass?.Enabled ?? false, settings.Rosenpass?.Permissive)
             : AccountFeatures.None;
-        var status = FeatureStatusBuilder.Build(config, switches.LazyConnections, account);
+        var status = FeatureStatusBuilder.Build(config, switches.LazyConnections, account, notAvailable);
         recorder.UpdateFeatures(_ => status);
         var enabled = status.LazyConnections;
         if (enabled == manager.Lazy.Enabled)

@@ -166,7 +166,7 @@ public sealed record RoutePlan(IReadOnlyList<ClientRoute> Client, IReadOnlyList<
         return new RoutePlan(client, distinctServed, forward) { Unused = unused, Contenders = contenders, ConnectedContenders = connectedContenders };
     }
 
-    /// <summary>The resources this plan uses or serves, for the firewall's flow events (none inside <paramref name="overlay"/>).</summary>
+    /// <summary>The resources this plan uses or serves, for the firewall's flow events (none inside <paramref name="overlay"/>); the exit nodes it uses are marked.</summary>
     public RoutedResources ToFirewallResources(IPNetwork overlay)
     {
         if (Client.Count == 0 && Served.Count == 0)
@@ -176,7 +176,7 @@ public sealed record RoutePlan(IReadOnlyList<ClientRoute> Client, IReadOnlyList<
 
         static IpPrefix128 Prefix(IPNetwork network) => IpPrefix128.TryParse(network.ToString(), out var prefix) ? prefix : default;
         return RoutedResources.Create(
-            [.. Served.Select(s => (Prefix(s.Network), s.Id)), .. Client.Select(c => (Prefix(c.Network), c.Id))],
+            [.. Served.Select(s => (Prefix(s.Network), s.Id, false)), .. Client.Select(c => (Prefix(c.Network), c.Id, c.IsExitNode))],
             Prefix(overlay));
     }
 

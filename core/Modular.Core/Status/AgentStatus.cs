@@ -27,6 +27,9 @@ public sealed record AgentStatus(
 
     /// <summary>The mesh resolver: where it listens, what it answers, and its query counters.</summary>
     public DnsStatus Dns { get; init; } = DnsStatus.Off;
+
+    /// <summary>Flow logging's sinks and their counters (a snapshot refreshed every second).</summary>
+    public FlowStatus Flows { get; init; } = FlowStatus.Off;
 }
 
 /// <summary>The local WireGuard interface as configured.</summary>

@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using Modular.Abstractions.Config;
 using Modular.Core.Config;
 
@@ -11,13 +12,20 @@ public sealed record AccountFeatures(bool? LazyConnections = null, bool? Flows =
 }
 
 /// <summary>
-/// Builds <see cref="FeatureStatus"/> from the one rule (<see cref="FeatureResolver"/>) and the table of features not
-/// built yet (<see cref="NotBuiltYet"/>): what `status` shows at start, after every network map and after a UI switch.
+/// Builds <see cref="FeatureStatus"/> from the one rule (<see cref="FeatureResolver"/>), the table of features not
+/// built yet (<see cref="NotBuiltYet"/>) and what this run could not provide (a plugin missing, kernel mode): what
+/// `status` shows at start, after every network map and after a UI switch.
 /// </summary>
 public static class FeatureStatusBuilder
 {
-    public static FeatureStatus Build(AgentConfig config, bool? uiLazyConnections, AccountFeatures account)
+    /// <param name="notAvailable">
+    /// Features built but not available in this run, with why (by their status name, e.g. "netflow": no flow sink
+    /// could be created). A feature listed here is off in status and, while asked for, listed under
+    /// <c>unavailable</c> as "requested by the account, not available: why" (asked for by the account) or "why".
+    /// </param>
+    public static FeatureStatus Build(AgentConfig config, bool? uiLazyConnections, AccountFeatures account, IReadOnlyDictionary<string, string>? notAvailable = null)
     {
+        notAvailable ??= EmptyReasons;
         var lazy = FeatureResolver.Resolve(config.Features.LazyConnections, uiLazyConnections, account.LazyConnections);
         var rosenpass = FeatureResolver.Resolve(config.Rosenpass.Enabled, null, account.Rosenpass);
         var netflow = FeatureResolver.Resolve(config.Netflow.Enabled, null, account.Flows);
@@ -39,12 +47,30 @@ public static class FeatureStatusBuilder
             config.Proxy.Kind,
             rosenpassInEffect,
             rosenpassInEffect && permissive,
-            netflow.Enabled && NotBuiltYet.IsBuilt("netflow"))
+            netflow.Enabled && NotBuiltYet.IsBuilt("netflow") && !notAvailable.ContainsKey("netflow"))
         {
             LazyConnectionsSource = lazy.Source,
             RosenpassSource = rosenpass.Source,
             NetflowSource = netflow.Source,
-            Unavailable = NotBuiltYet.Unavailable(config, decisions),
+            Unavailable = WithRunReasons(NotBuiltYet.Unavailable(config, decisions), decisions, notAvailable),
         };
+    }
+
+    private static readonly IReadOnlyDictionary<string, string> EmptyReasons = new Dictionary<string, string>(StringComparer.Ordinal);
+
+    /// <summary>Adds the features asked for (their resolved decision is on) that this run cannot provide.</summary>
+    private static ImmutableSortedDictionary<string, string> WithRunReasons(
+        ImmutableSortedDictionary<string, string> notBuilt, Dictionary<string, FeatureDecision> decisions, IReadOnlyDictionary<string, string> notAvailable)
+    {
+        var result = notBuilt;
+        foreach (var (feature, why) in notAvailable)
+        {
+            if (decisions.TryGetValue(feature, out var decision) && decision.Enabled && !result.ContainsKey(feature))
+            {
+                result = result.SetItem(feature, decision.Source == FeatureSource.Account ? $"requested by the account, not available: {why}" : why);
+            }
+        }
+
+        return result;
     }
 }

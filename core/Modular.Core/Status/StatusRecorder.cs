@@ -47,6 +47,7 @@ public sealed class StatusRecorder
             Firewall = s.Firewall,
             Routes = s.Routes,
             Dns = s.Dns,
+            Flows = s.Flows,
         };
     }
 
@@ -85,6 +86,9 @@ public sealed class StatusRecorder
 
     /// <summary>Replaces the resolver's state and counters (on map, listener change, and every few seconds).</summary>
     public void SetDns(DnsStatus dns) => Update(s => s with { Dns = dns });
+
+    /// <summary>Replaces flow logging's state and sink counters (every second while the engine runs).</summary>
+    public void SetFlows(FlowStatus flows) => Update(s => s with { Flows = flows });
 
     /// <summary>Adds or replaces the relay with this URL.</summary>
     public void SetRelay(ServiceStatus relay) => Update(s => s with { Relays = s.Relays.SetItem(relay.Url, relay) });
@@ -136,5 +140,7 @@ public sealed class StatusRecorder
         public IReadOnlyList<RouteStatus> Routes { get; init; } = [];
 
         public DnsStatus Dns { get; init; } = DnsStatus.Off;
+
+        public FlowStatus Flows { get; init; } = FlowStatus.Off;
     }
 }

@@ -1,4 +1,5 @@
 using Modular.Abstractions.Config;
+using Modular.Abstractions.Flows;
 using System.Globalization;
 using System.Text;
 using Modular.Abstractions.Peers;
@@ -29,7 +30,14 @@ internal static class StatusText
         Line(text, "Proxy", f.Proxy);
         Line(text, "Force relay", f.ForceRelay ? "on" : "off");
         Line(text, "Quantum resistance", Feature(f, "rosenpass", f.Rosenpass ? (f.RosenpassPermissive ? "on (permissive)" : "on") : "off"));
-        Line(text, "Flow logging", Feature(f, "netflow", f.Netflow ? "on" : "off"));
+        Line(text, "Flow logging", Feature(f, "netflow", f.Netflow ? Flows(status.Flows) : "off"));
+        if (detail && f.Netflow)
+        {
+            foreach (var sink in status.Flows.Sinks)
+            {
+                Field(text, $"Sink {sink.Name}", sink.Counters is { } counters ? Counts(counters) : "no counters (the sink does not report them)");
+            }
+        }
         foreach (var (feature, reason) in f.Unavailable.Where(u => u.Key is not ("rosenpass" or "netflow")))
         {
             Line(text, feature == "metrics" ? "Metrics" : feature, $"requested, not available: {reason}");
@@ -79,9 +87,44 @@ internal static class StatusText
         return text.ToString();
     }
 
-    /// <summary>"requested, not available: why" when the feature was asked for but cannot be in effect, else <paramref name="state"/>.</summary>
+    /// <summary>
+    /// "requested, not available: why" when the feature was asked for but cannot be in effect (a reason that says who
+    /// asked, "requested by the account, not available: why", as it is), else <paramref name="state"/>.
+    /// </summary>
     private static string Feature(FeatureStatus features, string name, string state)
-        => features.Unavailable.TryGetValue(name, out var reason) ? $"requested, not available: {reason}" : state;
+        => features.Unavailable.TryGetValue(name, out var reason)
+            ? (reason.StartsWith("requested by the account, not available: ", StringComparison.Ordinal) ? reason : $"requested, not available: {reason}")
+            : state;
+
+    /// <summary>"on, to netflow: 12 recorded, 10 sent, 10 acknowledged, 0 dropped, 0 exported" (counts summed over the sinks that report them), and the first sink's error.</summary>
+    private static string Flows(FlowStatus flows)
+    {
+        var line = new StringBuilder("on");
+        if (flows.Sinks.Count == 0)
+        {
+            return line.ToString();
+        }
+
+        line.Append(", to ").Append(string.Join(", ", flows.Sinks.Select(s => s.Name)));
+        var counted = flows.Sinks.Where(s => s.Counters is not null).Select(s => s.Counters!.Value).ToList();
+        if (counted.Count > 0)
+        {
+            var total = new FlowSinkCounters(
+                counted.Sum(c => c.Recorded), counted.Sum(c => c.Sent), counted.Sum(c => c.Acknowledged), counted.Sum(c => c.Dropped), counted.Sum(c => c.Exported),
+                counted.Select(c => c.LastError).FirstOrDefault(e => e is not null));
+            line.Append(": ").Append(Counts(total));
+        }
+
+        return line.ToString();
+    }
+
+    /// <summary>"12 recorded, 10 sent, 10 acknowledged, 0 dropped, 0 exported", and "; error: why" while shipping fails.</summary>
+    private static string Counts(FlowSinkCounters counters)
+    {
+        var line = string.Create(CultureInfo.InvariantCulture,
+            $"{counters.Recorded} recorded, {counters.Sent} sent, {counters.Acknowledged} acknowledged, {counters.Dropped} dropped, {counters.Exported} exported");
+        return counters.LastError is { } error ? $"{line}; error: {error}" : line;
+    }
 
     /// <summary>One line: mode, rules, drops (by rule only when a rule dropped something), and any apply error.</summary>
     private static string Firewall(FirewallStatus firewall)

@@ -61,6 +61,7 @@ public static class NetworkMapBuilder
     {
         var remote = new RemotePeer
         {
+            Id = peer.Id,
             Hostname = peer.Hostname,
             Fqdn = Fqdn(peer, account),
             WgPubKey = ByteString.CopyFrom(peer.PublicKey.ToArray()),

@@ -76,11 +76,12 @@ public sealed class FeatureResolverTests
         var byAccount = FeatureStatusBuilder.Build(Config("metrics = { listen = \"\" }"), null, new AccountFeatures(true, true, true, true));
         Assert.True(byAccount.LazyConnections);
         Assert.Equal("account", byAccount.LazyConnectionsSource);
-        Assert.False(byAccount.Netflow);
+        Assert.True(byAccount.Netflow); // built: on when the account asks and nothing in this run stands in the way
+        Assert.Equal("account", byAccount.NetflowSource);
         Assert.False(byAccount.Rosenpass);
         Assert.False(byAccount.RosenpassPermissive);
-        Assert.Equal(new[] { "netflow", "rosenpass" }, byAccount.Unavailable.Keys);
-        Assert.Equal($"requested by the account; {NotBuiltYet.Reasons["netflow"]}", byAccount.Unavailable["netflow"]);
+        Assert.Equal(new[] { "rosenpass" }, byAccount.Unavailable.Keys);
+        Assert.Equal($"requested by the account; {NotBuiltYet.Reasons["rosenpass"]}", byAccount.Unavailable["rosenpass"]);
 
         var optedOut = FeatureStatusBuilder.Build(Config("netflow = { enabled = false }\nfeatures = { lazy_connections = false }"), null, new AccountFeatures(true, true, false));
         Assert.False(optedOut.LazyConnections);
@@ -88,6 +89,24 @@ public sealed class FeatureResolverTests
         Assert.Equal("config", optedOut.NetflowSource);
         Assert.Equal(new[] { "metrics" }, optedOut.Unavailable.Keys); // the default listen address asks for metrics
         Assert.Equal(NotBuiltYet.Reasons["metrics"], optedOut.Unavailable["metrics"]);
+    }
+
+    [Fact]
+    public void A_feature_this_run_cannot_provide_is_off_and_says_why_and_who_asked_for_it_but_only_while_asked_for()
+    {
+        var reasons = new Dictionary<string, string> { ["netflow"] = "no flow-sink plugin named \"netflow\" is loaded" };
+
+        var byAccount = FeatureStatusBuilder.Build(Config("metrics = { listen = \"\" }"), null, new AccountFeatures(Flows: true), reasons);
+        Assert.False(byAccount.Netflow);
+        Assert.Equal("requested by the account, not available: no flow-sink plugin named \"netflow\" is loaded", byAccount.Unavailable["netflow"]);
+
+        var byConfig = FeatureStatusBuilder.Build(Config("metrics = { listen = \"\" }\nnetflow = { enabled = true }"), null, new AccountFeatures(Flows: false), reasons);
+        Assert.False(byConfig.Netflow);
+        Assert.Equal("no flow-sink plugin named \"netflow\" is loaded", byConfig.Unavailable["netflow"]);
+
+        var notAsked = FeatureStatusBuilder.Build(Config("metrics = { listen = \"\" }"), null, new AccountFeatures(Flows: false), reasons);
+        Assert.False(notAsked.Netflow);
+        Assert.Empty(notAsked.Unavailable);
     }
 
     [Fact]

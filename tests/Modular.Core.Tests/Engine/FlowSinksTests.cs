@@ -28,9 +28,11 @@ public sealed class FlowSinksTests
         var config = Config(true);
         var factory = new RecordingFactory();
 
-        var sink = await FlowSinks.CreateAsync(config, new Dictionary<string, IFlowSinkFactory> { ["netflow"] = factory }, name => ContextFor(config, name), userspace: true, NullLogger.Instance, CancellationToken.None);
+        var set = await FlowSinks.CreateAsync(config, new Dictionary<string, IFlowSinkFactory> { ["netflow"] = factory }, name => ContextFor(config, name), userspace: true, NullLogger.Instance, CancellationToken.None);
 
-        Assert.Same(Assert.Single(factory.Created), sink);
+        Assert.Same(Assert.Single(factory.Created), set.Sink);
+        Assert.Equal("netflow", Assert.Single(set.Sinks).Name);
+        Assert.Null(set.Problem);
         Assert.Equal(5L, Assert.Single(factory.Contexts).Settings["capacity"]);
     }
 
@@ -42,9 +44,10 @@ public sealed class FlowSinksTests
         var jsonLines = new RecordingFactory();
         var log = new ListLogger();
 
-        var sink = await FlowSinks.CreateAsync(config, new Dictionary<string, IFlowSinkFactory> { ["netflow"] = netflow, ["jsonlines"] = jsonLines }, name => ContextFor(config, name), userspace: true, log, CancellationToken.None);
+        var set = await FlowSinks.CreateAsync(config, new Dictionary<string, IFlowSinkFactory> { ["netflow"] = netflow, ["jsonlines"] = jsonLines }, name => ContextFor(config, name), userspace: true, log, CancellationToken.None);
 
-        var fanOut = Assert.IsType<FlowSinkFanOut>(sink);
+        var fanOut = Assert.IsType<FlowSinkFanOut>(set.Sink);
+        Assert.Equal(["netflow", "jsonlines"], set.Sinks.Select(s => s.Name));
         var flowEvent = new FlowEvent(Guid.NewGuid(), Guid.NewGuid(), DateTimeOffset.UnixEpoch, FlowEventType.Start, FlowDirection.Egress, 6, System.Net.IPAddress.Loopback, 1, System.Net.IPAddress.Loopback, 2, 0, 0, 0, 0, 1, 40, null, null, null);
         fanOut.Emit(flowEvent);
         Assert.Same(flowEvent, Assert.Single(Assert.Single(netflow.Created).Events));
@@ -52,19 +55,31 @@ public sealed class FlowSinksTests
         Assert.Contains(log.Warnings, w => w.Contains("no flow-sink plugin named \"absent\"", StringComparison.Ordinal) && w.Contains("available: jsonlines, netflow", StringComparison.Ordinal));
     }
 
-    [Theory]
-    [InlineData(null, true)]
-    [InlineData(false, true)]
-    [InlineData(true, false)]
-    public async Task No_sink_is_created_while_flow_logging_is_off_or_the_interface_is_not_userspace(bool? enabled, bool userspace)
+    [Fact]
+    public async Task No_sink_is_created_when_the_interface_is_not_userspace_and_the_set_says_why()
     {
-        var config = Config(enabled);
+        // Whether flow logging is on at all is FlowSwitch's decision now (FlowSwitchTests): "off" never gets here.
+        var config = Config(true);
         var factory = new RecordingFactory();
 
-        var sink = await FlowSinks.CreateAsync(config, new Dictionary<string, IFlowSinkFactory> { ["netflow"] = factory }, name => ContextFor(config, name), userspace, NullLogger.Instance, CancellationToken.None);
+        var set = await FlowSinks.CreateAsync(config, new Dictionary<string, IFlowSinkFactory> { ["netflow"] = factory }, name => ContextFor(config, name), userspace: false, NullLogger.Instance, CancellationToken.None);
 
-        Assert.Null(sink);
+        Assert.Null(set.Sink);
         Assert.Empty(factory.Created);
+        Assert.StartsWith("kernel mode records no flows yet", set.Problem, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task When_no_named_sink_can_be_created_the_set_says_why_for_each()
+    {
+        var config = Config(true, "absent", "broken");
+        var broken = new RecordingFactory { BeforeCreate = () => throw new IOException("disk full") };
+
+        var set = await FlowSinks.CreateAsync(config, new Dictionary<string, IFlowSinkFactory> { ["broken"] = broken }, name => ContextFor(config, name), userspace: true, NullLogger.Instance, CancellationToken.None);
+
+        Assert.Null(set.Sink);
+        Assert.Empty(set.Sinks);
+        Assert.Equal("no flow-sink plugin named \"absent\" is loaded (available: broken); the flow sink \"broken\" could not be created: disk full", set.Problem);
     }
 
     [Fact]
