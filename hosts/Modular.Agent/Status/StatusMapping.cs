@@ -42,6 +42,7 @@ internal static class StatusMapping
             PeersIdle = status.Peers.Count(p => p.State == PeerConnectionState.Idle),
             Firewall = ToProto(status.Firewall),
             Dns = ToProto(status.Dns),
+            Flows = ToProto(status.Flows),
         };
         reply.Routes.AddRange(status.Routes.Select(ToProto));
         reply.Features.AlwaysConnected.AddRange(status.Features.AlwaysConnected);
@@ -86,7 +87,27 @@ internal static class StatusMapping
         Firewall = FromProto(reply.Firewall),
         Routes = [.. reply.Routes.Select(FromProto)],
         Dns = FromProto(reply.Dns),
+        Flows = FromProto(reply.Flows),
     };
+
+    private static FlowState ToProto(FlowStatus flows)
+    {
+        var state = new FlowState { Running = flows.Running };
+        state.Sinks.AddRange(flows.Sinks.Select(sink => new FlowSinkState
+        {
+            Name = sink.Name,
+            Counts = sink.Counters is { } c
+                ? new FlowSinkCounts { Recorded = c.Recorded, Sent = c.Sent, Acknowledged = c.Acknowledged, Dropped = c.Dropped, Exported = c.Exported, LastError = c.LastError }
+                : null,
+        }));
+        return state;
+    }
+
+    private static FlowStatus FromProto(FlowState? flows) => flows is null
+        ? FlowStatus.Off
+        : new FlowStatus(flows.Running, [.. flows.Sinks.Select(sink => new FlowSinkStatus(
+            sink.Name,
+            sink.Counts is { } c ? new Modular.Abstractions.Flows.FlowSinkCounters(c.Recorded, c.Sent, c.Acknowledged, c.Dropped, c.Exported, c.LastError) : null))]);
 
     // A daemon that predates the field sends nothing: say so rather than guess.
     private static string SourceOrUnknown(string source) => source.Length > 0 ? source : "unknown";
