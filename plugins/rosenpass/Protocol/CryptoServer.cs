@@ -81,6 +81,9 @@ public sealed class CryptoServer
     /// <summary>The hash version new peers get from <see cref="AddPeer(byte[], byte[])"/>: V02 (keyed BLAKE2b), upstream's default.</summary>
     public ProtocolVersion DefaultVersion { get; init; } = ProtocolVersion.V02;
 
+    /// <summary>Where session ids, nonces, biscuit keys, cookie secrets and values come from; tests replace it to replay the vectors.</summary>
+    internal Func<int, byte[]> RandomSource { get; set; } = RandomNumberGenerator.GetBytes;
+
     /// <summary>Our static public key.</summary>
     public ReadOnlySpan<byte> StaticPublicKey => _spkm;
 
@@ -178,7 +181,7 @@ public sealed class CryptoServer
                 Eski = eski,
                 Epki = epki,
                 Ck = ck.Value.ToArray(),
-                CookieValue = RandomNumberGenerator.GetBytes(Envelope.CookieValueLength),
+                CookieValue = RandomSource(Envelope.CookieValueLength),
             };
             p.Handshake = hs;
             p.InitiationRequested = false;
@@ -262,7 +265,7 @@ public sealed class CryptoServer
 
             var ih = InitHelloMessage.Parse(input);
             var encrypted = CookieReply.Seal(
-                _ownCookieKey, RandomNumberGenerator.GetBytes(Aead.XNonceLength), Wire.MacOf(input), CookieReply.CookieValue(active, hostId));
+                _ownCookieKey, RandomSource(Aead.XNonceLength), Wire.MacOf(input), CookieReply.CookieValue(active, hostId));
             return new HandleResult(null, new CookieReplyMessage(ih.Sidi, encrypted).WriteTo(output));
         }
     }
@@ -398,8 +401,8 @@ public sealed class CryptoServer
         var (known, pidi, ck) = Handshake.OpenInitHello(version, _staticKem, _sskm, _spkm, ih, FindPeer(version));
         var peer = _peers[known.Handle];
         var key = ActiveSecret(_biscuitKeys, _timings.BiscuitEpoch.TotalSeconds, Aead.KeyLength, out var keyIndex);
-        var seal = new BiscuitSeal(key, keyIndex, RandomNumberGenerator.GetBytes(Aead.XNonceLength), (byte[])_biscuitCounter.Clone());
-        var rh = Handshake.CreateRespHello(version, _staticKem, _ephemeralKem, ck, ih, pidi, peer.StaticPublicKey, _spkm, RandomNumberGenerator.GetBytes(Wire.SessionIdLength), seal);
+        var seal = new BiscuitSeal(key, keyIndex, RandomSource(Aead.XNonceLength), (byte[])_biscuitCounter.Clone());
+        var rh = Handshake.CreateRespHello(version, _staticKem, _ephemeralKem, ck, ih, pidi, peer.StaticPublicKey, _spkm, RandomSource(Wire.SessionIdLength), seal);
         Increment(_biscuitCounter);
         var length = rh.WriteTo(output);
         Seal(peer, output[..length]);
@@ -653,7 +656,7 @@ public sealed class CryptoServer
     {
         while (true)
         {
-            var sid = RandomNumberGenerator.GetBytes(Wire.SessionIdLength);
+            var sid = RandomSource(Wire.SessionIdLength);
             if (!_peerBySessionId.ContainsKey(SessionKey(sid)))
             {
                 return sid;
@@ -663,27 +666,22 @@ public sealed class CryptoServer
 
     private static uint SessionKey(ReadOnlySpan<byte> sid) => BinaryPrimitives.ReadUInt32LittleEndian(sid);
 
-    // The youngest secret still in its first epoch; a fresh one (in the older slot) when there is none.
+    // Upstream's choice: the youngest secret if it is still in its first epoch (slot 0 on a tie),
+    // else a fresh one in the oldest slot (slot 1 on a tie, so a new server's first biscuit key is slot 1).
     private byte[] ActiveSecret(TimedSecret[] slots, double epoch, int length, out int index)
     {
         var now = Now;
-        index = -1;
-        for (var i = 0; i < slots.Length; i++)
+        double Age(int i) => slots[i].Value is null ? double.NegativeInfinity : slots[i].CreatedAt;
+        index = Age(0) >= Age(1) ? 0 : 1;
+        if (slots[index].Value is not null && now < slots[index].CreatedAt + epoch)
         {
-            if (slots[i].Value is not null && now < slots[i].CreatedAt + epoch && (index < 0 || slots[i].CreatedAt > slots[index].CreatedAt))
-            {
-                index = i;
-            }
+            return slots[index].Value!;
         }
 
-        if (index < 0)
-        {
-            index = slots[0].Value is null || (slots[1].Value is not null && slots[0].CreatedAt <= slots[1].CreatedAt) ? 0 : 1;
-            slots[index].Erase();
-            slots[index].Value = RandomNumberGenerator.GetBytes(length);
-            slots[index].CreatedAt = now;
-        }
-
+        index = Age(0) < Age(1) ? 0 : 1;
+        slots[index].Erase();
+        slots[index].Value = RandomSource(length);
+        slots[index].CreatedAt = now;
         return slots[index].Value!;
     }
 
