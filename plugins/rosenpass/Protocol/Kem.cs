@@ -1,3 +1,5 @@
+using System.Reflection;
+using Org.BouncyCastle.Crypto;
 using Org.BouncyCastle.Crypto.Generators;
 using Org.BouncyCastle.Crypto.Kems;
 using Org.BouncyCastle.Crypto.Parameters;
@@ -35,16 +37,30 @@ internal interface IKem
 /// Classic McEliece-460896 (BouncyCastle's round-3 parameter set "mceliece460896r3", whose sizes
 /// equal the round-4 ones upstream pins: public key 524,160, secret key 13,608, ciphertext 156).
 /// The static KEM: key generation takes seconds, so keys are made once and kept.
+/// BouncyCastle's public API cuts the session key to the parameter set's "default key size"
+/// (192 bits for 460896); the specification (and upstream, via liboqs) use the full 256-bit
+/// SHAKE256 output, of which the 192 bits are a prefix. Its 256-bit overloads are private, so they
+/// are called by reflection (BouncyCastle is pinned centrally; the vector test
+/// KemTests.McEliece_DecapsulatesUpstreamsRecordedCiphertexts fails if an update breaks this).
 /// </summary>
 internal sealed class McElieceKem : IKem
 {
     public const int PublicKeySize = 524_160;
     public const int SecretKeySize = 13_608;
     public const int CiphertextSize = 156;
+    private const int SessionKeyBits = 256;
 
     public static readonly McElieceKem Instance = new();
 
     private static readonly CmceParameters Parameters = CmceParameters.mceliece460896r3;
+
+    private static readonly MethodInfo GenerateFullKey = typeof(CmceKemGenerator).GetMethod(
+        "GenerateEncapsulated", BindingFlags.Instance | BindingFlags.NonPublic, [typeof(AsymmetricKeyParameter), typeof(int)])
+        ?? throw new MissingMethodException("BouncyCastle's CmceKemGenerator lacks GenerateEncapsulated(key, bits): the McEliece KEM needs its 256-bit session key.");
+
+    private static readonly MethodInfo ExtractFullKey = typeof(CmceKemExtractor).GetMethod(
+        "ExtractSecret", BindingFlags.Instance | BindingFlags.NonPublic, [typeof(byte[]), typeof(int)])
+        ?? throw new MissingMethodException("BouncyCastle's CmceKemExtractor lacks ExtractSecret(ciphertext, bits): the McEliece KEM needs its 256-bit session key.");
 
     public int PublicKeyLength => PublicKeySize;
 
@@ -65,8 +81,9 @@ internal sealed class McElieceKem : IKem
             throw new ArgumentException($"A McEliece-460896 public key is {PublicKeySize} bytes.", nameof(publicKey));
         }
 
-        using var encapsulated = new CmceKemGenerator(new SecureRandom())
-            .GenerateEncapsulated(new CmcePublicKeyParameters(Parameters, publicKey.ToArray()));
+        var generator = new CmceKemGenerator(new SecureRandom());
+        using var encapsulated = (ISecretWithEncapsulation)GenerateFullKey.Invoke(
+            generator, [new CmcePublicKeyParameters(Parameters, publicKey.ToArray()), SessionKeyBits])!;
         return (encapsulated.GetSecret(), encapsulated.GetEncapsulation());
     }
 
@@ -80,7 +97,8 @@ internal sealed class McElieceKem : IKem
         var key = secretKey.ToArray();
         try
         {
-            return new CmceKemExtractor(new CmcePrivateKeyParameters(Parameters, key)).ExtractSecret(ciphertext.ToArray());
+            var extractor = new CmceKemExtractor(new CmcePrivateKeyParameters(Parameters, key));
+            return (byte[])ExtractFullKey.Invoke(extractor, [ciphertext.ToArray(), SessionKeyBits])!;
         }
         finally
         {
