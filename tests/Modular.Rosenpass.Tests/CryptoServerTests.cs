@@ -115,6 +115,7 @@ public sealed class CryptoServerTests
             var sleep = pair.A.Poll();
             Assert.Equal(PollAction.Sleep, sleep.Action);
             Assert.InRange((sleep.Until - pair.Time.GetUtcNow() - timings.RekeyAfterTimeInitiator).TotalMilliseconds, -1, 1);
+            Assert.InRange((sleep.Wait - timings.RekeyAfterTimeInitiator).TotalMilliseconds, -1, 1);
 
             pair.Time.Advance(timings.RekeyAfterTimeInitiator - TimeSpan.FromMilliseconds(100));
             Assert.Equal(PollAction.Sleep, pair.A.Poll().Action);

@@ -328,9 +328,13 @@ public sealed class CryptoServer
             }
 
             _pollOffset = 0;
-            return PollResult.Sleep(double.IsPositiveInfinity(wait)
-                ? DateTimeOffset.MaxValue
-                : _time.GetUtcNow() + TimeSpan.FromSeconds(Math.Max(wait, 0)));
+            if (double.IsPositiveInfinity(wait))
+            {
+                return PollResult.Sleep(DateTimeOffset.MaxValue) with { Wait = TimeSpan.MaxValue };
+            }
+
+            var delay = TimeSpan.FromSeconds(Math.Max(wait, 0));
+            return PollResult.Sleep(_time.GetUtcNow() + delay) with { Wait = delay };
         }
     }
 

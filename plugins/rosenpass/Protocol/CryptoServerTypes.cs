@@ -22,6 +22,9 @@ public enum PollAction
 /// <summary>One answer of <see cref="CryptoServer.Poll"/>: an action for <see cref="Peer"/>, or sleep until <see cref="Until"/>.</summary>
 public readonly record struct PollResult(PollAction Action, int Peer, DateTimeOffset Until)
 {
+    /// <summary>For <see cref="PollAction.Sleep"/>: how long from the poll until <see cref="Until"/> (<see cref="TimeSpan.MaxValue"/> when nothing is scheduled).</summary>
+    public TimeSpan Wait { get; init; }
+
     public static PollResult SendInitiation(int peer) => new(PollAction.SendInitiation, peer, default);
 
     public static PollResult SendRetransmission(int peer) => new(PollAction.SendRetransmission, peer, default);
