@@ -320,6 +320,53 @@ public sealed class CryptoServerTests
         Assert.Equal(pair.A.OutputKey(pair.PeerB), pair.B.OutputKey(pair.PeerA));
     }
 
+    [Theory]
+    [InlineData(ProtocolVersion.V02)]
+    [InlineData(ProtocolVersion.V03)]
+    public void RandomPayloadsWithAValidMac_AreRejectedWithATypedError_AndTheHandshakeStillCompletes(ProtocolVersion version)
+    {
+        var pair = new Pair(version);
+        var random = new Random(20261206);
+        var initHello = pair.Initiate();
+        var sidi = initHello[4..8];
+        var respHello = Pair.Deliver(pair.B, initHello, null);
+        var cases = new (MessageType Type, CryptoServer To, byte[]? RecipientKey)[]
+        {
+            (MessageType.InitHello, pair.B, StaticKeys.B.Public),
+            (MessageType.RespHello, pair.A, StaticKeys.A.Public),
+            (MessageType.InitConf, pair.B, StaticKeys.B.Public),
+            (MessageType.EmptyData, pair.A, StaticKeys.A.Public),
+            (MessageType.CookieReply, pair.A, null),
+        };
+        foreach (var (type, to, recipientKey) in cases)
+        {
+            for (var i = 0; i < 6; i++)
+            {
+                var message = new byte[Wire.LengthOf(type)];
+                random.NextBytes(message);
+                message[0] = (byte)type;
+                message.AsSpan(1, 3).Clear();
+                if (i % 2 == 0)
+                {
+                    // Name the live handshake, so the message gets past the session lookup into the cryptography.
+                    sidi.CopyTo(message, type == MessageType.RespHello ? 8 : 4);
+                }
+
+                if (recipientKey is not null)
+                {
+                    Envelope.WriteMac(version, Envelope.MacKey(version, recipientKey), message);
+                }
+
+                Assert.Throws<RosenpassProtocolException>(() => to.HandleMessage(message, new byte[CryptoServer.MaxMessageSize]));
+            }
+        }
+
+        var initConf = Pair.Deliver(pair.A, respHello, pair.PeerB);
+        var emptyData = Pair.Deliver(pair.B, initConf, pair.PeerA);
+        Assert.Equal(new HandleResult(null, 0), pair.A.HandleMessage(emptyData, new byte[CryptoServer.MaxMessageSize]));
+        Assert.Equal(pair.A.OutputKey(pair.PeerB), pair.B.OutputKey(pair.PeerA));
+    }
+
     [Fact]
     public void ReplayedMessages_AreRejected_AndDoNotDisturbTheLiveKey()
     {

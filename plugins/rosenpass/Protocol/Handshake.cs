@@ -37,7 +37,7 @@ internal static class Handshake
     {
         var ck = ChainingKey.Init(version, spkr);                 // IHR1
         ck.Mix(ih.Sidi).Mix(ih.Epki);                             // IHR4
-        var shk = staticKem.Decapsulate(sskr, ih.Sctr);           // IHR5
+        var shk = Decapsulate(staticKem, sskr, ih.Sctr);           // IHR5
         ck.MixKem(spkr, shk, ih.Sctr);
         Array.Clear(shk);
         var pidi = new byte[PeerId.Length];
@@ -86,10 +86,10 @@ internal static class Handshake
     {
         var ck = ChainingKey.Restore(version, ckAfterInitHello);
         ck.Mix(rh.Sidr).Mix(rh.Sidi);                             // RHI3
-        var eshk = ephemeralKem.Decapsulate(eski, rh.Ecti);       // RHI4
+        var eshk = Decapsulate(ephemeralKem, eski, rh.Ecti);       // RHI4
         ck.MixKem(epki, eshk, rh.Ecti);
         Array.Clear(eshk);
-        var sshk = staticKem.Decapsulate(sski, rh.Scti);          // RHI5
+        var sshk = Decapsulate(staticKem, sski, rh.Scti);          // RHI5
         ck.MixKem(spki, sshk, rh.Scti);
         Array.Clear(sshk);
         ck.Mix(rh.Biscuit);                                       // RHI6
@@ -128,5 +128,18 @@ internal static class Handshake
         }
 
         return (peer, contents.BiscuitNumber, ck);
+    }
+
+    // Both KEMs reject implicitly, but a library error on a hostile ciphertext must still be a typed rejection.
+    private static byte[] Decapsulate(IKem kem, byte[] secretKey, byte[] ciphertext)
+    {
+        try
+        {
+            return kem.Decapsulate(secretKey, ciphertext);
+        }
+        catch (Exception e) when (e is not RosenpassProtocolException)
+        {
+            throw new RosenpassProtocolException(RosenpassError.AuthenticationFailed, "A KEM ciphertext does not decapsulate.", e);
+        }
     }
 }

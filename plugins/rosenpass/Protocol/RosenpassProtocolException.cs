@@ -61,6 +61,12 @@ public sealed class RosenpassProtocolException : Exception
         Error = error;
     }
 
+    public RosenpassProtocolException(RosenpassError error, string message, Exception innerException)
+        : base(message, innerException)
+    {
+        Error = error;
+    }
+
     /// <summary>Why the message was rejected.</summary>
     public RosenpassError Error { get; }
 }
