@@ -14,11 +14,15 @@ public sealed class BindProxyFactory : IProxyFactory
     public string Description =>
         "Joins a peer's relayed connection to the in-process WireGuard at its Bind (no loopback socket); userspace interfaces only.";
 
+    public ProxyCapability CanServe(WgInterfaceMode mode) => mode == WgInterfaceMode.Userspace
+        ? ProxyCapability.Yes
+        : ProxyCapability.No("the bind proxy needs the in-process (userspace) WireGuard; kernel mode has none (use \"udp\" or \"auto\")");
+
     public ProxyCapability CanProxy(IWgInterfaceView iface, ProxyEnvironment environment)
     {
-        if (!iface.IsUserspace)
+        if (CanServe(iface.Mode) is { CanProxy: false } refused)
         {
-            return ProxyCapability.No("the bind proxy needs the in-process (userspace) WireGuard; this interface is kernel/external");
+            return refused;
         }
 
         return iface.BindHook is null

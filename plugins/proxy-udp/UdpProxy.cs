@@ -1,67 +1,65 @@
-using System.Buffers;
 using System.Net;
 using System.Net.Sockets;
-using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Logging;
 using Modular.Abstractions.Proxy;
 
 namespace Modular.Plugins.ProxyUdp;
 
 /// <summary>
-/// Joins one relayed connection to WireGuard through a loopback UDP socket: WireGuard is told
-/// the socket's address (<see cref="RelayedProxy.EndpointAddr"/>) is the peer's endpoint, datagrams from the
-/// relay are sent from that socket to WireGuard's listen port, and whatever WireGuard sends to
-/// it goes back over the relay. The socket is connected to WireGuard's port, so the kernel
-/// drops datagrams from anyone else. The lifecycle is <see cref="RelayedProxy"/>'s.
+/// Joins one relayed connection to WireGuard through the <see cref="SharedProxySocket"/>: WireGuard is told the
+/// peer's own loopback address on the shared socket's port (<see cref="RelayedProxy.EndpointAddr"/>) is the peer's
+/// endpoint; datagrams from the relay are sent to WireGuard's listen port from that address, and whatever WireGuard
+/// sends to it the shared socket hands to this proxy, which sends it over the relay. The lifecycle is
+/// <see cref="RelayedProxy"/>'s.
 /// </summary>
 public sealed class UdpProxy : RelayedProxy
 {
-    private const int SocketBufferBytes = 1 << 20;
-
+    private readonly SharedProxySocket _shared;
     private readonly IPEndPoint _wireGuard;
-    private Socket? _socket;
+    private PktInfoMessage? _message;
+    private IPEndPoint? _registered;
     private volatile SpoofingSender? _redirect;
     private long _droppedToWireGuard;
 
-    /// <param name="wireGuardPort">The UDP port WireGuard listens on (on 127.0.0.1).</param>
-    public UdpProxy(int wireGuardPort, ILogger logger)
+    /// <summary>A proxy on <paramref name="shared"/>, the socket every relayed peer of this WireGuard uses.</summary>
+    public UdpProxy(SharedProxySocket shared, ILogger logger)
         : base(logger)
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(wireGuardPort, 1);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(wireGuardPort, 65535);
-        _wireGuard = new IPEndPoint(IPAddress.Loopback, wireGuardPort);
+        ArgumentNullException.ThrowIfNull(shared);
+        _shared = shared;
+        _wireGuard = new IPEndPoint(IPAddress.Loopback, shared.WireGuardPort);
+    }
+
+    /// <summary>A proxy with a shared socket of its own (tests, one-off use); it closes with the proxy.</summary>
+    /// <param name="wireGuardPort">The UDP port WireGuard listens on (on 127.0.0.1).</param>
+    public UdpProxy(int wireGuardPort, ILogger logger)
+        : this(new SharedProxySocket(wireGuardPort, logger), logger)
+    {
     }
 
     public override string Kind => "udp";
 
-    /// <summary>Datagrams from the relay that could not be handed to WireGuard (e.g. nothing listened).</summary>
+    /// <summary>The shared socket this proxy uses.</summary>
+    public SharedProxySocket Shared => _shared;
+
+    /// <summary>Datagrams from the relay that could not be handed to WireGuard (e.g. a full socket buffer).</summary>
     public long DroppedToWireGuard => Interlocked.Read(ref _droppedToWireGuard);
 
     protected override IPEndPoint AttachToWireGuard()
     {
-        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-        try
-        {
-            // Bursts from WireGuard (a batch of sealed packets) must not overflow the default buffers;
-            // the kernel caps these at net.core.[rw]mem_max.
-            socket.ReceiveBufferSize = SocketBufferBytes;
-            socket.SendBufferSize = SocketBufferBytes;
-            socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-            socket.Connect(_wireGuard);
-        }
-        catch
-        {
-            socket.Dispose();
-            throw;
-        }
-
-        _socket = socket;
-        return (IPEndPoint)socket.LocalEndPoint!;
+        var endpoint = _shared.Register(this);
+        _message = new PktInfoMessage(endpoint, _shared.WireGuardPort);
+        _registered = endpoint;
+        return endpoint;
     }
 
-    protected override void DetachFromWireGuard() => _socket?.Dispose();
-
-    protected override void OnLoopsStopped() => Interlocked.Exchange(ref _redirect, null)?.Dispose();
+    protected override void DetachFromWireGuard()
+    {
+        if (_registered is { } endpoint)
+        {
+            _shared.Unregister(endpoint);
+        }
+    }
 
     /// <summary>
     /// From now on datagrams from the relay reach WireGuard with <paramref name="endpoint"/> as
@@ -94,9 +92,8 @@ public sealed class UdpProxy : RelayedProxy
         }
     }
 
-    // Pooled so a send that completes asynchronously costs no allocation per packet.
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    protected override async ValueTask SendToWireGuardAsync(ReadOnlyMemory<byte> datagram, CancellationToken cancellationToken)
+    // sendmsg on a non-blocking datagram socket: it completes (or fails) at once.
+    protected override ValueTask SendToWireGuardAsync(ReadOnlyMemory<byte> datagram, CancellationToken cancellationToken)
     {
         try
         {
@@ -106,58 +103,45 @@ public sealed class UdpProxy : RelayedProxy
             }
             else
             {
-                try
-                {
-                    await _socket!.SendAsync(datagram, SocketFlags.None, cancellationToken);
-                }
-                catch (SocketException ex) when (ex.SocketErrorCode is SocketError.ConnectionRefused)
-                {
-                    // The connected socket reports an EARLIER datagram's ICMP port unreachable on the next call, and
-                    // that call sends nothing; the receive loop usually takes the error first, but not when it lags.
-                    // The error is cleared now, so this datagram gets its own try.
-                    await _socket!.SendAsync(datagram, SocketFlags.None, cancellationToken);
-                }
+                _shared.SendToWireGuard(_message!, datagram);
             }
         }
         catch (SocketException)
         {
-            // WireGuard not listening (ICMP port unreachable): drop like a lossy path would.
+            // A full buffer or WireGuard gone: drop like a lossy path would.
             Interlocked.Increment(ref _droppedToWireGuard);
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>
+    /// WireGuard's datagrams reach this proxy through <see cref="ForwardFromWireGuardAsync"/> (the shared socket's
+    /// loop), so this loop has nothing to do but wait for the proxy to stop.
+    /// </summary>
+    protected override async Task RunWireGuardToRelayAsync(IRelayedConnection connection, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await Task.Delay(Timeout.InfiniteTimeSpan, cancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
         }
     }
 
-    protected override async Task RunWireGuardToRelayAsync(IRelayedConnection connection, CancellationToken cancellationToken)
-    {
-        var socket = _socket!;
-        var buffer = ArrayPool<byte>.Shared.Rent(RelayedConnectionPump.MaxDatagram);
-        try
-        {
-            while (!cancellationToken.IsCancellationRequested)
-            {
-                int received;
-                try
-                {
-                    received = await socket.ReceiveAsync(buffer, SocketFlags.None, cancellationToken);
-                }
-                catch (SocketException ex) when (ex.SocketErrorCode is SocketError.ConnectionRefused or SocketError.ConnectionReset)
-                {
-                    // The ICMP error of an earlier send to a WireGuard that was not listening.
-                    continue;
-                }
-                catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException or SocketException)
-                {
-                    return;
-                }
+    protected override void OnLoopsStopped() => Interlocked.Exchange(ref _redirect, null)?.Dispose();
 
-                if (!await SendToRelayAsync(connection, buffer.AsMemory(0, received), cancellationToken))
-                {
-                    return;
-                }
-            }
-        }
-        finally
+    /// <summary>
+    /// Sends one datagram WireGuard addressed to this peer over the relay; called by the shared socket's loop. It
+    /// flows from <see cref="RelayedProxy.AddRelayedConnAsync"/> on (also while paused, as with any proxy) and is
+    /// dropped once the proxy closes. The datagram is only read during the call.
+    /// </summary>
+    internal async ValueTask ForwardFromWireGuardAsync(ReadOnlyMemory<byte> datagram)
+    {
+        if (Connection is { } connection)
         {
-            ArrayPool<byte>.Shared.Return(buffer);
+            await SendToRelayAsync(connection, datagram, CancellationToken.None);
         }
     }
 }

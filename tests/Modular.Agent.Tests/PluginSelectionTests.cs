@@ -32,4 +32,31 @@ public sealed class PluginSelectionTests
         PluginSelection.Validate(Parse("[netflow]\nenabled = true\n"), catalog);
         PluginSelection.Validate(Parse("[netflow]\nsinks = [\"elsewhere\"]\n"), catalog);
     }
+
+    [Fact]
+    public void The_bind_proxy_with_kernel_mode_is_refused_at_proxy_kind()
+    {
+        using var catalog = PluginCatalog.Load(AgentHarness.BuiltInPluginsDir, NullLogger.Instance);
+        var config = Parse("[interface]\nmode = \"kernel\"\n\n[proxy]\nkind = \"bind\"\n");
+
+        var ex = Assert.Throws<ConfigException>(() => PluginSelection.Validate(config, catalog));
+
+        Assert.Equal("proxy.kind", ex.Key);
+        Assert.Equal(6, ex.Line);
+        Assert.Equal(8, ex.Column); // the value, as every config error cites it
+        Assert.StartsWith("the \"bind\" proxy cannot serve interface mode \"kernel\": ", ex.Problem, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("userspace", "bind")]
+    [InlineData("userspace", "udp")]
+    [InlineData("kernel", "udp")]
+    [InlineData("kernel", "auto")]
+    [InlineData("userspace", "auto")]
+    public void A_kind_that_serves_the_mode_passes(string mode, string kind)
+    {
+        using var catalog = PluginCatalog.Load(AgentHarness.BuiltInPluginsDir, NullLogger.Instance);
+
+        PluginSelection.Validate(Parse($"[interface]\nmode = \"{mode}\"\n\n[proxy]\nkind = \"{kind}\"\n"), catalog);
+    }
 }

@@ -25,7 +25,7 @@ internal sealed class RecordingWgIface : IWgIface
 
     public string Name => "fake0";
 
-    public WgInterfaceMode Mode => WgInterfaceMode.Userspace;
+    public WgInterfaceMode Mode { get; init; } = WgInterfaceMode.Userspace;
 
     public IPNetwork Address => IPNetwork.Parse("100.64.0.0/10");
 

@@ -99,6 +99,16 @@ public readonly record struct ProxyCapability(bool CanProxy, string? Reason)
 public interface IProxyFactory : IPluginFactory
 {
     /// <summary>
+    /// Whether this factory can serve an interface of <paramref name="mode"/> at all, asked before any interface
+    /// exists (<c>modular config check</c>, and <c>up</c> before it creates one), so a kind that can never work in
+    /// the configured mode (bind with kernel mode) is refused at its TOML key instead of failing on every relayed
+    /// connect. Answer only from the mode; what depends on the host or the interface belongs in
+    /// <see cref="CanProxy(IWgInterfaceView, ProxyEnvironment)"/>. The default says yes, so a factory built
+    /// before this member existed still loads and is asked per interface as before.
+    /// </summary>
+    ProxyCapability CanServe(WgInterfaceMode mode) => ProxyCapability.Yes;
+
+    /// <summary>
     /// Whether this factory can serve <paramref name="iface"/> here. Cheap and free of side effects: the
     /// host calls it for every relayed peer, from any thread, possibly concurrently.
     /// </summary>

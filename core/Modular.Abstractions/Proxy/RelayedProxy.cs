@@ -50,6 +50,13 @@ public abstract class RelayedProxy : IProxy
     /// <summary>The remote peer this proxy carries; default until <see cref="AddRelayedConnAsync"/>.</summary>
     protected WgKey RemotePeer => _peer;
 
+    /// <summary>
+    /// The relayed connection from <see cref="AddRelayedConnAsync"/> until <see cref="CloseAsync"/> begins, else null:
+    /// for a proxy whose WireGuard-side datagrams arrive on a thread it does not own (a socket shared by many
+    /// proxies) rather than in <see cref="RunWireGuardToRelayAsync"/>; pass it to <see cref="SendToRelayAsync"/>.
+    /// </summary>
+    protected IRelayedConnection? Connection => IsClosed ? null : Volatile.Read(ref _connection);
+
     /// <summary>True once <see cref="CloseAsync"/> began; a WireGuard-side callback then drops its datagram.</summary>
     protected bool IsClosed => Volatile.Read(ref _closed) != 0;
 

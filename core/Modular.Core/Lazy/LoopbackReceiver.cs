@@ -10,7 +10,8 @@ namespace Modular.Core.Lazy;
 /// The loopback monitor's socket and the way it reads it: recvmsg(2) into one buffer kept for the socket's life,
 /// with the source address and the IP_PKTINFO destination, allocating nothing per datagram (.NET's
 /// ReceiveMessageFrom allocates an IPAddress and an IPEndPoint for each). Linux x86_64/aarch64 ABI (msghdr and
-/// cmsghdr as there); no unsafe code, since Modular.Core has none.
+/// cmsghdr as there); no unsafe code, since Modular.Core has none. Compiled into Modular.Core (the lazy-connection
+/// loopback monitor) and into the proxy-udp plugin (its shared socket), so both read loopback the same way.
 /// </summary>
 internal sealed class LoopbackReceiver : IDisposable
 {
@@ -89,6 +90,9 @@ internal sealed class LoopbackReceiver : IDisposable
     /// <summary>Source IPv4 address of the last datagram, host byte order.</summary>
     public uint Source { get; private set; }
 
+    /// <summary>Source UDP port of the last datagram.</summary>
+    public int SourcePort { get; private set; }
+
     /// <summary>The IPv4 address the last datagram was sent to (IP_PKTINFO), host byte order.</summary>
     public uint Destination { get; private set; }
 
@@ -98,6 +102,9 @@ internal sealed class LoopbackReceiver : IDisposable
     /// <summary>The last datagram; valid until the next call.</summary>
     public ReadOnlySpan<byte> Datagram => _block.AsSpan(0, _length);
 
+    /// <summary>The last datagram as memory (for an awaited send); valid until the next call.</summary>
+    public ReadOnlyMemory<byte> DatagramMemory => _block.AsMemory(0, _length);
+
     /// <summary>Datagrams the kernel dropped because the socket's queue was full (SO_RXQ_OVFL; known when the next one arrives).</summary>
     public long KernelDrops => Interlocked.Read(ref _kernelDrops);
 
@@ -105,7 +112,8 @@ internal sealed class LoopbackReceiver : IDisposable
     /// Opens the socket in the calling thread's network namespace: UDP on 0.0.0.0 and an ephemeral port, bound to
     /// the device lo, with IP_PKTINFO. Throws <see cref="SocketException"/> when that cannot be done.
     /// </summary>
-    public static LoopbackReceiver Open(ILogger logger)
+    /// <param name="purpose">Names the socket in log messages.</param>
+    public static LoopbackReceiver Open(ILogger logger, string purpose = "Lazy: the activity socket")
     {
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
         try
@@ -121,12 +129,12 @@ internal sealed class LoopbackReceiver : IDisposable
                 // Kernels before 5.7 want CAP_NET_RAW for this. Correctness does not depend on it: only datagrams
                 // to a watched 127.128.0.0/9 address from a 127/8 source are reported, and no other host can send
                 // those (the kernel drops loopback addresses arriving on a real interface as martians).
-                logger.LogWarning("Lazy: cannot bind the activity socket to lo ({Error}); relying on its address checks alone", e.SocketErrorCode);
+                logger.LogWarning("{Socket} cannot be bound to lo ({Error}); relying on its address checks alone", purpose, e.SocketErrorCode);
             }
 
             socket.SetSocketOption(SocketOptionLevel.IP, SocketOptionName.PacketInformation, true);
-            TrySet(socket, () => socket.SetRawSocketOption(SolSocket, SoRxqOvfl, [1, 0, 0, 0]), "SO_RXQ_OVFL", logger);
-            TrySet(socket, () => socket.ReceiveBufferSize = ReceiveBufferBytes, "SO_RCVBUF", logger);
+            TrySet(socket, () => socket.SetRawSocketOption(SolSocket, SoRxqOvfl, [1, 0, 0, 0]), "SO_RXQ_OVFL", purpose, logger);
+            TrySet(socket, () => socket.ReceiveBufferSize = ReceiveBufferBytes, "SO_RCVBUF", purpose, logger);
             socket.Bind(new IPEndPoint(IPAddress.Any, 0));
             return new LoopbackReceiver(socket, boundToLoopback);
         }
@@ -197,6 +205,7 @@ internal sealed class LoopbackReceiver : IDisposable
             return false;
         }
 
+        SourcePort = BinaryPrimitives.ReadUInt16BigEndian(address[2..]);
         Source = BinaryPrimitives.ReadUInt32BigEndian(address[4..]);
 
         // Walk the control messages: IP_PKTINFO { int ifindex; in_addr spec_dst; in_addr addr } and SO_RXQ_OVFL { u32 }.
@@ -236,7 +245,7 @@ internal sealed class LoopbackReceiver : IDisposable
         return hasDestination;
     }
 
-    private static void TrySet(Socket socket, Action set, string option, ILogger logger)
+    private static void TrySet(Socket socket, Action set, string option, string purpose, ILogger logger)
     {
         try
         {
@@ -244,7 +253,7 @@ internal sealed class LoopbackReceiver : IDisposable
         }
         catch (SocketException e)
         {
-            logger.LogDebug("Lazy: the activity socket ({Port}) has no {Option}: {Error}", socket.LocalEndPoint, option, e.SocketErrorCode);
+            logger.LogDebug("{Socket} ({Port}) has no {Option}: {Error}", purpose, socket.LocalEndPoint, option, e.SocketErrorCode);
         }
     }
 

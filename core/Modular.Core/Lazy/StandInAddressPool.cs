@@ -4,11 +4,15 @@ using System.Net;
 namespace Modular.Core.Lazy;
 
 /// <summary>
-/// Hands out one loopback address per idle peer from 127.128.0.0/9 (about 8.3 million), so a stand-in endpoint
-/// names its peer by address alone. Addresses ending in .0 or .255 are skipped: some tools and filters treat them
-/// as network or broadcast addresses even inside 127/8. Freed addresses are reused oldest-first, which keeps a
-/// just-freed address unused for as long as possible: a late handshake retry that WireGuard sends to a peer's
-/// old stand-in is then not blamed on the next peer. Not thread-safe; the monitors call it under their lock.
+/// Hands out one loopback address per idle peer (or relayed peer) from 127.128.0.0/9, so an endpoint names its peer
+/// by address alone. The /9 is split so its two users never collide: the lazy-connection stand-ins take
+/// 127.128.0.0/10 (the default constructor, about 4.2 million) and the UDP relay proxy's shared socket takes
+/// 127.192.0.0/10 (<see cref="RelayProxies"/>). Addresses ending in .0 or .255 are skipped: some tools and filters
+/// treat them as network or broadcast addresses even inside 127/8. Freed addresses are reused oldest-first, which
+/// keeps a just-freed address unused for as long as possible: a late datagram that WireGuard sends to a peer's
+/// old address is then not blamed on the next peer. Not thread-safe; its users call it under their lock.
+/// Compiled into Modular.Core and into the proxy-udp plugin (one copy of the code; plugins reference only
+/// Modular.Abstractions).
 /// </summary>
 internal sealed class StandInAddressPool
 {
@@ -18,8 +22,30 @@ internal sealed class StandInAddressPool
     /// <summary>127.255.255.255 in host byte order.</summary>
     public const uint Last = 0x7FFF_FFFF;
 
+    /// <summary>127.192.0.0 in host byte order: the first address of the relay proxies' half.</summary>
+    public const uint RelayProxyFirst = 0x7FC0_0000;
+
     private readonly Queue<uint> _freed = new();
-    private uint _next = First + 1;
+    private readonly uint _last;
+    private uint _next;
+
+    /// <summary>A pool of the lazy-connection stand-ins' half, 127.128.0.0/10.</summary>
+    public StandInAddressPool()
+        : this(First, RelayProxyFirst - 1)
+    {
+    }
+
+    private StandInAddressPool(uint first, uint last)
+    {
+        _next = first + 1;
+        _last = last;
+    }
+
+    /// <summary>A pool of 127.192.0.0/10, for the peers the UDP relay proxy carries on its shared socket.</summary>
+    public static StandInAddressPool RelayProxies() => new(RelayProxyFirst, Last);
+
+    /// <summary>True for addresses of 127.192.0.0/10 (host byte order): the relay proxies' half.</summary>
+    public static bool IsRelayProxy(uint address) => (address & 0xFFC0_0000) == RelayProxyFirst;
 
     /// <summary>True for addresses of 127.128.0.0/9 (host byte order).</summary>
     public static bool Contains(uint address) => (address & 0xFF80_0000) == First;
@@ -35,7 +61,7 @@ internal sealed class StandInAddressPool
             return reused;
         }
 
-        while (_next <= Last)
+        while (_next <= _last)
         {
             var candidate = _next++;
             var lastOctet = candidate & 0xFF;
@@ -45,7 +71,7 @@ internal sealed class StandInAddressPool
             }
         }
 
-        throw new InvalidOperationException("All stand-in addresses of 127.128.0.0/9 are in use.");
+        throw new InvalidOperationException($"All loopback addresses up to {ToIPAddress(_last)} are in use.");
     }
 
     /// <summary>Gives <paramref name="address"/> back for reuse.</summary>

@@ -20,6 +20,7 @@ internal static class PluginSelection
         }
 
         AgentConfigLoader.ValidatePluginNames(config, catalog.NamesOf<IProxyFactory>());
+        RequireModeServed(config, catalog);
 
         if (config.Rosenpass.Enabled.Value == true)
         {
@@ -35,6 +36,27 @@ internal static class PluginSelection
             }
 
             AgentConfigLoader.ValidateFlowSinkNames(config, catalog.NamesOf<IFlowSinkFactory>());
+        }
+    }
+
+    /// <summary>
+    /// An explicit proxy kind must be able to serve the configured interface mode (bind cannot serve kernel mode),
+    /// asked through <see cref="IProxyFactory.CanServe"/> since no interface exists yet. "auto" picks per mode.
+    /// </summary>
+    private static void RequireModeServed(AgentConfig config, PluginCatalog catalog)
+    {
+        var kind = config.Proxy.Kind;
+        if (string.Equals(kind, "auto", StringComparison.OrdinalIgnoreCase))
+        {
+            return;
+        }
+
+        var mode = config.Interface.Mode;
+        var capability = catalog.Get<IProxyFactory>(kind).CanServe(mode);
+        if (!capability.CanProxy)
+        {
+            var modeName = mode.ToString().ToLowerInvariant();
+            throw At(config, "proxy.kind", $"the \"{kind}\" proxy cannot serve interface mode \"{modeName}\": {capability.Reason}");
         }
     }
 

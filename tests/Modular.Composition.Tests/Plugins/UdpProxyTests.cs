@@ -40,7 +40,9 @@ public sealed class UdpProxyTests : IAsyncLifetime
     [Fact]
     public async Task Forwards_both_ways_and_WireGuard_sees_the_proxy_endpoint_as_the_peer()
     {
-        Assert.Equal(IPAddress.Loopback, _proxy.EndpointAddr.Address);
+        // The peer's own address of 127.192.0.0/10 on the shared socket's port.
+        Assert.Equal(IPAddress.Parse("127.192.0.1"), _proxy.EndpointAddr.Address);
+        Assert.Equal(_proxy.Shared.Port, _proxy.EndpointAddr.Port);
         Assert.NotEqual(0, _proxy.EndpointAddr.Port);
         _proxy.Work();
 
@@ -103,6 +105,7 @@ public sealed class UdpProxyTests : IAsyncLifetime
         await _proxy.CloseAsync(); // idempotent
 
         Assert.True(_relay.Disposed);
+        Assert.False(_proxy.Shared.IsOpen); // its last peer gone, the shared socket is closed
         using var reuse = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
         reuse.Bind(endpoint); // throws AddressAlreadyInUse if the proxy still held it
         Assert.Equal(0, disconnected);
@@ -205,5 +208,98 @@ public sealed class UdpProxyTests : IAsyncLifetime
         var (data, from) = await WireGuardReceivesAsync();
         Assert.Equal([4, 4], data);
         Assert.Equal(proxy.EndpointAddr, from);
+    }
+
+    [Fact]
+    public async Task Many_relayed_peers_share_one_socket_each_at_its_own_address()
+    {
+        const int Peers = 50;
+        var port = ((IPEndPoint)_wireGuard.LocalEndPoint!).Port;
+        var shared = new SharedProxySocket(port, NullLogger.Instance);
+        var relays = new List<InMemoryRelayedConnection>();
+        var proxies = new List<UdpProxy>();
+        try
+        {
+            for (var i = 0; i < Peers; i++)
+            {
+                var relay = new InMemoryRelayedConnection();
+                var proxy = new UdpProxy(shared, NullLogger.Instance);
+                await proxy.AddRelayedConnAsync(relay, new WgKey(Enumerable.Repeat((byte)(i + 1), 32).ToArray()), CancellationToken.None);
+                proxy.Work();
+                relays.Add(relay);
+                proxies.Add(proxy);
+            }
+
+            Assert.Equal(1, shared.SocketsOpened);
+            Assert.Equal(Peers, shared.Peers);
+            Assert.All(proxies, p => Assert.Equal(shared.Port, p.EndpointAddr.Port));
+            Assert.Equal(Peers, proxies.Select(p => p.EndpointAddr.Address).Distinct().Count());
+            Assert.All(proxies, p => Assert.Equal(192, p.EndpointAddr.Address.GetAddressBytes()[1] & 0xC0));
+
+            for (var i = 0; i < Peers; i++)
+            {
+                // Relay -> WireGuard: each peer's datagram arrives from that peer's own endpoint.
+                var fromRelay = new byte[] { 1, (byte)i };
+                await relays[i].FromRelay.Writer.WriteAsync(fromRelay);
+                var (data, from) = await WireGuardReceivesAsync();
+                Assert.Equal(fromRelay, data);
+                Assert.Equal(proxies[i].EndpointAddr, from);
+            }
+
+            // WireGuard -> relay: what WireGuard sends to a peer's endpoint goes over that peer's relay only.
+            for (var i = Peers - 1; i >= 0; i--)
+            {
+                await _wireGuard.SendToAsync(new byte[] { 2, (byte)i }, SocketFlags.None, proxies[i].EndpointAddr);
+                Assert.Equal([2, (byte)i], await relays[i].ToRelay.Reader.ReadAsync(Bounded.Wait));
+            }
+
+            Assert.All(relays, r => Assert.False(r.ToRelay.Reader.TryRead(out _)));
+        }
+        finally
+        {
+            foreach (var proxy in proxies)
+            {
+                await proxy.CloseAsync();
+            }
+        }
+
+        Assert.Equal(0, shared.Peers);
+        Assert.False(shared.IsOpen);
+    }
+
+    [Fact]
+    public async Task Datagrams_not_from_WireGuard_or_to_no_peer_are_dropped_and_counted()
+    {
+        _proxy.Work();
+        using var stranger = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        stranger.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+
+        // From a port that is not WireGuard's, to a peer's address; and from WireGuard to an address nobody holds.
+        await stranger.SendToAsync(new byte[] { 6 }, SocketFlags.None, _proxy.EndpointAddr);
+        await _wireGuard.SendToAsync(new byte[] { 6 }, SocketFlags.None, new IPEndPoint(IPAddress.Parse("127.192.9.9"), _proxy.EndpointAddr.Port));
+        await _wireGuard.SendToAsync(new byte[] { 6 }, SocketFlags.None, new IPEndPoint(IPAddress.Loopback, _proxy.EndpointAddr.Port));
+
+        // Then a real one: it arrives, and the three before it were counted, not forwarded.
+        await _wireGuard.SendToAsync(new byte[] { 7 }, SocketFlags.None, _proxy.EndpointAddr);
+        Assert.Equal([7], await _relay.ToRelay.Reader.ReadAsync(Bounded.Wait));
+        Assert.Equal(3, _proxy.Shared.DatagramsDropped);
+        Assert.False(_relay.ToRelay.Reader.TryRead(out _));
+    }
+
+    [Fact]
+    public async Task The_factory_gives_every_proxy_of_an_interface_the_same_socket()
+    {
+        var factory = new UdpProxyFactory();
+        var port = ((IPEndPoint)_wireGuard.LocalEndPoint!).Port;
+        var iface = new FakeWgIface(WgInterfaceMode.Kernel, port);
+        await using var a = (UdpProxy)await factory.CreateAsync(iface, new FakePluginContext(), CancellationToken.None);
+        await using var b = (UdpProxy)await factory.CreateAsync(iface, new FakePluginContext(), CancellationToken.None);
+
+        Assert.Same(a.Shared, b.Shared);
+        await a.AddRelayedConnAsync(new InMemoryRelayedConnection(), Peer, CancellationToken.None);
+        await b.AddRelayedConnAsync(new InMemoryRelayedConnection(), Peer, CancellationToken.None);
+        Assert.Equal(a.EndpointAddr.Port, b.EndpointAddr.Port);
+        Assert.NotEqual(a.EndpointAddr.Address, b.EndpointAddr.Address);
+        Assert.Equal(1, a.Shared.SocketsOpened);
     }
 }

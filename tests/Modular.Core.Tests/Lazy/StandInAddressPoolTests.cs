@@ -19,6 +19,42 @@ public sealed class StandInAddressPoolTests
     }
 
     [Fact]
+    public void Stand_ins_and_relay_proxies_take_disjoint_halves_of_the_9_to_the_last_address()
+    {
+        var (standInsFirst, standInsLast, standIns) = Exhaust(new StandInAddressPool());
+        var (proxiesFirst, proxiesLast, proxies) = Exhaust(StandInAddressPool.RelayProxies());
+
+        Assert.Equal(IPAddress.Parse("127.128.0.1"), StandInAddressPool.ToIPAddress(standInsFirst));
+        Assert.Equal(IPAddress.Parse("127.191.255.254"), StandInAddressPool.ToIPAddress(standInsLast));
+        Assert.Equal(IPAddress.Parse("127.192.0.1"), StandInAddressPool.ToIPAddress(proxiesFirst));
+        Assert.Equal(IPAddress.Parse("127.255.255.254"), StandInAddressPool.ToIPAddress(proxiesLast));
+        Assert.Equal(64 * 256 * 254, standIns);
+        Assert.Equal(64 * 256 * 254, proxies);
+        Assert.False(StandInAddressPool.IsRelayProxy(standInsLast));
+        Assert.True(StandInAddressPool.IsRelayProxy(proxiesFirst));
+    }
+
+    // Rents until the pool refuses; returns the first and last address and how many there were.
+    private static (uint First, uint Last, int Count) Exhaust(StandInAddressPool pool)
+    {
+        var first = pool.Rent();
+        var last = first;
+        var count = 1;
+        while (true)
+        {
+            try
+            {
+                last = pool.Rent();
+                count++;
+            }
+            catch (InvalidOperationException)
+            {
+                return (first, last, count);
+            }
+        }
+    }
+
+    [Fact]
     public void Freed_addresses_come_back_oldest_first()
     {
         var pool = new StandInAddressPool();
