@@ -41,6 +41,7 @@ public sealed class AgentEngine
     private readonly MapApplier _applier;
     private readonly SignalSession _signal;
     private readonly ReflexiveCandidateLoop _reflexive;
+    private readonly ManagementFlowUploader _flowUploader;
 
     // All of the interface's parts or none: set once, when every one of them was built (see EngineAssembly).
     private volatile EngineParts? _parts;
@@ -65,7 +66,14 @@ public sealed class AgentEngine
         // Every job logs as the engine, as before the split.
         _management = new ManagementSession(options, _identity, recorder, _logger, time, parts, seams);
         _signal = new SignalSession(options.Config, _identity, _management, parts, recorder, _logger, time);
-        _assembly = new EngineAssembly(options, _identity, _signal.Signaling, recorder, loggerFactory, _logger, time, seams);
+        // Plugins ship flows through it as this peer, to the management server the agent is logged in to.
+        _flowUploader = new ManagementFlowUploader(
+            _identity,
+            () => _management.Url is { } url && _management.ServerKey is { } key ? new FlowTarget(url, key) : null,
+            seams.ManagementCalls,
+            options.Config.TlsCa,
+            time);
+        _assembly = new EngineAssembly(options, _identity, _signal.Signaling, recorder, loggerFactory, _logger, time, seams, _flowUploader);
         _applier = new MapApplier(parts, _identity.PublicKey, options, seams, recorder, _logger, _management.ControlHosts);
         _reflexive = new ReflexiveCandidateLoop(_management, parts, _logger, time);
     }
@@ -255,6 +263,8 @@ public sealed class AgentEngine
             await _assembly.CloseAsync(parts);
         }
 
+        // After the sinks that use it (closed with the parts), before the key it seals with.
+        await _flowUploader.DisposeAsync();
         _identity.Dispose();
         _management.SetStopped();
         _signal.SetStopped();
