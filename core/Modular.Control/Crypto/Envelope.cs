@@ -30,6 +30,12 @@ public static class Envelope
         public static ReadOnlySpan<byte> Signal => "modular/signal/v1"u8;
 
         public static ReadOnlySpan<byte> SignalAuth => "modular/signal-auth/v1"u8;
+
+        /// <summary>A flow batch, agent to server (Flow API).</summary>
+        public static ReadOnlySpan<byte> Flow => "modular/flow/v1"u8;
+
+        /// <summary>The server's answer to one flow batch, bound to that batch's nonce.</summary>
+        public static ReadOnlySpan<byte> FlowAck => "modular/flow-ack/v1"u8;
     }
 
     private static readonly AeadAlgorithm Aead = AeadAlgorithm.XChaCha20Poly1305;

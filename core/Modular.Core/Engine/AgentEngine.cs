@@ -42,6 +42,7 @@ public sealed class AgentEngine
     private readonly SignalSession _signal;
     private readonly ReflexiveCandidateLoop _reflexive;
     private readonly FlowSwitch _flows;
+    private readonly ManagementFlowUploader _flowUploader;
 
     // All of the interface's parts or none: set once, when every one of them was built (see EngineAssembly).
     private volatile EngineParts? _parts;
@@ -67,13 +68,20 @@ public sealed class AgentEngine
         _management = new ManagementSession(options, _identity, recorder, _logger, time, parts, seams);
         _signal = new SignalSession(options.Config, _identity, _management, parts, recorder, _logger, time);
         var config = options.Config;
+        // Plugins ship flows through it as this peer, to the management server the agent is logged in to.
+        _flowUploader = new ManagementFlowUploader(
+            _identity,
+            () => _management.Url is { } url && _management.ServerKey is { } key ? new FlowTarget(url, key) : null,
+            seams.ManagementCalls,
+            config.TlsCa,
+            time);
         _flows = new FlowSwitch(
             config,
             options.FlowSinkFactories,
-            name => new EnginePluginContext(config.SettingsFor(name), loggerFactory, time, config.StateDir, options.Services),
+            name => new EnginePluginContext(config.SettingsFor(name), loggerFactory, time, config.StateDir, options.Services) { FlowUploader = _flowUploader },
             config.Interface.Mode == WgInterfaceMode.Userspace,
             _logger);
-        _assembly = new EngineAssembly(options, _identity, _signal.Signaling, recorder, loggerFactory, _logger, time, seams, _flows.Sink);
+        _assembly = new EngineAssembly(options, _identity, _signal.Signaling, recorder, loggerFactory, _logger, time, seams, _flows.Sink, _flowUploader);
         _applier = new MapApplier(parts, _identity.PublicKey, options, seams, recorder, _logger, _management.ControlHosts, _flows);
         _reflexive = new ReflexiveCandidateLoop(_management, parts, _logger, time);
     }
@@ -280,6 +288,8 @@ public sealed class AgentEngine
         await _flows.DisposeAsync();
         _recorder.SetFlows(_flows.Status());
 
+        // After the sinks that use it, before the key it seals with.
+        await _flowUploader.DisposeAsync();
         _identity.Dispose();
         _management.SetStopped();
         _signal.SetStopped();

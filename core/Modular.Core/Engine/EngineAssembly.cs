@@ -39,11 +39,14 @@ internal sealed class EngineAssembly
     private readonly TimeProvider _time;
     private readonly EngineSeams _seams;
     private readonly IFlowSink? _flowSink;
+    private readonly IFlowUploader? _flowUploader;
 
     /// <param name="flowSink">What the userspace firewall reports flows to (the engine's <see cref="FlowSwitch.Sink"/>, which it owns).</param>
-    public EngineAssembly(EngineOptions options, X25519KeyPair identity, EngineSignaling signaling, StatusRecorder recorder, ILoggerFactory loggerFactory, ILogger logger, TimeProvider time, EngineSeams seams, IFlowSink? flowSink = null)
+    /// <param name="flowUploader">Handed to every plugin's context (<see cref="EnginePluginContext.FlowUploader"/>).</param>
+    public EngineAssembly(EngineOptions options, X25519KeyPair identity, EngineSignaling signaling, StatusRecorder recorder, ILoggerFactory loggerFactory, ILogger logger, TimeProvider time, EngineSeams seams, IFlowSink? flowSink = null, IFlowUploader? flowUploader = null)
     {
         _flowSink = flowSink;
+        _flowUploader = flowUploader;
         _options = options;
         _config = options.Config;
         _identity = identity;
@@ -135,7 +138,7 @@ internal sealed class EngineAssembly
                 _config.Proxy.Kind,
                 _options.ProxyFactories,
                 new ProxyEnvironment(_config.Proxy.EbpfDisabled, Environment.UserName == "root"),
-                name => new EnginePluginContext(_config.SettingsFor(name), _loggerFactory, _time, _config.StateDir, _options.Services),
+                PluginContext,
                 _logger);
             var relay = new EngineRelayConnector(iface, _identity.PublicKey, proxies, _recorder, _logger);
             relay.Apply(services);
@@ -153,6 +156,9 @@ internal sealed class EngineAssembly
     public Task CloseAsync(EngineParts parts)
         => CloseAsync(parts.Iface, parts.IceTransport, parts.Firewall, parts.Routes, parts.Dns, parts.Manager);
 
+    /// <summary>What a plugin factory receives: its <c>[plugins.NAME]</c> settings and the engine's services.</summary>
+    private EnginePluginContext PluginContext(string name)
+        => new(_config.SettingsFor(name), _loggerFactory, _time, _config.StateDir, _options.Services) { FlowUploader = _flowUploader };
     /// <summary>The interface the config's mode names: in-process WireGuard with ICE on its Bind, or kernel/external with an ICE socket one port up.</summary>
     private EngineInterface CreateInterface(WgIfaceOptions options)
     {

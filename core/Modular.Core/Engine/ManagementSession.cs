@@ -76,6 +76,9 @@ internal sealed class ManagementSession
     /// <summary>The key management proved; signal must prove the same one.</summary>
     public WgKey? ServerKey => _serverKey?.Value;
 
+    /// <summary>The management URL of the latest successful login; null before it.</summary>
+    public Uri? Url => _url;
+
     /// <summary>The management URL whose failure is reported (the last one a login tried).</summary>
     public Uri? LastLoginUrl => _lastLoginUrl;
 

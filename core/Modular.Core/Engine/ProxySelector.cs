@@ -93,4 +93,8 @@ public sealed record EnginePluginContext(
     ILoggerFactory LoggerFactory,
     TimeProvider Time,
     string StateDirectory,
-    IServiceProvider Services) : IPluginContext;
+    IServiceProvider Services) : IPluginContext
+{
+    /// <summary>The engine's flow uploader (<see cref="ManagementFlowUploader"/>); null when it has none.</summary>
+    public Abstractions.Flows.IFlowUploader? FlowUploader { get; init; }
+}

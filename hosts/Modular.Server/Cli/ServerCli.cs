@@ -63,7 +63,7 @@ public static class ServerCli
             Recursive = true,
         };
         var root = new RootCommand(
-            "Modular control plane. Without a command, runs the server (management, signal, relay, STUN) until SIGTERM or Ctrl-C: "
+            "Modular control plane. Without a command, runs the server (management, signal, relay, STUN, flow API) until SIGTERM or Ctrl-C: "
             + "modular-server --config server.toml. With a command, administers the same store, also while the server runs.")
         {
             config,
@@ -226,6 +226,7 @@ public static class ServerCli
         root.Add(new Command("peers", "Manage peers") { listPeers, remove, rename });
         Networks.NetworkCommands.AddTo(root, config, defaults);
         Networks.DnsCommands.AddTo(root, config, defaults);
+        Flows.FlowCommands.AddTo(root, config, defaults);
         return root;
     }
 

@@ -16,10 +16,6 @@ public static class NotBuiltYet
 
     public static readonly IReadOnlyList<Row> Keys =
     [
-        new("redis_url", "not built yet: nothing connects to Redis (flow cache, multi-instance pub/sub)", "redis_url = \"redis://127.0.0.1:6379\"", c => c.RedisUrl.Length > 0),
-        new("components", "the \"flow\" component is not built yet: its API is not served", "components = [\"management\", \"signal\", \"flow\"]", c => c.Runs("flow")),
-        new("account.flows", "not built yet: agents record no flows, whatever the account says", "[account.flows]\nenabled = true",
-            c => c.Account.Flows.Enabled || c.Account.Flows.CollectDns || c.Account.Flows.CollectExitNode),
         new("account.rosenpass", "not built yet: agents do no post-quantum key exchange, whatever the account says", "[account.rosenpass]\nenabled = true",
             c => c.Account.Rosenpass.Enabled || c.Account.Rosenpass.Permissive),
     ];

@@ -42,7 +42,14 @@ public sealed record TlsConfig(string Cert = "", string Key = "")
     public bool Enabled => Cert.Length > 0;
 }
 
-public sealed record FlowSettingsConfig(bool Enabled = false, bool CollectDns = false, bool CollectExitNode = false);
+public sealed record FlowSettingsConfig(bool Enabled = false, bool CollectDns = false, bool CollectExitNode = false)
+{
+    /// <summary>How long the server keeps flow events when <c>[account.flows] retention</c> is not written.</summary>
+    public static readonly TimeSpan DefaultRetention = TimeSpan.FromDays(7);
+
+    /// <summary>How long the server keeps flow events (by their time); older ones are swept (flow component).</summary>
+    public TimeSpan Retention { get; init; } = DefaultRetention;
+}
 
 public sealed record RosenpassSettingsConfig(bool Enabled = false, bool Permissive = false);
 

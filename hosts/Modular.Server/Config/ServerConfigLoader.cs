@@ -48,6 +48,11 @@ public static class ServerConfigLoader
             DataDir = r.String("data_dir", defaults.DataDir),
             RedisUrl = r.String("redis_url", defaults.RedisUrl),
         };
+        if (config.RedisUrl.Length > 0 && !RedisUrl.TryParse(config.RedisUrl, out _, out var redisError))
+        {
+            throw new ConfigException($"{fileName}: key 'redis_url': {redisError}");
+        }
+
         if (config.DataDir.Length == 0)
         {
             throw new ConfigException($"{fileName}: key 'data_dir': must not be empty");
@@ -107,7 +112,13 @@ public static class ServerConfigLoader
 
             using (var f = a.Table("flows"))
             {
-                account = account with { Flows = new FlowSettingsConfig(f.Bool("enabled", false), f.Bool("collect_dns", false), f.Bool("collect_exit_node", false)) };
+                var retention = f.Duration("retention", FlowSettingsConfig.DefaultRetention);
+                if (retention <= TimeSpan.Zero)
+                {
+                    throw new ConfigException($"{fileName}: key 'account.flows.retention': must be longer than zero, e.g. 7d");
+                }
+
+                account = account with { Flows = new FlowSettingsConfig(f.Bool("enabled", false), f.Bool("collect_dns", false), f.Bool("collect_exit_node", false)) { Retention = retention } };
             }
 
             using (var rp = a.Table("rosenpass"))

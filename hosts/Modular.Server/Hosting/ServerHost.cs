@@ -9,6 +9,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
 using Modular.Server.Config;
+using Modular.Server.Flows;
 using Modular.Server.Management;
 using Modular.Server.Relay;
 using Modular.Server.Signal;
@@ -23,7 +24,7 @@ public static class ServerHost
 {
     public const string DatabaseFile = "modular.db";
 
-    private static readonly string[] GrpcServed = ["management", "signal"];
+    private static readonly string[] GrpcServed = ["management", "signal", "flow"];
 
     /// <summary>Opens the store configured in <paramref name="config"/> (creating or migrating its schema).</summary>
     public static async Task<IStore> OpenStoreAsync(ServerConfig config, CancellationToken cancellationToken, TimeProvider? time = null)
@@ -102,6 +103,14 @@ public static class ServerHost
             builder.Services.AddHostedService(sp => sp.GetRequiredService<StunServer>());
         }
 
+        if (config.Runs("flow"))
+        {
+            builder.Services.TryAddSingleton(new FlowApiLimits());
+            builder.Services.AddSingleton<RedisFlowCache>();
+            builder.Services.AddSingleton<FlowRetention>();
+            builder.Services.AddHostedService(sp => sp.GetRequiredService<FlowRetention>());
+        }
+
         configureServices?.Invoke(builder.Services);
         var app = builder.Build();
         if (config.Runs("management"))
@@ -114,9 +123,13 @@ public static class ServerHost
             app.MapGrpcService<SignalGrpcService>();
         }
 
-        if (config.Runs("flow") && !config.Positions.ContainsKey("components"))
+        if (config.Runs("flow"))
         {
-            logger.Information("The flow component is not part of this build yet; its API is not served");
+            app.MapGrpcService<FlowGrpcService>();
+            if (app.Services.GetRequiredService<RedisFlowCache>().Enabled && RedisUrl.TryParse(config.RedisUrl, out var redis, out _))
+            {
+                logger.Information("Flow cache: Redis at {Redis}", redis!.ToString());
+            }
         }
 
         return app;
