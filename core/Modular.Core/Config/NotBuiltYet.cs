@@ -31,8 +31,6 @@ public static class NotBuiltYet
         new("netflow.enabled", "netflow", "true", c => c.Netflow.Enabled.Value == true),
         new("netflow.collect_dns", "netflow", "true", c => c.Netflow.CollectDns),
         new("netflow.collect_exit_node", "netflow", "true", c => c.Netflow.CollectExitNode),
-        new("netflow.ipfix_collector", "netflow", "\"collector.example:4739\"", c => c.Netflow.IpfixCollector.Length > 0),
-        new("plugins.netflow", "netflow", "{ capacity = 100 }", c => c.PluginSettings.ContainsKey("netflow")),
         new("rosenpass.enabled", "rosenpass", "true", c => c.Rosenpass.Enabled.Value == true),
         new("rosenpass.permissive", "rosenpass", "true", c => c.Rosenpass.Permissive),
         new("plugins.rosenpass", "rosenpass", "{ port = 9999 }", c => c.PluginSettings.ContainsKey("rosenpass")),

@@ -168,7 +168,7 @@ internal sealed class EngineAssembly
         => FlowSinks.CreateAsync(
             _config,
             _options.FlowSinkFactories,
-            name => new EnginePluginContext(_config.SettingsFor(name), _loggerFactory, _time, _config.StateDir, _options.Services),
+            name => new EnginePluginContext(FlowSinkSettings.For(_config, name), _loggerFactory, _time, _config.StateDir, _options.Services),
             iface is UserspaceWgIface,
             _logger,
             cancellationToken);
