@@ -11,11 +11,13 @@
 #   iputils-ping, dnsutils          ping across the tunnel; DNS checks
 #   jq                              the demo reads `status --json` with it
 #   redis-server                    the server's flow cache and pub/sub tests
+#   nfdump                          nfcapd/nfdump read the agent's IPFIX export (its service unit runs nothing)
+#   conntrack                       inspecting kernel-mode connection tracking (flow logging)
 #   clang, llvm, bpftool, libbpf-dev  building and loading the eBPF proxy program
 #   clang, zlib1g-dev               linking the native-AOT `modular` (scripts/publish)
 modular_packages=(
   wireguard-go wireguard-tools iperf3 nftables iproute2 iputils-ping dnsutils jq
-  redis-server clang llvm bpftool libbpf-dev zlib1g-dev
+  redis-server nfdump conntrack clang llvm bpftool libbpf-dev zlib1g-dev
 )
 
 # The part scripts/demo drives (a subset of the above): a first run should not pull in a compiler.

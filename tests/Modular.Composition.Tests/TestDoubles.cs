@@ -133,13 +133,16 @@ internal sealed class FakeWgIface(WgInterfaceMode mode, int listenPort = 51820, 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;
 }
 
-internal sealed class FakePluginContext(IReadOnlyDictionary<string, object?>? settings = null) : IPluginContext
+internal sealed class FakePluginContext(
+    IReadOnlyDictionary<string, object?>? settings = null, TimeProvider? time = null, Abstractions.Flows.IFlowUploader? flowUploader = null) : IPluginContext
 {
     public IReadOnlyDictionary<string, object?> Settings { get; } = settings ?? new Dictionary<string, object?>();
 
     public ILoggerFactory LoggerFactory => NullLoggerFactory.Instance;
 
-    public TimeProvider Time => TimeProvider.System;
+    public TimeProvider Time => time ?? TimeProvider.System;
+
+    public Abstractions.Flows.IFlowUploader? FlowUploader => flowUploader;
 
     public string StateDirectory => Path.GetTempPath();
 

@@ -28,7 +28,6 @@ public static class NotBuiltYet
     public static readonly IReadOnlyList<Row> Keys =
     [
         new("metrics.listen", "metrics", "\"127.0.0.1:9090\"", c => c.Metrics.Enabled),
-        new("netflow.ipfix_collector", "ipfix", "\"collector.example:4739\"", c => c.Netflow.IpfixCollector.Length > 0),
         new("rosenpass.enabled", "rosenpass", "true", c => c.Rosenpass.Enabled.Value == true),
         new("rosenpass.permissive", "rosenpass", "true", c => c.Rosenpass.Permissive),
         new("plugins.rosenpass", "rosenpass", "{ port = 9999 }", c => c.PluginSettings.ContainsKey("rosenpass")),

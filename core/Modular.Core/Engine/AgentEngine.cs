@@ -78,7 +78,7 @@ public sealed class AgentEngine
         _flows = new FlowSwitch(
             config,
             options.FlowSinkFactories,
-            name => new EnginePluginContext(config.SettingsFor(name), loggerFactory, time, config.StateDir, options.Services) { FlowUploader = _flowUploader },
+            name => new EnginePluginContext(FlowSinkSettings.For(config, name), loggerFactory, time, config.StateDir, options.Services) { FlowUploader = _flowUploader },
             config.Interface.Mode == WgInterfaceMode.Userspace,
             _logger);
         _assembly = new EngineAssembly(options, _identity, _signal.Signaling, recorder, loggerFactory, _logger, time, seams, _flows.Sink, _flowUploader);

@@ -1,9 +1,6 @@
-using System.Net;
-using Modular.Abstractions.Flows;
 using Modular.Abstractions.Proxy;
 using Modular.Abstractions.Security;
 using Modular.Abstractions.WireGuard;
-using Modular.Plugins.Netflow;
 using Modular.Plugins.ProxyEbpf;
 using Modular.Plugins.Rosenpass;
 
@@ -40,37 +37,5 @@ public sealed class PlaceholderPluginTests
         var decision = await provider.GetPresharedKeyAsync(new PskPeer(new WgKey(new byte[32]), "peer1", null, null), CancellationToken.None);
         Assert.True(decision.Allowed);
         Assert.Null(decision.PresharedKey);
-    }
-
-    private static FlowEvent Event(int n) => new(
-        Guid.NewGuid(), Guid.NewGuid(), DateTimeOffset.UnixEpoch.AddSeconds(n), FlowEventType.Start, FlowDirection.Egress, 17,
-        IPAddress.Parse("100.64.0.1"), (ushort)(10000 + n), IPAddress.Parse("100.64.0.2"), 53, 0, 0, 1, 60, 1, 60, null, null, null);
-
-    [Fact]
-    public async Task Netflow_keeps_the_newest_events_and_counts_drops()
-    {
-        var factory = new NetflowSinkFactory();
-        Assert.StartsWith("Placeholder", factory.Description, StringComparison.Ordinal);
-        await using var sink = (MemoryFlowSink)await factory.CreateAsync(new FakePluginContext(new Dictionary<string, object?> { ["capacity"] = 3L }), CancellationToken.None);
-        Assert.Equal(3, sink.Capacity);
-
-        var events = Enumerable.Range(0, 5).Select(Event).ToList();
-        events.ForEach(sink.Emit);
-
-        Assert.Equal(3, sink.Count);
-        Assert.Equal(2, sink.Dropped);
-        Assert.Equal(events[2..], sink.Snapshot());
-    }
-
-    [Fact]
-    public async Task Netflow_default_capacity_and_bad_settings()
-    {
-        var factory = new NetflowSinkFactory();
-        await using var sink = (MemoryFlowSink)await factory.CreateAsync(new FakePluginContext(), CancellationToken.None);
-        Assert.Equal(NetflowSinkFactory.DefaultCapacity, sink.Capacity);
-        await Assert.ThrowsAsync<ArgumentException>(async () =>
-            await factory.CreateAsync(new FakePluginContext(new Dictionary<string, object?> { ["capacity"] = "big" }), CancellationToken.None));
-        await Assert.ThrowsAsync<ArgumentException>(async () =>
-            await factory.CreateAsync(new FakePluginContext(new Dictionary<string, object?> { ["capacity"] = 0L }), CancellationToken.None));
     }
 }
