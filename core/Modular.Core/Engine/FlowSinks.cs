@@ -11,8 +11,8 @@ internal static class FlowSinks
 {
     /// <summary>
     /// The sinks of <c>[netflow] sinks</c> (one, or several behind a <see cref="FlowSinkFanOut"/>) when flow logging is
-    /// on locally (<c>netflow.enabled = true</c>) and the interface is userspace, whose firewall tracks the flows; else
-    /// null. The daemon checked the names at start; a name missing here (or a sink whose factory throws) is skipped
+    /// on locally (<c>netflow.enabled = true</c>); else null. A userspace interface's firewall tracks the flows itself;
+    /// in kernel mode conntrack does (<see cref="Firewall.Nftables.KernelFlowSource"/>). The daemon checked the names at start; a name missing here (or a sink whose factory throws) is skipped
     /// with a warning and the agent runs without it. Only the agent's own key turns flows on here so far: the
     /// account's setting (the network map) is not applied yet. Cancelled: the sinks created so far are disposed.
     /// </summary>
@@ -27,12 +27,6 @@ internal static class FlowSinks
     {
         if (config.Netflow.Enabled.Value != true)
         {
-            return null;
-        }
-
-        if (!userspace)
-        {
-            logger.LogWarning("[netflow] enabled = true: kernel mode records no flows yet (only the userspace firewall reports them)");
             return null;
         }
 
@@ -75,7 +69,8 @@ internal static class FlowSinks
             return null;
         }
 
-        logger.LogInformation("Flow logging: the userspace firewall's flow events go to {Sinks} (kept on this host: nothing ships them to the server yet)", string.Join(", ", names));
+        logger.LogInformation("Flow logging: the {Source}'s flow events go to {Sinks} (kept on this host: nothing ships them to the server yet)",
+            userspace ? "userspace firewall" : "kernel's conntrack", string.Join(", ", names));
         return sinks.Count == 1 ? sinks[0] : new FlowSinkFanOut(sinks);
     }
 }

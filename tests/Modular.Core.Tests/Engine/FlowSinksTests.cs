@@ -55,8 +55,8 @@ public sealed class FlowSinksTests
     [Theory]
     [InlineData(null, true)]
     [InlineData(false, true)]
-    [InlineData(true, false)]
-    public async Task No_sink_is_created_while_flow_logging_is_off_or_the_interface_is_not_userspace(bool? enabled, bool userspace)
+    [InlineData(false, false)]
+    public async Task No_sink_is_created_while_flow_logging_is_off(bool? enabled, bool userspace)
     {
         var config = Config(enabled);
         var factory = new RecordingFactory();
@@ -65,6 +65,19 @@ public sealed class FlowSinksTests
 
         Assert.Null(sink);
         Assert.Empty(factory.Created);
+    }
+
+    [Fact]
+    public async Task A_kernel_interface_gets_its_sinks_too_conntrack_reports_its_flows()
+    {
+        var config = Config(true);
+        var factory = new RecordingFactory();
+
+        var sink = await FlowSinks.CreateAsync(config, new Dictionary<string, IFlowSinkFactory> { ["netflow"] = factory }, name => ContextFor(config, name), userspace: false, NullLogger.Instance, CancellationToken.None);
+
+        Assert.NotNull(sink);
+        Assert.Same(Assert.Single(factory.Created), sink);
+        await sink.DisposeAsync();
     }
 
     [Fact]
