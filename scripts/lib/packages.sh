@@ -15,7 +15,7 @@
 #   clang, zlib1g-dev               linking the native-AOT `modular` (scripts/publish)
 modular_packages=(
   wireguard-go wireguard-tools iperf3 nftables iproute2 iputils-ping dnsutils jq
-  redis-server clang llvm bpftool libbpf-dev zlib1g-dev
+  redis-server clang llvm bpftool libbpf-dev zlib1g-dev conntrack
 )
 
 # The part scripts/demo drives (a subset of the above): a first run should not pull in a compiler.
