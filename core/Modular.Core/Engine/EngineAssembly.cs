@@ -94,8 +94,10 @@ internal sealed class EngineAssembly
             if (_config.Firewall.Enabled)
             {
                 // Its own address tells the firewall which inbound packets are forwarded (routed) traffic. The flow sink is
-                // the engine's switch, reporting only while flow logging is on (the engine owns and closes it).
-                firewall = await EngineFirewall.AttachAsync(iface, _time, _loggerFactory.CreateLogger<EngineFirewall>(), _recorder, new FirewallOptions { LocalAddresses = [ifaceOptions.Address] }, _seams.Nftables, flowSink: _flowSink, cancellationToken: cancellationToken);
+                // the engine's switch, reporting only while flow logging is on (the engine owns and closes it). Switched off
+                // locally, the account cannot turn it on: no sink, so kernel mode never starts its conntrack source.
+                var flowSink = _config.Netflow.Enabled.Value == false ? null : _flowSink;
+                firewall = await EngineFirewall.AttachAsync(iface, _time, _loggerFactory.CreateLogger<EngineFirewall>(), _recorder, new FirewallOptions { LocalAddresses = [ifaceOptions.Address] }, _seams.Nftables, flowSink: flowSink, cancellationToken: cancellationToken);
             }
             else
             {

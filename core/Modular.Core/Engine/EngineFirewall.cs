@@ -42,6 +42,7 @@ public sealed class EngineFirewall : IAsyncDisposable
 
     // Set once by AttachAsync before the firewall is returned; disposed after the firewall.
     private IFlowSink? _flowSink;
+    private KernelFlowSource? _kernelFlows;
 
     // No locks. Written by ApplyAsync (the engine calls it with its apply gate held), read by status: Volatile.
     private int _userspaceRules;
@@ -82,9 +83,10 @@ public sealed class EngineFirewall : IAsyncDisposable
     /// interface, else the nftables table (default drop, replacing a stale one of a crashed run). A table nft
     /// refuses is logged and shown in status; the agent goes on.
     /// <para>
-    /// <paramref name="flowSink"/> receives the userspace firewall's flow events (Start/End/Drop); nftables mode records
-    /// no flows yet and never calls it. The caller owns it until this returns; from then on the firewall does and
-    /// disposes it last, after the packet filter.
+    /// <paramref name="flowSink"/> receives the flow events (Start/End/Drop): the userspace firewall's, or in nftables
+    /// mode a <see cref="KernelFlowSource"/>'s (conntrack events and the table's drop logs; only with the host's nft,
+    /// as conntrack: a test's nft double gets no kernel source). The caller owns it until this returns; from then on
+    /// the firewall does and disposes it last, after the packet filter and the kernel source.
     /// </para>
     /// </summary>
     public static async Task<EngineFirewall> AttachAsync(
@@ -113,11 +115,15 @@ public sealed class EngineFirewall : IAsyncDisposable
         }
         else
         {
-            var enforcer = new NftablesEnforcer(iface.Name, iface.OverlayIp, options, nftables ?? HostNftables.Instance, logger, time, conntrack);
+            var flowRules = flowSink is not null && nftables is null ? new KernelFlowRules() : null;
+            var flowLog = flowRules is not null ? new NftablesFlowLog(NftablesFlowLog.DefaultGroup) : null;
+            var enforcer = new NftablesEnforcer(iface.Name, iface.OverlayIp, options, nftables ?? HostNftables.Instance, logger, time, conntrack, flowLog, flowRules);
             attached = new EngineFirewall(null, enforcer, recorder, logger, time) { _ownedConntrack = owned, Conntrack = conntrack };
             try
             {
                 await enforcer.ApplyAsync([], cancellationToken);
+                // After the first table: it loaded conntrack, whose accounting switch the source turns on.
+                attached._kernelFlows = flowRules is not null ? StartKernelFlows(flowSink!, flowRules, flowLog!, time, logger) : null;
             }
             catch (OperationCanceledException)
             {
@@ -130,6 +136,23 @@ public sealed class EngineFirewall : IAsyncDisposable
         attached._flowSink = flowSink;
         recorder?.SetFirewall(attached.Status);
         return attached;
+    }
+
+    /// <summary>The kernel's flow events for <paramref name="sink"/>, or null (logged) when ctnetlink cannot be read.</summary>
+    private static KernelFlowSource? StartKernelFlows(IFlowSink sink, KernelFlowRules rules, NftablesFlowLog flowLog, TimeProvider time, ILogger logger)
+    {
+        try
+        {
+            var source = new KernelFlowSource(sink, rules, flowLog.NflogGroup, logger, time);
+            source.Start();
+            logger.LogInformation("Flow logging: conntrack events of the mesh's connections and the policy's drop logs (NFLOG group {Group}) are recorded", flowLog.NflogGroup);
+            return source;
+        }
+        catch (IOException e)
+        {
+            logger.LogWarning("Flow logging: conntrack events cannot be read ({Problem}): kernel mode records no flows", e.Message);
+            return null;
+        }
     }
 
     /// <summary>Enforces the rules of <paramref name="map"/> (done when this returns); unreadable rules are skipped with a warning.</summary>
@@ -237,6 +260,11 @@ public sealed class EngineFirewall : IAsyncDisposable
         await _statusTimer.DisposeAsync();
         LogCounters();
         _firewall?.Dispose();
+        if (_kernelFlows is not null)
+        {
+            await _kernelFlows.DisposeAsync();
+        }
+
         if (_nftables is not null)
         {
             await _nftables.DisposeAsync();

@@ -26,10 +26,10 @@ internal sealed record FlowSinkSet(IFlowSink? Sink, IReadOnlyList<NamedFlowSink>
 internal static class FlowSinks
 {
     /// <summary>
-    /// The sinks of <c>[netflow] sinks</c> when the interface is userspace, whose firewall tracks the flows; in kernel
-    /// mode none (nothing records kernel flows yet). The daemon checked the names at start; a name missing here (or a
-    /// sink whose factory throws) is skipped with a warning and the agent runs without it. Cancelled: the sinks
-    /// created so far are disposed.
+    /// The sinks of <c>[netflow] sinks</c>. A userspace interface's firewall tracks the flows itself; in kernel mode
+    /// conntrack does (<see cref="Firewall.Nftables.KernelFlowSource"/>). The daemon checked the names at start; a name
+    /// missing here (or a sink whose factory throws) is skipped with a warning and the agent runs without it.
+    /// Cancelled: the sinks created so far are disposed.
     /// </summary>
     /// <param name="contextFor">The plugin context (its <c>[plugins.NAME]</c> section) for a sink's name.</param>
     public static async Task<FlowSinkSet> CreateAsync(
@@ -40,12 +40,6 @@ internal static class FlowSinks
         ILogger logger,
         CancellationToken cancellationToken)
     {
-        if (!userspace)
-        {
-            logger.LogWarning("Flow logging: kernel mode records no flows yet (only the userspace firewall reports them)");
-            return FlowSinkSet.None("kernel mode records no flows yet (only the userspace firewall reports them)");
-        }
-
         var sinks = new List<NamedFlowSink>();
         var problems = new List<string>();
         try
@@ -86,7 +80,8 @@ internal static class FlowSinks
             return FlowSinkSet.None(problems.Count > 0 ? string.Join("; ", problems) : "[netflow] sinks names no sink");
         }
 
-        logger.LogInformation("Flow logging: the userspace firewall's flow events go to {Sinks}", string.Join(", ", sinks.Select(s => s.Name)));
+        logger.LogInformation("Flow logging: the {Source}'s flow events go to {Sinks}",
+            userspace ? "userspace firewall" : "kernel's conntrack", string.Join(", ", sinks.Select(s => s.Name)));
         return new FlowSinkSet(sinks.Count == 1 ? sinks[0].Sink : new FlowSinkFanOut(sinks.Select(s => s.Sink)), sinks, null);
     }
 }

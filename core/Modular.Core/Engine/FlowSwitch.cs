@@ -17,7 +17,7 @@ namespace Modular.Core.Engine;
 /// The firewall is built with <see cref="Sink"/> (a <see cref="SwitchableFlowSink"/>) whatever the setting; the
 /// <c>[netflow] sinks</c> are created the first time flow logging is on (<see cref="FlowSinks"/>), stay for the
 /// run when it is switched off again (nothing is reported then), and are disposed at stop. When they cannot be
-/// created (plugin missing, kernel mode, the firewall off) the agent runs, warns once, and
+/// created (plugin missing, the firewall off) the agent runs, warns once, and
 /// <see cref="NotAvailable"/> says why for status.
 /// </para>
 /// <para>
@@ -44,7 +44,7 @@ internal sealed class FlowSwitch : IAsyncDisposable
     // Read by status without a lock.
     private volatile IReadOnlyDictionary<string, string> _notAvailable = NoReasons;
 
-    /// <param name="userspace">Whether the interface is userspace (its firewall reports flows; kernel mode does not yet).</param>
+    /// <param name="userspace">Whether the interface is userspace (its firewall reports flows; in kernel mode conntrack does).</param>
     public FlowSwitch(AgentConfig config, IReadOnlyDictionary<string, IFlowSinkFactory> factories, Func<string, IPluginContext> contextFor, bool userspace, ILogger logger)
     {
         _config = config;

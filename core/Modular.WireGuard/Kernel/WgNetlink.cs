@@ -427,6 +427,7 @@ internal sealed unsafe partial class GenericNetlinkSocket : IDisposable
 
     private readonly int _fd;
     private uint _sequence = (uint)Environment.TickCount;
+    private bool _bound;
 
     public GenericNetlinkSocket(int protocol = NetlinkGeneric)
     {
@@ -515,7 +516,116 @@ internal sealed unsafe partial class GenericNetlinkSocket : IDisposable
         }
     }
 
+    /// <summary>Joins multicast group <paramref name="group"/> (NETLINK_ADD_MEMBERSHIP): its events arrive on <see cref="Receive"/>.</summary>
+    public void Subscribe(uint group)
+    {
+        if (!_bound)
+        {
+            // Multicast reaches only bound sockets (a socket that never sent has no port ID yet): the kernel picks one.
+            var address = stackalloc byte[12];
+            new Span<byte>(address, 12).Clear();
+            address[0] = AfNetlink;
+            if (bind(_fd, address, 12) != 0)
+            {
+                throw new IOException($"netlink bind: {Marshal.GetLastPInvokeErrorMessage()}");
+            }
+
+            _bound = true;
+        }
+
+        SetOption(SolNetlink, NetlinkAddMembership, (int)group, "NETLINK_ADD_MEMBERSHIP");
+    }
+
+    /// <summary>
+    /// For event readers: <see cref="Receive"/> gives up after <paramref name="timeout"/> (so a reader notices it was
+    /// stopped), and the receive buffer is <paramref name="bytes"/> (SO_RCVBUFFORCE as root, else capped by the
+    /// host's rmem_max), so a burst of events is queued rather than lost.
+    /// </summary>
+    public void ConfigureReader(TimeSpan timeout, int bytes)
+    {
+        var value = new Timeval { Seconds = (long)timeout.TotalSeconds, Microseconds = timeout.Microseconds + (timeout.Milliseconds * 1000) };
+        if (setsockopt(_fd, SolSocket, SoRcvTimeo, &value, (uint)sizeof(Timeval)) != 0)
+        {
+            throw new IOException($"netlink SO_RCVTIMEO: {Marshal.GetLastPInvokeErrorMessage()}");
+        }
+
+        var size = bytes;
+        if (setsockopt(_fd, SolSocket, SoRcvBufForce, &size, sizeof(int)) != 0)
+        {
+            SetOption(SolSocket, SoRcvBuf, bytes, "SO_RCVBUF");
+        }
+    }
+
+    /// <summary>Sends one message without waiting for an answer (an event reader's configuration; its ACK arrives on <see cref="Receive"/>).</summary>
+    public void Send(byte[] message)
+    {
+        fixed (byte* data = message)
+        {
+            if (send(_fd, data, (nuint)message.Length, 0) < 0)
+            {
+                throw new IOException($"netlink send: {Marshal.GetLastPInvokeErrorMessage()}");
+            }
+        }
+    }
+
+    /// <summary>
+    /// Reads one buffer of messages: its length, 0 when nothing came within the reader's timeout, or -1 when the
+    /// kernel dropped messages because the reader fell behind (ENOBUFS; the socket goes on). Other errors throw.
+    /// </summary>
+    public int Receive(byte[] buffer)
+    {
+        nint n;
+        fixed (byte* data = buffer)
+        {
+            n = recv(_fd, data, (nuint)buffer.Length, 0);
+        }
+
+        if (n >= 0)
+        {
+            return (int)n;
+        }
+
+        var errno = Marshal.GetLastPInvokeError();
+        return errno switch
+        {
+            EAgain or EIntr => 0,
+            ENoBufs => -1,
+            _ => throw new IOException($"netlink recv: {Marshal.GetLastPInvokeErrorMessage()}"),
+        };
+    }
+
     public void Dispose() => close(_fd);
+
+    private void SetOption(int level, int name, int value, string what)
+    {
+        if (setsockopt(_fd, level, name, &value, sizeof(int)) != 0)
+        {
+            throw new IOException($"netlink {what}: {Marshal.GetLastPInvokeErrorMessage()}");
+        }
+    }
+
+    private const int SolSocket = 1;
+    private const int SoRcvBuf = 8;
+    private const int SoRcvTimeo = 20;
+    private const int SoRcvBufForce = 33;
+    private const int SolNetlink = 270;
+    private const int NetlinkAddMembership = 1;
+    private const int EIntr = 4;
+    private const int EAgain = 11;
+    private const int ENoBufs = 105;
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct Timeval
+    {
+        public long Seconds;
+        public long Microseconds;
+    }
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int bind(int fd, byte* address, uint length);
+
+    [LibraryImport("libc", SetLastError = true)]
+    private static partial int setsockopt(int fd, int level, int name, void* value, uint length);
 
     [LibraryImport("libc", SetLastError = true)]
     private static partial int socket(int domain, int type, int protocol);

@@ -56,20 +56,6 @@ public sealed class FlowSinksTests
     }
 
     [Fact]
-    public async Task No_sink_is_created_when_the_interface_is_not_userspace_and_the_set_says_why()
-    {
-        // Whether flow logging is on at all is FlowSwitch's decision now (FlowSwitchTests): "off" never gets here.
-        var config = Config(true);
-        var factory = new RecordingFactory();
-
-        var set = await FlowSinks.CreateAsync(config, new Dictionary<string, IFlowSinkFactory> { ["netflow"] = factory }, name => ContextFor(config, name), userspace: false, NullLogger.Instance, CancellationToken.None);
-
-        Assert.Null(set.Sink);
-        Assert.Empty(factory.Created);
-        Assert.StartsWith("kernel mode records no flows yet", set.Problem, StringComparison.Ordinal);
-    }
-
-    [Fact]
     public async Task When_no_named_sink_can_be_created_the_set_says_why_for_each()
     {
         var config = Config(true, "absent", "broken");
@@ -80,6 +66,20 @@ public sealed class FlowSinksTests
         Assert.Null(set.Sink);
         Assert.Empty(set.Sinks);
         Assert.Equal("no flow-sink plugin named \"absent\" is loaded (available: broken); the flow sink \"broken\" could not be created: disk full", set.Problem);
+    }
+
+    [Fact]
+    public async Task A_kernel_interface_gets_its_sinks_too_conntrack_reports_its_flows()
+    {
+        var config = Config(true);
+        var factory = new RecordingFactory();
+
+        var set = await FlowSinks.CreateAsync(config, new Dictionary<string, IFlowSinkFactory> { ["netflow"] = factory }, name => ContextFor(config, name), userspace: false, NullLogger.Instance, CancellationToken.None);
+
+        Assert.NotNull(set.Sink);
+        Assert.Null(set.Problem);
+        Assert.Same(Assert.Single(factory.Created), set.Sink);
+        await set.Sink.DisposeAsync();
     }
 
     [Fact]

@@ -14,6 +14,12 @@ namespace Modular.Core.Firewall.Nftables;
 /// <item>bit 31 (<see cref="ForwardedBit"/>): 0 = stamped by the policy table (this peer's own traffic, input/output), 1 = by the routing peer's forward table.</item>
 /// <item>bits 0-23 (<see cref="FreeMask"/>): not the firewall's; every rule keeps them as they are (free for flow logging and others).</item>
 /// </list>
+/// With flow logging on in kernel mode (<see cref="KernelFlowSource"/>) the policy table also owns the free bits:
+/// <list type="bullet">
+/// <item>bit 23 (<see cref="FlowBit"/>): a connection of this peer's own mesh traffic (opened through the tunnel), the only ones reported;</item>
+/// <item>bit 22 (<see cref="EgressBit"/>): this peer opened it (egress); 0 = the remote peer did (ingress);</item>
+/// <item>bits 0-21 (<see cref="RuleIndexMask"/>): which accept rule of the stamping table let it in (1-based, per generation); 0 = none (default accept, mesh DNS).</item>
+/// </list>
 /// </summary>
 public static class ConntrackMarks
 {
@@ -28,6 +34,15 @@ public static class ConntrackMarks
     public const uint FreeMask = 0x00FF_FFFF;
 
     public const int GenerationShift = 24;
+
+    /// <summary>Flow logging (kernel mode): set on every connection opened through the tunnel, so only mesh flows are reported.</summary>
+    public const uint FlowBit = 0x0080_0000;
+
+    /// <summary>Flow logging: set when this peer opened the connection (egress).</summary>
+    public const uint EgressBit = 0x0040_0000;
+
+    /// <summary>Flow logging: the accept rule that let the connection in, as an index into the stamping table's rule IDs (1-based; 0 = none).</summary>
+    public const uint RuleIndexMask = 0x003F_FFFF;
 
     public const int MaxGeneration = 127;
 

@@ -31,6 +31,8 @@ public sealed class NftablesEnforcer : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
     private readonly MarkGenerations _generations;
+    private readonly NftablesFlowLog? _flowLog;
+    private readonly KernelFlowRules? _flowRules;
     private readonly SemaphoreSlim _gate = new(1, 1);
     private readonly Dictionary<string, long> _earlierDropsByRule = new(StringComparer.Ordinal);
     private long _earlierDefaultDrops;
@@ -50,7 +52,10 @@ public sealed class NftablesEnforcer : IAsyncDisposable
     /// Where old generations are cleared before reuse (the agent: <see cref="NetlinkConntrack"/>); null: tables never
     /// trust their stamp, every established connection's packets walk the rules.
     /// </param>
-    public NftablesEnforcer(string interfaceName, IPAddress? ownAddress, FirewallOptions? options, INftables nft, ILogger logger, TimeProvider? time = null, IConntrack? conntrack = null)
+    /// <param name="flowLog">Flow logging's marks and drop logs in the table (<see cref="KernelFlowSource"/>); null: none.</param>
+    /// <param name="flowRules">Where each table in force is recorded, so flow events name their rules; with <paramref name="flowLog"/>.</param>
+    public NftablesEnforcer(string interfaceName, IPAddress? ownAddress, FirewallOptions? options, INftables nft, ILogger logger, TimeProvider? time = null, IConntrack? conntrack = null,
+        NftablesFlowLog? flowLog = null, KernelFlowRules? flowRules = null)
     {
         ArgumentNullException.ThrowIfNull(nft);
         ArgumentNullException.ThrowIfNull(logger);
@@ -62,6 +67,8 @@ public sealed class NftablesEnforcer : IAsyncDisposable
         _logger = logger;
         _time = time ?? TimeProvider.System;
         _generations = new MarkGenerations(conntrack, forwarded: false, logger);
+        _flowLog = flowLog;
+        _flowRules = flowRules;
         _status = new FirewallStatus(FirewallStatus.NftablesMode, 0, ImmutableSortedDictionary<string, long>.Empty, 0, 0, null, null, null, null, "no rules applied yet");
     }
 
@@ -82,7 +89,7 @@ public sealed class NftablesEnforcer : IAsyncDisposable
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             if (_inForce is not null && !_tableGone
-                && NftablesRenderer.Render(_interfaceName, rules, _ownAddress, _options, _generations.Current, _generations.CurrentTrusted).Script == _inForce.Script)
+                && NftablesRenderer.Render(_interfaceName, rules, _ownAddress, _options, _generations.Current, _generations.CurrentTrusted, _flowLog).Script == _inForce.Script)
             {
                 // The same table: applying it again would only start a new generation (and re-check every connection).
                 if (_error is not null)
@@ -95,9 +102,12 @@ public sealed class NftablesEnforcer : IAsyncDisposable
             }
 
             var (generation, trusted) = await _generations.NextAsync(cancellationToken);
-            var policy = NftablesRenderer.Render(_interfaceName, rules, _ownAddress, _options, generation, trusted);
+            var policy = NftablesRenderer.Render(_interfaceName, rules, _ownAddress, _options, generation, trusted, _flowLog);
             // The counters of the table about to go: read now, or they are lost with it.
             var replaced = await ReadCountersAsync(cancellationToken);
+            // Known before the table is in force, so its first flows already name their rules (no connection carries
+            // this generation yet: it was cleared; if nft refuses the table, the next one records it again).
+            _flowRules?.Record(generation, policy);
             var started = _time.GetTimestamp();
             try
             {

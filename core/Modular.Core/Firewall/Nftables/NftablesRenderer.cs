@@ -15,7 +15,32 @@ namespace Modular.Core.Firewall.Nftables;
 /// <param name="Script">The whole transaction: the replace prologue, then the table.</param>
 /// <param name="RuleCount">Policy rules rendered (not nft lines: several policy rules may share one, or one need several).</param>
 /// <param name="DropRuleIdByCounter">For each named counter of drop rules: the policy rule ID it counts for.</param>
-public sealed record NftablesPolicy(string Table, string Script, int RuleCount, IReadOnlyDictionary<string, string> DropRuleIdByCounter);
+/// <param name="AcceptRuleIds">
+/// With flow logging (<see cref="NftablesFlowLog"/>): the accept rules' IDs, the one at index i stamped as i + 1 in a
+/// connection's mark (<see cref="ConntrackMarks.RuleIndexMask"/>); empty without.
+/// </param>
+public sealed record NftablesPolicy(string Table, string Script, int RuleCount, IReadOnlyDictionary<string, string> DropRuleIdByCounter, IReadOnlyList<string>? AcceptRuleIds = null);
+
+/// <summary>
+/// Kernel-mode flow logging's part of the policy table (<see cref="KernelFlowSource"/> reads what it produces): every
+/// connection opened through the tunnel gets <see cref="ConntrackMarks.FlowBit"/> (and <see cref="ConntrackMarks.EgressBit"/>
+/// when this peer opened it), each accept stamps its rule's index, and each drop rule (and the default drop) first
+/// logs the packet to NFLOG group <paramref name="NflogGroup"/> with the prefix "modular &lt;generation&gt; &lt;counter&gt;",
+/// at most <paramref name="LogsPerSecond"/> a second per rule (nft's limit, so a flood costs no more).
+/// </summary>
+public sealed record NftablesFlowLog(ushort NflogGroup, int LogsPerSecond = NftablesFlowLog.DefaultLogsPerSecond)
+{
+    /// <summary>The group the agent uses unless told otherwise; one reader per group and namespace.</summary>
+    public const ushort DefaultGroup = 7423;
+
+    public const int DefaultLogsPerSecond = 10;
+
+    /// <summary>Every log prefix starts with this.</summary>
+    public const string PrefixStart = "modular ";
+
+    /// <summary>The prefix of the drops counted in <paramref name="counter"/> by the table of <paramref name="generation"/>.</summary>
+    public static string Prefix(int generation, string counter) => string.Create(CultureInfo.InvariantCulture, $"{PrefixStart}{generation} {counter}");
+}
 
 /// <summary>
 /// Renders the firewall's rules for this peer's own traffic into one nftables table, <c>inet modular_&lt;iface&gt;</c>,
@@ -75,18 +100,20 @@ public static class NftablesRenderer
     /// False when the generation could not be cleared from conntrack: connections are still stamped, but no
     /// established connection is let through on its stamp — each packet walks the rules.
     /// </param>
-    public static NftablesPolicy Render(string interfaceName, IEnumerable<FirewallRule> rules, IPAddress? ownAddress, FirewallOptions? options = null, int generation = 1, bool trustMarks = true)
+    /// <param name="flowLog">Flow logging's marks and drop logs (kernel mode with flow logging on); null leaves them out.</param>
+    public static NftablesPolicy Render(string interfaceName, IEnumerable<FirewallRule> rules, IPAddress? ownAddress, FirewallOptions? options = null, int generation = 1, bool trustMarks = true, NftablesFlowLog? flowLog = null)
     {
         ArgumentNullException.ThrowIfNull(rules);
-        var mark = string.Create(CultureInfo.InvariantCulture, $"0x{ConntrackMarks.Stamp(generation, forwarded: false):x8}");
+        var stamp = ConntrackMarks.Stamp(generation, forwarded: false);
+        var mark = string.Create(CultureInfo.InvariantCulture, $"0x{stamp:x8}");
         var checkedUnder = trustMarks ? $"ct mark & 0x{GenerationMask:x8} == {mark}" : null;
-        var markAndAccept = $"ct mark set ct mark & 0x{~GenerationMask:x8} | {mark} accept";
         options ??= new FirewallOptions();
         var table = TableName(interfaceName);
         var own = rules.Where(r => !r.IsRouted).ToList();
         var names = new Names();
-        var inbound = RenderRules(own.Where(r => r.Direction == RuleDirection.Inbound), "saddr", names, markAndAccept);
-        var outbound = RenderRules(own.Where(r => r.Direction == RuleDirection.Outbound), "daddr", names, markAndAccept);
+        var marks = new Stamps(stamp, generation, flowLog);
+        var inbound = RenderRules(own.Where(r => r.Direction == RuleDirection.Inbound), "saddr", names, marks);
+        var outbound = RenderRules(own.Where(r => r.Direction == RuleDirection.Outbound), "daddr", names, marks);
 
         var script = new StringBuilder(Nft.ReplaceTablePrologue(Family, table), 1024 + inbound.Length + outbound.Length + (32 * names.DropRuleIdByCounter.Count));
         script.Append("table ").Append(Family).Append(' ').Append(table).Append(" {\n");
@@ -97,8 +124,21 @@ public static class NftablesRenderer
         }
 
         script.Append("\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n");
+        if (flowLog is not null)
+        {
+            // A mesh flow of this peer: the only connections flow logging reports (a dropped one is never confirmed, so never reported).
+            script.Append("\t\tiifname \"").Append(interfaceName).Append("\" ct state new ct mark set ct mark & ")
+                .Append(Hex(~ConntrackMarks.EgressBit)).Append(" | ").Append(Hex(ConntrackMarks.FlowBit)).Append('\n');
+        }
+
         script.Append("\t\tiifname \"").Append(interfaceName).Append("\" jump mesh_in\n\t}\n");
         script.Append("\tchain output {\n\t\ttype filter hook output priority filter; policy accept;\n");
+        if (flowLog is not null)
+        {
+            script.Append("\t\toifname \"").Append(interfaceName).Append("\" ct state new ct mark set ct mark | ")
+                .Append(Hex(ConntrackMarks.FlowBit | ConntrackMarks.EgressBit)).Append('\n');
+        }
+
         script.Append("\t\toifname \"").Append(interfaceName).Append("\" jump mesh_out\n\t}\n");
 
         script.Append("\tchain mesh_in {\n");
@@ -113,15 +153,15 @@ public static class NftablesRenderer
         }
 
         script.Append(inbound);
-        script.Append(Default(options.DefaultInbound, markAndAccept));
+        script.Append(Default(options.DefaultInbound, marks));
         script.Append("\t}\n");
 
         script.Append("\tchain mesh_out {\n");
         AppendTracked(script, checkedUnder);
         script.Append(outbound);
-        script.Append(Default(options.DefaultOutbound, markAndAccept));
+        script.Append(Default(options.DefaultOutbound, marks));
         script.Append("\t}\n}\n");
-        return new NftablesPolicy(table, script.ToString(), own.Count, names.DropRuleIdByCounter);
+        return new NftablesPolicy(table, script.ToString(), own.Count, names.DropRuleIdByCounter, marks.AcceptRuleIds);
     }
 
     /// <summary>Interface names are written into the script inside quotes: only what Linux names usually hold is accepted.</summary>
@@ -134,9 +174,11 @@ public static class NftablesRenderer
         }
     }
 
-    private static string Default(RuleAction action, string markAndAccept) => action == RuleAction.Drop
-        ? $"\t\tcounter name \"{DefaultDropCounter}\" drop comment \"default-drop\"\n"
-        : $"\t\t{markAndAccept}\n";
+    private static string Default(RuleAction action, Stamps marks) => action == RuleAction.Drop
+        ? $"{marks.DropLog(null, DefaultDropCounter)}\t\tcounter name \"{DefaultDropCounter}\" drop comment \"default-drop\"\n"
+        : $"\t\t{marks.Accept(null)}\n";
+
+    private static string Hex(uint value) => string.Create(CultureInfo.InvariantCulture, $"0x{value:x8}");
 
     /// <summary>
     /// Tracked traffic: replies and related packets (ICMP errors) pass; packets of connections the other side
@@ -205,29 +247,35 @@ public static class NftablesRenderer
         return groups;
     }
 
-    private static string RenderRules(IEnumerable<FirewallRule> rules, string addressField, Names names, string markAndAccept)
+    private static string RenderRules(IEnumerable<FirewallRule> rules, string addressField, Names names, Stamps marks)
     {
         var text = new StringBuilder();
         foreach (var group in Ordered(rules))
         {
             var rule = group.Rule;
             var comment = Names.CommentFor(rule);
-            var counter = rule.Action == RuleAction.Drop ? $"counter name \"{names.DropCounterFor(rule)}\" drop" : $"counter {markAndAccept}";
+            var dropCounter = rule.Action == RuleAction.Drop ? names.DropCounterFor(rule) : null;
+            var counter = dropCounter is not null ? $"counter name \"{dropCounter}\" drop" : $"counter {marks.Accept(rule.RuleId)}";
             var protocol = ProtocolMatch(rule.Protocol, group.Ranges);
             foreach (var address in AddressMatches(group.Remotes, addressField))
             {
-                text.Append("\t\t");
+                var match = new StringBuilder();
                 if (address is not null)
                 {
-                    text.Append(address).Append(' ');
+                    match.Append(address).Append(' ');
                 }
 
                 if (protocol.Length > 0)
                 {
-                    text.Append(protocol).Append(' ');
+                    match.Append(protocol).Append(' ');
                 }
 
-                text.Append(counter).Append(" comment \"").Append(comment).Append("\"\n");
+                if (dropCounter is not null)
+                {
+                    text.Append(marks.DropLog(match.ToString(), dropCounter));
+                }
+
+                text.Append("\t\t").Append(match).Append(counter).Append(" comment \"").Append(comment).Append("\"\n");
             }
         }
 
@@ -395,6 +443,43 @@ public static class NftablesRenderer
                 _remotes.Add(remote);
             }
         }
+    }
+
+    /// <summary>
+    /// How accepts stamp a connection's mark, and the drop rules' logs: without flow logging only the generation
+    /// (every other bit kept); with it also the accept rule's index (bits 0-21 replaced, the flow and egress bits
+    /// kept), and a rate-limited NFLOG rule before each drop.
+    /// </summary>
+    private sealed class Stamps(uint stamp, int generation, NftablesFlowLog? flowLog)
+    {
+        private readonly Dictionary<string, uint> _indexByRuleId = new(StringComparer.Ordinal);
+        private readonly List<string> _acceptRuleIds = [];
+
+        public IReadOnlyList<string> AcceptRuleIds => _acceptRuleIds;
+
+        /// <summary>The statement that stamps and accepts a connection <paramref name="ruleId"/> lets in (null: no rule, the default).</summary>
+        public string Accept(string? ruleId)
+        {
+            if (flowLog is null)
+            {
+                return $"ct mark set ct mark & {Hex(~GenerationMask)} | {Hex(stamp)} accept";
+            }
+
+            var index = 0u;
+            if (ruleId is not null && !_indexByRuleId.TryGetValue(ruleId, out index) && _acceptRuleIds.Count < ConntrackMarks.RuleIndexMask)
+            {
+                _acceptRuleIds.Add(ruleId);
+                index = (uint)_acceptRuleIds.Count;
+                _indexByRuleId[ruleId] = index;
+            }
+
+            return $"ct mark set ct mark & {Hex(ConntrackMarks.ForwardedBit | ConntrackMarks.FlowBit | ConntrackMarks.EgressBit)} | {Hex(stamp | index)} accept";
+        }
+
+        /// <summary>The NFLOG line before a drop counted in <paramref name="counter"/> (after the drop's own <paramref name="match"/>); empty without flow logging.</summary>
+        public string DropLog(string? match, string counter) => flowLog is null
+            ? ""
+            : string.Create(CultureInfo.InvariantCulture, $"\t\t{match}limit rate {flowLog.LogsPerSecond}/second log prefix \"{NftablesFlowLog.Prefix(generation, counter)}\" group {flowLog.NflogGroup}\n");
     }
 
     /// <summary>
