@@ -39,6 +39,7 @@ public sealed class AgentEngine
     private readonly ManagementSession _management;
     private readonly EngineAssembly _assembly;
     private readonly MapApplier _applier;
+    private readonly RosenpassKeyDirectory _rosenpassKeys;
     private readonly SignalSession _signal;
     private readonly ReflexiveCandidateLoop _reflexive;
 
@@ -65,7 +66,8 @@ public sealed class AgentEngine
         // Every job logs as the engine, as before the split.
         _management = new ManagementSession(options, _identity, recorder, _logger, time, parts, seams);
         _signal = new SignalSession(options.Config, _identity, _management, parts, recorder, _logger, time);
-        _assembly = new EngineAssembly(options, _identity, _signal.Signaling, recorder, loggerFactory, _logger, time, seams);
+        _rosenpassKeys = new RosenpassKeyDirectory(() => _management.Client, config => _management.Rosenpass = config, options.Config.StateDir);
+        _assembly = new EngineAssembly(options, _identity, _signal.Signaling, recorder, loggerFactory, _logger, time, seams) { RosenpassKeys = _rosenpassKeys };
         _applier = new MapApplier(parts, _identity.PublicKey, options, seams, recorder, _logger, _management.ControlHosts);
         _reflexive = new ReflexiveCandidateLoop(_management, parts, _logger, time);
     }
@@ -229,6 +231,7 @@ public sealed class AgentEngine
             try
             {
                 await _applier.ApplySwitchesAsync(cancellationToken);
+                await _applier.ApplyKeyChangesAsync(cancellationToken);
                 await parts.Manager.IdleInactiveAsync(cancellationToken);
             }
             catch (Exception e) when (e is IOException or InvalidOperationException)
@@ -256,6 +259,7 @@ public sealed class AgentEngine
         }
 
         _identity.Dispose();
+        _rosenpassKeys.Dispose();
         _management.SetStopped();
         _signal.SetStopped();
     }

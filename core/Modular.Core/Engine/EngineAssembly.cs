@@ -52,6 +52,9 @@ internal sealed class EngineAssembly
         _seams = seams;
     }
 
+    /// <summary>The Rosenpass key directory the PSK provider's context carries (null: none, as in tests without management).</summary>
+    public Modular.Abstractions.Security.IRosenpassKeyDirectory? RosenpassKeys { get; init; }
+
     /// <summary>Builds the parts for the overlay address management assigned in <paramref name="login"/>.</summary>
     public Task<EngineParts> BuildAsync(LoginResponse login, CancellationToken cancellationToken)
     {
@@ -150,7 +153,8 @@ internal sealed class EngineAssembly
             var relay = new EngineRelayConnector(iface, _identity.PublicKey, proxies, _recorder, _logger);
             relay.Apply(services);
             var manager = new ConnectionManager(iface, _signaling, paths, relay, _options.PeerOptions, _recorder, _time, _loggerFactory, listener => ActivityMonitors.Create(iface, listener, _loggerFactory, _time));
-            return new EngineParts(iface, created.OwnedTransport, firewall, routes, dns, paths, relay, manager);
+            var presharedKeys = new PresharedKeys(_config, _options.PskProviderFactories, name => PskProviderContext(name, iface), _identity.PublicKey, _recorder, _logger);
+            return new EngineParts(iface, created.OwnedTransport, firewall, routes, dns, paths, relay, manager, presharedKeys);
         }
         catch
         {
@@ -161,7 +165,7 @@ internal sealed class EngineAssembly
 
     /// <summary>Closes every part (the engine does this when it stops).</summary>
     public Task CloseAsync(EngineParts parts)
-        => CloseAsync(parts.Iface, parts.IceTransport, parts.Firewall, parts.Routes, parts.Dns, parts.Manager);
+        => CloseAsync(parts.Iface, parts.IceTransport, parts.Firewall, parts.Routes, parts.Dns, parts.Manager, parts.PresharedKeys);
 
     /// <summary>The flow sinks for a userspace interface's firewall (<see cref="FlowSinks"/>); null when flow logging is off here.</summary>
     private Task<IFlowSink?> CreateFlowSinkAsync(IWgIface iface, CancellationToken cancellationToken)
@@ -172,6 +176,19 @@ internal sealed class EngineAssembly
             iface is UserspaceWgIface,
             _logger,
             cancellationToken);
+
+    /// <summary>
+    /// The PSK provider's context: its <c>[plugins.NAME]</c> section, plus what the host knows for it, unless the section
+    /// sets them: <c>address</c> (this agent's overlay address) and <c>port</c> (<c>[rosenpass] port</c>), where its
+    /// exchange listens inside the tunnel.
+    /// </summary>
+    private EnginePluginContext PskProviderContext(string name, IWgIface iface)
+    {
+        var settings = new Dictionary<string, object?>(_config.SettingsFor(name), StringComparer.Ordinal);
+        settings.TryAdd("address", iface.Address.ToString());
+        settings.TryAdd("port", (long)_config.Rosenpass.Port);
+        return new EnginePluginContext(settings, _loggerFactory, _time, _config.StateDir, _options.Services) { RosenpassKeys = RosenpassKeys };
+    }
 
     /// <summary>The interface the config's mode names: in-process WireGuard with ICE on its Bind, or kernel/external with an ICE socket one port up.</summary>
     private EngineInterface CreateInterface(WgIfaceOptions options)
@@ -198,8 +215,14 @@ internal sealed class EngineAssembly
     }
 
     /// <summary>Closes the parts that exist, in an order that leaves nothing behind: routes before the interface, the firewall after it.</summary>
-    private async Task CloseAsync(IWgIface? iface, IDisposable? iceTransport, EngineFirewall? firewall, RouteManager? routes, MeshDnsService? dns, ConnectionManager? manager)
+    private async Task CloseAsync(IWgIface? iface, IDisposable? iceTransport, EngineFirewall? firewall, RouteManager? routes, MeshDnsService? dns, ConnectionManager? manager, PresharedKeys? presharedKeys = null)
     {
+        if (presharedKeys is not null)
+        {
+            // First: the provider's exchange runs inside the tunnel and asks nothing of the parts below.
+            await presharedKeys.DisposeAsync();
+        }
+
         if (dns is not null)
         {
             await dns.DisposeAsync();

@@ -93,4 +93,8 @@ public sealed record EnginePluginContext(
     ILoggerFactory LoggerFactory,
     TimeProvider Time,
     string StateDirectory,
-    IServiceProvider Services) : IPluginContext;
+    IServiceProvider Services) : IPluginContext
+{
+    /// <summary>The host's Rosenpass key directory; set only in the PSK provider's context.</summary>
+    public Modular.Abstractions.Security.IRosenpassKeyDirectory? RosenpassKeys { get; init; }
+}

@@ -122,6 +122,7 @@ public sealed partial class SqliteStore : IStore
         await MigrateNetworksAsync(db, tx, version, _time.GetUtcNow());
         await MigrateRoutesAsync(db, tx, version);
         await MigrateDnsAsync(db, tx);
+        await MigrateRosenpassKeysAsync(db, tx);
         await tx.CommitAsync(cancellationToken);
     }
 
