@@ -30,6 +30,12 @@ public interface IPluginContext
     /// </summary>
     Flows.IFlowUploader? FlowUploader => null;
 
+    /// <summary>
+    /// Rosenpass public keys by fingerprint through the management server; null when the host has none (no management
+    /// connection, or a host older than contract 1.1). See <see cref="Security.IRosenpassKeyDirectory"/>.
+    /// </summary>
+    Security.IRosenpassKeyDirectory? RosenpassKeys => null;
+
     /// <summary>The host's other services, for what the contracts above do not cover.</summary>
     [Obsolete("Use the services this context names (Settings, LoggerFactory, Time, StateDirectory); new host services get a member of their own. Removed in contract 2.0.")]
     IServiceProvider Services { get; }

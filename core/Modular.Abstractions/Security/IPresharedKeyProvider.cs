@@ -8,7 +8,20 @@ namespace Modular.Abstractions.Security;
 /// <param name="Name">Its hostname.</param>
 /// <param name="RosenpassFingerprint">Its Rosenpass public key fingerprint, if it runs Rosenpass.</param>
 /// <param name="RosenpassAddress">Where its Rosenpass endpoint listens, if it does.</param>
-public sealed record PskPeer(WgKey PublicKey, string Name, string? RosenpassFingerprint, string? RosenpassAddress);
+public sealed record PskPeer(WgKey PublicKey, string Name, string? RosenpassFingerprint, string? RosenpassAddress)
+{
+    /// <summary>This agent's own WireGuard public key (default when the host is older than contract 1.1).</summary>
+    public WgKey LocalPublicKey { get; init; }
+
+    /// <summary>The account's WireGuard PSK, when the account sets one; a provider mixes it in or falls back to it.</summary>
+    public WgKey? AccountPresharedKey { get; init; }
+
+    /// <summary>
+    /// Whether peers without Rosenpass are allowed (<c>[rosenpass] permissive</c>, the local key over the account's);
+    /// false (strict): a provider refuses them.
+    /// </summary>
+    public bool Permissive { get; init; }
+}
 
 /// <summary>The provider's answer for one peer.</summary>
 public readonly record struct PskDecision(bool Allowed, WgKey? PresharedKey, string? Reason)
@@ -18,6 +31,12 @@ public readonly record struct PskDecision(bool Allowed, WgKey? PresharedKey, str
 
     /// <summary>Refuse the peer; <paramref name="reason"/> is logged and shown in status.</summary>
     public static PskDecision Refuse(string reason) => new(false, null, reason);
+
+    /// <summary>
+    /// Set when <see cref="PresharedKey"/> is the output of a post-quantum key exchange: since when this peer's tunnel
+    /// has been keyed that way without a break (status shows it). Null: the key (if any) is not post-quantum.
+    /// </summary>
+    public DateTimeOffset? QuantumResistantSince { get; init; }
 }
 
 /// <summary>

@@ -125,6 +125,55 @@ public sealed class ManagementClient
         }
     }
 
+    /// <summary>
+    /// Publishes this agent's Rosenpass public key with its fingerprint and exchange address; the server checks the
+    /// fingerprint (a mismatch is InvalidArgument) and announces it in every map.
+    /// </summary>
+    public async Task PublishRosenpassKeyAsync(ReadOnlyMemory<byte> publicKey, ReadOnlyMemory<byte> fingerprint, string address, CancellationToken cancellationToken)
+    {
+        var request = await SealAsync(
+            new PublishRosenpassKeyRequest
+            {
+                PublicKey = ByteString.CopyFrom(publicKey.Span),
+                Fingerprint = ByteString.CopyFrom(fingerprint.Span),
+                Addr = address,
+                TimestampUnix = _time.GetUtcNow().ToUnixTimeSeconds(),
+            },
+            cancellationToken);
+        EncryptedMessage reply;
+        try
+        {
+            reply = await _client.PublishRosenpassKeyAsync(request, cancellationToken: cancellationToken);
+        }
+        catch (RpcException e) when (Refusal(request, e) is { } refused)
+        {
+            throw refused;
+        }
+
+        await OpenAsync(reply, PublishRosenpassKeyResponse.Parser, cancellationToken);
+    }
+
+    /// <summary>The Rosenpass public key with <paramref name="fingerprint"/> as the server has it (unchecked: the caller checks); null when none.</summary>
+    public async Task<byte[]?> GetRosenpassKeyAsync(ReadOnlyMemory<byte> fingerprint, CancellationToken cancellationToken)
+    {
+        var request = await SealAsync(new GetRosenpassKeyRequest { Fingerprint = ByteString.CopyFrom(fingerprint.Span), TimestampUnix = _time.GetUtcNow().ToUnixTimeSeconds() }, cancellationToken);
+        EncryptedMessage reply;
+        try
+        {
+            reply = await _client.GetRosenpassKeyAsync(request, cancellationToken: cancellationToken);
+        }
+        catch (RpcException e) when (e.StatusCode == StatusCode.NotFound && Refusal(request, e) is null)
+        {
+            return null;
+        }
+        catch (RpcException e) when (Refusal(request, e) is { } refused)
+        {
+            throw refused;
+        }
+
+        return (await OpenAsync(reply, GetRosenpassKeyResponse.Parser, cancellationToken)).PublicKey.ToByteArray();
+    }
+
     // Only a refusal sealed by the server key this client verified replies with, for this very request, counts.
     private ManagementRefusedException? Refusal(EncryptedMessage request, RpcException e)
         => _serverKey is { } serverKey ? ManagementRefusal.TryOpen(_identity, serverKey, request.Body.Span, e) : null;

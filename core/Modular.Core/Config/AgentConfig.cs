@@ -158,6 +158,15 @@ public sealed record RosenpassConfig
     public LocalToggle Enabled { get; init; } = LocalToggle.Unset;
 
     public bool Permissive { get; init; }
+
+    /// <summary>
+    /// The PSK provider plugin (an <c>IPresharedKeyProviderFactory</c> name) the engine asks for every peer's key while
+    /// Rosenpass is on: the built-in "rosenpass", or a third-party one dropped into plugins_dir.
+    /// </summary>
+    public string Provider { get; init; } = "rosenpass";
+
+    /// <summary>The UDP port of the Rosenpass exchange, on this agent's overlay address (inside the tunnel).</summary>
+    public int Port { get; init; } = 9999;
 }
 
 public sealed record NetflowConfig

@@ -78,6 +78,22 @@ public static class AgentConfigLoader
     }
 
     /// <summary>
+    /// While Rosenpass is on, <c>[rosenpass] provider</c> must name a loaded PSK provider plugin: an unknown one fails at
+    /// that key (or at <c>rosenpass.enabled</c> when the default is meant), listing the available ones.
+    /// </summary>
+    public static void ValidatePskProviderName(AgentConfig config, IReadOnlyCollection<string> availableProviderNames)
+    {
+        var name = config.Rosenpass.Provider;
+        if (availableProviderNames.Contains(name, StringComparer.Ordinal))
+        {
+            return;
+        }
+
+        var key = config.Positions.ContainsKey("rosenpass.provider") ? "rosenpass.provider" : "rosenpass.enabled";
+        throw UnknownPlugin(config, key, "PSK provider plugin", name, availableProviderNames, "");
+    }
+
+    /// <summary>
     /// The error for a plugin name at <paramref name="key"/> that no loaded plugin has: cites the key's line and column,
     /// lists the available names (after <paramref name="builtInChoices"/>, such as "auto, ") and suggests a near one.
     /// </summary>
@@ -175,6 +191,8 @@ public static class AgentConfigLoader
         {
             Enabled = new LocalToggle(Config: rosenpass.OptionalBool("enabled")),
             Permissive = rosenpass.Bool("permissive", false),
+            Provider = rosenpass.String("provider", "rosenpass", ValidatePluginName, "a PSK provider plugin's name"),
+            Port = rosenpass.Int("port", 9999, 1, 65535),
         };
         rosenpass.RejectUnknownKeys();
 

@@ -39,6 +39,7 @@ public sealed class AgentEngine
     private readonly ManagementSession _management;
     private readonly EngineAssembly _assembly;
     private readonly MapApplier _applier;
+    private readonly RosenpassKeyDirectory _rosenpassKeys;
     private readonly SignalSession _signal;
     private readonly ReflexiveCandidateLoop _reflexive;
     private readonly FlowSwitch _flows;
@@ -81,7 +82,8 @@ public sealed class AgentEngine
             name => new EnginePluginContext(FlowSinkSettings.For(config, name), loggerFactory, time, config.StateDir, options.Services) { FlowUploader = _flowUploader },
             config.Interface.Mode == WgInterfaceMode.Userspace,
             _logger);
-        _assembly = new EngineAssembly(options, _identity, _signal.Signaling, recorder, loggerFactory, _logger, time, seams, _flows.Sink, _flowUploader);
+        _rosenpassKeys = new RosenpassKeyDirectory(() => _management.Client, rosenpass => _management.Rosenpass = rosenpass, config.StateDir);
+        _assembly = new EngineAssembly(options, _identity, _signal.Signaling, recorder, loggerFactory, _logger, time, seams, _flows.Sink, _flowUploader) { RosenpassKeys = _rosenpassKeys };
         _applier = new MapApplier(parts, _identity.PublicKey, options, seams, recorder, _logger, _management.ControlHosts, _flows);
         _reflexive = new ReflexiveCandidateLoop(_management, parts, _logger, time);
     }
@@ -258,6 +260,7 @@ public sealed class AgentEngine
             try
             {
                 await _applier.ApplySwitchesAsync(cancellationToken);
+                await _applier.ApplyKeyChangesAsync(cancellationToken);
                 await parts.Manager.IdleInactiveAsync(cancellationToken);
             }
             catch (Exception e) when (e is IOException or InvalidOperationException)
@@ -291,6 +294,7 @@ public sealed class AgentEngine
         // After the sinks that use it, before the key it seals with.
         await _flowUploader.DisposeAsync();
         _identity.Dispose();
+        _rosenpassKeys.Dispose();
         _management.SetStopped();
         _signal.SetStopped();
     }

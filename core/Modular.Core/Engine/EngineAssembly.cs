@@ -58,6 +58,9 @@ internal sealed class EngineAssembly
         _seams = seams;
     }
 
+    /// <summary>The Rosenpass key directory the PSK provider's context carries (null: none, as in tests without management).</summary>
+    public Modular.Abstractions.Security.IRosenpassKeyDirectory? RosenpassKeys { get; init; }
+
     /// <summary>Builds the parts for the overlay address management assigned in <paramref name="login"/>.</summary>
     public Task<EngineParts> BuildAsync(LoginResponse login, CancellationToken cancellationToken)
     {
@@ -145,7 +148,8 @@ internal sealed class EngineAssembly
             var relay = new EngineRelayConnector(iface, _identity.PublicKey, proxies, _recorder, _logger);
             relay.Apply(services);
             var manager = new ConnectionManager(iface, _signaling, paths, relay, _options.PeerOptions, _recorder, _time, _loggerFactory, listener => ActivityMonitors.Create(iface, listener, _loggerFactory, _time));
-            return new EngineParts(iface, created.OwnedTransport, firewall, routes, dns, paths, relay, manager);
+            var presharedKeys = new PresharedKeys(_config, _options.PskProviderFactories, name => PskProviderContext(name, iface), _identity.PublicKey, _recorder, _logger);
+            return new EngineParts(iface, created.OwnedTransport, firewall, routes, dns, paths, relay, manager, presharedKeys);
         }
         catch
         {
@@ -156,11 +160,25 @@ internal sealed class EngineAssembly
 
     /// <summary>Closes every part (the engine does this when it stops).</summary>
     public Task CloseAsync(EngineParts parts)
-        => CloseAsync(parts.Iface, parts.IceTransport, parts.Firewall, parts.Routes, parts.Dns, parts.Manager);
+        => CloseAsync(parts.Iface, parts.IceTransport, parts.Firewall, parts.Routes, parts.Dns, parts.Manager, parts.PresharedKeys);
 
     /// <summary>What a plugin factory receives: its <c>[plugins.NAME]</c> settings and the engine's services.</summary>
     private EnginePluginContext PluginContext(string name)
         => new(_config.SettingsFor(name), _loggerFactory, _time, _config.StateDir, _options.Services) { FlowUploader = _flowUploader };
+
+    /// <summary>
+    /// The PSK provider's context: its <c>[plugins.NAME]</c> section, plus what the host knows for it, unless the section
+    /// sets them: <c>address</c> (this agent's overlay address) and <c>port</c> (<c>[rosenpass] port</c>), where its
+    /// exchange listens inside the tunnel.
+    /// </summary>
+    private EnginePluginContext PskProviderContext(string name, IWgIface iface)
+    {
+        var settings = new Dictionary<string, object?>(_config.SettingsFor(name), StringComparer.Ordinal);
+        settings.TryAdd("address", iface.Address.ToString());
+        settings.TryAdd("port", (long)_config.Rosenpass.Port);
+        return new EnginePluginContext(settings, _loggerFactory, _time, _config.StateDir, _options.Services) { RosenpassKeys = RosenpassKeys };
+    }
+
     /// <summary>The interface the config's mode names: in-process WireGuard with ICE on its Bind, or kernel/external with an ICE socket one port up.</summary>
     private EngineInterface CreateInterface(WgIfaceOptions options)
     {
@@ -186,8 +204,14 @@ internal sealed class EngineAssembly
     }
 
     /// <summary>Closes the parts that exist, in an order that leaves nothing behind: routes before the interface, the firewall after it.</summary>
-    private async Task CloseAsync(IWgIface? iface, IDisposable? iceTransport, EngineFirewall? firewall, RouteManager? routes, MeshDnsService? dns, ConnectionManager? manager)
+    private async Task CloseAsync(IWgIface? iface, IDisposable? iceTransport, EngineFirewall? firewall, RouteManager? routes, MeshDnsService? dns, ConnectionManager? manager, PresharedKeys? presharedKeys = null)
     {
+        if (presharedKeys is not null)
+        {
+            // First: the provider's exchange runs inside the tunnel and asks nothing of the parts below.
+            await presharedKeys.DisposeAsync();
+        }
+
         if (dns is not null)
         {
             await dns.DisposeAsync();

@@ -1,6 +1,7 @@
 using Modular.Abstractions.Config;
 using Modular.Abstractions.Flows;
 using Modular.Abstractions.Proxy;
+using Modular.Abstractions.Security;
 using Modular.Abstractions.WireGuard;
 using Modular.Core.Config;
 using Modular.Core.Peers;
@@ -37,4 +38,7 @@ public sealed record EngineOptions(
 
     /// <summary>Loaded flow-sink plugins by name; the engine creates those <c>[netflow] sinks</c> names while flow logging is on.</summary>
     public IReadOnlyDictionary<string, IFlowSinkFactory> FlowSinkFactories { get; init; } = new Dictionary<string, IFlowSinkFactory>(StringComparer.Ordinal);
+
+    /// <summary>Loaded PSK provider plugins by name; the engine creates the one <c>[rosenpass] provider</c> names while Rosenpass is on.</summary>
+    public IReadOnlyDictionary<string, IPresharedKeyProviderFactory> PskProviderFactories { get; init; } = new Dictionary<string, IPresharedKeyProviderFactory>(StringComparer.Ordinal);
 }

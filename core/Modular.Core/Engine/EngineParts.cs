@@ -13,6 +13,7 @@ namespace Modular.Core.Engine;
 /// <param name="IceTransport">The ICE socket the engine closes with the interface (kernel mode); null when the interface owns it.</param>
 /// <param name="Firewall">Null when the config turns the firewall off.</param>
 /// <param name="Dns">Null when the config turns the mesh resolver off.</param>
+/// <param name="PresharedKeys">The PSK provider's decisions per peer (no provider while Rosenpass is off).</param>
 internal sealed record EngineParts(
     IWgIface Iface,
     IDisposable? IceTransport,
@@ -21,4 +22,5 @@ internal sealed record EngineParts(
     MeshDnsService? Dns,
     EnginePaths Paths,
     EngineRelayConnector Relay,
-    ConnectionManager Manager);
+    ConnectionManager Manager,
+    PresharedKeys PresharedKeys);

@@ -42,6 +42,10 @@ internal sealed class ManagementSession
     // The key management announced (GetServerKey); signal must prove the same key, so an impersonating
     // signal server (DNS, a wrong public_url) is refused instead of trusted. Boxed for atomic publication.
     private volatile StrongBox<WgKey>? _serverKey;
+    // The client of the latest login (its channel may since have closed: a call then fails and is retried by its caller).
+    private volatile ManagementClient? _client;
+    // This agent's published Rosenpass key (fingerprint, address): sent in every login's and Sync's metadata from then on.
+    private volatile Modular.Control.Management.RosenpassConfig? _rosenpass;
 
     public ManagementSession(EngineOptions options, X25519KeyPair identity, StatusRecorder recorder, ILogger logger, TimeProvider time, Func<EngineParts?> parts, EngineSeams? seams = null)
     {
@@ -72,6 +76,19 @@ internal sealed class ManagementSession
 
     /// <summary>The addresses of signal, relay and STUN from the latest login or Sync update; null before the first login.</summary>
     public ServiceAddresses? Services => _services;
+
+    /// <summary>The client of the latest login, for calls besides login and Sync (the Rosenpass key directory); null before one.</summary>
+    public ManagementClient? Client => _client;
+
+    /// <summary>
+    /// What this agent announces as its Rosenpass key and exchange address (set once the key is published); every later
+    /// login and Sync sends it, so the server keeps it in every map.
+    /// </summary>
+    public Modular.Control.Management.RosenpassConfig? Rosenpass
+    {
+        get => _rosenpass;
+        set => _rosenpass = value;
+    }
 
     /// <summary>The key management proved; signal must prove the same one.</summary>
     public WgKey? ServerKey => _serverKey?.Value;
@@ -137,6 +154,7 @@ internal sealed class ManagementSession
                 }
 
                 _url = url;
+                _client = client;
                 _services = login.Services;
                 _parts()?.Relay.Apply(login.Services);
                 _recorder.SetOverlayIp(MapApplier.AddressOnly(login.PeerConfig.Address));
@@ -314,6 +332,11 @@ internal sealed class ManagementSession
         if (_config.Connection.ForceRelay)
         {
             meta.Features.Add("force_relay");
+        }
+
+        if (_rosenpass is { } rosenpass)
+        {
+            meta.Rosenpass = rosenpass.Clone();
         }
 
         return meta;

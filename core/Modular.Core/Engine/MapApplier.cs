@@ -156,6 +156,26 @@ internal sealed class MapApplier
     }
 
     /// <summary>
+    /// The PSK provider rotated a key: the map in force is applied again, so the changed peers get their new PSK in place
+    /// (their tunnel stays up).
+    /// </summary>
+    public async Task ApplyKeyChangesAsync(CancellationToken cancellationToken)
+    {
+        if (_parts() is not { } parts || !parts.PresharedKeys.TakeChanged())
+        {
+            return;
+        }
+
+        using (await _gate.EnterAsync(cancellationToken))
+        {
+            if (_appliedMap is { } map)
+            {
+                await ApplyRoutePlanAsync(parts, map, _routePlan, cancellationToken);
+            }
+        }
+    }
+
+    /// <summary>
     /// Puts a route plan in force: the networks it routes through peers join their allowed IPs, the OS
     /// routes follow, then status (caller holds <see cref="_gate"/>).
     /// </summary>
@@ -168,7 +188,10 @@ internal sealed class MapApplier
         }
 
         LazySwitch.Apply(parts.Manager, map, _options.Config, _options.Switches, _recorder, _logger, _flows?.NotAvailable);
-        var changes = await parts.Manager.ApplyAsync(plan.MergeAllowedIps(ToPeers(map, _logger)), cancellationToken);
+        var peers = plan.MergeAllowedIps(ToPeers(map, _logger));
+        var allowed = await parts.PresharedKeys.DecideAsync(map, peers, cancellationToken);
+        var changes = await parts.Manager.ApplyAsync(allowed, cancellationToken);
+        parts.PresharedKeys.PublishRefused(peers);
         await parts.Routes.ApplyAsync(plan, _controlHosts(), cancellationToken);
         _recorder.SetRoutes(parts.Routes.Describe(plan, PeerNames(map, plan)));
         _appliedMap = map;

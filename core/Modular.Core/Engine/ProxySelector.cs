@@ -97,4 +97,7 @@ public sealed record EnginePluginContext(
 {
     /// <summary>The engine's flow uploader (<see cref="ManagementFlowUploader"/>); null when it has none.</summary>
     public Abstractions.Flows.IFlowUploader? FlowUploader { get; init; }
+
+    /// <summary>The host's Rosenpass key directory; set only in the PSK provider's context.</summary>
+    public Modular.Abstractions.Security.IRosenpassKeyDirectory? RosenpassKeys { get; init; }
 }

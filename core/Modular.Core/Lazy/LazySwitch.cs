@@ -20,9 +20,7 @@ internal static class LazySwitch
     public static void Apply(ConnectionManager manager, NetworkMap map, AgentConfig config, FeatureSwitches switches, StatusRecorder recorder, ILogger logger, IReadOnlyDictionary<string, string>? notAvailable = null)
     {
         var features = config.Features;
-        var account = map.Settings is { } settings
-            ? new AccountFeatures(settings.LazyConnections, settings.Flows?.Enabled ?? false, settings.Rosenpass?.Enabled ?? false, settings.Rosenpass?.Permissive)
-            : AccountFeatures.None;
+        var account = AccountFeatures.Of(map.Settings);
         var status = FeatureStatusBuilder.Build(config, switches.LazyConnections, account, notAvailable);
         recorder.UpdateFeatures(_ => status);
         var enabled = status.LazyConnections;

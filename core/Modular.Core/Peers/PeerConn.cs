@@ -347,8 +347,8 @@ public sealed partial class PeerConn : IPeerConn
                 _stats?.RxBytes ?? 0,
                 _stats?.TxBytes ?? 0,
                 _latencyMs,
-                false,
-                null);
+                Peer.QuantumResistantSince is not null,
+                Peer.QuantumResistantSince);
         }
     }
 

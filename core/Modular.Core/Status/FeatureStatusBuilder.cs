@@ -9,6 +9,10 @@ public sealed record AccountFeatures(bool? LazyConnections = null, bool? Flows =
 {
     /// <summary>Before the first network map: the account has not spoken.</summary>
     public static readonly AccountFeatures None = new();
+
+    /// <summary>The account's settings as a network map carries them; <see cref="None"/> when it has none.</summary>
+    public static AccountFeatures Of(Modular.Control.Management.AccountSettings? settings)
+        => settings is null ? None : new(settings.LazyConnections, settings.Flows?.Enabled ?? false, settings.Rosenpass?.Enabled ?? false, settings.Rosenpass?.Permissive);
 }
 
 /// <summary>
@@ -27,7 +31,7 @@ public static class FeatureStatusBuilder
     {
         notAvailable ??= EmptyReasons;
         var lazy = FeatureResolver.Resolve(config.Features.LazyConnections, uiLazyConnections, account.LazyConnections);
-        var rosenpass = FeatureResolver.Resolve(config.Rosenpass.Enabled, null, account.Rosenpass);
+        var rosenpass = Rosenpass(config, account);
         var netflow = FeatureResolver.Resolve(config.Netflow.Enabled, null, account.Flows);
         var decisions = new Dictionary<string, FeatureDecision>(StringComparer.Ordinal)
         {
@@ -36,8 +40,7 @@ public static class FeatureStatusBuilder
             ["netflow"] = netflow,
         };
 
-        // Permissive only means something while Rosenpass runs; the local key wins, else the account's.
-        var permissive = config.Positions.ContainsKey("rosenpass.permissive") ? config.Rosenpass.Permissive : account.RosenpassPermissive ?? config.Rosenpass.Permissive;
+        var permissive = RosenpassPermissive(config, account);
         var rosenpassInEffect = rosenpass.Enabled && NotBuiltYet.IsBuilt("rosenpass");
         return new FeatureStatus(
             lazy.Enabled,
@@ -73,4 +76,12 @@ public static class FeatureStatusBuilder
 
         return result;
     }
+
+    /// <summary>Whether Rosenpass runs here: the local flag or key over the account's setting (<see cref="FeatureResolver"/>).</summary>
+    public static FeatureDecision Rosenpass(AgentConfig config, AccountFeatures account)
+        => FeatureResolver.Resolve(config.Rosenpass.Enabled, null, account.Rosenpass);
+
+    /// <summary>Permissive only means something while Rosenpass runs; the local key wins, else the account's.</summary>
+    public static bool RosenpassPermissive(AgentConfig config, AccountFeatures account)
+        => config.Positions.ContainsKey("rosenpass.permissive") ? config.Rosenpass.Permissive : account.RosenpassPermissive ?? config.Rosenpass.Permissive;
 }

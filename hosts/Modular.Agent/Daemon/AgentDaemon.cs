@@ -187,6 +187,7 @@ internal static class AgentDaemon
                 {
                     Switches = switches,
                     FlowSinkFactories = catalog.All<IFlowSinkFactory>().ToDictionary(p => p.Name, p => p.Factory, StringComparer.Ordinal),
+                    PskProviderFactories = catalog.All<Modular.Abstractions.Security.IPresharedKeyProviderFactory>().ToDictionary(p => p.Name, p => p.Factory, StringComparer.Ordinal),
                 },
                 recorder,
                 loggerFactory,

@@ -1,5 +1,6 @@
 using Modular.Abstractions.Flows;
 using Modular.Abstractions.Proxy;
+using Modular.Abstractions.Security;
 using Modular.Composition;
 using Modular.Core.Config;
 
@@ -24,7 +25,9 @@ internal static class PluginSelection
 
         if (config.Rosenpass.Enabled.Value == true)
         {
-            RequireLoaded(config, catalog, "rosenpass", "rosenpass.enabled");
+            // A present provider that failed says why; a missing one lists the available PSK providers.
+            ThrowIfFailed(config, catalog, config.Rosenpass.Provider, config.Positions.ContainsKey("rosenpass.provider") ? "rosenpass.provider" : "rosenpass.enabled");
+            AgentConfigLoader.ValidatePskProviderName(config, catalog.NamesOf<IPresharedKeyProviderFactory>());
         }
 
         if (config.Netflow.Enabled.Value == true)
@@ -57,15 +60,6 @@ internal static class PluginSelection
         {
             var modeName = mode.ToString().ToLowerInvariant();
             throw At(config, "proxy.kind", $"the \"{kind}\" proxy cannot serve interface mode \"{modeName}\": {capability.Reason}");
-        }
-    }
-
-    private static void RequireLoaded(AgentConfig config, PluginCatalog catalog, string name, string key)
-    {
-        ThrowIfFailed(config, catalog, name, key);
-        if (!catalog.Plugins.Any(p => p.Loaded && string.Equals(p.Name, name, StringComparison.Ordinal)))
-        {
-            throw At(config, key, $"needs the \"{name}\" plugin, which is not in the plugins folder");
         }
     }
 

@@ -72,7 +72,10 @@ public static class ServerHost
         builder.Services.AddSingleton(time);
         builder.Services.AddSingleton(store);
         builder.Services.AddSingleton(secrets);
-        builder.Services.AddGrpc(o => o.MaxReceiveMessageSize = 1 << 20);
+        // Management's two Rosenpass key calls carry a half-megabyte key: its service admits that much, and every other
+        // management call still refuses a body over the ordinary limit (ManagementGrpcService.Open).
+        builder.Services.AddGrpc(o => o.MaxReceiveMessageSize = ManagementGrpcService.MaxMessageSize)
+            .AddServiceOptions<ManagementGrpcService>(o => o.MaxReceiveMessageSize = Modular.Control.Rosenpass.RosenpassKeys.MaxMessageSize);
 
         if (config.Runs("management"))
         {

@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging;
 using Modular.Abstractions.WireGuard;
 using Modular.Control.Crypto;
 using Modular.Control.Management;
+using Modular.Control.Rosenpass;
 using Modular.Server.Config;
 using Modular.Server.Hosting;
 using Modular.Server.Store;
@@ -21,6 +22,9 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
 {
     /// <summary>Requests whose timestamp is further than this from the server clock are refused (replay window).</summary>
     public static readonly TimeSpan MaxClockSkew = TimeSpan.FromMinutes(5);
+
+    /// <summary>The largest request of every call but the two Rosenpass key calls (RosenpassKeys.MaxMessageSize).</summary>
+    public const int MaxMessageSize = 1 << 20;
 
     private readonly IStore _store;
     private readonly ServerSecrets _secrets;
@@ -237,6 +241,53 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
     private RpcException Refuse(WgKey peer, EncryptedMessage request, StatusCode code, string detail)
         => ManagementRefusal.Create(_secrets.ServerKey, peer, request.Body.Span, code, detail);
 
+    /// <summary>Stores the caller's Rosenpass public key once the fingerprint proves it (sealed: only the peer itself publishes its key).</summary>
+    public override async Task<EncryptedMessage> PublishRosenpassKey(EncryptedMessage request, ServerCallContext context)
+    {
+        var (peerKey, body) = Open(request, PublishRosenpassKeyRequest.Parser, RosenpassKeys.MaxMessageSize);
+        CheckTimestamp(body.TimestampUnix);
+        if (body.PublicKey.Length is 0 or > RosenpassKeys.MaxPublicKeySize)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"public_key must be 1 to {RosenpassKeys.MaxPublicKeySize} bytes, got {body.PublicKey.Length}"));
+        }
+
+        if (!RosenpassKeys.Matches(body.PublicKey.Span, body.Fingerprint.Span))
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, "fingerprint is not the BLAKE2s-256 of public_key"));
+        }
+
+        var peer = await RequireLivePeerAsync(peerKey, request, null, context.CancellationToken);
+        try
+        {
+            await _store.PutRosenpassKeyAsync(peer.Id, body.Fingerprint.ToByteArray(), body.PublicKey.ToByteArray(), context.CancellationToken);
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new RpcException(new Status(StatusCode.AlreadyExists, e.Message));
+        }
+
+        // Announced to everyone like any metadata change (the agent's later logins send the same RosenpassConfig).
+        await _metadata.ApplyAsync(peer, new PeerMetadata(peer.Hostname, peer.AgentVersion, peer.Os, peer.Features, body.Fingerprint.ToByteArray(), Truncate(body.Addr, 128)), context.CancellationToken);
+        _logger.LogInformation("Peer {Peer} published its Rosenpass key {Fingerprint}", peerKey.ToShortString(), Convert.ToHexStringLower(body.Fingerprint.Span)[..16]);
+        return Seal(peerKey, new PublishRosenpassKeyResponse());
+    }
+
+    /// <summary>A Rosenpass public key by fingerprint, for any live peer (keys are public; the fingerprint names one).</summary>
+    public override async Task<EncryptedMessage> GetRosenpassKey(EncryptedMessage request, ServerCallContext context)
+    {
+        var (peerKey, body) = Open(request, GetRosenpassKeyRequest.Parser);
+        CheckTimestamp(body.TimestampUnix);
+        if (body.Fingerprint.Length != RosenpassKeys.FingerprintSize)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"fingerprint must be {RosenpassKeys.FingerprintSize} bytes"));
+        }
+
+        await RequireLivePeerAsync(peerKey, request, null, context.CancellationToken);
+        var key = await _store.GetRosenpassKeyAsync(body.Fingerprint.ToByteArray(), context.CancellationToken)
+            ?? throw new RpcException(new Status(StatusCode.NotFound, "no peer published a Rosenpass key with this fingerprint"));
+        return Seal(peerKey, new GetRosenpassKeyResponse { PublicKey = UnsafeByteOperations.UnsafeWrap(key) });
+    }
+
     private LoginResponse LoginReply(PeerRecord peer, ulong serial, ServerCallContext context) => new()
     {
         PeerConfig = NetworkMapBuilder.PeerConfigFor(peer, _config.Account),
@@ -244,9 +295,14 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
         Serial = serial,
     };
 
-    private (WgKey Peer, T Body) Open<T>(EncryptedMessage request, MessageParser<T> parser)
+    private (WgKey Peer, T Body) Open<T>(EncryptedMessage request, MessageParser<T> parser, int maxSize = MaxMessageSize)
         where T : IMessage<T>
     {
+        if (request.CalculateSize() > maxSize)
+        {
+            throw new RpcException(new Status(StatusCode.ResourceExhausted, $"the request is larger than {maxSize} bytes"));
+        }
+
         if (request.WgPubKey.Length != WgKey.Size)
         {
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"wg_pub_key must be {WgKey.Size} bytes, got {request.WgPubKey.Length}"));

@@ -8,7 +8,7 @@ namespace Modular.Server.Store;
 /// alters some peer's network map increments the serial, so any process sharing the store (another
 /// server instance, the admin CLI) can tell a running server to push new maps.
 /// </summary>
-public interface IStore : INetworkPolicyStore, INameserverStore, Flows.IFlowStore, IAsyncDisposable
+public interface IStore : INetworkPolicyStore, INameserverStore, Flows.IFlowStore, IRosenpassKeyStore, IAsyncDisposable
 {
     /// <summary>Creates or migrates the schema. Idempotent.</summary>
     Task InitializeAsync(CancellationToken cancellationToken);

@@ -123,6 +123,7 @@ public sealed partial class SqliteStore : IStore
         await MigrateRoutesAsync(db, tx, version);
         await MigrateDnsAsync(db, tx);
         await MigrateFlowsAsync(db, tx);
+        await MigrateRosenpassKeysAsync(db, tx);
         await tx.CommitAsync(cancellationToken);
     }
 

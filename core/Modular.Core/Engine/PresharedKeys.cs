@@ -1,0 +1,204 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
+using Modular.Abstractions.Peers;
+using Modular.Abstractions.Plugins;
+using Modular.Abstractions.Security;
+using Modular.Abstractions.WireGuard;
+using Modular.Control.Management;
+using RosenpassConfig = Modular.Control.Management.RosenpassConfig;
+using Modular.Core.Config;
+using Modular.Core.Peers;
+using Modular.Core.Status;
+
+namespace Modular.Core.Engine;
+
+/// <summary>
+/// The PSK provider in force (<c>[rosenpass] provider</c>, created while Rosenpass is on by the local flag/key or, absent
+/// locally, by the account) and its decision for every peer of each map: the PSK it gives replaces the account PSK,
+/// and a peer it refuses never reaches the connection manager (status shows it Idle with the provider's reason).
+/// A key rotation (<see cref="IPresharedKeyProvider.KeyChanged"/>) only marks the keys stale; the engine's stats loop
+/// then applies the map in force again (<see cref="MapApplier.ApplyKeyChangesAsync"/>), which updates the changed
+/// peers' PSK in place (no tunnel drop).
+/// </summary>
+/// <remarks>
+/// Threading: <see cref="DecideAsync"/> and <see cref="DisposeAsync"/> run under the map applier's gate (one at a
+/// time); <see cref="TakeChanged"/> and the provider's event may run on any thread.
+/// </remarks>
+internal sealed class PresharedKeys : IAsyncDisposable
+{
+    private readonly AgentConfig _config;
+    private readonly IReadOnlyDictionary<string, IPresharedKeyProviderFactory> _factories;
+    private readonly Func<string, IPluginContext> _contextFor;
+    private readonly WgKey _ownKey;
+    private readonly StatusRecorder _recorder;
+    private readonly ILogger _logger;
+
+    // Written under the applier's gate only.
+    private IPresharedKeyProvider? _provider;
+    private bool _missingWarned;
+    private Dictionary<WgKey, string> _refused = [];
+
+    private int _changed;
+
+    /// <param name="contextFor">The plugin context for the provider's name.</param>
+    public PresharedKeys(AgentConfig config, IReadOnlyDictionary<string, IPresharedKeyProviderFactory> factories, Func<string, IPluginContext> contextFor, WgKey ownKey, StatusRecorder recorder, ILogger logger)
+    {
+        _config = config;
+        _factories = factories;
+        _contextFor = contextFor;
+        _ownKey = ownKey;
+        _recorder = recorder;
+        _logger = logger;
+    }
+
+    /// <summary>The provider in force; null while Rosenpass is off (or its provider is not loaded).</summary>
+    public IPresharedKeyProvider? Provider => _provider;
+
+    /// <summary>The peers refused by the last decision, with the provider's reason.</summary>
+    public IReadOnlyDictionary<WgKey, string> Refused => _refused;
+
+    /// <summary>True once after the provider rotated a key: the map in force must be applied again.</summary>
+    public bool TakeChanged() => Interlocked.Exchange(ref _changed, 0) == 1;
+
+    /// <summary>
+    /// The peers of <paramref name="map"/> as the PSK provider decides them: allowed ones with its PSK (and whether that
+    /// is post-quantum), refused ones left out. Without a provider (Rosenpass off) the peers go unchanged, with the
+    /// account PSK the map gave them. A provider that throws refuses that peer: failing closed is the strict choice,
+    /// and a permissive provider never throws for a peer without Rosenpass.
+    /// </summary>
+    public async Task<IReadOnlyList<RemotePeerInfo>> DecideAsync(NetworkMap map, IReadOnlyList<RemotePeerInfo> peers, CancellationToken cancellationToken)
+    {
+        var account = AccountFeatures.Of(map.Settings);
+        var provider = await EnsureProviderAsync(FeatureStatusBuilder.Rosenpass(_config, account).Enabled, cancellationToken);
+        if (provider is null)
+        {
+            _refused = [];
+            return peers;
+        }
+
+        var permissive = FeatureStatusBuilder.RosenpassPermissive(_config, account);
+        var rosenpass = new Dictionary<WgKey, RosenpassConfig>();
+        foreach (var remote in map.RemotePeers)
+        {
+            if (remote.WgPubKey.Length == WgKey.Size && remote.Rosenpass is { } rp && rp.PubKeyFingerprint.Length > 0)
+            {
+                rosenpass[new WgKey(remote.WgPubKey.Span)] = rp;
+            }
+        }
+
+        var decisions = await Task.WhenAll(peers.Select(async peer =>
+        {
+            rosenpass.TryGetValue(peer.PublicKey, out var rp);
+            var asked = new PskPeer(peer.PublicKey, peer.Name, rp is null ? null : Convert.ToHexStringLower(rp.PubKeyFingerprint.Span), rp is null || rp.Addr.Length == 0 ? null : rp.Addr)
+            {
+                LocalPublicKey = _ownKey,
+                AccountPresharedKey = peer.PresharedKey,
+                Permissive = permissive,
+            };
+            try
+            {
+                return (peer, await provider.GetPresharedKeyAsync(asked, cancellationToken));
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                return (peer, PskDecision.Refuse($"the PSK provider failed: {e.Message}"));
+            }
+        }));
+
+        var allowed = new List<RemotePeerInfo>(peers.Count);
+        var refused = new Dictionary<WgKey, string>();
+        foreach (var (peer, decision) in decisions)
+        {
+            if (!decision.Allowed)
+            {
+                var reason = decision.Reason ?? "refused by the PSK provider";
+                refused[peer.PublicKey] = reason;
+                if (!_refused.TryGetValue(peer.PublicKey, out var before) || before != reason)
+                {
+                    _logger.LogWarning("Peer {Name} refused by the PSK provider ({Provider}): {Reason}; it is not connected", peer.Name, _config.Rosenpass.Provider, reason);
+                }
+
+                continue;
+            }
+
+            allowed.Add(peer with { PresharedKey = decision.PresharedKey, QuantumResistantSince = decision.QuantumResistantSince });
+        }
+
+        foreach (var gone in _refused.Keys.Where(k => !refused.ContainsKey(k)))
+        {
+            _recorder.RemovePeer(gone.ToBase64());
+        }
+
+        _refused = refused;
+        return allowed;
+    }
+
+    /// <summary>
+    /// Shows every refused peer in status (after the connection manager applied the allowed ones): Idle, with the
+    /// provider's reason, never connected.
+    /// </summary>
+    public void PublishRefused(IReadOnlyList<RemotePeerInfo> peers)
+    {
+        foreach (var peer in peers)
+        {
+            if (_refused.TryGetValue(peer.PublicKey, out var reason))
+            {
+                _recorder.SetPeer(new PeerStatus(peer.Name, peer.Ip, peer.PublicKey.ToBase64(), PeerConnectionState.Idle, $"refused: {reason}",
+                    null, null, null, null, null, null, null, 0, 0, null, false, null));
+            }
+        }
+    }
+
+    /// <summary>Ends the provider (the engine stops, or Rosenpass was turned off).</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (_provider is { } provider)
+        {
+            _provider = null;
+            provider.KeyChanged -= OnKeyChanged;
+            await provider.DisposeAsync();
+        }
+    }
+
+    private async Task<IPresharedKeyProvider?> EnsureProviderAsync(bool enabled, CancellationToken cancellationToken)
+    {
+        if (!enabled)
+        {
+            if (_provider is not null)
+            {
+                _logger.LogInformation("Rosenpass off: the PSK provider {Provider} stops; peers get the account PSK", _config.Rosenpass.Provider);
+                await DisposeAsync();
+            }
+
+            return null;
+        }
+
+        if (_provider is { } existing)
+        {
+            return existing;
+        }
+
+        var name = _config.Rosenpass.Provider;
+        if (!_factories.TryGetValue(name, out var factory))
+        {
+            // The daemon checked a locally enabled provider at start; the account can turn Rosenpass on later.
+            if (!_missingWarned)
+            {
+                _missingWarned = true;
+                var available = _factories.Count == 0 ? "(none)" : string.Join(", ", _factories.Keys.Order(StringComparer.Ordinal));
+                _logger.LogWarning("Rosenpass is on, but no PSK provider plugin named \"{Name}\" is loaded (available: {Available}); peers get the account PSK", name, available);
+            }
+
+            return null;
+        }
+
+        var provider = await factory.CreateAsync(_contextFor(name), cancellationToken);
+        provider.KeyChanged += OnKeyChanged;
+        _provider = provider;
+        _logger.LogInformation("Rosenpass on: every peer's PSK comes from the PSK provider {Provider}", name);
+        return provider;
+    }
+
+    // Raised from any thread, maybe under the provider's lock: only mark, never wait (the stats loop re-applies).
+    private void OnKeyChanged(object? sender, WgKey peer) => Interlocked.Exchange(ref _changed, 1);
+}

@@ -1,0 +1,71 @@
+namespace Modular.Plugins.Rosenpass;
+
+/// <summary>
+/// This agent's static Rosenpass key pair, kept in the state directory: <c>rosenpass.sk</c> (mode 0600, never logged)
+/// and <c>rosenpass.pk</c>. Made once (Classic McEliece key generation takes a while) and reused, so the fingerprint
+/// peers know stays the same across restarts.
+/// </summary>
+internal sealed record StaticKeyPair(byte[] PublicKey, byte[] SecretKey)
+{
+    /// <summary>Reads the pair from <paramref name="stateDirectory"/>, or makes one with <paramref name="generate"/> and stores it.</summary>
+    public static StaticKeyPair LoadOrCreate(string stateDirectory, Func<StaticKeyPair> generate)
+    {
+        var secretPath = Path.Combine(stateDirectory, "rosenpass.sk");
+        var publicPath = Path.Combine(stateDirectory, "rosenpass.pk");
+        if (File.Exists(secretPath) && File.Exists(publicPath))
+        {
+            return new StaticKeyPair(File.ReadAllBytes(publicPath), File.ReadAllBytes(secretPath));
+        }
+
+        var pair = generate();
+        Directory.CreateDirectory(stateDirectory);
+        Write(secretPath, pair.SecretKey);
+        Write(publicPath, pair.PublicKey);
+        return pair;
+    }
+
+    // Created with 0600 before a byte is written: the secret key is never readable by others, even for a moment.
+    private static void Write(string path, byte[] bytes)
+    {
+        var temporary = path + ".tmp";
+        var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows())
+        {
+            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        }
+
+        using (var file = new FileStream(temporary, options))
+        {
+            file.Write(bytes);
+        }
+
+        File.Move(temporary, path, overwrite: true);
+    }
+
+    /// <summary>BLAKE2s-256 of the public key: how the map and management name it.</summary>
+    public byte[] Fingerprint()
+    {
+        var digest = new Org.BouncyCastle.Crypto.Digests.Blake2sDigest(256);
+        digest.BlockUpdate(PublicKey);
+        var output = new byte[32];
+        digest.DoFinal(output);
+        return output;
+    }
+
+    /// <summary>
+    /// A new Classic McEliece-460896 pair (BouncyCastle's round-3 parameters: a 524,160-byte public key), the static
+    /// key Rosenpass uses.
+    /// </summary>
+    public static StaticKeyPair GenerateMcEliece460896()
+    {
+        var generator = new Org.BouncyCastle.Pqc.Crypto.Cmce.CmceKeyPairGenerator();
+        generator.Init(new Org.BouncyCastle.Pqc.Crypto.Cmce.CmceKeyGenerationParameters(new Org.BouncyCastle.Security.SecureRandom(), Org.BouncyCastle.Pqc.Crypto.Cmce.CmceParameters.mceliece460896r3));
+        var pair = generator.GenerateKeyPair();
+        return new StaticKeyPair(
+            ((Org.BouncyCastle.Pqc.Crypto.Cmce.CmcePublicKeyParameters)pair.Public).GetEncoded(),
+            ((Org.BouncyCastle.Pqc.Crypto.Cmce.CmcePrivateKeyParameters)pair.Private).GetEncoded());
+    }
+
+    /// <summary>Never prints the secret key.</summary>
+    public override string ToString() => $"StaticKeyPair(public {PublicKey.Length} bytes)";
+}
