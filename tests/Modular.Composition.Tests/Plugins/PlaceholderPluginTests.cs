@@ -1,8 +1,6 @@
 using Modular.Abstractions.Proxy;
-using Modular.Abstractions.Security;
 using Modular.Abstractions.WireGuard;
 using Modular.Plugins.ProxyEbpf;
-using Modular.Plugins.Rosenpass;
 
 namespace Modular.Composition.Tests.Plugins;
 
@@ -26,16 +24,5 @@ public sealed class PlaceholderPluginTests
         var ex = await Assert.ThrowsAsync<NotSupportedException>(async () => await factory.CreateAsync(kernel, new FakePluginContext(), CancellationToken.None));
         Assert.Equal("eBPF proxy not built yet", ex.Message);
         Assert.StartsWith("Not built yet", factory.Description, StringComparison.Ordinal);
-    }
-
-    [Fact]
-    public async Task Rosenpass_placeholder_allows_peers_with_no_key()
-    {
-        var factory = new RosenpassProviderFactory();
-        Assert.StartsWith("Placeholder", factory.Description, StringComparison.Ordinal);
-        await using var provider = await factory.CreateAsync(new FakePluginContext(), CancellationToken.None);
-        var decision = await provider.GetPresharedKeyAsync(new PskPeer(new WgKey(new byte[32]), "peer1", null, null), CancellationToken.None);
-        Assert.True(decision.Allowed);
-        Assert.Null(decision.PresharedKey);
     }
 }
