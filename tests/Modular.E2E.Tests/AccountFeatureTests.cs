@@ -1,12 +1,14 @@
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using Xunit.Abstractions;
 
 namespace Modular.E2E.Tests;
 
 /// <summary>
 /// The one rule for features the account also sets, through the real engine and a real server: a local setting (TOML
-/// key, environment) overrides the account either way; absent locally, the account decides; and a feature the account
-/// turns on that is not built yet is shown as unavailable, not on.
+/// key, environment) overrides the account either way; absent locally, the account decides; a feature the account
+/// turns on that is not built yet is shown as unavailable, not on; and flow logging the account turns on runs its sink,
+/// or, with no flow-sink plugin, the agent runs and says why.
 /// </summary>
 public sealed class AccountFeatureTests(ITestOutputHelper output)
 {
@@ -22,8 +24,11 @@ public sealed class AccountFeatureTests(ITestOutputHelper output)
         var key = rig.CreateSetupKey();
         rig.AddAgent("fa1").WriteConfig(key, "[features]\nlazy_connections = false\n[netflow]\nenabled = false");
         rig.AddAgent("fa2").WriteConfig(key);
+        var noPlugins = Directory.CreateDirectory(Path.Combine(rig.Root, "no-plugins")).FullName;
+        rig.AddAgent("fa3").WriteConfig(key, pluginsDir: noPlugins);
         rig["fa1"].Start();
         rig["fa2"].Start();
+        rig["fa3"].Start();
 
         var optedOut = WaitForMap(rig, "fa1");
         Assert.False(optedOut.GetProperty("lazy_connections").GetBoolean());
@@ -35,16 +40,24 @@ public sealed class AccountFeatureTests(ITestOutputHelper output)
         var follower = WaitForMap(rig, "fa2");
         Assert.True(follower.GetProperty("lazy_connections").GetBoolean());
         Assert.Equal("account", follower.GetProperty("lazy_connections_source").GetString());
-        foreach (var feature in new[] { "netflow", "rosenpass" })
-        {
-            Assert.False(follower.GetProperty(feature).GetBoolean(), $"{feature} is not built, so it is not in effect");
-            Assert.Equal("account", follower.GetProperty($"{feature}_source").GetString());
-            Assert.StartsWith("requested by the account", follower.GetProperty("unavailable").GetProperty(feature).GetString(), StringComparison.Ordinal);
-        }
+        Assert.False(follower.GetProperty("rosenpass").GetBoolean(), "rosenpass is not built, so it is not in effect");
+        Assert.Equal("account", follower.GetProperty("rosenpass_source").GetString());
+        Assert.StartsWith("requested by the account", follower.GetProperty("unavailable").GetProperty("rosenpass").GetString(), StringComparison.Ordinal);
+        Assert.True(follower.GetProperty("netflow").GetBoolean(), "the account turns flow logging on and the netflow sink runs");
+        Assert.Equal("account", follower.GetProperty("netflow_source").GetString());
+        Assert.False(follower.GetProperty("unavailable").TryGetProperty("netflow", out _));
+        Assert.True(rig["fa2"].Status()!.Value.GetProperty("flows").GetProperty("running").GetBoolean());
 
         var text = rig["fa2"].StatusText();
         Assert.Matches(@"Lazy connections: +on \(idle after 15m\), source: account\n", text);
-        Assert.Matches(@"Flow logging: +requested, not available: requested by the account; not built yet", text);
+        Assert.Matches(@"Flow logging: +on, to netflow", text);
+
+        // The account asks for flows, but this agent has no flow-sink plugin: it runs, warns once, and says why.
+        var withoutSink = WaitForMap(rig, "fa3");
+        Assert.False(withoutSink.GetProperty("netflow").GetBoolean());
+        Assert.StartsWith("requested by the account, not available: no flow-sink plugin named \"netflow\"", withoutSink.GetProperty("unavailable").GetProperty("netflow").GetString(), StringComparison.Ordinal);
+        Assert.Matches(@"Flow logging: +requested by the account, not available: no flow-sink plugin", rig["fa3"].StatusText());
+        Assert.Single(Regex.Matches(rig["fa3"].Output, "Flow logging is on \\(account\\), but not available"));
     }
 
     [SkippableFact]

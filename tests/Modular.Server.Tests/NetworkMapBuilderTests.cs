@@ -34,6 +34,8 @@ public sealed class NetworkMapBuilderTests(ITestOutputHelper output)
         Assert.DoesNotContain(map.RemotePeers, p => p.Hostname is "host3" or "host7");
         Assert.Equal(map.RemotePeers.Count, map.RemotePeers.Select(p => p.AllowedIps[0]).Distinct().Count());
         Assert.True(map.AccountPsk.IsEmpty);
+        // Agents name a peer in flow events by this ID (RemotePeer.id).
+        Assert.All(map.RemotePeers, p => Assert.Equal($"id{p.Hostname["host".Length..]}", p.Id));
     }
 
     [Fact]
