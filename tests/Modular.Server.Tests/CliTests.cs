@@ -294,7 +294,7 @@ public sealed class CliTests : IAsyncLifetime
                 """);
             var grpc = Shell.TryRun(Executable, $"--config {_configPath}", TimeSpan.FromSeconds(60));
             Assert.Equal(1, grpc.ExitCode);
-            Assert.Contains($"management/signal: cannot listen on 127.0.0.1:{grpcPort}: address already in use", grpc.Output + grpc.Error, StringComparison.Ordinal);
+            Assert.Contains($"management/signal/flow: cannot listen on 127.0.0.1:{grpcPort}: address already in use", grpc.Output + grpc.Error, StringComparison.Ordinal);
             Assert.DoesNotContain("   at ", grpc.Output + grpc.Error, StringComparison.Ordinal);
         }
         finally
