@@ -373,4 +373,54 @@ public sealed class CliTests : IAsyncLifetime
         Assert.True(removed.ExitCode == 0, removed.Error);
         Assert.StartsWith("removed bravo 100.64.0.2", removed.Output, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task Flows_list_prints_stored_flows_by_peer_and_time_as_text_and_json()
+    {
+        var now = DateTimeOffset.UtcNow;
+        var recent = FlowSamples.Tcp(now, 2, Abstractions.Flows.FlowEventType.End, rxBytes: 6000, txBytes: 4000);
+        var icmp = FlowSamples.Tcp(now, 0, Abstractions.Flows.FlowEventType.Drop) with { Protocol = 1, SourcePort = 0, DestinationPort = 0, IcmpType = 8, RuleId = "deny-ping" };
+        var store = new SqliteStore(Path.Combine(_dir, "data", "modular.db"));
+        await using (store)
+        {
+            await store.InitializeAsync(CancellationToken.None);
+            var (_, setupKey) = await store.CreateSetupKeyAsync(new NewSetupKey("k", true, 0, null), CancellationToken.None);
+            using var alphaKey = X25519KeyPair.Generate();
+            using var bravoKey = X25519KeyPair.Generate();
+            var alpha = await store.RegisterPeerAsync(setupKey, alphaKey.PublicKey, new PeerMetadata("alpha", "1.0", "linux", [], [], ""), null, CancellationToken.None);
+            var bravo = await store.RegisterPeerAsync(setupKey, bravoKey.PublicKey, new PeerMetadata("bravo", "1.0", "linux", [], [], ""), null, CancellationToken.None);
+            await store.AddFlowEventsAsync(alpha.Id, [FlowSamples.Tcp(now - TimeSpan.FromHours(1), 1), recent], DateTimeOffset.UnixEpoch, CancellationToken.None);
+            await store.AddFlowEventsAsync(bravo.Id, [icmp], DateTimeOffset.UnixEpoch, CancellationToken.None);
+        }
+
+        var all = Cli("flows list");
+        Assert.True(all.ExitCode == 0, all.Error);
+        var lines = all.Output.Trim().Split('\n');
+        Assert.Equal(4, lines.Length);
+        Assert.StartsWith("TIME", lines[0], StringComparison.Ordinal);
+        Assert.Matches(@"^\S+Z +alpha +start +out +tcp +100\.64\.0\.1:40001 +100\.64\.0\.2:22 +1/60 +1/40 +policy-1$", lines[1]);
+        Assert.Contains(lines, l => System.Text.RegularExpressions.Regex.IsMatch(l, @" bravo +drop +out +icmp +100\.64\.0\.1 +100\.64\.0\.2 type 8/0 .* deny-ping$"));
+
+        var alphaRecent = Cli("flows list --peer alpha --since 10m --json");
+        Assert.True(alphaRecent.ExitCode == 0, alphaRecent.Error);
+        var json = JsonDocument.Parse(alphaRecent.Output).RootElement;
+        var only = Assert.Single(json.EnumerateArray());
+        Assert.Equal(recent.Id.ToString("D"), only.GetProperty("id").GetString());
+        Assert.Equal("alpha", only.GetProperty("peer").GetString());
+        Assert.Equal("100.64.0.1", only.GetProperty("peer_ip").GetString());
+        Assert.Equal("end", only.GetProperty("type").GetString());
+        Assert.Equal("tcp", only.GetProperty("protocol").GetString());
+        Assert.Equal(40002, only.GetProperty("source_port").GetInt32());
+        Assert.Equal(6000UL, only.GetProperty("rx_bytes").GetUInt64());
+        Assert.Equal(4000UL, only.GetProperty("tx_bytes").GetUInt64());
+
+        // By overlay IP too; an unknown peer is a failure, a malformed duration a usage error.
+        Assert.Single(JsonDocument.Parse(Cli("flows list --peer 100.64.0.2 --json").Output).RootElement.EnumerateArray());
+        var unknown = Cli("flows list --peer nobody");
+        Assert.Equal(1, unknown.ExitCode);
+        Assert.Contains("no peer matches 'nobody'", unknown.Error, StringComparison.Ordinal);
+        var badSince = Cli("flows list --since soon");
+        Assert.Equal(2, badSince.ExitCode);
+        Assert.Contains("--since", badSince.Error, StringComparison.Ordinal);
+    }
 }

@@ -52,6 +52,19 @@ public sealed class ConfigTests
         Assert.False(c.Runs("relay"));
     }
 
+    [Fact]
+    public void Flow_retention_and_redis_url_parse_and_the_password_never_shows()
+    {
+        Assert.Equal(TimeSpan.FromDays(7), ServerConfigLoader.Parse("").Account.Flows.Retention);
+        var c = ServerConfigLoader.Parse("redis_url = \"redis://:s3cret@10.0.0.5:6380/2\"\n[account]\nflows = { enabled = true, retention = \"36h\" }");
+        Assert.Equal(TimeSpan.FromHours(36), c.Account.Flows.Retention);
+        Assert.True(RedisUrl.TryParse(c.RedisUrl, out var url, out _));
+        Assert.Equal(new RedisUrl("10.0.0.5", 6380, "s3cret", 2, false), url);
+        Assert.Equal("10.0.0.5:6380/2", url!.ToString());
+        Assert.True(RedisUrl.TryParse("rediss://cache.example", out var tls, out _));
+        Assert.Equal(new RedisUrl("cache.example", RedisUrl.DefaultPort, "", 0, true), tls);
+    }
+
     [Theory]
     [InlineData("listen = 33073", "server.toml:1:1: key 'listen': expected a string, got an integer")]
     [InlineData("\n\nbogus = true", "server.toml:3:1: unknown key 'bogus'")]
@@ -63,6 +76,10 @@ public sealed class ConfigTests
     [InlineData("tls = { cert = \"/a.pem\" }", "give both 'cert' and 'key'")]
     [InlineData("[account]\npsk = \"short\"", "key 'account.psk'")]
     [InlineData("[account]\npeer_login_expiration = \"soon\"", "expected a duration")]
+    [InlineData("[account]\nflows = { retention = \"a week\" }", "key 'account.flows.retention': expected a duration")]
+    [InlineData("[account]\nflows = { retention = \"0s\" }", "key 'account.flows.retention': must be longer than zero")]
+    [InlineData("redis_url = \"localhost:6379\"", "key 'redis_url': expected redis://")]
+    [InlineData("redis_url = \"redis://127.0.0.1:6379/99\"", "key 'redis_url': the path must be a database number")]
     [InlineData("listen = ", "server.toml:1:")]
     [InlineData("listen = \"a:1\"\nlisten = \"b:2\"", "server.toml:2:1: The key `listen`")]
     public void Mistakes_are_errors_with_position_and_key(string toml, string expected)

@@ -12,7 +12,8 @@ internal static class FlowSamples
         => new(
             Guid.NewGuid(),
             Guid.NewGuid(),
-            at,
+            // The wire and the store keep milliseconds: so do the samples, and they compare equal after a round trip.
+            DateTimeOffset.FromUnixTimeMilliseconds(at.ToUnixTimeMilliseconds()),
             type,
             FlowDirection.Egress,
             6,

@@ -62,11 +62,11 @@ public sealed class FlowClient : IDisposable
 
             return Open(call.ResponseStream.Current, body.AsSpan(0, Envelope.NonceSize));
         }
-        catch (InvalidOperationException e)
+        catch (Exception e) when (e is InvalidOperationException or IOException or HttpRequestException)
         {
-            // Writing to a call the server already completed.
+            // Writing to a call the server already completed, or over a connection that broke: as a failed call.
             Drop();
-            throw new RpcException(new Status(StatusCode.Unavailable, $"the flow stream is closed: {e.Message}"));
+            throw new RpcException(new Status(StatusCode.Unavailable, $"the flow stream broke: {e.Message}", e));
         }
         catch
         {

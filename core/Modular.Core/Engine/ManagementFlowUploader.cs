@@ -176,6 +176,13 @@ public sealed class ManagementFlowUploader : IFlowUploader, IAsyncDisposable
         {
             return FlowUploadResult.Failed(e.Message);
         }
+#pragma warning disable CA1031 // The contract returns failures rather than throwing them into a plugin's loop.
+        catch (Exception e) when (e is not OperationCanceledException)
+#pragma warning restore CA1031
+        {
+            Disconnect();
+            return FlowUploadResult.Failed($"flow upload failed: {e.Message}");
+        }
     }
 
     /// <summary>The stream client for <paramref name="target"/>; a new login elsewhere (or a new key) starts afresh.</summary>

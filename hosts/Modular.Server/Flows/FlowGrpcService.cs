@@ -1,5 +1,6 @@
 using Google.Protobuf;
 using Grpc.Core;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Modular.Abstractions.Flows;
 using Modular.Abstractions.WireGuard;
@@ -31,9 +32,11 @@ public sealed class FlowGrpcService : FlowService.FlowServiceBase
     private readonly RedisFlowCache _cache;
     private readonly TimeProvider _time;
     private readonly ILogger<FlowGrpcService> _logger;
+    private readonly IHostApplicationLifetime _lifetime;
 
-    public FlowGrpcService(IStore store, ServerSecrets secrets, ServerConfig config, FlowApiLimits limits, RedisFlowCache cache, TimeProvider time, ILogger<FlowGrpcService> logger)
+    public FlowGrpcService(IStore store, ServerSecrets secrets, ServerConfig config, FlowApiLimits limits, RedisFlowCache cache, TimeProvider time, ILogger<FlowGrpcService> logger, IHostApplicationLifetime lifetime)
     {
+        _lifetime = lifetime;
         _store = store;
         _secrets = secrets;
         _config = config;
@@ -45,8 +48,10 @@ public sealed class FlowGrpcService : FlowService.FlowServiceBase
 
     public override async Task Upload(IAsyncStreamReader<SealedFlowBatch> requestStream, IServerStreamWriter<SealedFlowAck> responseStream, ServerCallContext context)
     {
-        var ct = context.CancellationToken;
-        while (await requestStream.MoveNext(ct))
+        // A stopping server ends its streams at once (agents send again to the next one) instead of holding shutdown.
+        using var stream = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, _lifetime.ApplicationStopping);
+        var ct = stream.Token;
+        while (await NextAsync(requestStream, ct))
         {
             var request = requestStream.Current;
             if (request.WgPubKey.Length != WgKey.Size)
@@ -69,6 +74,18 @@ public sealed class FlowGrpcService : FlowService.FlowServiceBase
                 // After the acknowledgement: the cache never delays it, and its failure never costs the batch.
                 await _cache.AddAsync(peerId, added, ct);
             }
+        }
+    }
+
+    private static async Task<bool> NextAsync(IAsyncStreamReader<SealedFlowBatch> requests, CancellationToken ct)
+    {
+        try
+        {
+            return await requests.MoveNext(ct);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            return false;
         }
     }
 

@@ -138,7 +138,7 @@ public static class ServerHost
         return app;
     }
 
-    /// <summary>The components served on the gRPC listener, as an error names them ("management/signal").</summary>
+    /// <summary>The components served on the gRPC listener, as an error names them ("management/signal/flow").</summary>
     public static string GrpcComponents(ServerConfig config)
     {
         var served = GrpcServed.Where(config.Runs).ToList();
