@@ -193,6 +193,7 @@ public sealed class NetflowSink : IFlowSink, IFlowSinkStatus
         catch (ObjectDisposedException)
         {
             // The host closed the uploader (the engine stops); what is left is counted at dispose.
+            SetError("the host closed the flow uploader; nothing more is shipped");
         }
     }
 
@@ -204,6 +205,11 @@ public sealed class NetflowSink : IFlowSink, IFlowSinkStatus
         try
         {
             result = await uploader.UploadAsync(batch, cancellationToken);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            // Cancelled by the host, not by this sink's stop (a timeout): the events stay, as for any transient failure.
+            result = FlowUploadResult.Failed("the upload was cancelled before the server answered");
         }
         catch (Exception e) when (e is not (OperationCanceledException or ObjectDisposedException))
         {

@@ -14,8 +14,15 @@ internal sealed class WakeSignal : IDisposable
     {
         if (Interlocked.CompareExchange(ref _pending, 1, 0) == 0)
         {
-            // SemaphoreSlim runs its async waiters' continuations asynchronously: the loop never runs on this thread.
-            _semaphore.Release();
+            try
+            {
+                // SemaphoreSlim runs its async waiters' continuations asynchronously: the loop never runs on this thread.
+                _semaphore.Release();
+            }
+            catch (ObjectDisposedException)
+            {
+                // The loop is gone (a caller raced the owner's dispose): nothing to wake.
+            }
         }
     }
 

@@ -129,10 +129,13 @@ internal sealed class IpfixExporter : IAsyncDisposable
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
-            // Stopping: what is queued still goes out (a few UDP sends, no waiting on the network).
+            // Stopping: what is queued still goes out (a few UDP sends, no waiting on the network; no name lookup either).
             try
             {
-                await ExportQueuedAsync(CancellationToken.None);
+                if (_endpoint is not null)
+                {
+                    await ExportQueuedAsync(CancellationToken.None);
+                }
             }
             catch (Exception e) when (e is SocketException or ObjectDisposedException)
             {
@@ -242,7 +245,7 @@ internal sealed class IpfixExporter : IAsyncDisposable
             _socket = new Socket(address.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
             return true;
         }
-        catch (SocketException e)
+        catch (Exception e) when (e is SocketException or ArgumentException)
         {
             _resolveAfter = _time.GetUtcNow() + ResolveRetry;
             SetError($"IPFIX collector {_collector} did not resolve: {e.Message}");

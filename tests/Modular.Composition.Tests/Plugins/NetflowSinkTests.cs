@@ -107,6 +107,33 @@ public sealed class NetflowSinkTests
     }
 
     [Fact]
+    public async Task An_uploader_that_throws_is_a_transient_failure_and_the_events_stay()
+    {
+        var (sink, uploader, time) = Start();
+        await using var _ = sink;
+        var flowEvent = Event(1);
+        sink.Emit(flowEvent);
+        await time.AdvanceWhenWaitingAsync(1, TimeSpan.FromSeconds(1));
+
+        (await uploader.NextAsync()).Throw(new OperationCanceledException()); // the host gave up (a timeout), not our stop
+        await time.WaitForTimersAsync(2);
+        Assert.Contains("cancelled before the server answered", sink.Counters.LastError, StringComparison.Ordinal);
+        time.Advance(TimeSpan.FromSeconds(1));
+
+        (await uploader.NextAsync()).Throw(new InvalidOperationException("stream broken"));
+        await time.WaitForTimersAsync(3);
+        Assert.Contains("stream broken", sink.Counters.LastError, StringComparison.Ordinal);
+        Assert.Equal(1, sink.Pending);
+        time.Advance(TimeSpan.FromSeconds(2));
+
+        var third = await uploader.NextAsync();
+        Assert.Equal([flowEvent], third.Batch);
+        third.Reply(FlowUploadResult.Success([flowEvent.Id]));
+        await Bounded.UntilAsync(() => sink.Pending == 0, "the event to be deleted");
+        Assert.Equal(new FlowSinkCounters(1, 3, 1, 0, 0, null), sink.Counters);
+    }
+
+    [Fact]
     public async Task A_refused_batch_is_dropped_and_counted()
     {
         var (sink, uploader, time) = Start();
@@ -299,6 +326,8 @@ public sealed class NetflowSinkTests
             public void Reply(FlowUploadResult result) => _reply.SetResult(result);
 
             public void Cancel() => _reply.TrySetCanceled();
+
+            public void Throw(Exception exception) => _reply.SetException(exception);
         }
     }
 }
