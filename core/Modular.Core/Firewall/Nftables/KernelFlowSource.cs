@@ -82,9 +82,9 @@ public sealed class KernelFlowRules
 /// over NFLOG, turned into the <see cref="FlowEvent"/>s the userspace firewall gives, for the same sink.
 /// <list type="bullet">
 /// <item>Start/End: a ctnetlink socket subscribed to NFNLGRP_CONNTRACK_NEW and _DESTROY. Only connections the policy
-/// table marked as this peer's mesh flows (<see cref="ConntrackMarks.FlowBit"/>) are reported: conntrack has no
-/// per-socket event filter by mark (only a classic BPF socket filter could drop the others in the kernel), so the
-/// others are read and skipped here. Direction from <see cref="ConntrackMarks.EgressBit"/>, the rule from the mark's
+/// table marked as this peer's mesh flows (<see cref="ConntrackMarks.FlowBit"/>) are reported: a classic BPF socket
+/// filter (<see cref="KernelFlowMessages.MarkFilter"/>) keeps the host's other connections in the kernel, and the
+/// mark is checked again here. Direction from <see cref="ConntrackMarks.EgressBit"/>, the rule from the mark's
 /// rule index (<see cref="KernelFlowRules"/>), packets and bytes each way from the entry's counters, which need
 /// <c>net.netfilter.nf_conntrack_acct = 1</c>: set while collecting (as it was before restored at stop). A
 /// connection that was set up before the source started, or before acct was on, ends with the counters conntrack has.</item>
@@ -137,6 +137,7 @@ public sealed class KernelFlowSource : IAsyncDisposable
         try
         {
             _conntrack.ConfigureReader(PollInterval, ReceiveBufferBytes);
+            _conntrack.AttachFilter(KernelFlowMessages.MarkFilter(ConntrackMarks.FlowBit));
             _conntrack.Subscribe(KernelFlowMessages.GroupConntrackNew);
             _conntrack.Subscribe(KernelFlowMessages.GroupConntrackDestroy);
         }
@@ -161,6 +162,9 @@ public sealed class KernelFlowSource : IAsyncDisposable
     public long LostEvents => Interlocked.Read(ref _lostEvents);
 
     public long SinkFailures => Interlocked.Read(ref _sinkFailures);
+
+    /// <summary>Conntrack events of other connections that got past the kernel's filter (read by the reader thread; for tests).</summary>
+    internal long UnmarkedEvents => _events.UnmarkedEvents;
 
     /// <summary>Turns conntrack accounting on (noting what it was) and starts reading.</summary>
     public void Start()
@@ -328,11 +332,16 @@ internal sealed class KernelFlowEvents(KernelFlowRules rules, TimeProvider time)
     /// <summary>Flows started and not ended yet (bounded by <see cref="KernelFlowSource.MaxOpenFlows"/>).</summary>
     public int OpenFlows => _open.Count;
 
+    /// <summary>Conntrack events that reached user space without the flow bit (the kernel filter should leave none).</summary>
+    public long UnmarkedEvents { get; private set; }
+
     /// <summary>The event for one ctnetlink event, or null when it is not one of this peer's mesh flows.</summary>
     internal FlowEvent? ToFlowEvent(ConntrackEvent entry)
     {
         if ((entry.Mark & ConntrackMarks.FlowBit) == 0)
         {
+            // The socket's filter keeps these in the kernel; counted, so a test can tell that it does.
+            UnmarkedEvents++;
             return null;
         }
 
