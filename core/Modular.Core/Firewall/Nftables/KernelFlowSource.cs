@@ -16,7 +16,8 @@ namespace Modular.Core.Firewall.Nftables;
 public sealed class KernelFlowRules
 {
     private readonly Lock _lock = new();
-    private readonly Dictionary<int, NftablesPolicy> _byGeneration = [];
+    // Only the names, not the policies: a table's script can be hundreds of KiB, and 127 generations are kept.
+    private readonly Dictionary<int, (IReadOnlyList<string> Accepts, IReadOnlyDictionary<string, string> Drops)> _byGeneration = [];
 
     /// <summary>The table of <paramref name="generation"/> is in force.</summary>
     public void Record(int generation, NftablesPolicy policy)
@@ -24,7 +25,7 @@ public sealed class KernelFlowRules
         ArgumentNullException.ThrowIfNull(policy);
         lock (_lock)
         {
-            _byGeneration[generation] = policy;
+            _byGeneration[generation] = (policy.AcceptRuleIds ?? [], policy.DropRuleIdByCounter);
         }
     }
 
@@ -40,7 +41,7 @@ public sealed class KernelFlowRules
 
         lock (_lock)
         {
-            return _byGeneration.TryGetValue(generation, out var policy) && policy.AcceptRuleIds is { } ids && index <= ids.Count ? ids[index - 1] : null;
+            return _byGeneration.TryGetValue(generation, out var names) && index <= names.Accepts.Count ? names.Accepts[index - 1] : null;
         }
     }
 
@@ -70,7 +71,7 @@ public sealed class KernelFlowRules
 
         lock (_lock)
         {
-            ruleId = _byGeneration.TryGetValue(generation, out var policy) ? policy.DropRuleIdByCounter.GetValueOrDefault(parts[1]) : null;
+            ruleId = _byGeneration.TryGetValue(generation, out var names) ? names.Drops.GetValueOrDefault(parts[1]) : null;
         }
 
         return true;
