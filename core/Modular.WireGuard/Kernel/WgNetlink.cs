@@ -556,6 +556,28 @@ internal sealed unsafe partial class GenericNetlinkSocket : IDisposable
         }
     }
 
+    /// <summary>
+    /// Attaches a classic BPF program (SO_ATTACH_FILTER) that the kernel runs on every message before queueing it:
+    /// what it rejects never reaches this socket. Each instruction is (code, jump if true, jump if false, k).
+    /// </summary>
+    public void AttachFilter(ReadOnlySpan<(ushort Code, byte JumpTrue, byte JumpFalse, uint K)> program)
+    {
+        var instructions = new SockFilter[program.Length];
+        for (var i = 0; i < program.Length; i++)
+        {
+            instructions[i] = new SockFilter { Code = program[i].Code, JumpTrue = program[i].JumpTrue, JumpFalse = program[i].JumpFalse, K = program[i].K };
+        }
+
+        fixed (SockFilter* filter = instructions)
+        {
+            var fprog = new SockFprog { Length = (ushort)instructions.Length, Filter = filter };
+            if (setsockopt(_fd, SolSocket, SoAttachFilter, &fprog, (uint)sizeof(SockFprog)) != 0)
+            {
+                throw new IOException($"netlink SO_ATTACH_FILTER: {Marshal.GetLastPInvokeErrorMessage()}");
+            }
+        }
+    }
+
     /// <summary>Sends one message without waiting for an answer (an event reader's configuration; its ACK arrives on <see cref="Receive"/>).</summary>
     public void Send(byte[] message)
     {
@@ -613,6 +635,24 @@ internal sealed unsafe partial class GenericNetlinkSocket : IDisposable
     private const int EIntr = 4;
     private const int EAgain = 11;
     private const int ENoBufs = 105;
+
+    private const int SoAttachFilter = 26;
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct SockFilter
+    {
+        public ushort Code;
+        public byte JumpTrue;
+        public byte JumpFalse;
+        public uint K;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct SockFprog
+    {
+        public ushort Length;
+        public SockFilter* Filter;
+    }
 
     [StructLayout(LayoutKind.Sequential)]
     private struct Timeval

@@ -89,6 +89,26 @@ internal static class KernelFlowMessages
     /// <summary>How much of a dropped packet NFLOG copies: enough for any IPv6 header chain to the ports or ICMP type.</summary>
     public const int NflogCopyRange = 256;
 
+    /// <summary>
+    /// The kernel-side filter of the conntrack event socket (classic BPF, as libnetfilter_conntrack's): an event is
+    /// queued only when its CTA_MARK has every bit of <paramref name="bits"/>, so the host's other connections are
+    /// never copied to the agent. It finds the attribute after the netlink and nfgenmsg headers with the
+    /// SKF_AD_NLATTR helper, and loads the mark in host order (BPF word loads read network order).
+    /// </summary>
+    public static (ushort Code, byte JumpTrue, byte JumpFalse, uint K)[] MarkFilter(uint bits) =>
+    [
+        (0x00, 0, 0, 20),                                   // A = 20: attributes start after nlmsghdr (16) + nfgenmsg (4)
+        (0x01, 0, 0, CtaMark),                              // X = CTA_MARK
+        (0x30, 0, 0, unchecked((uint)(-0x1000 + 12))),      // A = offset of the first attribute of type X from offset A (SKF_AD_NLATTR), 0 if none
+        (0x15, 5, 0, 0),                                    // none: reject
+        (0x07, 0, 0, 0),                                    // X = A
+        (0x40, 0, 0, 4),                                    // A = the mark (word at X + 4, after the attribute header)
+        (0x54, 0, 0, bits),                                 // A &= bits
+        (0x15, 0, 1, bits),                                 // A == bits: keep, else reject
+        (0x06, 0, 0, 0xFFFF_FFFF),                          // keep the whole message
+        (0x06, 0, 0, 0),                                    // reject
+    ];
+
     /// <summary>The conntrack events in one received buffer (other messages skipped).</summary>
     public static List<ConntrackEvent> ParseConntrack(ReadOnlySpan<byte> buffer)
     {

@@ -16,7 +16,8 @@ namespace Modular.Core.Firewall.Nftables;
 public sealed class KernelFlowRules
 {
     private readonly Lock _lock = new();
-    private readonly Dictionary<int, NftablesPolicy> _byGeneration = [];
+    // Only the names, not the policies: a table's script can be hundreds of KiB, and 127 generations are kept.
+    private readonly Dictionary<int, (IReadOnlyList<string> Accepts, IReadOnlyDictionary<string, string> Drops)> _byGeneration = [];
 
     /// <summary>The table of <paramref name="generation"/> is in force.</summary>
     public void Record(int generation, NftablesPolicy policy)
@@ -24,7 +25,7 @@ public sealed class KernelFlowRules
         ArgumentNullException.ThrowIfNull(policy);
         lock (_lock)
         {
-            _byGeneration[generation] = policy;
+            _byGeneration[generation] = (policy.AcceptRuleIds ?? [], policy.DropRuleIdByCounter);
         }
     }
 
@@ -40,7 +41,7 @@ public sealed class KernelFlowRules
 
         lock (_lock)
         {
-            return _byGeneration.TryGetValue(generation, out var policy) && policy.AcceptRuleIds is { } ids && index <= ids.Count ? ids[index - 1] : null;
+            return _byGeneration.TryGetValue(generation, out var names) && index <= names.Accepts.Count ? names.Accepts[index - 1] : null;
         }
     }
 
@@ -70,7 +71,7 @@ public sealed class KernelFlowRules
 
         lock (_lock)
         {
-            ruleId = _byGeneration.TryGetValue(generation, out var policy) ? policy.DropRuleIdByCounter.GetValueOrDefault(parts[1]) : null;
+            ruleId = _byGeneration.TryGetValue(generation, out var names) ? names.Drops.GetValueOrDefault(parts[1]) : null;
         }
 
         return true;
@@ -82,9 +83,9 @@ public sealed class KernelFlowRules
 /// over NFLOG, turned into the <see cref="FlowEvent"/>s the userspace firewall gives, for the same sink.
 /// <list type="bullet">
 /// <item>Start/End: a ctnetlink socket subscribed to NFNLGRP_CONNTRACK_NEW and _DESTROY. Only connections the policy
-/// table marked as this peer's mesh flows (<see cref="ConntrackMarks.FlowBit"/>) are reported: conntrack has no
-/// per-socket event filter by mark (only a classic BPF socket filter could drop the others in the kernel), so the
-/// others are read and skipped here. Direction from <see cref="ConntrackMarks.EgressBit"/>, the rule from the mark's
+/// table marked as this peer's mesh flows (<see cref="ConntrackMarks.FlowBit"/>) are reported: a classic BPF socket
+/// filter (<see cref="KernelFlowMessages.MarkFilter"/>) keeps the host's other connections in the kernel, and the
+/// mark is checked again here. Direction from <see cref="ConntrackMarks.EgressBit"/>, the rule from the mark's
 /// rule index (<see cref="KernelFlowRules"/>), packets and bytes each way from the entry's counters, which need
 /// <c>net.netfilter.nf_conntrack_acct = 1</c>: set while collecting (as it was before restored at stop). A
 /// connection that was set up before the source started, or before acct was on, ends with the counters conntrack has.</item>
@@ -137,6 +138,7 @@ public sealed class KernelFlowSource : IAsyncDisposable
         try
         {
             _conntrack.ConfigureReader(PollInterval, ReceiveBufferBytes);
+            _conntrack.AttachFilter(KernelFlowMessages.MarkFilter(ConntrackMarks.FlowBit));
             _conntrack.Subscribe(KernelFlowMessages.GroupConntrackNew);
             _conntrack.Subscribe(KernelFlowMessages.GroupConntrackDestroy);
         }
@@ -161,6 +163,9 @@ public sealed class KernelFlowSource : IAsyncDisposable
     public long LostEvents => Interlocked.Read(ref _lostEvents);
 
     public long SinkFailures => Interlocked.Read(ref _sinkFailures);
+
+    /// <summary>Conntrack events of other connections that got past the kernel's filter (read by the reader thread; for tests).</summary>
+    internal long UnmarkedEvents => _events.UnmarkedEvents;
 
     /// <summary>Turns conntrack accounting on (noting what it was) and starts reading.</summary>
     public void Start()
@@ -328,11 +333,16 @@ internal sealed class KernelFlowEvents(KernelFlowRules rules, TimeProvider time)
     /// <summary>Flows started and not ended yet (bounded by <see cref="KernelFlowSource.MaxOpenFlows"/>).</summary>
     public int OpenFlows => _open.Count;
 
+    /// <summary>Conntrack events that reached user space without the flow bit (the kernel filter should leave none).</summary>
+    public long UnmarkedEvents { get; private set; }
+
     /// <summary>The event for one ctnetlink event, or null when it is not one of this peer's mesh flows.</summary>
     internal FlowEvent? ToFlowEvent(ConntrackEvent entry)
     {
         if ((entry.Mark & ConntrackMarks.FlowBit) == 0)
         {
+            // The socket's filter keeps these in the kernel; counted, so a test can tell that it does.
+            UnmarkedEvents++;
             return null;
         }
 

@@ -99,6 +99,7 @@ public sealed class KernelFlowNamespaceTests(ITestOutputHelper output)
             Assert.Equal(1UL, drop.RxPackets);
 
             Assert.DoesNotContain(sink.Events, e => IPAddress.IsLoopback(e.SourceAddress) || IPAddress.IsLoopback(e.DestinationAddress));
+            Assert.Equal(0, source.UnmarkedEvents); // the loopback ping's events stayed in the kernel (socket filter on the mark)
             Assert.Equal(0, source.LostEvents);
         }
         finally
