@@ -147,6 +147,17 @@ public sealed class CryptoServerTests
     }
 
     [Fact]
+    public void WithNothingScheduled_PollStillSleepsAFiniteHour()
+    {
+        var time = new FakeTimeProvider();
+        var lonely = new CryptoServer(StaticKeys.A.Secret, StaticKeys.A.Public, time);
+        var poll = lonely.Poll();
+        Assert.Equal(PollAction.Sleep, poll.Action);
+        Assert.Equal(TimeSpan.FromHours(1), poll.Wait);
+        Assert.Equal(time.GetUtcNow() + TimeSpan.FromHours(1), poll.Until);
+    }
+
+    [Fact]
     public void WithoutANewExchange_TheKeyIsDeletedAfterRejectAfterTime()
     {
         var pair = new Pair(ProtocolVersion.V02);

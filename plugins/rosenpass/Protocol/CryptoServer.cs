@@ -24,6 +24,9 @@ public sealed class CryptoServer
 
     private const double EventGrace = 0.0025;
 
+    /// <summary>The longest <see cref="PollAction.Sleep"/> <see cref="Poll"/> asks for; poll again then at the latest.</summary>
+    private static readonly TimeSpan MaxSleep = TimeSpan.FromHours(1);
+
     private readonly Lock _gate = new();
     private readonly byte[] _sskm;
     private readonly byte[] _spkm;
@@ -328,12 +331,9 @@ public sealed class CryptoServer
             }
 
             _pollOffset = 0;
-            if (double.IsPositiveInfinity(wait))
-            {
-                return PollResult.Sleep(DateTimeOffset.MaxValue) with { Wait = TimeSpan.MaxValue };
-            }
 
-            var delay = TimeSpan.FromSeconds(Math.Max(wait, 0));
+            // Nothing scheduled (no peers): still a finite sleep, so callers can pass it to Task.Delay.
+            var delay = TimeSpan.FromSeconds(Math.Clamp(wait, 0, MaxSleep.TotalSeconds));
             return PollResult.Sleep(_time.GetUtcNow() + delay) with { Wait = delay };
         }
     }

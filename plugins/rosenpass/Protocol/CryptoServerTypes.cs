@@ -22,7 +22,7 @@ public enum PollAction
 /// <summary>One answer of <see cref="CryptoServer.Poll"/>: an action for <see cref="Peer"/>, or sleep until <see cref="Until"/>.</summary>
 public readonly record struct PollResult(PollAction Action, int Peer, DateTimeOffset Until)
 {
-    /// <summary>For <see cref="PollAction.Sleep"/>: how long from the poll until <see cref="Until"/> (<see cref="TimeSpan.MaxValue"/> when nothing is scheduled).</summary>
+    /// <summary>For <see cref="PollAction.Sleep"/>: how long from the poll until <see cref="Until"/> (at most an hour, also when nothing is scheduled, so it suits Task.Delay).</summary>
     public TimeSpan Wait { get; init; }
 
     public static PollResult SendInitiation(int peer) => new(PollAction.SendInitiation, peer, default);
