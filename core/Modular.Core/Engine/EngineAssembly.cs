@@ -94,7 +94,7 @@ internal sealed class EngineAssembly
                 var flowSink = await CreateFlowSinkAsync(iface, cancellationToken);
                 try
                 {
-                    firewall = await EngineFirewall.AttachAsync(iface, _time, _loggerFactory.CreateLogger<EngineFirewall>(), _recorder, new FirewallOptions { LocalAddresses = [ifaceOptions.Address] }, _seams.Nftables, flowSink: flowSink, cancellationToken: cancellationToken);
+                    firewall = await EngineFirewall.AttachAsync(iface, _time, _loggerFactory.CreateLogger<EngineFirewall>(), _recorder, new FirewallOptions { LocalAddresses = [ifaceOptions.Address], RosenpassPort = _config.Rosenpass.Enabled.Value == true ? (ushort)_config.Rosenpass.Port : null }, _seams.Nftables, flowSink: flowSink, cancellationToken: cancellationToken);
                 }
                 catch when (flowSink is not null)
                 {
@@ -153,7 +153,12 @@ internal sealed class EngineAssembly
             var relay = new EngineRelayConnector(iface, _identity.PublicKey, proxies, _recorder, _logger);
             relay.Apply(services);
             var manager = new ConnectionManager(iface, _signaling, paths, relay, _options.PeerOptions, _recorder, _time, _loggerFactory, listener => ActivityMonitors.Create(iface, listener, _loggerFactory, _time));
-            var presharedKeys = new PresharedKeys(_config, _options.PskProviderFactories, name => PskProviderContext(name, iface), _identity.PublicKey, _recorder, _logger);
+            var guardedByFirewall = firewall;
+            var exchange = LocalService.Udp(ifaceOptions.Address, (ushort)_config.Rosenpass.Port);
+            var presharedKeys = new PresharedKeys(_config, _options.PskProviderFactories, name => PskProviderContext(name, iface), _identity.PublicKey, _recorder, _logger)
+            {
+                ProviderRunning = running => guardedByFirewall?.SetExchangeServices(running ? [exchange] : []),
+            };
             return new EngineParts(iface, created.OwnedTransport, firewall, routes, dns, paths, relay, manager, presharedKeys);
         }
         catch
