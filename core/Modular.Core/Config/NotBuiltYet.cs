@@ -22,7 +22,7 @@ public static class NotBuiltYet
     {
         ["metrics"] = "not built yet: nothing listens for Prometheus",
         ["netflow"] = "not built yet: nothing ships flows to the server or exports them (only the userspace firewall records them, into the agent's sinks)",
-        ["rosenpass"] = "not built yet: no post-quantum key exchange happens",
+        ["rosenpass"] = "not built yet: no post-quantum key exchange happens (peers that both run Rosenpass share a seed PSK; strict mode refuses the others)",
     }.ToImmutableSortedDictionary(StringComparer.Ordinal);
 
     public static readonly IReadOnlyList<Row> Keys =
