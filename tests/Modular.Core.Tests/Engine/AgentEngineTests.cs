@@ -242,8 +242,9 @@ public sealed class AgentEngineTests
         private readonly string _stateDir = Directory.CreateTempSubdirectory("modular-engine-").FullName;
         private bool _ran;
 
-        /// <param name="configure">Changes the rig's config (e.g. flow logging); <paramref name="flowSinks"/>: the loaded flow-sink plugins.</param>
-        public EngineRig(Func<EngineStep, CancellationToken, ValueTask> beforeStep, Func<WgKey, bool>? isConnected = null, Grpc.Core.CallInvoker? management = null, string managementUrl = "https://management.invalid", ILoggerFactory? logs = null, Func<AgentConfig, AgentConfig>? configure = null, IReadOnlyDictionary<string, Abstractions.Flows.IFlowSinkFactory>? flowSinks = null)
+        /// <param name="configure">Changes the rig's config (e.g. flow logging); <paramref name="flowSinks"/>: the loaded flow-sink plugins; <paramref name="pskProviders"/>: the loaded PSK providers.</param>
+        public EngineRig(Func<EngineStep, CancellationToken, ValueTask> beforeStep, Func<WgKey, bool>? isConnected = null, Grpc.Core.CallInvoker? management = null, string managementUrl = "https://management.invalid", ILoggerFactory? logs = null,
+            Func<AgentConfig, AgentConfig>? configure = null, IReadOnlyDictionary<string, Abstractions.Flows.IFlowSinkFactory>? flowSinks = null, IReadOnlyDictionary<string, Modular.Abstractions.Security.IPresharedKeyProviderFactory>? pskProviders = null)
         {
             var config = new AgentConfig
             {
@@ -257,6 +258,7 @@ public sealed class AgentEngineTests
             {
                 UapiDirectory = null,
                 FlowSinkFactories = flowSinks ?? new Dictionary<string, Abstractions.Flows.IFlowSinkFactory>(),
+                PskProviderFactories = pskProviders ?? new Dictionary<string, Modular.Abstractions.Security.IPresharedKeyProviderFactory>(),
             };
             Recorder = new StatusRecorder(new InterfaceStatus("mdl-test", "kernel", 51820, 1280), new FeatureStatus(false, "15m", [], false, "auto", false, false, false), "k", new ServiceStatus("", false, null), new ServiceStatus("", false, null));
             var seams = new EngineSeams
