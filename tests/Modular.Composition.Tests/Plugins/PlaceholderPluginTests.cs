@@ -1,6 +1,8 @@
 using Modular.Abstractions.Proxy;
+using Modular.Abstractions.Security;
 using Modular.Abstractions.WireGuard;
 using Modular.Plugins.ProxyEbpf;
+using Modular.Plugins.Rosenpass;
 
 namespace Modular.Composition.Tests.Plugins;
 
