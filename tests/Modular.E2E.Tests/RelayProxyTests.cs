@@ -9,7 +9,7 @@ namespace Modular.E2E.Tests;
 /// proxy as `kind = "auto"` picks it for userspace agents (the default path), the shared-socket udp proxy in kernel
 /// mode (wireguard-go), and a third-party proxy plugin built outside the solution and selected by name. Each run:
 /// the peer shows the proxy in `status` and `modular plugins`, ping and a 2 s iperf3 pass through the relay, and
-/// removing the peer (`peers remove`, which closes its proxy) gives back every socket the agent opened for it
+/// removing the peer (`peers remove`, which closes its proxy) gives back every UDP and TCP socket the agent opened for it
 /// (its own /proc/&lt;pid&gt;/fd, counted before the peer existed and after it is gone).
 /// </summary>
 public sealed class RelayProxyTests(ITestOutputHelper output)
@@ -102,15 +102,31 @@ public sealed class RelayProxyTests(ITestOutputHelper output)
             () => $"before: {string.Join(' ', before)}\nnow: {string.Join(' ', Sockets(pid))}\n{a.Namespace.TryExec("ss -uanp").Output}");
     }
 
-    /// <summary>The socket inodes among the agent's open file descriptors.</summary>
+    /// <summary>
+    /// The agent's open UDP and TCP sockets (inodes of its fds that its namespace's /proc/net tables list). Unix
+    /// sockets are left out: the CLI's own calls to the daemon socket (status, plugins) come and go on their own.
+    /// </summary>
     private static List<string> Sockets(int pid)
     {
+        var inet = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var table in new[] { "udp", "udp6", "tcp", "tcp6" })
+        {
+            foreach (var line in File.ReadLines($"/proc/{pid}/net/{table}").Skip(1))
+            {
+                var fields = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                if (fields.Length > 9)
+                {
+                    inet.Add($"socket:[{fields[9]}]");
+                }
+            }
+        }
+
         var sockets = new List<string>();
         foreach (var fd in Directory.GetFiles($"/proc/{pid}/fd"))
         {
             try
             {
-                if (File.ResolveLinkTarget(fd, returnFinalTarget: false)?.FullName is { } target && target.Contains("socket:", StringComparison.Ordinal))
+                if (File.ResolveLinkTarget(fd, returnFinalTarget: false)?.FullName is { } target && inet.Contains(Path.GetFileName(target)))
                 {
                     sockets.Add(Path.GetFileName(target));
                 }
