@@ -78,6 +78,34 @@ public sealed class TextOutputTests
         Assert.Equal("/p/broken/Broken.dll", plugins[1].GetProperty("assembly_path").GetString());
     }
 
+    [Fact]
+    public void Plugins_from_the_daemon_list_the_relayed_peers_each_proxy_carries()
+    {
+        static PeerStatus Peer(string name, string? proxy) => new(
+            name, "100.64.0.9", new string('k', 43) + "=", PeerConnectionState.Connected, null, proxy is null ? ConnectionType.P2P : ConnectionType.Relayed,
+            null, null, proxy is null ? null : "rel://r1", proxy, null, null, 0, 0, null, false, null);
+        PluginInfo[] plugins =
+        [
+            new PluginInfo("udp", "proxy", "0.1.0", "/p/proxy-udp/Modular.Plugins.ProxyUdp.dll", true, null, "udp"),
+            new PluginInfo("bind", "proxy", "0.1.0", "/p/proxy-bind/Modular.Plugins.ProxyBind.dll", true, null, "bind"),
+            new PluginInfo("netflow", "flow-sink", "0.1.0", "/p/netflow/Modular.Plugins.Netflow.dll", true, null, "netflow"),
+        ];
+
+        var reply = PluginListing.ToReply("/p", plugins, [Peer("zeta", "udp"), Peer("alpha", "udp"), Peer("direct", null)]);
+
+        var text = PluginListing.ToText(reply, "from the running daemon");
+        Assert.Contains("carries relayed peers: alpha, zeta", text, StringComparison.Ordinal);
+        Assert.Single(text.Split('\n'), line => line.Contains("carries relayed peers", StringComparison.Ordinal));
+        using var json = JsonDocument.Parse(PluginListing.ToJson(reply, "from the running daemon"));
+        var byName = json.RootElement.GetProperty("plugins").EnumerateArray().ToDictionary(p => p.GetProperty("name").GetString()!);
+        Assert.Equal(["alpha", "zeta"], byName["udp"].GetProperty("relayed_peers").EnumerateArray().Select(p => p.GetString()));
+        Assert.Equal(0, byName["bind"].GetProperty("relayed_peers").GetArrayLength());
+        Assert.Equal(0, byName["netflow"].GetProperty("relayed_peers").GetArrayLength());
+
+        // Loaded by the CLI itself (no daemon): no peers to show.
+        Assert.Equal(0, PluginListing.ToReply("/p", plugins).Plugins.Sum(p => p.RelayedPeers.Count));
+    }
+
     private static AgentStatus Status(params PeerStatus[] peers) => new(
         "100.64.0.1",
         new string('k', 43) + "=",

@@ -72,11 +72,11 @@ public sealed class PluginCatalogTests : IDisposable
         var relay = new InMemoryRelayedConnection();
         await proxy.AddRelayedConnAsync(relay, default, CancellationToken.None);
         proxy.Work();
-        await relay.FromRelay.Writer.WriteAsync([1, 2, 3]);
+        await relay.FromRelay.Writer.WriteAsync(WgFrames.Transport(1, 2, 3));
 
-        var buffer = new byte[16];
+        var buffer = new byte[64];
         var result = await wireGuard.ReceiveFromAsync(buffer, System.Net.Sockets.SocketFlags.None, new System.Net.IPEndPoint(System.Net.IPAddress.Any, 0), Bounded.Wait);
-        Assert.Equal([1, 2, 3], buffer[..result.ReceivedBytes]);
+        Assert.Equal(WgFrames.Transport(1, 2, 3), buffer[..result.ReceivedBytes]);
         Assert.Equal(proxy.EndpointAddr, result.RemoteEndPoint);
     }
 

@@ -27,6 +27,8 @@ public abstract class RelayedProxy : IProxy
     private volatile bool _paused = true;
     private int _disconnectRaised;
     private int _closed;
+    private long _malformedFromRelay;
+    private long _oversizedFromRelay;
 
     /// <summary>Creates the proxy; <paramref name="logger"/> receives the lifecycle messages.</summary>
     protected RelayedProxy(ILogger logger)
@@ -43,6 +45,12 @@ public abstract class RelayedProxy : IProxy
 
     /// <inheritdoc/>
     public event EventHandler? Disconnected;
+
+    /// <summary>Datagrams from the relay dropped because they were not WireGuard messages (<see cref="RelayedConnectionPump.Classify"/>).</summary>
+    public long MalformedFromRelay => Interlocked.Read(ref _malformedFromRelay);
+
+    /// <summary>Datagrams from the relay dropped for being longer than <see cref="RelayedConnectionPump.MaxWireGuardMessage"/>.</summary>
+    public long OversizedFromRelay => Interlocked.Read(ref _oversizedFromRelay);
 
     /// <summary>The logger given to the constructor.</summary>
     protected ILogger Logger { get; }
@@ -237,10 +245,23 @@ public abstract class RelayedProxy : IProxy
             connection,
             SendToWireGuardUnlessPaused,
             e => Logger.LogDebug(e, "Relayed connection of {Peer} failed", _peer.ToShortString()),
+            CountDropped,
             cancellationToken);
         if (closed)
         {
             OnRelayClosed();
+        }
+    }
+
+    private void CountDropped(RelayedDatagram kind)
+    {
+        var total = kind == RelayedDatagram.Oversized
+            ? Interlocked.Increment(ref _oversizedFromRelay)
+            : Interlocked.Increment(ref _malformedFromRelay);
+        if (total == 1)
+        {
+            // Once per kind and proxy: a relay or peer sending garbage must not flood the log.
+            Logger.LogDebug("Dropped a {Kind} datagram from the relay of {Peer} (counted from now on)", kind.ToString().ToLowerInvariant(), _peer.ToShortString());
         }
     }
 

@@ -1,35 +1,52 @@
 using System.Text;
+using Modular.Abstractions.Proxy;
 using Modular.Agent.Protocol;
 using Modular.Agent.Status;
 using Modular.Composition;
+using Modular.Core.Status;
 
 namespace Modular.Agent.Cli;
 
 /// <summary>`modular plugins` output, from the daemon's catalog or one loaded by the CLI itself.</summary>
 internal static class PluginListing
 {
-    public static ListPluginsReply ToReply(string pluginsDir, IEnumerable<PluginInfo> plugins)
+    /// <param name="peers">The daemon's peers, so each proxy plugin lists the relayed peers it carries; none when the CLI loaded the plugins itself.</param>
+    public static ListPluginsReply ToReply(string pluginsDir, IEnumerable<PluginInfo> plugins, IReadOnlyList<PeerStatus>? peers = null)
     {
         var reply = new ListPluginsReply { PluginsDir = pluginsDir };
-        reply.Plugins.AddRange(plugins.Select(p => new PluginEntry
+        foreach (var p in plugins)
         {
-            Name = p.Name,
-            Kind = p.Kind,
-            Version = p.Version ?? "",
-            AssemblyPath = p.AssemblyPath,
-            Loaded = p.Loaded,
-            Error = p.Error ?? "",
-            Description = p.Description ?? "",
-        }));
+            var entry = new PluginEntry
+            {
+                Name = p.Name,
+                Kind = p.Kind,
+                Version = p.Version ?? "",
+                AssemblyPath = p.AssemblyPath,
+                Loaded = p.Loaded,
+                Error = p.Error ?? "",
+                Description = p.Description ?? "",
+            };
+            if (p.Loaded && p.Kind == PluginCatalog.KindOf<IProxyFactory>() && peers is not null)
+            {
+                // A proxy's Kind is its plugin's name (status shows it per peer), so the peers match by name.
+                entry.RelayedPeers.AddRange(peers
+                    .Where(peer => string.Equals(peer.Proxy, p.Name, StringComparison.Ordinal))
+                    .Select(peer => peer.Name)
+                    .Order(StringComparer.Ordinal));
+            }
+
+            reply.Plugins.Add(entry);
+        }
+
         return reply;
     }
 
-    /// <summary>{ "plugins_dir", "source", "plugins": [{ name, kind, version, assembly_path, loaded, error, description }] }.</summary>
+    /// <summary>{ "plugins_dir", "source", "plugins": [{ name, kind, version, assembly_path, loaded, error, description, relayed_peers }] }.</summary>
     public static string ToJson(ListPluginsReply reply, string source) => StatusJson.Serialize(new PluginsDocument(
         reply.PluginsDir,
         source,
         [.. reply.Plugins.Select(p => new PluginDocument(
-            p.Name, p.Kind, NullIfEmpty(p.Version), p.AssemblyPath, p.Loaded, NullIfEmpty(p.Error), NullIfEmpty(p.Description)))]));
+            p.Name, p.Kind, NullIfEmpty(p.Version), p.AssemblyPath, p.Loaded, NullIfEmpty(p.Error), NullIfEmpty(p.Description), [.. p.RelayedPeers]))]));
 
     public static string ToText(ListPluginsReply reply, string source)
     {
@@ -58,6 +75,11 @@ internal static class PluginListing
             if (!p.Loaded)
             {
                 text.Append("      why: ").AppendLine(p.Error);
+            }
+
+            if (p.RelayedPeers.Count > 0)
+            {
+                text.Append("      carries relayed peers: ").AppendLine(string.Join(", ", p.RelayedPeers));
             }
         }
 

@@ -47,7 +47,7 @@ internal sealed class DaemonGrpcService(
     }
 
     public override Task<ListPluginsReply> ListPlugins(ListPluginsRequest request, ServerCallContext context)
-        => Task.FromResult(PluginListing.ToReply(info.PluginsDir, catalog.Plugins));
+        => Task.FromResult(PluginListing.ToReply(info.PluginsDir, catalog.Plugins, status.Snapshot().Peers));
 }
 
 /// <summary>Facts the daemon settled at start-up.</summary>

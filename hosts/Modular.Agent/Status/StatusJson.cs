@@ -26,8 +26,9 @@ internal static class StatusJson
 /// <summary>`modular plugins --json`.</summary>
 internal sealed record PluginsDocument(string PluginsDir, string Source, IReadOnlyList<PluginDocument> Plugins);
 
+/// <param name="RelayedPeers">A proxy plugin's relayed peers, from a running daemon (empty otherwise).</param>
 internal sealed record PluginDocument(
-    string Name, string Kind, string? Version, string AssemblyPath, bool Loaded, string? Error, string? Description);
+    string Name, string Kind, string? Version, string AssemblyPath, bool Loaded, string? Error, string? Description, IReadOnlyList<string> RelayedPeers);
 
 /// <summary>"2026-11-25T14:29:47.123Z" whatever offset the time was recorded with.</summary>
 internal sealed class UtcTimestampConverter : JsonConverter<DateTimeOffset>

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Modular.Abstractions.Proxy;
 using Modular.Abstractions.WireGuard;
 using Modular.Plugins.ProxyBind;
+using Modular.Testing;
 
 namespace Modular.Composition.Tests.Plugins;
 
@@ -21,9 +22,9 @@ public sealed class BindProxyTests
         Assert.Equal(proxy.EndpointAddr, sink.Key);
         proxy.Work();
 
-        await relay.FromRelay.Writer.WriteAsync([1, 2]);
+        await relay.FromRelay.Writer.WriteAsync(WgFrames.Transport(1, 2));
         var (datagram, from) = await hook.Injected.Reader.ReadAsync(Bounded.Wait);
-        Assert.Equal([1, 2], datagram);
+        Assert.Equal(WgFrames.Transport(1, 2), datagram);
         Assert.Equal(proxy.EndpointAddr, from);
 
         sink.Value.Send([3, 4, 5]);
@@ -40,7 +41,7 @@ public sealed class BindProxyTests
         var asPeer = new IPEndPoint(IPAddress.Parse("198.18.0.9"), 51820);
 
         proxy.RedirectAs(asPeer);
-        await relay.FromRelay.Writer.WriteAsync([9]);
+        await relay.FromRelay.Writer.WriteAsync(WgFrames.Transport(9));
         Assert.Equal(asPeer, (await hook.Injected.Reader.ReadAsync(Bounded.Wait)).From);
 
         await proxy.CloseAsync();
@@ -56,15 +57,15 @@ public sealed class BindProxyTests
         await using var proxy = new BindProxy(hook, NullLogger.Instance);
         await proxy.AddRelayedConnAsync(relay, Peer, CancellationToken.None);
         proxy.Work();
-        await relay.FromRelay.Writer.WriteAsync([1]);
-        Assert.Equal([1], (await hook.Injected.Reader.ReadAsync(Bounded.Wait)).Datagram);
+        await relay.FromRelay.Writer.WriteAsync(WgFrames.Transport(1));
+        Assert.Equal(WgFrames.Transport(1), (await hook.Injected.Reader.ReadAsync(Bounded.Wait)).Datagram);
 
         proxy.Pause();
-        await relay.FromRelay.Writer.WriteAsync([2]);
+        await relay.FromRelay.Writer.WriteAsync(WgFrames.Transport(2));
         await relay.WaitConsumedAsync(2);
         proxy.Work();
-        await relay.FromRelay.Writer.WriteAsync([3]);
-        Assert.Equal([3], (await hook.Injected.Reader.ReadAsync(Bounded.Wait)).Datagram);
+        await relay.FromRelay.Writer.WriteAsync(WgFrames.Transport(3));
+        Assert.Equal(WgFrames.Transport(3), (await hook.Injected.Reader.ReadAsync(Bounded.Wait)).Datagram);
         Assert.False(hook.Injected.Reader.TryRead(out _));
     }
 

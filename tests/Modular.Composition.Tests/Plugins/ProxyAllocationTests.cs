@@ -5,6 +5,7 @@ using Modular.Abstractions.Proxy;
 using Modular.Abstractions.WireGuard;
 using Modular.Plugins.ProxyBind;
 using Modular.Plugins.ProxyUdp;
+using Modular.Testing;
 
 namespace Modular.Composition.Tests.Plugins;
 
@@ -162,7 +163,7 @@ public sealed class ProxyAllocationTests
     /// </summary>
     private sealed class CountingRelay : IRelayedConnection
     {
-        private readonly byte[] _datagram = new byte[1200];
+        private readonly byte[] _datagram = WgFrames.AsTransport(new byte[1200]);
         private readonly SemaphoreSlim _more = new(0);
         private int _available;
         private long _sent;

@@ -22,22 +22,75 @@ public sealed class RelayedProxyTests
         Assert.Equal(proxy.AttachedEndpoint, proxy.EndpointAddr);
         proxy.Work();
 
-        await relay.FromRelay.Writer.WriteAsync([1, 2]);
-        Assert.Equal([1, 2], await proxy.ToWireGuard.Reader.ReadAsync(Bounded.Wait));
+        await relay.FromRelay.Writer.WriteAsync(WgFrames.Transport(1, 2));
+        Assert.Equal(WgFrames.Transport(1, 2), await proxy.ToWireGuard.Reader.ReadAsync(Bounded.Wait));
         await proxy.FromWireGuard.Writer.WriteAsync([3]);
         Assert.Equal([3], await relay.ToRelay.Reader.ReadAsync(Bounded.Wait));
 
         proxy.Pause();
-        await relay.FromRelay.Writer.WriteAsync([4]);
+        await relay.FromRelay.Writer.WriteAsync(WgFrames.Transport(4));
         await relay.WaitConsumedAsync(2);
         await proxy.FromWireGuard.Writer.WriteAsync([5]);
         Assert.Equal([5], await relay.ToRelay.Reader.ReadAsync(Bounded.Wait));
 
         proxy.Work();
-        await relay.FromRelay.Writer.WriteAsync([6]);
-        Assert.Equal([6], await proxy.ToWireGuard.Reader.ReadAsync(Bounded.Wait));
+        await relay.FromRelay.Writer.WriteAsync(WgFrames.Transport(6));
+        Assert.Equal(WgFrames.Transport(6), await proxy.ToWireGuard.Reader.ReadAsync(Bounded.Wait));
         Assert.False(proxy.ToWireGuard.Reader.TryRead(out _), "the datagram that arrived while paused was dropped");
     }
+
+    [Fact]
+    public async Task Malformed_and_oversized_datagrams_from_the_relay_are_dropped_and_counted()
+    {
+        var relay = new InMemoryRelayedConnection();
+        await using var proxy = new QueueProxy();
+        await proxy.AddRelayedConnAsync(relay, Peer, CancellationToken.None);
+        proxy.Work();
+
+        byte[][] malformed =
+        [
+            [1, 2, 3],                                   // shorter than any message
+            [4, 0, 0, 0, .. new byte[27]],                // transport without room for header and tag
+            [1, 0, 0, 0, .. new byte[100]],              // an initiation of the wrong length (148)
+            [2, 0, 0, 0, .. new byte[60]],               // a response of the wrong length (92)
+            [3, 0, 0, 0, .. new byte[90]],               // a cookie reply of the wrong length (64)
+            [4, 1, 0, 0, .. new byte[40]],               // reserved bytes set
+            [9, 0, 0, 0, .. new byte[40]],               // no such message type
+        ];
+        foreach (var datagram in malformed)
+        {
+            await relay.FromRelay.Writer.WriteAsync(datagram);
+        }
+
+        await relay.FromRelay.Writer.WriteAsync(WgFrames.AsTransport(new byte[RelayedConnectionPump.MaxWireGuardMessage + 1]));
+        await relay.FromRelay.Writer.WriteAsync(WgFrames.AsTransport(new byte[RelayedConnectionPump.MaxDatagram + 1])); // more than a relay may carry
+
+        // Well-formed ones still pass, each kind at its exact length, the longest transport included.
+        byte[][] valid =
+        [
+            [1, 0, 0, 0, .. new byte[144]],
+            [2, 0, 0, 0, .. new byte[88]],
+            [3, 0, 0, 0, .. new byte[60]],
+            WgFrames.AsTransport(new byte[32]),
+            WgFrames.AsTransport(new byte[RelayedConnectionPump.MaxWireGuardMessage]),
+        ];
+        foreach (var datagram in valid)
+        {
+            await relay.FromRelay.Writer.WriteAsync(datagram);
+            Assert.Equal(datagram, await proxy.ToWireGuard.Reader.ReadAsync(Bounded.Wait));
+        }
+
+        Assert.Equal(malformed.Length, proxy.MalformedFromRelay);
+        Assert.Equal(2, proxy.OversizedFromRelay);
+        Assert.False(proxy.ToWireGuard.Reader.TryRead(out _));
+    }
+
+    [Theory]
+    [InlineData(new byte[] { }, RelayedDatagram.Malformed)]
+    [InlineData(new byte[] { 4, 0, 0 }, RelayedDatagram.Malformed)]
+    [InlineData(new byte[] { 0, 0, 0, 0 }, RelayedDatagram.Malformed)]
+    public void Classify_finds_short_and_typeless_datagrams_malformed(byte[] datagram, RelayedDatagram expected)
+        => Assert.Equal(expected, RelayedConnectionPump.Classify(datagram));
 
     [Fact]
     public async Task Work_from_many_threads_starts_the_loops_once()
@@ -196,8 +249,8 @@ public sealed class RelayedProxyTests
         proxy.RedirectAs(asPeer);
         Assert.Equal(asPeer, proxy.Redirect);
 
-        await relay.FromRelay.Writer.WriteAsync([8]);
-        Assert.Equal([8], await proxy.ToWireGuard.Reader.ReadAsync(Bounded.Wait));
+        await relay.FromRelay.Writer.WriteAsync(WgFrames.Transport(8));
+        Assert.Equal(WgFrames.Transport(8), await proxy.ToWireGuard.Reader.ReadAsync(Bounded.Wait));
     }
 
     /// <summary>A proxy whose WireGuard side is two queues, counting the hooks the base calls.</summary>

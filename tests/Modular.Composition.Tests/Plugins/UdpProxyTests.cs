@@ -48,7 +48,7 @@ public sealed class UdpProxyTests : IAsyncLifetime
 
         for (var i = 0; i < 20; i++)
         {
-            var fromRelay = new byte[] { 1, 2, 3, (byte)i };
+            var fromRelay = WgFrames.Transport(1, 2, 3, (byte)i);
             await _relay.FromRelay.Writer.WriteAsync(fromRelay);
             var (data, from) = await WireGuardReceivesAsync();
             Assert.Equal(fromRelay, data);
@@ -66,6 +66,7 @@ public sealed class UdpProxyTests : IAsyncLifetime
         _proxy.Work();
         var big = new byte[60_000];
         new Random(7).NextBytes(big);
+        WgFrames.AsTransport(big);
         await _relay.FromRelay.Writer.WriteAsync(big);
         var buffer = new byte[65_536];
         var result = await _wireGuard.ReceiveFromAsync(buffer, SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), Bounded.Wait);
@@ -76,11 +77,11 @@ public sealed class UdpProxyTests : IAsyncLifetime
     public async Task Pause_stops_relay_to_WireGuard_and_Work_resumes()
     {
         _proxy.Work();
-        await _relay.FromRelay.Writer.WriteAsync([1]);
-        Assert.Equal([1], (await WireGuardReceivesAsync()).Data);
+        await _relay.FromRelay.Writer.WriteAsync(WgFrames.Transport(1));
+        Assert.Equal(WgFrames.Transport(1), (await WireGuardReceivesAsync()).Data);
 
         _proxy.Pause();
-        await _relay.FromRelay.Writer.WriteAsync([2]);
+        await _relay.FromRelay.Writer.WriteAsync(WgFrames.Transport(2));
         await _relay.WaitConsumedAsync(2);
 
         // WireGuard to relay keeps flowing while paused.
@@ -88,8 +89,8 @@ public sealed class UdpProxyTests : IAsyncLifetime
         Assert.Equal([7], await _relay.ToRelay.Reader.ReadAsync(Bounded.Wait));
 
         _proxy.Work();
-        await _relay.FromRelay.Writer.WriteAsync([3]);
-        Assert.Equal([3], (await WireGuardReceivesAsync()).Data);
+        await _relay.FromRelay.Writer.WriteAsync(WgFrames.Transport(3));
+        Assert.Equal(WgFrames.Transport(3), (await WireGuardReceivesAsync()).Data);
         Assert.Equal(0, _wireGuard.Available);
     }
 
@@ -143,17 +144,17 @@ public sealed class UdpProxyTests : IAsyncLifetime
 
         for (var i = 0; i < 5; i++)
         {
-            await relay.FromRelay.Writer.WriteAsync([(byte)i]);
+            await relay.FromRelay.Writer.WriteAsync(WgFrames.Transport((byte)i));
         }
 
         await relay.WaitConsumedAsync(5);
 
         using var wireGuard = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
         wireGuard.Bind(new IPEndPoint(IPAddress.Loopback, port));
-        await relay.FromRelay.Writer.WriteAsync([42]);
-        var buffer = new byte[16];
+        await relay.FromRelay.Writer.WriteAsync(WgFrames.Transport(42));
+        var buffer = new byte[64];
         var result = await wireGuard.ReceiveFromAsync(buffer, SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), Bounded.Wait);
-        Assert.Equal([42], buffer[..result.ReceivedBytes]);
+        Assert.Equal(WgFrames.Transport(42), buffer[..result.ReceivedBytes]);
     }
 
     [Fact]
@@ -178,15 +179,15 @@ public sealed class UdpProxyTests : IAsyncLifetime
         var asPeer = new IPEndPoint(IPAddress.Parse("198.18.7.7"), 40123);
 
         _proxy.RedirectAs(asPeer);
-        await _relay.FromRelay.Writer.WriteAsync([5, 6, 7]);
+        await _relay.FromRelay.Writer.WriteAsync(WgFrames.Transport(5, 6, 7));
         var (data, from) = await WireGuardReceivesAsync();
-        Assert.Equal([5, 6, 7], data);
+        Assert.Equal(WgFrames.Transport(5, 6, 7), data);
         Assert.Equal(asPeer, from);
 
         _proxy.RedirectAs(_proxy.EndpointAddr);
-        await _relay.FromRelay.Writer.WriteAsync([8]);
+        await _relay.FromRelay.Writer.WriteAsync(WgFrames.Transport(8));
         (data, from) = await WireGuardReceivesAsync();
-        Assert.Equal([8], data);
+        Assert.Equal(WgFrames.Transport(8), data);
         Assert.Equal(_proxy.EndpointAddr, from);
     }
 
@@ -204,9 +205,9 @@ public sealed class UdpProxyTests : IAsyncLifetime
         var relay = new InMemoryRelayedConnection();
         await proxy.AddRelayedConnAsync(relay, Peer, CancellationToken.None);
         proxy.Work();
-        await relay.FromRelay.Writer.WriteAsync([4, 4]);
+        await relay.FromRelay.Writer.WriteAsync(WgFrames.Transport(4, 4));
         var (data, from) = await WireGuardReceivesAsync();
-        Assert.Equal([4, 4], data);
+        Assert.Equal(WgFrames.Transport(4, 4), data);
         Assert.Equal(proxy.EndpointAddr, from);
     }
 
@@ -239,7 +240,7 @@ public sealed class UdpProxyTests : IAsyncLifetime
             for (var i = 0; i < Peers; i++)
             {
                 // Relay -> WireGuard: each peer's datagram arrives from that peer's own endpoint.
-                var fromRelay = new byte[] { 1, (byte)i };
+                var fromRelay = WgFrames.Transport(1, (byte)i);
                 await relays[i].FromRelay.Writer.WriteAsync(fromRelay);
                 var (data, from) = await WireGuardReceivesAsync();
                 Assert.Equal(fromRelay, data);
