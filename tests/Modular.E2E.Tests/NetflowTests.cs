@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
+using Modular.Testing;
 using Xunit.Abstractions;
 
 namespace Modular.E2E.Tests;
@@ -31,15 +32,35 @@ public sealed class NetflowTests(ITestOutputHelper output)
 
     [SkippableFact]
     public void Userspace_ping_tcp_udp_and_a_refused_connection_reach_flows_list_with_their_counters_and_rules()
+        => PingTcpUdpAndADrop(kernelMode: false);
+
+    /// <summary>
+    /// The same in kernel mode (wireguard-go, nftables): conntrack reports the flows. A policy change does not end
+    /// kernel connections, so flushing nfb's conntrack table ends them (ctnetlink's Destroy events carry the totals).
+    /// </summary>
+    [SkippableFact]
+    public void Kernel_ping_tcp_udp_and_a_refused_connection_reach_flows_list_with_their_counters_and_rules()
+    {
+        Prerequisites.RequireTool("wireguard-go");
+        Prerequisites.RequireTool("conntrack");
+        PingTcpUdpAndADrop(kernelMode: true);
+    }
+
+    private void PingTcpUdpAndADrop(bool kernelMode)
     {
         MeshRig.RequirePrerequisites();
-        using var rig = new MeshRig(output, "nf");
+        using var rig = new MeshRig(output, kernelMode ? "nk" : "nf");
         using var cancel = new CancellationTokenSource(TimeSpan.FromMinutes(5));
         rig.StartServer();
         var key = rig.CreateSetupKey();
         foreach (var name in new[] { "nfa", "nfb" })
         {
             rig.AddAgent(name).WriteConfig(key, "[proxy]\nkind = \"udp\"\n[netflow]\nenabled = true");
+            if (kernelMode)
+            {
+                rig[name].UseKernelMode();
+            }
+
             rig[name].Start();
         }
 
@@ -67,8 +88,16 @@ public sealed class NetflowTests(ITestOutputHelper output)
 
         var udpClientPort = ExchangeUdp(rig["nfa"].Namespace.Name, rig["nfb"].Namespace.Name, addressB, cancel.Token);
 
-        // Deleting Default ends every flow it allowed at nfb (the inbound side): End events with their totals.
-        rig.ServerCli("policies delete Default");
+        if (kernelMode)
+        {
+            // Destroying nfb's connections gives their End events with conntrack's totals.
+            rig["nfb"].Namespace.Exec("conntrack -F");
+        }
+        else
+        {
+            // Deleting Default ends every flow it allowed at nfb (the inbound side): End events with their totals.
+            rig.ServerCli("policies delete Default");
+        }
 
         JsonElement[] events = [];
         bool Has(Func<JsonElement, bool> match) => events.Any(match);
@@ -83,10 +112,10 @@ public sealed class NetflowTests(ITestOutputHelper output)
                 return Has(e => At(e, ipB, "end", "tcp") && TcpFlow(e))
                     && Has(e => At(e, ipB, "end", "udp") && UdpFlow(e))
                     && Has(e => At(e, ipB, "end", "icmp") && PingFlow(e))
-                    && Has(e => At(e, ipB, "drop", "tcp") && Num(e, "destination_port") == RefusedPort);
+                    && Has(e => At(e, ipA, "drop", "tcp") && Num(e, "destination_port") == RefusedPort);
             },
             Shipped,
-            "nfb's End events of the ping, TCP and UDP flows and the Drop of TCP 2323 in flows list",
+            "nfb's End events of the ping, TCP and UDP flows and nfa's Drop of TCP 2323 in flows list",
             () => Diagnostics() + "\nflows:\n" + string.Join("\n", events.Select(e => e.ToString())));
         rig.Log(rig.ServerCli("flows list"));
 
@@ -121,12 +150,15 @@ public sealed class NetflowTests(ITestOutputHelper output)
         Assert.Equal(0L, Num(pingEnd, "icmp_code"));
         Assert.Equal(defaultId, Str(pingEnd, "rule_id"));
 
-        // The refused connection: a Drop at nfb naming the drop policy.
-        var drop = events.First(e => At(e, ipB, "drop", "tcp") && Num(e, "destination_port") == RefusedPort);
+        // The refused connection: All -> All gives nfa the drop rule outbound too, so its SYN is dropped before it
+        // leaves nfa: a Drop at nfa (egress) naming the drop policy.
+        var drop = events.First(e => At(e, ipA, "drop", "tcp") && Num(e, "destination_port") == RefusedPort);
         Assert.Equal(ipA, Str(drop, "source"));
-        Assert.Equal("ingress", Str(drop, "direction"));
+        Assert.Equal(ipB, Str(drop, "destination"));
+        Assert.Equal("egress", Str(drop, "direction"));
         Assert.Equal(dropId, Str(drop, "rule_id"));
-        Assert.True(Num(drop, "rx_bytes") >= IpHeader + 20, "the dropped SYN's bytes");
+        Assert.Equal(1L, Num(drop, "tx_packets"));
+        Assert.True(Num(drop, "tx_bytes") >= IpHeader + 20, "the dropped SYN's bytes");
 
         // Both ends are named: nfa's peer ID as the source resource at nfb.
         Assert.False(string.IsNullOrEmpty(Str(tcpEnd, "source_resource_id")), "the TCP flow names nfa");
