@@ -22,7 +22,7 @@ public static class NotBuiltYet
     {
         ["ipfix"] = "not built yet: nothing exports flows as IPFIX",
         ["metrics"] = "not built yet: nothing listens for Prometheus",
-        ["rosenpass"] = "not built yet: no post-quantum key exchange happens",
+        ["rosenpass"] = "not built yet: no post-quantum key exchange happens (peers that both run Rosenpass share a seed PSK; strict mode refuses the others)",
     }.ToImmutableSortedDictionary(StringComparer.Ordinal);
 
     public static readonly IReadOnlyList<Row> Keys =

@@ -221,6 +221,9 @@ public sealed class AgentEngine
     /// <summary>Plans the routes again when a routing peer that shares a network connected or dropped.</summary>
     internal Task FailOverRoutesAsync(CancellationToken cancellationToken) => _applier.FailOverRoutesAsync(cancellationToken);
 
+    /// <summary>Applies the PSK provider's rotated keys, as the stats loop does every interval.</summary>
+    internal Task ApplyKeyChangesAsync(CancellationToken cancellationToken) => _applier.ApplyKeyChangesAsync(cancellationToken);
+
     /// <summary>Builds the interface and its parts once, all or none (see <see cref="EngineAssembly"/>); later logins keep them.</summary>
     internal async Task EnsureInterfaceAsync(LoginResponse login, CancellationToken cancellationToken)
     {

@@ -100,7 +100,7 @@ internal sealed class EngineAssembly
                 // the engine's switch, reporting only while flow logging is on (the engine owns and closes it). Switched off
                 // locally, the account cannot turn it on: no sink, so kernel mode never starts its conntrack source.
                 var flowSink = _config.Netflow.Enabled.Value == false ? null : _flowSink;
-                firewall = await EngineFirewall.AttachAsync(iface, _time, _loggerFactory.CreateLogger<EngineFirewall>(), _recorder, new FirewallOptions { LocalAddresses = [ifaceOptions.Address] }, _seams.Nftables, flowSink: flowSink, cancellationToken: cancellationToken);
+                firewall = await EngineFirewall.AttachAsync(iface, _time, _loggerFactory.CreateLogger<EngineFirewall>(), _recorder, new FirewallOptions { LocalAddresses = [ifaceOptions.Address], RosenpassPort = _config.Rosenpass.Enabled.Value == true ? (ushort)_config.Rosenpass.Port : null }, _seams.Nftables, flowSink: flowSink, cancellationToken: cancellationToken);
             }
             else
             {
@@ -148,7 +148,12 @@ internal sealed class EngineAssembly
             var relay = new EngineRelayConnector(iface, _identity.PublicKey, proxies, _recorder, _logger);
             relay.Apply(services);
             var manager = new ConnectionManager(iface, _signaling, paths, relay, _options.PeerOptions, _recorder, _time, _loggerFactory, listener => ActivityMonitors.Create(iface, listener, _loggerFactory, _time));
-            var presharedKeys = new PresharedKeys(_config, _options.PskProviderFactories, name => PskProviderContext(name, iface), _identity.PublicKey, _recorder, _logger);
+            var guardedByFirewall = firewall;
+            var exchange = LocalService.Udp(ifaceOptions.Address, (ushort)_config.Rosenpass.Port);
+            var presharedKeys = new PresharedKeys(_config, _options.PskProviderFactories, name => PskProviderContext(name, iface), _identity.PublicKey, _recorder, _logger)
+            {
+                ProviderRunning = running => guardedByFirewall?.SetExchangeServices(running ? [exchange] : []),
+            };
             return new EngineParts(iface, created.OwnedTransport, firewall, routes, dns, paths, relay, manager, presharedKeys);
         }
         catch

@@ -32,6 +32,10 @@ public sealed class EngineFirewall : IAsyncDisposable
     public static readonly TimeSpan CounterLogInterval = TimeSpan.FromMinutes(1);
 
     // Immutable after construction.
+    // The local services, by owner (mesh DNS, the Rosenpass exchange); merged into the userspace firewall's list.
+    private readonly object _localServicesLock = new();
+    private IReadOnlyList<LocalService> _dnsServices = [];
+    private IReadOnlyList<LocalService> _exchangeServices = [];
     private readonly StatefulFirewall? _firewall;
     private readonly NftablesEnforcer? _nftables;
     private readonly StatusRecorder? _recorder;
@@ -228,12 +232,31 @@ public sealed class EngineFirewall : IAsyncDisposable
         }
     }
 
-    /// <summary>Services of this peer every peer may reach whatever the policies (see <see cref="StatefulFirewall.LocalServices"/>).</summary>
+    /// <summary>Services of this peer every peer may reach whatever the policies (see <see cref="StatefulFirewall.LocalServices"/>): mesh DNS's.</summary>
     public void SetLocalServices(IReadOnlyList<LocalService> services)
+    {
+        lock (_localServicesLock)
+        {
+            _dnsServices = services;
+            PushLocalServices();
+        }
+    }
+
+    /// <summary>The Rosenpass exchange's UDP port while a PSK provider runs (userspace; kernel mode renders it at attach).</summary>
+    public void SetExchangeServices(IReadOnlyList<LocalService> services)
+    {
+        lock (_localServicesLock)
+        {
+            _exchangeServices = services;
+            PushLocalServices();
+        }
+    }
+
+    private void PushLocalServices()
     {
         if (_firewall is not null)
         {
-            _firewall.LocalServices = services;
+            _firewall.LocalServices = [.. _dnsServices, .. _exchangeServices];
         }
     }
 

@@ -51,6 +51,9 @@ internal sealed class PresharedKeys : IAsyncDisposable
         _logger = logger;
     }
 
+    /// <summary>Told when a provider starts (true) or ends (false): the firewall admits the exchange's port meanwhile.</summary>
+    public Action<bool>? ProviderRunning { get; init; }
+
     /// <summary>The provider in force; null while Rosenpass is off (or its provider is not loaded).</summary>
     public IPresharedKeyProvider? Provider => _provider;
 
@@ -157,6 +160,7 @@ internal sealed class PresharedKeys : IAsyncDisposable
             _provider = null;
             provider.KeyChanged -= OnKeyChanged;
             await provider.DisposeAsync();
+            ProviderRunning?.Invoke(false);
         }
     }
 
@@ -192,7 +196,26 @@ internal sealed class PresharedKeys : IAsyncDisposable
             return null;
         }
 
-        var provider = await factory.CreateAsync(_contextFor(name), cancellationToken);
+        // Admitted before the provider starts, so the first exchange message from a peer is not dropped.
+        ProviderRunning?.Invoke(true);
+        IPresharedKeyProvider provider;
+        try
+        {
+            provider = await factory.CreateAsync(_contextFor(name), cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // A map must still apply: peers get the account PSK, and the next map tries the provider again.
+            ProviderRunning?.Invoke(false);
+            _logger.LogError("The PSK provider {Provider} could not be created: {Problem}; peers get the account PSK until it can", name, e.Message);
+            return null;
+        }
+        catch
+        {
+            ProviderRunning?.Invoke(false);
+            throw;
+        }
+
         provider.KeyChanged += OnKeyChanged;
         _provider = provider;
         _logger.LogInformation("Rosenpass on: every peer's PSK comes from the PSK provider {Provider}", name);

@@ -53,4 +53,10 @@ public sealed record FirewallOptions
     /// routed rules are never matched.
     /// </summary>
     public IReadOnlyList<System.Net.IPAddress> LocalAddresses { get; init; } = [];
+
+    /// <summary>
+    /// Kernel mode: the UDP port of the Rosenpass exchange on this peer's own overlay address, accepted from every peer
+    /// whatever the policies (as mesh DNS is); null: none. Userspace sets it at run time instead (local services).
+    /// </summary>
+    public ushort? RosenpassPort { get; init; }
 }

@@ -242,7 +242,8 @@ public sealed class AgentEngineTests
         private readonly string _stateDir = Directory.CreateTempSubdirectory("modular-engine-").FullName;
         private bool _ran;
 
-        public EngineRig(Func<EngineStep, CancellationToken, ValueTask> beforeStep, Func<WgKey, bool>? isConnected = null, Grpc.Core.CallInvoker? management = null, string managementUrl = "https://management.invalid", ILoggerFactory? logs = null)
+        public EngineRig(Func<EngineStep, CancellationToken, ValueTask> beforeStep, Func<WgKey, bool>? isConnected = null, Grpc.Core.CallInvoker? management = null, string managementUrl = "https://management.invalid", ILoggerFactory? logs = null,
+            Func<AgentConfig, AgentConfig>? configure = null, IReadOnlyDictionary<string, Modular.Abstractions.Security.IPresharedKeyProviderFactory>? pskProviders = null)
         {
             var config = new AgentConfig
             {
@@ -251,7 +252,12 @@ public sealed class AgentEngineTests
                 Interface = new InterfaceConfig { Name = "mdl-test", Mode = WgInterfaceMode.Kernel },
                 Dns = new DnsResolverConfig { Enabled = true, ListenPort = 0 },
             };
-            var options = new EngineOptions(config, ConnPair.RandomKey(), new Dictionary<string, IProxyFactory>(), new NoServices(), "test", "engine-test") { UapiDirectory = null };
+            config = configure?.Invoke(config) ?? config;
+            var options = new EngineOptions(config, ConnPair.RandomKey(), new Dictionary<string, IProxyFactory>(), new NoServices(), "test", "engine-test")
+            {
+                UapiDirectory = null,
+                PskProviderFactories = pskProviders ?? new Dictionary<string, Modular.Abstractions.Security.IPresharedKeyProviderFactory>(),
+            };
             Recorder = new StatusRecorder(new InterfaceStatus("mdl-test", "kernel", 51820, 1280), new FeatureStatus(false, "15m", [], false, "auto", false, false, false), "k", new ServiceStatus("", false, null), new ServiceStatus("", false, null));
             var seams = new EngineSeams
             {

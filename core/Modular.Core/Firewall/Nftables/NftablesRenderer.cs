@@ -66,6 +66,9 @@ public static class NftablesRenderer
     /// <summary>The comment of the accept that keeps the mesh DNS on this peer's overlay address reachable.</summary>
     public const string MeshDnsComment = "mesh-dns";
 
+    /// <summary>The comment of the Rosenpass exchange's accept (<see cref="FirewallOptions.RosenpassPort"/>).</summary>
+    public const string RosenpassComment = "rosenpass";
+
     /// <summary>Table generations cycle through 1..127, kept in bits 24-30 of the conntrack mark (<see cref="ConntrackMarks"/>; the other bits are left as they are).</summary>
     public const int MaxGeneration = ConntrackMarks.MaxGeneration;
 
@@ -150,6 +153,12 @@ public static class NftablesRenderer
         {
             script.Append("\t\t").Append(ownAddress.AddressFamily == AddressFamily.InterNetwork ? "ip" : "ip6").Append(" daddr ")
                 .Append(Normalize(ownAddress)).Append(" meta l4proto { tcp, udp } th dport 53 accept comment \"").Append(MeshDnsComment).Append("\"\n");
+            if (options.RosenpassPort is { } rosenpassPort)
+            {
+                script.Append("\t\t").Append(ownAddress.AddressFamily == AddressFamily.InterNetwork ? "ip" : "ip6").Append(" daddr ")
+                    .Append(Normalize(ownAddress)).Append(" udp dport ").Append(rosenpassPort.ToString(CultureInfo.InvariantCulture))
+                    .Append(" accept comment \"").Append(RosenpassComment).Append("\"\n");
+            }
         }
 
         script.Append(inbound);
@@ -511,7 +520,7 @@ public static class NftablesRenderer
         }
 
         private static bool IsPlain(string id) => id.Length is > 0 and <= MaxCommentLength
-            && id is not ("default-drop" or "invalid" or MeshDnsComment)
+            && id is not ("default-drop" or "invalid" or MeshDnsComment or RosenpassComment)
             && id.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-' or '.' or ':' or '/' or '@' or '+');
     }
 }

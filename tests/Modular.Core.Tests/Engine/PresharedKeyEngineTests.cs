@@ -1,0 +1,170 @@
+using System.Collections.Concurrent;
+using Google.Protobuf;
+using Modular.Abstractions.Peers;
+using Modular.Abstractions.Plugins;
+using Modular.Abstractions.Security;
+using Modular.Abstractions.WireGuard;
+using Modular.Control.Management;
+using Modular.Core.Config;
+using Modular.Core.Tests.Routing;
+
+namespace Modular.Core.Tests.Engine;
+
+/// <summary>
+/// The engine and the PSK provider <c>[rosenpass] provider</c> names: it is created while Rosenpass is on (account or
+/// local config, the local one winning), asked for every peer, refused peers never reach WireGuard (status says why),
+/// and a rotated key is applied again in place.
+/// </summary>
+public sealed class PresharedKeyEngineTests
+{
+    private static readonly LoginResponse Login = new() { PeerConfig = new PeerConfig { Address = "100.64.0.1/10" } };
+    private static readonly WgKey AccountPsk = RouteMaps.Key(0x55);
+    private static readonly WgKey Rosenpass = RouteMaps.RouterA; // runs Rosenpass
+    private static readonly WgKey Plain = RouteMaps.RouterB;     // does not
+
+    [Fact]
+    public async Task The_provider_decides_every_peer_refused_ones_stay_out_of_WireGuard_and_status_says_why()
+    {
+        var provider = new FakeProvider();
+        await using var rig = Rig(provider);
+        await rig.Engine.EnsureInterfaceAsync(Login, CancellationToken.None);
+        provider.Keys[Rosenpass] = RouteMaps.Key(0x11);
+
+        await rig.Engine.ApplyMapAsync(Map(accountRosenpass: true), CancellationToken.None);
+
+        // The connection's WireGuard config (set once a path is found) carries the provider's key; a refused peer has none.
+        Assert.Equal(RouteMaps.Key(0x11), Psk(rig, Rosenpass));
+        Assert.Null(rig.Engine.Connections!.Find(Plain));
+        Assert.False(Assert.Single(rig.Interfaces).Peers.ContainsKey(Plain), "a refused peer is never configured");
+        var refused = rig.Recorder.Snapshot().Peers.Single(p => p.PublicKey == Plain.ToBase64());
+        Assert.Equal(PeerConnectionState.Idle, refused.State);
+        Assert.Equal("refused: strict: no Rosenpass", refused.Reason);
+        var quantum = rig.Recorder.Snapshot().Peers.Single(p => p.PublicKey == Rosenpass.ToBase64());
+        Assert.True(quantum.QuantumResistant);
+        Assert.Equal(FakeProvider.Since, quantum.QuantumResistantSince);
+
+        // What the provider was told: the fingerprint and address from the map, this agent's key, the account PSK, strict.
+        var asked = provider.Asked[Rosenpass];
+        Assert.Equal("ab".PadRight(64, '0'), asked.RosenpassFingerprint);
+        Assert.Equal("100.64.0.2:9999", asked.RosenpassAddress);
+        Assert.Equal(AccountPsk, asked.AccountPresharedKey);
+        Assert.False(asked.Permissive);
+        Assert.Null(provider.Asked[Plain].RosenpassFingerprint);
+    }
+
+    [Fact]
+    public async Task A_rotated_key_is_applied_again_in_place()
+    {
+        var provider = new FakeProvider();
+        await using var rig = Rig(provider);
+        await rig.Engine.EnsureInterfaceAsync(Login, CancellationToken.None);
+        provider.Keys[Rosenpass] = RouteMaps.Key(0x11);
+        await rig.Engine.ApplyMapAsync(Map(accountRosenpass: true), CancellationToken.None);
+        var connection = rig.Engine.Connections!.Find(Rosenpass);
+        Assert.NotNull(connection);
+
+        provider.Keys[Rosenpass] = RouteMaps.Key(0x12);
+        provider.Rotate(Rosenpass);
+        await rig.Engine.ApplyKeyChangesAsync(CancellationToken.None);
+
+        Assert.Equal(RouteMaps.Key(0x12), Psk(rig, Rosenpass));
+        Assert.Same(connection, rig.Engine.Connections.Find(Rosenpass)); // the same connection, updated: no tunnel drop
+    }
+
+    [Fact]
+    public async Task The_local_config_overrides_the_account_and_without_Rosenpass_peers_get_the_account_psk()
+    {
+        var provider = new FakeProvider();
+        await using var rig = Rig(provider, c => c with { Rosenpass = new Modular.Core.Config.RosenpassConfig { Enabled = new LocalToggle(Config: false) } });
+        await rig.Engine.EnsureInterfaceAsync(Login, CancellationToken.None);
+
+        await rig.Engine.ApplyMapAsync(Map(accountRosenpass: true), CancellationToken.None);
+
+        Assert.Equal(0, provider.Created);
+        Assert.Equal(AccountPsk, Psk(rig, Rosenpass));
+        Assert.Equal(AccountPsk, Psk(rig, Plain));
+    }
+
+    [Fact]
+    public async Task The_account_turning_Rosenpass_off_ends_the_provider_and_lets_the_refused_peer_in()
+    {
+        var provider = new FakeProvider();
+        await using var rig = Rig(provider);
+        await rig.Engine.EnsureInterfaceAsync(Login, CancellationToken.None);
+        provider.Keys[Rosenpass] = RouteMaps.Key(0x11);
+        await rig.Engine.ApplyMapAsync(Map(accountRosenpass: true), CancellationToken.None);
+
+        await rig.Engine.ApplyMapAsync(Map(accountRosenpass: false), CancellationToken.None);
+
+        Assert.Equal(1, provider.Created);
+        Assert.True(provider.Disposed);
+        Assert.Equal(AccountPsk, Psk(rig, Plain));
+        Assert.Equal(AccountPsk, Psk(rig, Rosenpass));
+        Assert.DoesNotContain(rig.Recorder.Snapshot().Peers, p => p.Reason?.StartsWith("refused", StringComparison.Ordinal) == true);
+    }
+
+    private static WgKey? Psk(AgentEngineTests.EngineRig rig, WgKey peer)
+        => (rig.Engine.Connections!.Find(peer) ?? throw new InvalidOperationException("no connection for the peer")).Peer.PresharedKey;
+
+    private static AgentEngineTests.EngineRig Rig(FakeProvider provider, Func<AgentConfig, AgentConfig>? configure = null)
+        => new((_, _) => ValueTask.CompletedTask, configure: configure, pskProviders: new Dictionary<string, IPresharedKeyProviderFactory> { ["rosenpass"] = provider });
+
+    /// <summary>Peer 2 runs Rosenpass (fingerprint ab00.., address 100.64.0.2:9999), peer 3 does not; the account sets a PSK.</summary>
+    private static NetworkMap Map(bool accountRosenpass)
+    {
+        var map = new NetworkMap { Serial = 1, AccountPsk = ByteString.CopyFrom(AccountPsk.ToArray()) };
+        map.Settings = new AccountSettings { Rosenpass = new RosenpassSettings { Enabled = accountRosenpass, Permissive = false } };
+        var fingerprint = new byte[32];
+        fingerprint[0] = 0xab;
+        map.RemotePeers.Add(new RemotePeer
+        {
+            Hostname = "p2", WgPubKey = ByteString.CopyFrom(Rosenpass.ToArray()), AllowedIps = { "100.64.0.2/32" },
+            Rosenpass = new Control.Management.RosenpassConfig { PubKeyFingerprint = ByteString.CopyFrom(fingerprint), Addr = "100.64.0.2:9999" },
+        });
+        map.RemotePeers.Add(new RemotePeer { Hostname = "p3", WgPubKey = ByteString.CopyFrom(Plain.ToArray()), AllowedIps = { "100.64.0.3/32" } });
+        return map;
+    }
+
+    /// <summary>
+    /// A PSK provider (and its factory) that allows Rosenpass peers with the key the test sets and refuses the others
+    /// (strict), remembering what it was asked.
+    /// </summary>
+    private sealed class FakeProvider : IPresharedKeyProviderFactory, IPresharedKeyProvider
+    {
+        public static readonly DateTimeOffset Since = DateTimeOffset.Parse("2026-12-01T00:00:00Z", System.Globalization.CultureInfo.InvariantCulture);
+
+        public event EventHandler<WgKey>? KeyChanged;
+
+        public ConcurrentDictionary<WgKey, WgKey> Keys { get; } = new();
+
+        public ConcurrentDictionary<WgKey, PskPeer> Asked { get; } = new();
+
+        public int Created { get; private set; }
+
+        public bool Disposed { get; private set; }
+
+        public string Description => "test";
+
+        public ValueTask<IPresharedKeyProvider> CreateAsync(IPluginContext context, CancellationToken cancellationToken)
+        {
+            Created++;
+            return ValueTask.FromResult<IPresharedKeyProvider>(this);
+        }
+
+        public ValueTask<PskDecision> GetPresharedKeyAsync(PskPeer peer, CancellationToken cancellationToken)
+        {
+            Asked[peer.PublicKey] = peer;
+            return ValueTask.FromResult(peer.RosenpassFingerprint is null
+                ? PskDecision.Refuse("strict: no Rosenpass")
+                : PskDecision.Allow(Keys[peer.PublicKey]) with { QuantumResistantSince = Since });
+        }
+
+        public void Rotate(WgKey peer) => KeyChanged?.Invoke(this, peer);
+
+        public ValueTask DisposeAsync()
+        {
+            Disposed = true;
+            return ValueTask.CompletedTask;
+        }
+    }
+}
