@@ -22,8 +22,11 @@ namespace Modular.Plugins.Rosenpass;
 /// Locks: <see cref="_lock"/> guards the peer table and every call into the exchange (which is not thread-safe); no
 /// await and no event is raised while it is held.
 /// </remarks>
-internal sealed class RosenpassProvider : IPresharedKeyProvider
+internal sealed class RosenpassProvider : IPresharedKeyProvider, IPresharedKeyTraffic
 {
+    /// <summary>What WireGuard adds to each exchange datagram in its counters: IPv4 and UDP headers, its data header and tag, padding.</summary>
+    private const int TunnelOverhead = 20 + 8 + 32 + 15;
+
     /// <summary>The largest Rosenpass message (InitHello with its envelope) plus room.</summary>
     private const int MaxMessage = 2048;
 
@@ -53,7 +56,7 @@ internal sealed class RosenpassProvider : IPresharedKeyProvider
 
     public event EventHandler<WgKey>? KeyChanged;
 
-    /// <summary>For tests and `status`: the exchange traffic (bytes both ways, datagrams' payload) with a peer, for the inactivity allowance.</summary>
+    /// <summary>The exchange traffic with a peer as WireGuard counts it, for the host's inactivity allowance.</summary>
     public long TrafficBytes(WgKey peer)
     {
         lock (_lock)
@@ -397,7 +400,7 @@ internal sealed class RosenpassProvider : IPresharedKeyProvider
         {
             if (state.Endpoint is { } endpoint && endpoint.Address.Equals(address))
             {
-                state.Bytes += bytes;
+                state.Bytes += bytes + TunnelOverhead;
                 return;
             }
         }

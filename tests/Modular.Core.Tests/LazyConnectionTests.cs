@@ -231,6 +231,27 @@ public sealed class LazyConnectionTests
         Assert.Equal(TimeSpan.FromSeconds(10), tracker.Observe(10, 10, start.AddSeconds(960)));
     }
 
+    [Fact]
+    public void A_psk_providers_exchange_traffic_is_not_activity_but_traffic_beside_it_is()
+    {
+        var tracker = new InactivityTracker(TimeSpan.FromSeconds(25));
+        var start = DateTimeOffset.UnixEpoch;
+        long rx = 1000, tx = 1000, exchange = 0;
+        Assert.Equal(TimeSpan.Zero, tracker.Observe(rx, tx, start, exchange));
+
+        // A Rosenpass exchange every two minutes (about 2.5 KB each way in the tunnel), reported by the provider.
+        for (var minute = 2; minute <= 14; minute += 2)
+        {
+            rx += 2500;
+            tx += 2500;
+            exchange += 5000;
+            Assert.Equal(TimeSpan.FromMinutes(minute), tracker.Observe(rx, tx, start.AddMinutes(minute), exchange));
+        }
+
+        // Reported exchange bytes are allowed for; real traffic beside them (5 KB each way, more than keepalives explain) is activity.
+        Assert.Equal(TimeSpan.Zero, tracker.Observe(rx + 2500 + 5000, tx + 2500 + 5000, start.AddMinutes(16), exchange + 5000));
+    }
+
     /// <summary>
     /// Benchmark (MODULAR_BENCH=1): what an idle peer costs in the agent — its connection object, its WireGuard
     /// entry's bookkeeping here and its stand-in — measured as managed heap growth over 10,000 parked peers.

@@ -63,6 +63,20 @@ public interface IPresharedKeyProvider : IAsyncDisposable
     event EventHandler<WgKey>? KeyChanged;
 }
 
+/// <summary>
+/// Optional: a <see cref="IPresharedKeyProvider"/> whose key exchange runs inside the tunnel reports its traffic, so
+/// the host's lazy connections do not count it as activity (it never keeps a peer from going idle).
+/// </summary>
+/// <remarks>Read from any thread, every few seconds; it must not block.</remarks>
+public interface IPresharedKeyTraffic
+{
+    /// <summary>
+    /// The bytes the provider's own exchange with <paramref name="peer"/> moved through the tunnel so far, both
+    /// directions, as WireGuard counts them (each datagram with its IP, UDP and WireGuard overhead); 0 for an unknown peer.
+    /// </summary>
+    long TrafficBytes(WgKey peer);
+}
+
 /// <summary>Export with <c>[Export(typeof(IPresharedKeyProviderFactory))]</c> and a <c>[PluginName]</c>.</summary>
 public interface IPresharedKeyProviderFactory : IPluginFactory
 {

@@ -253,7 +253,7 @@ public sealed class AgentEngine
 
             try
             {
-                parts.Manager.OnStats(await parts.Iface.GetStatsAsync(cancellationToken));
+                parts.Manager.OnStats(await parts.Iface.GetStatsAsync(cancellationToken), parts.PresharedKeys.TrafficBytes);
             }
             catch (Exception e) when (e is IOException or InvalidOperationException or TimeoutException)
             {

@@ -60,6 +60,9 @@ internal sealed class PresharedKeys : IAsyncDisposable
     /// <summary>The peers refused by the last decision, with the provider's reason.</summary>
     public IReadOnlyDictionary<WgKey, string> Refused => _refused;
 
+    /// <summary>The provider's own exchange traffic with <paramref name="peer"/> so far (0 when it does not report it): not activity.</summary>
+    public long TrafficBytes(WgKey peer) => _provider is IPresharedKeyTraffic traffic ? traffic.TrafficBytes(peer) : 0;
+
     /// <summary>True once after the provider rotated a key: the map in force must be applied again.</summary>
     public bool TakeChanged() => Interlocked.Exchange(ref _changed, 0) == 1;
 

@@ -17,6 +17,7 @@ public sealed class InactivityTracker
     private bool _marked;
     private long _rxAtMark;
     private long _txAtMark;
+    private long _exemptAtMark;
     private DateTimeOffset _markedAt;
 
     public InactivityTracker(TimeSpan keepalive) => _keepalive = keepalive > TimeSpan.Zero ? keepalive : TimeSpan.FromSeconds(25);
@@ -25,18 +26,22 @@ public sealed class InactivityTracker
     public void Reset() => _marked = false;
 
     /// <summary>Takes one poll of the counters; returns how long the peer has been quiet (zero when it just carried traffic).</summary>
-    public TimeSpan Observe(long rxBytes, long txBytes, DateTimeOffset now)
+    /// <param name="exemptBytes">
+    /// A running total of tunnel bytes that are not activity either (a PSK provider's own exchange with this peer, as
+    /// WireGuard counts them): what it grew by since the last activity joins the allowance, as keepalives do.
+    /// </param>
+    public TimeSpan Observe(long rxBytes, long txBytes, DateTimeOffset now, long exemptBytes = 0)
     {
-        if (!_marked || rxBytes < _rxAtMark || txBytes < _txAtMark || now < _markedAt)
+        if (!_marked || rxBytes < _rxAtMark || txBytes < _txAtMark || now < _markedAt || exemptBytes < _exemptAtMark)
         {
-            Mark(rxBytes, txBytes, now);
+            Mark(rxBytes, txBytes, now, exemptBytes);
             return TimeSpan.Zero;
         }
 
         var quiet = now - _markedAt;
-        if ((rxBytes - _rxAtMark) + (txBytes - _txAtMark) > ControlBytesWithin(quiet))
+        if ((rxBytes - _rxAtMark) + (txBytes - _txAtMark) > ControlBytesWithin(quiet) + (exemptBytes - _exemptAtMark))
         {
-            Mark(rxBytes, txBytes, now);
+            Mark(rxBytes, txBytes, now, exemptBytes);
             return TimeSpan.Zero;
         }
 
@@ -51,8 +56,8 @@ public sealed class InactivityTracker
         return (2 * KeepaliveBytes * keepalives) + (HandshakeBytes * handshakes);
     }
 
-    private void Mark(long rxBytes, long txBytes, DateTimeOffset now)
+    private void Mark(long rxBytes, long txBytes, DateTimeOffset now, long exemptBytes)
     {
-        (_marked, _rxAtMark, _txAtMark, _markedAt) = (true, rxBytes, txBytes, now);
+        (_marked, _rxAtMark, _txAtMark, _markedAt, _exemptAtMark) = (true, rxBytes, txBytes, now, exemptBytes);
     }
 }

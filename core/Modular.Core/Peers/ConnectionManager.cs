@@ -215,13 +215,14 @@ public sealed class ConnectionManager : IAsyncDisposable, IActivityListener
     }
 
     /// <summary>Hands one poll of interface counters to every connection and status.</summary>
-    public void OnStats(IReadOnlyDictionary<WgKey, WgPeerStats> stats)
+    /// <param name="exemptBytes">Per peer, the PSK provider's exchange traffic so far (not activity); null: none.</param>
+    public void OnStats(IReadOnlyDictionary<WgKey, WgPeerStats> stats, Func<WgKey, long>? exemptBytes = null)
     {
         foreach (var (key, conn) in _peers)
         {
             if (stats.TryGetValue(key, out var peerStats))
             {
-                conn.OnStats(peerStats);
+                conn.OnStats(peerStats, exemptBytes?.Invoke(key) ?? 0);
                 _recorder.UpdatePeer(key.ToBase64(), s => s with { LastHandshake = peerStats.LastHandshake, RxBytes = peerStats.RxBytes, TxBytes = peerStats.TxBytes });
             }
         }

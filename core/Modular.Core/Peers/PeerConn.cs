@@ -306,7 +306,8 @@ public sealed partial class PeerConn : IPeerConn
     }
 
     /// <summary>Fresh counters from the interface (the engine polls them for every peer at once).</summary>
-    public void OnStats(WgPeerStats stats)
+    /// <param name="exemptBytes">The PSK provider's exchange traffic with this peer so far: not activity (see <see cref="InactivityTracker.Observe"/>).</param>
+    public void OnStats(WgPeerStats stats, long exemptBytes = 0)
     {
         lock (_lock)
         {
@@ -314,7 +315,7 @@ public sealed partial class PeerConn : IPeerConn
             if (_state == PeerConnectionState.Connected)
             {
                 _inactivity ??= new InactivityTracker(_options.PersistentKeepalive);
-                _quiet = _inactivity.Observe(stats.RxBytes, stats.TxBytes, _time.GetUtcNow());
+                _quiet = _inactivity.Observe(stats.RxBytes, stats.TxBytes, _time.GetUtcNow(), exemptBytes);
             }
             else
             {

@@ -29,13 +29,19 @@ public sealed class PlaceholderPluginTests
     }
 
     [Fact]
-    public async Task Rosenpass_placeholder_allows_peers_with_no_key()
+    public async Task Rosenpass_provider_refuses_peers_without_Rosenpass_when_strict_and_says_the_exchange_is_not_plugged_in()
     {
+        // The placeholder that allowed every peer is gone: the provider applies the precedence
+        // (RosenpassProviderTests covers the whole matrix); the post-quantum exchange itself is not plugged in yet.
         var factory = new RosenpassProviderFactory();
-        Assert.StartsWith("Placeholder", factory.Description, StringComparison.Ordinal);
+        Assert.Contains("not plugged in yet", factory.Description, StringComparison.Ordinal);
         await using var provider = await factory.CreateAsync(new FakePluginContext(), CancellationToken.None);
-        var decision = await provider.GetPresharedKeyAsync(new PskPeer(new WgKey(new byte[32]), "peer1", null, null), CancellationToken.None);
-        Assert.True(decision.Allowed);
-        Assert.Null(decision.PresharedKey);
+        var account = new WgKey(Enumerable.Repeat((byte)5, 32).ToArray());
+        var strict = await provider.GetPresharedKeyAsync(new PskPeer(new WgKey(new byte[32]), "peer1", null, null) { AccountPresharedKey = account }, CancellationToken.None);
+        var permissive = await provider.GetPresharedKeyAsync(new PskPeer(new WgKey(new byte[32]), "peer1", null, null) { AccountPresharedKey = account, Permissive = true }, CancellationToken.None);
+        Assert.False(strict.Allowed);
+        Assert.True(permissive.Allowed);
+        Assert.Equal(account, permissive.PresharedKey);
+        Assert.Null(permissive.QuantumResistantSince);
     }
 }

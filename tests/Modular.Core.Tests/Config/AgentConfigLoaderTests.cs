@@ -481,6 +481,24 @@ public sealed class AgentConfigLoaderTests
     }
 
     [Fact]
+    public void An_unknown_psk_provider_lists_the_available_ones_and_cites_rosenpass_provider()
+    {
+        var config = Parse("management_url = \"https://m.example\"\n[rosenpass]\nenabled = true\nprovider = \"rosenpas\"\nport = 9998\n");
+        Assert.Equal(9998, config.Rosenpass.Port);
+        var ex = Assert.Throws<ConfigException>(() => AgentConfigLoader.ValidatePskProviderName(config, ["rosenpass", "vendor-psk"]));
+        Assert.Equal("rosenpass.provider", ex.Key);
+        Assert.Equal(4, ex.Line);
+        Assert.Equal("unknown PSK provider plugin \"rosenpas\"; available: rosenpass, vendor-psk; did you mean \"rosenpass\"?", ex.Problem);
+
+        // The default provider, not written: the error cites the key that turned Rosenpass on.
+        var byDefault = Parse("management_url = \"https://m.example\"\n[rosenpass]\nenabled = true\n");
+        Assert.Equal("rosenpass", byDefault.Rosenpass.Provider);
+        Assert.Equal(9999, byDefault.Rosenpass.Port);
+        Assert.Equal("rosenpass.enabled", Assert.Throws<ConfigException>(() => AgentConfigLoader.ValidatePskProviderName(byDefault, [])).Key);
+        AgentConfigLoader.ValidatePskProviderName(byDefault, ["rosenpass"]);
+    }
+
+    [Fact]
     public void Known_plugin_names_and_auto_pass_validation()
     {
         var config = Parse("management_url = \"https://m.example\"\nproxy = { kind = \"thirdparty\" }\n");

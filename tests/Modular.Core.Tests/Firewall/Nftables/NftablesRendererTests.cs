@@ -136,6 +136,17 @@ public sealed class NftablesRendererTests
     }
 
     [Fact]
+    public void The_rosenpass_port_is_admitted_on_the_own_address_like_mesh_dns()
+    {
+        var own = System.Net.IPAddress.Parse("100.64.0.2");
+        var with = NftablesRenderer.Render("mdl0", [], own, new FirewallOptions { RosenpassPort = 9999 });
+        var without = NftablesRenderer.Render("mdl0", [], own);
+
+        Assert.Contains("ip daddr 100.64.0.2 udp dport 9999 accept comment \"rosenpass\"", with.Script, StringComparison.Ordinal);
+        Assert.DoesNotContain("rosenpass", without.Script, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void An_ipv6_prefix_that_covers_the_mapped_ipv4_block_matches_ipv4_too()
     {
         var policy = NftablesRenderer.Render("mdl0", [
