@@ -15,7 +15,7 @@ namespace Modular.Plugins.Rosenpass;
 /// <item>it does not, and this agent is strict: refused, with the reason status shows.</item>
 /// </list>
 /// The exchange (<see cref="IKeyExchange"/>) runs over UDP inside the tunnel; the peer with the larger WireGuard key
-/// initiates. Without an exchange (the protocol is not plugged in) Rosenpass peers keep the seed PSK and are never
+/// initiates. Without an exchange (none given, e.g. in tests) Rosenpass peers keep the seed PSK and are never
 /// shown as quantum-resistant. Keys never reach the log.
 /// </summary>
 /// <remarks>

@@ -10,14 +10,14 @@ namespace Modular.Plugins.Rosenpass;
 /// <summary>
 /// The "rosenpass" PSK provider's factory. It publishes this agent's static key (made once, kept in state_dir) through
 /// the host's key directory, so peers see that it runs Rosenpass, and decides each peer's PSK (<see cref="RosenpassProvider"/>).
-/// The post-quantum exchange itself is not plugged in yet (<see cref="CreateExchange"/>): Rosenpass peers use the seed PSK.
+/// Between Rosenpass peers the post-quantum exchange (<see cref="CryptoServerExchange"/>) replaces the seed PSK.
 /// </summary>
 [Export(typeof(IPresharedKeyProviderFactory))]
 [PluginName("rosenpass")]
 public sealed class RosenpassProviderFactory : IPresharedKeyProviderFactory
 {
     public string Description =>
-        "Rosenpass PSKs: seed PSK between Rosenpass peers, permissive/strict for the others; the post-quantum exchange itself is not plugged in yet.";
+        "Rosenpass PSKs: the post-quantum exchange's key between Rosenpass peers (a seed PSK until the first exchange), permissive/strict for the others.";
 
     public ValueTask<IPresharedKeyProvider> CreateAsync(IPluginContext context, CancellationToken cancellationToken)
     {
@@ -26,9 +26,9 @@ public sealed class RosenpassProviderFactory : IPresharedKeyProviderFactory
         var listen = ListenEndpoint(context.Settings);
         var stateDirectory = context.StateDirectory;
         var identity = new Lazy<StaticKeyPair>(() => StaticKeyPair.LoadOrCreate(stateDirectory, StaticKeyPair.GenerateMcEliece460896));
-        var exchange = CreateExchange(identity);
+        var exchange = new CryptoServerExchange(identity, context.Time);
         IRosenpassTransport? transport = null;
-        if (exchange is not null && listen is not null)
+        if (listen is not null)
         {
             try
             {
@@ -43,16 +43,6 @@ public sealed class RosenpassProviderFactory : IPresharedKeyProviderFactory
         var provider = new RosenpassProvider(exchange, transport, context.RosenpassKeys, context.Time, logger);
         provider.Start(() => identity.Value, listen?.ToString());
         return ValueTask.FromResult<IPresharedKeyProvider>(provider);
-    }
-
-    /// <summary>
-    /// The protocol engine for this agent's keys; null until the protocol library's CryptoServer is adapted to
-    /// <see cref="IKeyExchange"/> (TODO at the merge with the protocol branch).
-    /// </summary>
-    private static IKeyExchange? CreateExchange(Lazy<StaticKeyPair> identity)
-    {
-        _ = identity;
-        return null;
     }
 
     /// <summary>Where the exchange listens: <c>address</c> (the host passes the overlay address) and <c>port</c> (<c>[rosenpass] port</c>).</summary>

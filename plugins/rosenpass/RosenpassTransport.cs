@@ -30,6 +30,9 @@ internal sealed class UdpRosenpassTransport : IRosenpassTransport
         }
     }
 
+    /// <summary>The bound address and port (the port the system chose when asked for 0, as tests do).</summary>
+    public IPEndPoint LocalEndPoint => (IPEndPoint)_socket.LocalEndPoint!;
+
     public async ValueTask SendAsync(ReadOnlyMemory<byte> datagram, IPEndPoint to, CancellationToken cancellationToken)
         => await _socket.SendToAsync(datagram, SocketFlags.None, to, cancellationToken);
 

@@ -53,17 +53,13 @@ internal sealed record StaticKeyPair(byte[] PublicKey, byte[] SecretKey)
     }
 
     /// <summary>
-    /// A new Classic McEliece-460896 pair (BouncyCastle's round-3 parameters: a 524,160-byte public key), the static
-    /// key Rosenpass uses.
+    /// A new Classic McEliece-460896 pair (a 524,160-byte public key), the static key Rosenpass uses, made and encoded
+    /// the way the protocol library reads it (<see cref="Protocol.CryptoServer.GenerateStaticKeyPair"/>).
     /// </summary>
     public static StaticKeyPair GenerateMcEliece460896()
     {
-        var generator = new Org.BouncyCastle.Pqc.Crypto.Cmce.CmceKeyPairGenerator();
-        generator.Init(new Org.BouncyCastle.Pqc.Crypto.Cmce.CmceKeyGenerationParameters(new Org.BouncyCastle.Security.SecureRandom(), Org.BouncyCastle.Pqc.Crypto.Cmce.CmceParameters.mceliece460896r3));
-        var pair = generator.GenerateKeyPair();
-        return new StaticKeyPair(
-            ((Org.BouncyCastle.Pqc.Crypto.Cmce.CmcePublicKeyParameters)pair.Public).GetEncoded(),
-            ((Org.BouncyCastle.Pqc.Crypto.Cmce.CmcePrivateKeyParameters)pair.Private).GetEncoded());
+        var (secret, pub) = Protocol.CryptoServer.GenerateStaticKeyPair();
+        return new StaticKeyPair(pub, secret);
     }
 
     /// <summary>Never prints the secret key.</summary>
