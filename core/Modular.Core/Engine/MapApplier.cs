@@ -185,6 +185,8 @@ internal sealed class MapApplier
         if (_flows is not null)
         {
             await _flows.ApplyAsync(map, cancellationToken);
+            // With the features below, not a stats tick later: status never says "on" while its flows section says not running.
+            _recorder.SetFlows(_flows.Status());
         }
 
         LazySwitch.Apply(parts.Manager, map, _options.Config, _options.Switches, _recorder, _logger, _flows?.NotAvailable);
