@@ -66,7 +66,23 @@ public sealed class RelayProxyTests(ITestOutputHelper output)
         rig.WaitUntil(() => a.Status() is { } s && s.GetProperty("management").GetProperty("connected").GetBoolean(), TimeSpan.FromSeconds(120), $"{a.Name} logged in",
             () => $"{a.StatusText()}\n{a.Output}\n{a.Log[Math.Max(0, a.Log.Length - 4000)..]}");
         var pid = a.Process!.Id;
+        // The baseline is the agent fully up with no peer: signal connects and the interface's mesh DNS listeners open
+        // after management does, so wait for those and for two samples 2 s apart to agree.
+        rig.WaitUntil(() => a.Status() is { } s && s.GetProperty("signal").GetProperty("connected").GetBoolean(), TimeSpan.FromSeconds(60), $"{a.Name}'s signal connected",
+            () => a.StatusText());
         var before = Sockets(pid);
+        rig.WaitUntil(
+            () =>
+            {
+                Thread.Sleep(TimeSpan.FromSeconds(2));
+                var again = Sockets(pid);
+                var settled = again.SequenceEqual(before);
+                before = again;
+                return settled;
+            },
+            TimeSpan.FromSeconds(30),
+            $"{a.Name}'s sockets settled before {b.Name} joins",
+            () => string.Join(' ', before));
 
         b.Start();
         rig.WaitUntil(() => a.IsConnected(b.Name, "Relayed") && b.IsConnected(a.Name, "Relayed"), TimeSpan.FromSeconds(90),
@@ -99,7 +115,7 @@ public sealed class RelayProxyTests(ITestOutputHelper output)
         Assert.Empty(RelayedPeersOf(a, expectedProxy));
         rig.WaitUntil(() => Sockets(pid).Count <= before.Count, TimeSpan.FromSeconds(30),
             $"{a.Name}'s sockets back to the {before.Count} it had before {b.Name} joined",
-            () => $"before: {string.Join(' ', before)}\nnow: {string.Join(' ', Sockets(pid))}\n{a.Namespace.TryExec("ss -uanp").Output}");
+            () => $"before: {string.Join(' ', before)}\nnow: {string.Join(' ', Sockets(pid))}\n{a.Namespace.TryExec("ss -uanp").Output}\n{a.Namespace.TryExec("ss -tanpe").Output}");
     }
 
     /// <summary>
