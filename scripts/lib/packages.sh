@@ -15,9 +15,10 @@
 #   conntrack                       inspecting kernel-mode connection tracking (flow logging)
 #   clang, llvm, bpftool, libbpf-dev  building and loading the eBPF proxy program
 #   clang, zlib1g-dev               linking the native-AOT `modular` (scripts/publish)
+#   chromium                        the local UI's browser test (headless, through Playwright; no browser download)
 modular_packages=(
   wireguard-go wireguard-tools iperf3 nftables iproute2 iputils-ping dnsutils jq
-  redis-server nfdump conntrack clang llvm bpftool libbpf-dev zlib1g-dev
+  redis-server nfdump conntrack clang llvm bpftool libbpf-dev zlib1g-dev chromium
 )
 
 # The part scripts/demo drives (a subset of the above): a first run should not pull in a compiler.
