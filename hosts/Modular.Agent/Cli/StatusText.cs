@@ -7,80 +7,136 @@ using Modular.Core.Status;
 
 namespace Modular.Agent.Cli;
 
+/// <summary>
+/// One line of the status: a label and its value, at the top level or nested under the line before it (a relay, a flow
+/// sink, a route; those without a label are shown as their value alone). A header has a label and no value of its own.
+/// </summary>
+internal readonly record struct StatusRow(string? Label, string Value, bool Nested = false, bool Header = false);
+
+/// <summary>One peer of `status -d`: its name, overlay IP, state and its labelled fields in the order the CLI prints them.</summary>
+internal sealed record PeerView(string Name, string Ip, PeerConnectionState State, IReadOnlyList<StatusRow> Fields);
+
+/// <summary>What `status` (or `status -d`) shows, as rows before it is laid out: the CLI prints it, the local UI renders it.</summary>
+internal sealed record StatusView(IReadOnlyList<StatusRow> Rows, IReadOnlyList<PeerView> Peers);
+
 /// <summary>The human form of `modular status` (summary) and `status -d` (every peer).</summary>
 internal static class StatusText
 {
     public static string Format(AgentStatus status, int peersTotal, int peersConnected, bool detail, DateTimeOffset now, int peersIdle = 0)
+        => Render(Build(status, peersTotal, peersConnected, detail, now, peersIdle));
+
+    /// <summary>The rows of `status` (and, with <paramref name="detail"/>, of `status -d` with every peer).</summary>
+    public static StatusView Build(AgentStatus status, int peersTotal, int peersConnected, bool detail, DateTimeOffset now, int peersIdle = 0)
     {
-        var text = new StringBuilder();
+        var rows = new List<StatusRow>();
+        void Line(string label, string value) => rows.Add(new StatusRow(label, value));
         var i = status.Interface;
-        Line(text, "Interface", $"{i.Name} ({i.Mode}, port {i.Port}, mtu {i.Mtu})");
-        Line(text, "Public key", status.PublicKey);
-        Line(text, "Overlay IP", status.Ip ?? "(not assigned yet)");
-        Line(text, "Management", Service(status.Management));
-        Line(text, "Signal", Service(status.Signal));
-        Line(text, "Relays", $"{status.Relays.Count(r => r.Connected)}/{status.Relays.Count} connected");
+        Line("Interface", $"{i.Name} ({i.Mode}, port {i.Port}, mtu {i.Mtu})");
+        Line("Public key", status.PublicKey);
+        Line("Overlay IP", status.Ip ?? "(not assigned yet)");
+        Line("Management", Service(status.Management));
+        Line("Signal", Service(status.Signal));
+        Line("Relays", $"{status.Relays.Count(r => r.Connected)}/{status.Relays.Count} connected");
         foreach (var relay in status.Relays)
         {
-            text.Append("  ").AppendLine(Service(relay));
+            rows.Add(new StatusRow(null, Service(relay), Nested: true));
         }
 
         var f = status.Features;
-        Line(text, "Lazy connections", (f.LazyConnections ? $"on (idle after {f.InactivityTimeout})" : "off") + $", source: {f.LazyConnectionsSource}");
-        Line(text, "Proxy", f.Proxy);
-        Line(text, "Force relay", f.ForceRelay ? "on" : "off");
-        Line(text, "Quantum resistance", Feature(f, "rosenpass", f.Rosenpass ? (f.RosenpassPermissive ? "on (permissive)" : "on") : "off"));
-        Line(text, "Flow logging", Feature(f, "netflow", f.Netflow ? Flows(status.Flows) : "off"));
+        Line("Lazy connections", (f.LazyConnections ? $"on (idle after {f.InactivityTimeout})" : "off") + $", source: {f.LazyConnectionsSource}");
+        Line("Proxy", f.Proxy);
+        Line("Force relay", f.ForceRelay ? "on" : "off");
+        Line("Quantum resistance", Feature(f, "rosenpass", f.Rosenpass ? (f.RosenpassPermissive ? "on (permissive)" : "on") : "off"));
+        Line("Flow logging", Feature(f, "netflow", f.Netflow ? Flows(status.Flows) : "off"));
         if (detail && f.Netflow)
         {
             foreach (var sink in status.Flows.Sinks)
             {
-                Field(text, $"Sink {sink.Name}", sink.Counters is { } counters ? Counts(counters) : "no counters (the sink does not report them)");
+                rows.Add(new StatusRow($"Sink {sink.Name}", sink.Counters is { } counters ? Counts(counters) : "no counters (the sink does not report them)", Nested: true));
             }
         }
         foreach (var (feature, reason) in f.Unavailable.Where(u => u.Key is not ("rosenpass" or "netflow")))
         {
-            Line(text, feature == "metrics" ? "Metrics" : feature, $"requested, not available: {reason}");
+            Line(feature == "metrics" ? "Metrics" : feature, $"requested, not available: {reason}");
         }
 
-        Line(text, "Firewall", Firewall(status.Firewall));
+        Line("Firewall", Firewall(status.Firewall));
         if (detail || status.Dns.Enabled)
         {
-            Line(text, "DNS", Dns(status.Dns));
+            Line("DNS", Dns(status.Dns));
         }
 
         if (detail && status.Routes.Count > 0)
         {
-            text.AppendLine("Routes:");
+            rows.Add(new StatusRow("Routes", "", Header: true));
             foreach (var route in status.Routes)
             {
-                text.Append("  ").AppendLine(Route(route));
+                rows.Add(new StatusRow(null, Route(route), Nested: true));
             }
         }
         else if (status.Routes.Count > 0)
         {
-            Line(text, "Routes", RouteSummary(status.Routes));
+            Line("Routes", RouteSummary(status.Routes));
         }
 
-        Line(text, "Peers", peersIdle > 0 ? $"{peersConnected}/{peersTotal} connected, {peersIdle} idle" : $"{peersConnected}/{peersTotal} connected");
+        Line("Peers", peersIdle > 0 ? $"{peersConnected}/{peersTotal} connected, {peersIdle} idle" : $"{peersConnected}/{peersTotal} connected");
 
+        var peers = new List<PeerView>();
         if (detail)
         {
             foreach (var peer in status.Peers.OrderBy(p => p.Name, StringComparer.Ordinal))
             {
-                text.AppendLine();
-                text.Append(' ').Append(peer.Name).Append(" (").Append(peer.Ip).AppendLine("):");
-                Field(text, "Public key", peer.PublicKey);
-                Field(text, "State", peer.State == PeerConnectionState.Connected || peer.Reason is null ? peer.State.ToString() : $"{peer.State}: {peer.Reason}");
-                Field(text, "Connection", peer.ConnectionType?.ToString() ?? "-");
-                Field(text, "ICE candidates", $"{peer.LocalCandidate ?? "-"} / {peer.RemoteCandidate ?? "-"}");
-                Field(text, "Relay", peer.Relay ?? "-");
-                Field(text, "Proxy", peer.Proxy ?? "-");
-                Field(text, "Last state change", Ago(peer.LastStateChange, now));
-                Field(text, "Last handshake", Ago(peer.LastHandshake, now));
-                Field(text, "Transfer", $"{Bytes(peer.RxBytes)} received, {Bytes(peer.TxBytes)} sent");
-                Field(text, "Latency", peer.LatencyMs is { } ms ? $"{ms.ToString("0.###", CultureInfo.InvariantCulture)} ms" : "-");
-                Field(text, "Quantum resistance", peer.QuantumResistant ? $"yes, since {Ago(peer.QuantumResistantSince, now)}" : "no");
+                peers.Add(new PeerView(peer.Name, peer.Ip, peer.State,
+                [
+                    new("Public key", peer.PublicKey),
+                    new("State", peer.State == PeerConnectionState.Connected || peer.Reason is null ? peer.State.ToString() : $"{peer.State}: {peer.Reason}"),
+                    new("Connection", peer.ConnectionType?.ToString() ?? "-"),
+                    new("ICE candidates", $"{peer.LocalCandidate ?? "-"} / {peer.RemoteCandidate ?? "-"}"),
+                    new("Relay", peer.Relay ?? "-"),
+                    new("Proxy", peer.Proxy ?? "-"),
+                    new("Last state change", Ago(peer.LastStateChange, now)),
+                    new("Last handshake", Ago(peer.LastHandshake, now)),
+                    new("Transfer", $"{Bytes(peer.RxBytes)} received, {Bytes(peer.TxBytes)} sent"),
+                    new("Latency", peer.LatencyMs is { } ms ? $"{ms.ToString("0.###", CultureInfo.InvariantCulture)} ms" : "-"),
+                    new("Quantum resistance", peer.QuantumResistant ? $"yes, since {Ago(peer.QuantumResistantSince, now)}" : "no"),
+                ]));
+            }
+        }
+
+        return new StatusView(rows, peers);
+    }
+
+    /// <summary>Lays <paramref name="view"/> out as the CLI prints it: "Label:" padded to a column, nested rows indented, a block per peer.</summary>
+    public static string Render(StatusView view)
+    {
+        var text = new StringBuilder();
+        foreach (var row in view.Rows)
+        {
+            if (row.Label is null)
+            {
+                text.Append("  ").AppendLine(row.Value);
+            }
+            else if (row.Header)
+            {
+                text.Append(row.Label).AppendLine(":");
+            }
+            else if (row.Nested)
+            {
+                Field(text, row.Label, row.Value);
+            }
+            else
+            {
+                Line(text, row.Label, row.Value);
+            }
+        }
+
+        foreach (var peer in view.Peers)
+        {
+            text.AppendLine();
+            text.Append(' ').Append(peer.Name).Append(" (").Append(peer.Ip).AppendLine("):");
+            foreach (var field in peer.Fields)
+            {
+                Field(text, field.Label!, field.Value);
             }
         }
 

@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Modular.Agent.Cli;
 using Modular.Agent.Status;
 using Modular.Core.Config;
 using Modular.Core.Status;
@@ -85,6 +86,7 @@ internal sealed class LocalUi : IAsyncDisposable
         app.MapGet(LoginPath, ui.LoginAsync);
         app.MapGet("/", ui.PageAsync);
         app.MapGet("/api/status", ui.StatusAsync);
+        app.MapGet("/api/view", ui.ViewAsync);
         app.MapGet("/api/settings", ui.SettingsAsync);
         app.MapPut("/api/settings", ui.ChangeSettingsAsync);
         try
@@ -162,6 +164,60 @@ internal sealed class LocalUi : IAsyncDisposable
         context.Response.ContentType = "application/json";
         context.Response.Headers.CacheControl = "no-store";
         return context.Response.WriteAsync(StatusJson.Serialize(_recorder.Snapshot()));
+    }
+
+    /// <summary>
+    /// What `status -d` shows, as the CLI lays it out (<see cref="StatusText.Build"/>: one way to word each thing), in rows
+    /// the page puts into tables: <c>{"rows": [{"label", "value", "nested", "header"}], "peers": [{"name", "ip", "state",
+    /// "fields": [{"label", "value"}]}]}</c>. The page sets every value as text, never as markup.
+    /// </summary>
+    private Task ViewAsync(HttpContext context)
+    {
+        var status = _recorder.Snapshot();
+        var view = StatusText.Build(status, status.Peers.Count, status.Peers.Count(p => p.State == Modular.Abstractions.Peers.PeerConnectionState.Connected),
+            detail: true, TimeProvider.System.GetUtcNow(), status.Peers.Count(p => p.State == Modular.Abstractions.Peers.PeerConnectionState.Idle));
+        context.Response.ContentType = "application/json";
+        using var buffer = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartObject();
+            writer.WriteStartArray("rows");
+            foreach (var row in view.Rows)
+            {
+                writer.WriteStartObject();
+                writer.WriteString("label", row.Label);
+                writer.WriteString("value", row.Value);
+                writer.WriteBoolean("nested", row.Nested);
+                writer.WriteBoolean("header", row.Header);
+                writer.WriteEndObject();
+            }
+
+            writer.WriteEndArray();
+            writer.WriteStartArray("peers");
+            foreach (var peer in view.Peers)
+            {
+                writer.WriteStartObject();
+                writer.WriteString("name", peer.Name);
+                writer.WriteString("ip", peer.Ip);
+                writer.WriteString("state", peer.State.ToString());
+                writer.WriteStartArray("fields");
+                foreach (var field in peer.Fields)
+                {
+                    writer.WriteStartObject();
+                    writer.WriteString("label", field.Label);
+                    writer.WriteString("value", field.Value);
+                    writer.WriteEndObject();
+                }
+
+                writer.WriteEndArray();
+                writer.WriteEndObject();
+            }
+
+            writer.WriteEndArray();
+            writer.WriteEndObject();
+        }
+
+        return context.Response.Body.WriteAsync(buffer.ToArray()).AsTask();
     }
 
     private Task SettingsAsync(HttpContext context) => WriteSettingsAsync(context);
