@@ -66,6 +66,37 @@ public sealed class LocalUiTests : IDisposable
     }
 
     [Fact]
+    public async Task The_ui_view_is_what_status_d_prints_and_the_page_sets_it_as_text_only()
+    {
+        StartWithUi(_agent.WriteConfig(interfaceName: "mdtui6", ui: Ui));
+        await SignInAsync();
+
+        // /api/view holds the rows of `status -d`, worded as the CLI words them: every "Label: value" line is a row.
+        var text = AgentHarness.Run($"status -d --socket {_agent.SocketPath}");
+        Assert.Equal(0, text.ExitCode);
+        using var view = JsonDocument.Parse(await _http.GetStringAsync($"http://{Ui}/api/view"));
+        var rows = view.RootElement.GetProperty("rows").EnumerateArray()
+            .Select(r => (Label: r.GetProperty("label").GetString(), Value: r.GetProperty("value").GetString()!)).ToList();
+        foreach (var label in new[] { "Interface", "Lazy connections", "Quantum resistance", "Flow logging", "Firewall", "DNS", "Peers" })
+        {
+            var row = Assert.Single(rows, r => r.Label == label);
+            Assert.Contains($"{label}:", text.Output, StringComparison.Ordinal);
+            Assert.Contains(row.Value, text.Output, StringComparison.Ordinal);
+        }
+
+        Assert.Contains(rows, r => r.Label == "Interface" && r.Value.StartsWith("mdtui6 (", StringComparison.Ordinal));
+        Assert.Equal(JsonValueKind.Array, view.RootElement.GetProperty("peers").ValueKind);
+
+        // The page's script puts values in as text: nothing the agent reports can become markup.
+        var page = await _http.GetStringAsync($"http://{Ui}/");
+        Assert.Contains("/api/view", page, StringComparison.Ordinal);
+        foreach (var sink in new[] { "innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(" })
+        {
+            Assert.DoesNotContain(sink, page, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
     public async Task Requests_not_from_the_ui_itself_change_nothing()
     {
         StartWithUi(_agent.WriteConfig(interfaceName: "mdtui1", ui: Ui));
@@ -138,7 +169,7 @@ public sealed class LocalUiTests : IDisposable
     {
         StartWithUi(_agent.WriteConfig(interfaceName: "mdtui4", ui: Ui));
 
-        foreach (var path in new[] { "/", "/api/status", "/api/settings" })
+        foreach (var path in new[] { "/", "/api/status", "/api/view", "/api/settings" })
         {
             using var reply = await _http.GetAsync($"http://{Ui}{path}");
             Assert.Equal(HttpStatusCode.Unauthorized, reply.StatusCode);
