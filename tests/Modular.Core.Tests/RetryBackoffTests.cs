@@ -53,4 +53,19 @@ public sealed class RetryBackoffTests
             Assert.InRange(RetryBackoff.Jitter(TimeSpan.FromSeconds(10)), TimeSpan.FromSeconds(7.5), TimeSpan.FromSeconds(12.5));
         }
     }
+
+    [Fact]
+    public void A_peer_retries_within_the_relay_budget_however_long_the_outage_was()
+    {
+        // Issue 17: a relayed tunnel carries traffic again within 30 s of the relay's return. The worst case: the longest
+        // jittered wait began just before the relay came back, then one attempt (offer, checks, pairing at the relay).
+        var backoff = new RetryBackoff(TimeSpan.FromSeconds(1), random: () => 1.0); // the longest jitter every time
+        var waits = Enumerable.Range(0, 100).Select(_ => backoff.Next(Modular.Core.Peers.PeerConnOptions.MaxRetryDelay)).ToList();
+        Assert.Equal([1.25, 2.5, 5, 10, 12.5], waits.Take(5).Select(w => w.TotalSeconds)); // exponential, then capped
+        Assert.All(waits, wait => Assert.True(wait <= TimeSpan.FromSeconds(12.5), $"waited {wait}"));
+
+        var options = new Modular.Core.Peers.PeerConnOptions();
+        var attempt = options.Offers + options.Checks + Modular.Core.Peers.PeerConnOptions.PairingWait;
+        Assert.True(waits.Max() + attempt <= TimeSpan.FromSeconds(30), $"longest wait {waits.Max()} + attempt {attempt} fits in 30 s");
+    }
 }

@@ -190,6 +190,12 @@ internal sealed class MapApplier
         }
 
         LazySwitch.Apply(parts.Manager, map, _options.Config, _options.Switches, _recorder, _logger, _flows?.NotAvailable);
+        if (!parts.Manager.Lazy.RoutingPeers.SetEquals(plan.RoutingPeers))
+        {
+            // Before the peer diff, which opens a parked peer that became a routing peer (and never parks a new one).
+            parts.Manager.Lazy = parts.Manager.Lazy with { RoutingPeers = plan.RoutingPeers };
+        }
+
         var peers = plan.MergeAllowedIps(ToPeers(map, _logger));
         var allowed = await parts.PresharedKeys.DecideAsync(map, peers, cancellationToken);
         var changes = await parts.Manager.ApplyAsync(allowed, cancellationToken);

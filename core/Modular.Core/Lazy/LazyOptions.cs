@@ -1,3 +1,4 @@
+using Modular.Abstractions.WireGuard;
 using Modular.Core.Peers;
 
 namespace Modular.Core.Lazy;
@@ -15,6 +16,14 @@ public sealed record LazyOptions(bool Enabled, TimeSpan InactivityTimeout, IRead
     public static LazyOptions Off { get; } = new(false, TimeSpan.FromMinutes(15), []);
 
     /// <summary>
+    /// Peers serving (or standing by for) a route or exit node this client installed: never idle, like
+    /// <see cref="AlwaysConnected"/>. A parked router would cost the routed subnet's first packets a wake-up, and
+    /// route failover would see a parked standby as "not connected" and pick by that (the map applier sets them from
+    /// each <see cref="Routing.RoutePlan.RoutingPeers"/>).
+    /// </summary>
+    public IReadOnlySet<WgKey> RoutingPeers { get; init; } = new HashSet<WgKey>();
+
+    /// <summary>
     /// A lazy peer still connecting this long after it woke goes back to Idle (an offline peer holds no attempt
     /// forever; its next packet wakes it again). Default: the inactivity timeout, but never under a minute, so a
     /// short inactivity timeout does not cut a slow first connection (checks, then the relay).
@@ -28,7 +37,7 @@ public sealed record LazyOptions(bool Enabled, TimeSpan InactivityTimeout, IRead
     /// <summary>True when <paramref name="peer"/> waits Idle for traffic instead of connecting at once.</summary>
     public bool MayIdle(RemotePeerInfo peer)
     {
-        if (!Enabled)
+        if (!Enabled || RoutingPeers.Contains(peer.PublicKey))
         {
             return false;
         }

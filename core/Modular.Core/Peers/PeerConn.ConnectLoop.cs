@@ -49,7 +49,7 @@ public sealed partial class PeerConn
             SetState(PeerConnectionState.Connecting, reason);
             try
             {
-                await Task.Delay(backoff.Next(cap: TimeSpan.FromSeconds(30)), _time, cancellationToken);
+                await Task.Delay(backoff.Next(cap: PeerConnOptions.MaxRetryDelay), _time, cancellationToken);
             }
             catch (OperationCanceledException)
             {

@@ -34,6 +34,15 @@ public sealed record PeerConnOptions(
 
     public TimeSpan Offers => OfferInterval ?? TimeSpan.FromSeconds(3);
 
+    /// <summary>
+    /// The longest wait between two connection attempts of one peer (before ±25 % jitter, <see cref="RetryBackoff"/>).
+    /// A relayed peer must carry traffic again within 30 s of its relay's return (issue 17): the worst case is a wait
+    /// at its jittered longest (12.5 s) that began just before the relay came back, then an attempt (an offer answered,
+    /// the connectivity checks, pairing at the relay), about 10 s more. Management and signal keep their 30 s cap
+    /// (<c>AgentEngine.MaxBackoff</c>): P2P tunnels never wait for them.
+    /// </summary>
+    public static TimeSpan MaxRetryDelay { get; } = TimeSpan.FromSeconds(10);
+
     /// <summary>How long the side that starts the handshake waits for its peer to bind at the relay too.</summary>
     public static TimeSpan PairingWait { get; } = TimeSpan.FromSeconds(3);
 

@@ -60,6 +60,13 @@ public sealed record RoutePlan(IReadOnlyList<ClientRoute> Client, IReadOnlyList<
     /// <summary>The <see cref="Contenders"/> that were connected when this plan was made.</summary>
     public IReadOnlySet<WgKey> ConnectedContenders { get; init; } = EmptyKeys;
 
+    /// <summary>
+    /// Every peer that carries, or stands by for, a network this plan routes through a peer (exit node included). Lazy
+    /// connections never park them (<see cref="Lazy.LazyOptions.RoutingPeers"/>): a routed subnet works from its first
+    /// packet, and failover compares live connections, not a parked standby that merely looks "not connected".
+    /// </summary>
+    public IReadOnlySet<WgKey> RoutingPeers { get; init; } = EmptyKeys;
+
     /// <summary>True when a contender's connection came up or went down since this plan was made.</summary>
     public bool IsStale(Func<WgKey, bool> isConnected) => Contenders.Any(peer => isConnected(peer) != ConnectedContenders.Contains(peer));
 
@@ -128,6 +135,7 @@ public sealed record RoutePlan(IReadOnlyList<ClientRoute> Client, IReadOnlyList<
         var client = new List<ClientRoute>();
         var contenders = new HashSet<WgKey>();
         var connectedContenders = new HashSet<WgKey>();
+        var routingPeers = new HashSet<WgKey>();
         foreach (var group in candidates.GroupBy(r => r.Network))
         {
             var servedHere = served.Any(s => s.Network.Equals(group.Key));
@@ -136,6 +144,7 @@ public sealed record RoutePlan(IReadOnlyList<ClientRoute> Client, IReadOnlyList<
             if (!servedHere)
             {
                 client.Add(ranked[0]);
+                routingPeers.UnionWith(connected.Keys);
                 if (isConnected is not null && connected.Count > 1)
                 {
                     contenders.UnionWith(connected.Keys);
@@ -163,7 +172,7 @@ public sealed record RoutePlan(IReadOnlyList<ClientRoute> Client, IReadOnlyList<
             unused.Add(new UnusedRoute(duplicate.Network.ToString(), self, duplicate.Id, duplicate.Name, duplicate.Metric, duplicate.Masquerade, $"same network as route {first.Name}, which this peer serves"));
         }
 
-        return new RoutePlan(client, distinctServed, forward) { Unused = unused, Contenders = contenders, ConnectedContenders = connectedContenders };
+        return new RoutePlan(client, distinctServed, forward) { Unused = unused, Contenders = contenders, ConnectedContenders = connectedContenders, RoutingPeers = routingPeers };
     }
 
     /// <summary>The resources this plan uses or serves, for the firewall's flow events (none inside <paramref name="overlay"/>); the exit nodes it uses are marked.</summary>
