@@ -191,7 +191,7 @@ internal sealed class MapApplier
 
         LazySwitch.Apply(parts.Manager, map, _options.Config, _options.Switches, _recorder, _logger, _flows?.NotAvailable);
         var peers = plan.MergeAllowedIps(ToPeers(map, _logger));
-        var allowed = await parts.PresharedKeys.DecideAsync(map, peers, cancellationToken);
+        var allowed = await parts.PresharedKeys.DecideAsync(map, peers, cancellationToken, peer => parts.Manager.Find(peer)?.IsParked == true);
         var changes = await parts.Manager.ApplyAsync(allowed, cancellationToken);
         parts.PresharedKeys.PublishRefused(peers);
         await parts.Routes.ApplyAsync(plan, _controlHosts(), cancellationToken);
