@@ -22,7 +22,7 @@ namespace Modular.Plugins.Rosenpass;
 /// Locks: <see cref="_lock"/> guards the peer table and every call into the exchange (which is not thread-safe); no
 /// await and no event is raised while it is held.
 /// </remarks>
-internal sealed class RosenpassProvider : IPresharedKeyProvider, IPresharedKeyTraffic
+internal sealed class RosenpassProvider : IPresharedKeyProvider, IPresharedKeyTraffic, IPresharedKeyPeerLifecycle
 {
     /// <summary>What WireGuard adds to each exchange datagram in its counters: IPv4 and UDP headers, its data header and tag, padding.</summary>
     private const int TunnelOverhead = 20 + 8 + 32 + 15;
@@ -134,6 +134,18 @@ internal sealed class RosenpassProvider : IPresharedKeyProvider, IPresharedKeyTr
         }
 
         return ValueTask.FromResult(PskDecision.Allow(SeedKeys.Seed(peer.LocalPublicKey, peer.PublicKey, peer.AccountPresharedKey)));
+    }
+
+    /// <summary>The peer left the map or went Idle: its exchange stops and its key, handle and counters are forgotten.</summary>
+    public void PeerInactive(WgKey peer) => Forget(peer);
+
+    /// <summary>Whether the provider holds state (and so runs an exchange) for <paramref name="peer"/>.</summary>
+    internal bool Knows(WgKey peer)
+    {
+        lock (_lock)
+        {
+            return _peers.ContainsKey(peer);
+        }
     }
 
     public async ValueTask DisposeAsync()

@@ -24,7 +24,7 @@ public sealed class NotBuiltYetTests : IDisposable
         var written = $"{row.Key[(dot + 1)..]} = {row.Example}";
         var path = _agent.WriteConfig(pluginsDir: AgentHarness.BuiltInPluginsDir, extra: $"[{row.Key[..dot]}]\n{written}");
         var line = Array.IndexOf(File.ReadAllLines(path), written) + 1;
-        var warning = $@"warning: {Regex.Escape(path)}:{line}:\d+: {Regex.Escape(row.Key)}: accepted, but {Regex.Escape(NotBuiltYet.Reasons[row.Feature])}; it has no effect";
+        var warning = $@"warning: {Regex.Escape(path)}:{line}:\d+: {Regex.Escape(row.Key)}: accepted, but {Regex.Escape(NotBuiltYet.Reasons[row.Feature])}{Regex.Escape(NotBuiltYet.Effect(row.Feature))}";
 
         var check = AgentHarness.Run($"config check {path}");
         Assert.True(check.ExitCode == 0, check.Error);

@@ -13,9 +13,12 @@ public sealed class RosenpassMatrixTests(ITestOutputHelper output)
 
     // TODO(issue 15): first run (rosenpass-join, 23:15 UTC) timed out at the first wait: rp1 (strict) and rp2
     // (permissive), both on, showed no WireGuard handshake and quantum_resistant false after 180 s, while rp2-rp3 and
-    // rp3-rp4 connected. Not diagnosed yet (seed PSK mismatch, key publication/fetch, or the exchange port inside the
-    // tunnel); the providers themselves exchange over UDP (Modular.Rosenpass.Tests RealExchangeTests).
-    [SkippableFact(Skip = "fails: Rosenpass pair never connects in namespaces yet; see the TODO above")]
+    // rp3-rp4 connected. Not diagnosed yet: rosenpass-fin could not run it (the shared E2E lock was held by a CI run for
+    // the whole session). That branch pushes a published key to the peers' maps at once (it waited for the store poll)
+    // and the diagnostics now print both agents' Rosenpass/PSK log lines. Suspects left: a PSK mismatch while one side
+    // has the other's fingerprint and the other not yet (seed vs. account PSK), and the provider's lock held through
+    // McEliece key generation (AddPeer makes the CryptoServer under it). Un-skip, run 3 times, fix the product.
+    [SkippableFact(Skip = "fails: the Rosenpass pair never connected in namespaces (not re-run yet); see the TODO above")]
     public void Mode_matrix_on_on_permissive_off_strict_off_off_off()
     {
         MeshRig.RequirePrerequisites();
@@ -31,9 +34,15 @@ public sealed class RosenpassMatrixTests(ITestOutputHelper output)
             rig[name].Start();
         }
 
-        string Diagnostics() => string.Join("\n", new[] { "rp1", "rp2" }.Select(n => rig[n].StatusText()));
+        // On failure: both strict/permissive agents' status and their Rosenpass and PSK log lines (never a key: the agent does not log them).
+        string Diagnostics() => string.Join("\n", new[] { "rp1", "rp2" }.Select(n => rig[n].StatusText() + "\n" + string.Join("\n",
+            rig[n].Log.Split('\n').Where(line => line.Contains("Rosenpass", StringComparison.OrdinalIgnoreCase) || line.Contains("PSK", StringComparison.Ordinal)
+                || line.Contains("handshake", StringComparison.OrdinalIgnoreCase)).TakeLast(60))));
 
-        // (on strict, on permissive): both run Rosenpass, so the exchange's key, the same on both sides.
+        // (on strict, on permissive): both run Rosenpass: first the seed PSK, then the exchange's key, the same on both sides.
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        rig.WaitUntil(() => rig["rp1"].IsConnected("rp2") && rig["rp2"].IsConnected("rp1"), Patience, "rp1 and rp2 connected", Diagnostics);
+        var tunnelUp = started.Elapsed;
         rig.WaitUntil(
             () => rig["rp1"].Peer("rp2") is { } p && p.GetProperty("quantum_resistant").GetBoolean()
                   && rig["rp2"].Peer("rp1") is { } q && q.GetProperty("quantum_resistant").GetBoolean()
@@ -41,8 +50,10 @@ public sealed class RosenpassMatrixTests(ITestOutputHelper output)
             Patience,
             "rp1 and rp2 on one post-quantum PSK",
             Diagnostics);
+        // The benchmark's "tunnel up to first post-quantum PSK" (bench/README.md): agents started, both keys generated.
+        output.WriteLine($"rp1-rp2: tunnel up {tunnelUp.TotalSeconds:F1} s after start, first post-quantum PSK {(started.Elapsed - tunnelUp).TotalSeconds:F1} s later");
         Assert.NotEqual("(none)", PresharedKey(rig["rp1"], rig["rp2"]));
-        rig.WaitUntil(() => rig["rp1"].IsConnected("rp2") && rig["rp2"].IsConnected("rp1"), Patience, "rp1 and rp2 connected", Diagnostics);
+        rig.WaitUntil(() => rig["rp1"].IsConnected("rp2") && rig["rp2"].IsConnected("rp1"), Patience, "rp1 and rp2 still connected", Diagnostics);
         Assert.True(rig["rp1"].Ping(rig["rp2"].OverlayIp!), "rp1 -> rp2 over the post-quantum PSK");
         Assert.Matches(@"Quantum resistance: +yes, since", rig["rp1"].StatusText());
 

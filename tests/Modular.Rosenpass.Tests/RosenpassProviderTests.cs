@@ -122,6 +122,27 @@ public sealed class RosenpassProviderTests
         Assert.NotNull((await pair.AtSmall()).QuantumResistantSince);
     }
 
+    [Fact]
+    public async Task A_peer_gone_idle_or_out_of_the_map_is_forgotten_and_starts_over_on_the_seed()
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.Parse("2026-12-06T12:00:00Z", System.Globalization.CultureInfo.InvariantCulture));
+        await using var pair = new Pair(time);
+        await pair.AtSmall();
+        await pair.AtLarge();
+        await pair.SmallChanged.Task.WaitAsync(Patience);
+        Assert.NotNull((await pair.AtSmall()).QuantumResistantSince);
+
+        pair.Small.PeerInactive(Large);
+
+        Assert.False(pair.Small.Knows(Large)); // no exchange state left: nothing runs for it
+        Assert.Equal(0, pair.Small.TrafficBytes(Large));
+        Assert.Equal(0, pair.SmallExchange.PeerCount);
+        var again = await pair.AtSmall(); // back (woken, or in the map again): starts over
+        Assert.Equal(SeedKeys.Seed(Small, Large, AccountPsk), again.PresharedKey);
+        Assert.Null(again.QuantumResistantSince);
+        Assert.True(pair.Small.Knows(Large));
+    }
+
     private static WgKey Key(byte first)
     {
         var bytes = new byte[WgKey.Size];
@@ -258,6 +279,18 @@ public sealed class RosenpassProviderTests
         public int Initiations => Volatile.Read(ref _initiations);
 
         public int Rejected => Volatile.Read(ref _rejected);
+
+        /// <summary>The peers added and not removed.</summary>
+        public int PeerCount
+        {
+            get
+            {
+                lock (_peers)
+                {
+                    return _peers.Count;
+                }
+            }
+        }
 
         /// <summary>The next polls report every key as expired (once each).</summary>
         public void ExpireAll()

@@ -39,7 +39,7 @@ public sealed class NotBuiltYetTests
                 await app.StopAsync();
             }
 
-            Assert.Matches($@"\[Warning\] server\.toml:{firstLine}:\d+: {System.Text.RegularExpressions.Regex.Escape(row.Key)}: accepted, but {System.Text.RegularExpressions.Regex.Escape(row.Reason)}; it has no effect", log.ToString());
+            Assert.Matches($@"\[Warning\] server\.toml:{firstLine}:\d+: {System.Text.RegularExpressions.Regex.Escape(row.Key)}: accepted, but {System.Text.RegularExpressions.Regex.Escape(row.Reason)}; {System.Text.RegularExpressions.Regex.Escape(row.Effect)}", log.ToString());
         }
         finally
         {

@@ -77,6 +77,19 @@ public interface IPresharedKeyTraffic
     long TrafficBytes(WgKey peer);
 }
 
+/// <summary>
+/// Optional: a <see cref="IPresharedKeyProvider"/> told when the host no longer needs a peer's key: the peer left the
+/// network map, or it went Idle (lazy connections). The provider stops its exchange with the peer and forgets its
+/// state; the host asks <see cref="IPresharedKeyProvider.GetPresharedKeyAsync"/> again when the peer is back (in the
+/// map, or woken), and the provider starts over then.
+/// </summary>
+/// <remarks>Called from the host's apply or stats loop, one call at a time, never concurrently with itself; it must not block.</remarks>
+public interface IPresharedKeyPeerLifecycle
+{
+    /// <summary><paramref name="peer"/> needs no key for now (gone from the map, or Idle): stop exchanging with it, forget it.</summary>
+    void PeerInactive(WgKey peer);
+}
+
 /// <summary>Export with <c>[Export(typeof(IPresharedKeyProviderFactory))]</c> and a <c>[PluginName]</c>.</summary>
 public interface IPresharedKeyProviderFactory : IPluginFactory
 {

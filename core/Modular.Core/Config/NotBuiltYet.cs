@@ -21,8 +21,17 @@ public static class NotBuiltYet
     public static readonly ImmutableSortedDictionary<string, string> Reasons = new Dictionary<string, string>
     {
         ["metrics"] = "not built yet: nothing listens for Prometheus",
-        ["rosenpass"] = "not built yet: no post-quantum key exchange happens (peers that both run Rosenpass share a seed PSK; strict mode refuses the others)",
+        ["rosenpass"] = "not verified end to end yet: peers that both run Rosenpass do exchange post-quantum PSKs (status -d shows each peer's quantum resistance) and strict mode refuses the others, but the namespace mode matrix does not pass yet",
     }.ToImmutableSortedDictionary(StringComparer.Ordinal);
+
+    /// <summary>
+    /// Features listed here that do take effect in part (their reason says how far): their keys' warning does not
+    /// claim "it has no effect".
+    /// </summary>
+    public static readonly ImmutableSortedSet<string> PartlyBuilt = ImmutableSortedSet.Create(StringComparer.Ordinal, "rosenpass");
+
+    /// <summary>What a warning adds after the reason: "; it has no effect", or nothing for a <see cref="PartlyBuilt"/> feature.</summary>
+    public static string Effect(string feature) => PartlyBuilt.Contains(feature) ? "" : "; it has no effect";
 
     public static readonly IReadOnlyList<Row> Keys =
     [
@@ -37,7 +46,7 @@ public static class NotBuiltYet
 
     /// <summary>
     /// One line per row whose key is written in the file and asks for something, e.g.
-    /// "agent.toml:12:11: rosenpass.enabled: accepted, but not built yet: no post-quantum key exchange happens; it has no effect".
+    /// "agent.toml:12:11: metrics.listen: accepted, but not built yet: nothing listens for Prometheus; it has no effect".
     /// A default that asks for a feature (metrics) is not warned about: nobody wrote it, and status shows it; nor is a
     /// key written to say "off" (<c>enabled = false</c>, <c>listen = ""</c>), which is true already.
     /// </summary>
@@ -48,7 +57,7 @@ public static class NotBuiltYet
         {
             if (config.Positions.TryGetValue(row.Key, out var at) && row.Requested(config))
             {
-                lines.Add($"{config.SourcePath}:{at.Line}:{at.Column}: {row.Key}: accepted, but {Reasons[row.Feature]}; it has no effect");
+                lines.Add($"{config.SourcePath}:{at.Line}:{at.Column}: {row.Key}: accepted, but {Reasons[row.Feature]}{Effect(row.Feature)}");
             }
         }
 

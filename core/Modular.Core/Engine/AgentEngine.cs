@@ -263,6 +263,7 @@ public sealed class AgentEngine
             try
             {
                 await _applier.ApplySwitchesAsync(cancellationToken);
+                parts.PresharedKeys.FollowIdle(peer => parts.Manager.Find(peer)?.IsParked == true);
                 await _applier.ApplyKeyChangesAsync(cancellationToken);
                 await parts.Manager.IdleInactiveAsync(cancellationToken);
             }

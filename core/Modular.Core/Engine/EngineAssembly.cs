@@ -152,7 +152,7 @@ internal sealed class EngineAssembly
             var exchange = LocalService.Udp(ifaceOptions.Address, (ushort)_config.Rosenpass.Port);
             var presharedKeys = new PresharedKeys(_config, _options.PskProviderFactories, name => PskProviderContext(name, iface), _identity.PublicKey, _recorder, _logger)
             {
-                ProviderRunning = running => guardedByFirewall?.SetExchangeServices(running ? [exchange] : []),
+                ProviderRunning = (running, token) => guardedByFirewall?.SetExchangeServiceAsync(running ? exchange : null, token) ?? Task.CompletedTask,
             };
             return new EngineParts(iface, created.OwnedTransport, firewall, routes, dns, paths, relay, manager, presharedKeys);
         }

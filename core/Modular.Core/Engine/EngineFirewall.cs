@@ -242,12 +242,21 @@ public sealed class EngineFirewall : IAsyncDisposable
         }
     }
 
-    /// <summary>The Rosenpass exchange's UDP port while a PSK provider runs (userspace; kernel mode renders it at attach).</summary>
-    public void SetExchangeServices(IReadOnlyList<LocalService> services)
+    /// <summary>
+    /// The Rosenpass exchange's UDP port while a PSK provider runs (null: none), whether the local flag or the account
+    /// turned it on: userspace admits it as a local service, kernel mode renders its accept into the table in force.
+    /// </summary>
+    public async Task SetExchangeServiceAsync(LocalService? exchange, CancellationToken cancellationToken)
     {
+        if (_nftables is not null)
+        {
+            await _nftables.SetRosenpassPortAsync(exchange?.Port, cancellationToken);
+            return;
+        }
+
         lock (_localServicesLock)
         {
-            _exchangeServices = services;
+            _exchangeServices = exchange is { } service ? [service] : [];
             PushLocalServices();
         }
     }

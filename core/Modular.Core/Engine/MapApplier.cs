@@ -197,7 +197,7 @@ internal sealed class MapApplier
         }
 
         var peers = plan.MergeAllowedIps(ToPeers(map, _logger));
-        var allowed = await parts.PresharedKeys.DecideAsync(map, peers, cancellationToken);
+        var allowed = await parts.PresharedKeys.DecideAsync(map, peers, cancellationToken, peer => parts.Manager.Find(peer)?.IsParked == true);
         var changes = await parts.Manager.ApplyAsync(allowed, cancellationToken);
         parts.PresharedKeys.PublishRefused(peers);
         await parts.Routes.ApplyAsync(plan, _controlHosts(), cancellationToken);

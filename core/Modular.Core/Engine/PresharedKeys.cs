@@ -40,6 +40,12 @@ internal sealed class PresharedKeys : IAsyncDisposable
 
     private int _changed;
 
+    // The peers the provider holds a decision for (asked, not told inactive since), and the Idle peers it was told about,
+    // with the decision they keep while Idle. Under _peersLock: the applier's gate and the stats loop both update them.
+    private readonly object _peersLock = new();
+    private readonly HashSet<WgKey> _asked = [];
+    private readonly Dictionary<WgKey, PskDecision> _idle = [];
+
     /// <param name="contextFor">The plugin context for the provider's name.</param>
     public PresharedKeys(AgentConfig config, IReadOnlyDictionary<string, IPresharedKeyProviderFactory> factories, Func<string, IPluginContext> contextFor, WgKey ownKey, StatusRecorder recorder, ILogger logger)
     {
@@ -52,7 +58,7 @@ internal sealed class PresharedKeys : IAsyncDisposable
     }
 
     /// <summary>Told when a provider starts (true) or ends (false): the firewall admits the exchange's port meanwhile.</summary>
-    public Action<bool>? ProviderRunning { get; init; }
+    public Func<bool, CancellationToken, Task>? ProviderRunning { get; init; }
 
     /// <summary>The provider in force; null while Rosenpass is off (or its provider is not loaded).</summary>
     public IPresharedKeyProvider? Provider => _provider;
@@ -72,7 +78,8 @@ internal sealed class PresharedKeys : IAsyncDisposable
     /// account PSK the map gave them. A provider that throws refuses that peer: failing closed is the strict choice,
     /// and a permissive provider never throws for a peer without Rosenpass.
     /// </summary>
-    public async Task<IReadOnlyList<RemotePeerInfo>> DecideAsync(NetworkMap map, IReadOnlyList<RemotePeerInfo> peers, CancellationToken cancellationToken)
+    /// <param name="isIdle">Whether a peer is Idle (lazy): it is not asked (no exchange runs for it) and keeps the decision it had.</param>
+    public async Task<IReadOnlyList<RemotePeerInfo>> DecideAsync(NetworkMap map, IReadOnlyList<RemotePeerInfo> peers, CancellationToken cancellationToken, Func<WgKey, bool>? isIdle = null)
     {
         var account = AccountFeatures.Of(map.Settings);
         var provider = await EnsureProviderAsync(FeatureStatusBuilder.Rosenpass(_config, account).Enabled, cancellationToken);
@@ -81,6 +88,8 @@ internal sealed class PresharedKeys : IAsyncDisposable
             _refused = [];
             return peers;
         }
+
+        ForgetGone(provider, peers);
 
         var permissive = FeatureStatusBuilder.RosenpassPermissive(_config, account);
         var rosenpass = new Dictionary<WgKey, RosenpassConfig>();
@@ -101,9 +110,21 @@ internal sealed class PresharedKeys : IAsyncDisposable
                 AccountPresharedKey = peer.PresharedKey,
                 Permissive = permissive,
             };
+            if (KeptWhileIdle(peer.PublicKey, isIdle) is { } kept)
+            {
+                return (peer, kept);
+            }
+
             try
             {
-                return (peer, await provider.GetPresharedKeyAsync(asked, cancellationToken));
+                var decision = await provider.GetPresharedKeyAsync(asked, cancellationToken);
+                lock (_peersLock)
+                {
+                    _asked.Add(peer.PublicKey);
+                    _idle[peer.PublicKey] = decision; // what it keeps if it goes Idle (the post-quantum mark dropped then)
+                }
+
+                return (peer, decision);
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
@@ -140,6 +161,34 @@ internal sealed class PresharedKeys : IAsyncDisposable
     }
 
     /// <summary>
+    /// Follows lazy connections (the stats loop, every tick): a peer gone Idle is reported to the provider
+    /// (<see cref="IPresharedKeyPeerLifecycle"/>), which stops exchanging with it; one woken since makes the map in force
+    /// apply again (<see cref="TakeChanged"/>), so the provider is asked for it afresh.
+    /// </summary>
+    public void FollowIdle(Func<WgKey, bool> isIdle)
+    {
+        if (_provider is not { } provider)
+        {
+            return;
+        }
+
+        lock (_peersLock)
+        {
+            foreach (var peer in _asked.Where(isIdle).ToList())
+            {
+                _asked.Remove(peer);
+                (provider as IPresharedKeyPeerLifecycle)?.PeerInactive(peer);
+                _logger.LogDebug("Peer {Peer} is Idle: its PSK exchange stops", peer.ToShortString());
+            }
+
+            if (_idle.Keys.Any(peer => !_asked.Contains(peer) && !isIdle(peer)))
+            {
+                Interlocked.Exchange(ref _changed, 1);
+            }
+        }
+    }
+
+    /// <summary>
     /// Shows every refused peer in status (after the connection manager applied the allowed ones): Idle, with the
     /// provider's reason, never connected.
     /// </summary>
@@ -162,8 +211,14 @@ internal sealed class PresharedKeys : IAsyncDisposable
         {
             _provider = null;
             provider.KeyChanged -= OnKeyChanged;
+            lock (_peersLock)
+            {
+                _asked.Clear();
+                _idle.Clear();
+            }
+
             await provider.DisposeAsync();
-            ProviderRunning?.Invoke(false);
+            await TellRunningAsync(false, CancellationToken.None);
         }
     }
 
@@ -200,7 +255,7 @@ internal sealed class PresharedKeys : IAsyncDisposable
         }
 
         // Admitted before the provider starts, so the first exchange message from a peer is not dropped.
-        ProviderRunning?.Invoke(true);
+        await TellRunningAsync(true, cancellationToken);
         IPresharedKeyProvider provider;
         try
         {
@@ -209,13 +264,13 @@ internal sealed class PresharedKeys : IAsyncDisposable
         catch (Exception e) when (e is not OperationCanceledException)
         {
             // A map must still apply: peers get the account PSK, and the next map tries the provider again.
-            ProviderRunning?.Invoke(false);
+            await TellRunningAsync(false, cancellationToken);
             _logger.LogError("The PSK provider {Provider} could not be created: {Problem}; peers get the account PSK until it can", name, e.Message);
             return null;
         }
         catch
         {
-            ProviderRunning?.Invoke(false);
+            await TellRunningAsync(false, CancellationToken.None);
             throw;
         }
 
@@ -223,6 +278,55 @@ internal sealed class PresharedKeys : IAsyncDisposable
         _provider = provider;
         _logger.LogInformation("Rosenpass on: every peer's PSK comes from the PSK provider {Provider}", name);
         return provider;
+    }
+
+    /// <summary>
+    /// The decision an Idle peer keeps, without asking the provider (its exchange stopped): the last one, no longer
+    /// post-quantum-marked; null when the peer is not Idle or was never decided (then it is asked).
+    /// </summary>
+    private PskDecision? KeptWhileIdle(WgKey peer, Func<WgKey, bool>? isIdle)
+    {
+        lock (_peersLock)
+        {
+            return isIdle?.Invoke(peer) == true && !_asked.Contains(peer) && _idle.TryGetValue(peer, out var last)
+                ? last with { QuantumResistantSince = null }
+                : null;
+        }
+    }
+
+    /// <summary>Peers of the last map that this one no longer has: the provider forgets them.</summary>
+    private void ForgetGone(IPresharedKeyProvider provider, IReadOnlyList<RemotePeerInfo> peers)
+    {
+        var present = peers.Select(p => p.PublicKey).ToHashSet();
+        lock (_peersLock)
+        {
+            foreach (var gone in _idle.Keys.Where(k => !present.Contains(k)).ToList())
+            {
+                _idle.Remove(gone);
+                if (_asked.Remove(gone))
+                {
+                    (provider as IPresharedKeyPeerLifecycle)?.PeerInactive(gone);
+                }
+            }
+        }
+    }
+
+    /// <summary>Opens or closes the exchange's port (<see cref="ProviderRunning"/>); a firewall that fails is logged, never fatal here.</summary>
+    private async Task TellRunningAsync(bool running, CancellationToken cancellationToken)
+    {
+        if (ProviderRunning is not { } tell)
+        {
+            return;
+        }
+
+        try
+        {
+            await tell(running, cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            _logger.LogWarning("Rosenpass: the firewall could not {Action} the exchange's port: {Problem}", running ? "open" : "close", e.Message);
+        }
     }
 
     // Raised from any thread, maybe under the provider's lock: only mark, never wait (the stats loop re-applies).

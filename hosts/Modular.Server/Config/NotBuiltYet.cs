@@ -12,17 +12,18 @@ public static class NotBuiltYet
     /// <param name="Reason">What does not happen although the key asks for it.</param>
     /// <param name="Example">TOML that writes the key (tests append it to a config).</param>
     /// <param name="Applies">Whether the written value asks for the missing part (e.g. components lists "flow").</param>
-    public sealed record Row(string Key, string Reason, string Example, Func<ServerConfig, bool> Applies);
+    /// <param name="Effect">What the warning adds after the reason: "it has no effect" unless the feature is built in part.</param>
+    public sealed record Row(string Key, string Reason, string Example, Func<ServerConfig, bool> Applies, string Effect = "it has no effect");
 
     public static readonly IReadOnlyList<Row> Keys =
     [
-        new("account.rosenpass", "not built yet: agents do no post-quantum key exchange, whatever the account says", "[account.rosenpass]\nenabled = true",
-            c => c.Account.Rosenpass.Enabled || c.Account.Rosenpass.Permissive),
+        new("account.rosenpass", "not verified end to end yet: agents that both run Rosenpass do exchange post-quantum PSKs, but the namespace mode matrix does not pass yet", "[account.rosenpass]\nenabled = true",
+            c => c.Account.Rosenpass.Enabled || c.Account.Rosenpass.Permissive, "agents take it"),
     ];
 
     /// <summary>One line per row whose key is written and asks for something (not <c>redis_url = ""</c>), e.g. "server.toml:4:1: redis_url: accepted, but not built yet: …; it has no effect".</summary>
     public static IReadOnlyList<string> Warnings(ServerConfig config)
         => [.. Keys
             .Where(row => config.Positions.ContainsKey(row.Key) && row.Applies(config))
-            .Select(row => $"{config.Positions[row.Key]}: {row.Key}: accepted, but {row.Reason}; it has no effect")];
+            .Select(row => $"{config.Positions[row.Key]}: {row.Key}: accepted, but {row.Reason}; {row.Effect}")];
 }

@@ -268,6 +268,8 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
 
         // Announced to everyone like any metadata change (the agent's later logins send the same RosenpassConfig).
         await _metadata.ApplyAsync(peer, new PeerMetadata(peer.Hostname, peer.AgentVersion, peer.Os, peer.Features, body.Fingerprint.ToByteArray(), Truncate(body.Addr, 128)), context.CancellationToken);
+        // Pushed now, not at the next store poll: until its peers see the fingerprint, a strict one refuses this agent.
+        await _network.RefreshAsync(context.CancellationToken);
         _logger.LogInformation("Peer {Peer} published its Rosenpass key {Fingerprint}", peerKey.ToShortString(), Convert.ToHexStringLower(body.Fingerprint.Span)[..16]);
         return Seal(peerKey, new PublishRosenpassKeyResponse());
     }

@@ -103,6 +103,59 @@ public sealed class PresharedKeyEngineTests
         Assert.DoesNotContain(rig.Recorder.Snapshot().Peers, p => p.Reason?.StartsWith("refused", StringComparison.Ordinal) == true);
     }
 
+    [Fact]
+    public async Task A_peer_gone_from_the_map_is_reported_inactive_to_the_provider()
+    {
+        var provider = new FakeProvider();
+        await using var rig = Rig(provider);
+        await rig.Engine.EnsureInterfaceAsync(Login, CancellationToken.None);
+        provider.Keys[Rosenpass] = RouteMaps.Key(0x11);
+        await rig.Engine.ApplyMapAsync(Map(accountRosenpass: true), CancellationToken.None);
+        Assert.Empty(provider.Inactive);
+
+        var without = Map(accountRosenpass: true);
+        without.Serial = 2;
+        without.RemotePeers.RemoveAt(0);
+        await rig.Engine.ApplyMapAsync(without, CancellationToken.None);
+
+        Assert.Equal([Rosenpass], provider.Inactive);
+    }
+
+    [Fact]
+    public async Task An_idle_peer_is_reported_inactive_is_not_asked_while_idle_and_is_asked_again_once_woken()
+    {
+        var provider = new FakeProvider();
+        provider.Keys[Rosenpass] = RouteMaps.Key(0x11);
+        var config = new AgentConfig { ManagementUrls = [new Uri("https://m.example")], Rosenpass = new Modular.Core.Config.RosenpassConfig { Enabled = new LocalToggle(Config: true) } };
+        var recorder = new Modular.Core.Status.StatusRecorder(new Modular.Core.Status.InterfaceStatus("t0", "userspace", 51820, 1280),
+            new Modular.Core.Status.FeatureStatus(true, "15m", [], false, "auto", false, false, false), "k",
+            new Modular.Core.Status.ServiceStatus("", false, null), new Modular.Core.Status.ServiceStatus("", false, null));
+        await using var keys = new Modular.Core.Engine.PresharedKeys(config, new Dictionary<string, IPresharedKeyProviderFactory> { ["rosenpass"] = provider },
+            _ => null!, RouteMaps.Key(0x01), recorder, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        var map = Map(accountRosenpass: true);
+        Modular.Core.Peers.RemotePeerInfo[] peers = [new(Rosenpass, "p2", "100.64.0.2", [], AccountPsk)];
+        var idle = false;
+        await keys.DecideAsync(map, peers, CancellationToken.None, _ => idle);
+        Assert.Single(provider.Asked);
+
+        idle = true;
+        keys.FollowIdle(_ => idle);
+        provider.Asked.Clear();
+        var whileIdle = await keys.DecideAsync(map, peers, CancellationToken.None, _ => idle);
+
+        Assert.Equal([Rosenpass], provider.Inactive);
+        Assert.Empty(provider.Asked); // no exchange restarted for an Idle peer
+        Assert.Equal(RouteMaps.Key(0x11), Assert.Single(whileIdle).PresharedKey); // it keeps its key for the wake
+        Assert.Null(whileIdle[0].QuantumResistantSince);
+        Assert.False(keys.TakeChanged());
+
+        idle = false;
+        keys.FollowIdle(_ => idle);
+        Assert.True(keys.TakeChanged()); // woken: the map applies again, so the provider is asked afresh
+        await keys.DecideAsync(map, peers, CancellationToken.None, _ => idle);
+        Assert.True(provider.Asked.ContainsKey(Rosenpass));
+    }
+
     private static WgKey? Psk(AgentEngineTests.EngineRig rig, WgKey peer)
         => (rig.Engine.Connections!.Find(peer) ?? throw new InvalidOperationException("no connection for the peer")).Peer.PresharedKey;
 
@@ -129,7 +182,7 @@ public sealed class PresharedKeyEngineTests
     /// A PSK provider (and its factory) that allows Rosenpass peers with the key the test sets and refuses the others
     /// (strict), remembering what it was asked.
     /// </summary>
-    private sealed class FakeProvider : IPresharedKeyProviderFactory, IPresharedKeyProvider
+    private sealed class FakeProvider : IPresharedKeyProviderFactory, IPresharedKeyProvider, IPresharedKeyPeerLifecycle
     {
         public static readonly DateTimeOffset Since = DateTimeOffset.Parse("2026-12-01T00:00:00Z", System.Globalization.CultureInfo.InvariantCulture);
 
@@ -160,6 +213,11 @@ public sealed class PresharedKeyEngineTests
         }
 
         public void Rotate(WgKey peer) => KeyChanged?.Invoke(this, peer);
+
+        /// <summary>The peers reported inactive, in order.</summary>
+        public List<WgKey> Inactive { get; } = [];
+
+        public void PeerInactive(WgKey peer) => Inactive.Add(peer);
 
         public ValueTask DisposeAsync()
         {

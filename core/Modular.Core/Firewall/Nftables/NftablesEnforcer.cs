@@ -26,7 +26,7 @@ public sealed class NftablesEnforcer : IAsyncDisposable
 
     private readonly string _interfaceName;
     private readonly IPAddress? _ownAddress;
-    private readonly FirewallOptions _options;
+    private FirewallOptions _options;
     private readonly INftables _nft;
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
@@ -38,6 +38,7 @@ public sealed class NftablesEnforcer : IAsyncDisposable
     private long _earlierDefaultDrops;
     private long _earlierInvalidDrops;
     private NftablesPolicy? _inForce;
+    private IReadOnlyList<FirewallRule>? _rulesInForce;
     private string? _error;
     private FirewallStatus _status;
     private bool _disposed;
@@ -88,48 +89,82 @@ public sealed class NftablesEnforcer : IAsyncDisposable
         try
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            if (_inForce is not null && !_tableGone
-                && NftablesRenderer.Render(_interfaceName, rules, _ownAddress, _options, _generations.Current, _generations.CurrentTrusted, _flowLog).Script == _inForce.Script)
-            {
-                // The same table: applying it again would only start a new generation (and re-check every connection).
-                if (_error is not null)
-                {
-                    _error = null;
-                    Publish(await ReadCountersAsync(cancellationToken));
-                }
+            return await ApplyLockedAsync(rules, cancellationToken);
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
 
-                return true;
+    /// <summary><see cref="ApplyAsync"/> with <see cref="_gate"/> held.</summary>
+    private async Task<bool> ApplyLockedAsync(IReadOnlyList<FirewallRule> rules, CancellationToken cancellationToken)
+    {
+        if (_inForce is not null && !_tableGone
+            && NftablesRenderer.Render(_interfaceName, rules, _ownAddress, _options, _generations.Current, _generations.CurrentTrusted, _flowLog).Script == _inForce.Script)
+        {
+            // The same table: applying it again would only start a new generation (and re-check every connection).
+            if (_error is not null)
+            {
+                _error = null;
+                Publish(await ReadCountersAsync(cancellationToken));
             }
 
-            var (generation, trusted) = await _generations.NextAsync(cancellationToken);
-            var policy = NftablesRenderer.Render(_interfaceName, rules, _ownAddress, _options, generation, trusted, _flowLog);
-            // The counters of the table about to go: read now, or they are lost with it.
-            var replaced = await ReadCountersAsync(cancellationToken);
-            // Known before the table is in force, so its first flows already name their rules (no connection carries
-            // this generation yet: it was cleared; if nft refuses the table, the next one records it again).
-            _flowRules?.Record(generation, policy);
-            var started = _time.GetTimestamp();
-            try
-            {
-                await _nft.ApplyAsync(policy.Script, cancellationToken);
-            }
-            catch (Exception e) when (IsNftFailure(e))
-            {
-                _error = $"nft refused the rules, the previous ones stay in force: {e.Message}";
-                _logger.LogError("nftables table {Table}: applying {Rules} rules failed, the previous table stays in force: {Problem}", Table, policy.RuleCount, e.Message);
-                Publish(replaced);
-                return false;
-            }
-
-            FoldIntoEarlier(replaced);
-            _inForce = policy;
-            _generations.Commit(generation, trusted);
-            _tableGone = false;
-            _error = null;
-            _logger.LogInformation("nftables table {Table}: {Rules} rules enforced on {Interface} in {Ms:F0} ms", Table, policy.RuleCount, _interfaceName,
-                _time.GetElapsedTime(started).TotalMilliseconds);
-            Publish(ImmutableDictionary<string, long>.Empty);
             return true;
+        }
+
+        var (generation, trusted) = await _generations.NextAsync(cancellationToken);
+        var policy = NftablesRenderer.Render(_interfaceName, rules, _ownAddress, _options, generation, trusted, _flowLog);
+        // The counters of the table about to go: read now, or they are lost with it.
+        var replaced = await ReadCountersAsync(cancellationToken);
+        // Known before the table is in force, so its first flows already name their rules (no connection carries
+        // this generation yet: it was cleared; if nft refuses the table, the next one records it again).
+        _flowRules?.Record(generation, policy);
+        var started = _time.GetTimestamp();
+        try
+        {
+            await _nft.ApplyAsync(policy.Script, cancellationToken);
+        }
+        catch (Exception e) when (IsNftFailure(e))
+        {
+            _error = $"nft refused the rules, the previous ones stay in force: {e.Message}";
+            _logger.LogError("nftables table {Table}: applying {Rules} rules failed, the previous table stays in force: {Problem}", Table, policy.RuleCount, e.Message);
+            Publish(replaced);
+            return false;
+        }
+
+        FoldIntoEarlier(replaced);
+        _inForce = policy;
+        _rulesInForce = rules;
+        _generations.Commit(generation, trusted);
+        _tableGone = false;
+        _error = null;
+        _logger.LogInformation("nftables table {Table}: {Rules} rules enforced on {Interface} in {Ms:F0} ms", Table, policy.RuleCount, _interfaceName,
+            _time.GetElapsedTime(started).TotalMilliseconds);
+        Publish(ImmutableDictionary<string, long>.Empty);
+        return true;
+    }
+
+    /// <summary>
+    /// Opens (a port) or closes (null) the Rosenpass exchange's accept (<see cref="FirewallOptions.RosenpassPort"/>) while
+    /// the agent runs: a PSK provider starts when the account turns Rosenpass on too, not only by the local flag the
+    /// table was first rendered with. The rules in force are applied again with it (nothing when it did not change).
+    /// </summary>
+    public async Task SetRosenpassPortAsync(ushort? port, CancellationToken cancellationToken)
+    {
+        await _gate.WaitAsync(cancellationToken);
+        try
+        {
+            if (_disposed || _options.RosenpassPort == port)
+            {
+                return;
+            }
+
+            _options = _options with { RosenpassPort = port };
+            if (_rulesInForce is { } rules)
+            {
+                await ApplyLockedAsync(rules, cancellationToken);
+            }
         }
         finally
         {
