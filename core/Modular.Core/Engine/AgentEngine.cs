@@ -42,6 +42,7 @@ public sealed class AgentEngine
     private readonly RosenpassKeyDirectory _rosenpassKeys;
     private readonly SignalSession _signal;
     private readonly ReflexiveCandidateLoop _reflexive;
+    private readonly EngineSeams _seams;
     private readonly FlowSwitch _flows;
     private readonly ManagementFlowUploader _flowUploader;
 
@@ -63,6 +64,7 @@ public sealed class AgentEngine
         _recorder = recorder;
         _logger = loggerFactory.CreateLogger<AgentEngine>();
         _time = time;
+        _seams = seams;
         _identity = X25519KeyPair.FromPrivateKey(options.PrivateKey);
         Func<EngineParts?> parts = () => _parts;
         // Every job logs as the engine, as before the split.
@@ -125,6 +127,7 @@ public sealed class AgentEngine
                 long? syncingSince = null;
                 try
                 {
+                    await _seams.BeforeAsync(EngineStep.Login, stop.Token);
                     (channel, var management, var login) = await _management.LoginAsync(stop.Token);
                     refused.OnAccepted();
                     _keyMismatchReported = false;
@@ -136,6 +139,7 @@ public sealed class AgentEngine
                         background.Add(Task.Run(() => _reflexive.RunAsync(stop.Token), CancellationToken.None));
                     }
 
+                    await _seams.BeforeAsync(EngineStep.Sync, stop.Token);
                     syncingSince = _time.GetTimestamp();
                     await _management.SyncAsync(management, _applier, stop.Token);
                     _management.SetStatus(false, "the network map stream ended");
@@ -195,6 +199,11 @@ public sealed class AgentEngine
                 var delay = backoff.Next(MaxBackoff);
                 try
                 {
+                    if (_parts is not null)
+                    {
+                        await _seams.BeforeAsync(EngineStep.ManagementBackoff, stop.Token);
+                    }
+
                     await Task.Delay(wait ?? delay, _time, stop.Token);
                 }
                 catch (OperationCanceledException)

@@ -19,6 +19,11 @@ internal static class StatusText
         Line(text, "Overlay IP", status.Ip ?? "(not assigned yet)");
         Line(text, "Management", Service(status.Management));
         Line(text, "Signal", Service(status.Signal));
+        if (status.EngineRestarts > 0)
+        {
+            Line(text, "Engine restarts", status.EngineRestarts.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
+
         Line(text, "Relays", $"{status.Relays.Count(r => r.Connected)}/{status.Relays.Count} connected");
         foreach (var relay in status.Relays)
         {
