@@ -7,7 +7,7 @@ namespace Modular.E2E.Tests;
 /// <summary>
 /// Issue 17: the engine's life cycle inside one running daemon. The daemon owns the engine and restarts it (a network
 /// change, or `modular debug restart-engine`): the engine is cancelled at each named start-up step in turn, the
-/// management backoff with the interface up among them, and the daemon's fds, links, rules, routes, nft tables and
+/// management backoff with the interface up among them (54 cancellations), and the daemon's fds, links, rules, routes, nft tables and
 /// UAPI socket come back to what they were; a default-route change in the namespace restarts the engine exactly once
 /// and the tunnels come back.
 /// </summary>
@@ -37,26 +37,25 @@ public sealed class EngineLifecycleTests(ITestOutputHelper output)
         var baseline = Settled(rig, a, pid, "before the restarts");
         rig.Log($"baseline: {baseline}");
 
-        // Each round: the running engine is restarted and the next one cancelled at the step; a third starts normally.
+        // Each round: the running engine is restarted, the next nine engines are cancelled one at each step in turn
+        // (each through the restart path), and the tenth starts normally.
+        const int Rounds = 6;
         var cancellations = 0;
         var threads = new List<int>();
-        for (var round = 0; round < 3; round++)
+        var steps = string.Join(',', Steps);
+        for (var round = 0; round < Rounds; round++)
         {
-            foreach (var step in Steps)
-            {
-                var before = Restarts(a);
-                rig.WaitUntil(
-                    () => Shell.TryRun(MeshRig.AgentBinary, $"debug restart-engine --cancel-at {step} --socket {a.Socket}", TimeSpan.FromSeconds(20)).ExitCode == 0,
-                    TimeSpan.FromSeconds(30),
-                    $"a restart cancelling at {step} accepted",
-                    () => a.Log[Math.Max(0, a.Log.Length - 3000)..]);
-                rig.WaitUntil(() => Restarts(a) >= before + 2, TimeSpan.FromSeconds(60), $"round {round}: the engine cancelled at {step} and started again",
-                    () => $"{a.StatusText()}\n{a.Log[Math.Max(0, a.Log.Length - 4000)..]}");
-                cancellations += 2;
-            }
-
+            var before = Restarts(a);
+            rig.WaitUntil(
+                () => Shell.TryRun(MeshRig.AgentBinary, $"debug restart-engine --cancel-at {steps} --socket {a.Socket}", TimeSpan.FromSeconds(20)).ExitCode == 0,
+                TimeSpan.FromSeconds(30),
+                $"round {round}: a restart cancelling at {steps} accepted",
+                () => a.Log[Math.Max(0, a.Log.Length - 3000)..]);
+            rig.WaitUntil(() => Restarts(a) >= before + 1 + Steps.Length, TimeSpan.FromSeconds(90), $"round {round}: an engine cancelled at each step, then one running",
+                () => $"{a.StatusText()}\n{a.Log[Math.Max(0, a.Log.Length - 4000)..]}");
+            cancellations += Steps.Length;
             threads.Add(Threads(pid));
-            rig.Log($"round {round}: {cancellations} cancellations, {threads[^1]} threads");
+            rig.Log($"round {round}: {cancellations} cancellations at a step, {threads[^1]} threads");
         }
 
         Assert.True(cancellations >= 50, $"{cancellations} cancellations");
@@ -64,7 +63,7 @@ public sealed class EngineLifecycleTests(ITestOutputHelper output)
         foreach (var step in Steps)
         {
             Assert.True(
-                Count(log, $"test hook: cancelled at {step}") >= 3,
+                Count(log, $"test hook: cancelled at {step}") >= Rounds,
                 $"the engine was cancelled at {step} in every round:\n{log[Math.Max(0, log.Length - 4000)..]}");
         }
 

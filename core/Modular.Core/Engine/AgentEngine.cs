@@ -30,6 +30,9 @@ public sealed class AgentEngine
     /// <summary>The longest wait between management or signal attempts (a refused peer waits longer).</summary>
     internal static readonly TimeSpan MaxBackoff = TimeSpan.FromSeconds(30);
 
+    /// <summary>The run loop's own steps around the assembly's (<see cref="EngineAssembly.Steps"/>), in order.</summary>
+    internal static readonly IReadOnlyList<EngineStep> RunSteps = [EngineStep.Login, EngineStep.Sync, EngineStep.ManagementBackoff];
+
     // Immutable after construction.
     private readonly EngineOptions _options;
     private readonly StatusRecorder _recorder;

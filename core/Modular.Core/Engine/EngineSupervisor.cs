@@ -62,8 +62,9 @@ public sealed class EngineSupervisor
     /// <summary>Runs engines until <paramref name="stopping"/> fires (then returns once the last one stopped) or one fails (rethrown).</summary>
     public async Task RunAsync(CancellationToken stopping)
     {
-        for (var generation = 1L; ; generation++)
+        for (var next = 1L; ; next++)
         {
+            var generation = next;
             using var engineStop = CancellationTokenSource.CreateLinkedTokenSource(stopping);
             var restart = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
             // Known as the current engine before it runs its first step (a step may ask for its own restart).
@@ -85,6 +86,10 @@ public sealed class EngineSupervisor
             try
             {
                 await run;
+            }
+            catch (OperationCanceledException) when (engineStop.IsCancellationRequested)
+            {
+                // Its own stop.
             }
             catch (Exception) when (first != run && engineStop.IsCancellationRequested && !stopping.IsCancellationRequested)
             {

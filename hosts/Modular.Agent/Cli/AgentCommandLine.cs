@@ -167,8 +167,8 @@ internal static class AgentCommandLine
         var socket = SocketOption();
         var cancelAt = new Option<string?>("--cancel-at")
         {
-            Description = "Also cancel the next engine at this start-up step (needs the daemon started with MODULAR_TEST_HOOKS=1).",
-            HelpName = "STEP",
+            Description = "Also cancel the next engines at these start-up steps, one each (needs the daemon started with MODULAR_TEST_HOOKS=1).",
+            HelpName = "STEP[,STEP…]",
         };
         var restart = new Command("restart-engine", "Stop the engine fully and start a new one, as a network change does.") { socket, cancelAt };
         restart.SetAction(async (parse, cancellationToken) =>

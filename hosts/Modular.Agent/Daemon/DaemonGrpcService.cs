@@ -49,23 +49,23 @@ internal sealed class DaemonGrpcService(
 
     public override Task<RestartEngineReply> RestartEngine(RestartEngineRequest request, ServerCallContext context)
     {
-        Modular.Core.Engine.EngineStep? cancelAt = null;
-        if (request.CancelAtStep.Length > 0)
+        var cancelAt = new List<Modular.Core.Engine.EngineStep>();
+        foreach (var name in request.CancelAtStep.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
             if (!engine.TestHooks)
             {
                 throw new RpcException(new Grpc.Core.Status(StatusCode.FailedPrecondition, $"cancelling the engine at a step is a test hook: start the daemon with {EngineControl.TestHooksVariable}=1"));
             }
 
-            if (!Enum.TryParse<Modular.Core.Engine.EngineStep>(request.CancelAtStep, ignoreCase: true, out var step) || !Enum.IsDefined(step))
+            if (!Enum.TryParse<Modular.Core.Engine.EngineStep>(name, ignoreCase: true, out var step) || !Enum.IsDefined(step) || int.TryParse(name, out _))
             {
-                throw new RpcException(new Grpc.Core.Status(StatusCode.InvalidArgument, $"no engine step '{request.CancelAtStep}' (one of {string.Join(", ", Enum.GetNames<Modular.Core.Engine.EngineStep>())})"));
+                throw new RpcException(new Grpc.Core.Status(StatusCode.InvalidArgument, $"no engine step '{name}' (one of {string.Join(", ", Enum.GetNames<Modular.Core.Engine.EngineStep>())})"));
             }
 
-            cancelAt = step;
+            cancelAt.Add(step);
         }
 
-        logger.LogInformation("Engine restart requested over the daemon socket{Step}", cancelAt is { } at ? $", cancelling the next engine at {at}" : "");
+        logger.LogInformation("Engine restart requested over the daemon socket{Steps}", cancelAt.Count > 0 ? $", then cancelling the next engines at {string.Join(", ", cancelAt)}" : "");
         var (restarted, before) = engine.Restart(cancelAt);
         return Task.FromResult(new RestartEngineReply { Restarted = restarted, EngineRestarts = before });
     }

@@ -4,21 +4,23 @@ namespace Modular.Agent.Daemon;
 
 /// <summary>
 /// The daemon's handle on its engine for the CLI socket: restart it (`modular debug restart-engine`), and, when the
-/// daemon runs with <see cref="TestHooksVariable"/>=1, cancel the next engine at a named start-up step
-/// (<see cref="EngineStep"/>) so a test can stop it anywhere in its start-up through the restart path.
-/// Thread-safe: the socket's calls arm it, the engine's steps read it.
+/// daemon runs with <see cref="TestHooksVariable"/>=1, cancel the next engines at named start-up steps
+/// (<see cref="EngineStep"/>), one step per engine, so a test can stop engines anywhere in their start-up through the
+/// restart path inside one daemon. Thread-safe: the socket's calls arm it, the engines' steps read it.
 /// </summary>
 internal sealed class EngineControl
 {
-    /// <summary>Set to 1 to let <see cref="RestartAsync"/> cancel the engine at a step (tests only).</summary>
+    /// <summary>Set to 1 to let <see cref="Restart"/> cancel engines at steps (tests only).</summary>
     public const string TestHooksVariable = "MODULAR_TEST_HOOKS";
+
+    private readonly Lock _lock = new();
 
     // Set once the supervisor exists (after the socket listens).
     private volatile EngineSupervisor? _supervisor;
 
-    // The step the next engine is cancelled at, as its int (-1: none), and the engine running when it was armed
-    // (which is being replaced, so the hook leaves it alone); Interlocked.
-    private int _cancelAt = -1;
+    // Guarded by _lock: the steps the next engines are cancelled at, the first for the next engine; and the engine
+    // running when they were armed (being replaced, so the hook leaves it alone).
+    private readonly Queue<EngineStep> _cancelAt = new();
     private long _armedDuring;
 
     public EngineControl(bool testHooks) => TestHooks = testHooks;
@@ -35,10 +37,11 @@ internal sealed class EngineControl
     };
 
     /// <summary>
-    /// Restarts the running engine (false when none runs). With <paramref name="cancelAt"/>, the next engine is
-    /// cancelled when it reaches that step, through the same restart path (so it counts as a restart too).
+    /// Restarts the running engine (false when none runs). With <paramref name="cancelAt"/>, the next engines are
+    /// cancelled one after the other, each when it reaches its step, through the same restart path (each counts as a
+    /// restart); the engine after the last one runs normally.
     /// </summary>
-    public (bool Restarted, long RestartsBefore) Restart(EngineStep? cancelAt)
+    public (bool Restarted, long RestartsBefore) Restart(IReadOnlyList<EngineStep> cancelAt)
     {
         if (_supervisor is not { } supervisor)
         {
@@ -46,15 +49,23 @@ internal sealed class EngineControl
         }
 
         var before = supervisor.Restarts;
-        if (cancelAt is { } step)
+        if (cancelAt.Count > 0)
         {
             if (!TestHooks)
             {
                 throw new InvalidOperationException($"cancelling at a step needs the daemon started with {TestHooksVariable}=1");
             }
 
-            Interlocked.Exchange(ref _armedDuring, supervisor.Generation);
-            Interlocked.Exchange(ref _cancelAt, (int)step);
+            lock (_lock)
+            {
+                _cancelAt.Clear();
+                foreach (var step in cancelAt)
+                {
+                    _cancelAt.Enqueue(step);
+                }
+
+                _armedDuring = supervisor.Generation;
+            }
         }
 
         return (supervisor.RequestRestart("asked to over the daemon socket"), before);
@@ -62,21 +73,31 @@ internal sealed class EngineControl
 
     private async ValueTask BeforeStepAsync(long generation, EngineStep step, CancellationToken cancellationToken)
     {
-        var armed = Volatile.Read(ref _cancelAt);
-        if (armed < 0 || _supervisor is not { } supervisor || supervisor.Generation != generation || generation <= Interlocked.Read(ref _armedDuring))
+        if (_supervisor is not { } supervisor || supervisor.Generation != generation)
         {
             return;
         }
 
-        if ((EngineStep)armed == EngineStep.ManagementBackoff && step == EngineStep.Sync)
+        lock (_lock)
         {
-            // The way into the backoff with the interface up: management fails right after the interface was built.
-            throw new IOException("test hook: management failed after the interface exists");
-        }
+            if (generation <= _armedDuring || !_cancelAt.TryPeek(out var armed))
+            {
+                return;
+            }
 
-        if ((int)step != armed || Interlocked.CompareExchange(ref _cancelAt, -1, armed) != armed)
-        {
-            return;
+            if (armed == EngineStep.ManagementBackoff && step == EngineStep.Sync)
+            {
+                // The way into the backoff with the interface up: management fails right after the interface was built.
+                throw new IOException("test hook: management failed after the interface exists");
+            }
+
+            if (step != armed)
+            {
+                return;
+            }
+
+            _cancelAt.Dequeue();
+            _armedDuring = generation;
         }
 
         supervisor.RequestRestart($"test hook: cancelled at {step}", generation);

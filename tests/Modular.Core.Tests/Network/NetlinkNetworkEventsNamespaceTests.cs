@@ -32,7 +32,7 @@ public sealed class NetlinkNetworkEventsNamespaceTests
         var change = monitor.WaitForChangeAsync(timeout.Token);
 
         // What an agent does: its interface, address and routes (an exit node's default route among them), its table and rule.
-        host.Exec("ip link add mdlown type dummy");
+        host.Exec("ip link add mdlown type veth peer name mdlownp"); // no dummy module on every kernel
         host.Exec("ip addr add 100.64.0.9/10 dev mdlown");
         host.Exec("ip link set mdlown up");
         host.Exec("ip route add 10.200.0.0/16 dev mdlown");
