@@ -20,14 +20,14 @@ internal sealed class InMemoryNetworkEvents(params NetworkEvent[] defaultRoutes)
 
     public void Publish(params NetworkEvent[] events)
     {
+        // One batch at a time: the reader never finds the queue empty half way through it.
         lock (_lock)
         {
             _waiting = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        }
-
-        foreach (var e in events)
-        {
-            _queue.Writer.TryWrite(e);
+            foreach (var e in events)
+            {
+                _queue.Writer.TryWrite(e);
+            }
         }
     }
 
@@ -42,14 +42,14 @@ internal sealed class InMemoryNetworkEvents(params NetworkEvent[] defaultRoutes)
 
     public async ValueTask<NetworkEvent> ReadAsync(CancellationToken cancellationToken)
     {
-        if (_queue.Reader.TryRead(out var queued))
-        {
-            Read++;
-            return queued;
-        }
-
         lock (_lock)
         {
+            if (_queue.Reader.TryRead(out var queued))
+            {
+                Read++;
+                return queued;
+            }
+
             _waiting.TrySetResult();
         }
 
