@@ -30,6 +30,9 @@ public sealed class AgentEngine
     /// <summary>The longest wait between management or signal attempts (a refused peer waits longer).</summary>
     internal static readonly TimeSpan MaxBackoff = TimeSpan.FromSeconds(30);
 
+    /// <summary>The run loop's own steps around the assembly's (<see cref="EngineAssembly.Steps"/>), in order.</summary>
+    internal static readonly IReadOnlyList<EngineStep> RunSteps = [EngineStep.Login, EngineStep.Sync, EngineStep.ManagementBackoff];
+
     // Immutable after construction.
     private readonly EngineOptions _options;
     private readonly StatusRecorder _recorder;
@@ -42,6 +45,7 @@ public sealed class AgentEngine
     private readonly RosenpassKeyDirectory _rosenpassKeys;
     private readonly SignalSession _signal;
     private readonly ReflexiveCandidateLoop _reflexive;
+    private readonly EngineSeams _seams;
     private readonly FlowSwitch _flows;
     private readonly ManagementFlowUploader _flowUploader;
 
@@ -63,6 +67,7 @@ public sealed class AgentEngine
         _recorder = recorder;
         _logger = loggerFactory.CreateLogger<AgentEngine>();
         _time = time;
+        _seams = seams;
         _identity = X25519KeyPair.FromPrivateKey(options.PrivateKey);
         Func<EngineParts?> parts = () => _parts;
         // Every job logs as the engine, as before the split.
@@ -125,6 +130,7 @@ public sealed class AgentEngine
                 long? syncingSince = null;
                 try
                 {
+                    await _seams.BeforeAsync(EngineStep.Login, stop.Token);
                     (channel, var management, var login) = await _management.LoginAsync(stop.Token);
                     refused.OnAccepted();
                     _keyMismatchReported = false;
@@ -136,6 +142,7 @@ public sealed class AgentEngine
                         background.Add(Task.Run(() => _reflexive.RunAsync(stop.Token), CancellationToken.None));
                     }
 
+                    await _seams.BeforeAsync(EngineStep.Sync, stop.Token);
                     syncingSince = _time.GetTimestamp();
                     await _management.SyncAsync(management, _applier, stop.Token);
                     _management.SetStatus(false, "the network map stream ended");
@@ -195,6 +202,11 @@ public sealed class AgentEngine
                 var delay = backoff.Next(MaxBackoff);
                 try
                 {
+                    if (_parts is not null)
+                    {
+                        await _seams.BeforeAsync(EngineStep.ManagementBackoff, stop.Token);
+                    }
+
                     await Task.Delay(wait ?? delay, _time, stop.Token);
                 }
                 catch (OperationCanceledException)

@@ -30,6 +30,9 @@ public sealed record AgentStatus(
 
     /// <summary>Flow logging's sinks and their counters (a snapshot refreshed every second).</summary>
     public FlowStatus Flows { get; init; } = FlowStatus.Off;
+
+    /// <summary>How many times the daemon restarted its engine (a network change, or asked to) since it started.</summary>
+    public long EngineRestarts { get; init; }
 }
 
 /// <summary>The local WireGuard interface as configured.</summary>

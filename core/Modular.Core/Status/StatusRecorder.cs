@@ -48,6 +48,7 @@ public sealed class StatusRecorder
             Routes = s.Routes,
             Dns = s.Dns,
             Flows = s.Flows,
+            EngineRestarts = s.EngineRestarts,
         };
     }
 
@@ -89,6 +90,9 @@ public sealed class StatusRecorder
 
     /// <summary>Replaces flow logging's state and sink counters (every second while the engine runs).</summary>
     public void SetFlows(FlowStatus flows) => Update(s => s with { Flows = flows });
+
+    /// <summary>How many times the engine was restarted (see <see cref="Engine.EngineSupervisor"/>).</summary>
+    public void SetEngineRestarts(long restarts) => Update(s => s with { EngineRestarts = restarts });
 
     /// <summary>Adds or replaces the relay with this URL.</summary>
     public void SetRelay(ServiceStatus relay) => Update(s => s with { Relays = s.Relays.SetItem(relay.Url, relay) });
@@ -142,5 +146,7 @@ public sealed class StatusRecorder
         public DnsStatus Dns { get; init; } = DnsStatus.Off;
 
         public FlowStatus Flows { get; init; } = FlowStatus.Off;
+
+        public long EngineRestarts { get; init; }
     }
 }

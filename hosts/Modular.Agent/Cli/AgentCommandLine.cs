@@ -64,6 +64,7 @@ internal static class AgentCommandLine
         root.Subcommands.Add(UiCommand());
         root.Subcommands.Add(PluginsCommand());
         root.Subcommands.Add(ConfigCommand());
+        root.Subcommands.Add(DebugCommand());
         return root;
     }
 
@@ -158,6 +159,28 @@ internal static class AgentCommandLine
             return ExitCodes.Ok;
         });
         return command;
+    }
+
+    // Hidden: for tests and troubleshooting. `restart-engine` does what a network change does.
+    private static Command DebugCommand()
+    {
+        var socket = SocketOption();
+        var cancelAt = new Option<string?>("--cancel-at")
+        {
+            Description = "Also cancel the next engines at these start-up steps, one each (needs the daemon started with MODULAR_TEST_HOOKS=1).",
+            HelpName = "STEP[,STEP…]",
+        };
+        var restart = new Command("restart-engine", "Stop the engine fully and start a new one, as a network change does.") { socket, cancelAt };
+        restart.SetAction(async (parse, cancellationToken) =>
+        {
+            using var client = DaemonClient.Connect(AgentPaths.ClientSocketPath(parse.GetValue(socket)));
+            var reply = await client.InvokeAsync(
+                (d, o) => d.RestartEngineAsync(new RestartEngineRequest { CancelAtStep = parse.GetValue(cancelAt) ?? "" }, o),
+                cancellationToken);
+            Console.WriteLine(reply.Restarted ? $"engine restart requested ({reply.EngineRestarts} restarts before it)" : "no engine running to restart");
+            return reply.Restarted ? ExitCodes.Ok : ExitCodes.Error;
+        });
+        return new Command("debug", "Troubleshooting commands.") { Hidden = true, Subcommands = { restart } };
     }
 
     private static Command StatusCommand()

@@ -36,6 +36,11 @@ internal static class StatusText
         Line("Overlay IP", status.Ip ?? "(not assigned yet)");
         Line("Management", Service(status.Management));
         Line("Signal", Service(status.Signal));
+        if (status.EngineRestarts > 0)
+        {
+            Line("Engine restarts", status.EngineRestarts.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
+
         Line("Relays", $"{status.Relays.Count(r => r.Connected)}/{status.Relays.Count} connected");
         foreach (var relay in status.Relays)
         {

@@ -8,6 +8,7 @@ using Modular.Agent.Ui;
 using Modular.Composition;
 using Modular.Core.Config;
 using Modular.Core.Engine;
+using Modular.Core.Network;
 using Modular.Core.Status;
 using Serilog;
 
@@ -166,6 +167,8 @@ internal static class AgentDaemon
         builder.Services.AddSingleton(TimeProvider.System);
         var uiLogins = new UiLogins(TimeProvider.System);
         builder.Services.AddSingleton(uiLogins);
+        var engineControl = new EngineControl(Environment.GetEnvironmentVariable(EngineControl.TestHooksVariable) == "1");
+        builder.Services.AddSingleton(engineControl);
 
         await using var app = builder.Build();
         app.MapGrpcService<DaemonGrpcService>();
@@ -176,25 +179,29 @@ internal static class AgentDaemon
             bound = true;
             DaemonSocket.SetMode(socketPath);
             logger.Information("Listening for `modular` commands on {Socket}", socketPath);
-            var engine = new AgentEngine(
-                new EngineOptions(
-                    config,
-                    privateKey,
-                    catalog.All<IProxyFactory>().ToDictionary(p => p.Name, p => p.Factory, StringComparer.Ordinal),
-                    app.Services,
-                    version,
-                    config.Hostname.Length > 0 ? config.Hostname : Environment.MachineName)
-                {
-                    Switches = switches,
-                    FlowSinkFactories = catalog.All<IFlowSinkFactory>().ToDictionary(p => p.Name, p => p.Factory, StringComparer.Ordinal),
-                    PskProviderFactories = catalog.All<Modular.Abstractions.Security.IPresharedKeyProviderFactory>().ToDictionary(p => p.Name, p => p.Factory, StringComparer.Ordinal),
-                },
+            var engineOptions = new EngineOptions(
+                config,
+                privateKey,
+                catalog.All<IProxyFactory>().ToDictionary(p => p.Name, p => p.Factory, StringComparer.Ordinal),
+                app.Services,
+                version,
+                config.Hostname.Length > 0 ? config.Hostname : Environment.MachineName)
+            {
+                Switches = switches,
+                FlowSinkFactories = catalog.All<IFlowSinkFactory>().ToDictionary(p => p.Name, p => p.Factory, StringComparer.Ordinal),
+                PskProviderFactories = catalog.All<Modular.Abstractions.Security.IPresharedKeyProviderFactory>().ToDictionary(p => p.Name, p => p.Factory, StringComparer.Ordinal),
+            };
+
+            // The daemon owns the engine: a network change or a restart request stops it fully, then starts a new one.
+            var supervisor = new EngineSupervisor(
+                (generation, stop) => new AgentEngine(engineOptions, recorder, loggerFactory, TimeProvider.System, engineControl.SeamsFor(generation)).RunAsync(stop),
+                stop => NetworkWatch.WaitForChangeAsync(config.Interface.Name, loggerFactory, stop),
                 recorder,
-                loggerFactory,
-                TimeProvider.System);
+                loggerFactory.CreateLogger<EngineSupervisor>());
+            engineControl.Attach(supervisor);
             await using var ui = await LocalUi.StartAsync(config.Ui, recorder, switches, uiSettings, lazyPinnedBy, logger, uiLogins, cancellationToken);
             using var engineStop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            var engineRun = engine.RunAsync(engineStop.Token);
+            var engineRun = supervisor.RunAsync(engineStop.Token);
             var shutdown = app.WaitForShutdownAsync(cancellationToken);
             if (await Task.WhenAny(engineRun, shutdown) == engineRun && engineRun.Exception?.InnerException is { } failure)
             {

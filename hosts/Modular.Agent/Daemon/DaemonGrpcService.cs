@@ -14,6 +14,7 @@ internal sealed class DaemonGrpcService(
     PluginCatalog catalog,
     DaemonInfo info,
     UiLogins uiLogins,
+    EngineControl engine,
     IHostApplicationLifetime lifetime,
     ILogger<DaemonGrpcService> logger) : Protocol.Daemon.DaemonBase
 {
@@ -44,6 +45,29 @@ internal sealed class DaemonGrpcService(
         logger.LogInformation("Local UI sign-in link issued to `modular ui` (valid once, {Seconds} s)", (int)UiLogins.TokenLifetime.TotalSeconds);
         var url = $"{ui}{LocalUi.LoginPath.TrimStart('/')}?token={uiLogins.IssueToken()}";
         return Task.FromResult(new UiLoginReply { Url = url, ValidSeconds = (int)UiLogins.TokenLifetime.TotalSeconds });
+    }
+
+    public override Task<RestartEngineReply> RestartEngine(RestartEngineRequest request, ServerCallContext context)
+    {
+        var cancelAt = new List<Modular.Core.Engine.EngineStep>();
+        foreach (var name in request.CancelAtStep.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            if (!engine.TestHooks)
+            {
+                throw new RpcException(new Grpc.Core.Status(StatusCode.FailedPrecondition, $"cancelling the engine at a step is a test hook: start the daemon with {EngineControl.TestHooksVariable}=1"));
+            }
+
+            if (!Enum.TryParse<Modular.Core.Engine.EngineStep>(name, ignoreCase: true, out var step) || !Enum.IsDefined(step) || int.TryParse(name, out _))
+            {
+                throw new RpcException(new Grpc.Core.Status(StatusCode.InvalidArgument, $"no engine step '{name}' (one of {string.Join(", ", Enum.GetNames<Modular.Core.Engine.EngineStep>())})"));
+            }
+
+            cancelAt.Add(step);
+        }
+
+        logger.LogInformation("Engine restart requested over the daemon socket{Steps}", cancelAt.Count > 0 ? $", then cancelling the next engines at {string.Join(", ", cancelAt)}" : "");
+        var (restarted, before) = engine.Restart(cancelAt);
+        return Task.FromResult(new RestartEngineReply { Restarted = restarted, EngineRestarts = before });
     }
 
     public override Task<ListPluginsReply> ListPlugins(ListPluginsRequest request, ServerCallContext context)

@@ -5,6 +5,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Modular.Abstractions.Proxy;
 using Modular.Abstractions.WireGuard;
+using Modular.Control.Crypto;
 using Modular.Control.Management;
 using Modular.Core.Config;
 using Modular.Core.Engine;
@@ -75,8 +76,9 @@ public sealed class AgentEngineTests
         await rig.Engine.EnsureInterfaceAsync(Login, CancellationToken.None);
 
         Assert.Equal(EngineAssembly.Steps, seen);
-        // Every step is either an assembly step (the theory below fails the engine at each) or a point where peers change.
-        Assert.Equal([EngineStep.Failover, EngineStep.ClearPeers], Enum.GetValues<EngineStep>().Except(EngineAssembly.Steps));
+        // Every step is an assembly step (the theory below fails the engine at each), a step of the run loop (cancelled
+        // at each below), or a point where peers change.
+        Assert.Equal([EngineStep.Failover, EngineStep.ClearPeers], Enum.GetValues<EngineStep>().Except(EngineAssembly.Steps).Except(AgentEngine.RunSteps));
     }
 
     [Theory]
@@ -127,11 +129,63 @@ public sealed class AgentEngineTests
         Assert.Equal(3, rig.Recorder.Snapshot().Peers.Count);
     }
 
+    /// <summary>Every step of the engine's start-up (the run loop's and the assembly's), by name.</summary>
+    public static TheoryData<string> StartUpSteps()
+    {
+        var data = new TheoryData<string>();
+        foreach (var step in AgentEngine.RunSteps.Concat(EngineAssembly.Steps))
+        {
+            data.Add(step.ToString());
+        }
+
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(StartUpSteps))]
+    public async Task Cancelling_the_run_at_any_start_up_step_closes_everything_even_in_the_management_backoff(string step)
+    {
+        // Issue 17: the engine's token cancelled at each step, the retry backoff after the interface exists among them
+        // (management fails right after the interface was built, as a lost server does), leaves nothing behind.
+        var cancelAt = Enum.Parse<EngineStep>(step);
+        using var serverKey = X25519KeyPair.Generate();
+        var management = new FakeManagementServer(serverKey);
+        using var stop = new CancellationTokenSource();
+        var reached = 0;
+        await using var rig = new EngineRig(
+            (at, _) =>
+            {
+                if (cancelAt == EngineStep.ManagementBackoff && at == EngineStep.Sync)
+                {
+                    throw new IOException("management went away after the interface was built");
+                }
+
+                if (at == cancelAt && Interlocked.Exchange(ref reached, 1) == 0)
+                {
+                    stop.Cancel();
+                }
+
+                return ValueTask.CompletedTask;
+            },
+            management: management);
+
+        await rig.RunAsync(stop.Token);
+
+        Assert.Equal(1, reached);
+        Assert.Equal(cancelAt > EngineStep.Interface ? 1 : 0, rig.Interfaces.Count);
+        Assert.All(rig.Interfaces, iface => Assert.True(iface.Closed && iface.Disposed, "the interface is closed"));
+        Assert.All(rig.Transports, transport => Assert.True(transport.Disposed, "the ICE socket is closed"));
+        Assert.False(rig.Nft.TableExists, "no nftables table is left");
+        Assert.Empty(rig.RouteOs.Routes);
+        Assert.Empty(rig.RouteOs.Rules);
+        Assert.False(rig.Recorder.Snapshot().Dns.Enabled, "no mesh resolver is left");
+    }
+
     /// <summary>The steps where peers change (not assembly steps), each way it can go wrong there.</summary>
     public static TheoryData<string, Failure> ChangeFailures()
     {
         var data = new TheoryData<string, Failure>();
-        foreach (var step in Enum.GetValues<EngineStep>().Except(EngineAssembly.Steps))
+        foreach (var step in Enum.GetValues<EngineStep>().Except(EngineAssembly.Steps).Except(AgentEngine.RunSteps))
         {
             foreach (var failure in Enum.GetValues<Failure>())
             {
