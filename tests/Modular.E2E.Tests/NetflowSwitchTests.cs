@@ -250,7 +250,7 @@ public sealed class NetflowSwitchTests(ITestOutputHelper output)
             // The built-in sink shipped the same flow, and status lists both sinks.
             rig.WaitUntil(() => FlowsList(rig).Any(e => Str(e, "peer_ip") == ipB && Str(e, "type") == "start" && Str(e, "source") == ipA && Num(e, "destination_port") == MarkerPort),
                 Shipped, "tsb's netflow sink shipped the TCP flow's start", Diagnostics);
-            var sinks = rig["tsb"].Status()!.Value.GetProperty("flows").GetProperty("sinks").EnumerateArray().Select(s => s.GetProperty("name").GetString()).ToArray();
+            var sinks = rig["tsb"].Status()!.Value.GetProperty("flows").GetProperty("sinks").EnumerateArray().Select(s => s.GetProperty("name").GetString() ?? "").ToArray();
             Assert.Equal(["netflow", "thirdpartysink"], sinks);
         }
         finally
