@@ -147,6 +147,25 @@ public sealed class PluginCatalogTests : IDisposable
         Assert.DoesNotContain(_logger.Warnings, w => w.Contains("contract", StringComparison.Ordinal));
     }
 
+    [Fact]
+    public async Task A_third_party_flow_sink_built_outside_the_solution_loads_by_name_and_receives_events()
+    {
+        var dir = PluginsDir(builtIns: false, "ThirdPartyFlowSink");
+        var file = Path.Combine(dir, "flows.txt");
+        using var catalog = PluginCatalog.Load(dir, _logger);
+
+        var info = catalog.Plugins.Single(p => p.Name == "thirdpartysink");
+        Assert.True(info.Loaded, info.Error);
+        Assert.Equal("flow-sink", info.Kind);
+        var sink = await catalog.Get<Modular.Abstractions.Flows.IFlowSinkFactory>("thirdpartysink")
+            .CreateAsync(new FakePluginContext(new Dictionary<string, object?> { ["path"] = file }), CancellationToken.None);
+        sink.Emit(new Modular.Abstractions.Flows.FlowEvent(Guid.NewGuid(), Guid.NewGuid(), DateTimeOffset.UnixEpoch, Modular.Abstractions.Flows.FlowEventType.Start,
+            Modular.Abstractions.Flows.FlowDirection.Ingress, 6, System.Net.IPAddress.Parse("100.64.0.2"), 40000, System.Net.IPAddress.Parse("100.64.0.1"), 80, 0, 0, 3, 180, 2, 120, "web", null, null));
+        await sink.DisposeAsync();
+
+        Assert.Equal(["start 6 100.64.0.2 40000 100.64.0.1 80 rx=180 tx=120 rule=web"], File.ReadAllLines(file));
+    }
+
     [Theory]
     [InlineData("1.0.0", null)]
     [InlineData("0.1.0", null)]
