@@ -98,11 +98,12 @@ public sealed class PluginCatalogTests : IDisposable
     {
         var dir = PluginsDir(builtIns: false, "ThirdPartyProxy");
         var current = PluginContractVersion.Current;
-        Assert.Equal(new Version(1, 0, 0), current);
+        Assert.Equal(new Version(1, 1, 0), current);
         Assert.Equal(current.Major, PluginAssemblyLocatorProbe(Path.Combine(dir, "ThirdPartyProxy", "ThirdPartyProxy.dll")).Major);
 
-        // The same plugin, its reference rewritten as if built against contract 2.0, and against 0.0 (too old).
-        foreach (var (folder, version) in new[] { ("future", new Version(2, 0, 0, 0)), ("ancient", new Version(0, 0, 1, 0)) })
+        // The same plugin, its reference rewritten as if built against contract 2.0, against 0.0 (too old) and
+        // against 1.2 (a newer minor).
+        foreach (var (folder, version) in new[] { ("future", new Version(2, 0, 0, 0)), ("ancient", new Version(0, 0, 1, 0)), ("newerminor", new Version(1, 2, 0, 0)) })
         {
             var copy = Directory.CreateDirectory(Path.Combine(dir, folder)).FullName;
             var dll = Path.Combine(copy, folder + ".dll");
@@ -117,13 +118,52 @@ public sealed class PluginCatalogTests : IDisposable
 
         var future = catalog.Plugins.Single(p => p.Name == "future");
         Assert.False(future.Loaded);
-        Assert.Contains("built against plugin contract 2.0.0, a newer major version than this agent's 1.0.0", future.Error, StringComparison.Ordinal);
+        Assert.Contains("built against plugin contract 2.0.0, a newer major version than this agent's 1.1.0", future.Error, StringComparison.Ordinal);
         var ancient = catalog.Plugins.Single(p => p.Name == "ancient");
         Assert.False(ancient.Loaded);
         Assert.Contains("older than the oldest this agent supports (0.1.0)", ancient.Error, StringComparison.Ordinal);
+        var newerMinor = catalog.Plugins.Single(p => p.Name == "newerminor");
+        Assert.False(newerMinor.Loaded);
+        Assert.Contains("built against plugin contract 1.2.0, newer than this agent's 1.1.0", newerMinor.Error, StringComparison.Ordinal);
 
         // The reason is in the log too, with the plugin's name.
         Assert.Contains(_logger.Warnings, w => w.Contains("future", StringComparison.Ordinal) && w.Contains("newer major version", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void A_plugin_built_against_contract_1_0_before_the_flow_services_still_loads_and_runs()
+    {
+        // Contract 1.1 added members (IFlowUploader and the flow sink status); a 1.0 plugin's reference is older.
+        var dir = PluginsDir(builtIns: false, "ThirdPartyProxy");
+        var dll = Path.Combine(dir, "ThirdPartyProxy", "ThirdPartyProxy.dll");
+        PluginFixtures.SetContractReference(dll, new Version(1, 0, 0, 0));
+        Assert.Equal(new Version(1, 0, 0, 0), PluginAssemblyLocatorProbe(dll));
+
+        using var catalog = PluginCatalog.Load(dir, _logger);
+
+        var info = catalog.Plugins.Single(p => p.Name == "thirdparty");
+        Assert.True(info.Loaded, info.Error);
+        Assert.Equal("Third-party test proxy (fixture)", catalog.Get<IProxyFactory>("thirdparty").Description);
+        Assert.DoesNotContain(_logger.Warnings, w => w.Contains("contract", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task A_third_party_flow_sink_built_outside_the_solution_loads_by_name_and_receives_events()
+    {
+        var dir = PluginsDir(builtIns: false, "ThirdPartyFlowSink");
+        var file = Path.Combine(dir, "flows.txt");
+        using var catalog = PluginCatalog.Load(dir, _logger);
+
+        var info = catalog.Plugins.Single(p => p.Name == "thirdpartysink");
+        Assert.True(info.Loaded, info.Error);
+        Assert.Equal("flow-sink", info.Kind);
+        var sink = await catalog.Get<Modular.Abstractions.Flows.IFlowSinkFactory>("thirdpartysink")
+            .CreateAsync(new FakePluginContext(new Dictionary<string, object?> { ["path"] = file }), CancellationToken.None);
+        sink.Emit(new Modular.Abstractions.Flows.FlowEvent(Guid.NewGuid(), Guid.NewGuid(), DateTimeOffset.UnixEpoch, Modular.Abstractions.Flows.FlowEventType.Start,
+            Modular.Abstractions.Flows.FlowDirection.Ingress, 6, System.Net.IPAddress.Parse("100.64.0.2"), 40000, System.Net.IPAddress.Parse("100.64.0.1"), 80, 0, 0, 3, 180, 2, 120, "web", null, null));
+        await sink.DisposeAsync();
+
+        Assert.Equal(["start 6 100.64.0.2 40000 100.64.0.1 80 rx=180 tx=120 rule=web"], File.ReadAllLines(file));
     }
 
     [Theory]

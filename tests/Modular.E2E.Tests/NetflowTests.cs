@@ -160,12 +160,12 @@ public sealed class NetflowTests(ITestOutputHelper output)
         Assert.Equal(1L, Num(drop, "tx_packets"));
         Assert.True(Num(drop, "tx_bytes") >= IpHeader + 20, "the dropped SYN's bytes");
 
-        // Both ends are named: nfa's peer ID as the source resource at nfb. TODO(issue 14): the kernel flow source
-        // does not name resources yet (its events carry no source/destination resource IDs).
-        if (!kernelMode)
-        {
-            Assert.False(string.IsNullOrEmpty(Str(tcpEnd, "source_resource_id")), "the TCP flow names nfa");
-        }
+        // Both ends are named, in either mode (kernel events go through the same emitter): nfa's peer ID as the
+        // source at nfb, nfb's as the destination.
+        Assert.False(string.IsNullOrEmpty(Str(tcpEnd, "source_resource_id")), "the TCP flow names nfa");
+        Assert.False(string.IsNullOrEmpty(Str(tcpEnd, "destination_resource_id")), "the TCP flow names nfb");
+        Assert.NotEqual(Str(tcpEnd, "source_resource_id"), Str(tcpEnd, "destination_resource_id"));
+        Assert.Equal(Str(tcpEnd, "source_resource_id"), Str(drop, "source_resource_id"));
     }
 
     private static string PolicyId(MeshRig rig, string name)

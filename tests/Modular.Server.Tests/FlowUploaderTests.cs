@@ -153,11 +153,11 @@ public sealed class FlowUploaderTests
         Assert.Contains("no acknowledgement", result.Error, StringComparison.Ordinal);
     }
 
-    private static ManagementFlowUploader Uploader(TestServer? server, X25519KeyPair key, Func<FlowTarget?> target)
+    internal static ManagementFlowUploader Uploader(TestServer? server, X25519KeyPair key, Func<FlowTarget?> target)
         => new(key, target, server is null ? null : _ => server.Channel().CreateCallInvoker(), "", TimeProvider.System);
 
     /// <summary>Registers <paramref name="key"/> as a peer; returns the server key management proved.</summary>
-    private static async Task<WgKey> RegisterAsync(TestServer server, X25519KeyPair key)
+    internal static async Task<WgKey> RegisterAsync(TestServer server, X25519KeyPair key)
     {
         var management = new ManagementClient(server.Channel(), key);
         await management.RegisterAsync(await server.CreateSetupKeyAsync(), TestServer.Meta("alpha"), CancellationToken.None);

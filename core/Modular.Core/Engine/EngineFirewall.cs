@@ -44,8 +44,9 @@ public sealed class EngineFirewall : IAsyncDisposable
     private readonly ITimer _statusTimer;
     private NetlinkConntrack? _ownedConntrack;
 
-    // Set once by AttachAsync before the firewall is returned; disposed after the firewall.
-    private IFlowSink? _flowSink;
+    // Set once by AttachAsync before the firewall is returned. Kernel mode with a flow sink: the emitter the kernel
+    // source reports through (the userspace firewall has its own inside), and the source (disposed with the firewall).
+    private FlowEventEmitter? _kernelEvents;
     private KernelFlowSource? _kernelFlows;
 
     // No locks. Written by ApplyAsync (the engine calls it with its apply gate held), read by status: Volatile.
@@ -76,6 +77,9 @@ public sealed class EngineFirewall : IAsyncDisposable
     /// <summary>Where the kernel tables clear old conntrack generations (this firewall's and the routing peer's forward table); null: none.</summary>
     public IConntrack? Conntrack { get; private init; }
 
+    /// <summary>Kernel mode with flow logging: conntrack reports the mesh's flows (routed ones too, marked by the route table).</summary>
+    public bool ReportsKernelFlows => _kernelFlows is not null;
+
     /// <summary>"userspace" or "nftables".</summary>
     public string Mode => _firewall is not null ? FirewallStatus.UserspaceMode : FirewallStatus.NftablesMode;
 
@@ -89,8 +93,9 @@ public sealed class EngineFirewall : IAsyncDisposable
     /// <para>
     /// <paramref name="flowSink"/> receives the flow events (Start/End/Drop): the userspace firewall's, or in nftables
     /// mode a <see cref="KernelFlowSource"/>'s (conntrack events and the table's drop logs; only with the host's nft,
-    /// as conntrack: a test's nft double gets no kernel source). The caller owns it until this returns; from then on
-    /// the firewall does and disposes it last, after the packet filter and the kernel source.
+    /// as conntrack: a test's nft double gets no kernel source). Both report through a <see cref="FlowEventEmitter"/>
+    /// (the same filters and names). The sink stays the caller's (the engine's <see cref="FlowSwitch"/> owns and
+    /// closes the real sinks, after this firewall): the firewall never disposes it.
     /// </para>
     /// </summary>
     public static async Task<EngineFirewall> AttachAsync(
@@ -120,14 +125,15 @@ public sealed class EngineFirewall : IAsyncDisposable
         else
         {
             var flowRules = flowSink is not null && nftables is null ? new KernelFlowRules() : null;
+            var kernelEvents = flowRules is not null ? new FlowEventEmitter(flowSink, time, (options ?? new FirewallOptions()).MaxDropEventsPerSecond) : null;
             var flowLog = flowRules is not null ? new NftablesFlowLog(NftablesFlowLog.DefaultGroup) : null;
             var enforcer = new NftablesEnforcer(iface.Name, iface.OverlayIp, options, nftables ?? HostNftables.Instance, logger, time, conntrack, flowLog, flowRules);
-            attached = new EngineFirewall(null, enforcer, recorder, logger, time) { _ownedConntrack = owned, Conntrack = conntrack };
+            attached = new EngineFirewall(null, enforcer, recorder, logger, time) { _ownedConntrack = owned, Conntrack = conntrack, _kernelEvents = kernelEvents };
             try
             {
                 await enforcer.ApplyAsync([], cancellationToken);
                 // After the first table: it loaded conntrack, whose accounting switch the source turns on.
-                attached._kernelFlows = flowRules is not null ? StartKernelFlows(flowSink!, flowRules, flowLog!, time, logger) : null;
+                attached._kernelFlows = flowRules is not null ? StartKernelFlows(kernelEvents!, flowRules, flowLog!, time, logger) : null;
             }
             catch (OperationCanceledException)
             {
@@ -137,17 +143,16 @@ public sealed class EngineFirewall : IAsyncDisposable
             }
         }
 
-        attached._flowSink = flowSink;
         recorder?.SetFirewall(attached.Status);
         return attached;
     }
 
-    /// <summary>The kernel's flow events for <paramref name="sink"/>, or null (logged) when ctnetlink cannot be read.</summary>
-    private static KernelFlowSource? StartKernelFlows(IFlowSink sink, KernelFlowRules rules, NftablesFlowLog flowLog, TimeProvider time, ILogger logger)
+    /// <summary>The kernel's flow events, reported through <paramref name="events"/>, or null (logged) when ctnetlink cannot be read.</summary>
+    private static KernelFlowSource? StartKernelFlows(FlowEventEmitter events, KernelFlowRules rules, NftablesFlowLog flowLog, TimeProvider time, ILogger logger)
     {
         try
         {
-            var source = new KernelFlowSource(sink, rules, flowLog.NflogGroup, logger, time);
+            var source = new KernelFlowSource(events, rules, flowLog.NflogGroup, logger, time);
             source.Start();
             logger.LogInformation("Flow logging: conntrack events of the mesh's connections and the policy's drop logs (NFLOG group {Group}) are recorded", flowLog.NflogGroup);
             return source;
@@ -183,6 +188,7 @@ public sealed class EngineFirewall : IAsyncDisposable
         }
         else
         {
+            _kernelEvents?.UpdateScope(scope => scope with { Peers = PeerDirectory.From(map) });
             // The enforcer logs the outcome (with nft's timing or its error).
             await _nftables!.ApplyAsync(own, cancellationToken);
         }
@@ -261,12 +267,27 @@ public sealed class EngineFirewall : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Names the network resources flows may go to or come from, and marks the exit nodes this peer uses
+    /// (<c>collect_exit_node</c>): the userspace firewall's, or kernel mode's flow events'.
+    /// </summary>
+    public void UpdateResources(RoutedResources resources)
+    {
+        ArgumentNullException.ThrowIfNull(resources);
+        _firewall?.UpdateResources(resources);
+        _kernelEvents?.UpdateScope(scope => scope with { Resources = resources });
+    }
+
     private void PushLocalServices()
     {
         if (_firewall is not null)
         {
             _firewall.LocalServices = [.. _dnsServices, .. _exchangeServices];
         }
+
+        // Kernel mode: the nftables table renders its accepts itself; flow events only need the mesh resolver (collect_dns).
+        LocalService[] resolver = [.. _dnsServices];
+        _kernelEvents?.UpdateScope(scope => scope with { Resolver = resolver });
     }
 
     /// <summary>Logs the drop counters at debug level (per rule ID and per drop reason).</summary>
@@ -302,20 +323,8 @@ public sealed class EngineFirewall : IAsyncDisposable
             await _nftables.DisposeAsync();
         }
 
+        // The flow sink is not ours to close: the engine's FlowSwitch closes the real sinks after this firewall.
         _ownedConntrack?.Dispose();
-        if (_flowSink is not null)
-        {
-            try
-            {
-                await _flowSink.DisposeAsync();
-            }
-#pragma warning disable CA1031 // A plugin's failure to close must not stop the rest of the engine from closing.
-            catch (Exception e)
-#pragma warning restore CA1031
-            {
-                _logger.LogWarning("Closing the flow sinks failed: {Problem}", e.Message);
-            }
-        }
     }
 
     private FirewallStatus UserspaceStatus()

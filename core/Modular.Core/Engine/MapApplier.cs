@@ -181,7 +181,7 @@ internal sealed class MapApplier
     /// </summary>
     private async Task<(int Added, int Updated, int Removed)> ApplyRoutePlanAsync(EngineParts parts, NetworkMap map, RoutePlan plan, CancellationToken cancellationToken)
     {
-        parts.Firewall?.Firewall?.UpdateResources(plan.ToFirewallResources(parts.Iface.Address));
+        parts.Firewall?.UpdateResources(plan.ToFirewallResources(parts.Iface.Address));
         if (_flows is not null)
         {
             await _flows.ApplyAsync(map, cancellationToken);

@@ -8,7 +8,9 @@ namespace Modular.Core.Firewall;
 /// sink, or while a <see cref="SwitchableFlowSink"/> is off, it builds nothing, so the packet path allocates nothing
 /// for events. Events are built under the flow table's lock (their counters are read there) and handed to the sink
 /// only after it is released. Flows the <see cref="FlowCollection"/> leaves out (the mesh resolver's, those through
-/// an exit node) give no event; the others name the peer or resource at each end (<see cref="Scope"/>).
+/// an exit node) give no event; the others name the peer or resource at each end (<see cref="Scope"/>). Kernel mode's
+/// source (<see cref="Nftables.KernelFlowSource"/>) reports through one too (<see cref="Report"/>): the same
+/// switch, filters and names in both modes.
 /// </summary>
 internal sealed class FlowEventEmitter
 {
@@ -90,27 +92,38 @@ internal sealed class FlowEventEmitter
             return null;
         }
 
-        var inbound = direction == RuleDirection.Inbound;
-        return new FlowEvent(
-            Guid.NewGuid(),
-            Guid.NewGuid(),
-            _time.GetUtcNow(),
-            FlowEventType.Drop,
-            inbound ? FlowDirection.Ingress : FlowDirection.Egress,
-            header.Protocol,
-            IpPrefix128.ToAddress(header.Source),
-            header.IsIcmp ? (ushort)0 : header.SourcePort,
-            IpPrefix128.ToAddress(header.Destination),
-            header.IsIcmp ? (ushort)0 : header.DestinationPort,
-            header.IcmpType,
-            header.IcmpCode,
-            inbound ? 1UL : 0,
-            inbound ? (ulong)header.Length : 0,
-            inbound ? 0 : 1UL,
-            inbound ? 0 : (ulong)header.Length,
-            ruleId,
-            NameOf(header.Source),
-            NameOf(header.Destination));
+        return FlowEvents.Drop(header, direction == RuleDirection.Inbound, ruleId, _time.GetUtcNow(), NameOf(header.Source), NameOf(header.Destination));
+    }
+
+    /// <summary>
+    /// An event a flow source outside the userspace tracker read (kernel mode: conntrack, the policy table's drop
+    /// logs), put through the same step as the tracker's own: null while off or for a flow the collection settings
+    /// leave out (<c>collect_dns</c>, <c>collect_exit_node</c>); else the event with the peer or resource at each end
+    /// named where the source left it unnamed. Thread-safe (the scope is one volatile read).
+    /// </summary>
+    public FlowEvent? Report(FlowEvent flowEvent)
+    {
+        ArgumentNullException.ThrowIfNull(flowEvent);
+        if (!Enabled)
+        {
+            return null;
+        }
+
+        var source = IpPrefix128.ToUInt128(flowEvent.SourceAddress);
+        var destination = IpPrefix128.ToUInt128(flowEvent.DestinationAddress);
+        var key = new FlowKey(flowEvent.Protocol, source, destination, flowEvent.SourcePort, flowEvent.DestinationPort);
+        if (LeftOut(key, flowEvent.Direction == FlowDirection.Ingress ? RuleDirection.Inbound : RuleDirection.Outbound))
+        {
+            return null;
+        }
+
+        return flowEvent.SourceResourceId is not null && flowEvent.DestinationResourceId is not null
+            ? flowEvent
+            : flowEvent with
+            {
+                SourceResourceId = flowEvent.SourceResourceId ?? NameOf(source),
+                DestinationResourceId = flowEvent.DestinationResourceId ?? NameOf(destination),
+            };
     }
 
     /// <summary>Hands <paramref name="flowEvent"/> to the sink. Call with no lock held.</summary>
@@ -224,6 +237,39 @@ internal sealed class FlowEventEmitter
             entry.SourceResourceId,
             entry.ResourceId);
     }
+}
+
+/// <summary>
+/// Builds the events every flow source shares the shape of, so the userspace tracker and kernel mode's drop logs
+/// report a refused packet alike.
+/// </summary>
+internal static class FlowEvents
+{
+    /// <summary>
+    /// The Drop event of one refused packet: a flow ID of its own, the packet's length counted on the side it came
+    /// from (rx inbound, tx outbound), ports zero for ICMP (its type and code are carried instead).
+    /// </summary>
+    public static FlowEvent Drop(in PacketHeader header, bool inbound, string? ruleId, DateTimeOffset now, string? sourceResourceId, string? destinationResourceId)
+        => new(
+            Guid.NewGuid(),
+            Guid.NewGuid(),
+            now,
+            FlowEventType.Drop,
+            inbound ? FlowDirection.Ingress : FlowDirection.Egress,
+            header.Protocol,
+            IpPrefix128.ToAddress(header.Source),
+            header.IsIcmp ? (ushort)0 : header.SourcePort,
+            IpPrefix128.ToAddress(header.Destination),
+            header.IsIcmp ? (ushort)0 : header.DestinationPort,
+            header.IcmpType,
+            header.IcmpCode,
+            inbound ? 1UL : 0,
+            inbound ? (ulong)header.Length : 0,
+            inbound ? 0 : 1UL,
+            inbound ? 0 : (ulong)header.Length,
+            ruleId,
+            sourceResourceId,
+            destinationResourceId);
 }
 
 /// <summary>

@@ -27,7 +27,11 @@ public static class ForwardingTable
     /// <param name="filter">False: no forward filtering (every forwarded mesh connection passes); masquerade stays.</param>
     /// <param name="generation">The table's conntrack generation (1..127), cleared from conntrack before this table is applied.</param>
     /// <param name="trustMarks">False when it could not be cleared: established connections from the mesh walk the rules on every packet.</param>
-    public static string Render(string iface, IPNetwork overlay, IReadOnlyList<ServedRoute> served, IReadOnlyList<FirewallRule> rules, bool filter = true, int generation = 1, bool trustMarks = true)
+    /// <param name="markFlows">
+    /// Kernel-mode flow logging is on: a new connection forwarded from the mesh gets the flow bit (ingress: the remote
+    /// peer opened it), as the policy table marks this peer's own, so conntrack reports routed flows too.
+    /// </param>
+    public static string Render(string iface, IPNetwork overlay, IReadOnlyList<ServedRoute> served, IReadOnlyList<FirewallRule> rules, bool filter = true, int generation = 1, bool trustMarks = true, bool markFlows = false)
     {
         ArgumentNullException.ThrowIfNull(served);
         ArgumentNullException.ThrowIfNull(rules);
@@ -39,6 +43,14 @@ public static class ForwardingTable
         var stamp = Firewall.Nftables.ConntrackMarks.Stamp(generation, forwarded: true);
         var keep = Firewall.Nftables.ConntrackMarks.FreeMask;
         var firewallBits = Firewall.Nftables.ConntrackMarks.FirewallMask;
+        if (markFlows)
+        {
+            // Before any accept: the rules below keep the free bits (FreeMask) when they stamp.
+            var flowBit = Firewall.Nftables.ConntrackMarks.FlowBit;
+            var egressBit = Firewall.Nftables.ConntrackMarks.EgressBit;
+            script.Append(CultureInfo.InvariantCulture, $"    iifname {name} ct state new ct mark set ct mark & 0x{~egressBit:x8} | 0x{flowBit:x8}\n");
+        }
+
         script.Append("    ct state established ct direction reply accept\n");
         script.Append("    ct state related accept\n");
         if (trustMarks)

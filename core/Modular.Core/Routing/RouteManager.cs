@@ -16,6 +16,9 @@ public sealed record RouteManagerOptions(int Table, int ControlRulePriority = 51
     /// <summary>False (<c>[firewall] enabled = false</c>): a routing peer forwards every mesh connection, route rules are not enforced.</summary>
     public bool FilterForwarded { get; init; } = true;
 
+    /// <summary>Kernel-mode flow logging: forwarded mesh connections are marked for conntrack's flow events (<see cref="ForwardingTable.Render"/>).</summary>
+    public bool MarkFlows { get; init; }
+
     /// <summary>wg-quick's choice: the listen port as table and mark (51820 when the OS picks the port).</summary>
     public static RouteManagerOptions For(IWgIface iface)
     {
@@ -315,13 +318,13 @@ public sealed class RouteManager
         }
 
         if (_forwardingScript is not null
-            && ForwardingTable.Render(_iface.Name, _iface.Address, plan.Served, plan.ForwardRules, _options.FilterForwarded, _generations.Current, _generations.CurrentTrusted) == _forwardingScript)
+            && ForwardingTable.Render(_iface.Name, _iface.Address, plan.Served, plan.ForwardRules, _options.FilterForwarded, _generations.Current, _generations.CurrentTrusted, _options.MarkFlows) == _forwardingScript)
         {
             return;
         }
 
         var (generation, trusted) = await _generations.NextAsync(cancellationToken);
-        var script = ForwardingTable.Render(_iface.Name, _iface.Address, plan.Served, plan.ForwardRules, _options.FilterForwarded, generation, trusted);
+        var script = ForwardingTable.Render(_iface.Name, _iface.Address, plan.Served, plan.ForwardRules, _options.FilterForwarded, generation, trusted, _options.MarkFlows);
         if (!await TryAsync($"apply nft table {table}", () => _nft.ApplyAsync(script, cancellationToken)))
         {
             // The table in force (if any) is an older one: this plan's served routes are not in place.

@@ -50,7 +50,7 @@ public sealed class EngineFirewallTests
     }
 
     [Fact]
-    public async Task A_userspace_firewall_reports_its_flows_to_the_sink_and_closes_it_last()
+    public async Task A_userspace_firewall_reports_its_flows_to_the_sink_and_leaves_closing_it_to_its_owner()
     {
         var iface = NewUserspace();
         var sink = new RecordingSink();
@@ -68,8 +68,10 @@ public sealed class EngineFirewallTests
         Assert.Equal(22, drop.DestinationPort);
         Assert.Equal(0, sink.Disposals);
 
+        // The engine's FlowSwitch owns the sinks and closes them after the firewall: the firewall never does, so a
+        // sink is closed exactly once whatever hands it on.
         await engineFirewall.DisposeAsync();
-        Assert.Equal(1, sink.Disposals);
+        Assert.Equal(0, sink.Disposals);
     }
 
     [Fact]

@@ -326,6 +326,25 @@ public sealed class RouteManagerTests
     }
 
     [Fact]
+    public void With_kernel_flow_logging_the_forwarding_table_marks_new_mesh_connections_before_any_accept()
+    {
+        var map = Map(Route("lan", "10.77.0.0/24", Self, masquerade: false));
+        map.FirewallRules.Add(new FirewallRule { RuleId = "all-web", PeerIp = "100.64.0.0/10", Direction = "in", Action = "accept", Protocol = "tcp", Destination = "10.77.0.0/24", PortRanges = { new PortRange { Start = 80, End = 80 } } });
+        var plan = RoutePlan.From(map, Self, Overlay);
+        const string Mark = "iifname \"mdl0\" ct state new ct mark set ct mark & 0xffbfffff | 0x00800000";
+
+        var lines = ForwardingTable.Render("mdl0", Overlay, plan.Served, plan.ForwardRules, markFlows: true).Split('\n').Select(l => l.Trim()).ToList();
+        var chainStart = lines.FindIndex(l => l.StartsWith("type filter", StringComparison.Ordinal));
+        // First in the chain: every new forwarded connection from the mesh, ingress (bit 22 cleared), flow bit 23 set;
+        // the accept below keeps those free bits when it stamps.
+        Assert.Equal(Mark, lines[chainStart + 1]);
+        Assert.Contains(lines, l => l.Contains("\"all-web\"", StringComparison.Ordinal) && l.Contains("ct mark set ct mark & 0x00ffffff | 0x81000000 accept", StringComparison.Ordinal));
+
+        // Flow logging off (the default): the free bits are left alone.
+        Assert.DoesNotContain(Mark, ForwardingTable.Render("mdl0", Overlay, plan.Served, plan.ForwardRules), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void With_the_firewall_disabled_the_forwarding_table_only_masquerades()
     {
         var map = Map(Route("lan", "10.77.0.0/24", Self));

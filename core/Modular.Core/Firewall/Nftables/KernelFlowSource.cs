@@ -80,7 +80,9 @@ public sealed class KernelFlowRules
 
 /// <summary>
 /// Kernel mode's flow events: conntrack's own events and counters over ctnetlink, and the policy table's drop logs
-/// over NFLOG, turned into the <see cref="FlowEvent"/>s the userspace firewall gives, for the same sink.
+/// over NFLOG, turned into the <see cref="FlowEvent"/>s the userspace firewall gives and reported through a
+/// <see cref="FlowEventEmitter"/> as the userspace firewall's are (<see cref="FlowEventEmitter.Report"/>): the same
+/// on/off switch, <c>collect_dns</c> and <c>collect_exit_node</c> filters, and peer and resource IDs.
 /// <list type="bullet">
 /// <item>Start/End: a ctnetlink socket subscribed to NFNLGRP_CONNTRACK_NEW and _DESTROY. Only connections the policy
 /// table marked as this peer's mesh flows (<see cref="ConntrackMarks.FlowBit"/>) are reported: a classic BPF socket
@@ -107,7 +109,7 @@ public sealed class KernelFlowSource : IAsyncDisposable
     private const int ReceiveBufferBytes = 4 << 20;
 
     // Immutable after construction.
-    private readonly IFlowSink _sink;
+    private readonly FlowEventEmitter _emitter;
     private readonly ILogger _logger;
     private readonly GenericNetlinkSocket _conntrack;
     private readonly GenericNetlinkSocket? _nflog;
@@ -122,16 +124,16 @@ public sealed class KernelFlowSource : IAsyncDisposable
 
     // Interlocked.
     private long _lostEvents;
-    private long _sinkFailures;
 
     /// <summary>Opens the sockets and the sysctl in the caller's network namespace; nothing is read until <see cref="Start"/>.</summary>
     /// <exception cref="IOException">The ctnetlink socket could not be opened or subscribed (no flow events at all).</exception>
-    public KernelFlowSource(IFlowSink sink, KernelFlowRules rules, ushort nflogGroup, ILogger logger, TimeProvider? time = null)
+    /// <param name="emitter">Filters, names and hands the events to the sink (the engine's, shared with nothing else in kernel mode).</param>
+    internal KernelFlowSource(FlowEventEmitter emitter, KernelFlowRules rules, ushort nflogGroup, ILogger logger, TimeProvider? time = null)
     {
-        ArgumentNullException.ThrowIfNull(sink);
+        ArgumentNullException.ThrowIfNull(emitter);
         ArgumentNullException.ThrowIfNull(rules);
         ArgumentNullException.ThrowIfNull(logger);
-        _sink = sink;
+        _emitter = emitter;
         _logger = logger;
         _events = new KernelFlowEvents(rules, time ?? TimeProvider.System);
         _conntrack = new GenericNetlinkSocket(GenericNetlinkSocket.NetlinkNetfilter);
@@ -159,10 +161,11 @@ public sealed class KernelFlowSource : IAsyncDisposable
         }
     }
 
-    /// <summary>Events the kernel could not queue for a reader that fell behind (ENOBUFS), and events the sink threw on.</summary>
+    /// <summary>Events the kernel could not queue for a reader that fell behind (ENOBUFS).</summary>
     public long LostEvents => Interlocked.Read(ref _lostEvents);
 
-    public long SinkFailures => Interlocked.Read(ref _sinkFailures);
+    /// <summary>Events the sink threw on (counted by the emitter).</summary>
+    public long SinkFailures => _emitter.SinkFailures;
 
     /// <summary>Conntrack events of other connections that got past the kernel's filter (read by the reader thread; for tests).</summary>
     internal long UnmarkedEvents => _events.UnmarkedEvents;
@@ -294,18 +297,9 @@ public sealed class KernelFlowSource : IAsyncDisposable
 
     private void Emit(FlowEvent? flowEvent)
     {
-        if (flowEvent is null)
+        if (flowEvent is not null)
         {
-            return;
-        }
-
-        try
-        {
-            _sink.Emit(flowEvent);
-        }
-        catch (Exception)
-        {
-            Interlocked.Increment(ref _sinkFailures);
+            _emitter.Emit(_emitter.Report(flowEvent));
         }
     }
 
@@ -382,6 +376,7 @@ internal sealed class KernelFlowEvents(KernelFlowRules rules, TimeProvider time)
             egress ? entry.OriginalPackets : entry.ReplyPackets,
             egress ? entry.OriginalBytes : entry.ReplyBytes,
             _rules.AcceptRuleId(entry.Mark),
+            // Named (peer, resource) by the emitter's Report, with the userspace firewall's scope.
             null,
             null);
     }
@@ -394,34 +389,8 @@ internal sealed class KernelFlowEvents(KernelFlowRules rules, TimeProvider time)
             return null;
         }
 
-        var header = packet.Header;
-        var inbound = packet.Inbound;
-        return new FlowEvent(
-            Guid.NewGuid(),
-            Guid.NewGuid(),
-            _time.GetUtcNow(),
-            FlowEventType.Drop,
-            inbound ? FlowDirection.Ingress : FlowDirection.Egress,
-            header.Protocol,
-            Address(header.Source),
-            header.IsIcmp ? (ushort)0 : header.SourcePort,
-            Address(header.Destination),
-            header.IsIcmp ? (ushort)0 : header.DestinationPort,
-            header.IcmpType,
-            header.IcmpCode,
-            inbound ? 1UL : 0,
-            inbound ? (ulong)header.Length : 0,
-            inbound ? 0 : 1UL,
-            inbound ? 0 : (ulong)header.Length,
-            ruleId,
-            null,
-            null);
-    }
-
-    private static IPAddress Address(UInt128 address)
-    {
-        var ip = IpPrefix128.ToAddress(address);
-        return ip.IsIPv4MappedToIPv6 ? ip.MapToIPv4() : ip;
+        // Named (peer, resource) by the emitter's Report, as every kernel event is.
+        return FlowEvents.Drop(packet.Header, packet.Inbound, ruleId, _time.GetUtcNow(), null, null);
     }
 
     private readonly record struct FlowIdentity(uint Id, byte Protocol, IPAddress Source, IPAddress Destination, ushort SourcePort, ushort DestinationPort);

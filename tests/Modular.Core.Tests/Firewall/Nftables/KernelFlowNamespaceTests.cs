@@ -51,7 +51,7 @@ public sealed class KernelFlowNamespaceTests(ITestOutputHelper output)
         host.Exec("sysctl -q -w net.netfilter.nf_conntrack_acct=0");
 
         var sink = new CollectingSink();
-        var source = InNamespace.Create(host.Name, () => new KernelFlowSource(sink, rules, NftablesFlowLog.DefaultGroup, NullLogger.Instance));
+        var source = InNamespace.Create(host.Name, () => new KernelFlowSource(new FlowEventEmitter(sink, TimeProvider.System, int.MaxValue), rules, NftablesFlowLog.DefaultGroup, NullLogger.Instance));
         try
         {
             source.Start();
