@@ -1,4 +1,5 @@
 using System.Composition;
+using Microsoft.Extensions.Logging;
 using Modular.Abstractions.Plugins;
 using Modular.Abstractions.Proxy;
 using Modular.Abstractions.WireGuard;
@@ -6,29 +7,43 @@ using Modular.Abstractions.WireGuard;
 namespace Modular.Plugins.ProxyEbpf;
 
 /// <summary>
-/// The "ebpf" proxy's factory. The eBPF data path is not built yet: it declines userspace
-/// interfaces, a disabled or unprivileged host, and its Create throws, so automatic selection
-/// falls back to the UDP proxy with one warning.
+/// The "ebpf" proxy: kernel/external WireGuard only (Linux 6.6+ for tcx, root). One <see cref="EbpfDataPath"/> per
+/// WireGuard listen port, loaded and attached by the first proxy created and detached when the last one closes (the
+/// engine holds one from start to stop when <c>kind = "ebpf"</c> is explicit, so a load failure stops start-up). A
+/// failing load throws from <see cref="CreateAsync"/> with the reason; automatic selection then uses udp.
 /// </summary>
+/// <remarks>
+/// Setting <c>[plugins.ebpf] object</c>: the compiled program (default: bpf/wgproxy.o next to this assembly, built
+/// from bpf/wgproxy.c by clang at build time).
+/// </remarks>
 [Export(typeof(IProxyFactory))]
 [PluginName("ebpf")]
 public sealed class EbpfProxyFactory : IProxyFactory
 {
-    public const string NotBuiltYet = "eBPF proxy not built yet";
+    private readonly Lock _lock = new();
+    private readonly Dictionary<int, Shared> _paths = [];
 
     public string Description =>
-        "Not built yet: will relay kernel-mode traffic with an eBPF program on loopback; today Create fails and the agent falls back to the UDP proxy.";
+        "Relays kernel-mode traffic through ONE loopback UDP socket and a tc program on lo that rewrites ports, so WireGuard sees each relayed peer at its own 127.0.0.1 port; kernel mode, root, Linux 6.6+.";
+
+    /// <summary>Where the compiled program is by default.</summary>
+    public static string DefaultObjectPath =>
+        Path.Combine(Path.GetDirectoryName(typeof(EbpfProxyFactory).Assembly.Location) ?? AppContext.BaseDirectory, "bpf", "wgproxy.o");
+
+    public ProxyCapability CanServe(WgInterfaceMode mode) => mode == WgInterfaceMode.Kernel
+        ? ProxyCapability.Yes
+        : ProxyCapability.No("the eBPF proxy serves kernel/external WireGuard only; use the bind proxy (or \"auto\") for a userspace interface");
 
     public ProxyCapability CanProxy(IWgInterfaceView iface, ProxyEnvironment environment)
     {
-        if (iface.IsUserspace)
+        if (CanServe(iface.Mode) is { CanProxy: false } refused)
         {
-            return ProxyCapability.No("the eBPF proxy serves kernel/external WireGuard only; use the bind proxy for a userspace interface");
+            return refused;
         }
 
         if (environment.EbpfDisabled)
         {
-            return ProxyCapability.No("disabled by NB_DISABLE_EBPF_WG_PROXY");
+            return ProxyCapability.No("disabled by NB_DISABLE_EBPF_WG_PROXY=true");
         }
 
         return environment.IsRoot
@@ -37,5 +52,74 @@ public sealed class EbpfProxyFactory : IProxyFactory
     }
 
     public ValueTask<IProxy> CreateAsync(IWgInterfaceView iface, IPluginContext context, CancellationToken cancellationToken)
-        => throw new NotSupportedException(NotBuiltYet);
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        var objectPath = context.Settings.TryGetValue("object", out var value) && value is string { Length: > 0 } path ? path : DefaultObjectPath;
+        var logger = context.LoggerFactory.CreateLogger<EbpfProxy>();
+        var lease = Acquire(iface.ListenPort, objectPath, logger);
+        IProxy proxy = new EbpfProxy(lease.Path, lease, logger);
+        return ValueTask.FromResult(proxy);
+    }
+
+    /// <summary>Relayed peers each data path carries now (for tests and status).</summary>
+    internal int PeersOn(int wireGuardPort)
+    {
+        lock (_lock)
+        {
+            return _paths.TryGetValue(wireGuardPort, out var shared) ? shared.Path.Peers : 0;
+        }
+    }
+
+    private Lease Acquire(int wireGuardPort, string objectPath, ILogger logger)
+    {
+        lock (_lock)
+        {
+            if (!_paths.TryGetValue(wireGuardPort, out var shared))
+            {
+                shared = new Shared(EbpfDataPath.Open(objectPath, wireGuardPort, logger));
+                _paths.Add(wireGuardPort, shared);
+            }
+
+            shared.Holders++;
+            return new Lease(this, wireGuardPort, shared.Path);
+        }
+    }
+
+    private void Release(int wireGuardPort)
+    {
+        EbpfDataPath? closing = null;
+        lock (_lock)
+        {
+            if (_paths.TryGetValue(wireGuardPort, out var shared) && --shared.Holders == 0)
+            {
+                _paths.Remove(wireGuardPort);
+                closing = shared.Path;
+            }
+        }
+
+        closing?.Dispose();
+    }
+
+    private sealed class Shared(EbpfDataPath path)
+    {
+        public EbpfDataPath Path { get; } = path;
+
+        public int Holders { get; set; }
+    }
+
+    /// <summary>One proxy's hold on a data path; disposing it twice releases once.</summary>
+    private sealed class Lease(EbpfProxyFactory owner, int wireGuardPort, EbpfDataPath path) : IDisposable
+    {
+        private int _released;
+
+        public EbpfDataPath Path { get; } = path;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _released, 1) == 0)
+            {
+                owner.Release(wireGuardPort);
+            }
+        }
+    }
 }

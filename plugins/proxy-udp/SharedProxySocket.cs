@@ -285,7 +285,7 @@ internal sealed class PktInfoMessage
             var iov = _block.AsSpan(IoVecOffset, 16);
             BinaryPrimitives.WriteInt64LittleEndian(iov, pin.AddrOfPinnedObject() + segment.Offset);
             BinaryPrimitives.WriteInt64LittleEndian(iov[8..], segment.Count);
-            var header = new MsgHdr
+            var header = new NativeMessages.MsgHdr
             {
                 Name = _blockAddress,
                 NameLength = SockAddrInSize,
@@ -294,7 +294,7 @@ internal sealed class PktInfoMessage
                 Control = _blockAddress + ControlOffset,
                 ControlLength = ControlSize,
             };
-            while (sendmsg((int)handle.DangerousGetHandle(), ref header, MsgNoSignal) < 0)
+            while (NativeMessages.SendMsg((int)handle.DangerousGetHandle(), ref header, MsgNoSignal) < 0)
             {
                 var errno = Marshal.GetLastPInvokeError();
                 if (errno != Eintr)
@@ -319,20 +319,4 @@ internal sealed class PktInfoMessage
             pin.Free();
         }
     }
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct MsgHdr
-    {
-        public nint Name;
-        public uint NameLength;
-        public nint Iov;
-        public nuint IovLength;
-        public nint Control;
-        public nuint ControlLength;
-        public int Flags;
-    }
-
-    [DllImport("libc", SetLastError = true)]
-    [DefaultDllImportSearchPaths(DllImportSearchPath.SafeDirectories)]
-    private static extern nint sendmsg(int fd, ref MsgHdr message, int flags);
 }

@@ -22,6 +22,70 @@ public sealed class RelayProxyTests(ITestOutputHelper output)
     public void The_shared_socket_udp_proxy_carries_relayed_traffic_in_kernel_mode()
         => RelayedTrafficThrough("pu", proxyConfig: "[proxy]\nkind = \"udp\"", kernelMode: true, expectedProxy: "udp");
 
+    /// <summary>
+    /// The eBPF proxy in kernel mode (wireguard-go): relayed ping and iperf3 through one socket and the tc program on lo.
+    /// Explicit, so it is attached from start: the agent holds exactly one program, its two maps and one link. After
+    /// SIGKILL the kernel has freed those very objects (by id), a restart attaches afresh, and after `down` the new
+    /// ones are gone too.
+    /// </summary>
+    [SkippableFact]
+    public void The_ebpf_proxy_carries_relayed_traffic_in_kernel_mode_and_nothing_of_it_outlives_down_or_SIGKILL()
+    {
+        Prerequisites.RequireTool("bpftool");
+        RelayedTrafficThrough("pe", proxyConfig: "[proxy]\nkind = \"ebpf\"", kernelMode: true, expectedProxy: "ebpf", then: (rig, a) =>
+        {
+            var held = BpfObjects.HeldBy(a.Process!.Id);
+            Assert.Single(held.Programs);
+            Assert.Equal(2, held.Maps.Count);
+            Assert.Single(held.Links);
+
+            a.Kill();
+            rig.WaitUntil(() => held.StillLoaded().Count == 0, TimeSpan.FromSeconds(30), "the killed agent's program, maps and link freed",
+                () => string.Join(", ", held.StillLoaded()));
+
+            a.Start();
+            rig.WaitUntil(() => a.Process is { HasExited: false } p && BpfObjects.HeldBy(p.Id).Links.Count == 1, TimeSpan.FromSeconds(120),
+                $"{a.Name} restarted with the program attached", () => $"{a.Output}\n{a.Log[Math.Max(0, a.Log.Length - 3000)..]}");
+            var again = BpfObjects.HeldBy(a.Process!.Id);
+            Assert.Empty(again.Programs.Intersect(held.Programs));
+
+            a.Stop();
+            rig.WaitUntil(() => again.StillLoaded().Count == 0, TimeSpan.FromSeconds(30), "the program, maps and link freed after down",
+                () => string.Join(", ", again.StillLoaded()));
+        });
+    }
+
+    [SkippableFact]
+    public void With_NB_DISABLE_EBPF_WG_PROXY_auto_uses_udp_in_kernel_mode_and_traffic_flows()
+        => RelayedTrafficThrough("pn", proxyConfig: "", kernelMode: true, expectedProxy: "udp",
+            environment: new Dictionary<string, string> { ["NB_DISABLE_EBPF_WG_PROXY"] = "true" });
+
+    [SkippableFact]
+    public void When_the_ebpf_program_cannot_load_auto_uses_udp_with_a_warning_and_traffic_flows()
+        => RelayedTrafficThrough("pf", proxyConfig: "[plugins.ebpf]\nobject = \"/nonexistent/wgproxy.o\"", kernelMode: true, expectedProxy: "udp", then: (_, a) =>
+            Assert.Contains("The eBPF proxy could not be created (cannot read the eBPF program /nonexistent/wgproxy.o", a.Log, StringComparison.Ordinal));
+
+    [SkippableTheory]
+    [InlineData("[proxy]\nkind = \"ebpf\"\n[plugins.ebpf]\nobject = \"/nonexistent/wgproxy.o\"", null, "cannot read the eBPF program /nonexistent/wgproxy.o")]
+    [InlineData("[proxy]\nkind = \"ebpf\"", "true", "disabled by NB_DISABLE_EBPF_WG_PROXY=true")]
+    public void An_explicit_ebpf_that_cannot_start_stops_start_up_with_the_reason_at_proxy_kind(string proxyConfig, string? disable, string reason)
+    {
+        MeshRig.RequirePrerequisites();
+        Prerequisites.RequireTool("wireguard-go");
+        using var rig = new MeshRig(output, "px");
+        rig.StartServer();
+        var key = rig.CreateSetupKey();
+        var a = rig.AddAgent("px1");
+        a.WriteConfig(key, proxyConfig);
+        a.UseKernelMode();
+        a.Start(disable is null ? null : new Dictionary<string, string> { ["NB_DISABLE_EBPF_WG_PROXY"] = disable });
+        rig.WaitUntil(() => a.Process is null or { HasExited: true }, TimeSpan.FromSeconds(120), $"{a.Name} gave up", () => a.Output);
+        Assert.NotEqual(0, a.Process!.ExitCode);
+        Assert.Contains($"{a.ConfigPath}:", a.Output, StringComparison.Ordinal);
+        Assert.Contains(": proxy.kind: the eBPF proxy", a.Output, StringComparison.Ordinal);
+        Assert.Contains(reason, a.Output, StringComparison.Ordinal);
+    }
+
     [SkippableFact]
     public void A_third_party_proxy_plugin_selected_by_name_carries_relayed_traffic()
     {
@@ -37,7 +101,10 @@ public sealed class RelayProxyTests(ITestOutputHelper output)
         }
     }
 
-    private void RelayedTrafficThrough(string prefix, string proxyConfig, bool kernelMode, string expectedProxy, string? pluginsDir = null)
+    /// <param name="environment">The agents' extra environment variables.</param>
+    /// <param name="then">Runs last with the rig and the first agent (its peer removed, still running).</param>
+    private void RelayedTrafficThrough(string prefix, string proxyConfig, bool kernelMode, string expectedProxy, string? pluginsDir = null,
+        IDictionary<string, string>? environment = null, Action<MeshRig, MeshRig.Agent>? then = null)
     {
         MeshRig.RequirePrerequisites();
         Prerequisites.RequireTool("iperf3");
@@ -62,7 +129,7 @@ public sealed class RelayProxyTests(ITestOutputHelper output)
         }
 
         // The baseline: a logged in, with no peer yet.
-        a.Start();
+        a.Start(environment);
         rig.WaitUntil(() => a.Status() is { } s && s.GetProperty("management").GetProperty("connected").GetBoolean(), TimeSpan.FromSeconds(120), $"{a.Name} logged in",
             () => $"{a.StatusText()}\n{a.Output}\n{a.Log[Math.Max(0, a.Log.Length - 4000)..]}");
         var pid = a.Process!.Id;
@@ -84,7 +151,7 @@ public sealed class RelayProxyTests(ITestOutputHelper output)
             $"{a.Name}'s sockets settled before {b.Name} joins",
             () => string.Join(' ', before));
 
-        b.Start();
+        b.Start(environment);
         rig.WaitUntil(() => a.IsConnected(b.Name, "Relayed") && b.IsConnected(a.Name, "Relayed"), TimeSpan.FromSeconds(90),
             "both Connected through the relay", () => MeshTests.Diagnostics(rig, names));
         Assert.Equal(expectedProxy, a.Peer(b.Name)!.Value.GetProperty("proxy").GetString());
@@ -116,6 +183,7 @@ public sealed class RelayProxyTests(ITestOutputHelper output)
         rig.WaitUntil(() => Sockets(pid).Count <= before.Count, TimeSpan.FromSeconds(30),
             $"{a.Name}'s sockets back to the {before.Count} it had before {b.Name} joined",
             () => $"before: {string.Join(' ', before)}\nnow: {string.Join(' ', Sockets(pid))}\n{a.Namespace.TryExec("ss -uanp").Output}\n{a.Namespace.TryExec("ss -tanpe").Output}");
+        then?.Invoke(rig, a);
     }
 
     /// <summary>

@@ -87,6 +87,7 @@ internal sealed class EngineAssembly
         EngineFirewall? firewall = null;
         RouteManager? routes = null;
         MeshDnsService? dns = null;
+        ProxySelector? proxies = null;
         try
         {
             await _seams.BeforeAsync(EngineStep.Interface, cancellationToken);
@@ -139,12 +140,23 @@ internal sealed class EngineAssembly
             _logger.LogInformation("Interface {Interface} up ({Mode}); host candidates: {Candidates}", iface.Name, iface.Mode,
                 string.Join(", ", paths.LocalCandidates));
 
-            var proxies = new ProxySelector(
+            proxies = new ProxySelector(
                 _config.Proxy.Kind,
                 _options.ProxyFactories,
                 new ProxyEnvironment(_config.Proxy.EbpfDisabled, Environment.UserName == "root"),
                 PluginContext,
                 _logger);
+            try
+            {
+                // An explicit ebpf is loaded and attached now, not at the first relayed connect: failing stops start-up.
+                await proxies.StartAsync(iface, cancellationToken);
+            }
+            catch (InvalidOperationException e)
+            {
+                var at = _config.Positions.TryGetValue("proxy.kind", out var p) ? p : default;
+                throw new EngineFatalException(new ConfigException(_config.SourcePath, at.Line, at.Column, "proxy.kind", e.Message).Message, e);
+            }
+
             var relay = new EngineRelayConnector(iface, _identity.PublicKey, proxies, _recorder, _logger);
             relay.Apply(services);
             var manager = new ConnectionManager(iface, _signaling, paths, relay, _options.PeerOptions, _recorder, _time, _loggerFactory, listener => ActivityMonitors.Create(iface, listener, _loggerFactory, _time));
@@ -159,13 +171,21 @@ internal sealed class EngineAssembly
         catch
         {
             await CloseAsync(created?.Iface, created?.OwnedTransport, firewall, routes, dns, manager: null);
+            if (proxies is not null)
+            {
+                await proxies.DisposeAsync();
+            }
+
             throw;
         }
     }
 
     /// <summary>Closes every part (the engine does this when it stops).</summary>
-    public Task CloseAsync(EngineParts parts)
-        => CloseAsync(parts.Iface, parts.IceTransport, parts.Firewall, parts.Routes, parts.Dns, parts.Manager, parts.PresharedKeys);
+    public async Task CloseAsync(EngineParts parts)
+    {
+        await CloseAsync(parts.Iface, parts.IceTransport, parts.Firewall, parts.Routes, parts.Dns, parts.Manager, parts.PresharedKeys);
+        await parts.Relay.Proxies.DisposeAsync(); // after the peers' proxies: the held eBPF program goes last
+    }
 
     /// <summary>What a plugin factory receives: its <c>[plugins.NAME]</c> settings and the engine's services.</summary>
     private EnginePluginContext PluginContext(string name)

@@ -23,6 +23,9 @@ internal sealed class EngineRelayConnector(IWgIface iface, WgKey ownKey, ProxySe
 
     public sealed record RelayGrant(string Address, RelayCredentials Credentials);
 
+    /// <summary>The proxy selection this connector uses (the engine disposes it when it stops).</summary>
+    public ProxySelector Proxies => proxies;
+
     public RelayGrant? Grant
     {
         get => _grant;

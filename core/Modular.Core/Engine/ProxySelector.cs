@@ -7,10 +7,12 @@ namespace Modular.Core.Engine;
 
 /// <summary>
 /// Creates the proxy for a relayed peer: the kind named in TOML, or automatically bind for a
-/// userspace interface and ebpf, then udp, for a kernel one. An ebpf proxy that cannot be created
-/// (no BPF here, verifier refusal) falls back to udp with one warning for the agent's lifetime.
+/// userspace interface and ebpf, then udp, for a kernel one. With auto, an ebpf proxy that cannot be
+/// created (no BPF here, verifier refusal) falls back to udp with one warning for the agent's lifetime.
+/// An explicit <c>kind = "ebpf"</c> never falls back: <see cref="StartAsync"/> loads it when the engine
+/// starts, so a host that cannot run it stops start-up with the reason.
 /// </summary>
-public sealed class ProxySelector
+public sealed class ProxySelector : IAsyncDisposable
 {
     private readonly string _kind;
     private readonly IReadOnlyDictionary<string, IProxyFactory> _factories;
@@ -18,6 +20,7 @@ public sealed class ProxySelector
     private readonly Func<string, IPluginContext> _contextFor;
     private readonly ILogger _logger;
     private int _ebpfWarned;
+    private IProxy? _held;
 
     /// <param name="kind">"auto" or a factory name.</param>
     /// <param name="contextFor">The plugin context (its TOML section) for a factory name.</param>
@@ -35,10 +38,53 @@ public sealed class ProxySelector
     {
         if (!string.Equals(_kind, "auto", StringComparison.OrdinalIgnoreCase))
         {
-            return string.Equals(_kind, "ebpf", StringComparison.Ordinal) ? ["ebpf", "udp"] : [_kind];
+            return [_kind];
         }
 
         return iface.IsUserspace ? ["bind", "udp"] : _environment.EbpfDisabled ? ["udp"] : ["ebpf", "udp"];
+    }
+
+    /// <summary>
+    /// Called once the interface is up. For an explicit <c>kind = "ebpf"</c>, creates one proxy and holds it until
+    /// <see cref="DisposeAsync"/>, so the program is loaded and attached from start to stop (not at the first relayed
+    /// connect) and a failure (NB_DISABLE_EBPF_WG_PROXY=true, no root, a refused program) throws
+    /// <see cref="InvalidOperationException"/> with the reason. Other kinds have nothing to prepare.
+    /// </summary>
+    public async Task StartAsync(IWgIface iface, CancellationToken cancellationToken)
+    {
+        if (!string.Equals(_kind, "ebpf", StringComparison.Ordinal) || _held is not null)
+        {
+            return;
+        }
+
+        if (!_factories.TryGetValue("ebpf", out var factory))
+        {
+            throw new InvalidOperationException("the ebpf proxy plugin is not loaded");
+        }
+
+        var capability = factory.CanProxy((IWgInterfaceView)iface, _environment);
+        if (!capability.CanProxy)
+        {
+            throw new InvalidOperationException($"the eBPF proxy cannot serve {iface.Name}: {capability.Reason}");
+        }
+
+        try
+        {
+            _held = await factory.CreateAsync((IWgInterfaceView)iface, _contextFor("ebpf"), cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            throw new InvalidOperationException($"the eBPF proxy cannot start: {e.Message}", e);
+        }
+    }
+
+    /// <summary>Releases what <see cref="StartAsync"/> holds (the eBPF program stays only while a relayed peer uses it).</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _held, null) is { } held)
+        {
+            await held.CloseAsync();
+        }
     }
 
     public async Task<IProxy> CreateAsync(IWgIface iface, CancellationToken cancellationToken)
@@ -69,7 +115,7 @@ public sealed class ProxySelector
             catch (Exception e) when (e is not OperationCanceledException)
             {
                 reasons.Add($"{name}: {e.Message}");
-                if (string.Equals(name, "ebpf", StringComparison.Ordinal))
+                if (string.Equals(name, "ebpf", StringComparison.Ordinal) && Preference(iface).Count > 1)
                 {
                     if (Interlocked.Exchange(ref _ebpfWarned, 1) == 0)
                     {

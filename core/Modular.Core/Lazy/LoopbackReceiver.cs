@@ -155,7 +155,7 @@ internal sealed class LoopbackReceiver : IDisposable
         {
             while (true)
             {
-                var header = new MsgHdr
+                var header = new NativeMessages.MsgHdr
                 {
                     Name = _blockAddress + AddressOffset,
                     NameLength = SockAddrInSize,
@@ -164,7 +164,7 @@ internal sealed class LoopbackReceiver : IDisposable
                     Control = _blockAddress + ControlOffset,
                     ControlLength = ControlSize,
                 };
-                var received = recvmsg((int)handle.DangerousGetHandle(), ref header, MsgDontWait);
+                var received = NativeMessages.RecvMsg((int)handle.DangerousGetHandle(), ref header, MsgDontWait);
                 if (received < 0)
                 {
                     var errno = Marshal.GetLastPInvokeError();
@@ -192,7 +192,7 @@ internal sealed class LoopbackReceiver : IDisposable
 
     public void Dispose() => Socket.Dispose();
 
-    private bool Parse(in MsgHdr header)
+    private bool Parse(in NativeMessages.MsgHdr header)
     {
         if ((header.Flags & (MsgTrunc | MsgCtrunc)) != 0 || header.NameLength < 8)
         {
@@ -256,20 +256,4 @@ internal sealed class LoopbackReceiver : IDisposable
             logger.LogDebug("{Socket} ({Port}) has no {Option}: {Error}", purpose, socket.LocalEndPoint, option, e.SocketErrorCode);
         }
     }
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct MsgHdr
-    {
-        public nint Name;
-        public uint NameLength;
-        public nint Iov;
-        public nuint IovLength;
-        public nint Control;
-        public nuint ControlLength;
-        public int Flags;
-    }
-
-    [DllImport("libc", SetLastError = true)]
-    [DefaultDllImportSearchPaths(DllImportSearchPath.SafeDirectories)]
-    private static extern nint recvmsg(int fd, ref MsgHdr message, int flags);
 }

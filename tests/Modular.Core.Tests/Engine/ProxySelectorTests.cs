@@ -124,15 +124,54 @@ public sealed class ProxySelectorTests
     }
 
     [Fact]
-    public async Task An_explicit_ebpf_that_fails_falls_back_to_udp_with_one_warning()
+    public async Task An_explicit_ebpf_is_loaded_at_start_and_held_until_the_selector_is_disposed()
+    {
+        var selector = Selector("ebpf");
+
+        await selector.StartAsync(Kernel, CancellationToken.None);
+        Assert.Equal(1, _ebpf.Created);
+        Assert.Equal(0, _ebpf.Closed);
+        Assert.Equal(["ebpf"], selector.Preference(Kernel));
+        Assert.Equal("ebpf", (await selector.CreateAsync(Kernel, CancellationToken.None)).Kind);
+
+        await selector.DisposeAsync();
+        Assert.Equal(1, _ebpf.Closed);
+    }
+
+    [Fact]
+    public async Task An_explicit_ebpf_that_cannot_load_fails_start_with_the_reason_and_never_becomes_udp()
     {
         _ebpf.Throw = "no BPF here";
         var selector = Selector("ebpf");
 
-        Assert.Equal(["ebpf", "udp"], selector.Preference(Kernel));
-        Assert.Equal("udp", (await selector.CreateAsync(Kernel, CancellationToken.None)).Kind);
-        Assert.Equal("udp", (await selector.CreateAsync(Kernel, CancellationToken.None)).Kind);
-        Assert.Contains("no BPF here", Assert.Single(_log.Warnings), StringComparison.Ordinal);
+        var start = await Assert.ThrowsAsync<InvalidOperationException>(() => selector.StartAsync(Kernel, CancellationToken.None));
+        Assert.Equal("the eBPF proxy cannot start: no BPF here", start.Message);
+        var create = await Assert.ThrowsAsync<InvalidOperationException>(() => selector.CreateAsync(Kernel, CancellationToken.None));
+        Assert.Equal("the ebpf proxy failed: no BPF here", create.Message);
+        Assert.Equal(0, _udp.Asked);
+        Assert.Empty(_log.Warnings);
+    }
+
+    [Fact]
+    public async Task An_explicit_ebpf_with_NB_DISABLE_EBPF_WG_PROXY_fails_start_naming_both()
+    {
+        var ex = await Assert.ThrowsAsync<InvalidOperationException>(() => Selector("ebpf", EbpfOff).StartAsync(Kernel, CancellationToken.None));
+
+        Assert.Equal("the eBPF proxy cannot serve fake0: disabled by NB_DISABLE_EBPF_WG_PROXY", ex.Message);
+        Assert.Equal(0, _ebpf.Created);
+    }
+
+    [Theory]
+    [InlineData("auto")]
+    [InlineData("udp")]
+    public async Task Other_kinds_have_nothing_to_start(string kind)
+    {
+        await using var selector = Selector(kind);
+
+        await selector.StartAsync(Kernel, CancellationToken.None);
+
+        Assert.Equal(0, _ebpf.Asked);
+        Assert.Equal(0, _udp.Created);
     }
 
     [Fact]
@@ -171,6 +210,7 @@ public sealed class ProxySelectorTests
     {
         private int _asked;
         private int _created;
+        private int _closed;
 
         public string Name => name;
 
@@ -187,6 +227,8 @@ public sealed class ProxySelectorTests
         public int Asked => Volatile.Read(ref _asked);
 
         public int Created => Volatile.Read(ref _created);
+
+        public int Closed => Volatile.Read(ref _closed);
 
         public ProxyCapability CanServe(WgInterfaceMode served)
             => mode is null || mode == served ? ProxyCapability.Yes : ProxyCapability.No($"{name} serves {mode.Value.ToString().ToLowerInvariant()} only");
@@ -220,12 +262,12 @@ public sealed class ProxySelectorTests
             }
 
             Interlocked.Increment(ref _created);
-            IProxy proxy = new KindProxy(name);
+            IProxy proxy = new KindProxy(name, () => Interlocked.Increment(ref _closed));
             return ValueTask.FromResult(proxy);
         }
     }
 
-    private sealed class KindProxy(string kind) : IProxy
+    private sealed class KindProxy(string kind, Action closed) : IProxy
     {
         public string Kind => kind;
 
@@ -251,9 +293,13 @@ public sealed class ProxySelectorTests
         {
         }
 
-        public ValueTask CloseAsync() => ValueTask.CompletedTask;
+        public ValueTask CloseAsync()
+        {
+            closed();
+            return ValueTask.CompletedTask;
+        }
 
-        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+        public ValueTask DisposeAsync() => CloseAsync();
     }
 
     private sealed class FakeContext : IPluginContext

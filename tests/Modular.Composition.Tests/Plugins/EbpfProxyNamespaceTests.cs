@@ -1,0 +1,156 @@
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.Logging.Abstractions;
+using Modular.Abstractions.Proxy;
+using Modular.Abstractions.WireGuard;
+using Modular.Plugins.ProxyEbpf;
+using Modular.Testing;
+
+namespace Modular.Composition.Tests.Plugins;
+
+/// <summary>
+/// The eBPF proxy's real data path (bpf/wgproxy.c attached to lo's tcx ingress) in a network namespace of its own,
+/// with a plain UDP socket standing in for WireGuard: each relayed peer reaches "WireGuard" from its own
+/// 127.0.0.1 port through the one proxy socket, replies find their way back, unrelated loopback traffic is left
+/// alone, and closing the last proxy detaches the program (bpftool sees nothing on lo afterwards).
+/// </summary>
+public sealed class EbpfProxyNamespaceTests
+{
+    private static WgKey Key(byte b) => new(Enumerable.Repeat(b, 32).ToArray());
+
+    [SkippableFact]
+    public async Task Each_relayed_peer_reaches_WireGuard_from_its_own_port_through_one_socket_and_close_detaches()
+    {
+        Prerequisites.RequireRoot();
+        Prerequisites.RequireTool("bpftool");
+        using var ns = NetworkNamespace.Create("ebp");
+        using var wireGuard = InNamespace.Create(ns.Name, () =>
+        {
+            var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+            socket.Bind(new IPEndPoint(IPAddress.Any, 0));
+            return socket;
+        });
+        var wgPort = ((IPEndPoint)wireGuard.LocalEndPoint!).Port;
+        var factory = new EbpfProxyFactory();
+        var iface = new FakeWgInterfaceView(WgInterfaceMode.Kernel, wgPort);
+        var relays = new[] { new InMemoryRelayedConnection(), new InMemoryRelayedConnection(), new InMemoryRelayedConnection() };
+        var proxies = new List<IProxy>();
+        var held = BpfObjects.HeldBy(Environment.ProcessId);
+        Assert.Empty(held.Programs); // nothing before the first proxy
+        try
+        {
+            for (var i = 0; i < relays.Length; i++)
+            {
+                var proxy = InNamespace.Create(ns.Name, () => factory.CreateAsync(iface, new FakePluginContext(), CancellationToken.None).AsTask().GetAwaiter().GetResult());
+                await proxy.AddRelayedConnAsync(relays[i], Key((byte)(i + 1)), CancellationToken.None);
+                proxy.Work();
+                proxies.Add(proxy);
+            }
+
+            // One program, its two maps and one link, whatever the number of peers.
+            held = BpfObjects.HeldBy(Environment.ProcessId);
+            Assert.Single(held.Programs);
+            Assert.Equal(2, held.Maps.Count);
+            Assert.Single(held.Links);
+            Assert.Equal(3, proxies.Select(p => p.EndpointAddr).Distinct().Count());
+            Assert.All(proxies, p => Assert.Equal(IPAddress.Loopback, p.EndpointAddr.Address));
+
+            var buffer = new byte[2048];
+            for (var round = 0; round < 3; round++)
+            {
+                for (var i = 0; i < relays.Length; i++)
+                {
+                    var fromRelay = WgFrames.Transport(1, 2, (byte)round, (byte)i);
+                    await relays[i].FromRelay.Writer.WriteAsync(fromRelay);
+                    var received = await wireGuard.ReceiveFromAsync(buffer, SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), Bounded.Wait);
+                    Assert.Equal(fromRelay, buffer[..received.ReceivedBytes]);
+                    Assert.Equal(proxies[i].EndpointAddr, received.RemoteEndPoint); // the peer's own endpoint, not the proxy socket
+
+                    var reply = new byte[] { 9, (byte)round, (byte)i };
+                    await wireGuard.SendToAsync(reply, SocketFlags.None, proxies[i].EndpointAddr);
+                    Assert.Equal(reply, await relays[i].ToRelay.Reader.ReadAsync(Bounded.Wait));
+                }
+            }
+
+            // Loopback traffic that is not WireGuard's or the proxy's passes untouched, even to a peer's port.
+            using var other = InNamespace.Create(ns.Name, () =>
+            {
+                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+                socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+                return socket;
+            });
+            using var bystander = InNamespace.Create(ns.Name, () =>
+            {
+                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+                socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+                return socket;
+            });
+            await bystander.SendToAsync(new byte[] { 7 }, SocketFlags.None, other.LocalEndPoint!);
+            var plain = await other.ReceiveFromAsync(buffer, SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), Bounded.Wait);
+            Assert.Equal(bystander.LocalEndPoint, plain.RemoteEndPoint);
+
+            // One closed: the others still flow; all closed: the program is gone from lo.
+            await proxies[0].CloseAsync();
+            await relays[1].FromRelay.Writer.WriteAsync(WgFrames.Transport(4));
+            var after = await wireGuard.ReceiveFromAsync(buffer, SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), Bounded.Wait);
+            Assert.Equal(proxies[1].EndpointAddr, after.RemoteEndPoint);
+            Assert.Equal(held, BpfObjects.HeldBy(Environment.ProcessId), BpfObjectsComparer.Instance);
+        }
+        finally
+        {
+            foreach (var proxy in proxies)
+            {
+                await proxy.CloseAsync();
+            }
+        }
+
+        Assert.Empty(BpfObjects.HeldBy(Environment.ProcessId).Programs);
+        Assert.Empty(held.StillLoaded());
+    }
+
+    [SkippableFact]
+    public async Task A_program_that_cannot_load_fails_create_with_the_reason_and_leaves_nothing()
+    {
+        Prerequisites.RequireRoot();
+        using var ns = NetworkNamespace.Create("ebf");
+        var broken = Path.Combine(Path.GetTempPath(), $"modular-broken-{Guid.NewGuid():N}.o");
+        await File.WriteAllTextAsync(broken, "not an ELF object");
+        try
+        {
+            var factory = new EbpfProxyFactory();
+            var context = new FakePluginContext(new Dictionary<string, object?> { ["object"] = broken });
+            var failure = Assert.IsType<InvalidOperationException>(Record.Exception(() => InNamespace.Create(ns.Name,
+                () => factory.CreateAsync(new FakeWgInterfaceView(WgInterfaceMode.Kernel, 51820), context, CancellationToken.None).AsTask().GetAwaiter().GetResult())).InnerException);
+            Assert.Contains(broken, failure.Message);
+            Assert.Contains("not a 64-bit little-endian ELF object", failure.Message);
+            Assert.Empty(BpfObjects.HeldBy(Environment.ProcessId).Maps);
+        }
+        finally
+        {
+            File.Delete(broken);
+        }
+    }
+
+    [Fact]
+    public void Serves_kernel_mode_only_and_honours_NB_DISABLE_EBPF_WG_PROXY()
+    {
+        var factory = new EbpfProxyFactory();
+        Assert.True(factory.CanServe(WgInterfaceMode.Kernel).CanProxy);
+        Assert.False(factory.CanServe(WgInterfaceMode.Userspace).CanProxy);
+        var kernel = new FakeWgInterfaceView(WgInterfaceMode.Kernel);
+        Assert.True(factory.CanProxy(kernel, new ProxyEnvironment(EbpfDisabled: false, IsRoot: true)).CanProxy);
+        Assert.Equal("disabled by NB_DISABLE_EBPF_WG_PROXY=true", factory.CanProxy(kernel, new ProxyEnvironment(EbpfDisabled: true, IsRoot: true)).Reason);
+        Assert.Equal("loading eBPF programs needs root", factory.CanProxy(kernel, new ProxyEnvironment(EbpfDisabled: false, IsRoot: false)).Reason);
+        Assert.False(factory.CanProxy(new FakeWgInterfaceView(WgInterfaceMode.Userspace), new ProxyEnvironment(EbpfDisabled: false, IsRoot: true)).CanProxy);
+    }
+
+    private sealed class BpfObjectsComparer : IEqualityComparer<BpfObjects>
+    {
+        public static readonly BpfObjectsComparer Instance = new();
+
+        public bool Equals(BpfObjects? x, BpfObjects? y)
+            => x is not null && y is not null && x.Programs.SequenceEqual(y.Programs) && x.Maps.SequenceEqual(y.Maps) && x.Links.SequenceEqual(y.Links);
+
+        public int GetHashCode(BpfObjects obj) => obj.Programs.Count;
+    }
+}
