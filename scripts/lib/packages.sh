@@ -15,9 +15,11 @@
 #   conntrack                       inspecting kernel-mode connection tracking (flow logging)
 #   clang, llvm, bpftool, libbpf-dev  building and loading the eBPF proxy program
 #   clang, zlib1g-dev               linking the native-AOT `modular` (scripts/publish)
+#   systemd                         `systemd-analyze verify` checks the units (no running systemd needed);
+#                                   dpkg-deb (scripts/package-deb) is in dpkg, always there
 modular_packages=(
   wireguard-go wireguard-tools iperf3 nftables iproute2 iputils-ping dnsutils jq
-  redis-server nfdump conntrack clang llvm bpftool libbpf-dev zlib1g-dev
+  redis-server nfdump conntrack clang llvm bpftool libbpf-dev zlib1g-dev systemd
 )
 
 # The part scripts/demo drives (a subset of the above): a first run should not pull in a compiler.
