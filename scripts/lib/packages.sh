@@ -16,9 +16,11 @@
 #   clang, llvm, bpftool, libbpf-dev  building and loading the eBPF proxy program
 #   clang, zlib1g-dev               linking the native-AOT `modular` (scripts/publish)
 #   chromium                        the local UI's browser test (headless, through Playwright; no browser download)
+#   systemd                         `systemd-analyze verify` checks the units (no running systemd needed);
+#                                   dpkg-deb (scripts/package-deb) is in dpkg, always there
 modular_packages=(
   wireguard-go wireguard-tools iperf3 nftables iproute2 iputils-ping dnsutils jq
-  redis-server nfdump conntrack clang llvm bpftool libbpf-dev zlib1g-dev chromium
+  redis-server nfdump conntrack clang llvm bpftool libbpf-dev zlib1g-dev chromium systemd
 )
 
 # The part scripts/demo drives (a subset of the above): a first run should not pull in a compiler.

@@ -176,6 +176,29 @@ public sealed class CliTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Under_systemd_the_server_says_ready_once_it_listens_and_stopping_on_sigterm()
+    {
+        // The NOTIFY_SOCKET systemd gives a Type=notify service, held by the test (no systemd needed).
+        using var notify = new NotifySocket();
+        using var server = Shell.Start(Executable, $"--config {_configPath}", new Dictionary<string, string> { [NotifySocket.Variable] = notify.Path });
+
+        Assert.Equal("READY=1", await notify.ReceiveAsync(TimeSpan.FromSeconds(60)));
+        // Ready means listening: the address is logged before READY=1, and a gRPC call is answered at once.
+        var listening = System.Text.RegularExpressions.Regex.Match(server.Output, @"listening on (http://[0-9.:]+)");
+        Assert.True(listening.Success, server.Output);
+        using (var channel = Grpc.Net.Client.GrpcChannel.ForAddress(listening.Groups[1].Value))
+        using (var agent = X25519KeyPair.Generate())
+        {
+            await Assert.ThrowsAsync<ManagementRefusedException>(() => new ManagementClient(channel, agent).LoginAsync(TestServer.Meta("nobody"), CancellationToken.None));
+        }
+
+        Shell.Run("kill", $"-TERM {server.Process.Id}");
+        Assert.Equal("STOPPING=1", await notify.ReceiveAsync(TimeSpan.FromSeconds(30)));
+        Assert.True(server.Process.WaitForExit(20_000), "the server did not stop on SIGTERM");
+        Assert.Equal(0, server.Process.ExitCode);
+    }
+
+    [Fact]
     public void A_usage_error_exits_2_and_says_what_was_expected_for_any_option()
     {
         var type = Cli("setup-key create --usage-limit abc");

@@ -320,9 +320,10 @@ public sealed class ManagementTests
     }
 
     [Fact]
-    public async Task Expired_logins_drop_out_of_other_maps_and_cannot_log_in()
+    public async Task Expired_logins_stay_in_other_maps_marked_expired_and_cannot_log_in()
     {
-        await using var server = await TestServer.StartAsync(tweak: c => c with { Account = c.Account with { PeerLoginExpiration = TimeSpan.FromSeconds(2) } });
+        // Long enough for the second server and the watcher's first map on a loaded machine: it must see "short" live first.
+        await using var server = await TestServer.StartAsync(tweak: c => c with { Account = c.Account with { PeerLoginExpiration = TimeSpan.FromSeconds(8) } });
         var setupKey = await server.CreateSetupKeyAsync();
         var (keyA, a) = server.NewAgent();
         using var _ = keyA;
@@ -336,22 +337,23 @@ public sealed class ManagementTests
         using var cts = new CancellationTokenSource(Wait);
         await using var stream = b.SyncAsync(TestServer.Meta("watcher"), cts.Token).GetAsyncEnumerator(cts.Token);
         var sawShort = false;
+        var sawExpired = false;
         var map = new NetworkMapState();
         while (await stream.MoveNextAsync())
         {
             Assert.Equal(MapUpdateResult.Applied, map.Apply(stream.Current));
-            var names = map.ToMap().RemotePeers.Select(p => p.Hostname).ToList();
-            if (names.Contains("short"))
+            var shortPeer = map.ToMap().RemotePeers.SingleOrDefault(p => p.Hostname == "short");
+            Assert.NotNull(shortPeer); // never dropped from the map
+            sawShort |= !shortPeer.Expired;
+            if (shortPeer.Expired)
             {
-                sawShort = true;
-            }
-            else if (sawShort)
-            {
-                break; // it was there and is gone now
+                sawExpired = true;
+                break; // it was live and is marked expired now
             }
         }
 
         Assert.True(sawShort);
+        Assert.True(sawExpired);
         var e = await Assert.ThrowsAsync<ManagementRefusedException>(() => a.LoginAsync(TestServer.Meta("short"), CancellationToken.None));
         Assert.Equal(StatusCode.PermissionDenied, e.StatusCode);
         Assert.Contains("expired", e.Status.Detail, StringComparison.Ordinal);

@@ -21,17 +21,22 @@ public sealed class NetworkMapBuilderTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void A_map_holds_every_live_peer_but_itself()
+    public void A_map_holds_every_peer_but_itself_and_marks_an_expired_login()
     {
-        var peers = Enumerable.Range(0, 50).Select(i => Peer(i, i == 7 ? Now.AddSeconds(-1) : null)).ToList();
+        var peers = Enumerable.Range(0, 50).Select(i => Peer(i, i == 7 ? Now.AddSeconds(-1) : i == 8 ? Now.AddSeconds(1) : null)).ToList();
         var snapshot = new NetworkSnapshot(9, peers);
         var map = NetworkMapBuilder.Build(snapshot, peers[3], new AccountConfig { DnsDomain = "corp" }, Now);
 
         Assert.Equal(9ul, map.Serial);
         Assert.Equal("100.64.0.4/10", map.PeerConfig.Address);
         Assert.Equal("host3.corp", map.PeerConfig.Fqdn);
-        Assert.Equal(48, map.RemotePeers.Count);
-        Assert.DoesNotContain(map.RemotePeers, p => p.Hostname is "host3" or "host7");
+        Assert.Equal(49, map.RemotePeers.Count);
+        Assert.DoesNotContain(map.RemotePeers, p => p.Hostname is "host3");
+        // The lapsed login stays, marked (others show it as Idle, "login expired"); one that lapses later is live.
+        Assert.Equal(["host7"], map.RemotePeers.Where(p => p.Expired).Select(p => p.Hostname));
+        Assert.Equal("100.64.0.8/32", map.RemotePeers.Single(p => p.Hostname == "host7").AllowedIps.Single());
+        // The snapshot's shared entry is not marked: a later map of the same snapshot decides again.
+        Assert.DoesNotContain(snapshot.RemotePeers(new AccountConfig { DnsDomain = "corp" }), p => p.Remote.Expired);
         Assert.Equal(map.RemotePeers.Count, map.RemotePeers.Select(p => p.AllowedIps[0]).Distinct().Count());
         Assert.True(map.AccountPsk.IsEmpty);
         // Agents name a peer in flow events by this ID (RemotePeer.id).
@@ -51,7 +56,8 @@ public sealed class NetworkMapBuilderTests(ITestOutputHelper output)
             var decoded = SyncResponse.Parser.ParseFrom(encoder.Encode(snapshot, self, account, services));
             var expected = new SyncResponse { NetworkMap = NetworkMapBuilder.Build(snapshot, self, account, Now), Services = services };
             Assert.Equal(expected, decoded);
-            Assert.Equal(28, decoded.NetworkMap.RemotePeers.Count);
+            Assert.Equal(29, decoded.NetworkMap.RemotePeers.Count);
+            Assert.Equal(["host5"], decoded.NetworkMap.RemotePeers.Where(p => p.Expired).Select(p => p.Hostname));
         }
     }
 

@@ -30,15 +30,21 @@ public sealed class SyncDeltaTests(ITestOutputHelper output)
     {
         var log = new NetworkChangeLog();
         var before = Snapshot(1, Enumerable.Range(0, 10).Select(i => Peer(i)));
-        // 3 removed, 5 upgraded, 10 joined, 7 expired (counts as removed); the rest unchanged.
+        // 3 removed, 5 upgraded, 10 joined, 7 expired (sent again, marked expired); the rest unchanged.
         var after = Snapshot(2, Enumerable.Range(0, 11).Where(i => i != 3).Select(i => i switch { 5 => Peer(i, "2.0"), 7 => Peer(i, expires: Now), _ => Peer(i) }));
 
         var change = log.Record(before, after, Account)!;
 
         Assert.Equal((1ul, 2ul), (change.FromSerial, change.ToSerial));
-        Assert.True(change.Upserted.Keys.ToHashSet().SetEquals([Peer(5).PublicKey, Peer(10).PublicKey]));
+        Assert.True(change.Upserted.Keys.ToHashSet().SetEquals([Peer(5).PublicKey, Peer(7).PublicKey, Peer(10).PublicKey]));
         Assert.Equal("2.0", change.Upserted[Peer(5).PublicKey].AgentVersion);
-        Assert.True(change.Removed.ToHashSet().SetEquals([Peer(3).PublicKey, Peer(7).PublicKey]));
+        Assert.True(change.Upserted[Peer(7).PublicKey].Expired);
+        Assert.False(change.Upserted[Peer(5).PublicKey].Expired);
+        Assert.True(change.Removed.ToHashSet().SetEquals([Peer(3).PublicKey]));
+
+        // Still expired in the next snapshot: nothing to send again.
+        var later = Snapshot(3, after.Peers);
+        Assert.Equal(0, log.Record(after, later, Account)!.Size);
     }
 
     [Fact]

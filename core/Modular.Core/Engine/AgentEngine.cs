@@ -55,6 +55,9 @@ public sealed class AgentEngine
     // Run loop only: the pinned-key mismatch was logged as an error (once, until a login succeeds).
     private bool _keyMismatchReported;
 
+    // Completed by the run loop once the interface is up or the engine waits to retry (see Started).
+    private readonly TaskCompletionSource _started = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
     public AgentEngine(EngineOptions options, StatusRecorder recorder, ILoggerFactory loggerFactory, TimeProvider time)
         : this(options, recorder, loggerFactory, time, EngineSeams.Host)
     {
@@ -102,6 +105,13 @@ public sealed class AgentEngine
     /// <summary>For tests: how many changes wait for the apply gate.</summary>
     internal int ApplyGateWaiting => _applier.GateWaiting;
 
+    /// <summary>
+    /// Completes once the interface is up, or once a first attempt failed and the engine waits to retry (management
+    /// unreachable, say): the daemon then tells its service manager it is ready. Never completes when the engine stops
+    /// or fails for good before either.
+    /// </summary>
+    public Task Started => _started.Task;
+
     /// <summary>Runs until <paramref name="cancellationToken"/> fires; throws <see cref="EngineFatalException"/> when it cannot go on.</summary>
     public async Task RunAsync(CancellationToken cancellationToken)
     {
@@ -135,6 +145,7 @@ public sealed class AgentEngine
                     refused.OnAccepted();
                     _keyMismatchReported = false;
                     await EnsureInterfaceAsync(login, stop.Token);
+                    _started.TrySetResult();
                     if (background.Count == 0)
                     {
                         background.Add(Task.Run(() => _signal.RunAsync(stop.Token), CancellationToken.None));
@@ -200,6 +211,7 @@ public sealed class AgentEngine
                 }
 
                 var delay = backoff.Next(MaxBackoff);
+                _started.TrySetResult(); // retrying: as started as it gets until the next attempt
                 try
                 {
                     if (_parts is not null)

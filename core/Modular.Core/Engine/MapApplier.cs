@@ -33,6 +33,7 @@ internal sealed class MapApplier
     private readonly FlowSwitch? _flows;
 
     private readonly ApplyGate _gate = new();
+    private readonly ExpiredPeers _expired;
 
     // Written only with _gate held. _routePlan is also read without it, by failover's quick "anything stale?" check.
     private volatile NetworkMap? _appliedMap;
@@ -52,6 +53,7 @@ internal sealed class MapApplier
         _recorder = recorder;
         _logger = logger;
         _controlHosts = controlHosts;
+        _expired = new ExpiredPeers(recorder);
     }
 
     /// <summary>For tests: how many changes wait for the apply gate.</summary>
@@ -60,12 +62,16 @@ internal sealed class MapApplier
     /// <summary>The parts, for work that only runs once they exist (maps come after the interface).</summary>
     private EngineParts Parts => _parts() ?? throw new InvalidOperationException("the engine's interface is not built yet");
 
-    /// <summary>Puts a whole network map in force: firewall rules, DNS, then peers and routes by a new route plan.</summary>
+    /// <summary>
+    /// Puts a whole network map in force: firewall rules, DNS, then peers and routes by a new route plan. Peers whose
+    /// login expired are left out of all of it and only shown in status (<see cref="ExpiredPeers"/>).
+    /// </summary>
     public async Task<(int Added, int Updated, int Removed)> ApplyMapAsync(NetworkMap map, CancellationToken cancellationToken)
     {
         var parts = Parts;
         using (await _gate.EnterAsync(cancellationToken))
         {
+            (map, var expired) = ExpiredPeers.Split(map);
             var routes = RoutePlan.From(map, _ownKey, parts.Iface.Address, _logger, IsConnected);
             if (parts.Firewall is not null)
             {
@@ -73,7 +79,10 @@ internal sealed class MapApplier
             }
 
             await ApplyDnsAsync(parts, map, cancellationToken);
-            return await ApplyRoutePlanAsync(parts, map, routes, cancellationToken);
+            _expired.Forget(expired);
+            var changes = await ApplyRoutePlanAsync(parts, map, routes, cancellationToken);
+            _expired.Show(expired);
+            return changes;
         }
     }
 
@@ -91,6 +100,7 @@ internal sealed class MapApplier
         using (await _gate.EnterAsync(CancellationToken.None))
         {
             await parts.Manager.ApplyAsync([], CancellationToken.None);
+            _expired.Forget([]);
             await parts.Routes.ApplyAsync(RoutePlan.Empty, [], CancellationToken.None);
             _recorder.SetRoutes([]);
             (_appliedMap, _routePlan) = (null, RoutePlan.Empty);

@@ -172,6 +172,8 @@ internal static class AgentDaemon
 
         await using var app = builder.Build();
         app.MapGrpcService<DaemonGrpcService>();
+        var systemd = new ServiceNotifier();
+        using var stopping = app.Lifetime.ApplicationStopping.Register(systemd.Stopping);
         var bound = false;
         try
         {
@@ -203,8 +205,14 @@ internal static class AgentDaemon
             using var engineStop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             var engineRun = supervisor.RunAsync(engineStop.Token);
             var shutdown = app.WaitForShutdownAsync(cancellationToken);
+            if (await Task.WhenAny(engine.Started, engineRun, shutdown) == engine.Started)
+            {
+                systemd.Ready(); // the socket listens (above) and the interface is up or being retried
+            }
+
             if (await Task.WhenAny(engineRun, shutdown) == engineRun && engineRun.Exception?.InnerException is { } failure)
             {
+                systemd.Stopping();
                 var problem = failure is EngineFatalException ? failure.Message : $"the engine failed: {failure}";
                 logger.Fatal("Cannot go on: {Problem}", problem);
                 await Console.Error.WriteLineAsync(problem);
@@ -214,6 +222,7 @@ internal static class AgentDaemon
 
             // The engine closes (destroys) the interface before the daemon reports it stopped. From here
             // on a clean stop logs no warning: failures caused by our own cancellation are expected.
+            systemd.Stopping();
             logger.Information("Stopping: closing connections and the interface");
             await engineStop.CancelAsync();
             try

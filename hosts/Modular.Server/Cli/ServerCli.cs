@@ -2,6 +2,8 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Encodings.Web;
 using System.Text.Json;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Hosting.Systemd;
 using Modular.Abstractions.Config;
 using Modular.Server.Config;
 using Modular.Server.Hosting;
@@ -310,9 +312,14 @@ public static class ServerCli
         try
         {
             await using var app = await ServerHost.BuildAsync(config, logger, ct);
+            // systemd (Type=notify, the unit scripts/publish installs): STOPPING=1 when a stop begins, READY=1 once every
+            // listener is open (Kestrel and the UDP services bind in StartAsync). Nothing without NOTIFY_SOCKET.
+            var systemd = new SystemdNotifier();
+            using var stopping = app.Lifetime.ApplicationStopping.Register(() => Notify(systemd, ServiceState.Stopping));
             await app.StartAsync(ct);
             logger.Information("modular-server listening on {Address} ({Scheme}); components: {Components}; data in {DataDir}",
                 ServerHost.GrpcAddress(app), config.Tls.Enabled ? "TLS" : "plaintext", string.Join(", ", config.Components), config.DataDir);
+            Notify(systemd, ServiceState.Ready);
             await app.WaitForShutdownAsync(ct);
             return 0;
         }
@@ -329,6 +336,14 @@ public static class ServerCli
         finally
         {
             await logger.DisposeAsync();
+        }
+    }
+
+    private static void Notify(SystemdNotifier systemd, ServiceState state)
+    {
+        if (systemd.IsEnabled)
+        {
+            systemd.Notify(state);
         }
     }
 

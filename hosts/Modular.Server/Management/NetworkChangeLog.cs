@@ -5,7 +5,8 @@ namespace Modular.Server.Management;
 
 /// <summary>
 /// What changed in the account's peer list between two consecutive snapshots, as peers see each other:
-/// entries added or changed (the whole new entry) and keys that left (removed or login lapsed).
+/// entries added or changed (the whole new entry; a lapsed login is a change: the entry marked expired) and keys
+/// that left (removed).
 /// </summary>
 /// <remarks>
 /// A change too large to be worth a delta (see <see cref="NetworkChangeLog.TooLarge"/>) is kept without its
@@ -54,9 +55,9 @@ public sealed class NetworkChangeLog
     }
 
     /// <summary>
-    /// Records the change from <paramref name="previous"/> to <paramref name="next"/>; a peer counts when its
-    /// login was live when the snapshot was taken (a lapsed login is a removal). Without a previous snapshot
-    /// the log starts afresh.
+    /// Records the change from <paramref name="previous"/> to <paramref name="next"/>; each peer as others saw it when
+    /// its snapshot was taken (a lapsed login is a change of the peer: it is sent again, marked expired). Without a
+    /// previous snapshot the log starts afresh.
     /// </summary>
     public NetworkChange? Record(NetworkSnapshot? previous, NetworkSnapshot next, Config.AccountConfig account)
     {
@@ -74,19 +75,13 @@ public sealed class NetworkChangeLog
         var before = new Dictionary<WgKey, RemotePeer>(previous.Peers.Count);
         foreach (var (peer, remote) in previous.RemotePeers(account))
         {
-            if (!peer.IsExpired(previous.TakenAt))
-            {
-                before[peer.PublicKey] = remote;
-            }
+            before[peer.PublicKey] = NetworkMapBuilder.AsSeenAt(peer, remote, previous.TakenAt);
         }
 
         var upserted = new Dictionary<WgKey, RemotePeer>();
-        foreach (var (peer, remote) in next.RemotePeers(account))
+        foreach (var (peer, seen) in next.RemotePeers(account))
         {
-            if (peer.IsExpired(next.TakenAt))
-            {
-                continue;
-            }
+            var remote = NetworkMapBuilder.AsSeenAt(peer, seen, next.TakenAt);
 
             // RemotePeer equality is by value (generated protobuf Equals), so an unchanged peer is not sent again.
             if (!before.Remove(peer.PublicKey, out var old) || !old.Equals(remote))

@@ -6,7 +6,11 @@ using Modular.Server.Store;
 
 namespace Modular.Server.Management;
 
-/// <summary>Turns a snapshot into one peer's view: itself, every other live peer, and the account's settings.</summary>
+/// <summary>
+/// Turns a snapshot into one peer's view: itself, every other peer, and the account's settings. A peer whose login
+/// expired stays in the others' maps with <c>expired</c> set, so their status shows it (Idle, "login expired") while
+/// they keep it out of WireGuard.
+/// </summary>
 public static class NetworkMapBuilder
 {
     public static NetworkMap Build(NetworkSnapshot snapshot, PeerRecord self, AccountConfig account, DateTimeOffset now)
@@ -14,9 +18,9 @@ public static class NetworkMapBuilder
         var map = BuildHeader(snapshot, self, account);
         foreach (var (peer, remote) in snapshot.RemotePeers(account))
         {
-            if (peer.Id != self.Id && !peer.IsExpired(now))
+            if (peer.Id != self.Id)
             {
-                map.RemotePeers.Add(remote);
+                map.RemotePeers.Add(AsSeenAt(peer, remote, now));
             }
         }
 
@@ -55,6 +59,13 @@ public static class NetworkMapBuilder
         Fqdn = Fqdn(peer, account),
         LoginExpiresUnix = peer.LoginExpiresAt?.ToUnixTimeSeconds() ?? 0,
     };
+
+    /// <summary>
+    /// <paramref name="remote"/> (the snapshot's shared entry for <paramref name="peer"/>) as others see it at
+    /// <paramref name="now"/>: a copy marked expired when its login lapsed, else the shared entry itself.
+    /// </summary>
+    public static RemotePeer AsSeenAt(PeerRecord peer, RemotePeer remote, DateTimeOffset now)
+        => peer.IsExpired(now) ? new RemotePeer(remote) { Expired = true } : remote;
 
     /// <summary>How a peer appears in everyone else's map; built once per snapshot and shared by all streams.</summary>
     public static RemotePeer ToRemotePeer(PeerRecord peer, AccountConfig account)

@@ -9,7 +9,7 @@ namespace Modular.Server.Management;
 public sealed record NetworkSnapshot(ulong Serial, IReadOnlyList<PeerRecord> Peers, Networks.PolicySet? Policies = null)
 {
     /// <summary>
-    /// When it was read: peers count as live when their login had not lapsed at this time, in whole maps and
+    /// When it was read: peers count as expired when their login had lapsed at this time, in whole maps and
     /// in the change log alike (a lapse after it is the next snapshot's change).
     /// </summary>
     public DateTimeOffset TakenAt { get; init; } = DateTimeOffset.MinValue;

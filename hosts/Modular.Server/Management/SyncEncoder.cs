@@ -27,7 +27,7 @@ public sealed class SyncEncoder
         _spans = spans;
     }
 
-    /// <summary>Encodes every peer live at <paramref name="now"/> once.</summary>
+    /// <summary>Encodes every peer once, as others see it at <paramref name="now"/> (expired ones marked so).</summary>
     public static SyncEncoder Create(NetworkSnapshot snapshot, AccountConfig account, DateTimeOffset now)
     {
         using var buffer = new MemoryStream();
@@ -35,15 +35,10 @@ public sealed class SyncEncoder
         var output = new CodedOutputStream(buffer, leaveOpen: true);
         foreach (var (peer, remote) in snapshot.RemotePeers(account))
         {
-            if (peer.IsExpired(now))
-            {
-                continue;
-            }
-
             output.Flush();
             var start = (int)buffer.Position;
             output.WriteTag(3, WireFormat.WireType.LengthDelimited);
-            output.WriteMessage(remote);
+            output.WriteMessage(NetworkMapBuilder.AsSeenAt(peer, remote, now));
             output.Flush();
             spans[peer.Id] = (start, (int)buffer.Position);
         }
@@ -52,7 +47,7 @@ public sealed class SyncEncoder
         return new SyncEncoder(buffer.ToArray(), spans);
     }
 
-    /// <summary>The serialized SyncResponse for <paramref name="self"/>: its map (everyone live but itself) and services.</summary>
+    /// <summary>The serialized SyncResponse for <paramref name="self"/>: its map (everyone but itself) and services.</summary>
     public byte[] Encode(NetworkSnapshot snapshot, PeerRecord self, AccountConfig account, ServiceAddresses services)
     {
         var header = NetworkMapBuilder.BuildHeader(snapshot, self, account).ToByteArray();
