@@ -20,13 +20,11 @@ public static class NotBuiltYet
     /// <summary>Why each feature is not available, by the name <c>features.unavailable</c> uses.</summary>
     public static readonly ImmutableSortedDictionary<string, string> Reasons = new Dictionary<string, string>
     {
-        ["metrics"] = "not built yet: nothing listens for Prometheus",
         ["rosenpass"] = "not built yet: no post-quantum key exchange happens (peers that both run Rosenpass share a seed PSK; strict mode refuses the others)",
     }.ToImmutableSortedDictionary(StringComparer.Ordinal);
 
     public static readonly IReadOnlyList<Row> Keys =
     [
-        new("metrics.listen", "metrics", "\"127.0.0.1:9090\"", c => c.Metrics.Enabled),
         new("rosenpass.enabled", "rosenpass", "true", c => c.Rosenpass.Enabled.Value == true),
         new("rosenpass.permissive", "rosenpass", "true", c => c.Rosenpass.Permissive),
         new("plugins.rosenpass", "rosenpass", "{ port = 9999 }", c => c.PluginSettings.ContainsKey("rosenpass")),
@@ -38,7 +36,7 @@ public static class NotBuiltYet
     /// <summary>
     /// One line per row whose key is written in the file and asks for something, e.g.
     /// "agent.toml:12:11: rosenpass.enabled: accepted, but not built yet: no post-quantum key exchange happens; it has no effect".
-    /// A default that asks for a feature (metrics) is not warned about: nobody wrote it, and status shows it; nor is a
+    /// A default that asks for a feature is not warned about: nobody wrote it, and status shows it; nor is a
     /// key written to say "off" (<c>enabled = false</c>, <c>listen = ""</c>), which is true already.
     /// </summary>
     public static IReadOnlyList<string> Warnings(AgentConfig config)

@@ -48,6 +48,7 @@ public sealed class StatusRecorder
             Routes = s.Routes,
             Dns = s.Dns,
             Flows = s.Flows,
+            Metrics = s.Metrics,
         };
     }
 
@@ -89,6 +90,20 @@ public sealed class StatusRecorder
 
     /// <summary>Replaces flow logging's state and sink counters (every second while the engine runs).</summary>
     public void SetFlows(FlowStatus flows) => Update(s => s with { Flows = flows });
+
+    /// <summary>The Prometheus endpoint started, failed to (with why), or stopped.</summary>
+    public void SetMetrics(MetricsStatus metrics) => Update(s => s with { Metrics = metrics });
+
+    private long _engineRestarts;
+
+    /// <summary>
+    /// Engine restarts since the daemon started (<c>modular_engine_restarts_total</c>): the daemon's restart path calls
+    /// <see cref="CountEngineRestart"/> once per restart it performs (not for the first start).
+    /// </summary>
+    public long EngineRestarts => Interlocked.Read(ref _engineRestarts);
+
+    /// <summary>Counts one engine restart (see <see cref="EngineRestarts"/>).</summary>
+    public void CountEngineRestart() => Interlocked.Increment(ref _engineRestarts);
 
     /// <summary>Adds or replaces the relay with this URL.</summary>
     public void SetRelay(ServiceStatus relay) => Update(s => s with { Relays = s.Relays.SetItem(relay.Url, relay) });
@@ -142,5 +157,7 @@ public sealed class StatusRecorder
         public DnsStatus Dns { get; init; } = DnsStatus.Off;
 
         public FlowStatus Flows { get; init; } = FlowStatus.Off;
+
+        public MetricsStatus Metrics { get; init; } = MetricsStatus.Off;
     }
 }

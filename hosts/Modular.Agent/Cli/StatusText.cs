@@ -40,7 +40,12 @@ internal static class StatusText
         }
         foreach (var (feature, reason) in f.Unavailable.Where(u => u.Key is not ("rosenpass" or "netflow")))
         {
-            Line(text, feature == "metrics" ? "Metrics" : feature, $"requested, not available: {reason}");
+            Line(text, feature, $"requested, not available: {reason}");
+        }
+
+        if (status.Metrics.Listen.Length > 0 || detail)
+        {
+            Line(text, "Metrics", Metrics(status.Metrics));
         }
 
         Line(text, "Firewall", Firewall(status.Firewall));
@@ -255,4 +260,10 @@ internal static class StatusText
         < 1024L * 1024 * 1024 => string.Create(CultureInfo.InvariantCulture, $"{bytes / (1024.0 * 1024):0.#} MiB"),
         _ => string.Create(CultureInfo.InvariantCulture, $"{bytes / (1024.0 * 1024 * 1024):0.##} GiB"),
     };
+
+    private static string Metrics(MetricsStatus metrics)
+        => metrics.Serving ? $"on, http://{metrics.Listen}/metrics"
+            : metrics.Warning is { } warning ? $"not serving: {warning}"
+            : metrics.Listen.Length > 0 ? $"starting on {metrics.Listen}"
+            : "off";
 }

@@ -43,6 +43,7 @@ internal static class StatusMapping
             Firewall = ToProto(status.Firewall),
             Dns = ToProto(status.Dns),
             Flows = ToProto(status.Flows),
+            Metrics = new MetricsState { Listen = status.Metrics.Listen, Serving = status.Metrics.Serving, Warning = status.Metrics.Warning },
         };
         reply.Routes.AddRange(status.Routes.Select(ToProto));
         reply.Features.AlwaysConnected.AddRange(status.Features.AlwaysConnected);
@@ -88,6 +89,7 @@ internal static class StatusMapping
         Routes = [.. reply.Routes.Select(FromProto)],
         Dns = FromProto(reply.Dns),
         Flows = FromProto(reply.Flows),
+        Metrics = reply.Metrics is { } metrics ? new MetricsStatus(metrics.Listen, metrics.Serving, metrics.Warning) : MetricsStatus.Off,
     };
 
     private static FlowState ToProto(FlowStatus flows)
