@@ -8,6 +8,8 @@ using Modular.Abstractions.Peers;
 using Modular.Agent.Metrics;
 using Modular.Core.Status;
 
+using Modular.Testing;
+
 namespace Modular.Agent.Tests;
 
 /// <summary>
@@ -132,19 +134,7 @@ public sealed class MetricsTests : IDisposable
         return Encoding.UTF8.GetString(buffer.ToArray());
     }
 
-    /// <summary>The value of one series ("name{labels}") in Prometheus text; fails when the series is missing.</summary>
-    internal static double Value(string exposition, string series)
-    {
-        foreach (var line in exposition.Split('\n'))
-        {
-            if (line.StartsWith(series + " ", StringComparison.Ordinal))
-            {
-                return double.Parse(line[(series.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture);
-            }
-        }
-
-        throw new Xunit.Sdk.XunitException($"no series {series} in:\n{exposition}");
-    }
+    internal static double Value(string exposition, string series) => PrometheusText.Value(exposition, series);
 
     private static StatusRecorder NewRecorder() => new(
         new InterfaceStatus("mdt0", "userspace", 51820, 1280),

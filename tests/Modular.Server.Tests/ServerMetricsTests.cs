@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using Modular.Control.Crypto;
+using Modular.Testing;
 
 namespace Modular.Server.Tests;
 
@@ -64,18 +65,7 @@ public sealed class ServerMetricsTests
         Assert.Contains("modular_server_peers", await http.GetStringAsync($"http://{listen}/metrics"), StringComparison.Ordinal);
     }
 
-    private static double Value(string exposition, string series)
-    {
-        foreach (var line in exposition.Split('\n'))
-        {
-            if (line.StartsWith(series + " ", StringComparison.Ordinal))
-            {
-                return double.Parse(line[(series.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture);
-            }
-        }
-
-        throw new Xunit.Sdk.XunitException($"no series {series} in:\n{exposition}");
-    }
+    internal static double Value(string exposition, string series) => PrometheusText.Value(exposition, series);
 
     private static int FreeLoopbackPort()
     {
