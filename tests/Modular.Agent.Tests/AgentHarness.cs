@@ -44,7 +44,7 @@ public sealed class AgentHarness : IDisposable
     /// is appended verbatim (sections go there). The local UI is off unless <paramref name="ui"/> gives
     /// its listen address: daemons of parallel tests must not race for the default port. Returns its path.
     /// </summary>
-    public string WriteConfig(string interfaceName = "mdt0", string? pluginsDir = null, string extra = "", string setupKey = "", string fileName = "agent.toml", string ui = "")
+    public string WriteConfig(string interfaceName = "mdt0", string? pluginsDir = null, string extra = "", string setupKey = "", string fileName = "agent.toml", string ui = "", string metrics = "")
     {
         var path = Path.Combine(Root, fileName);
         File.WriteAllText(path, $"""
@@ -59,6 +59,8 @@ public sealed class AgentHarness : IDisposable
 
             [ui]
             listen = "{ui}"
+            [metrics]
+            listen = "{metrics}"
             """);
         return path;
     }

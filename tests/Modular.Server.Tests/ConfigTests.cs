@@ -17,6 +17,19 @@ public sealed class ConfigTests
         Assert.False(c.Tls.Enabled);
         Assert.Equal("modular.internal", c.Account.DnsDomain);
         Assert.False(c.Account.LazyConnections);
+        Assert.Equal("", c.MetricsListen); // no Prometheus endpoint unless asked for
+    }
+
+    [Fact]
+    public void A_bad_metrics_address_is_an_error_at_its_line()
+        => Assert.StartsWith("server.toml:3:", Assert.Throws<ConfigException>(() => ServerConfigLoader.Parse("listen = \"0.0.0.0:33073\"\n\nmetrics = { listen = \"nowhere\" }")).Message, StringComparison.Ordinal);
+
+    [Fact]
+    public void A_metrics_address_is_taken_as_written()
+    {
+        Assert.Equal("127.0.0.1:9100", ServerConfigLoader.Parse("metrics = { listen = \"127.0.0.1:9100\" }").MetricsListen);
+        Assert.Equal("[::1]:9100", ServerConfigLoader.Parse("[metrics]\nlisten = \"[::1]:9100\"").MetricsListen);
+        Assert.Equal("", ServerConfigLoader.Parse("metrics = { listen = \"\" }").MetricsListen);
     }
 
     [Fact]
@@ -71,6 +84,9 @@ public sealed class ConfigTests
     [InlineData("[account]\nlazy_connections = \"yes\"", "server.toml:2:1: key 'account.lazy_connections': expected true or false, got a string")]
     [InlineData("relay = { listen = \"nowhere\" }", "key 'relay.listen': expected an address and port")]
     [InlineData("components = [\"management\", \"dns\"]", "each entry must be one of")]
+    [InlineData("\nmetrics = { listen = \"localhost:9100\" }", "key 'metrics.listen': expected an address and port such as 0.0.0.0:9100, got 'localhost:9100'")]
+    [InlineData("metrics = { listen = \"127.0.0.1:0\" }", "key 'metrics.listen': expected an address and port")]
+    [InlineData("metrics = { listen = \"127.0.0.1:9100\", path = \"/m\" }", "unknown key 'metrics.path'")]
     [InlineData("[account]\nflows = { enabled = true, colour = 1 }", "unknown key 'account.flows.colour'")]
     [InlineData("store = { kind = \"mysql\" }", "key 'store.kind': expected one of sqlite, postgres")]
     [InlineData("tls = { cert = \"/a.pem\" }", "give both 'cert' and 'key'")]

@@ -220,7 +220,7 @@ public static class AgentConfigLoader
         ui.RejectUnknownKeys();
 
         var metrics = top.Section("metrics");
-        var metricsConfig = new ListenConfig(metrics.String("listen", "127.0.0.1:9090", v => v.Length == 0 ? null : ValidateHostPort(v), "\"host:port\" or \"\""));
+        var metricsConfig = new ListenConfig(metrics.String("listen", "127.0.0.1:9090", v => v.Length == 0 ? null : ValidateIpEndpoint(v), MetricsListenExpectation));
         metrics.RejectUnknownKeys();
 
         var pluginSettings = new Dictionary<string, IReadOnlyDictionary<string, object?>>(StringComparer.Ordinal);
@@ -438,6 +438,14 @@ public static class AgentConfigLoader
     }
 
     private const string UiListenExpectation = "a loopback address and port such as \"127.0.0.1:9091\" or \"[::1]:9091\", or \"\" to turn the UI off";
+
+    private const string MetricsListenExpectation = "an IP address and port such as \"127.0.0.1:9090\" or \"[::1]:9090\", or \"\" to turn metrics off";
+
+    /// <summary>The Prometheus endpoint binds an address of this host, so it takes an IP literal (no name to resolve); null when valid.</summary>
+    private static string? ValidateIpEndpoint(string value)
+        => ValidateHostPort(value) ?? (IPEndPoint.TryParse(value, out _)
+            ? null
+            : $"expected {MetricsListenExpectation}, got \"{value}\"");
 
     /// <summary>The local UI has no login, so it may listen on a loopback address only; null when valid.</summary>
     private static string? ValidateLoopbackEndpoint(string value)

@@ -20,7 +20,6 @@ public static class NotBuiltYet
     /// <summary>Why each feature is not available, by the name <c>features.unavailable</c> uses.</summary>
     public static readonly ImmutableSortedDictionary<string, string> Reasons = new Dictionary<string, string>
     {
-        ["metrics"] = "not built yet: nothing listens for Prometheus",
         ["rosenpass"] = "not verified end to end yet: peers that both run Rosenpass do exchange post-quantum PSKs (status -d shows each peer's quantum resistance) and strict mode refuses the others, but the namespace mode matrix does not pass yet",
     }.ToImmutableSortedDictionary(StringComparer.Ordinal);
 
@@ -35,7 +34,6 @@ public static class NotBuiltYet
 
     public static readonly IReadOnlyList<Row> Keys =
     [
-        new("metrics.listen", "metrics", "\"127.0.0.1:9090\"", c => c.Metrics.Enabled),
         new("rosenpass.enabled", "rosenpass", "true", c => c.Rosenpass.Enabled.Value == true),
         new("rosenpass.permissive", "rosenpass", "true", c => c.Rosenpass.Permissive),
         new("plugins.rosenpass", "rosenpass", "{ port = 9999 }", c => c.PluginSettings.ContainsKey("rosenpass")),
@@ -46,8 +44,8 @@ public static class NotBuiltYet
 
     /// <summary>
     /// One line per row whose key is written in the file and asks for something, e.g.
-    /// "agent.toml:12:11: metrics.listen: accepted, but not built yet: nothing listens for Prometheus; it has no effect".
-    /// A default that asks for a feature (metrics) is not warned about: nobody wrote it, and status shows it; nor is a
+    /// "agent.toml:12:11: rosenpass.enabled: accepted, but not verified end to end yet: ...".
+    /// A default that asks for a feature is not warned about: nobody wrote it, and status shows it; nor is a
     /// key written to say "off" (<c>enabled = false</c>, <c>listen = ""</c>), which is true already.
     /// </summary>
     public static IReadOnlyList<string> Warnings(AgentConfig config)

@@ -49,6 +49,7 @@ public sealed class StatusRecorder
             Dns = s.Dns,
             Flows = s.Flows,
             EngineRestarts = s.EngineRestarts,
+            Metrics = s.Metrics,
         };
     }
 
@@ -93,6 +94,9 @@ public sealed class StatusRecorder
 
     /// <summary>How many times the engine was restarted (see <see cref="Engine.EngineSupervisor"/>).</summary>
     public void SetEngineRestarts(long restarts) => Update(s => s with { EngineRestarts = restarts });
+
+    /// <summary>The Prometheus endpoint started, failed to (with why), or stopped.</summary>
+    public void SetMetrics(MetricsStatus metrics) => Update(s => s with { Metrics = metrics });
 
     /// <summary>Adds or replaces the relay with this URL.</summary>
     public void SetRelay(ServiceStatus relay) => Update(s => s with { Relays = s.Relays.SetItem(relay.Url, relay) });
@@ -148,5 +152,6 @@ public sealed class StatusRecorder
         public FlowStatus Flows { get; init; } = FlowStatus.Off;
 
         public long EngineRestarts { get; init; }
+        public MetricsStatus Metrics { get; init; } = MetricsStatus.Off;
     }
 }

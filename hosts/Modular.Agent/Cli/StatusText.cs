@@ -62,7 +62,12 @@ internal static class StatusText
         }
         foreach (var (feature, reason) in f.Unavailable.Where(u => u.Key is not ("rosenpass" or "netflow")))
         {
-            Line(feature == "metrics" ? "Metrics" : feature, $"requested, not available: {reason}");
+            Line(feature, $"requested, not available: {reason}");
+        }
+
+        if (status.Metrics.Listen.Length > 0 || detail)
+        {
+            Line("Metrics", Metrics(status.Metrics));
         }
 
         Line("Firewall", Firewall(status.Firewall));
@@ -131,7 +136,7 @@ internal static class StatusText
             }
             else
             {
-                Line(text, row.Label, row.Value);
+                Line(row.Label, row.Value);
             }
         }
 
@@ -316,4 +321,10 @@ internal static class StatusText
         < 1024L * 1024 * 1024 => string.Create(CultureInfo.InvariantCulture, $"{bytes / (1024.0 * 1024):0.#} MiB"),
         _ => string.Create(CultureInfo.InvariantCulture, $"{bytes / (1024.0 * 1024 * 1024):0.##} GiB"),
     };
+
+    private static string Metrics(MetricsStatus metrics)
+        => metrics.Serving ? $"on, http://{metrics.Listen}/metrics"
+            : metrics.Warning is { } warning ? $"not serving: {warning}"
+            : metrics.Listen.Length > 0 ? $"starting on {metrics.Listen}"
+            : "off";
 }

@@ -202,6 +202,7 @@ internal static class AgentDaemon
                 loggerFactory.CreateLogger<EngineSupervisor>());
             engineControl.Attach(supervisor);
             await using var ui = await LocalUi.StartAsync(config.Ui, recorder, switches, uiSettings, lazyPinnedBy, logger, uiLogins, cancellationToken);
+            await using var metrics = await Modular.Agent.Metrics.MetricsEndpoint.StartAsync(config.Metrics, recorder, TimeProvider.System, logger, cancellationToken);
             using var engineStop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             var engineRun = supervisor.RunAsync(engineStop.Token);
             var shutdown = app.WaitForShutdownAsync(cancellationToken);

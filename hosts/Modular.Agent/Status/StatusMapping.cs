@@ -44,6 +44,7 @@ internal static class StatusMapping
             Dns = ToProto(status.Dns),
             Flows = ToProto(status.Flows),
             EngineRestarts = status.EngineRestarts,
+            Metrics = new MetricsState { Listen = status.Metrics.Listen, Serving = status.Metrics.Serving, Warning = status.Metrics.Warning },
         };
         reply.Routes.AddRange(status.Routes.Select(ToProto));
         reply.Features.AlwaysConnected.AddRange(status.Features.AlwaysConnected);
@@ -90,6 +91,7 @@ internal static class StatusMapping
         Dns = FromProto(reply.Dns),
         Flows = FromProto(reply.Flows),
         EngineRestarts = reply.EngineRestarts,
+        Metrics = reply.Metrics is { } metrics ? new MetricsStatus(metrics.Listen, metrics.Serving, metrics.Warning) : MetricsStatus.Off,
     };
 
     private static FlowState ToProto(FlowStatus flows)

@@ -323,7 +323,7 @@ public static class ServerCli
             await app.WaitForShutdownAsync(ct);
             return 0;
         }
-        catch (Exception e) when (ListenException.Find(e, ServerHost.GrpcComponents(config), config.Listen) is { } listen)
+        catch (Exception e) when (ServerHost.FailedListener(e, config) is var (component, address) && ListenException.Find(e, component, address) is { } listen)
         {
             logger.Fatal("modular-server could not start: {Message}", listen.Message);
             return ErrorExit;

@@ -22,6 +22,9 @@ public sealed record ServerConfig
 
     public string RedisUrl { get; init; } = "";
 
+    /// <summary>The Prometheus endpoint's address (host:port, HTTP <c>/metrics</c>); "" (the default): no endpoint.</summary>
+    public string MetricsListen { get; init; } = "";
+
     public TlsConfig Tls { get; init; } = new();
 
     public AccountConfig Account { get; init; } = new();

@@ -85,6 +85,13 @@ public static class ServerConfigLoader
             config = config with { StunListen = s.Endpoint("listen", defaults.StunListen) };
         }
 
+        using (var m = r.Table("metrics"))
+        {
+            // Off unless written; a written address is checked here, so a typo fails the start with file:line.
+            var listen = m.String("listen", "");
+            config = config with { MetricsListen = listen.Length == 0 ? "" : m.Endpoint("listen", "127.0.0.1:9100", requirePort: true) };
+        }
+
         using (var t = r.Table("tls"))
         {
             var tls = new TlsConfig(t.String("cert", ""), t.String("key", ""));
@@ -349,10 +356,11 @@ public static class ServerConfigLoader
             return duration;
         }
 
-        public string Endpoint(string key, string fallback)
+        /// <param name="requirePort">Refuse port 0 (a listener others must find at a known port).</param>
+        public string Endpoint(string key, string fallback, bool requirePort = false)
         {
             var text = String(key, fallback);
-            if (!IPEndPoint.TryParse(text, out var endpoint) || text.LastIndexOf(':') < 0 || endpoint.Port < 0)
+            if (!IPEndPoint.TryParse(text, out var endpoint) || text.LastIndexOf(':') < 0 || endpoint.Port < (requirePort ? 1 : 0))
             {
                 Take(key, out var span);
                 throw Error(_fileName, span, $"key '{Qualified(key)}': expected an address and port such as 0.0.0.0:{fallback.Split(':')[^1]}, got '{text}'");

@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -65,6 +66,16 @@ public static class ServerHost
             });
         });
 
+        // Prometheus, only when configured: its own HTTP/1 listener; /metrics answers on that listener only.
+        var metricsListen = config.MetricsListen.Length > 0 ? IPEndPoint.Parse(config.MetricsListen) : null;
+        if (metricsListen is not null)
+        {
+            builder.WebHost.ConfigureKestrel(kestrel => kestrel.Listen(metricsListen, endpoint => endpoint.Protocols = HttpProtocols.Http1));
+        }
+
+        builder.Services.AddSingleton<Metrics.ServerCounters>();
+        builder.Services.AddSingleton<Metrics.ServerMetrics>();
+
         time ??= TimeProvider.System;
         var store = await OpenStoreAsync(config, cancellationToken, time);
         var secrets = ServerSecrets.LoadOrCreate(config.DataDir);
@@ -116,6 +127,23 @@ public static class ServerHost
 
         configureServices?.Invoke(builder.Services);
         var app = builder.Build();
+        if (metricsListen is not null)
+        {
+            var metrics = app.Services.GetRequiredService<Metrics.ServerMetrics>();
+            app.MapGet("/metrics", async context =>
+            {
+                if (context.Connection.LocalPort != metricsListen.Port)
+                {
+                    context.Response.StatusCode = StatusCodes.Status404NotFound;
+                    return;
+                }
+
+                context.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
+                await metrics.Registry.CollectAndExportAsTextAsync(context.Response.Body, context.RequestAborted);
+            });
+            logger.Information("Prometheus metrics on http://{Listen}/metrics", config.MetricsListen);
+        }
+
         if (config.Runs("management"))
         {
             app.MapGrpcService<ManagementGrpcService>();
@@ -136,6 +164,23 @@ public static class ServerHost
         }
 
         return app;
+    }
+
+    /// <summary>
+    /// Which listener a Kestrel start failure is about, for its one-line error: the metrics endpoint when Kestrel's
+    /// message names its address ("Failed to bind to address http://127.0.0.1:9100: address already in use."), else gRPC.
+    /// </summary>
+    public static (string Component, string Address) FailedListener(Exception e, ServerConfig config)
+    {
+        for (var inner = e; inner is not null; inner = inner.InnerException)
+        {
+            if (config.MetricsListen.Length > 0 && inner.Message.Contains($"http://{config.MetricsListen}", StringComparison.Ordinal))
+            {
+                return ("metrics", config.MetricsListen);
+            }
+        }
+
+        return (GrpcComponents(config), config.Listen);
     }
 
     /// <summary>The components served on the gRPC listener, as an error names them ("management/signal/flow").</summary>

@@ -36,6 +36,8 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
     private readonly MetadataChangeLimiter _metadata;
     private readonly PeerSessions<ManagementGrpcService> _sessions;
 
+    private readonly Metrics.ServerCounters _counters;
+
     public ManagementGrpcService(
         IStore store,
         ServerSecrets secrets,
@@ -45,8 +47,10 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
         TimeProvider time,
         ILogger<ManagementGrpcService> logger,
         MetadataChangeLimiter metadata,
-        PeerSessions<ManagementGrpcService> sessions)
+        PeerSessions<ManagementGrpcService> sessions,
+        Metrics.ServerCounters counters)
     {
+        _counters = counters;
         _metadata = metadata;
         _sessions = sessions;
         _store = store;
@@ -131,6 +135,7 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
                 {
                     var fresh = new SyncResponse { Services = _addresses.Resolve(context.GetHttpContext(), peerKey) };
                     await responseStream.WriteAsync(SealBytes(peerKey, fresh.ToByteArray()), ct);
+                    _counters.MapPushed();
                     refreshAt = _time.GetUtcNow() + ServiceAddressResolver.RelayTokenRefresh;
                 }
 
@@ -153,6 +158,7 @@ public sealed class ManagementGrpcService : ManagementService.ManagementServiceB
                     var plaintext = sent == 0 ? null : SyncDeltas.TryEncode(_network.Changes, sent, snapshot, peerKey, sections, sectionsBytes.AsSpan().SequenceEqual(sentSections), services);
                     plaintext ??= snapshot.Encoder(_config.Account, snapshot.TakenAt).Encode(snapshot, self, _config.Account, services);
                     await responseStream.WriteAsync(SealBytes(peerKey, plaintext), ct);
+                    _counters.MapPushed();
                     sent = snapshot.Serial;
                     sentSections = sectionsBytes;
                     refreshAt = _time.GetUtcNow() + ServiceAddressResolver.RelayTokenRefresh;

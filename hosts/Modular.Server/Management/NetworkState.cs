@@ -66,6 +66,9 @@ public sealed class NetworkState : BackgroundService
     /// <summary>How often the store is polled for changes made by other processes.</summary>
     public TimeSpan PollInterval { get; init; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>Peers in the snapshot held now (0 before the first load), without loading anything: for metrics.</summary>
+    public int CurrentPeerCount => Volatile.Read(ref _current)?.Peers.Count ?? 0;
+
     /// <summary>The current snapshot, loading it if needed.</summary>
     public async Task<NetworkSnapshot> GetAsync(CancellationToken cancellationToken)
         => Volatile.Read(ref _current) ?? await RefreshAsync(cancellationToken);

@@ -36,12 +36,14 @@ public sealed class SignalGrpcService : SignalExchange.SignalExchangeBase
 
     private readonly Management.NetworkState? _network;
     private readonly Management.PeerSessions<SignalGrpcService> _sessions;
+    private readonly Metrics.ServerCounters _counters;
 
     /// <param name="services">Gives the management <see cref="Management.NetworkState"/> when it runs in this process,
     /// so a removed or expired peer's signal stream is closed at once.</param>
     /// <param name="sessions">One signal stream per key: the same agent's newer one replaces it, another agent's is refused.</param>
-    public SignalGrpcService(ISignalRouter router, ServerSecrets secrets, IStore store, TimeProvider time, ILogger<SignalGrpcService> logger, IServiceProvider services, Management.PeerSessions<SignalGrpcService> sessions)
+    public SignalGrpcService(ISignalRouter router, ServerSecrets secrets, IStore store, TimeProvider time, ILogger<SignalGrpcService> logger, IServiceProvider services, Management.PeerSessions<SignalGrpcService> sessions, Metrics.ServerCounters counters)
     {
+        _counters = counters;
         _sessions = sessions;
         _time = time;
         _network = services.GetService(typeof(Management.NetworkState)) as Management.NetworkState;
@@ -122,7 +124,9 @@ public sealed class SignalGrpcService : SignalExchange.SignalExchangeBase
 
                 // Never trust the client's claim: the sender is who proved their key on this stream.
                 message.Sender = senderBytes;
-                if (!await _router.RouteAsync(message, stop.Token))
+                var delivered = await _router.RouteAsync(message, stop.Token);
+                _counters.SignalRouted(delivered);
+                if (!delivered)
                 {
                     outbox.Writer.TryWrite(Error(message.Recipient, "recipient is not connected to signal"));
                 }

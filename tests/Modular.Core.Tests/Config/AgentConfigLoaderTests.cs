@@ -357,6 +357,9 @@ public sealed class AgentConfigLoaderTests
     [InlineData("ui = { listen = \"127.0.0.1\" }", "ui.listen", 17, "expected \"host:port\" with a port between 1 and 65535, got \"127.0.0.1\"")]
     [InlineData("ui = { listen = \"0.0.0.0:9091\" }", "ui.listen", 17, "expected a loopback address and port such as \"127.0.0.1:9091\" or \"[::1]:9091\", or \"\" to turn the UI off (the UI has no login), got \"0.0.0.0:9091\"")]
     [InlineData("ui = { listen = \"localhost:9091\" }", "ui.listen", 17, "expected a loopback address and port such as \"127.0.0.1:9091\" or \"[::1]:9091\", or \"\" to turn the UI off (the UI has no login), got \"localhost:9091\"")]
+    [InlineData("metrics = { listen = \"localhost:9090\" }", "metrics.listen", 22, "expected an IP address and port such as \"127.0.0.1:9090\" or \"[::1]:9090\", or \"\" to turn metrics off, got \"localhost:9090\"")]
+    [InlineData("metrics = { listen = \"127.0.0.1\" }", "metrics.listen", 22, "expected \"host:port\" with a port between 1 and 65535, got \"127.0.0.1\"")]
+    [InlineData("metrics = { listen = \"0.0.0.0:0\" }", "metrics.listen", 22, "expected \"host:port\" with a port between 1 and 65535, got \"0.0.0.0:0\"")]
     [InlineData("proxy = \"udp\"", "proxy", 9, "expected a table, got a string")]
     [InlineData("proxy = { kind = \"\" }", "proxy.kind", 18, "expected \"auto\" or a proxy plugin's name (letters, digits, '_', '-', '.'), got \"\"")]
     public void A_bad_value_is_reported_where_it_is(string line, string key, int column, string problem)
