@@ -136,7 +136,7 @@ internal static class StatusText
             }
             else
             {
-                Line(row.Label, row.Value);
+                Line(text, row.Label, row.Value);
             }
         }
 

@@ -195,8 +195,15 @@ internal static class AgentDaemon
             };
 
             // The daemon owns the engine: a network change or a restart request stops it fully, then starts a new one.
+            // systemd hears READY=1 once the first engine has its interface up or waits to retry it.
+            var firstEngineStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             var supervisor = new EngineSupervisor(
-                (generation, stop) => new AgentEngine(engineOptions, recorder, loggerFactory, TimeProvider.System, engineControl.SeamsFor(generation)).RunAsync(stop),
+                (generation, stop) =>
+                {
+                    var engine = new AgentEngine(engineOptions, recorder, loggerFactory, TimeProvider.System, engineControl.SeamsFor(generation));
+                    _ = engine.Started.ContinueWith(_ => firstEngineStarted.TrySetResult(), CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
+                    return engine.RunAsync(stop);
+                },
                 stop => NetworkWatch.WaitForChangeAsync(config.Interface.Name, loggerFactory, stop),
                 recorder,
                 loggerFactory.CreateLogger<EngineSupervisor>());
@@ -206,7 +213,7 @@ internal static class AgentDaemon
             using var engineStop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             var engineRun = supervisor.RunAsync(engineStop.Token);
             var shutdown = app.WaitForShutdownAsync(cancellationToken);
-            if (await Task.WhenAny(engine.Started, engineRun, shutdown) == engine.Started)
+            if (await Task.WhenAny(firstEngineStarted.Task, engineRun, shutdown) == firstEngineStarted.Task)
             {
                 systemd.Ready(); // the socket listens (above) and the interface is up or being retried
             }
