@@ -54,6 +54,9 @@ public sealed class NetflowSink : IFlowSink, IFlowSinkStatus
     private long _dropped;
     private volatile string? _shippingError;
 
+    // Guards the step from an upload's result to the store and counters against a half-done read of them.
+    private readonly Lock _outcomeLock = new();
+
     internal NetflowSink(int capacity, IFlowUploader? uploader, IpfixExporter? exporter, ShippingOptions options, TimeProvider time, ILogger logger)
     {
         _store = new PendingFlowStore(capacity);
@@ -65,7 +68,16 @@ public sealed class NetflowSink : IFlowSink, IFlowSinkStatus
     }
 
     /// <summary>Events kept because the server has not acknowledged them (yet).</summary>
-    public int Pending => _store.Count;
+    public int Pending
+    {
+        get
+        {
+            lock (_outcomeLock)
+            {
+                return _store.Count;
+            }
+        }
+    }
 
     /// <summary>How many events the store keeps at most.</summary>
     public int Capacity => _store.Capacity;
@@ -80,16 +92,19 @@ public sealed class NetflowSink : IFlowSink, IFlowSinkStatus
     {
         get
         {
-            var exportError = _exporter?.LastError;
-            var shippingError = _shippingError;
-            var error = shippingError is null ? exportError : exportError is null ? shippingError : $"{shippingError}; {exportError}";
-            return new FlowSinkCounters(
-                Interlocked.Read(ref _recorded),
-                Interlocked.Read(ref _sent),
-                Interlocked.Read(ref _acknowledged),
-                Interlocked.Read(ref _dropped),
-                _exporter?.Exported ?? 0,
-                error);
+            lock (_outcomeLock)
+            {
+                var exportError = _exporter?.LastError;
+                var shippingError = _shippingError;
+                var error = shippingError is null ? exportError : exportError is null ? shippingError : $"{shippingError}; {exportError}";
+                return new FlowSinkCounters(
+                    Interlocked.Read(ref _recorded),
+                    Interlocked.Read(ref _sent),
+                    Interlocked.Read(ref _acknowledged),
+                    Interlocked.Read(ref _dropped),
+                    _exporter?.Exported ?? 0,
+                    error);
+            }
         }
     }
 
@@ -217,26 +232,31 @@ public sealed class NetflowSink : IFlowSink, IFlowSinkStatus
             result = FlowUploadResult.Failed(e.Message);
         }
 
-        var acknowledged = _store.Remove(batch.Span, result.Acknowledged);
-        Interlocked.Add(ref _acknowledged, acknowledged);
-        if (result.Rejected)
+        // Deleting the events and counting the outcome is one step to readers (Pending, Counters): who sees the
+        // events gone sees them counted, and the error of an earlier attempt with them cleared.
+        lock (_outcomeLock)
         {
-            var refused = _store.Remove(batch.Span, ids: null);
-            Interlocked.Add(ref _dropped, refused);
-            SetError($"the server refused {refused} flow event(s), dropped: {result.Error ?? "no reason given"}");
-            return true;
-        }
+            var acknowledged = _store.Remove(batch.Span, result.Acknowledged);
+            Interlocked.Add(ref _acknowledged, acknowledged);
+            if (result.Rejected)
+            {
+                var refused = _store.Remove(batch.Span, ids: null);
+                Interlocked.Add(ref _dropped, refused);
+                SetError($"the server refused {refused} flow event(s), dropped: {result.Error ?? "no reason given"}");
+                return true;
+            }
 
-        if (result.Error is null && AllAcknowledged(batch.Span, result.Acknowledged))
-        {
-            ClearError();
-            return true;
-        }
+            if (result.Error is null && AllAcknowledged(batch.Span, result.Acknowledged))
+            {
+                ClearError();
+                return true;
+            }
 
-        SetError(result.Error is null
-            ? $"the server acknowledged {result.Acknowledged.Count} of {batch.Length} flow event(s); retrying the rest"
-            : $"shipping flow events failed: {result.Error}");
-        return false;
+            SetError(result.Error is null
+                ? $"the server acknowledged {result.Acknowledged.Count} of {batch.Length} flow event(s); retrying the rest"
+                : $"shipping flow events failed: {result.Error}");
+            return false;
+        }
     }
 
     // Every event of the batch acknowledged (also one a full store pushed out meanwhile: counted dropped then, but the server has it).
