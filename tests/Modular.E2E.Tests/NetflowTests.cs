@@ -160,12 +160,17 @@ public sealed class NetflowTests(ITestOutputHelper output)
         Assert.Equal(1L, Num(drop, "tx_packets"));
         Assert.True(Num(drop, "tx_bytes") >= IpHeader + 20, "the dropped SYN's bytes");
 
-        // Both ends are named, in either mode (kernel events go through the same emitter): nfa's peer ID as the
-        // source at nfb, nfb's as the destination.
-        Assert.False(string.IsNullOrEmpty(Str(tcpEnd, "source_resource_id")), "the TCP flow names nfa");
-        Assert.False(string.IsNullOrEmpty(Str(tcpEnd, "destination_resource_id")), "the TCP flow names nfb");
-        Assert.NotEqual(Str(tcpEnd, "source_resource_id"), Str(tcpEnd, "destination_resource_id"));
-        Assert.Equal(Str(tcpEnd, "source_resource_id"), Str(drop, "source_resource_id"));
+        // Each agent names the remote end of its flows, in either mode (kernel events go through the same emitter);
+        // its own end is the reporting peer itself (peer_ip), which the server knows already. So nfb names nfa as
+        // the TCP flow's source, nfa names nfb as its destination, and the two IDs differ.
+        var nfaTcpStart = events.Single(e => At(e, ipA, "start", "tcp") && TcpFlow(e));
+        var nfaId = Str(tcpEnd, "source_resource_id");
+        var nfbId = Str(nfaTcpStart, "destination_resource_id");
+        Assert.False(string.IsNullOrEmpty(nfaId), "nfb's TCP flow names nfa as its source");
+        Assert.False(string.IsNullOrEmpty(nfbId), "nfa's TCP flow names nfb as its destination");
+        Assert.NotEqual(nfaId, nfbId);
+        Assert.Equal(nfaId, Str(tcpStart, "source_resource_id"));
+        Assert.Equal(nfbId, Str(drop, "destination_resource_id"));
     }
 
     private static string PolicyId(MeshRig rig, string name)
