@@ -105,17 +105,23 @@ public sealed class NetflowTests(ITestOutputHelper output)
         bool TcpFlow(JsonElement e) => Str(e, "source") == ipA && Num(e, "source_port") == tcpClientPort && Str(e, "destination") == ipB && Num(e, "destination_port") == TcpPort;
         bool UdpFlow(JsonElement e) => Str(e, "source") == ipA && Num(e, "source_port") == udpClientPort && Str(e, "destination") == ipB && Num(e, "destination_port") == UdpPort;
         bool PingFlow(JsonElement e) => Str(e, "source") == ipA && Str(e, "destination") == ipB && Num(e, "icmp_type") == 8 && Num(e, "rx_bytes") == Pings * (IpHeader + IcmpHeader + PingSize);
+        // Wait for every event the assertions below read, each agent's on its own: nfa ships independently of nfb, and
+        // its Drop (recorded first) can be acknowledged before its TCP Start is; a batch can also be acknowledged in
+        // part, so nfb's End events being stored does not imply its Start events are.
         rig.WaitUntil(
             () =>
             {
                 events = FlowsList(rig);
-                return Has(e => At(e, ipB, "end", "tcp") && TcpFlow(e))
+                return Has(e => At(e, ipB, "start", "tcp") && TcpFlow(e))
+                    && Has(e => At(e, ipB, "end", "tcp") && TcpFlow(e))
+                    && Has(e => At(e, ipB, "start", "udp") && UdpFlow(e))
                     && Has(e => At(e, ipB, "end", "udp") && UdpFlow(e))
                     && Has(e => At(e, ipB, "end", "icmp") && PingFlow(e))
+                    && Has(e => At(e, ipA, "start", "tcp") && TcpFlow(e))
                     && Has(e => At(e, ipA, "drop", "tcp") && Num(e, "destination_port") == RefusedPort);
             },
             Shipped,
-            "nfb's End events of the ping, TCP and UDP flows and nfa's Drop of TCP 2323 in flows list",
+            "nfb's Start and End events of the TCP and UDP flows, its End of the ping, nfa's Start of the TCP session and its Drop of TCP 2323 in flows list",
             () => Diagnostics() + "\nflows:\n" + string.Join("\n", events.Select(e => e.ToString())));
         rig.Log(rig.ServerCli("flows list"));
 
