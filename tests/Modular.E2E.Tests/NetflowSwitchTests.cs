@@ -71,7 +71,8 @@ public sealed class NetflowSwitchTests(ITestOutputHelper output)
     /// <summary>
     /// Two clients use the exit node nxe to reach a host behind it: nxa collects exit-node flows, nxb leaves them
     /// out. nxa's egress flow to the host reaches the server, nxb's does not (its later marker flow does). The exit
-    /// node records both forwarded flows (routed: marked in kernel mode too) naming the exit-node resource.
+    /// node records both forwarded flows (routed: marked in kernel mode too) naming the exit-node resource and the
+    /// policy that let them through.
     /// </summary>
     [SkippableTheory]
     [InlineData("userspace")]
@@ -99,6 +100,7 @@ public sealed class NetflowSwitchTests(ITestOutputHelper output)
         rig.ServerCli("routes exit-node nxe");
         rig.ServerCli("policies create via-exit --source travellers --destination-resource exit-nxe");
         var resourceId = RouteId(rig, "exit-nxe");
+        var viaExitId = PolicyId(rig, "via-exit");
 
         foreach (var client in new[] { "nxa", "nxb" })
         {
@@ -136,6 +138,8 @@ public sealed class NetflowSwitchTests(ITestOutputHelper output)
             Assert.Equal("ingress", Str(routed, "direction"));
             Assert.Equal(resourceId, Str(routed, "destination_resource_id"));
             Assert.False(string.IsNullOrEmpty(Str(routed, "source_resource_id")), "the routed flow names the client peer");
+            // ... and the policy that let it through (kernel mode: the forward table's accept stamps its rule's index).
+            Assert.Equal(viaExitId, Str(routed, "rule_id"));
         }
     }
 
@@ -285,6 +289,12 @@ public sealed class NetflowSwitchTests(ITestOutputHelper output)
     {
         var result = agent.Namespace.TryExec($"dig +time=2 +tries=1 @{resolver} nobody.flows.test", TimeSpan.FromSeconds(15));
         return result.Output.Contains("status:", StringComparison.Ordinal);
+    }
+
+    private static string PolicyId(MeshRig rig, string name)
+    {
+        using var policies = JsonDocument.Parse(rig.ServerCli("policies list --json"));
+        return policies.RootElement.EnumerateArray().Single(p => p.GetProperty("name").GetString() == name).GetProperty("id").GetString()!;
     }
 
     private static string RouteId(MeshRig rig, string name)

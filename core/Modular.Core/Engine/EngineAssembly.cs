@@ -116,7 +116,7 @@ internal sealed class EngineAssembly
                 _seams.RouteOs ?? new HostRouteOs(),
                 _seams.Nftables ?? Firewall.Nftables.HostNftables.Instance,
                 _loggerFactory.CreateLogger<RouteManager>(),
-                RouteManagerOptions.For(iface) with { FilterForwarded = _config.Firewall.Enabled, MarkFlows = firewall?.ReportsKernelFlows == true },
+                RouteManagerOptions.For(iface) with { FilterForwarded = _config.Firewall.Enabled, MarkFlows = firewall?.ReportsKernelFlows == true, FlowRules = firewall?.KernelFlowRules },
                 created.OwnedTransport is IceSocketTransport checks ? checks.SetMark : null,
                 firewall?.Conntrack);
 

@@ -48,6 +48,7 @@ public sealed class EngineFirewall : IAsyncDisposable
     // source reports through (the userspace firewall has its own inside), and the source (disposed with the firewall).
     private FlowEventEmitter? _kernelEvents;
     private KernelFlowSource? _kernelFlows;
+    private KernelFlowRules? _kernelFlowRules;
 
     // No locks. Written by ApplyAsync (the engine calls it with its apply gate held), read by status: Volatile.
     private int _userspaceRules;
@@ -79,6 +80,9 @@ public sealed class EngineFirewall : IAsyncDisposable
 
     /// <summary>Kernel mode with flow logging: conntrack reports the mesh's flows (routed ones too, marked by the route table).</summary>
     public bool ReportsKernelFlows => _kernelFlows is not null;
+
+    /// <summary>With <see cref="ReportsKernelFlows"/>: the rule IDs behind the conntrack marks, where the route table records its own too.</summary>
+    public KernelFlowRules? KernelFlowRules => _kernelFlows is not null ? _kernelFlowRules : null;
 
     /// <summary>"userspace" or "nftables".</summary>
     public string Mode => _firewall is not null ? FirewallStatus.UserspaceMode : FirewallStatus.NftablesMode;
@@ -128,7 +132,7 @@ public sealed class EngineFirewall : IAsyncDisposable
             var kernelEvents = flowRules is not null ? new FlowEventEmitter(flowSink, time, (options ?? new FirewallOptions()).MaxDropEventsPerSecond) : null;
             var flowLog = flowRules is not null ? new NftablesFlowLog(NftablesFlowLog.DefaultGroup) : null;
             var enforcer = new NftablesEnforcer(iface.Name, iface.OverlayIp, options, nftables ?? HostNftables.Instance, logger, time, conntrack, flowLog, flowRules);
-            attached = new EngineFirewall(null, enforcer, recorder, logger, time) { _ownedConntrack = owned, Conntrack = conntrack, _kernelEvents = kernelEvents };
+            attached = new EngineFirewall(null, enforcer, recorder, logger, time) { _ownedConntrack = owned, Conntrack = conntrack, _kernelEvents = kernelEvents, _kernelFlowRules = flowRules };
             try
             {
                 await enforcer.ApplyAsync([], cancellationToken);

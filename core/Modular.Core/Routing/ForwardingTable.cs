@@ -58,10 +58,10 @@ public static class ForwardingTable
             script.Append(CultureInfo.InvariantCulture, $"    ct state established ct mark & 0x{firewallBits:x8} == 0x{stamp:x8} accept\n");
         }
 
-        foreach (var rule in rules.Where(r => filter && IsIpv4(r)).OrderByDescending(r => r.Destination!.Value.Length).ThenByDescending(r => r.Remote.Length)
-                     .ThenBy(r => r.Protocol == RuleProtocol.All).ThenBy(PortCount).ThenBy(r => r.Action == RuleAction.Accept).ThenBy(r => r.RuleId, StringComparer.Ordinal))
+        var acceptRuleIds = markFlows ? AcceptRuleIds(rules, filter) : [];
+        foreach (var rule in Ordered(rules, filter))
         {
-            script.Append(CultureInfo.InvariantCulture, $"    iifname {name} ip saddr {rule.Remote} ip daddr {rule.Destination}{Match(rule)} counter {(rule.Action == RuleAction.Accept ? $"ct mark set ct mark & 0x{keep:x8} | 0x{stamp:x8} accept" : "drop")} comment {Quote(rule.RuleId)}\n");
+            script.Append(CultureInfo.InvariantCulture, $"    iifname {name} ip saddr {rule.Remote} ip daddr {rule.Destination}{Match(rule)} counter {(rule.Action == RuleAction.Accept ? Accept(rule) : "drop")} comment {Quote(rule.RuleId)}\n");
         }
 
         script.Append(filter
@@ -75,7 +75,62 @@ public static class ForwardingTable
 
         script.Append("  }\n}\n");
         return script.ToString();
+
+        string Accept(FirewallRule rule)
+        {
+            if (!markFlows)
+            {
+                return $"ct mark set ct mark & 0x{keep:x8} | 0x{stamp:x8} accept";
+            }
+
+            // Flow logging owns the free bits: keep the flow and direction bits set above, stamp the accept rule's
+            // index (1-based into AcceptRuleIds) so the flow's events name the rule that let it through.
+            var index = IndexOf(acceptRuleIds, rule.RuleId);
+            var flowBits = Firewall.Nftables.ConntrackMarks.FlowBit | Firewall.Nftables.ConntrackMarks.EgressBit;
+            return $"ct mark set ct mark & 0x{flowBits:x8} | 0x{stamp | index:x8} accept";
+        }
     }
+
+    /// <summary>
+    /// The forward table's accept rule IDs as <see cref="Render"/> stamps them with flow logging: the one at index i is
+    /// stamped as i + 1 in the connection's mark (<see cref="Firewall.Nftables.ConntrackMarks.RuleIndexMask"/>), each ID
+    /// once, in the table's order. Recorded per generation (<see cref="Firewall.Nftables.KernelFlowRules.RecordForwarded"/>)
+    /// so a routed flow's events carry its rule, as the policy table's do.
+    /// </summary>
+    public static IReadOnlyList<string> AcceptRuleIds(IReadOnlyList<FirewallRule> rules, bool filter = true)
+    {
+        ArgumentNullException.ThrowIfNull(rules);
+        var ids = new List<string>();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var rule in Ordered(rules, filter).Where(r => r.Action == RuleAction.Accept))
+        {
+            if (ids.Count < Firewall.Nftables.ConntrackMarks.RuleIndexMask && seen.Add(rule.RuleId))
+            {
+                ids.Add(rule.RuleId);
+            }
+        }
+
+        return ids;
+    }
+
+    /// <summary>1-based index of <paramref name="ruleId"/>; 0 (no rule named) beyond the mark's room.</summary>
+    private static uint IndexOf(IReadOnlyList<string> ids, string ruleId)
+    {
+        for (var i = 0; i < ids.Count; i++)
+        {
+            if (string.Equals(ids[i], ruleId, StringComparison.Ordinal))
+            {
+                return (uint)(i + 1);
+            }
+        }
+
+        return 0;
+    }
+
+    /// <summary>The forward rules in the table's order (most specific first), IPv4 only; none without filtering.</summary>
+    private static IEnumerable<FirewallRule> Ordered(IReadOnlyList<FirewallRule> rules, bool filter)
+        => rules.Where(r => filter && IsIpv4(r)).OrderByDescending(r => r.Destination!.Value.Length).ThenByDescending(r => r.Remote.Length)
+            .ThenBy(r => r.Protocol == RuleProtocol.All).ThenBy(PortCount).ThenBy(r => r.Action == RuleAction.Accept).ThenBy(r => r.RuleId, StringComparer.Ordinal);
 
     private static bool IsIpv4(FirewallRule rule) => IsIpv4(rule.Remote) && rule.Destination is { } destination && IsIpv4(destination);
 

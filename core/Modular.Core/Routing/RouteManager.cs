@@ -19,6 +19,9 @@ public sealed record RouteManagerOptions(int Table, int ControlRulePriority = 51
     /// <summary>Kernel-mode flow logging: forwarded mesh connections are marked for conntrack's flow events (<see cref="ForwardingTable.Render"/>).</summary>
     public bool MarkFlows { get; init; }
 
+    /// <summary>With <see cref="MarkFlows"/>: where each forward table's accept rule IDs are recorded, so routed flows name their rule.</summary>
+    public KernelFlowRules? FlowRules { get; init; }
+
     /// <summary>wg-quick's choice: the listen port as table and mark (51820 when the OS picks the port).</summary>
     public static RouteManagerOptions For(IWgIface iface)
     {
@@ -334,6 +337,10 @@ public sealed class RouteManager
         {
             _forwardingScript = script;
             _generations.Commit(generation, trusted);
+            if (_options.MarkFlows)
+            {
+                _options.FlowRules?.RecordForwarded(generation, ForwardingTable.AcceptRuleIds(plan.ForwardRules, _options.FilterForwarded));
+            }
             if (plan.Served.Count == 0)
             {
                 _logger.LogInformation("Not routing for the mesh: nft table {Table} drops whatever the kernel would forward from {Interface}", table, _iface.Name);

@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Modular.Abstractions.WireGuard;
 using Modular.Control.Management;
 using Modular.Core.Peers;
+using Modular.Core.Firewall.Nftables;
 using Modular.Core.Routing;
 using Modular.Core.Tests.Firewall.Nftables;
 
@@ -338,10 +339,43 @@ public sealed class RouteManagerTests
         // First in the chain: every new forwarded connection from the mesh, ingress (bit 22 cleared), flow bit 23 set;
         // the accept below keeps those free bits when it stamps.
         Assert.Equal(Mark, lines[chainStart + 1]);
-        Assert.Contains(lines, l => l.Contains("\"all-web\"", StringComparison.Ordinal) && l.Contains("ct mark set ct mark & 0x00ffffff | 0x81000000 accept", StringComparison.Ordinal));
+        // The accept keeps the flow and direction bits and stamps its rule's index (1: the first accept rule ID), so
+        // the routed flow's events name the rule, as the policy table's do.
+        Assert.Contains(lines, l => l.Contains("\"all-web\"", StringComparison.Ordinal) && l.Contains("ct mark set ct mark & 0x00c00000 | 0x81000001 accept", StringComparison.Ordinal));
+        Assert.Equal(["all-web"], ForwardingTable.AcceptRuleIds(plan.ForwardRules));
 
         // Flow logging off (the default): the free bits are left alone.
-        Assert.DoesNotContain(Mark, ForwardingTable.Render("mdl0", Overlay, plan.Served, plan.ForwardRules), StringComparison.Ordinal);
+        var plain = ForwardingTable.Render("mdl0", Overlay, plan.Served, plan.ForwardRules);
+        Assert.DoesNotContain(Mark, plain, StringComparison.Ordinal);
+        Assert.Contains("ct mark set ct mark & 0x00ffffff | 0x81000000 accept", plain, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task With_kernel_flow_logging_the_route_manager_records_the_forward_tables_accept_rules_for_routed_flows()
+    {
+        var map = Map(Route("lan", "10.77.0.0/24", Self, masquerade: false));
+        map.FirewallRules.Add(new FirewallRule { RuleId = "lan-drop", PeerIp = "100.64.0.9/32", Direction = "in", Action = "drop", Protocol = "tcp", Destination = "10.77.0.0/24" });
+        map.FirewallRules.Add(new FirewallRule { RuleId = "lan-web", PeerIp = "100.64.0.0/10", Direction = "in", Action = "accept", Protocol = "tcp", Destination = "10.77.0.0/24", PortRanges = { new PortRange { Start = 80, End = 80 } } });
+        map.FirewallRules.Add(new FirewallRule { RuleId = "lan-all", PeerIp = "100.64.0.0/10", Direction = "in", Action = "accept", Protocol = "all", Destination = "10.77.0.0/24" });
+        var rules = new KernelFlowRules();
+        var nft = new FakeNftables();
+        var manager = new RouteManager(new RouteIface(), new RecordingRouteOs(), nft, NullLogger.Instance, new RouteManagerOptions(51820) { MarkFlows = true, FlowRules = rules });
+
+        await manager.ApplyAsync(RoutePlan.From(map, Self, Overlay), [], default);
+
+        // Each accept's stamp, as conntrack reports it (flow bit set by the chain's first rule), names that accept's rule.
+        var script = Assert.Single(nft.Applied);
+        foreach (var id in new[] { "lan-web", "lan-all" })
+        {
+            var line = script.Split('\n').Single(l => l.Contains($"\"{id}\"", StringComparison.Ordinal));
+            var stamp = System.Text.RegularExpressions.Regex.Match(line, @"\| 0x([0-9a-f]{8}) accept").Groups[1].Value;
+            var mark = uint.Parse(stamp, System.Globalization.NumberStyles.HexNumber, System.Globalization.CultureInfo.InvariantCulture) | ConntrackMarks.FlowBit;
+            Assert.NotEqual(0u, mark & ConntrackMarks.ForwardedBit);
+            Assert.Equal(id, rules.AcceptRuleId(mark));
+        }
+
+        // The policy table's stamp of the same generation and index is not the forward table's.
+        Assert.Null(rules.AcceptRuleId(0x0180_0001));
     }
 
     [Fact]

@@ -18,6 +18,8 @@ public sealed class KernelFlowRules
     private readonly Lock _lock = new();
     // Only the names, not the policies: a table's script can be hundreds of KiB, and 127 generations are kept.
     private readonly Dictionary<int, (IReadOnlyList<string> Accepts, IReadOnlyDictionary<string, string> Drops)> _byGeneration = [];
+    // The routing peer's forward table has generations of its own (the mark's forwarded bit tells them apart).
+    private readonly Dictionary<int, IReadOnlyList<string>> _forwardedByGeneration = [];
 
     /// <summary>The table of <paramref name="generation"/> is in force.</summary>
     public void Record(int generation, NftablesPolicy policy)
@@ -29,18 +31,39 @@ public sealed class KernelFlowRules
         }
     }
 
-    /// <summary>The accept rule that let in the connection of <paramref name="mark"/>; null for none (default accept, mesh DNS) or unknown.</summary>
+    /// <summary>
+    /// The routing peer's forward table of <paramref name="generation"/> is in force, its accept rules stamped as
+    /// <see cref="Routing.ForwardingTable.AcceptRuleIds"/> lists them.
+    /// </summary>
+    public void RecordForwarded(int generation, IReadOnlyList<string> acceptRuleIds)
+    {
+        ArgumentNullException.ThrowIfNull(acceptRuleIds);
+        lock (_lock)
+        {
+            _forwardedByGeneration[generation] = acceptRuleIds;
+        }
+    }
+
+    /// <summary>
+    /// The accept rule that let in the connection of <paramref name="mark"/> (the policy table's, or the forward
+    /// table's for a routed connection); null for none (default accept, mesh DNS) or unknown.
+    /// </summary>
     public string? AcceptRuleId(uint mark)
     {
         var generation = (int)((mark & ConntrackMarks.GenerationMask) >> ConntrackMarks.GenerationShift);
         var index = (int)(mark & ConntrackMarks.RuleIndexMask);
-        if (generation == 0 || index == 0 || (mark & ConntrackMarks.ForwardedBit) != 0)
+        if (generation == 0 || index == 0)
         {
             return null;
         }
 
         lock (_lock)
         {
+            if ((mark & ConntrackMarks.ForwardedBit) != 0)
+            {
+                return _forwardedByGeneration.TryGetValue(generation, out var forwarded) && index <= forwarded.Count ? forwarded[index - 1] : null;
+            }
+
             return _byGeneration.TryGetValue(generation, out var names) && index <= names.Accepts.Count ? names.Accepts[index - 1] : null;
         }
     }

@@ -180,6 +180,22 @@ public sealed class KernelFlowMessagesTests
     }
 
     [Fact]
+    public void A_routed_connection_names_the_forward_tables_rule_and_the_policy_tables_stamp_stays_apart()
+    {
+        var rules = new KernelFlowRules();
+        rules.Record(1, Policy(generation: 1));
+        rules.RecordForwarded(1, ["lan-web", "lan-all"]);
+
+        Assert.Equal("lan-web", rules.AcceptRuleId(0x8180_0001));
+        Assert.Equal("lan-all", rules.AcceptRuleId(0x8180_0002));
+        Assert.Equal("echo", rules.AcceptRuleId(0x0180_0001)); // the policy table's generation 1 is another table
+        Assert.Null(rules.AcceptRuleId(0x8180_0003)); // beyond the forward table's rules
+        Assert.Null(rules.AcceptRuleId(0x8280_0001)); // no such forward table
+        rules.RecordForwarded(1, ["again"]);
+        Assert.Equal("again", rules.AcceptRuleId(0x8180_0001));
+    }
+
+    [Fact]
     public void With_flow_logging_the_table_marks_mesh_flows_stamps_rule_indexes_and_logs_drops()
     {
         var script = Policy(generation: 3).Script;
