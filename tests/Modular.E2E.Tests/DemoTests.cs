@@ -14,7 +14,7 @@ public sealed partial class DemoTests(ITestOutputHelper output)
     /// How many checks a full run makes (steps 1-19). A check that stops running (skipped, deleted, or a step
     /// cut short) changes the count and fails the test; a new check means updating this number.
     /// </summary>
-    private const int ExpectedChecks = 35;
+    private const int ExpectedChecks = 36;
 
     /// <summary>A run takes about a minute on an idle machine; a loaded one (2 shared cores) is slower.</summary>
     private static readonly TimeSpan RunTimeout = TimeSpan.FromMinutes(6);
@@ -73,6 +73,7 @@ public sealed partial class DemoTests(ITestOutputHelper output)
             Assert.Contains("step 12 (a3 listening on TCP 80 and 22: expected listening, got tool missing (iperf3))", summary.Value, StringComparison.Ordinal);
             Assert.Contains("step 13 (a1 -> a3 TCP 22: expected dropped, got tool missing (iperf3, the listener))", summary.Value, StringComparison.Ordinal);
             Assert.Contains("step 16 (a1 -> a3 TCP 80: expected connected, got tool missing (iperf3, the listener))", summary.Value, StringComparison.Ordinal);
+            Assert.Contains("step 17 (a3's flow events: TCP 80 from a1: expected shipped, got tool missing (iperf3, the listener of the TCP probes))", summary.Value, StringComparison.Ordinal);
             Assert.Contains("step 17 (a1's Drop of TCP 80 by policy no-web: expected shipped, got tool missing (iperf3, the listener of step 15's probe))", summary.Value, StringComparison.Ordinal);
             // What does not need iperf3 still ran and passed: the ping, the DNS answer, the ping's flow events, lazy connections.
             Assert.DoesNotContain("step 11", summary.Value, StringComparison.Ordinal);
