@@ -144,11 +144,53 @@ public sealed class EngineBenchmarks(ITestOutputHelper output)
             $"off {Median(off) / 1e9:F2} Gbit/s [{string.Join(", ", off.Select(b => (b / 1e9).ToString("F2", CultureInfo.InvariantCulture)))}]; on/off = {Median(on) / Median(off):F2}"));
     }
 
+    /// <summary>
+    /// Issue 14's benchmark: P2P iperf3 through two userspace agents with flow logging on (<c>[netflow] enabled =
+    /// true</c>: every flow tracked, its events built, stored and shipped to the server) and through two without,
+    /// the firewall on in both, interleaved in one run (median of 3 rounds; <c>MODULAR_BENCH_SECONDS</c> per
+    /// iperf3 run, default 10). Target: netflow on less than 10% slower.
+    /// </summary>
+    [SkippableFact]
+    public void Tunnel_throughput_with_netflow_on_and_off()
+    {
+        RequireBench();
+        Prerequisites.RequireTool("iperf3");
+        using var rig = new MeshRig(output, "nb");
+        rig.StartServer();
+        var key = rig.CreateSetupKey();
+        string[] names = ["non1", "non2", "noff1", "noff2"];
+        foreach (var name in names)
+        {
+            var netflow = name.StartsWith("non", StringComparison.Ordinal) ? "\n[netflow]\nenabled = true" : "";
+            rig.AddAgent(name).WriteConfig(key, $"[proxy]\nkind = \"udp\"\n[firewall]\nenabled = true{netflow}");
+            rig[name].Start();
+        }
+
+        rig.WaitUntil(() => rig["non1"].IsConnected("non2", "P2P") && rig["noff1"].IsConnected("noff2", "P2P"), TimeSpan.FromSeconds(120), "both pairs P2P",
+            () => MeshTests.Diagnostics(rig, names));
+        rig.WaitUntil(() => rig["non1"].Ping(rig["non2"].OverlayIp!) && rig["noff1"].Ping(rig["noff2"].OverlayIp!), MeshTests.FirstPingTimeout, "pings in both pairs");
+        Assert.True(rig["non2"].Status()!.Value.GetProperty("features").GetProperty("netflow").GetBoolean(), "flow logging is on at non2");
+        Assert.False(rig["noff2"].Status()!.Value.GetProperty("features").GetProperty("netflow").GetBoolean(), "flow logging is off at noff2");
+
+        var on = new List<double>();
+        var off = new List<double>();
+        for (var round = 0; round < 3; round++)
+        {
+            on.Add(Iperf(rig["non1"], rig["non2"]));
+            off.Add(Iperf(rig["noff1"], rig["noff2"]));
+        }
+
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"P2P iperf3 through userspace agents (firewall on), median of 3: netflow on {Median(on) / 1e9:F2} Gbit/s [{string.Join(", ", on.Select(b => (b / 1e9).ToString("F2", CultureInfo.InvariantCulture)))}], " +
+            $"off {Median(off) / 1e9:F2} Gbit/s [{string.Join(", ", off.Select(b => (b / 1e9).ToString("F2", CultureInfo.InvariantCulture)))}]; on/off = {Median(on) / Median(off):F2}"));
+    }
+
     private static double Iperf(MeshRig.Agent client, MeshRig.Agent server)
     {
         using var listener = server.Namespace.Start("iperf3 -s -1");
         server.Namespace.WaitForTcpListener(5201, TimeSpan.FromSeconds(30));
-        var result = client.Namespace.Exec($"iperf3 -c {server.OverlayIp} -t 10 -J", TimeSpan.FromSeconds(40));
+        var seconds = int.TryParse(Environment.GetEnvironmentVariable("MODULAR_BENCH_SECONDS"), CultureInfo.InvariantCulture, out var s) && s > 0 ? s : 10;
+        var result = client.Namespace.Exec($"iperf3 -c {server.OverlayIp} -t {seconds} -J", TimeSpan.FromSeconds(seconds + 30));
         using var document = JsonDocument.Parse(result);
         var bits = document.RootElement.GetProperty("end").GetProperty("sum_received").GetProperty("bits_per_second").GetDouble();
         Assert.True(bits > 0);
