@@ -69,7 +69,7 @@ public sealed class RosenpassMatrixTests(ITestOutputHelper output)
     }
 
     /// <summary>The PSK <paramref name="agent"/>'s interface holds for <paramref name="peer"/> (`wg show … preshared-keys`; never logged), "(none)", or null when the peer is not configured.</summary>
-    private static string? PresharedKey(MeshRig.Agent agent, MeshRig.Agent peer)
+    internal static string? PresharedKey(MeshRig.Agent agent, MeshRig.Agent peer)
     {
         var peerKey = peer.Status()?.GetProperty("public_key").GetString();
         var show = agent.Namespace.TryExec($"wg show {agent.Interface} preshared-keys");
