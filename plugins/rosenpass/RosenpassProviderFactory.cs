@@ -26,9 +26,20 @@ public sealed class RosenpassProviderFactory : IPresharedKeyProviderFactory
         var listen = ListenEndpoint(context.Settings);
         var stateDirectory = context.StateDirectory;
         var identity = new Lazy<StaticKeyPair>(() => StaticKeyPair.LoadOrCreate(stateDirectory, StaticKeyPair.GenerateMcEliece460896));
-        var exchange = new CryptoServerExchange(identity, context.Time);
+        var timings = TestTimings(Environment.GetEnvironmentVariable(RekeySecondsVariable));
+        if (timings is not null)
+        {
+            logger.LogWarning("Rosenpass: {Variable} is set: keys rotate every {Rekey} s (a test hook, not for production)", RekeySecondsVariable, timings.RekeyAfterTimeResponder.TotalSeconds);
+        }
+
+        var exchange = new CryptoServerExchange(identity, context.Time, timings);
         IRosenpassTransport? transport = null;
-        if (listen is not null)
+        if (listen is null)
+        {
+            // Without an address the key is not published either: peers see no Rosenpass here (a strict one refuses us).
+            logger.LogWarning("Rosenpass: no exchange address (settings address={Address}, port={Port}); the exchange does not run", context.Settings.GetValueOrDefault("address"), context.Settings.GetValueOrDefault("port"));
+        }
+        else
         {
             try
             {
@@ -44,6 +55,18 @@ public sealed class RosenpassProviderFactory : IPresharedKeyProviderFactory
         provider.Start(() => identity.Value, listen?.ToString());
         return ValueTask.FromResult<IPresharedKeyProvider>(provider);
     }
+
+    /// <summary>
+    /// TEST HOOK ONLY: the environment variable that shortens every protocol timer so a key rotates every N seconds
+    /// instead of upstream's 120 (the rotation test uses 8). Unset (always, outside tests) means upstream's timers.
+    /// </summary>
+    internal const string RekeySecondsVariable = "MODULAR_ROSENPASS_REKEY_SECONDS";
+
+    /// <summary>The timers for <see cref="RekeySecondsVariable"/>'s value: upstream's scaled so the responder rekeys after that many seconds; null when unset or not a positive number.</summary>
+    internal static Protocol.CryptoServerTimings? TestTimings(string? rekeySeconds)
+        => double.TryParse(rekeySeconds, NumberStyles.Float, CultureInfo.InvariantCulture, out var seconds) && seconds > 0 && double.IsFinite(seconds)
+            ? Protocol.CryptoServerTimings.Default.ScaledBy(seconds / Protocol.CryptoServerTimings.Default.RekeyAfterTimeResponder.TotalSeconds)
+            : null;
 
     /// <summary>Where the exchange listens: <c>address</c> (the host passes the overlay address) and <c>port</c> (<c>[rosenpass] port</c>).</summary>
     internal static IPEndPoint? ListenEndpoint(IReadOnlyDictionary<string, object?> settings)

@@ -13,16 +13,33 @@ public sealed class NotBuiltYetTests : IDisposable
 {
     private readonly AgentHarness _agent = new();
 
-    public static TheoryData<string> Keys => [.. NotBuiltYet.Keys.Select(row => row.Key)];
-
-    [Theory]
-    [MemberData(nameof(Keys))]
-    public void An_accepted_key_that_is_not_built_warns_and_shows_as_unavailable_not_on(string key)
+    // A fact over the rows, not a theory: the table is empty now (Rosenpass left with issue 15), and a theory without
+    // data fails. It checks each row again once one is added.
+    [Fact]
+    public void An_accepted_key_that_is_not_built_warns_and_shows_as_unavailable_not_on()
     {
-        var row = NotBuiltYet.Keys.Single(r => r.Key == key);
+        foreach (var row in NotBuiltYet.Keys)
+        {
+            using var agent = new AgentHarness();
+            Warns(agent, row);
+        }
+    }
+
+    [Fact]
+    public void Rosenpass_keys_are_built_config_check_accepts_them_without_a_warning()
+    {
+        Assert.DoesNotContain(NotBuiltYet.Keys, row => row.Feature == "rosenpass");
+        var path = _agent.WriteConfig(pluginsDir: AgentHarness.BuiltInPluginsDir, extra: "[rosenpass]\nenabled = true\npermissive = true");
+        var check = AgentHarness.Run($"config check {path}");
+        Assert.True(check.ExitCode == 0, check.Error);
+        Assert.DoesNotContain("warning:", check.Error, StringComparison.Ordinal);
+    }
+
+    private static void Warns(AgentHarness agent, NotBuiltYet.Row row)
+    {
         var dot = row.Key.LastIndexOf('.');
         var written = $"{row.Key[(dot + 1)..]} = {row.Example}";
-        var path = _agent.WriteConfig(pluginsDir: AgentHarness.BuiltInPluginsDir, extra: $"[{row.Key[..dot]}]\n{written}");
+        var path = agent.WriteConfig(pluginsDir: AgentHarness.BuiltInPluginsDir, extra: $"[{row.Key[..dot]}]\n{written}");
         var line = Array.IndexOf(File.ReadAllLines(path), written) + 1;
         var warning = $@"warning: {Regex.Escape(path)}:{line}:\d+: {Regex.Escape(row.Key)}: accepted, but {Regex.Escape(NotBuiltYet.Reasons[row.Feature])}{Regex.Escape(NotBuiltYet.Effect(row.Feature))}";
 
@@ -31,9 +48,9 @@ public sealed class NotBuiltYetTests : IDisposable
         Assert.Equal($"{path}: OK", check.Output.Trim());
         Assert.Matches(warning, check.Error);
 
-        var daemon = _agent.StartDaemon(path);
+        var daemon = agent.StartDaemon(path);
         Assert.Matches(warning, daemon.Output);
-        var status = AgentHarness.Run($"status --json --socket {_agent.SocketPath}");
+        var status = AgentHarness.Run($"status --json --socket {agent.SocketPath}");
         Assert.True(status.ExitCode == 0, status.Error);
         var features = JsonDocument.Parse(status.Output).RootElement.GetProperty("features");
         Assert.Equal(NotBuiltYet.Reasons[row.Feature], features.GetProperty("unavailable").GetProperty(row.Feature).GetString());
@@ -42,7 +59,7 @@ public sealed class NotBuiltYetTests : IDisposable
             Assert.False(inEffect.GetBoolean(), $"features.{row.Feature} is shown on although it is not built");
         }
 
-        var text = AgentHarness.Run($"status --socket {_agent.SocketPath}").Output;
+        var text = AgentHarness.Run($"status --socket {agent.SocketPath}").Output;
         Assert.Contains($"requested, not available: {NotBuiltYet.Reasons[row.Feature]}", text, StringComparison.Ordinal);
         Assert.DoesNotMatch(@"(Flow logging|Quantum resistance): +on", text);
     }

@@ -35,14 +35,15 @@ public sealed class AccountFeatureTests(ITestOutputHelper output)
         Assert.Equal("config", optedOut.GetProperty("lazy_connections_source").GetString());
         Assert.Equal("config", optedOut.GetProperty("netflow_source").GetString());
         Assert.False(optedOut.GetProperty("unavailable").TryGetProperty("netflow", out _), "a local false overrides the account's flows");
-        Assert.StartsWith("requested by the account", optedOut.GetProperty("unavailable").GetProperty("rosenpass").GetString(), StringComparison.Ordinal);
+        Assert.False(optedOut.GetProperty("unavailable").TryGetProperty("rosenpass", out _), "rosenpass is built (issue 15)");
+        Assert.Equal("account", optedOut.GetProperty("rosenpass_source").GetString());
 
         var follower = WaitForMap(rig, "fa2");
         Assert.True(follower.GetProperty("lazy_connections").GetBoolean());
         Assert.Equal("account", follower.GetProperty("lazy_connections_source").GetString());
-        Assert.False(follower.GetProperty("rosenpass").GetBoolean(), "rosenpass is not built, so it is not in effect");
+        Assert.True(follower.GetProperty("rosenpass").GetBoolean(), "the account turns Rosenpass on and it is built (issue 15)");
         Assert.Equal("account", follower.GetProperty("rosenpass_source").GetString());
-        Assert.StartsWith("requested by the account", follower.GetProperty("unavailable").GetProperty("rosenpass").GetString(), StringComparison.Ordinal);
+        Assert.False(follower.GetProperty("unavailable").TryGetProperty("rosenpass", out _));
         Assert.True(follower.GetProperty("netflow").GetBoolean(), "the account turns flow logging on and the netflow sink runs");
         Assert.Equal("account", follower.GetProperty("netflow_source").GetString());
         Assert.False(follower.GetProperty("unavailable").TryGetProperty("netflow", out _));

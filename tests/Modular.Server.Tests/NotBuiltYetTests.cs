@@ -12,13 +12,20 @@ namespace Modular.Server.Tests;
 /// </summary>
 public sealed class NotBuiltYetTests
 {
-    public static TheoryData<string> Keys => [.. NotBuiltYet.Keys.Select(row => row.Key)];
-
-    [Theory]
-    [MemberData(nameof(Keys))]
-    public async Task An_accepted_key_that_is_not_built_is_a_warning_in_the_start_log(string key)
+    // A fact over the rows, not a theory: the table is empty now (account.rosenpass left with issue 15), and a theory
+    // without data fails. It checks each row again once one is added.
+    [Fact]
+    public async Task An_accepted_key_that_is_not_built_is_a_warning_in_the_start_log()
     {
-        var row = NotBuiltYet.Keys.Single(r => r.Key == key);
+        Assert.DoesNotContain(NotBuiltYet.Keys, row => row.Key.StartsWith("account.rosenpass", StringComparison.Ordinal));
+        foreach (var row in NotBuiltYet.Keys)
+        {
+            await WarnsAsync(row);
+        }
+    }
+
+    private static async Task WarnsAsync(NotBuiltYet.Row row)
+    {
         var dataDir = TestServer.NewDataDir();
         var text = $"""
             listen = "127.0.0.1:0"

@@ -162,7 +162,7 @@ internal sealed class EngineAssembly
             var manager = new ConnectionManager(iface, _signaling, paths, relay, _options.PeerOptions, _recorder, _time, _loggerFactory, listener => ActivityMonitors.Create(iface, listener, _loggerFactory, _time));
             var guardedByFirewall = firewall;
             var exchange = LocalService.Udp(ifaceOptions.Address, (ushort)_config.Rosenpass.Port);
-            var presharedKeys = new PresharedKeys(_config, _options.PskProviderFactories, name => PskProviderContext(name, iface), _identity.PublicKey, _recorder, _logger)
+            var presharedKeys = new PresharedKeys(_config, _options.PskProviderFactories, name => PskProviderContext(name, ifaceOptions.Address), _identity.PublicKey, _recorder, _logger)
             {
                 ProviderRunning = (running, token) => guardedByFirewall?.SetExchangeServiceAsync(running ? exchange : null, token) ?? Task.CompletedTask,
             };
@@ -196,10 +196,11 @@ internal sealed class EngineAssembly
     /// sets them: <c>address</c> (this agent's overlay address) and <c>port</c> (<c>[rosenpass] port</c>), where its
     /// exchange listens inside the tunnel.
     /// </summary>
-    private EnginePluginContext PskProviderContext(string name, IWgIface iface)
+    private EnginePluginContext PskProviderContext(string name, IPAddress overlayIp)
     {
+        // The agent's own overlay IP, not the interface's network (IWgIface.Address is 100.64.0.0/10, which no socket binds).
         var settings = new Dictionary<string, object?>(_config.SettingsFor(name), StringComparer.Ordinal);
-        settings.TryAdd("address", iface.Address.ToString());
+        settings.TryAdd("address", overlayIp.ToString());
         settings.TryAdd("port", (long)_config.Rosenpass.Port);
         return new EnginePluginContext(settings, _loggerFactory, _time, _config.StateDir, _options.Services) { RosenpassKeys = RosenpassKeys };
     }

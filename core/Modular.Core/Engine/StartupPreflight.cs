@@ -84,7 +84,9 @@ public sealed class LinuxHostProbe : IHostProbe
     {
         try
         {
-            using var tun = File.Open("/dev/net/tun", FileMode.Open, FileAccess.ReadWrite);
+            // Shared: .NET emulates FileShare.None with flock(LOCK_EX) on Unix, and the lock on the one device node makes
+            // another agent's check at the same instant fail. This open only proves access.
+            using var tun = new FileStream("/dev/net/tun", FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite);
             return null;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)

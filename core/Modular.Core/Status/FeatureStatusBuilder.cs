@@ -41,7 +41,7 @@ public static class FeatureStatusBuilder
         };
 
         var permissive = RosenpassPermissive(config, account);
-        var rosenpassInEffect = rosenpass.Enabled && NotBuiltYet.IsBuilt("rosenpass");
+        var rosenpassInEffect = rosenpass.Enabled && NotBuiltYet.IsBuilt("rosenpass") && !notAvailable.ContainsKey("rosenpass");
         return new FeatureStatus(
             lazy.Enabled,
             ConfigDuration.Format(config.Features.InactivityTimeout),

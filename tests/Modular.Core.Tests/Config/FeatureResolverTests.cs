@@ -71,17 +71,18 @@ public sealed class FeatureResolverTests
         => AgentConfigLoader.Parse($"management_url = \"https://m.example\"\n{toml}\n", "agent.toml", new Dictionary<string, string?>(), new AgentConfigOverrides());
 
     [Fact]
-    public void A_feature_that_is_not_built_is_never_shown_on_and_says_who_asked_for_it()
+    public void Every_feature_is_built_so_what_the_account_asks_for_is_on()
     {
         var byAccount = FeatureStatusBuilder.Build(Config("metrics = { listen = \"\" }"), null, new AccountFeatures(true, true, true, true));
         Assert.True(byAccount.LazyConnections);
         Assert.Equal("account", byAccount.LazyConnectionsSource);
         Assert.True(byAccount.Netflow); // built: on when the account asks and nothing in this run stands in the way
         Assert.Equal("account", byAccount.NetflowSource);
-        Assert.False(byAccount.Rosenpass);
-        Assert.False(byAccount.RosenpassPermissive);
-        Assert.Equal(new[] { "rosenpass" }, byAccount.Unavailable.Keys);
-        Assert.Equal($"requested by the account; {NotBuiltYet.Reasons["rosenpass"]}", byAccount.Unavailable["rosenpass"]);
+        Assert.True(byAccount.Rosenpass); // built (issue 15): in effect when the account asks
+        Assert.Equal("account", byAccount.RosenpassSource);
+        Assert.True(byAccount.RosenpassPermissive);
+        Assert.Empty(NotBuiltYet.Reasons);
+        Assert.Empty(byAccount.Unavailable);
 
         var optedOut = FeatureStatusBuilder.Build(Config("netflow = { enabled = false }\nfeatures = { lazy_connections = false }"), null, new AccountFeatures(true, true, false));
         Assert.False(optedOut.LazyConnections);
