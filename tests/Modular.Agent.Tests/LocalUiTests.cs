@@ -35,7 +35,13 @@ public sealed class LocalUiTests : IDisposable
         {
             Assert.False(status.RootElement.GetProperty("features").GetProperty("lazy_connections").GetBoolean());
             Assert.Equal("mdtui0", status.RootElement.GetProperty("interface").GetProperty("name").GetString());
+            var ui = status.RootElement.GetProperty("ui");
+            Assert.True(ui.GetProperty("serving").GetBoolean());
+            Assert.Equal(Ui, ui.GetProperty("listen").GetString());
+            Assert.Equal(JsonValueKind.Null, ui.GetProperty("warning").ValueKind);
         }
+
+        Assert.Matches($@"UI:\s+on, http://{System.Text.RegularExpressions.Regex.Escape(Ui)}/", AgentHarness.Run($"status --socket {_agent.SocketPath}").Output);
 
         using (var reply = await PutAsync("{\"lazy_connections\": true}"))
         {
@@ -153,7 +159,18 @@ public sealed class LocalUiTests : IDisposable
         squatter.Start();
         var daemon = _agent.StartDaemon(_agent.WriteConfig(interfaceName: "mdtui3", ui: Ui));
         Assert.Contains("Local UI not started", AgentHarness.WaitForOutput(daemon, "Local UI not started"), StringComparison.Ordinal);
-        Assert.Equal(0, AgentHarness.Run($"status --socket {_agent.SocketPath}").ExitCode);
+        var text = AgentHarness.Run($"status --socket {_agent.SocketPath}");
+        Assert.Equal(0, text.ExitCode);
+        Assert.Matches($@"UI:\s+not serving: {System.Text.RegularExpressions.Regex.Escape(Ui)} is taken by another program", text.Output);
+        using (var status = JsonDocument.Parse(AgentHarness.Run($"status --json --socket {_agent.SocketPath}").Output))
+        {
+            var ui = status.RootElement.GetProperty("ui");
+            Assert.False(ui.GetProperty("serving").GetBoolean());
+            Assert.Equal(Ui, ui.GetProperty("listen").GetString());
+            Assert.Equal($"{Ui} is taken by another program: set [ui] listen to a free loopback address and port, or \"\" to turn the UI off",
+                ui.GetProperty("warning").GetString());
+        }
+
         Assert.Equal(0, AgentHarness.Run($"down --socket {_agent.SocketPath}").ExitCode);
         Assert.Equal(0, AgentHarness.WaitForExit(daemon));
 

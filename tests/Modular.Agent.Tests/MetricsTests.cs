@@ -70,7 +70,7 @@ public sealed class MetricsTests : IDisposable
     {
         var listen = $"127.0.0.1:{FreeLoopbackPort()}";
         _agent.StartDaemon(_agent.WriteConfig(interfaceName: "mdtmx0", metrics: listen));
-        Assert.True(MetricsState().GetProperty("serving").GetBoolean(), AgentHarness.Run($"status --json --socket {_agent.SocketPath}").Output);
+        Assert.True(EndpointState().GetProperty("serving").GetBoolean(), AgentHarness.Run($"status --json --socket {_agent.SocketPath}").Output);
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(20) };
         var text = await http.GetStringAsync($"http://{listen}/metrics");
         Assert.Equal(0, Value(text, "modular_peers{state=\"Connected\"}"));
@@ -110,7 +110,7 @@ public sealed class MetricsTests : IDisposable
     }
 
     // The endpoint starts just after the CLI socket answers: wait until status says it serves or why it does not.
-    private JsonElement MetricsState()
+    private JsonElement EndpointState()
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
         while (true)

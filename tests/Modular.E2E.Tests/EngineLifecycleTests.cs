@@ -18,10 +18,11 @@ public sealed class EngineLifecycleTests(ITestOutputHelper output)
     // The engine's start-up steps (EngineStep), in order.
     private static readonly string[] Steps = ["Login", "Interface", "Firewall", "Routes", "Dns", "Up", "Connections", "Sync", "ManagementBackoff"];
 
-    [SkippableFact(Skip = "fails: after the 54 cancellations links, rules, routes, nft tables, UAPI sockets and threads are back to baseline, "
-        + "but the daemon's fd count is 2 off it, either way (301 -> 303 in one run, 301 -> 299 in the next): some descriptors come and go "
-        + "while the mesh is up, so an exact count is not yet a leak check. Next: list /proc/<pid>/fd targets at both points and leave out "
-        + "the ones that flutter (see issue 17's note).")]
+    [SkippableFact(Skip = "flaky: after the 54 cancellations links, rules, routes, nft tables, UAPI sockets and threads are back to baseline, and the fd "
+        + "count was exact in one run of two (294 -> 294): host commands now close their pipes, and System.Net.Quic.dll's one-time load happens in the "
+        + "warm-up round. The other run had one more fd, /work/.../artifacts/agent/Modular.Control.pdb (294 -> 295): the runtime opens an assembly's "
+        + "pdb once, the first time it renders a stack trace through it (an exception logged with its trace during a cancellation). Next: find that "
+        + "log call (a cancellation should not log a trace), or ship embedded PDBs (read from the mapped dll, no descriptor).")]
     public void Cancelling_the_engine_at_every_start_up_step_through_the_restart_path_leaves_nothing_behind()
     {
         MeshRig.RequirePrerequisites();
@@ -38,34 +39,38 @@ public sealed class EngineLifecycleTests(ITestOutputHelper output)
         WaitForTunnels(rig, a, b, names);
         var pid = a.Process!.Id;
 
-        // One warm-up restart first: the runtime opens some descriptors lazily on first use (a second socket event
-        // engine, for one), once per process. The baseline is the daemon after that, so what is compared is what
-        // the 54 cancellations below leave behind, not what the first restart ever opens.
-        var warmup = Restarts(a);
-        rig.WaitUntil(
-            () => Shell.TryRun(MeshRig.AgentBinary, $"debug restart-engine --socket {a.Socket}", TimeSpan.FromSeconds(20)).ExitCode == 0,
-            TimeSpan.FromSeconds(30), "a warm-up restart accepted");
-        rig.WaitUntil(() => Restarts(a) >= warmup + 1, TimeSpan.FromSeconds(60), "the warm-up restart done");
-        WaitForTunnels(rig, a, b, names);
-        var baseline = Settled(rig, a, pid, "before the restarts");
-        rig.Log($"baseline: {baseline}");
-
-        // Each round: the running engine is restarted, the next nine engines are cancelled one at each step in turn
-        // (each through the restart path), and the tenth starts normally.
-        const int Rounds = 6;
-        var cancellations = 0;
-        var threads = new List<int>();
+        // A restart whose next nine engines are cancelled one at each step in turn (each through the restart path);
+        // the tenth starts normally.
         var steps = string.Join(',', Steps);
-        for (var round = 0; round < Rounds; round++)
+        void CancelAtEachStep(string round)
         {
             var before = Restarts(a);
             rig.WaitUntil(
                 () => Shell.TryRun(MeshRig.AgentBinary, $"debug restart-engine --cancel-at {steps} --socket {a.Socket}", TimeSpan.FromSeconds(20)).ExitCode == 0,
                 TimeSpan.FromSeconds(30),
-                $"round {round}: a restart cancelling at {steps} accepted",
+                $"{round}: a restart cancelling at {steps} accepted",
                 () => a.Log[Math.Max(0, a.Log.Length - 3000)..]);
-            rig.WaitUntil(() => Restarts(a) >= before + 1 + Steps.Length, TimeSpan.FromSeconds(90), $"round {round}: an engine cancelled at each step, then one running",
+            rig.WaitUntil(() => Restarts(a) >= before + 1 + Steps.Length, TimeSpan.FromSeconds(90), $"{round}: an engine cancelled at each step, then one running",
                 () => $"{a.StatusText()}\n{a.Log[Math.Max(0, a.Log.Length - 4000)..]}");
+        }
+
+        // One warm-up round first: the runtime opens some descriptors lazily, once per process, on the first pass
+        // through a code path: a second socket event engine on the first restart, and the two mappings of
+        // System.Net.Quic.dll, which the networking stack loads on a path the first cancellations take (seen as
+        // exactly that +2 in the fd count, with everything else equal). The baseline is the daemon after the warm-up, so what is compared is
+        // what the 54 cancellations below leave behind, not what the process loads once in its life.
+        CancelAtEachStep("warm-up");
+        WaitForTunnels(rig, a, b, names);
+        var baseline = Settled(rig, a, pid, "before the restarts");
+        var baselineFds = FdKinds(pid);
+        rig.Log($"baseline: {baseline}");
+
+        const int Rounds = 6;
+        var cancellations = 0;
+        var threads = new List<int>();
+        for (var round = 0; round < Rounds; round++)
+        {
+            CancelAtEachStep($"round {round}");
             cancellations += Steps.Length;
             threads.Add(Threads(pid));
             rig.Log($"round {round}: {cancellations} cancellations at a step, {threads[^1]} threads");
@@ -84,7 +89,7 @@ public sealed class EngineLifecycleTests(ITestOutputHelper output)
         WaitForTunnels(rig, a, b, names);
         var after = Settled(rig, a, pid, "after the restarts");
         rig.WaitUntil(() => (after = Snapshot(a, pid)) == baseline, TimeSpan.FromSeconds(60), "the daemon back to its baseline",
-            () => $"baseline: {baseline}\nnow:      {after}\n{a.Namespace.TryExec("ss -uanp").Output}");
+            () => $"baseline: {baseline}\nnow:      {after}\nfds that differ (kind: baseline -> now): {FdDifference(baselineFds, FdKinds(pid))}\n{a.Namespace.TryExec("ss -uanp").Output}");
         Assert.Equal(baseline, after);
 
         var threadsNow = Threads(pid);
@@ -171,13 +176,45 @@ public sealed class EngineLifecycleTests(ITestOutputHelper output)
             Directory.GetFiles($"/proc/{pid}/fd").Length,
             links,
             ns.Exec("ip rule show") + ns.Exec("ip -6 rule show"),
-            ns.Exec("ip route show table all") + ns.Exec("ip -6 route show table all"),
+            LinkLocalOf(agent.Interface).Replace(ns.Exec("ip route show table all") + ns.Exec("ip -6 route show table all"), $"local fe80::(random) dev {agent.Interface} "),
             ns.Exec("nft list tables"),
             uapi)
         {
             Threads = Threads(pid),
         };
     }
+
+    /// <summary>The daemon's open descriptors counted by kind (pipe, socket, anon_inode:[eventfd], a file's path), for failure messages.</summary>
+    private static Dictionary<string, int> FdKinds(int pid)
+        => Directory.GetFiles($"/proc/{pid}/fd")
+            .Select(LinkTarget)
+            .Select(target => target.StartsWith("pipe:", StringComparison.Ordinal) ? "pipe" : target.StartsWith("socket:", StringComparison.Ordinal) ? "socket" : target)
+            .GroupBy(kind => kind, StringComparer.Ordinal)
+            .ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
+
+    private static string FdDifference(Dictionary<string, int> before, Dictionary<string, int> after)
+        => string.Join(", ", before.Keys.Union(after.Keys).Order(StringComparer.Ordinal)
+            .Where(kind => before.GetValueOrDefault(kind) != after.GetValueOrDefault(kind))
+            .Select(kind => $"{kind}: {before.GetValueOrDefault(kind)} -> {after.GetValueOrDefault(kind)}"));
+
+    private static string LinkTarget(string fd)
+    {
+        try
+        {
+            return new FileInfo(fd).LinkTarget ?? "?";
+        }
+        catch (IOException)
+        {
+            return "closed meanwhile";
+        }
+    }
+
+    /// <summary>
+    /// The local route of the interface's IPv6 link-local address. Each new engine creates the interface anew, and the
+    /// kernel picks a random link-local address for a link without a hardware address, so only its presence compares.
+    /// </summary>
+    private static System.Text.RegularExpressions.Regex LinkLocalOf(string interfaceName)
+        => new($@"local fe80::[0-9a-f:]+ dev {System.Text.RegularExpressions.Regex.Escape(interfaceName)} ");
 
     private static int Threads(int pid)
         => int.Parse(File.ReadLines($"/proc/{pid}/status").First(l => l.StartsWith("Threads:", StringComparison.Ordinal))["Threads:".Length..].Trim(), CultureInfo.InvariantCulture);

@@ -63,6 +63,8 @@ public sealed partial class FaultTests(ITestOutputHelper output)
         {
             // An iperf3 run across the kill and the restart: the P2P tunnel never needs the control plane.
             using var run = a.Namespace.Start($"iperf3 -c {bIp} -t 6 -i 1 -J");
+            // The relayed pair carries traffic across the relay's kill too (its pings go unanswered while the relay is away).
+            using var relayedTraffic = component == "relay" ? natted.Namespace.Start($"ping -i 0.5 -W 1 {wallIp}") : null;
             Thread.Sleep(TimeSpan.FromSeconds(1));
             server.Kill(component);
             rig.Log($"{component}: killed (SIGKILL)");
@@ -78,8 +80,11 @@ public sealed partial class FaultTests(ITestOutputHelper output)
 
             if (component == "relay")
             {
-                // Relayed tunnels need the relay: they carry traffic again within 30 s of its return.
-                rig.WaitUntil(() => natted.Ping(wallIp, count: 1), Resume, "n1 -> f1 through the relay after its restart", Diagnostics);
+                // Relayed tunnels need the relay: they carry traffic again within 30 s of its return, counted from the
+                // restart (not from the end of the P2P run above).
+                var left = Resume - restarted.Elapsed;
+                Assert.True(left > TimeSpan.Zero, $"the P2P run ended within {Resume.TotalSeconds:0} s of the relay's restart");
+                rig.WaitUntil(() => natted.Ping(wallIp, count: 1), left, "n1 -> f1 through the relay within 30 s of its restart", Diagnostics);
                 rig.Log($"relay: relayed ping answered {restarted.Elapsed.TotalSeconds:F1} s after the restart");
                 var relayed = natted.Namespace.TryExec($"iperf3 -c {wallIp} -t 2 -i 1 -J", TimeSpan.FromSeconds(30));
                 Assert.True(relayed.ExitCode == 0 && IntervalBytes(relayed.Output).Sum() > 0, $"relayed iperf3 after the relay restart\n{relayed.Output}{relayed.Error}\n{Diagnostics()}");

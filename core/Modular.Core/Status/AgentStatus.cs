@@ -34,17 +34,20 @@ public sealed record AgentStatus(
     /// <summary>How many times the daemon restarted its engine (a network change, or asked to) since it started.</summary>
     public long EngineRestarts { get; init; }
     /// <summary>The Prometheus endpoint (<c>[metrics] listen</c>): serving or not, and why not.</summary>
-    public MetricsStatus Metrics { get; init; } = MetricsStatus.Off;
+    public EndpointStatus Metrics { get; init; } = EndpointStatus.Off;
+
+    /// <summary>The local web UI (<c>[ui] listen</c>): serving or not, and why not.</summary>
+    public EndpointStatus Ui { get; init; } = EndpointStatus.Off;
 }
 
-/// <summary>The Prometheus endpoint as it runs.</summary>
+/// <summary>A local HTTP endpoint of the daemon (the Prometheus endpoint, the web UI) as it runs.</summary>
 /// <param name="Listen">The configured address ("127.0.0.1:9090"); "" when turned off.</param>
-/// <param name="Serving">True only while it listens (at <c>http://Listen/metrics</c>).</param>
+/// <param name="Serving">True only while it listens.</param>
 /// <param name="Warning">Why it does not listen although asked to (the port is taken, ...); null otherwise.</param>
-public sealed record MetricsStatus(string Listen, bool Serving, string? Warning)
+public sealed record EndpointStatus(string Listen, bool Serving, string? Warning)
 {
     /// <summary>Turned off (<c>listen = ""</c>), or not started yet.</summary>
-    public static readonly MetricsStatus Off = new("", false, null);
+    public static readonly EndpointStatus Off = new("", false, null);
 }
 
 /// <summary>The local WireGuard interface as configured.</summary>

@@ -50,6 +50,7 @@ public sealed class StatusRecorder
             Flows = s.Flows,
             EngineRestarts = s.EngineRestarts,
             Metrics = s.Metrics,
+            Ui = s.Ui,
         };
     }
 
@@ -96,7 +97,10 @@ public sealed class StatusRecorder
     public void SetEngineRestarts(long restarts) => Update(s => s with { EngineRestarts = restarts });
 
     /// <summary>The Prometheus endpoint started, failed to (with why), or stopped.</summary>
-    public void SetMetrics(MetricsStatus metrics) => Update(s => s with { Metrics = metrics });
+    public void SetMetrics(EndpointStatus metrics) => Update(s => s with { Metrics = metrics });
+
+    /// <summary>The local web UI started, failed to (with why), or stopped.</summary>
+    public void SetUi(EndpointStatus ui) => Update(s => s with { Ui = ui });
 
     /// <summary>Adds or replaces the relay with this URL.</summary>
     public void SetRelay(ServiceStatus relay) => Update(s => s with { Relays = s.Relays.SetItem(relay.Url, relay) });
@@ -152,6 +156,8 @@ public sealed class StatusRecorder
         public FlowStatus Flows { get; init; } = FlowStatus.Off;
 
         public long EngineRestarts { get; init; }
-        public MetricsStatus Metrics { get; init; } = MetricsStatus.Off;
+        public EndpointStatus Metrics { get; init; } = EndpointStatus.Off;
+
+        public EndpointStatus Ui { get; init; } = EndpointStatus.Off;
     }
 }

@@ -70,6 +70,11 @@ internal static class StatusText
             Line("Metrics", Metrics(status.Metrics));
         }
 
+        if (status.Ui.Listen.Length > 0 || detail)
+        {
+            Line("UI", Ui(status.Ui));
+        }
+
         Line("Firewall", Firewall(status.Firewall));
         if (detail || status.Dns.Enabled)
         {
@@ -322,9 +327,15 @@ internal static class StatusText
         _ => string.Create(CultureInfo.InvariantCulture, $"{bytes / (1024.0 * 1024 * 1024):0.##} GiB"),
     };
 
-    private static string Metrics(MetricsStatus metrics)
+    private static string Metrics(EndpointStatus metrics)
         => metrics.Serving ? $"on, http://{metrics.Listen}/metrics"
             : metrics.Warning is { } warning ? $"not serving: {warning}"
             : metrics.Listen.Length > 0 ? $"starting on {metrics.Listen}"
+            : "off";
+
+    private static string Ui(EndpointStatus ui)
+        => ui.Serving ? $"on, http://{ui.Listen}/ (sign in with `modular ui`)"
+            : ui.Warning is { } warning ? $"not serving: {warning}"
+            : ui.Listen.Length > 0 ? $"starting on {ui.Listen}"
             : "off";
 }

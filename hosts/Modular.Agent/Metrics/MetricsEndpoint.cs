@@ -1,8 +1,7 @@
 using System.Net;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
-using Microsoft.AspNetCore.Server.Kestrel.Core;
-using Microsoft.Extensions.Logging;
+using Modular.Agent.Hosting;
 using Modular.Core.Config;
 using Modular.Core.Status;
 
@@ -35,7 +34,7 @@ internal sealed class MetricsEndpoint : IAsyncDisposable
     {
         if (!listen.Enabled)
         {
-            recorder.SetMetrics(MetricsStatus.Off);
+            recorder.SetMetrics(EndpointStatus.Off);
             return null;
         }
 
@@ -45,37 +44,24 @@ internal sealed class MetricsEndpoint : IAsyncDisposable
             return NotStarted(recorder, logger, listen.Listen, $"{listen.Listen} is not an IP address and port");
         }
 
-        recorder.SetMetrics(new MetricsStatus(listen.Listen, false, null));
+        recorder.SetMetrics(new EndpointStatus(listen.Listen, false, null));
         var metrics = new AgentMetrics(recorder, time);
-        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
-        builder.Logging.ClearProviders();
-        builder.WebHost.ConfigureKestrel(kestrel =>
-        {
-            kestrel.Listen(endpoint, l => l.Protocols = HttpProtocols.Http1);
-            kestrel.AddServerHeader = false;
-            kestrel.Limits.MaxRequestBodySize = 0;
-        });
+        var builder = LocalHttpEndpoint.CreateBuilder(endpoint, maxRequestBodySize: 0);
         var app = builder.Build();
         app.MapGet(Path, async context =>
         {
             context.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
             await metrics.Registry.CollectAndExportAsTextAsync(context.Response.Body, context.RequestAborted);
         });
-        try
+        var problem = await LocalHttpEndpoint.StartAsync(app, listen.Listen,
+            $"{listen.Listen} is taken by another program (9090 is also Prometheus's own port): set [metrics] listen to a free address and port, or \"\" to turn metrics off",
+            cancellationToken);
+        if (problem is not null)
         {
-            await app.StartAsync(cancellationToken);
-        }
-        catch (IOException e)
-        {
-            await app.DisposeAsync();
-            // Kestrel reports a taken port as an IOException around AddressInUseException.
-            var taken = e.InnerException is Microsoft.AspNetCore.Connections.AddressInUseException;
-            return NotStarted(recorder, logger, listen.Listen, taken
-                ? $"{listen.Listen} is taken by another program (9090 is also Prometheus's own port): set [metrics] listen to a free address and port, or \"\" to turn metrics off"
-                : $"cannot listen on {listen.Listen}: {e.Message}");
+            return NotStarted(recorder, logger, listen.Listen, problem);
         }
 
-        recorder.SetMetrics(new MetricsStatus(listen.Listen, true, null));
+        recorder.SetMetrics(new EndpointStatus(listen.Listen, true, null));
         logger.Information("Prometheus metrics on http://{Listen}{Path}", listen.Listen, Path);
         return new MetricsEndpoint(app, recorder, listen.Listen);
     }
@@ -83,13 +69,13 @@ internal sealed class MetricsEndpoint : IAsyncDisposable
     private static MetricsEndpoint? NotStarted(StatusRecorder recorder, Serilog.ILogger logger, string listen, string why)
     {
         logger.Warning("Metrics not served: {Problem}", why);
-        recorder.SetMetrics(new MetricsStatus(listen, false, why));
+        recorder.SetMetrics(new EndpointStatus(listen, false, why));
         return null;
     }
 
     public async ValueTask DisposeAsync()
     {
-        _recorder.SetMetrics(new MetricsStatus(_listen, false, null));
+        _recorder.SetMetrics(new EndpointStatus(_listen, false, null));
         await _app.StopAsync(CancellationToken.None);
         await _app.DisposeAsync();
     }

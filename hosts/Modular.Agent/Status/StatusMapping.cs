@@ -44,7 +44,8 @@ internal static class StatusMapping
             Dns = ToProto(status.Dns),
             Flows = ToProto(status.Flows),
             EngineRestarts = status.EngineRestarts,
-            Metrics = new MetricsState { Listen = status.Metrics.Listen, Serving = status.Metrics.Serving, Warning = status.Metrics.Warning },
+            Metrics = ToProto(status.Metrics),
+            Ui = ToProto(status.Ui),
         };
         reply.Routes.AddRange(status.Routes.Select(ToProto));
         reply.Features.AlwaysConnected.AddRange(status.Features.AlwaysConnected);
@@ -91,8 +92,14 @@ internal static class StatusMapping
         Dns = FromProto(reply.Dns),
         Flows = FromProto(reply.Flows),
         EngineRestarts = reply.EngineRestarts,
-        Metrics = reply.Metrics is { } metrics ? new MetricsStatus(metrics.Listen, metrics.Serving, metrics.Warning) : MetricsStatus.Off,
+        Metrics = FromProto(reply.Metrics),
+        Ui = FromProto(reply.Ui),
     };
+
+    private static EndpointState ToProto(EndpointStatus endpoint) => new() { Listen = endpoint.Listen, Serving = endpoint.Serving, Warning = endpoint.Warning };
+
+    private static EndpointStatus FromProto(EndpointState? endpoint)
+        => endpoint is null ? EndpointStatus.Off : new EndpointStatus(endpoint.Listen, endpoint.Serving, endpoint.Warning);
 
     private static FlowState ToProto(FlowStatus flows)
     {

@@ -3,10 +3,10 @@ using System.Text;
 using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
-using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Modular.Agent.Cli;
+using Modular.Agent.Hosting;
 using Modular.Agent.Status;
 using Modular.Core.Config;
 using Modular.Core.Status;
@@ -62,24 +62,19 @@ internal sealed class LocalUi : IAsyncDisposable
     {
         if (!listen.Enabled)
         {
+            recorder.SetUi(EndpointStatus.Off);
             return null;
         }
 
         // The config loader refuses such an address already (file:line:col); this guards configs built in code.
         if (!IPEndPoint.TryParse(listen.Listen, out var endpoint) || !IPAddress.IsLoopback(endpoint.Address))
         {
-            logger.Warning("Local UI not started: [ui] listen = {Listen} is not a loopback address and port", listen.Listen);
-            return null;
+            return NotStarted(recorder, logger, listen.Listen, $"[ui] listen = {listen.Listen} is not a loopback address and port");
         }
 
-        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
-        builder.Logging.ClearProviders();
-        builder.WebHost.ConfigureKestrel(kestrel =>
-        {
-            kestrel.Listen(endpoint, l => l.Protocols = HttpProtocols.Http1);
-            kestrel.AddServerHeader = false;
-            kestrel.Limits.MaxRequestBodySize = 4096;
-        });
+        recorder.SetUi(new EndpointStatus(listen.Listen, false, null));
+
+        var builder = LocalHttpEndpoint.CreateBuilder(endpoint, maxRequestBodySize: 4096);
         var app = builder.Build();
         var ui = new LocalUi(app, endpoint, recorder, switches, settings, pinnedBy, logger, logins);
         app.Use(ui.GuardAsync);
@@ -89,20 +84,25 @@ internal sealed class LocalUi : IAsyncDisposable
         app.MapGet("/api/view", ui.ViewAsync);
         app.MapGet("/api/settings", ui.SettingsAsync);
         app.MapPut("/api/settings", ui.ChangeSettingsAsync);
-        try
+        var problem = await LocalHttpEndpoint.StartAsync(app, listen.Listen,
+            $"{listen.Listen} is taken by another program: set [ui] listen to a free loopback address and port, or \"\" to turn the UI off",
+            cancellationToken);
+        if (problem is not null)
         {
-            await app.StartAsync(cancellationToken);
-        }
-        catch (IOException e)
-        {
-            logger.Warning("Local UI not started on {Listen}: {Problem}", listen.Listen, e.Message);
-            await app.DisposeAsync();
-            return null;
+            return NotStarted(recorder, logger, listen.Listen, problem);
         }
 
+        recorder.SetUi(new EndpointStatus(listen.Listen, true, null));
         logins.BaseUrl = $"http://{listen.Listen}/";
         logger.Information("Local UI on http://{Listen}/ (sign in with `modular ui`)", listen.Listen);
         return ui;
+    }
+
+    private static LocalUi? NotStarted(StatusRecorder recorder, Serilog.ILogger logger, string listen, string why)
+    {
+        logger.Warning("Local UI not started: {Problem}", why);
+        recorder.SetUi(new EndpointStatus(listen, false, why));
+        return null;
     }
 
     /// <summary>The sign-in link's path; its query carries the one-time token.</summary>
@@ -318,6 +318,7 @@ internal sealed class LocalUi : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         _logins.BaseUrl = null;
+        _recorder.SetUi(_recorder.Snapshot().Ui with { Serving = false });
         await _app.StopAsync(CancellationToken.None);
         await _app.DisposeAsync();
     }
