@@ -120,8 +120,8 @@ public sealed class PeerConnTests
 
         pair.MakeDirectPathWork();
 
-        // The connection shows P2P as soon as the direct path is set and closes the proxy just after: a
-        // check between the two would see a proxy still open, so the wait covers both.
+        // The connection shows P2P as soon as the direct path is set and closes the proxy once that path is proven
+        // (here at once: the fake WireGuard handshakes on the new endpoint), so the wait covers both.
         await ConnPair.WaitForAsync(
             () => pair.AtoB.ConnectionType == ConnectionType.P2P && pair.BtoA.ConnectionType == ConnectionType.P2P && pair.RelayA.Proxies.All(p => p.Closed),
             "both P2P and A's proxy closed");
@@ -129,6 +129,45 @@ public sealed class PeerConnTests
         Assert.Equal(PeerConnectionState.Connected, pair.AtoB.State);
         Assert.True(Assert.Single(pair.RelayA.Proxies).Closed);
         Assert.Equal(ConnPair.BHost, pair.IfaceA.Peers[pair.AtoB.PublicKey].Endpoint);
+    }
+
+    /// <summary>
+    /// Issue 16: the remote may still send through the relay when this side switches to a direct path, so the relayed
+    /// proxy stays until the direct path carries something back. Unproven for <see cref="PeerConnOptions.DirectProof"/>,
+    /// WireGuard goes back to that same proxy; once bytes arrive on the direct endpoint, the proxy is closed.
+    /// </summary>
+    [Fact]
+    public async Task A_relayed_peer_switching_to_p2p_keeps_its_proxy_until_the_direct_path_is_proven_and_else_returns_to_it()
+    {
+        var clock = NewClock();
+        var options = Fast with { DirectRecheckInterval = TimeSpan.FromSeconds(5) };
+        await using var pair = new ConnPair(options, clock);
+        await pair.OpenBothAsync();
+        await pair.RunUntilAsync(() => pair.AtoB.ConnectionType == ConnectionType.Relayed && pair.AtoB.State == PeerConnectionState.Connected, "A relayed");
+        var proxy = Assert.Single(pair.RelayA.Proxies);
+
+        // The direct path passes the checks but carries nothing back: no handshake on it, no bytes from B.
+        pair.IfaceA.RemoteSends = false;
+        pair.IfaceA.Answers = endpoint => !ConnPair.BHost.Equals(endpoint);
+        pair.MakeDirectPathWork();
+        await pair.RunUntilAsync(() => pair.AtoB.ConnectionType == ConnectionType.P2P, "A switched to the direct path");
+        var switched = clock.GetUtcNow();
+        Assert.Equal(ConnPair.BHost, pair.IfaceA.Peers[pair.AtoB.PublicKey].Endpoint);
+        Assert.False(proxy.Closed);
+
+        await pair.RunUntilAsync(() => pair.AtoB.ConnectionType == ConnectionType.Relayed, "A back on the relay", seconds: 60);
+        Assert.True(clock.GetUtcNow() - switched >= options.DirectProof, $"returned after {clock.GetUtcNow() - switched}, not before {options.DirectProof}");
+        Assert.Same(proxy, Assert.Single(pair.RelayA.Proxies));
+        Assert.False(proxy.Closed);
+        Assert.Equal(proxy.EndpointAddr, pair.IfaceA.Peers[pair.AtoB.PublicKey].Endpoint);
+        Assert.Equal(PeerConnectionState.Connected, pair.AtoB.State);
+
+        // B's packets arrive again; the next recheck switches, the bytes on the direct endpoint prove it, the proxy goes.
+        pair.IfaceA.RemoteSends = true;
+        await pair.RunUntilAsync(() => proxy.Closed, "A's proxy closed once the direct path was proven", seconds: 60);
+        Assert.Equal(ConnectionType.P2P, pair.AtoB.ConnectionType);
+        Assert.Equal(ConnPair.BHost, pair.IfaceA.Peers[pair.AtoB.PublicKey].Endpoint);
+        Assert.Single(pair.RelayA.Proxies);
     }
 
     [Fact]

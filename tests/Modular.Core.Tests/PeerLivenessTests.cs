@@ -135,4 +135,50 @@ public sealed class PeerLivenessTests
         Assert.Equal(LivenessAction.Reconnect, unanswered.Action);
         Assert.Contains("no answer to a new handshake", unanswered.Reason, StringComparison.Ordinal);
     }
+
+    private static readonly System.Net.IPEndPoint Direct = System.Net.IPEndPoint.Parse("198.18.0.3:51820");
+
+    private static readonly System.Net.IPEndPoint Proxy = System.Net.IPEndPoint.Parse("127.128.0.7:51821");
+
+    /// <summary>A relayed peer (path set at T0, its handshake at 10 s) that switched to <see cref="Direct"/> at 60 s with 2,000 bytes received.</summary>
+    private static LivenessState OnTrial() => Path(received: 2000, receivedAt: 60, lastDirectTry: 60) with { Trial = new DirectTrial(At(60), Direct, 2000) };
+
+    private static WgPeerStats Seen(double? handshakeAt, long rx, System.Net.IPEndPoint endpoint) => Stats(handshakeAt, rx) with { Endpoint = endpoint };
+
+    public static TheoryData<string, double, WgPeerStats?, LivenessAction, string?> TrialCases => new()
+    {
+        // name, now, stats, expected action, expected reason (part); the state is OnTrial()
+        { "just switched, nothing new yet: the relay is kept", 61, Seen(10, 2000, Direct), LivenessAction.Keep, null },
+        { "bytes arrived and WireGuard still reports the direct endpoint: proven", 62, Seen(10, 2100, Direct), LivenessAction.ReleaseRelay, null },
+        { "a handshake since the switch on the direct endpoint: proven", 62, Seen(61, 2000, Direct), LivenessAction.ReleaseRelay, null },
+        { "the same endpoint in its IPv4-mapped form: proven", 62, Seen(10, 2100, System.Net.IPEndPoint.Parse("[::ffff:198.18.0.3]:51820")), LivenessAction.ReleaseRelay, null },
+        { "bytes arrived through the relay (WireGuard roamed to the proxy): not proven", 62, Seen(61, 2100, Proxy), LivenessAction.Keep, null },
+        { "WireGuard reports no endpoint: not proven", 62, Stats(10, 2100), LivenessAction.Keep, null },
+        { "unproven 45 s (keepalive 25 + first handshake 20) after the switch: still waiting", 105, Seen(10, 2000, Direct), LivenessAction.Keep, null },
+        { "unproven over 45 s: back to the relay", 106, Seen(10, 2400, Proxy), LivenessAction.ReturnToRelay, "the direct path to 198.18.0.3:51820 carried nothing back within 45 s" },
+    };
+
+    /// <summary>
+    /// Issue 16: a relayed pair switching to P2P keeps its relayed proxy until the direct path carries something back (the
+    /// remote may still send through the relay), and goes back to the relay when it never does.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(TrialCases))]
+    public void A_switch_from_the_relay_keeps_the_relay_until_the_direct_path_is_proven(string name, double now, WgPeerStats? stats, LivenessAction expected, string? reason)
+        => The_verdict_follows_the_table(name, now, stats, OnTrial(), expected, reason);
+
+    [Fact]
+    public void Proof_or_return_ends_the_trial_and_a_return_is_relayed_with_its_recheck_restarted()
+    {
+        var released = Defaults.Decide(At(62), Seen(10, 2100, Direct), OnTrial());
+        Assert.Null(released.Next.Trial);
+        Assert.Equal(ConnectionType.P2P, released.Next.Type);
+        Assert.Equal(LivenessAction.Keep, Defaults.Decide(At(62), Seen(10, 2100, Direct), released.Next).Action);
+
+        var returned = Defaults.Decide(At(106), Seen(10, 2000, Direct), OnTrial());
+        Assert.Null(returned.Next.Trial);
+        Assert.Equal(ConnectionType.Relayed, returned.Next.Type);
+        Assert.Equal(At(106), returned.Next.LastDirectTry);
+        Assert.Equal(LivenessAction.Keep, Defaults.Decide(At(106), Seen(10, 2000, Proxy), returned.Next).Action);
+    }
 }

@@ -225,7 +225,7 @@ public sealed class RelayProxyTests(ITestOutputHelper output)
     }
 
     /// <summary>The relayed peers `modular plugins --json` lists under the proxy plugin <paramref name="proxy"/>.</summary>
-    private static List<string> RelayedPeersOf(MeshRig.Agent agent, string proxy)
+    internal static List<string> RelayedPeersOf(MeshRig.Agent agent, string proxy)
     {
         using var document = JsonDocument.Parse(Shell.Run(MeshRig.AgentBinary, $"plugins --json --socket {agent.Socket}", TimeSpan.FromSeconds(30)));
         var plugin = document.RootElement.GetProperty("plugins").EnumerateArray().Single(p => p.GetProperty("name").GetString() == proxy);

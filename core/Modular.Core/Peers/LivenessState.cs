@@ -13,6 +13,7 @@ namespace Modular.Core.Peers;
 /// <param name="Received">The received-bytes counter at the last look that saw it move.</param>
 /// <param name="ReceivedAt">When <paramref name="Received"/> last moved (or the watch restarted).</param>
 /// <param name="ProbedAt">When the silent peer was asked for a new handshake; null while no probe is out.</param>
+/// <param name="Trial">A switch from the relay to a direct path not yet proven (the relayed proxy is kept meanwhile); null otherwise.</param>
 public readonly record struct LivenessState(
     PeerConnectionState Connection,
     ConnectionType? Type,
@@ -20,7 +21,8 @@ public readonly record struct LivenessState(
     DateTimeOffset LastDirectTry,
     long? Received,
     DateTimeOffset ReceivedAt,
-    DateTimeOffset? ProbedAt)
+    DateTimeOffset? ProbedAt,
+    DirectTrial? Trial = null)
 {
     /// <summary>The watch of a path just set at <paramref name="pathSet"/>.</summary>
     public static LivenessState OnPath(DateTimeOffset pathSet, PeerConnectionState connection, ConnectionType? type)

@@ -20,6 +20,15 @@ public enum LivenessAction
 
     /// <summary>Relayed long enough: try the direct path again.</summary>
     RecheckDirect,
+
+    /// <summary>The direct path a relayed peer switched to is proven (<see cref="DirectTrial.ProvenBy"/>): close the kept relayed proxy.</summary>
+    ReleaseRelay,
+
+    /// <summary>
+    /// The direct path was not proven within <see cref="PeerConnOptions.DirectProof"/> (<see cref="LivenessVerdict.Reason"/>
+    /// says so): set WireGuard back to the kept relayed proxy.
+    /// </summary>
+    ReturnToRelay,
 }
 
 /// <summary>One verdict of <see cref="PeerLiveness.Decide"/>.</summary>

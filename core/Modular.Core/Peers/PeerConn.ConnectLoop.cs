@@ -85,7 +85,7 @@ public sealed partial class PeerConn
         {
             await UseRelayAsync("force_relay is on", cancellationToken);
         }
-        else if (!await TryDirectAsync(cancellationToken))
+        else if (await TryDirectAsync(cancellationToken) is null)
         {
             await UseRelayAsync("no direct path answered the connectivity checks", cancellationToken);
         }
@@ -97,6 +97,7 @@ public sealed partial class PeerConn
             await WaitForWakeAsync(TimeSpan.FromSeconds(1), cancellationToken);
             var now = _time.GetUtcNow();
             WgPeerStats? stats;
+            bool relayLostOnTrial;
             lock (_lock)
             {
                 if (_session.RemoteRestarted)
@@ -114,6 +115,10 @@ public sealed partial class PeerConn
                     throw new IOException("the peer said goodbye (it is stopping)");
                 }
 
+                // The remote closed the relayed connection we kept for a direct trial: it proved the direct path
+                // on its side, and there is nothing left to return to.
+                relayLostOnTrial = _relayed.Lost && _type == Abstractions.Peers.ConnectionType.P2P && _relayed.Path is not null;
+
                 stats = _stats;
                 watch = watch with { Connection = _state, Type = _type };
 
@@ -125,6 +130,13 @@ public sealed partial class PeerConn
                 {
                     watch = watch with { LastDirectTry = now - _options.Recheck };
                 }
+            }
+
+            if (relayLostOnTrial)
+            {
+                _logger.LogInformation("Peer {Peer}: the relayed connection kept during the switch to P2P closed; staying direct", Name);
+                await CloseRelayAsync();
+                watch = watch with { Trial = null };
             }
 
             watch = await ActOnLivenessAsync(now, stats, watch, cancellationToken);
@@ -162,13 +174,22 @@ public sealed partial class PeerConn
 
                     break;
                 case LivenessAction.RecheckDirect:
-                    if (await TryDirectAsync(cancellationToken))
+                    if (await TryDirectAsync(cancellationToken) is { } direct)
                     {
-                        _logger.LogInformation("Peer {Peer}: a direct path appeared; switched from the relay to P2P", Name);
-                        await CloseRelayAsync();
+                        // The remote may still send through the relay (its recheck comes on its own time): the proxy
+                        // stays until the direct path carries something back (DirectTrial), else it is used again.
+                        _logger.LogInformation("Peer {Peer}: a direct path appeared; switched from the relay to P2P, keeping the relay until the direct path is proven", Name);
+                        watch = _relayed.Path is null ? watch : watch with { Trial = new DirectTrial(now, direct, stats?.RxBytes) };
                     }
 
                     return watch;
+                case LivenessAction.ReleaseRelay:
+                    _logger.LogInformation("Peer {Peer}: the direct path is proven; closing the relayed connection", Name);
+                    await CloseRelayAsync();
+                    break;
+                case LivenessAction.ReturnToRelay:
+                    await ReturnToRelayAsync(verdict.Reason!, cancellationToken);
+                    break;
             }
         }
     }
@@ -186,15 +207,17 @@ public sealed partial class PeerConn
         await _wireGuard.ProbeAsync(cancellationToken);
     }
 
-    private async Task<bool> TryDirectAsync(CancellationToken cancellationToken)
+    /// <summary>Sets WireGuard on a direct path when the connectivity checks find one; returns its endpoint, else null.</summary>
+    private async Task<System.Net.IPEndPoint?> TryDirectAsync(CancellationToken cancellationToken)
     {
         var (local, remote, targets) = _session.CheckTargets();
         if (await _direct.FindAsync(local, remote, targets, cancellationToken) is not { } result)
         {
-            return false;
+            return null;
         }
 
-        await _wireGuard.SetEndpointAsync(_direct.WireGuardEndpointFor(result.Remote), cancellationToken);
+        var endpoint = _direct.WireGuardEndpointFor(result.Remote);
+        await _wireGuard.SetEndpointAsync(endpoint, cancellationToken);
         IceCandidate remoteCandidate;
         lock (_lock)
         {
@@ -207,7 +230,31 @@ public sealed partial class PeerConn
 
         _logger.LogInformation("Peer {Peer}: direct path to {Remote} (rtt {Rtt:F1} ms)", Name, remoteCandidate, result.RoundTrip.TotalMilliseconds);
         _changed(this);
-        return true;
+        return endpoint;
+    }
+
+    /// <summary>
+    /// The direct path a relayed peer switched to carried nothing back: WireGuard goes back to the relayed proxy kept
+    /// for this (the next recheck tries the direct path again). With that proxy gone meanwhile, a new attempt starts.
+    /// </summary>
+    private async Task ReturnToRelayAsync(string why, CancellationToken cancellationToken)
+    {
+        if (_relayed.Path is not { } path || _relayed.Lost)
+        {
+            throw new TimeoutException($"{why}, and the relayed connection is gone");
+        }
+
+        await _wireGuard.SetEndpointAsync(path.Proxy.EndpointAddr, cancellationToken);
+        lock (_lock)
+        {
+            _type = Abstractions.Peers.ConnectionType.Relayed;
+            _localCandidate = null;
+            _remoteCandidate = $"relay {path.RelayAddress}";
+            _latencyMs = null;
+        }
+
+        _logger.LogInformation("Peer {Peer}: {Why}; back on the relay through {Relay}", Name, why, path.RelayAddress);
+        _changed(this);
     }
 
     private async Task UseRelayAsync(string why, CancellationToken cancellationToken)

@@ -46,6 +46,13 @@ public sealed record PeerConnOptions(
     /// <summary>How long the side that starts the handshake waits for its peer to bind at the relay too.</summary>
     public static TimeSpan PairingWait { get; } = TimeSpan.FromSeconds(3);
 
+    /// <summary>
+    /// How long a relayed peer that switched to a direct path keeps its relayed proxy waiting for proof of the direct
+    /// path before it returns to the relay: the switch sends a keepalive on the direct path, which makes the remote's
+    /// WireGuard send there too, at the latest with its next keepalive; a first handshake's time on top.
+    /// </summary>
+    public TimeSpan DirectProof => PersistentKeepalive + FirstHandshake;
+
     public TimeSpan PersistentKeepalive => Keepalive ?? TimeSpan.FromSeconds(25);
 
     // A persistent keepalive is due PersistentKeepalive after the last packet EITHER way, so between two idle

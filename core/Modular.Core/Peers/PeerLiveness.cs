@@ -11,7 +11,9 @@ namespace Modular.Core.Peers;
 /// it stays silent <see cref="PeerConnOptions.SilenceProbe"/> more; a handshake on this path marks it Connected; one
 /// older than <see cref="PeerConnOptions.Stale"/> is probed the same way (reconnected only when the probe goes
 /// unanswered), and none within <see cref="PeerConnOptions.FirstHandshake"/> (while no probe is out) reconnects; a
-/// relayed path tries the direct one every <see cref="PeerConnOptions.Recheck"/>.
+/// relayed path tries the direct one every <see cref="PeerConnOptions.Recheck"/>. Before all that, a switch from the relay
+/// to a direct path (<see cref="LivenessState.Trial"/>) releases the kept relay once proven, or returns to it when
+/// unproven for <see cref="PeerConnOptions.DirectProof"/>.
 /// A look can call for more than one action (a probe, then a stale handshake): the loop asks again with
 /// <see cref="LivenessVerdict.Next"/> after each action until the verdict is Keep or RecheckDirect.
 /// </summary>
@@ -31,6 +33,25 @@ public sealed class PeerLiveness(PeerConnOptions options)
         var rx = stats?.RxBytes;
         var handshake = stats?.LastHandshake;
         var s = state;
+
+        // A switch from the relay to a direct path: proven, it releases the kept relay; unproven for too long, it
+        // returns to the relay. Until one or the other, the direct path is watched like any other.
+        if (s.Trial is { } trial)
+        {
+            if (trial.ProvenBy(stats))
+            {
+                return new LivenessVerdict(LivenessAction.ReleaseRelay, s with { Trial = null });
+            }
+
+            if (now - trial.Since > options.DirectProof)
+            {
+                return new LivenessVerdict(
+                    LivenessAction.ReturnToRelay,
+                    s with { Trial = null, Type = ConnectionType.Relayed, LastDirectTry = now },
+                    $"the direct path to {trial.Endpoint} carried nothing back within {(int)options.DirectProof.TotalSeconds} s");
+            }
+        }
+
         var onPath = handshake is { } h && h >= s.PathSet - PathSetGrace;
         var stale = onPath && now - handshake > options.Stale;
         var answered = s.ProbedAt is { } asked && handshake > asked;
