@@ -22,7 +22,7 @@ namespace Modular.Plugins.Rosenpass;
 /// Locks: <see cref="_lock"/> guards the peer table and every call into the exchange (which is not thread-safe); no
 /// await and no event is raised while it is held.
 /// </remarks>
-internal sealed class RosenpassProvider : IPresharedKeyProvider, IPresharedKeyTraffic, IPresharedKeyPeerLifecycle
+internal sealed class RosenpassProvider : IPresharedKeyProvider, IPresharedKeyTraffic, IPresharedKeyPeerLifecycle, IPresharedKeyProviderStatus
 {
     /// <summary>What WireGuard adds to each exchange datagram in its counters: IPv4 and UDP headers, its data header and tag, padding.</summary>
     private const int TunnelOverhead = 20 + 8 + 32 + 15;
@@ -55,6 +55,12 @@ internal sealed class RosenpassProvider : IPresharedKeyProvider, IPresharedKeyTr
     }
 
     public event EventHandler<WgKey>? KeyChanged;
+
+    /// <summary>
+    /// Why no exchange runs (no exchange address, the port cannot be bound), set by the factory; null while it can run.
+    /// The host shows it in status: Rosenpass not available, with this reason.
+    /// </summary>
+    public string? Problem { get; init; }
 
     /// <summary>The exchange traffic with a peer as WireGuard counts it, for the host's inactivity allowance.</summary>
     public long TrafficBytes(WgKey peer)

@@ -34,10 +34,11 @@ public sealed class RosenpassProviderFactory : IPresharedKeyProviderFactory
 
         var exchange = new CryptoServerExchange(identity, context.Time, timings);
         IRosenpassTransport? transport = null;
+        string? problem = null;
         if (listen is null)
         {
             // Without an address the key is not published either: peers see no Rosenpass here (a strict one refuses us).
-            logger.LogWarning("Rosenpass: no exchange address (settings address={Address}, port={Port}); the exchange does not run", context.Settings.GetValueOrDefault("address"), context.Settings.GetValueOrDefault("port"));
+            problem = $"no exchange address (settings address={context.Settings.GetValueOrDefault("address")}, port={context.Settings.GetValueOrDefault("port")}); the exchange does not run";
         }
         else
         {
@@ -47,11 +48,17 @@ public sealed class RosenpassProviderFactory : IPresharedKeyProviderFactory
             }
             catch (System.Net.Sockets.SocketException e)
             {
-                logger.LogWarning("Rosenpass: cannot listen on {Listen} ({Problem}); peers keep the seed PSK", listen, e.Message);
+                problem = $"cannot listen on {listen} ({e.Message}); peers keep the seed PSK";
             }
         }
 
-        var provider = new RosenpassProvider(exchange, transport, context.RosenpassKeys, context.Time, logger);
+        if (problem is not null)
+        {
+            // Status shows it too (IPresharedKeyProviderStatus): Rosenpass not available, with this reason.
+            logger.LogWarning("Rosenpass: {Problem}", problem);
+        }
+
+        var provider = new RosenpassProvider(exchange, transport, context.RosenpassKeys, context.Time, logger) { Problem = problem };
         provider.Start(() => identity.Value, listen?.ToString());
         return ValueTask.FromResult<IPresharedKeyProvider>(provider);
     }

@@ -7,8 +7,8 @@ namespace Modular.E2E.Tests;
 /// <summary>
 /// The one rule for features the account also sets, through the real engine and a real server: a local setting (TOML
 /// key, environment) overrides the account either way; absent locally, the account decides; a feature the account
-/// turns on that is not built yet is shown as unavailable, not on; and flow logging the account turns on runs its sink,
-/// or, with no flow-sink plugin, the agent runs and says why.
+/// turns on that is not built yet is shown as unavailable, not on; and flow logging (or Rosenpass) the account turns on
+/// runs its sink (its PSK provider), or, with no such plugin, the agent runs and status says why, never "on".
 /// </summary>
 public sealed class AccountFeatureTests(ITestOutputHelper output)
 {
@@ -53,11 +53,15 @@ public sealed class AccountFeatureTests(ITestOutputHelper output)
         Assert.Matches(@"Lazy connections: +on \(idle after 15m\), source: account\n", text);
         Assert.Matches(@"Flow logging: +on, to netflow", text);
 
-        // The account asks for flows, but this agent has no flow-sink plugin: it runs, warns once, and says why.
+        // The account asks for flows and Rosenpass, but this agent has no plugins: it runs, warns once, and says why.
         var withoutSink = WaitForMap(rig, "fa3");
         Assert.False(withoutSink.GetProperty("netflow").GetBoolean());
         Assert.StartsWith("requested by the account, not available: no flow-sink plugin named \"netflow\"", withoutSink.GetProperty("unavailable").GetProperty("netflow").GetString(), StringComparison.Ordinal);
-        Assert.Matches(@"Flow logging: +requested by the account, not available: no flow-sink plugin", rig["fa3"].StatusText());
+        Assert.False(withoutSink.GetProperty("rosenpass").GetBoolean(), "no PSK provider plugin: Rosenpass must not be shown on");
+        Assert.StartsWith("requested by the account, not available: no PSK provider plugin named \"rosenpass\"", withoutSink.GetProperty("unavailable").GetProperty("rosenpass").GetString(), StringComparison.Ordinal);
+        var withoutPluginsText = rig["fa3"].StatusText();
+        Assert.Matches(@"Flow logging: +requested by the account, not available: no flow-sink plugin", withoutPluginsText);
+        Assert.Matches(@"Quantum resistance: +requested by the account, not available: no PSK provider plugin named ""rosenpass""", withoutPluginsText);
         Assert.Single(Regex.Matches(rig["fa3"].Output, "Flow logging is on \\(account\\), but not available"));
     }
 

@@ -52,6 +52,10 @@ public sealed class RosenpassMatrixTests(ITestOutputHelper output)
         rig.WaitUntil(() => rig["rp1"].IsConnected("rp2") && rig["rp2"].IsConnected("rp1"), Patience, "rp1 and rp2 still connected", Diagnostics);
         Assert.True(rig["rp1"].Ping(rig["rp2"].OverlayIp!), "rp1 -> rp2 over the post-quantum PSK");
         Assert.Matches(@"Quantum resistance: +yes, since", rig["rp1"].StatusText());
+        // A provider that runs with its exchange address: status shows Rosenpass on, nothing said to be missing.
+        var features = rig["rp1"].Status()!.Value.GetProperty("features");
+        Assert.True(features.GetProperty("rosenpass").GetBoolean(), "rp1's working PSK provider shown as not in effect");
+        Assert.False(features.GetProperty("unavailable").TryGetProperty("rosenpass", out _), "rp1's working PSK provider shown as not available");
 
         // (permissive, off) and (off, off): connected, no PSK (the account has none).
         rig.WaitUntil(() => rig["rp2"].IsConnected("rp3") && rig["rp3"].IsConnected("rp4"), Patience, "rp2-rp3 and rp3-rp4 connected", Diagnostics);

@@ -90,6 +90,18 @@ public interface IPresharedKeyPeerLifecycle
     void PeerInactive(WgKey peer);
 }
 
+/// <summary>
+/// Optional: a <see cref="IPresharedKeyProvider"/> that runs but cannot do its work (no address to exchange keys on,
+/// its port cannot be bound) says why, so `status` shows the feature as not available with that reason instead of on,
+/// not only the log. The provider stays in force meanwhile: it still decides every peer (a strict one still refuses).
+/// </summary>
+/// <remarks>Read from any thread, at each network map the host applies; it must not block.</remarks>
+public interface IPresharedKeyProviderStatus
+{
+    /// <summary>Why the provider cannot give its keys now (one line, no secrets); null while it can.</summary>
+    string? Problem { get; }
+}
+
 /// <summary>Export with <c>[Export(typeof(IPresharedKeyProviderFactory))]</c> and a <c>[PluginName]</c>.</summary>
 public interface IPresharedKeyProviderFactory : IPluginFactory
 {

@@ -199,7 +199,10 @@ internal sealed class MapApplier
             _recorder.SetFlows(_flows.Status());
         }
 
-        LazySwitch.Apply(parts.Manager, map, _options.Config, _options.Switches, _recorder, _logger, _flows?.NotAvailable);
+        // The PSK provider starts or ends before status is built, so status never says Rosenpass is on without one.
+        await parts.PresharedKeys.ApplyAsync(map, cancellationToken);
+        LazySwitch.Apply(parts.Manager, map, _options.Config, _options.Switches, _recorder, _logger,
+            FeatureStatusBuilder.Merge(_flows?.NotAvailable, parts.PresharedKeys.NotAvailable));
         if (!parts.Manager.Lazy.RoutingPeers.SetEquals(plan.RoutingPeers))
         {
             // Before the peer diff, which opens a parked peer that became a routing peer (and never parks a new one).

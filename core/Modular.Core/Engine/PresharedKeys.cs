@@ -19,9 +19,14 @@ namespace Modular.Core.Engine;
 /// A key rotation (<see cref="IPresharedKeyProvider.KeyChanged"/>) only marks the keys stale; the engine's stats loop
 /// then applies the map in force again (<see cref="MapApplier.ApplyKeyChangesAsync"/>), which updates the changed
 /// peers' PSK in place (no tunnel drop).
+/// <para>
+/// Nothing pretends: while Rosenpass is asked for but no provider gives its keys (none loaded by that name, it failed
+/// to start, or it runs and reports a problem through <see cref="IPresharedKeyProviderStatus"/>), <see cref="NotAvailable"/>
+/// says why, and status shows Rosenpass as not available, the way <see cref="FlowSwitch"/> does for flow logging.
+/// </para>
 /// </summary>
 /// <remarks>
-/// Threading: <see cref="DecideAsync"/> and <see cref="DisposeAsync"/> run under the map applier's gate (one at a
+/// Threading: <see cref="ApplyAsync"/>, <see cref="DecideAsync"/> and <see cref="DisposeAsync"/> run under the map applier's gate (one at a
 /// time); <see cref="TakeChanged"/> and the provider's event may run on any thread.
 /// </remarks>
 internal sealed class PresharedKeys : IAsyncDisposable
@@ -34,9 +39,14 @@ internal sealed class PresharedKeys : IAsyncDisposable
     private readonly ILogger _logger;
 
     // Written under the applier's gate only.
-    private IPresharedKeyProvider? _provider;
+    // Volatile: status and the stats loop read it on their own threads.
+    private volatile IPresharedKeyProvider? _provider;
     private bool _missingWarned;
     private Dictionary<WgKey, string> _refused = [];
+
+    // Why the host has no provider in force while Rosenpass is asked for (none loaded, it failed to start); null
+    // otherwise. Written under the applier's gate, read by status.
+    private volatile string? _missing;
 
     private int _changed;
 
@@ -63,6 +73,22 @@ internal sealed class PresharedKeys : IAsyncDisposable
     /// <summary>The provider in force; null while Rosenpass is off (or its provider is not loaded).</summary>
     public IPresharedKeyProvider? Provider => _provider;
 
+    /// <summary>
+    /// "rosenpass" and why, while Rosenpass is asked for (by the last map applied) but no provider gives its keys: none
+    /// loaded by the configured name, it failed to start, or it reports a problem; else empty. For
+    /// <see cref="FeatureStatusBuilder.Build"/>.
+    /// </summary>
+    public IReadOnlyDictionary<string, string> NotAvailable
+    {
+        get
+        {
+            var why = _missing ?? (_provider is IPresharedKeyProviderStatus { Problem: { Length: > 0 } problem } ? $"{_config.Rosenpass.Provider}: {problem}" : null);
+            return why is null ? NoReasons : new Dictionary<string, string>(StringComparer.Ordinal) { ["rosenpass"] = why };
+        }
+    }
+
+    private static readonly IReadOnlyDictionary<string, string> NoReasons = new Dictionary<string, string>(StringComparer.Ordinal);
+
     /// <summary>The peers refused by the last decision, with the provider's reason.</summary>
     public IReadOnlyDictionary<WgKey, string> Refused => _refused;
 
@@ -73,7 +99,15 @@ internal sealed class PresharedKeys : IAsyncDisposable
     public bool TakeChanged() => Interlocked.Exchange(ref _changed, 0) == 1;
 
     /// <summary>
-    /// The peers of <paramref name="map"/> as the PSK provider decides them: allowed ones with its PSK (and whether that
+    /// Resolves Rosenpass for <paramref name="map"/> (the local flag or key over the account's setting) and starts or
+    /// ends the provider to match; <see cref="NotAvailable"/> then says why, when it is asked for but not in force.
+    /// Called before status is built for the map and before <see cref="DecideAsync"/>.
+    /// </summary>
+    public async Task ApplyAsync(NetworkMap map, CancellationToken cancellationToken)
+        => await EnsureProviderAsync(FeatureStatusBuilder.Rosenpass(_config, AccountFeatures.Of(map.Settings)).Enabled, cancellationToken);
+
+    /// <summary>
+    /// The peers of <paramref name="map"/> as the PSK provider decides them (the one <see cref="ApplyAsync"/> put in force): allowed ones with its PSK (and whether that
     /// is post-quantum), refused ones left out. Without a provider (Rosenpass off) the peers go unchanged, with the
     /// account PSK the map gave them. A provider that throws refuses that peer: failing closed is the strict choice,
     /// and a permissive provider never throws for a peer without Rosenpass.
@@ -82,8 +116,7 @@ internal sealed class PresharedKeys : IAsyncDisposable
     public async Task<IReadOnlyList<RemotePeerInfo>> DecideAsync(NetworkMap map, IReadOnlyList<RemotePeerInfo> peers, CancellationToken cancellationToken, Func<WgKey, bool>? isIdle = null)
     {
         var account = AccountFeatures.Of(map.Settings);
-        var provider = await EnsureProviderAsync(FeatureStatusBuilder.Rosenpass(_config, account).Enabled, cancellationToken);
-        if (provider is null)
+        if (_provider is not { } provider)
         {
             _refused = [];
             return peers;
@@ -226,6 +259,7 @@ internal sealed class PresharedKeys : IAsyncDisposable
     {
         if (!enabled)
         {
+            _missing = null;
             if (_provider is not null)
             {
                 _logger.LogInformation("Rosenpass off: the PSK provider {Provider} stops; peers get the account PSK", _config.Rosenpass.Provider);
@@ -244,11 +278,12 @@ internal sealed class PresharedKeys : IAsyncDisposable
         if (!_factories.TryGetValue(name, out var factory))
         {
             // The daemon checked a locally enabled provider at start; the account can turn Rosenpass on later.
+            var available = _factories.Count == 0 ? "(none)" : string.Join(", ", _factories.Keys.Order(StringComparer.Ordinal));
+            _missing = $"no PSK provider plugin named \"{name}\" is loaded (available: {available}); peers get the account PSK";
             if (!_missingWarned)
             {
                 _missingWarned = true;
-                var available = _factories.Count == 0 ? "(none)" : string.Join(", ", _factories.Keys.Order(StringComparer.Ordinal));
-                _logger.LogWarning("Rosenpass is on, but no PSK provider plugin named \"{Name}\" is loaded (available: {Available}); peers get the account PSK", name, available);
+                _logger.LogWarning("Rosenpass is on, but {Missing}", _missing);
             }
 
             return null;
@@ -265,6 +300,7 @@ internal sealed class PresharedKeys : IAsyncDisposable
         {
             // A map must still apply: peers get the account PSK, and the next map tries the provider again.
             await TellRunningAsync(false, cancellationToken);
+            _missing = $"the PSK provider {name} could not start: {e.Message}; peers get the account PSK until it can";
             _logger.LogError("The PSK provider {Provider} could not be created: {Problem}; peers get the account PSK until it can", name, e.Message);
             return null;
         }
@@ -276,6 +312,7 @@ internal sealed class PresharedKeys : IAsyncDisposable
 
         provider.KeyChanged += OnKeyChanged;
         _provider = provider;
+        _missing = null;
         _logger.LogInformation("Rosenpass on: every peer's PSK comes from the PSK provider {Provider}", name);
         return provider;
     }

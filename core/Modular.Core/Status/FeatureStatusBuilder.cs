@@ -24,7 +24,7 @@ public static class FeatureStatusBuilder
 {
     /// <param name="notAvailable">
     /// Features built but not available in this run, with why (by their status name, e.g. "netflow": no flow sink
-    /// could be created). A feature listed here is off in status and, while asked for, listed under
+    /// could be created; "rosenpass": no PSK provider gives its keys; see <see cref="Merge"/>). A feature listed here is off in status and, while asked for, listed under
     /// <c>unavailable</c> as "requested by the account, not available: why" (asked for by the account) or "why".
     /// </param>
     public static FeatureStatus Build(AgentConfig config, bool? uiLazyConnections, AccountFeatures account, IReadOnlyDictionary<string, string>? notAvailable = null)
@@ -57,6 +57,21 @@ public static class FeatureStatusBuilder
             NetflowSource = netflow.Source,
             Unavailable = WithRunReasons(NotBuiltYet.Unavailable(config, decisions), decisions, notAvailable),
         };
+    }
+
+    /// <summary>The reasons of every part that may lack a feature (flow logging, the PSK provider), as one map for <see cref="Build"/>.</summary>
+    public static IReadOnlyDictionary<string, string> Merge(params IReadOnlyDictionary<string, string>?[] parts)
+    {
+        var merged = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var part in parts)
+        {
+            foreach (var (feature, why) in part ?? EmptyReasons)
+            {
+                merged.TryAdd(feature, why);
+            }
+        }
+
+        return merged;
     }
 
     private static readonly IReadOnlyDictionary<string, string> EmptyReasons = new Dictionary<string, string>(StringComparer.Ordinal);

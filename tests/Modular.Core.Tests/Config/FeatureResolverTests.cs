@@ -110,6 +110,29 @@ public sealed class FeatureResolverTests
     }
 
     [Fact]
+    public void Rosenpass_asked_for_without_a_working_provider_is_off_permissive_included_and_says_why_beside_netflow()
+    {
+        var reasons = FeatureStatusBuilder.Merge(
+            new Dictionary<string, string> { ["netflow"] = "no flow sink" },
+            null,
+            new Dictionary<string, string> { ["rosenpass"] = "no PSK provider plugin named \"rosenpass\" is loaded (available: (none))" });
+
+        var byAccount = FeatureStatusBuilder.Build(Config("metrics = { listen = \"\" }"), null, new AccountFeatures(Flows: true, Rosenpass: true, RosenpassPermissive: true), reasons);
+        Assert.False(byAccount.Rosenpass);
+        Assert.False(byAccount.RosenpassPermissive);
+        Assert.Equal("account", byAccount.RosenpassSource);
+        Assert.Equal("requested by the account, not available: no PSK provider plugin named \"rosenpass\" is loaded (available: (none))", byAccount.Unavailable["rosenpass"]);
+        Assert.Equal("requested by the account, not available: no flow sink", byAccount.Unavailable["netflow"]);
+
+        var byConfig = FeatureStatusBuilder.Build(Config("metrics = { listen = \"\" }\nrosenpass = { enabled = true }"), null, new AccountFeatures(Rosenpass: false), reasons);
+        Assert.False(byConfig.Rosenpass);
+        Assert.Equal("no PSK provider plugin named \"rosenpass\" is loaded (available: (none))", byConfig.Unavailable["rosenpass"]);
+
+        var off = FeatureStatusBuilder.Build(Config("metrics = { listen = \"\" }\nrosenpass = { enabled = false }"), null, new AccountFeatures(Rosenpass: true), reasons);
+        Assert.False(off.Unavailable.ContainsKey("rosenpass"));
+    }
+
+    [Fact]
     public void The_ui_switch_is_a_local_setting_that_wins_over_the_file_and_the_account()
     {
         var status = FeatureStatusBuilder.Build(Config("features = { lazy_connections = true }"), false, new AccountFeatures(LazyConnections: true));

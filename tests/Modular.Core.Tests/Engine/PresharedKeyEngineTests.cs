@@ -50,6 +50,79 @@ public sealed class PresharedKeyEngineTests
         Assert.Equal(AccountPsk, asked.AccountPresharedKey);
         Assert.False(asked.Permissive);
         Assert.Null(provider.Asked[Plain].RosenpassFingerprint);
+
+        // A provider in force with no problem: status says Rosenpass is on, from the account, and nothing is missing.
+        var features = rig.Recorder.Snapshot().Features;
+        Assert.True(features.Rosenpass);
+        Assert.Equal("account", features.RosenpassSource);
+        Assert.False(features.Unavailable.ContainsKey("rosenpass"));
+    }
+
+    [Fact]
+    public async Task Without_a_provider_plugin_the_account_asking_for_Rosenpass_shows_it_not_available_with_why_and_peers_get_the_account_psk()
+    {
+        await using var rig = new AgentEngineTests.EngineRig((_, _) => ValueTask.CompletedTask);
+        await rig.Engine.EnsureInterfaceAsync(Login, CancellationToken.None);
+
+        await rig.Engine.ApplyMapAsync(Map(accountRosenpass: true), CancellationToken.None);
+
+        var features = rig.Recorder.Snapshot().Features;
+        Assert.False(features.Rosenpass);
+        Assert.False(features.RosenpassPermissive);
+        Assert.Equal("account", features.RosenpassSource);
+        Assert.Equal("requested by the account, not available: no PSK provider plugin named \"rosenpass\" is loaded (available: (none)); peers get the account PSK",
+            features.Unavailable["rosenpass"]);
+        Assert.Equal(AccountPsk, Psk(rig, Rosenpass));
+        Assert.Equal(AccountPsk, Psk(rig, Plain));
+
+        // The account turning it off again: not asked for, so nothing is unavailable.
+        var off = Map(accountRosenpass: false);
+        off.Serial = 2;
+        await rig.Engine.ApplyMapAsync(off, CancellationToken.None);
+        Assert.Empty(rig.Recorder.Snapshot().Features.Unavailable);
+    }
+
+    [Fact]
+    public async Task A_provider_that_fails_to_start_shows_Rosenpass_not_available_with_its_error_and_a_later_map_that_starts_it_clears_it()
+    {
+        var provider = new FakeProvider { FailToStart = "the state directory is read-only" };
+        await using var rig = Rig(provider);
+        await rig.Engine.EnsureInterfaceAsync(Login, CancellationToken.None);
+        provider.Keys[Rosenpass] = RouteMaps.Key(0x11);
+
+        await rig.Engine.ApplyMapAsync(Map(accountRosenpass: true), CancellationToken.None);
+
+        var features = rig.Recorder.Snapshot().Features;
+        Assert.False(features.Rosenpass);
+        Assert.Equal("requested by the account, not available: the PSK provider rosenpass could not start: the state directory is read-only; peers get the account PSK until it can",
+            features.Unavailable["rosenpass"]);
+        Assert.Equal(AccountPsk, Psk(rig, Plain));
+
+        provider.FailToStart = null;
+        var next = Map(accountRosenpass: true);
+        next.Serial = 2;
+        await rig.Engine.ApplyMapAsync(next, CancellationToken.None);
+        Assert.True(rig.Recorder.Snapshot().Features.Rosenpass);
+        Assert.Empty(rig.Recorder.Snapshot().Features.Unavailable);
+    }
+
+    [Fact]
+    public async Task A_running_provider_that_reports_a_problem_shows_Rosenpass_not_available_with_it_and_still_decides_the_peers()
+    {
+        var provider = new FakeProvider { Problem = "no exchange address (settings address=, port=0); the exchange does not run" };
+        await using var rig = Rig(provider, c => c with { Rosenpass = new Modular.Core.Config.RosenpassConfig { Enabled = new LocalToggle(Config: true) } });
+        await rig.Engine.EnsureInterfaceAsync(Login, CancellationToken.None);
+        provider.Keys[Rosenpass] = RouteMaps.Key(0x11);
+
+        await rig.Engine.ApplyMapAsync(Map(accountRosenpass: false), CancellationToken.None);
+
+        // Asked for by the local config, so the reason does not name the account.
+        var features = rig.Recorder.Snapshot().Features;
+        Assert.False(features.Rosenpass);
+        Assert.Equal("config", features.RosenpassSource);
+        Assert.Equal("rosenpass: no exchange address (settings address=, port=0); the exchange does not run", features.Unavailable["rosenpass"]);
+        Assert.Null(rig.Engine.Connections!.Find(Plain)); // the provider stays in force: strict still refuses
+        Assert.Equal(RouteMaps.Key(0x11), Psk(rig, Rosenpass));
     }
 
     [Fact]
@@ -135,6 +208,7 @@ public sealed class PresharedKeyEngineTests
         var map = Map(accountRosenpass: true);
         Modular.Core.Peers.RemotePeerInfo[] peers = [new(Rosenpass, "p2", "100.64.0.2", [], AccountPsk)];
         var idle = false;
+        await keys.ApplyAsync(map, CancellationToken.None);
         await keys.DecideAsync(map, peers, CancellationToken.None, _ => idle);
         Assert.Single(provider.Asked);
 
@@ -182,7 +256,7 @@ public sealed class PresharedKeyEngineTests
     /// A PSK provider (and its factory) that allows Rosenpass peers with the key the test sets and refuses the others
     /// (strict), remembering what it was asked.
     /// </summary>
-    private sealed class FakeProvider : IPresharedKeyProviderFactory, IPresharedKeyProvider, IPresharedKeyPeerLifecycle
+    private sealed class FakeProvider : IPresharedKeyProviderFactory, IPresharedKeyProvider, IPresharedKeyPeerLifecycle, IPresharedKeyProviderStatus
     {
         public static readonly DateTimeOffset Since = DateTimeOffset.Parse("2026-12-01T00:00:00Z", System.Globalization.CultureInfo.InvariantCulture);
 
@@ -198,8 +272,18 @@ public sealed class PresharedKeyEngineTests
 
         public string Description => "test";
 
+        /// <summary>Set: <see cref="CreateAsync"/> throws with this message.</summary>
+        public string? FailToStart { get; set; }
+
+        public string? Problem { get; set; }
+
         public ValueTask<IPresharedKeyProvider> CreateAsync(IPluginContext context, CancellationToken cancellationToken)
         {
+            if (FailToStart is { } failure)
+            {
+                throw new InvalidOperationException(failure);
+            }
+
             Created++;
             return ValueTask.FromResult<IPresharedKeyProvider>(this);
         }
