@@ -91,9 +91,15 @@ public sealed class EngineSupervisor
             {
                 // Its own stop.
             }
+            catch (Exception e) when (first != run && AgentEngine.IsOwnCancellation(e, engineStop.Token))
+            {
+                // Its own stop, seen as a cancelled gRPC call (RpcException Cancelled): expected, so no error and no
+                // stack trace (rendering one also makes the runtime open the assembly's symbols, a descriptor for life).
+                _logger.LogDebug("The engine stopped: {Problem}", e.Message);
+            }
             catch (Exception) when (first != run && engineStop.IsCancellationRequested && !stopping.IsCancellationRequested)
             {
-                // A failure while stopping for a restart: logged, and the next engine starts anyway.
+                // A real failure while stopping for a restart: logged with its trace, and the next engine starts anyway.
                 _logger.LogError(run.Exception?.InnerException, "The engine failed while stopping for a restart");
             }
 

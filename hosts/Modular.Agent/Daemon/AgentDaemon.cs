@@ -237,8 +237,9 @@ internal static class AgentDaemon
             {
                 await engineRun;
             }
-            catch (Exception e) when (e is not OperationCanceledException)
+            catch (Exception e) when (!AgentEngine.IsOwnCancellation(e, engineStop.Token))
             {
+                // A cancelled gRPC call (RpcException Cancelled) is our own stop, like OperationCanceledException: no trace.
                 logger.Error(e, "The engine failed while stopping");
             }
 

@@ -1,7 +1,9 @@
+using Grpc.Core;
 using Microsoft.Extensions.Logging.Abstractions;
 using Modular.Core.Engine;
 using Modular.Core.Network;
 using Modular.Core.Status;
+using Modular.Testing;
 
 namespace Modular.Core.Tests.Engine;
 
@@ -138,6 +140,48 @@ public sealed class EngineSupervisorTests
         await run;
         Assert.Equal(1, recorder.Snapshot().EngineRestarts);
         Assert.True(changes[1].Task.IsCanceled, "the watcher stops with its engine");
+    }
+
+    [Fact]
+    public async Task A_cancelled_grpc_call_on_the_stop_path_is_no_error_but_a_real_failure_while_stopping_is()
+    {
+        // A cancelled gRPC call surfaces as RpcException(Cancelled), not OperationCanceledException: on a restart it is
+        // the engine's own stop, logged without an error (and without its stack trace); anything else stays an error.
+        var logger = new ListLogger();
+        var supervisor = new EngineSupervisor(
+            async (generation, stop) =>
+            {
+                try
+                {
+                    await Task.Delay(Timeout.Infinite, stop);
+                }
+                catch (OperationCanceledException) when (generation == 1)
+                {
+                    throw new RpcException(new Grpc.Core.Status(StatusCode.Cancelled, "Call canceled by the client."));
+                }
+                catch (OperationCanceledException) when (generation == 2)
+                {
+                    throw new IOException("closing the interface failed");
+                }
+            },
+            null,
+            NewRecorder(),
+            logger);
+        using var stop = new CancellationTokenSource();
+        var run = supervisor.RunAsync(stop.Token);
+
+        await WaitForGeneration(supervisor, 1);
+        Assert.True(supervisor.RequestRestart("test"));
+        await WaitForGeneration(supervisor, 2);
+        Assert.Empty(logger.Errors);
+
+        Assert.True(supervisor.RequestRestart("test"));
+        await WaitForGeneration(supervisor, 3);
+        Assert.Equal(["The engine failed while stopping for a restart"], logger.Errors);
+        Assert.Equal(2, supervisor.Restarts);
+
+        await stop.CancelAsync();
+        await run;
     }
 
     private static async Task WaitForGeneration(EngineSupervisor supervisor, long generation)
