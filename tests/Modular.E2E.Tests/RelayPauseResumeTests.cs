@@ -74,11 +74,13 @@ public sealed class RelayPauseResumeTests(ITestOutputHelper output)
             () => string.Join(' ', before.Held));
         rig.Log($"{a.Name} before the relayed phase: {before.All.Count} descriptors, {before.Held.Count} sockets and eBPF objects: {string.Join(' ', before.Held)}");
 
-        // Relayed: the direct path is blocked.
+        // Relayed: the direct path is blocked. The phases' times go to the log (what the class costs scripts/test).
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         b.Start();
         WaitOnPath(rig, a, b, Diagnostics, "Relayed", "relayed while blocked");
         Assert.Equal(proxy, a.Peer(b.Name)!.Value.GetProperty("proxy").GetString());
         Assert.Equal(proxy, b.Peer(a.Name)!.Value.GetProperty("proxy").GetString());
+        rig.Log($"relayed and pinging {clock.Elapsed.TotalSeconds:F0} s after {b.Name} started");
 
         // The relay dies (SIGKILL) under the relayed pair and comes back: relayed ping answers within 30 s of its return.
         server.Kill("relay");
@@ -103,6 +105,7 @@ public sealed class RelayPauseResumeTests(ITestOutputHelper output)
         Assert.Empty(RelayProxyTests.RelayedPeersOf(a, proxy));
         Assert.Empty(RelayProxyTests.RelayedPeersOf(b, proxy));
         Assert.Contains("the direct path is proven; closing the relayed connection", a.Log + b.Log, StringComparison.Ordinal);
+        rig.Log($"P2P with both proxies released at {clock.Elapsed.TotalSeconds:F0} s");
 
         // Off the relay, a holds no socket or eBPF object more than before it (the relayed connections, the one killed
         // with the relay included, and the proxies are closed). Bounded: a close can finish just after the release.
@@ -114,7 +117,9 @@ public sealed class RelayPauseResumeTests(ITestOutputHelper output)
 
         // Pause it again: the silent direct path is given up and the pair is relayed again, through the same kind of proxy.
         b.BlockUdpWith(a.UnderlayIp);
+        var blocked = clock.Elapsed;
         WaitOnPath(rig, a, b, Diagnostics, "Relayed", "relayed again once the block was back", TimeSpan.FromSeconds(240));
+        rig.Log($"relayed again {(clock.Elapsed - blocked).TotalSeconds:F0} s after the block returned ({clock.Elapsed.TotalSeconds:F0} s in all)");
         Assert.Equal(proxy, a.Peer(b.Name)!.Value.GetProperty("proxy").GetString());
         Assert.Equal(proxy, b.Peer(a.Name)!.Value.GetProperty("proxy").GetString());
         rig.Log(a.StatusText());
