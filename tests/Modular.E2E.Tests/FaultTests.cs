@@ -222,7 +222,7 @@ public sealed partial class FaultTests(ITestOutputHelper output)
     /// modular-server split in three processes on one data_dir (so one server key and one relay secret): management
     /// (with STUN) at :33073 in rig.ServerConfig (the admin commands use it), signal at :33074, the relay at :33080.
     /// </summary>
-    private sealed class SplitServer(MeshRig rig) : IDisposable
+    internal sealed class SplitServer(MeshRig rig) : IDisposable
     {
         public static readonly string[] Components = ["management", "signal", "relay"];
 

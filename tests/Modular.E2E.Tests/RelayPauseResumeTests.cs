@@ -4,13 +4,16 @@ using Xunit.Abstractions;
 namespace Modular.E2E.Tests;
 
 /// <summary>
-/// Issue 16, pause/resume: a pair relayed because an nft rule in b's namespace drops UDP with a goes relay -> P2P when
-/// the rule is lifted and P2P -> relay when it is put back, for each proxy (bind: userspace with `kind = "auto"`; udp and
-/// ebpf: kernel mode, wireguard-go). On the switch to P2P each side keeps its relayed proxy until the direct path
-/// carries something back (the other side may still send through the relay), then closes it: the peer ends P2P with
-/// no proxy in `status` and none listed under the plugin. Blocked again, the direct path goes silent, the peer is
-/// asked for a new handshake, reconnects, its checks fail and it is relayed again through a new proxy of that kind.
-/// Ping passes both ways in each phase.
+/// Issue 16, pause/resume, relay restart and leaked sockets, per proxy (bind: userspace with `kind = "auto"`; udp and
+/// ebpf: kernel mode, wireguard-go), in one rig run each. The server runs split (<see cref="FaultTests.SplitServer"/>),
+/// so the relay is a process of its own. A pair relayed because an nft rule in b's namespace drops UDP with a: the relay
+/// is killed (SIGKILL) under it and started again, and relayed ping answers within 30 s of its return. Then the rule is
+/// lifted: relay -> P2P. On the switch each side keeps its relayed proxy until the direct path carries something back
+/// (the other side may still send through the relay), then closes it: the peer ends P2P with no proxy in `status` and
+/// none listed under the plugin, and a holds no UDP or TCP socket and no eBPF object more than it did up alone before
+/// the relayed phase (its own /proc/&lt;pid&gt;/fd). Blocked again, the direct path goes silent, the peer is asked for a
+/// new handshake, reconnects, its checks fail and it is relayed again through a new proxy of that kind. Ping passes
+/// both ways in each phase.
 /// </summary>
 public sealed class RelayPauseResumeTests(ITestOutputHelper output)
 {
@@ -32,11 +35,13 @@ public sealed class RelayPauseResumeTests(ITestOutputHelper output)
         }
 
         using var rig = new MeshRig(output, prefix);
-        rig.StartServer();
+        using var server = new FaultTests.SplitServer(rig); // the relay in a process of its own, to kill it alone
+        server.StartAll();
         var key = rig.CreateSetupKey();
         var a = rig.AddAgent($"{prefix}1");
         var b = rig.AddAgent($"{prefix}2");
         string[] names = [a.Name, b.Name];
+        string Diagnostics() => MeshTests.Diagnostics(rig, names) + server.Diagnostics();
         foreach (var agent in new[] { a, b })
         {
             agent.WriteConfig(key, proxyConfig);
@@ -47,43 +52,87 @@ public sealed class RelayPauseResumeTests(ITestOutputHelper output)
         }
 
         b.BlockUdpWith(a.UnderlayIp);
-        a.Start();
-        b.Start();
 
-        // Relayed: the direct path is blocked.
-        WaitOnPath(rig, a, b, names, "Relayed", "relayed while blocked");
+        // a's descriptors before the relayed phase: a up alone (logged in, on signal, its listeners open), taken once
+        // two samples 2 s apart agree, so what the runtime and the engine open once at start is in the baseline.
+        a.Start();
+        rig.WaitUntil(() => a.Status() is { } s && s.GetProperty("management").GetProperty("connected").GetBoolean() && s.GetProperty("signal").GetProperty("connected").GetBoolean(),
+            TimeSpan.FromSeconds(120), $"{a.Name} logged in and on signal", () => $"{a.StatusText()}\n{a.Output}\n{Diagnostics()}");
+        var pid = a.Process!.Id;
+        var before = AgentDescriptors.Of(pid);
+        rig.WaitUntil(
+            () =>
+            {
+                Thread.Sleep(TimeSpan.FromSeconds(2));
+                var again = AgentDescriptors.Of(pid);
+                var settled = again.Held.SequenceEqual(before.Held);
+                before = again;
+                return settled;
+            },
+            TimeSpan.FromSeconds(30),
+            $"{a.Name}'s sockets settled before {b.Name} joins",
+            () => string.Join(' ', before.Held));
+        rig.Log($"{a.Name} before the relayed phase: {before.All.Count} descriptors, {before.Held.Count} sockets and eBPF objects: {string.Join(' ', before.Held)}");
+
+        // Relayed: the direct path is blocked. The phases' times go to the log (what the class costs scripts/test).
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        b.Start();
+        WaitOnPath(rig, a, b, Diagnostics, "Relayed", "relayed while blocked");
+        Assert.Equal(proxy, a.Peer(b.Name)!.Value.GetProperty("proxy").GetString());
+        Assert.Equal(proxy, b.Peer(a.Name)!.Value.GetProperty("proxy").GetString());
+        rig.Log($"relayed and pinging {clock.Elapsed.TotalSeconds:F0} s after {b.Name} started");
+
+        // The relay dies (SIGKILL) under the relayed pair and comes back: relayed ping answers within 30 s of its return.
+        server.Kill("relay");
+        rig.Log("relay: killed (SIGKILL)");
+        server.Start("relay");
+        var restarted = System.Diagnostics.Stopwatch.StartNew();
+        var bIp = b.OverlayIp!;
+        rig.WaitUntil(() => a.Ping(bIp, count: 1), TimeSpan.FromSeconds(30), $"{a.Name} -> {b.Name} through the relay after its restart", Diagnostics);
+        rig.Log($"relay: relayed ping answered {restarted.Elapsed.TotalSeconds:F1} s after the restart");
+        WaitOnPath(rig, a, b, Diagnostics, "Relayed", "relayed after the relay restart", TimeSpan.FromSeconds(60));
         Assert.Equal(proxy, a.Peer(b.Name)!.Value.GetProperty("proxy").GetString());
         Assert.Equal(proxy, b.Peer(a.Name)!.Value.GetProperty("proxy").GetString());
 
         // Resume the direct path: both move to P2P and, once it is proven, give up their proxies.
         b.UnblockUdp();
-        WaitOnPath(rig, a, b, names, "P2P", "P2P after the block was lifted", TimeSpan.FromSeconds(150));
+        WaitOnPath(rig, a, b, Diagnostics, "P2P", "P2P after the block was lifted", TimeSpan.FromSeconds(150));
         rig.WaitUntil(
             () => a.Peer(b.Name) is { } pa && pa.GetProperty("proxy").GetString() is null && b.Peer(a.Name) is { } pb && pb.GetProperty("proxy").GetString() is null,
             TimeSpan.FromSeconds(90),
             "both released their relayed proxies once the direct path was proven",
-            () => MeshTests.Diagnostics(rig, names));
+            Diagnostics);
         Assert.Empty(RelayProxyTests.RelayedPeersOf(a, proxy));
         Assert.Empty(RelayProxyTests.RelayedPeersOf(b, proxy));
         Assert.Contains("the direct path is proven; closing the relayed connection", a.Log + b.Log, StringComparison.Ordinal);
+        rig.Log($"P2P with both proxies released at {clock.Elapsed.TotalSeconds:F0} s");
+
+        // Off the relay, a holds no socket or eBPF object more than before it (the relayed connections, the one killed
+        // with the relay included, and the proxies are closed). Bounded: a close can finish just after the release.
+        var after = AgentDescriptors.Of(pid);
+        rig.WaitUntil(() => (after = AgentDescriptors.Of(pid)).Held.Count <= before.Held.Count, TimeSpan.FromSeconds(30),
+            $"{a.Name}'s sockets and eBPF objects back to the {before.Held.Count} it held before the relayed phase",
+            () => $"{after.DiffFrom(before)}\n{a.Namespace.TryExec("ss -uanp").Output}\n{a.Namespace.TryExec("ss -tanp").Output}");
+        rig.Log($"{a.Name} off the relay: {after.DiffFrom(before)}");
 
         // Pause it again: the silent direct path is given up and the pair is relayed again, through the same kind of proxy.
         b.BlockUdpWith(a.UnderlayIp);
-        WaitOnPath(rig, a, b, names, "Relayed", "relayed again once the block was back", TimeSpan.FromSeconds(240));
+        var blocked = clock.Elapsed;
+        WaitOnPath(rig, a, b, Diagnostics, "Relayed", "relayed again once the block was back", TimeSpan.FromSeconds(240));
+        rig.Log($"relayed again {(clock.Elapsed - blocked).TotalSeconds:F0} s after the block returned ({clock.Elapsed.TotalSeconds:F0} s in all)");
         Assert.Equal(proxy, a.Peer(b.Name)!.Value.GetProperty("proxy").GetString());
         Assert.Equal(proxy, b.Peer(a.Name)!.Value.GetProperty("proxy").GetString());
         rig.Log(a.StatusText());
     }
 
     /// <summary>Waits until both are Connected on <paramref name="type"/> and ping passes both ways.</summary>
-    private static void WaitOnPath(MeshRig rig, MeshRig.Agent a, MeshRig.Agent b, string[] names, string type, string what, TimeSpan? timeout = null)
+    private static void WaitOnPath(MeshRig rig, MeshRig.Agent a, MeshRig.Agent b, Func<string> diagnostics, string type, string what, TimeSpan? timeout = null)
     {
-        rig.WaitUntil(() => a.IsConnected(b.Name, type) && b.IsConnected(a.Name, type), timeout ?? TimeSpan.FromSeconds(120), $"both {what}",
-            () => MeshTests.Diagnostics(rig, names));
+        rig.WaitUntil(() => a.IsConnected(b.Name, type) && b.IsConnected(a.Name, type), timeout ?? TimeSpan.FromSeconds(120), $"both {what}", diagnostics);
         var aIp = a.OverlayIp!;
         var bIp = b.OverlayIp!;
-        rig.WaitUntil(() => a.Ping(bIp, count: 2), TimeSpan.FromSeconds(30), $"{a.Name} -> {b.Name} {what}", () => MeshTests.Diagnostics(rig, names));
-        rig.WaitUntil(() => b.Ping(aIp, count: 2), TimeSpan.FromSeconds(30), $"{b.Name} -> {a.Name} {what}", () => MeshTests.Diagnostics(rig, names));
+        rig.WaitUntil(() => a.Ping(bIp, count: 2), TimeSpan.FromSeconds(30), $"{a.Name} -> {b.Name} {what}", diagnostics);
+        rig.WaitUntil(() => b.Ping(aIp, count: 2), TimeSpan.FromSeconds(30), $"{b.Name} -> {a.Name} {what}", diagnostics);
         Assert.True(a.IsConnected(b.Name, type), $"{a.Name} still {type} after the pings");
     }
 }

@@ -32,6 +32,23 @@ public sealed class BindProxyTests
     }
 
     [Fact]
+    public async Task Malformed_and_oversized_datagrams_from_the_relay_are_dropped_and_counted()
+    {
+        var hook = new FakeBindHook();
+        var relay = new InMemoryRelayedConnection();
+        await using var proxy = new BindProxy(hook, NullLogger.Instance);
+        await proxy.AddRelayedConnAsync(relay, Peer, CancellationToken.None);
+        proxy.Work();
+        await RelayJunk.AssertDroppedAndCountedAsync(proxy, relay, async () =>
+        {
+            var (datagram, from) = await hook.Injected.Reader.ReadAsync(Bounded.Wait);
+            Assert.Equal(proxy.EndpointAddr, from);
+            return datagram.ToArray();
+        });
+        Assert.False(hook.Injected.Reader.TryRead(out _));
+    }
+
+    [Fact]
     public async Task RedirectAs_changes_the_source_WireGuard_sees_and_Close_gives_the_endpoint_back()
     {
         var hook = new FakeBindHook();

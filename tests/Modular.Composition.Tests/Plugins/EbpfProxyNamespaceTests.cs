@@ -177,6 +177,43 @@ public sealed class EbpfProxyNamespaceTests
     }
 
     /// <summary>
+    /// Malformed and oversized datagrams from the relay are dropped and counted by the real eBPF proxy: the well-formed
+    /// ones sent after them are the next WireGuard receives, from the peer's own endpoint.
+    /// </summary>
+    [SkippableFact]
+    public async Task Malformed_and_oversized_datagrams_from_the_relay_are_dropped_and_counted()
+    {
+        Prerequisites.RequireRoot();
+        Prerequisites.RequireTool("bpftool");
+        using var ns = NetworkNamespace.Create("ebj");
+        using var wireGuard = InNamespace.Create(ns.Name, () =>
+        {
+            var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+            socket.Bind(new IPEndPoint(IPAddress.Any, 0));
+            return socket;
+        });
+        var iface = new FakeWgInterfaceView(WgInterfaceMode.Kernel, ((IPEndPoint)wireGuard.LocalEndPoint!).Port);
+        var relay = new InMemoryRelayedConnection();
+        var proxy = InNamespace.Create(ns.Name, () => new EbpfProxyFactory().CreateAsync(iface, new FakePluginContext(), CancellationToken.None).AsTask().GetAwaiter().GetResult());
+        try
+        {
+            await proxy.AddRelayedConnAsync(relay, Key(1), CancellationToken.None);
+            proxy.Work();
+            var buffer = new byte[65_536];
+            await RelayJunk.AssertDroppedAndCountedAsync(Assert.IsAssignableFrom<RelayedProxy>(proxy), relay, async () =>
+            {
+                var received = await wireGuard.ReceiveFromAsync(buffer, SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), Bounded.Wait);
+                Assert.Equal(proxy.EndpointAddr, received.RemoteEndPoint);
+                return buffer[..received.ReceivedBytes];
+            });
+        }
+        finally
+        {
+            await proxy.CloseAsync();
+        }
+    }
+
+    /// <summary>
     /// Waits (bounded) until the kernel no longer knows <paramref name="held"/>'s program, maps and link: their fds are
     /// closed, but the kernel frees a closed program after an RCU grace period and its maps in deferred work after that,
     /// so a look right after the close can still find a map (seen once, after the 200-peer test).

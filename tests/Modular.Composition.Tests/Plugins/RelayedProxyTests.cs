@@ -47,41 +47,7 @@ public sealed class RelayedProxyTests
         await proxy.AddRelayedConnAsync(relay, Peer, CancellationToken.None);
         proxy.Work();
 
-        byte[][] malformed =
-        [
-            [1, 2, 3],                                   // shorter than any message
-            [4, 0, 0, 0, .. new byte[27]],                // transport without room for header and tag
-            [1, 0, 0, 0, .. new byte[100]],              // an initiation of the wrong length (148)
-            [2, 0, 0, 0, .. new byte[60]],               // a response of the wrong length (92)
-            [3, 0, 0, 0, .. new byte[90]],               // a cookie reply of the wrong length (64)
-            [4, 1, 0, 0, .. new byte[40]],               // reserved bytes set
-            [9, 0, 0, 0, .. new byte[40]],               // no such message type
-        ];
-        foreach (var datagram in malformed)
-        {
-            await relay.FromRelay.Writer.WriteAsync(datagram);
-        }
-
-        await relay.FromRelay.Writer.WriteAsync(WgFrames.AsTransport(new byte[RelayedConnectionPump.MaxWireGuardMessage + 1]));
-        await relay.FromRelay.Writer.WriteAsync(WgFrames.AsTransport(new byte[RelayedConnectionPump.MaxDatagram + 1])); // more than a relay may carry
-
-        // Well-formed ones still pass, each kind at its exact length, the longest transport included.
-        byte[][] valid =
-        [
-            [1, 0, 0, 0, .. new byte[144]],
-            [2, 0, 0, 0, .. new byte[88]],
-            [3, 0, 0, 0, .. new byte[60]],
-            WgFrames.AsTransport(new byte[32]),
-            WgFrames.AsTransport(new byte[RelayedConnectionPump.MaxWireGuardMessage]),
-        ];
-        foreach (var datagram in valid)
-        {
-            await relay.FromRelay.Writer.WriteAsync(datagram);
-            Assert.Equal(datagram, await proxy.ToWireGuard.Reader.ReadAsync(Bounded.Wait));
-        }
-
-        Assert.Equal(malformed.Length, proxy.MalformedFromRelay);
-        Assert.Equal(2, proxy.OversizedFromRelay);
+        await RelayJunk.AssertDroppedAndCountedAsync(proxy, relay, async () => await proxy.ToWireGuard.Reader.ReadAsync(Bounded.Wait));
         Assert.False(proxy.ToWireGuard.Reader.TryRead(out _));
     }
 

@@ -74,6 +74,19 @@ public sealed class UdpProxyTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Malformed_and_oversized_datagrams_from_the_relay_are_dropped_and_counted()
+    {
+        _proxy.Work();
+        var buffer = new byte[65_536];
+        await RelayJunk.AssertDroppedAndCountedAsync(_proxy, _relay, async () =>
+        {
+            var result = await _wireGuard.ReceiveFromAsync(buffer, SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), Bounded.Wait);
+            Assert.Equal(_proxy.EndpointAddr, result.RemoteEndPoint);
+            return buffer[..result.ReceivedBytes];
+        });
+    }
+
+    [Fact]
     public async Task Pause_stops_relay_to_WireGuard_and_Work_resumes()
     {
         _proxy.Work();
