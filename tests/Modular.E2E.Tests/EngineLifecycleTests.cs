@@ -86,7 +86,7 @@ public sealed class EngineLifecycleTests(ITestOutputHelper output)
         WaitForTunnels(rig, a, b, names);
         var after = Settled(rig, a, pid, "after the restarts");
         rig.WaitUntil(() => (after = Snapshot(a, pid)) == baseline, TimeSpan.FromSeconds(60), "the daemon back to its baseline",
-            () => $"baseline: {baseline}\nnow:      {after}\nfds that differ (kind: baseline -> now): {FdDifference(baselineFds, FdKinds(pid))}\n{a.Namespace.TryExec("ss -uanp").Output}");
+            () => $"differs from the baseline in: {after.DifferenceFrom(baseline)}\nbaseline: {baseline}\nnow:      {after}\nfds that differ (kind: baseline -> now): {FdDifference(baselineFds, FdKinds(pid))}\n{a.Namespace.TryExec("ss -uanp").Output}");
         Assert.Equal(baseline, after);
 
         var threadsNow = Threads(pid);
@@ -173,7 +173,7 @@ public sealed class EngineLifecycleTests(ITestOutputHelper output)
             Directory.GetFiles($"/proc/{pid}/fd").Length,
             links,
             ns.Exec("ip rule show") + ns.Exec("ip -6 rule show"),
-            LinkLocalOf(agent.Interface).Replace(ns.Exec("ip route show table all") + ns.Exec("ip -6 route show table all"), $"local fe80::(random) dev {agent.Interface} "),
+            SortedLines(LinkLocalOf(agent.Interface).Replace(ns.Exec("ip route show table all") + ns.Exec("ip -6 route show table all"), $"local fe80::(random) dev {agent.Interface} ")),
             ns.Exec("nft list tables"),
             uapi)
         {
@@ -205,6 +205,14 @@ public sealed class EngineLifecycleTests(ITestOutputHelper output)
             return "closed meanwhile";
         }
     }
+
+    /// <summary>
+    /// A routing table's lines in a fixed order. The kernel lists IPv6 routes in its tree's order, which follows the
+    /// addresses, so the new interface's random link-local route lands before or after the other link's: the same
+    /// routes in another order (this once failed CI, with every route the same).
+    /// </summary>
+    private static string SortedLines(string text)
+        => string.Concat(text.Split('\n', StringSplitOptions.RemoveEmptyEntries).Order(StringComparer.Ordinal).Select(line => line + "\n"));
 
     /// <summary>
     /// The local route of the interface's IPv6 link-local address. Each new engine creates the interface anew, and the
@@ -252,6 +260,30 @@ public sealed class EngineLifecycleTests(ITestOutputHelper output)
         public bool Equals(State? other) => other is not null && (Fds, Links, Rules, Routes, NftTables, Uapi) == (other.Fds, other.Links, other.Rules, other.Routes, other.NftTables, other.Uapi);
 
         public override int GetHashCode() => HashCode.Combine(Fds, Links, Rules, Routes, NftTables, Uapi);
+
+        /// <summary>The parts that differ, with the lines found on one side only: first in a failure message, which CI cuts short.</summary>
+        public string DifferenceFrom(State baseline)
+        {
+            var parts = new List<string>();
+            if (Fds != baseline.Fds)
+            {
+                parts.Add($"fds {baseline.Fds} -> {Fds}");
+            }
+
+            foreach (var (name, was, now) in new[] { ("links", baseline.Links, Links), ("rules", baseline.Rules, Rules), ("routes", baseline.Routes, Routes), ("nft", baseline.NftTables, NftTables), ("uapi", baseline.Uapi, Uapi) })
+            {
+                if (was != now)
+                {
+                    // Links and UAPI sockets are one line of names; the others a line per entry.
+                    var separator = name is "links" or "uapi" ? ' ' : '\n';
+                    var wasLines = was.Split(separator, StringSplitOptions.RemoveEmptyEntries).ToHashSet(StringComparer.Ordinal);
+                    var nowLines = now.Split(separator, StringSplitOptions.RemoveEmptyEntries).ToHashSet(StringComparer.Ordinal);
+                    parts.Add($"{name} (gone: [{string.Join(" | ", wasLines.Except(nowLines))}], new: [{string.Join(" | ", nowLines.Except(wasLines))}]{(wasLines.SetEquals(nowLines) ? ", same entries in another order" : "")})");
+                }
+            }
+
+            return parts.Count == 0 ? "nothing" : string.Join("; ", parts);
+        }
 
         public override string ToString() => $"fds {Fds}, threads {Threads}, links [{Links}], uapi [{Uapi}]\nrules:\n{Rules}routes:\n{Routes}nft:\n{NftTables}";
     }
