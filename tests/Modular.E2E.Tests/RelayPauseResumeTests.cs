@@ -13,7 +13,8 @@ namespace Modular.E2E.Tests;
 /// none listed under the plugin, and a holds no UDP or TCP socket and no eBPF object more than it did up alone before
 /// the relayed phase (its own /proc/&lt;pid&gt;/fd). Blocked again, the direct path goes silent, the peer is asked for a
 /// new handshake, reconnects, its checks fail and it is relayed again through a new proxy of that kind. Ping passes
-/// both ways in each phase.
+/// both ways in each phase. Redirect: the switch to P2P that keeps the proxy is what calls RedirectAs (see
+/// <see cref="AssertRedirected"/>).
 /// </summary>
 /// <remarks>
 /// The agents run with shorter liveness timers (the MODULAR_TEST_PEER_TIMINGS test hook, <see cref="Timings"/>), so the
@@ -122,6 +123,9 @@ public sealed class RelayPauseResumeTests(ITestOutputHelper output)
         Assert.Empty(RelayProxyTests.RelayedPeersOf(a, proxy));
         Assert.Empty(RelayProxyTests.RelayedPeersOf(b, proxy));
         Assert.Contains("the direct path is proven; closing the relayed connection", a.Log + b.Log, StringComparison.Ordinal);
+        AssertRedirected(a, proxy);
+        AssertRedirected(b, proxy);
+        Assert.Contains(Redirected, a.Log + b.Log, StringComparison.Ordinal);
         rig.Log($"P2P with both proxies released {(clock.Elapsed - lifted).TotalSeconds:F0} s after the block was lifted ({clock.Elapsed.TotalSeconds:F0} s in all)");
 
         // Off the relay, a holds no socket or eBPF object more than before it (the relayed connections, the one killed
@@ -140,6 +144,30 @@ public sealed class RelayPauseResumeTests(ITestOutputHelper output)
         Assert.Equal(proxy, a.Peer(b.Name)!.Value.GetProperty("proxy").GetString());
         Assert.Equal(proxy, b.Peer(a.Name)!.Value.GetProperty("proxy").GetString());
         rig.Log(a.StatusText());
+    }
+
+    private const string Switched = "switched from the relay to P2P, keeping the relay until the direct path is proven";
+    private const string Redirected = "packets still arriving through the relay reach WireGuard as from";
+
+    /// <summary>
+    /// Redirect (issue 16): the event that calls RedirectAs is the relay -> P2P switch that keeps the relayed proxy for
+    /// the direct trial. Every such switch of <paramref name="agent"/> redirected its proxy (each of the three proxies
+    /// counts what it hands WireGuard, so none may be skipped); udp and ebpf send as the peer's direct endpoint to the
+    /// address WireGuard really receives it on, the agent's underlay address (at 127.0.0.1 wireguard-go would answer
+    /// the direct endpoint from 127.0.0.1, which cannot leave lo), and none fell back for want of a raw socket.
+    /// </summary>
+    private static void AssertRedirected(MeshRig.Agent agent, string proxy)
+    {
+        var log = agent.Log;
+        int Count(string what) => log.Split(what).Length - 1;
+        Assert.True(Count(Switched) == Count(Redirected), $"{agent.Name}: {Count(Switched)} switches keeping the relay, {Count(Redirected)} redirects");
+        Assert.DoesNotContain("cannot send as", log, StringComparison.Ordinal);
+        Assert.DoesNotContain("cannot redirect", log, StringComparison.Ordinal);
+        if (proxy != "bind" && Count(Redirected) > 0)
+        {
+            Assert.Contains($"to WireGuard at {agent.UnderlayIp}:", log, StringComparison.Ordinal);
+            Assert.DoesNotContain("to WireGuard at 127.", log, StringComparison.Ordinal);
+        }
     }
 
     /// <summary>Waits until both are Connected on <paramref name="type"/> and ping passes both ways.</summary>
