@@ -17,7 +17,6 @@ public sealed class EbpfProxy : RelayedProxy
 {
     private readonly EbpfDataPath _path;
     private readonly IDisposable _lease;
-    private readonly IPEndPoint _wireGuard;
     private SocketAddress? _peerAddress;
     private ushort _registered;
     private volatile SpoofingSender? _redirect;
@@ -28,7 +27,6 @@ public sealed class EbpfProxy : RelayedProxy
     {
         _path = path;
         _lease = lease;
-        _wireGuard = new IPEndPoint(IPAddress.Loopback, path.WireGuardPort);
     }
 
     public override string Kind => "ebpf";
@@ -60,7 +58,8 @@ public sealed class EbpfProxy : RelayedProxy
         {
             try
             {
-                next = SpoofingSender.Create(endpoint, _wireGuard);
+                next = SpoofingSender.Create(endpoint, _path.WireGuardPort);
+                Logger.LogDebug("eBPF proxy for {Peer}: sending as {Endpoint} to WireGuard at {Destination}", RemotePeer.ToShortString(), endpoint, next.Destination);
             }
             catch (Exception ex) when (ex is SocketException or NotSupportedException)
             {

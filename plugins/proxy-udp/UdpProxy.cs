@@ -15,7 +15,6 @@ namespace Modular.Plugins.ProxyUdp;
 public sealed class UdpProxy : RelayedProxy
 {
     private readonly SharedProxySocket _shared;
-    private readonly IPEndPoint _wireGuard;
     private PktInfoMessage? _message;
     private IPEndPoint? _registered;
     private volatile SpoofingSender? _redirect;
@@ -27,7 +26,6 @@ public sealed class UdpProxy : RelayedProxy
     {
         ArgumentNullException.ThrowIfNull(shared);
         _shared = shared;
-        _wireGuard = new IPEndPoint(IPAddress.Loopback, shared.WireGuardPort);
     }
 
     /// <summary>A proxy with a shared socket of its own (tests, one-off use); it closes with the proxy.</summary>
@@ -75,7 +73,8 @@ public sealed class UdpProxy : RelayedProxy
         {
             try
             {
-                next = SpoofingSender.Create(endpoint, _wireGuard);
+                next = SpoofingSender.Create(endpoint, _shared.WireGuardPort);
+                Logger.LogDebug("UDP proxy for {Peer}: sending as {Endpoint} to WireGuard at {Destination}", RemotePeer.ToShortString(), endpoint, next.Destination);
             }
             catch (Exception ex) when (ex is SocketException or NotSupportedException)
             {

@@ -129,6 +129,9 @@ internal sealed class RecordingWgIface : IWgIface
 
     private long _rxBytes = 100;
 
+    /// <summary>The received-bytes counter the next poll starts from.</summary>
+    public long RxBytes => Interlocked.Read(ref _rxBytes);
+
     public ValueTask<IReadOnlyDictionary<WgKey, WgPeerStats>> GetStatsAsync(CancellationToken cancellationToken)
     {
         var rx = RemoteSends ? Interlocked.Add(ref _rxBytes, 32) : Interlocked.Read(ref _rxBytes);
@@ -305,8 +308,22 @@ internal sealed class FakeProxy(IPEndPoint endpoint) : IProxy
 
     public void Pause() => Working = false;
 
+    /// <summary>What <see cref="BytesToWireGuard"/> answers; null (the default): a proxy that does not count, never redirected.</summary>
+    public volatile Func<long?> Delivered = () => null;
+
+    /// <summary>Called with each redirect's endpoint as it is made (a test records what WireGuard was set to then).</summary>
+    public volatile Action<IPEndPoint>? OnRedirect;
+
+    public long? BytesToWireGuard => Delivered();
+
+    /// <summary>Every <see cref="RedirectAs"/> endpoint, in order.</summary>
+    public ConcurrentQueue<IPEndPoint> Redirects { get; } = new();
+
     public void RedirectAs(IPEndPoint endpoint)
     {
+        OnRedirect?.Invoke(endpoint);
+        Redirects.Enqueue(endpoint);
+        Working = true;
     }
 
     public ValueTask CloseAsync()

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Net;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
@@ -168,6 +169,56 @@ public sealed class PeerConnTests
         Assert.Equal(ConnectionType.P2P, pair.AtoB.ConnectionType);
         Assert.Equal(ConnPair.BHost, pair.IfaceA.Peers[pair.AtoB.PublicKey].Endpoint);
         Assert.Single(pair.RelayA.Proxies);
+    }
+
+    /// <summary>
+    /// Issue 16, redirect: the event that calls RedirectAs is the relay -> P2P switch that keeps the relayed proxy
+    /// (DirectTrial). Before WireGuard is pointed at the direct endpoint, the kept proxy is redirected as that endpoint,
+    /// so packets the remote still sends through the relay do not roam WireGuard back to the proxy. Bytes the proxy
+    /// handed over do not prove the direct path (they look direct now): with every byte relayed the trial returns to
+    /// the relay after <see cref="PeerConnOptions.DirectProof"/>, undoing the redirect before WireGuard points at the
+    /// proxy again; with bytes beyond the proxy's the next switch is proven and the proxy closed.
+    /// </summary>
+    [Fact]
+    public async Task Switching_to_p2p_redirects_the_kept_proxy_as_the_direct_endpoint_and_only_bytes_beyond_the_proxys_prove_the_path()
+    {
+        var clock = NewClock();
+        var options = Fast with { DirectRecheckInterval = TimeSpan.FromSeconds(5) };
+        await using var pair = new ConnPair(options, clock);
+        await pair.OpenBothAsync();
+        await pair.RunUntilAsync(() => pair.AtoB.ConnectionType == ConnectionType.Relayed && pair.AtoB.State == PeerConnectionState.Connected, "A relayed");
+        var proxy = Assert.Single(pair.RelayA.Proxies);
+        var key = pair.AtoB.PublicKey;
+
+        // Everything WireGuard receives came through the relay (the remote keeps sending there).
+        proxy.Delivered = () => pair.IfaceA.RxBytes;
+        var wireGuardAtRedirect = new ConcurrentQueue<IPEndPoint?>();
+        proxy.OnRedirect = _ => wireGuardAtRedirect.Enqueue(pair.IfaceA.Peers[key].Endpoint);
+        var counting = pair.IfaceA.RxBytes;
+        await ConnPair.WaitForAsync(() => pair.IfaceA.RxBytes > counting + (3 * 32), "a few stats samples with the proxy counting");
+
+        pair.MakeDirectPathWork();
+        await pair.RunUntilAsync(() => pair.AtoB.ConnectionType == ConnectionType.P2P, "A switched to the direct path");
+        var switched = clock.GetUtcNow();
+        Assert.Equal(new[] { ConnPair.BHost }, proxy.Redirects);
+        Assert.Equal(new IPEndPoint?[] { proxy.EndpointAddr }, wireGuardAtRedirect); // redirected before WireGuard left the proxy
+        Assert.Equal(ConnPair.BHost, pair.IfaceA.Peers[key].Endpoint);
+        Assert.False(proxy.Closed);
+
+        await pair.RunUntilAsync(() => pair.AtoB.ConnectionType == ConnectionType.Relayed, "A back on the relay: relayed bytes proved nothing", seconds: 60);
+        Assert.True(clock.GetUtcNow() - switched >= options.DirectProof, $"returned after {clock.GetUtcNow() - switched}, not before {options.DirectProof}");
+        Assert.Equal(new[] { ConnPair.BHost, proxy.EndpointAddr }, proxy.Redirects);
+        Assert.Equal(new IPEndPoint?[] { proxy.EndpointAddr, ConnPair.BHost }, wireGuardAtRedirect); // undone while WireGuard was still direct
+        Assert.Equal(proxy.EndpointAddr, pair.IfaceA.Peers[key].Endpoint);
+        Assert.False(proxy.Closed);
+
+        // The relay goes quiet: what WireGuard receives from now on is not the proxy's. The next switch is proven.
+        var frozen = pair.IfaceA.RxBytes;
+        proxy.Delivered = () => frozen;
+        await pair.RunUntilAsync(() => proxy.Closed, "A's proxy closed once bytes beyond the proxy's proved the direct path", seconds: 60);
+        Assert.Equal(ConnectionType.P2P, pair.AtoB.ConnectionType);
+        Assert.Equal(ConnPair.BHost, pair.IfaceA.Peers[key].Endpoint);
+        Assert.Equal(new[] { ConnPair.BHost, proxy.EndpointAddr, ConnPair.BHost }, proxy.Redirects);
     }
 
     [Fact]

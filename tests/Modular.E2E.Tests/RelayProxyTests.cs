@@ -9,8 +9,8 @@ namespace Modular.E2E.Tests;
 /// proxy as `kind = "auto"` picks it for userspace agents (the default path), the shared-socket udp proxy in kernel
 /// mode (wireguard-go), and a third-party proxy plugin built outside the solution and selected by name. Each run:
 /// the peer shows the proxy in `status` and `modular plugins`, ping and a 2 s iperf3 pass through the relay, and
-/// removing the peer (`peers remove`, which closes its proxy) gives back every UDP and TCP socket the agent opened for it
-/// (its own /proc/&lt;pid&gt;/fd, counted before the peer existed and after it is gone).
+/// removing the peer (`peers remove`, which closes its proxy) gives back every UDP and TCP socket and eBPF object the agent opened for it
+/// (its own /proc/&lt;pid&gt;/fd through <see cref="AgentDescriptors"/>, counted before the peer existed and after it is gone).
 /// </summary>
 public sealed class RelayProxyTests(ITestOutputHelper output)
 {
@@ -137,19 +137,21 @@ public sealed class RelayProxyTests(ITestOutputHelper output)
         // after management does, so wait for those and for two samples 2 s apart to agree.
         rig.WaitUntil(() => a.Status() is { } s && s.GetProperty("signal").GetProperty("connected").GetBoolean(), TimeSpan.FromSeconds(60), $"{a.Name}'s signal connected",
             () => a.StatusText());
-        var before = Sockets(pid);
+        // Its UDP and TCP sockets and eBPF objects (AgentDescriptors; unix sockets are left out: the CLI's own calls to
+        // the daemon socket come and go on their own).
+        var before = AgentDescriptors.Of(pid);
         rig.WaitUntil(
             () =>
             {
                 Thread.Sleep(TimeSpan.FromSeconds(2));
-                var again = Sockets(pid);
-                var settled = again.SequenceEqual(before);
+                var again = AgentDescriptors.Of(pid);
+                var settled = again.Held.SequenceEqual(before.Held);
                 before = again;
                 return settled;
             },
             TimeSpan.FromSeconds(30),
             $"{a.Name}'s sockets settled before {b.Name} joins",
-            () => string.Join(' ', before));
+            () => string.Join(' ', before.Held));
 
         b.Start(environment);
         rig.WaitUntil(() => a.IsConnected(b.Name, "Relayed") && b.IsConnected(a.Name, "Relayed"), TimeSpan.FromSeconds(90),
@@ -180,48 +182,11 @@ public sealed class RelayProxyTests(ITestOutputHelper output)
         rig.ServerCli($"peers remove {b.Name}");
         rig.WaitUntil(() => a.Peer(b.Name) is null, TimeSpan.FromSeconds(30), $"{b.Name} gone from {a.Name}", () => MeshTests.Diagnostics(rig, names));
         Assert.Empty(RelayedPeersOf(a, expectedProxy));
-        rig.WaitUntil(() => Sockets(pid).Count <= before.Count, TimeSpan.FromSeconds(30),
-            $"{a.Name}'s sockets back to the {before.Count} it had before {b.Name} joined",
-            () => $"before: {string.Join(' ', before)}\nnow: {string.Join(' ', Sockets(pid))}\n{a.Namespace.TryExec("ss -uanp").Output}\n{a.Namespace.TryExec("ss -tanpe").Output}");
+        var after = before;
+        rig.WaitUntil(() => (after = AgentDescriptors.Of(pid)).Held.Count <= before.Held.Count, TimeSpan.FromSeconds(30),
+            $"{a.Name}'s sockets back to the {before.Held.Count} it had before {b.Name} joined",
+            () => $"{after.DiffFrom(before)}\n{a.Namespace.TryExec("ss -uanp").Output}\n{a.Namespace.TryExec("ss -tanpe").Output}");
         then?.Invoke(rig, a);
-    }
-
-    /// <summary>
-    /// The agent's open UDP and TCP sockets (inodes of its fds that its namespace's /proc/net tables list). Unix
-    /// sockets are left out: the CLI's own calls to the daemon socket (status, plugins) come and go on their own.
-    /// </summary>
-    private static List<string> Sockets(int pid)
-    {
-        var inet = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var table in new[] { "udp", "udp6", "tcp", "tcp6" })
-        {
-            foreach (var line in File.ReadLines($"/proc/{pid}/net/{table}").Skip(1))
-            {
-                var fields = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-                if (fields.Length > 9)
-                {
-                    inet.Add($"socket:[{fields[9]}]");
-                }
-            }
-        }
-
-        var sockets = new List<string>();
-        foreach (var fd in Directory.GetFiles($"/proc/{pid}/fd"))
-        {
-            try
-            {
-                if (File.ResolveLinkTarget(fd, returnFinalTarget: false)?.FullName is { } target && inet.Contains(Path.GetFileName(target)))
-                {
-                    sockets.Add(Path.GetFileName(target));
-                }
-            }
-            catch (IOException)
-            {
-                // Closed while we looked.
-            }
-        }
-
-        return sockets;
     }
 
     /// <summary>The relayed peers `modular plugins --json` lists under the proxy plugin <paramref name="proxy"/>.</summary>

@@ -58,9 +58,23 @@ public interface IProxy : IAsyncDisposable
     /// <summary>Stops forwarding from the relay to WireGuard, keeping the connection.</summary>
     void Pause();
 
-    /// <summary>Makes packets from the relay appear to WireGuard as coming from <paramref name="endpoint"/>
-    /// (used when switching paths so WireGuard does not see a roam).</summary>
+    /// <summary>
+    /// Makes packets from the relay appear to WireGuard as coming from <paramref name="endpoint"/>, and resumes
+    /// forwarding; <see cref="EndpointAddr"/> returns to the normal path. The host calls it when a relayed peer switches
+    /// to a direct path while it keeps this proxy (the remote may still send through the relay until its own switch):
+    /// <paramref name="endpoint"/> is the peer's direct endpoint, so those packets do not roam WireGuard back to the
+    /// proxy. It undoes it with <see cref="EndpointAddr"/> before pointing WireGuard at the proxy again. Only called on
+    /// a proxy whose <see cref="BytesToWireGuard"/> is not null.
+    /// </summary>
     void RedirectAs(IPEndPoint endpoint);
+
+    /// <summary>
+    /// Bytes of the datagrams from the relay handed to WireGuard so far, whole datagrams (as WireGuard counts what it
+    /// receives); null when the proxy does not count them. While redirected, packets through the relay look like packets
+    /// on the direct path: the host proves the direct path only by bytes beyond these. A proxy that answers null is
+    /// never redirected (WireGuard then roams to the proxy when relayed packets arrive, which tells the paths apart).
+    /// </summary>
+    long? BytesToWireGuard => null;
 
     /// <summary>Raised once when the relayed connection closes underneath the proxy.</summary>
     event EventHandler? Disconnected;

@@ -97,6 +97,7 @@ public sealed partial class PeerConn
             await WaitForWakeAsync(TimeSpan.FromSeconds(1), cancellationToken);
             var now = _time.GetUtcNow();
             WgPeerStats? stats;
+            long? relayedNow;
             bool relayLostOnTrial;
             lock (_lock)
             {
@@ -132,6 +133,8 @@ public sealed partial class PeerConn
                 }
             }
 
+            // Read after the stats were polled, so it holds at least every relayed byte they count (see DirectTrial).
+            relayedNow = watch.Trial?.RelayedAtSwitch is null ? null : _relayed.Path?.Proxy.BytesToWireGuard;
             if (relayLostOnTrial)
             {
                 _logger.LogInformation("Peer {Peer}: the relayed connection kept during the switch to P2P closed; staying direct", Name);
@@ -139,7 +142,7 @@ public sealed partial class PeerConn
                 watch = watch with { Trial = null };
             }
 
-            watch = await ActOnLivenessAsync(now, stats, watch, cancellationToken);
+            watch = await ActOnLivenessAsync(now, stats, relayedNow, watch, cancellationToken);
         }
     }
 
@@ -148,11 +151,11 @@ public sealed partial class PeerConn
     /// can call for a probe and then a reconnect) until the verdict is Keep or a direct recheck; throws to reconnect.
     /// Returns the watch state for the next look.
     /// </summary>
-    private async Task<LivenessState> ActOnLivenessAsync(DateTimeOffset now, WgPeerStats? stats, LivenessState watch, CancellationToken cancellationToken)
+    private async Task<LivenessState> ActOnLivenessAsync(DateTimeOffset now, WgPeerStats? stats, long? relayedNow, LivenessState watch, CancellationToken cancellationToken)
     {
         while (true)
         {
-            var verdict = _liveness.Decide(now, stats, watch);
+            var verdict = _liveness.Decide(now, stats, watch, relayedNow);
             watch = verdict.Next;
             switch (verdict.Action)
             {
@@ -174,12 +177,17 @@ public sealed partial class PeerConn
 
                     break;
                 case LivenessAction.RecheckDirect:
-                    if (await TryDirectAsync(cancellationToken) is { } direct)
+                    if (await FindDirectAsync(cancellationToken) is { } found)
                     {
                         // The remote may still send through the relay (its recheck comes on its own time): the proxy
                         // stays until the direct path carries something back (DirectTrial), else it is used again.
-                        _logger.LogInformation("Peer {Peer}: a direct path appeared; switched from the relay to P2P, keeping the relay until the direct path is proven", Name);
-                        watch = _relayed.Path is null ? watch : watch with { Trial = new DirectTrial(now, direct, stats?.RxBytes) };
+                        var trial = _relayed.Path is { } kept ? KeepRelayForTrial(kept, found.Endpoint, now) : null;
+                        await UseDirectAsync(found, cancellationToken);
+                        if (trial is not null)
+                        {
+                            _logger.LogInformation("Peer {Peer}: a direct path appeared; switched from the relay to P2P, keeping the relay until the direct path is proven", Name);
+                            watch = watch with { Trial = trial };
+                        }
                     }
 
                     return watch;
@@ -210,13 +218,31 @@ public sealed partial class PeerConn
     /// <summary>Sets WireGuard on a direct path when the connectivity checks find one; returns its endpoint, else null.</summary>
     private async Task<System.Net.IPEndPoint?> TryDirectAsync(CancellationToken cancellationToken)
     {
+        if (await FindDirectAsync(cancellationToken) is not { } found)
+        {
+            return null;
+        }
+
+        await UseDirectAsync(found, cancellationToken);
+        return found.Endpoint;
+    }
+
+    /// <summary>The connectivity checks' winner and the WireGuard endpoint for it; null when no check passed.</summary>
+    private async Task<(CheckResult Result, System.Net.IPEndPoint Endpoint)?> FindDirectAsync(CancellationToken cancellationToken)
+    {
         var (local, remote, targets) = _session.CheckTargets();
         if (await _direct.FindAsync(local, remote, targets, cancellationToken) is not { } result)
         {
             return null;
         }
 
-        var endpoint = _direct.WireGuardEndpointFor(result.Remote);
+        return (result, _direct.WireGuardEndpointFor(result.Remote));
+    }
+
+    /// <summary>Points WireGuard at the direct path the checks found and shows the peer P2P.</summary>
+    private async Task UseDirectAsync((CheckResult Result, System.Net.IPEndPoint Endpoint) found, CancellationToken cancellationToken)
+    {
+        var (result, endpoint) = found;
         await _wireGuard.SetEndpointAsync(endpoint, cancellationToken);
         IceCandidate remoteCandidate;
         lock (_lock)
@@ -230,7 +256,52 @@ public sealed partial class PeerConn
 
         _logger.LogInformation("Peer {Peer}: direct path to {Remote} (rtt {Rtt:F1} ms)", Name, remoteCandidate, result.RoundTrip.TotalMilliseconds);
         _changed(this);
-        return endpoint;
+    }
+
+    /// <summary>
+    /// Issue 16, the event that calls <see cref="Abstractions.Proxy.IProxy.RedirectAs"/>: a relayed peer switches to
+    /// <paramref name="direct"/> and keeps <paramref name="kept"/> for the trial (the remote may still send through the
+    /// relay until its own switch). Called before WireGuard is pointed at the direct path, it makes the proxy hand what
+    /// still comes through the relay to WireGuard as from <paramref name="direct"/>, so WireGuard does not roam back to
+    /// the proxy and answer through the relay while the direct path is tried. Proof then needs bytes beyond those the
+    /// proxy handed over, so the baseline is a pair that cannot overcount: WireGuard's counter from the last stats and
+    /// the proxy's count read before they were polled (<see cref="_relayedBeforeStats"/>). A proxy that does not count
+    /// (null <see cref="Abstractions.Proxy.IProxy.BytesToWireGuard"/>), or a baseline not of this proxy, is not
+    /// redirected: relayed packets then roam WireGuard to the proxy, which keeps the proof honest.
+    /// </summary>
+    private DirectTrial KeepRelayForTrial(RelayedPath kept, System.Net.IPEndPoint direct, DateTimeOffset now)
+    {
+        long? rx;
+        (Abstractions.Proxy.IProxy Proxy, long Bytes)? before;
+        lock (_lock)
+        {
+            rx = _stats?.RxBytes;
+            before = _relayedBeforeStats;
+        }
+
+        if (rx is null || before is not { } baseline || !ReferenceEquals(baseline.Proxy, kept.Proxy))
+        {
+            return new DirectTrial(now, direct, rx);
+        }
+
+        try
+        {
+            kept.Proxy.RedirectAs(direct);
+        }
+        catch (Exception e) when (e is ObjectDisposedException or InvalidOperationException or NotSupportedException)
+        {
+            // Closed underneath (the loop notices the lost relay), or a proxy that cannot: the trial goes on unredirected.
+            _logger.LogInformation("Peer {Peer}: the {Proxy} proxy kept for the switch cannot redirect ({Reason})", Name, kept.Proxy.Kind, e.Message);
+            return new DirectTrial(now, direct, rx);
+        }
+
+        lock (_lock)
+        {
+            _relayRedirected = true;
+        }
+
+        _logger.LogInformation("Peer {Peer}: packets still arriving through the relay reach WireGuard as from {Direct} ({Proxy} proxy redirected) until the direct path is proven", Name, direct, kept.Proxy.Kind);
+        return new DirectTrial(now, direct, rx, baseline.Bytes);
     }
 
     /// <summary>
@@ -244,23 +315,37 @@ public sealed partial class PeerConn
             throw new TimeoutException($"{why}, and the relayed connection is gone");
         }
 
-        await _wireGuard.SetEndpointAsync(path.Proxy.EndpointAddr, cancellationToken);
-        lock (_lock)
-        {
-            _type = Abstractions.Peers.ConnectionType.Relayed;
-            _localCandidate = null;
-            _remoteCandidate = $"relay {path.RelayAddress}";
-            _latencyMs = null;
-        }
-
+        await PointAtRelayAsync(path, cancellationToken);
         _logger.LogInformation("Peer {Peer}: {Why}; back on the relay through {Relay}", Name, why, path.RelayAddress);
-        _changed(this);
     }
 
     private async Task UseRelayAsync(string why, CancellationToken cancellationToken)
     {
         SetReason($"{why}; connecting through the relay");
         var path = await _relayed.ConnectAsync(StartsHandshake, cancellationToken);
+        await PointAtRelayAsync(path, cancellationToken);
+        _logger.LogInformation("Peer {Peer}: relayed through {Relay} ({Why}), proxy {Proxy}", Name, path.RelayAddress, why, path.Proxy.Kind);
+    }
+
+    /// <summary>
+    /// Points WireGuard at <paramref name="path"/>'s proxy and shows the peer Relayed. A redirect made for a direct
+    /// trial is undone first, so relayed packets come from the proxy's own address again, the endpoint WireGuard is
+    /// given (undone after, they would roam WireGuard back to the direct endpoint).
+    /// </summary>
+    private async Task PointAtRelayAsync(RelayedPath path, CancellationToken cancellationToken)
+    {
+        bool redirected;
+        lock (_lock)
+        {
+            redirected = _relayRedirected;
+            _relayRedirected = false;
+        }
+
+        if (redirected)
+        {
+            path.Proxy.RedirectAs(path.Proxy.EndpointAddr);
+        }
+
         await _wireGuard.SetEndpointAsync(path.Proxy.EndpointAddr, cancellationToken);
         lock (_lock)
         {
@@ -270,7 +355,6 @@ public sealed partial class PeerConn
             _latencyMs = null;
         }
 
-        _logger.LogInformation("Peer {Peer}: relayed through {Relay} ({Why}), proxy {Proxy}", Name, path.RelayAddress, why, path.Proxy.Kind);
         _changed(this);
     }
 

@@ -66,6 +66,13 @@ public sealed partial class PeerConn : IPeerConn
     private string? _remoteCandidate;
     private double? _latencyMs;
     private WgPeerStats? _stats;
+
+    // The relayed proxy's BytesToWireGuard read when the last stats arrived (after WireGuard was polled for them), and
+    // the one read when the stats before them arrived (so before the last stats were polled): with the last stats' rx,
+    // a baseline that never counts a relayed byte as direct (see KeepRelayForTrial). Null while the proxy does not count.
+    private (Abstractions.Proxy.IProxy Proxy, long Bytes)? _relayedAtLastStats;
+    private (Abstractions.Proxy.IProxy Proxy, long Bytes)? _relayedBeforeStats;
+    private bool _relayRedirected; // the kept proxy was redirected for a direct trial (undone when WireGuard returns to it)
     private bool _parked; // Idle, waiting behind the stand-in
     private bool? _startsHandshake;
     private InactivityTracker? _inactivity; // made when the peer first connects: idle peers stay small
@@ -309,9 +316,14 @@ public sealed partial class PeerConn : IPeerConn
     /// <param name="exemptBytes">The PSK provider's exchange traffic with this peer so far: not activity (see <see cref="InactivityTracker.Observe"/>).</param>
     public void OnStats(WgPeerStats stats, long exemptBytes = 0)
     {
+        // Outside the lock: a plugin's code.
+        var proxy = _relayed.Path?.Proxy;
+        var delivered = proxy?.BytesToWireGuard;
         lock (_lock)
         {
             _stats = stats;
+            _relayedBeforeStats = _relayedAtLastStats;
+            _relayedAtLastStats = proxy is not null && delivered is { } bytes ? (proxy, bytes) : null;
             if (_state == PeerConnectionState.Connected)
             {
                 _inactivity ??= new InactivityTracker(_options.PersistentKeepalive);
@@ -355,6 +367,13 @@ public sealed partial class PeerConn : IPeerConn
 
     private async Task CloseRelayAsync()
     {
+        lock (_lock)
+        {
+            _relayRedirected = false;
+            _relayedAtLastStats = null;
+            _relayedBeforeStats = null;
+        }
+
         await _relayed.CloseAsync();
         _changed(this);
     }

@@ -28,7 +28,8 @@ public sealed class PeerLiveness(PeerConnOptions options)
     /// <summary>A handshake this long before the path was set still counts for it (clocks of a second's grain).</summary>
     private static readonly TimeSpan PathSetGrace = TimeSpan.FromSeconds(1);
 
-    public LivenessVerdict Decide(DateTimeOffset now, WgPeerStats? stats, LivenessState state)
+    /// <param name="relayedToWireGuard">The kept relayed proxy's <see cref="Modular.Abstractions.Proxy.IProxy.BytesToWireGuard"/> during a redirected trial (see <see cref="DirectTrial"/>).</param>
+    public LivenessVerdict Decide(DateTimeOffset now, WgPeerStats? stats, LivenessState state, long? relayedToWireGuard = null)
     {
         var rx = stats?.RxBytes;
         var handshake = stats?.LastHandshake;
@@ -38,7 +39,7 @@ public sealed class PeerLiveness(PeerConnOptions options)
         // returns to the relay. Until one or the other, the direct path is watched like any other.
         if (s.Trial is { } trial)
         {
-            if (trial.ProvenBy(stats))
+            if (trial.ProvenBy(stats, relayedToWireGuard))
             {
                 return new LivenessVerdict(LivenessAction.ReleaseRelay, s with { Trial = null });
             }

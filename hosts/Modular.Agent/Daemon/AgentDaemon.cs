@@ -9,6 +9,7 @@ using Modular.Composition;
 using Modular.Core.Config;
 using Modular.Core.Engine;
 using Modular.Core.Network;
+using Modular.Core.Peers;
 using Modular.Core.Status;
 using Serilog;
 
@@ -81,6 +82,28 @@ internal static class AgentDaemon
             await Console.Error.WriteLineAsync(e.Message);
             return ExitCodes.Error;
         }
+    }
+
+    /// <summary>
+    /// The peer connections' timings: the defaults, or with MODULAR_TEST_HOOKS=1 those <see cref="TestPeerTimings.Variable"/>
+    /// shortens (a test hook, never a user setting). Set without the hooks, or malformed, it stops start-up.
+    /// </summary>
+    private static PeerConnOptions PeerOptions(AgentConfig config, bool testHooks, Serilog.ILogger logger)
+    {
+        var options = new PeerConnOptions(ForceRelay: config.Connection.ForceRelay);
+        if (NonEmpty(Environment.GetEnvironmentVariable(TestPeerTimings.Variable)) is not { } spec)
+        {
+            return options;
+        }
+
+        if (!testHooks)
+        {
+            throw new InvalidDataException($"{TestPeerTimings.Variable} is a test hook: it needs {EngineControl.TestHooksVariable}=1 in the daemon's environment");
+        }
+
+        options = TestPeerTimings.Apply(options, spec);
+        logger.Warning("Test hook: peer timings {Timings} ({Variable})", spec, TestPeerTimings.Variable);
+        return options;
     }
 
     /// <summary>What fixed lazy connections for this run so the local UI cannot change them: the flag or a variable; null: neither.</summary>
@@ -168,6 +191,7 @@ internal static class AgentDaemon
         var uiLogins = new UiLogins(TimeProvider.System);
         builder.Services.AddSingleton(uiLogins);
         var engineControl = new EngineControl(Environment.GetEnvironmentVariable(EngineControl.TestHooksVariable) == "1");
+        var peerOptions = PeerOptions(config, engineControl.TestHooks, logger);
         builder.Services.AddSingleton(engineControl);
 
         await using var app = builder.Build();
@@ -189,6 +213,7 @@ internal static class AgentDaemon
                 version,
                 config.Hostname.Length > 0 ? config.Hostname : Environment.MachineName)
             {
+                PeerOptions = peerOptions,
                 Switches = switches,
                 FlowSinkFactories = catalog.All<IFlowSinkFactory>().ToDictionary(p => p.Name, p => p.Factory, StringComparer.Ordinal),
                 PskProviderFactories = catalog.All<Modular.Abstractions.Security.IPresharedKeyProviderFactory>().ToDictionary(p => p.Name, p => p.Factory, StringComparer.Ordinal),

@@ -184,24 +184,63 @@ public sealed class UdpProxyTests : IAsyncLifetime
         });
     }
 
+    /// <summary>
+    /// Issue 16: a redirect (a relayed peer switched to its direct endpoint, the proxy kept) hands relay datagrams to
+    /// WireGuard as from that endpoint AND at the local address a packet from there would arrive on, as a real WireGuard
+    /// bound to all addresses sees it (at 127.0.0.1 it would answer the direct endpoint from 127.0.0.1, which cannot
+    /// leave lo); redirected back to the proxy's own endpoint, they come from it again, to 127.0.0.1.
+    /// </summary>
     [SkippableFact]
-    public async Task RedirectAs_makes_relay_datagrams_come_from_the_given_endpoint()
+    public async Task RedirectAs_makes_relay_datagrams_come_from_the_given_endpoint_to_the_address_it_is_reached_on()
     {
         Prerequisites.RequireRoot();
-        _proxy.Work();
         var asPeer = new IPEndPoint(IPAddress.Parse("198.18.7.7"), 40123);
+        // Where a packet from asPeer arrives: the address the routing table picks towards it (a connected socket sends nothing).
+        IPAddress? reachedOn = null;
+        using (var probe = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp))
+        {
+            try
+            {
+                probe.Connect(asPeer);
+                reachedOn = ((IPEndPoint)probe.LocalEndPoint!).Address;
+            }
+            catch (SocketException)
+            {
+            }
+        }
 
-        _proxy.RedirectAs(asPeer);
-        await _relay.FromRelay.Writer.WriteAsync(WgFrames.Transport(5, 6, 7));
-        var (data, from) = await WireGuardReceivesAsync();
+        Prerequisites.Require(reachedOn is not null, $"needs a route to {asPeer.Address} (a default route)");
+
+        // A WireGuard bound to every address, as kernel WireGuard and wireguard-go are; it reports each datagram's destination.
+        using var wireGuard = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        wireGuard.SetSocketOption(SocketOptionLevel.IP, SocketOptionName.PacketInformation, true);
+        wireGuard.Bind(new IPEndPoint(IPAddress.Any, 0));
+        var relay = new InMemoryRelayedConnection();
+        await using var proxy = new UdpProxy(((IPEndPoint)wireGuard.LocalEndPoint!).Port, NullLogger.Instance);
+        await proxy.AddRelayedConnAsync(relay, Peer, CancellationToken.None);
+        proxy.Work();
+
+        async Task<(byte[] Data, IPEndPoint From, IPAddress To)> ReceiveAsync()
+        {
+            var buffer = new byte[2048];
+            var result = await wireGuard.ReceiveMessageFromAsync(buffer, SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), Bounded.Wait);
+            return (buffer[..result.ReceivedBytes], (IPEndPoint)result.RemoteEndPoint, result.PacketInformation.Address);
+        }
+
+        proxy.RedirectAs(asPeer);
+        await relay.FromRelay.Writer.WriteAsync(WgFrames.Transport(5, 6, 7));
+        var (data, from, to) = await ReceiveAsync();
         Assert.Equal(WgFrames.Transport(5, 6, 7), data);
         Assert.Equal(asPeer, from);
+        Assert.Equal(reachedOn, to);
+        Assert.NotEqual(IPAddress.Loopback, to);
 
-        _proxy.RedirectAs(_proxy.EndpointAddr);
-        await _relay.FromRelay.Writer.WriteAsync(WgFrames.Transport(8));
-        (data, from) = await WireGuardReceivesAsync();
+        proxy.RedirectAs(proxy.EndpointAddr);
+        await relay.FromRelay.Writer.WriteAsync(WgFrames.Transport(8));
+        (data, from, to) = await ReceiveAsync();
         Assert.Equal(WgFrames.Transport(8), data);
-        Assert.Equal(_proxy.EndpointAddr, from);
+        Assert.Equal(proxy.EndpointAddr, from);
+        Assert.Equal(IPAddress.Loopback, to);
     }
 
     [Fact]
