@@ -19,7 +19,8 @@ namespace Modular.Composition.Tests.Plugins;
 /// proxy form — the udp proxy's one shared socket, the per-peer-socket form (the ThirdPartyProxy fixture: a connected
 /// loopback socket per peer, what the udp proxy was before), bind and ebpf — interleaved rounds, medians: time to set
 /// up N relayed peers, sockets, managed memory and eBPF kernel memory they hold, relay-to-WireGuard throughput with
-/// every peer sending at once and the process CPU that took. WireGuard is a counting UDP socket (udp, per-peer, ebpf)
+/// every peer sending at once, WireGuard-to-relay throughput with one sender over all peers, and the process CPU each
+/// direction took. WireGuard is a counting UDP socket (udp, per-peer, ebpf)
 /// or a counting Bind hook (bind). As root, ebpf and udp run in a network namespace of their own per round (the
 /// program attaches to that namespace's lo) and each round also measures the host's own TCP over lo (iperf3 in such a
 /// namespace) with the eBPF program attached and detached, in alternating order; without root those are left out and
@@ -42,7 +43,8 @@ public sealed class ProxyScaleBenchmark(ITestOutputHelper output)
         var rounds = IntSetting("ROUNDS", 5);
         var perPeer = IntSetting("PROXY_BENCH_DATAGRAMS", 200);
         var loSeconds = IntSetting("PROXY_BENCH_LO_SECONDS", 5);
-        var inNamespaces = Prerequisites.IsRoot;
+        // PROXY_BENCH_EBPF=0: no namespaces even as root (ebpf and the lo measurement left out).
+        var inNamespaces = Prerequisites.IsRoot && Environment.GetEnvironmentVariable("PROXY_BENCH_EBPF") != "0";
         var iperf = inNamespaces && Prerequisites.FindOnPath("iperf3") is not null;
 
         var pluginsDir = PluginFixtures.CreatePluginsDir("ThirdPartyProxy");
@@ -109,20 +111,20 @@ public sealed class ProxyScaleBenchmark(ITestOutputHelper output)
     {
         var load = File.Exists("/proc/loadavg") ? string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "?";
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{peers} relayed peers, {perPeer} datagrams of {DatagramBytes} bytes each per round, median of {rounds} interleaved rounds, {Environment.ProcessorCount} cores, load average at the end {load}; udp {(inNamespaces ? "and ebpf each in a namespace of their own" : "in the test's namespace, ebpf left out (needs root)")}:"));
-        output.WriteLine("| proxy | set up (ms) | sockets | managed MB | eBPF kernel MB | relay -> WireGuard (Mbit/s) | per peer (kbit/s) | CPU µs per datagram | CPU ms per peer | delivered |");
-        output.WriteLine("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+            $"{peers} relayed peers, {perPeer} datagrams of {DatagramBytes} bytes each per round, median of {rounds} interleaved rounds, {Environment.ProcessorCount} cores, load average at the end {load}; udp {(inNamespaces ? "and ebpf each in a namespace of their own" : "in the test's namespace, ebpf left out (needs root; PROXY_BENCH_EBPF=0)")}:"));
+        output.WriteLine("| proxy | set up (ms) | sockets | managed MB | eBPF kernel MB | relay -> WireGuard (Mbit/s) | per peer (kbit/s) | CPU µs per datagram | CPU ms per peer | delivered | WireGuard -> relay (Mbit/s) | CPU µs per datagram | delivered |");
+        output.WriteLine("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         foreach (var (kind, list) in results)
         {
             var mbps = Median(list.Select(r => r.Mbps));
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {kind} | {Median(list.Select(r => r.SetupMs)):F0} | {Median(list.Select(r => r.Sockets)):F0} | {Median(list.Select(r => r.ManagedMb)):F1} | {Median(list.Select(r => r.KernelMb)):F2} | {mbps:F0} | {mbps * 1000 / peers:F1} | {Median(list.Select(r => r.CpuUsPerDatagram)):F1} | {Median(list.Select(r => r.CpuMsPerPeer)):F2} | {Median(list.Select(r => r.Delivered * 100)):F0}% |"));
+                $"| {kind} | {Median(list.Select(r => r.SetupMs)):F0} | {Median(list.Select(r => r.Sockets)):F0} | {Median(list.Select(r => r.ManagedMb)):F1} | {Median(list.Select(r => r.KernelMb)):F2} | {mbps:F0} | {mbps * 1000 / peers:F1} | {Median(list.Select(r => r.CpuUsPerDatagram)):F1} | {Median(list.Select(r => r.CpuMsPerPeer)):F2} | {Median(list.Select(r => r.Delivered * 100)):F0}% | {Median(list.Select(r => r.BackMbps)):F0} | {Median(list.Select(r => r.BackCpuUsPerDatagram)):F1} | {Median(list.Select(r => r.BackDelivered * 100)):F0}% |"));
         }
 
         output.WriteLine("Per round:");
         foreach (var (kind, list) in results)
         {
-            output.WriteLine($"  {kind}: set up ms {Each(list.Select(r => r.SetupMs), "F0")}; Mbit/s {Each(list.Select(r => r.Mbps), "F0")}; CPU µs/datagram {Each(list.Select(r => r.CpuUsPerDatagram), "F1")}; delivered {Each(list.Select(r => r.Delivered * 100), "F0")}%");
+            output.WriteLine($"  {kind}: set up ms {Each(list.Select(r => r.SetupMs), "F0")}; Mbit/s {Each(list.Select(r => r.Mbps), "F0")}; CPU µs/datagram {Each(list.Select(r => r.CpuUsPerDatagram), "F1")}; delivered {Each(list.Select(r => r.Delivered * 100), "F0")}%; back Mbit/s {Each(list.Select(r => r.BackMbps), "F0")}, CPU µs/datagram {Each(list.Select(r => r.BackCpuUsPerDatagram), "F1")}, delivered {Each(list.Select(r => r.BackDelivered * 100), "F0")}%");
         }
 
         Ratio(results, Bind, Udp);
@@ -144,8 +146,9 @@ public sealed class ProxyScaleBenchmark(ITestOutputHelper output)
     {
         var throughput = results[a].Zip(results[b], (x, y) => x.Mbps / y.Mbps).ToList();
         var cpu = results[a].Zip(results[b], (x, y) => x.CpuUsPerDatagram / y.CpuUsPerDatagram).ToList();
+        var back = results[a].Zip(results[b], (x, y) => x.BackMbps / y.BackMbps).ToList();
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{a}/{b}: throughput median {Median(throughput):F2}x {Each(throughput, "F2")}; CPU per datagram median {Median(cpu):F2}x {Each(cpu, "F2")}"));
+            $"{a}/{b}: relay -> WireGuard throughput median {Median(throughput):F2}x {Each(throughput, "F2")}; CPU per datagram median {Median(cpu):F2}x {Each(cpu, "F2")}; WireGuard -> relay throughput median {Median(back):F2}x {Each(back, "F2")}"));
     }
 
     /// <summary>
@@ -292,15 +295,65 @@ public sealed class ProxyScaleBenchmark(ITestOutputHelper output)
         var seconds = (clock.Elapsed - TimeSpan.FromMilliseconds(200)).TotalSeconds;
         var cpu = ProcessCpu() - cpuBefore;
         var delivered = Delivered();
+
+        // The other way: WireGuard sends as many datagrams to the peers' endpoints (round-robin over the peers, one
+        // thread, as one WireGuard device would), until the relays stop receiving for 200 ms.
+        long Returned() => relays.Sum(r => r.Sent);
+        var endpoints = proxies.Select(p => p.EndpointAddr).ToArray();
+        cpuBefore = ProcessCpu();
+        clock.Restart();
+        var sender = new Thread(() => SendFromWireGuard(wireGuard, hook, endpoints, datagramsPerPeer)) { IsBackground = true };
+        sender.Start();
+        await Task.Run(() => sender.Join(TimeSpan.FromMinutes(2)));
+        last = -1L;
+        while (Returned() != last)
+        {
+            last = Returned();
+            await Task.Delay(200);
+        }
+
+        var backSeconds = (clock.Elapsed - TimeSpan.FromMilliseconds(200)).TotalSeconds;
+        var backCpu = ProcessCpu() - cpuBefore;
+        var returned = Returned();
         foreach (var proxy in proxies)
         {
             await proxy.CloseAsync();
         }
 
-        Assert.True(delivered > 0, "the proxies carried traffic");
+        Assert.True(delivered > 0 && returned > 0, "the proxies carried traffic both ways");
         Assert.True(Sockets() <= socketsBefore, "closing every proxy gave its sockets back");
+        var offered = (double)((long)peers * datagramsPerPeer);
         return new Round(setupMs, sockets, managedMb, kernelMb, delivered * DatagramBytes * 8 / seconds / 1e6,
-            cpu.TotalMicroseconds / delivered, cpu.TotalMilliseconds / peers, (double)delivered / ((long)peers * datagramsPerPeer));
+            cpu.TotalMicroseconds / delivered, cpu.TotalMilliseconds / peers, delivered / offered,
+            returned * DatagramBytes * 8 / backSeconds / 1e6, backCpu.TotalMicroseconds / returned, returned / offered);
+    }
+
+    /// <summary>WireGuard's side of the way back: to each peer's endpoint in turn, through the socket or the Bind hook's claimed sinks.</summary>
+    private static void SendFromWireGuard(Socket wireGuard, CountingBindHook? hook, IPEndPoint[] endpoints, int datagramsPerPeer)
+    {
+        var datagram = WgFrames.AsTransport(new byte[DatagramBytes]);
+        var addresses = endpoints.Select(e => e.Serialize()).ToArray();
+        var sinks = hook is null ? null : endpoints.Select(hook.SinkFor).ToArray();
+        for (var n = 0; n < datagramsPerPeer; n++)
+        {
+            for (var i = 0; i < endpoints.Length; i++)
+            {
+                if (sinks is not null)
+                {
+                    sinks[i].Send(datagram);
+                    continue;
+                }
+
+                try
+                {
+                    wireGuard.SendTo(datagram, SocketFlags.None, addresses[i]);
+                }
+                catch (SocketException)
+                {
+                    // A full buffer or an ICMP error for an earlier datagram: that one is lost, as it would be for WireGuard.
+                }
+            }
+        }
     }
 
     /// <summary>User plus system CPU of this process so far (every thread: proxies, relays, the counting WireGuard).</summary>
@@ -323,7 +376,10 @@ public sealed class ProxyScaleBenchmark(ITestOutputHelper output)
             }
         });
 
-    private sealed record Round(double SetupMs, double Sockets, double ManagedMb, double KernelMb, double Mbps, double CpuUsPerDatagram, double CpuMsPerPeer, double Delivered);
+    /// <summary>One form's round: "Back" is WireGuard -> relay, the rest relay -> WireGuard or set-up.</summary>
+    private sealed record Round(
+        double SetupMs, double Sockets, double ManagedMb, double KernelMb, double Mbps, double CpuUsPerDatagram, double CpuMsPerPeer, double Delivered,
+        double BackMbps, double BackCpuUsPerDatagram, double BackDelivered);
 
     /// <summary>A relay that hands out a burst of transport-framed datagrams after <see cref="Go"/>, then waits until closed.</summary>
     private sealed class BurstRelay(int count) : IRelayedConnection
@@ -333,12 +389,16 @@ public sealed class ProxyScaleBenchmark(ITestOutputHelper output)
         private readonly TaskCompletionSource _drained = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private int _left = count;
+    private long _sent;
 
         public string RelayAddress => "rels://burst.test:443";
 
         public Task Drained => _drained.Task;
 
         public void Go() => _go.TrySetResult();
+
+        /// <summary>Datagrams the proxy sent to the relay (from WireGuard).</summary>
+        public long Sent => Interlocked.Read(ref _sent);
 
         public async ValueTask<int> ReceiveAsync(Memory<byte> buffer, CancellationToken cancellationToken)
         {
@@ -354,7 +414,11 @@ public sealed class ProxyScaleBenchmark(ITestOutputHelper output)
             return 0;
         }
 
-        public ValueTask SendAsync(ReadOnlyMemory<byte> datagram, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+        public ValueTask SendAsync(ReadOnlyMemory<byte> datagram, CancellationToken cancellationToken)
+        {
+            Interlocked.Increment(ref _sent);
+            return ValueTask.CompletedTask;
+        }
 
         public ValueTask DisposeAsync()
         {
@@ -363,14 +427,21 @@ public sealed class ProxyScaleBenchmark(ITestOutputHelper output)
         }
     }
 
-    /// <summary>A Bind hook that only counts what the bind proxy injects.</summary>
+    /// <summary>A Bind hook that counts what the bind proxy injects and keeps the sinks it claims (WireGuard's way back).</summary>
     private sealed class CountingBindHook : IWgBindHook
     {
+        private readonly System.Collections.Concurrent.ConcurrentDictionary<IPEndPoint, IDatagramSink> _sinks = new();
         private long _injected;
 
         public long Injected => Interlocked.Read(ref _injected);
 
-        public IDisposable ClaimEndpoint(IPEndPoint endpoint, IDatagramSink sink) => new Nothing();
+        public IDatagramSink SinkFor(IPEndPoint endpoint) => _sinks[endpoint];
+
+        public IDisposable ClaimEndpoint(IPEndPoint endpoint, IDatagramSink sink)
+        {
+            _sinks[endpoint] = sink;
+            return new Nothing();
+        }
 
         public void Inject(ReadOnlySpan<byte> datagram, IPEndPoint from) => Interlocked.Increment(ref _injected);
 
