@@ -42,6 +42,41 @@ public sealed record BpfObjects(IReadOnlyList<int> Programs, IReadOnlyList<int> 
         return new BpfObjects([.. programs], [.. maps], [.. links]);
     }
 
+    /// <summary>
+    /// The kernel memory the eBPF programs and maps <paramref name="pid"/> holds are charged for (the "memlock" line of
+    /// each one's fdinfo, in bytes): what a proxy's program and maps cost beyond the process's own heap.
+    /// </summary>
+    public static long MemlockBytesHeldBy(int pid)
+    {
+        long total = 0;
+        foreach (var fd in Directory.GetFiles($"/proc/{pid}/fd"))
+        {
+            try
+            {
+                var target = File.ResolveLinkTarget(fd, returnFinalTarget: false)?.FullName ?? "";
+                if (!target.Contains("anon_inode:bpf-map", StringComparison.Ordinal) && !target.Contains("anon_inode:bpf-prog", StringComparison.Ordinal))
+                {
+                    continue;
+                }
+
+                foreach (var line in File.ReadLines($"/proc/{pid}/fdinfo/{Path.GetFileName(fd)}"))
+                {
+                    var parts = line.Split(':', 2, StringSplitOptions.TrimEntries);
+                    if (parts.Length == 2 && parts[0] == "memlock" && long.TryParse(parts[1], out var bytes))
+                    {
+                        total += bytes;
+                    }
+                }
+            }
+            catch (IOException)
+            {
+                // Closed while we looked.
+            }
+        }
+
+        return total;
+    }
+
     /// <summary>Those of these objects the kernel still has (by `bpftool ... show id`), e.g. "prog 12".</summary>
     public IReadOnlyList<string> StillLoaded()
     {

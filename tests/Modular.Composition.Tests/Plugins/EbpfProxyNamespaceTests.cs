@@ -23,16 +23,9 @@ public sealed class EbpfProxyNamespaceTests
     {
         Prerequisites.RequireRoot();
         Prerequisites.RequireTool("bpftool");
-        using var ns = NetworkNamespace.Create("ebp");
-        using var wireGuard = InNamespace.Create(ns.Name, () =>
-        {
-            var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-            socket.Bind(new IPEndPoint(IPAddress.Any, 0));
-            return socket;
-        });
-        var wgPort = ((IPEndPoint)wireGuard.LocalEndPoint!).Port;
+        using var rig = NamespacedWireGuard.Create("ebp");
+        var wireGuard = rig.WireGuard;
         var factory = new EbpfProxyFactory();
-        var iface = new FakeWgInterfaceView(WgInterfaceMode.Kernel, wgPort);
         var relays = new[] { new InMemoryRelayedConnection(), new InMemoryRelayedConnection(), new InMemoryRelayedConnection() };
         var proxies = new List<IProxy>();
         var held = BpfObjects.HeldBy(Environment.ProcessId);
@@ -41,7 +34,7 @@ public sealed class EbpfProxyNamespaceTests
         {
             for (var i = 0; i < relays.Length; i++)
             {
-                var proxy = InNamespace.Create(ns.Name, () => factory.CreateAsync(iface, new FakePluginContext(), CancellationToken.None).AsTask().GetAwaiter().GetResult());
+                var proxy = rig.CreateProxy(factory);
                 await proxy.AddRelayedConnAsync(relays[i], Key((byte)(i + 1)), CancellationToken.None);
                 proxy.Work();
                 proxies.Add(proxy);
@@ -73,18 +66,8 @@ public sealed class EbpfProxyNamespaceTests
             }
 
             // Loopback traffic that is not WireGuard's or the proxy's passes untouched, even to a peer's port.
-            using var other = InNamespace.Create(ns.Name, () =>
-            {
-                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-                socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-                return socket;
-            });
-            using var bystander = InNamespace.Create(ns.Name, () =>
-            {
-                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-                socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-                return socket;
-            });
+            using var other = rig.Socket(new IPEndPoint(IPAddress.Loopback, 0));
+            using var bystander = rig.Socket(new IPEndPoint(IPAddress.Loopback, 0));
             await bystander.SendToAsync(new byte[] { 7 }, SocketFlags.None, other.LocalEndPoint!);
             var plain = await other.ReceiveFromAsync(buffer, SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), Bounded.Wait);
             Assert.Equal(bystander.LocalEndPoint, plain.RemoteEndPoint);
@@ -119,16 +102,9 @@ public sealed class EbpfProxyNamespaceTests
         const int Peers = 200;
         Prerequisites.RequireRoot();
         Prerequisites.RequireTool("bpftool");
-        using var ns = NetworkNamespace.Create("ebh");
-        using var wireGuard = InNamespace.Create(ns.Name, () =>
-        {
-            var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-            socket.Bind(new IPEndPoint(IPAddress.Any, 0));
-            return socket;
-        });
-        var wgPort = ((IPEndPoint)wireGuard.LocalEndPoint!).Port;
+        using var rig = NamespacedWireGuard.Create("ebh");
+        var wireGuard = rig.WireGuard;
         var factory = new EbpfProxyFactory();
-        var iface = new FakeWgInterfaceView(WgInterfaceMode.Kernel, wgPort);
         var relays = Enumerable.Range(0, Peers).Select(_ => new InMemoryRelayedConnection()).ToArray();
         var proxies = new List<IProxy>();
         BpfObjects held;
@@ -136,7 +112,7 @@ public sealed class EbpfProxyNamespaceTests
         {
             for (var i = 0; i < Peers; i++)
             {
-                var proxy = InNamespace.Create(ns.Name, () => factory.CreateAsync(iface, new FakePluginContext(), CancellationToken.None).AsTask().GetAwaiter().GetResult());
+                var proxy = rig.CreateProxy(factory);
                 proxies.Add(proxy);
                 await proxy.AddRelayedConnAsync(relays[i], PeerKey(i), CancellationToken.None);
                 proxy.Work();
@@ -147,7 +123,7 @@ public sealed class EbpfProxyNamespaceTests
             Assert.Equal(2, held.Maps.Count);
             Assert.Single(held.Links);
             Assert.Equal(Peers, proxies.Select(p => p.EndpointAddr).Distinct().Count());
-            Assert.Equal(2, UdpSockets(ns));
+            Assert.Equal(2, rig.UdpSockets());
 
             var buffer = new byte[2048];
             for (var i = 0; i < Peers; i++)
@@ -173,7 +149,7 @@ public sealed class EbpfProxyNamespaceTests
 
         Assert.Empty(BpfObjects.HeldBy(Environment.ProcessId).Programs);
         await FreedAsync(held);
-        Assert.Equal(1, UdpSockets(ns)); // WireGuard's stand-in alone
+        Assert.Equal(1, rig.UdpSockets()); // WireGuard's stand-in alone
     }
 
     /// <summary>
@@ -185,16 +161,10 @@ public sealed class EbpfProxyNamespaceTests
     {
         Prerequisites.RequireRoot();
         Prerequisites.RequireTool("bpftool");
-        using var ns = NetworkNamespace.Create("ebj");
-        using var wireGuard = InNamespace.Create(ns.Name, () =>
-        {
-            var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
-            socket.Bind(new IPEndPoint(IPAddress.Any, 0));
-            return socket;
-        });
-        var iface = new FakeWgInterfaceView(WgInterfaceMode.Kernel, ((IPEndPoint)wireGuard.LocalEndPoint!).Port);
+        using var rig = NamespacedWireGuard.Create("ebj");
+        var wireGuard = rig.WireGuard;
         var relay = new InMemoryRelayedConnection();
-        var proxy = InNamespace.Create(ns.Name, () => new EbpfProxyFactory().CreateAsync(iface, new FakePluginContext(), CancellationToken.None).AsTask().GetAwaiter().GetResult());
+        var proxy = rig.CreateProxy(new EbpfProxyFactory());
         try
         {
             await proxy.AddRelayedConnAsync(relay, Key(1), CancellationToken.None);
@@ -230,23 +200,18 @@ public sealed class EbpfProxyNamespaceTests
         return new WgKey(bytes);
     }
 
-    /// <summary>The UDP sockets open in the namespace (the test's own: nothing else runs there).</summary>
-    private static int UdpSockets(NetworkNamespace ns)
-        => ns.Exec("ss -uaH").Split('\n', StringSplitOptions.RemoveEmptyEntries).Length;
-
     [SkippableFact]
     public async Task A_program_that_cannot_load_fails_create_with_the_reason_and_leaves_nothing()
     {
         Prerequisites.RequireRoot();
-        using var ns = NetworkNamespace.Create("ebf");
+        using var rig = NamespacedWireGuard.Create("ebf");
         var broken = Path.Combine(Path.GetTempPath(), $"modular-broken-{Guid.NewGuid():N}.o");
         await File.WriteAllTextAsync(broken, "not an ELF object");
         try
         {
             var factory = new EbpfProxyFactory();
             var context = new FakePluginContext(new Dictionary<string, object?> { ["object"] = broken });
-            var failure = Assert.IsType<InvalidOperationException>(Record.Exception(() => InNamespace.Create(ns.Name,
-                () => factory.CreateAsync(new FakeWgInterfaceView(WgInterfaceMode.Kernel, 51820), context, CancellationToken.None).AsTask().GetAwaiter().GetResult())).InnerException);
+            var failure = Assert.IsType<InvalidOperationException>(Record.Exception(() => rig.CreateProxy(factory, context)).InnerException);
             Assert.Contains(broken, failure.Message);
             Assert.Contains("not a 64-bit little-endian ELF object", failure.Message);
             Assert.Empty(BpfObjects.HeldBy(Environment.ProcessId).Maps);
