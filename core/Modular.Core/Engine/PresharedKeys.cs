@@ -278,8 +278,7 @@ internal sealed class PresharedKeys : IAsyncDisposable
         if (!_factories.TryGetValue(name, out var factory))
         {
             // The daemon checked a locally enabled provider at start; the account can turn Rosenpass on later.
-            var available = _factories.Count == 0 ? "(none)" : string.Join(", ", _factories.Keys.Order(StringComparer.Ordinal));
-            _missing = $"no PSK provider plugin named \"{name}\" is loaded (available: {available}); peers get the account PSK";
+            _missing = $"{RosenpassAvailability.MissingProvider(name, _factories.Keys)}; peers get the account PSK";
             if (!_missingWarned)
             {
                 _missingWarned = true;

@@ -126,6 +126,50 @@ public sealed class PresharedKeyEngineTests
     }
 
     [Fact]
+    public async Task Before_the_first_map_a_locally_enabled_Rosenpass_is_pending_not_on_and_the_first_map_puts_it_in_effect()
+    {
+        var provider = new FakeProvider();
+        var before = await FeaturesAtLogin(provider, permissive: true);
+
+        // The provider starts only with a map: until then status must not say Rosenpass (or permissive) is on.
+        Assert.False(before.Rosenpass);
+        Assert.False(before.RosenpassPermissive);
+        Assert.Equal("config", before.RosenpassSource);
+        Assert.Equal("pending first network map (the PSK provider \"rosenpass\" starts with it)", before.Unavailable["rosenpass"]);
+        Assert.Equal(0, provider.Created);
+
+        await using var rig = Rig(provider, LocalRosenpass(permissive: true));
+        await rig.Engine.EnsureInterfaceAsync(Login, CancellationToken.None);
+        provider.Keys[Rosenpass] = RouteMaps.Key(0x11);
+        await rig.Engine.ApplyMapAsync(Map(accountRosenpass: false), CancellationToken.None);
+        var after = rig.Recorder.Snapshot().Features;
+        Assert.True(after.Rosenpass);
+        Assert.Equal("config", after.RosenpassSource);
+        Assert.False(after.Unavailable.ContainsKey("rosenpass"));
+    }
+
+    [Fact]
+    public async Task Before_the_first_map_a_locally_enabled_Rosenpass_without_its_provider_plugin_is_not_available_and_says_why()
+    {
+        var before = await FeaturesAtLogin(provider: null, permissive: false);
+
+        Assert.False(before.Rosenpass);
+        Assert.Equal("config", before.RosenpassSource);
+        // Asked for by this machine (the account has not spoken), so the reason does not name the account.
+        Assert.Equal("no PSK provider plugin named \"rosenpass\" is loaded (available: (none))", before.Unavailable["rosenpass"]);
+    }
+
+    [Fact]
+    public async Task Before_the_first_map_without_a_local_setting_Rosenpass_is_off_and_nothing_is_pending()
+    {
+        var before = await FeaturesAtLogin(new FakeProvider(), permissive: null);
+
+        Assert.False(before.Rosenpass);
+        Assert.Equal("default", before.RosenpassSource);
+        Assert.False(before.Unavailable.ContainsKey("rosenpass"), "the account decides once its first map comes; nothing is asked for before");
+    }
+
+    [Fact]
     public async Task A_rotated_key_is_applied_again_in_place()
     {
         var provider = new FakeProvider();
@@ -229,6 +273,39 @@ public sealed class PresharedKeyEngineTests
         await keys.DecideAsync(map, peers, CancellationToken.None, _ => idle);
         Assert.True(provider.Asked.ContainsKey(Rosenpass));
     }
+
+    /// <summary>
+    /// The features status shows when the engine starts, before any login or map: the run loop builds them first, and the
+    /// login step (where the test stops it) comes right after. <paramref name="permissive"/> null: no local Rosenpass key.
+    /// </summary>
+    private static async Task<Modular.Core.Status.FeatureStatus> FeaturesAtLogin(FakeProvider? provider, bool? permissive)
+    {
+        using var stop = new CancellationTokenSource();
+        Modular.Core.Status.FeatureStatus? seen = null;
+        AgentEngineTests.EngineRig? rig = null;
+        rig = new AgentEngineTests.EngineRig(
+            (step, _) =>
+            {
+                if (step == Modular.Core.Engine.EngineStep.Login && seen is null)
+                {
+                    seen = rig!.Recorder.Snapshot().Features;
+                    stop.Cancel();
+                }
+
+                return ValueTask.CompletedTask;
+            },
+            configure: permissive is { } p ? LocalRosenpass(p) : null,
+            pskProviders: provider is null ? null : new Dictionary<string, IPresharedKeyProviderFactory> { ["rosenpass"] = provider });
+        await using (rig)
+        {
+            await rig.RunAsync(stop.Token);
+        }
+
+        return seen ?? throw new InvalidOperationException("the engine never reached its login step");
+    }
+
+    private static Func<AgentConfig, AgentConfig> LocalRosenpass(bool permissive)
+        => c => c with { Rosenpass = new Modular.Core.Config.RosenpassConfig { Enabled = new LocalToggle(Config: true), Permissive = permissive } };
 
     private static WgKey? Psk(AgentEngineTests.EngineRig rig, WgKey peer)
         => (rig.Engine.Connections!.Find(peer) ?? throw new InvalidOperationException("no connection for the peer")).Peer.PresharedKey;
