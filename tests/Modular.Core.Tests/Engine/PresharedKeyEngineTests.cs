@@ -7,6 +7,7 @@ using Modular.Abstractions.WireGuard;
 using Modular.Control.Management;
 using Modular.Core.Config;
 using Modular.Core.Tests.Routing;
+using Modular.Testing;
 
 namespace Modular.Core.Tests.Engine;
 
@@ -59,12 +60,12 @@ public sealed class PresharedKeyEngineTests
     }
 
     [Fact]
-    public async Task Without_a_provider_plugin_the_account_asking_for_Rosenpass_shows_it_not_available_with_why_and_peers_get_the_account_psk()
+    public async Task Without_a_provider_plugin_the_account_asking_for_permissive_Rosenpass_shows_it_not_available_with_why_and_peers_get_the_account_psk()
     {
         await using var rig = new AgentEngineTests.EngineRig((_, _) => ValueTask.CompletedTask);
         await rig.Engine.EnsureInterfaceAsync(Login, CancellationToken.None);
 
-        await rig.Engine.ApplyMapAsync(Map(accountRosenpass: true), CancellationToken.None);
+        await rig.Engine.ApplyMapAsync(Map(accountRosenpass: true, permissive: true), CancellationToken.None);
 
         var features = rig.Recorder.Snapshot().Features;
         Assert.False(features.Rosenpass);
@@ -83,7 +84,45 @@ public sealed class PresharedKeyEngineTests
     }
 
     [Fact]
-    public async Task A_provider_that_fails_to_start_shows_Rosenpass_not_available_with_its_error_and_a_later_map_that_starts_it_clears_it()
+    public async Task Without_a_provider_plugin_strict_Rosenpass_from_the_account_fails_closed_every_peer_is_refused_and_status_says_why()
+    {
+        var log = new ListLogger();
+        await using var rig = new AgentEngineTests.EngineRig((_, _) => ValueTask.CompletedTask, logs: new ListLoggerFactory(log));
+        await rig.Engine.EnsureInterfaceAsync(Login, CancellationToken.None);
+
+        await rig.Engine.ApplyMapAsync(Map(accountRosenpass: true), CancellationToken.None);
+
+        // No peer reaches WireGuard: the account PSK is no post-quantum key, and strict allows no tunnel without one.
+        Assert.Null(rig.Engine.Connections!.Find(Rosenpass));
+        Assert.Null(rig.Engine.Connections!.Find(Plain));
+        Assert.Empty(Assert.Single(rig.Interfaces).Peers);
+        var features = rig.Recorder.Snapshot().Features;
+        Assert.False(features.Rosenpass);
+        Assert.Equal("requested by the account, not available: no PSK provider plugin named \"rosenpass\" is loaded (available: (none)); strict: every peer is refused",
+            features.Unavailable["rosenpass"]);
+        Assert.All(rig.Recorder.Snapshot().Peers, peer =>
+        {
+            Assert.Equal(PeerConnectionState.Idle, peer.State);
+            Assert.Equal("refused: strict Rosenpass is required (account) and this agent cannot provide it: no PSK provider plugin named \"rosenpass\" is loaded (available: (none))", peer.Reason);
+        });
+        Assert.Equal(2, rig.Recorder.Snapshot().Peers.Count);
+        // One warning says it for every peer, and a second map does not repeat it.
+        var again = Map(accountRosenpass: true);
+        again.Serial = 2;
+        await rig.Engine.ApplyMapAsync(again, CancellationToken.None);
+        Assert.Single(log.Warnings, m => m.Contains("Strict Rosenpass is required (account), but this agent cannot provide it", StringComparison.Ordinal));
+
+        // The account making it permissive lets them in with the account PSK.
+        var permissive = Map(accountRosenpass: true, permissive: true);
+        permissive.Serial = 3;
+        await rig.Engine.ApplyMapAsync(permissive, CancellationToken.None);
+        Assert.Equal(AccountPsk, Psk(rig, Rosenpass));
+        Assert.Equal(AccountPsk, Psk(rig, Plain));
+        Assert.DoesNotContain(rig.Recorder.Snapshot().Peers, peer => peer.Reason?.StartsWith("refused", StringComparison.Ordinal) == true);
+    }
+
+    [Fact]
+    public async Task A_provider_that_fails_to_start_shows_Rosenpass_not_available_with_its_error_strict_refuses_meanwhile_and_a_later_map_that_starts_it_clears_it()
     {
         var provider = new FakeProvider { FailToStart = "the state directory is read-only" };
         await using var rig = Rig(provider);
@@ -94,9 +133,10 @@ public sealed class PresharedKeyEngineTests
 
         var features = rig.Recorder.Snapshot().Features;
         Assert.False(features.Rosenpass);
-        Assert.Equal("requested by the account, not available: the PSK provider rosenpass could not start: the state directory is read-only; peers get the account PSK until it can",
+        Assert.Equal("requested by the account, not available: the PSK provider rosenpass could not start: the state directory is read-only; strict: every peer is refused until it can",
             features.Unavailable["rosenpass"]);
-        Assert.Equal(AccountPsk, Psk(rig, Plain));
+        Assert.Null(rig.Engine.Connections!.Find(Rosenpass));
+        Assert.Null(rig.Engine.Connections!.Find(Plain));
 
         provider.FailToStart = null;
         var next = Map(accountRosenpass: true);
@@ -104,6 +144,23 @@ public sealed class PresharedKeyEngineTests
         await rig.Engine.ApplyMapAsync(next, CancellationToken.None);
         Assert.True(rig.Recorder.Snapshot().Features.Rosenpass);
         Assert.Empty(rig.Recorder.Snapshot().Features.Unavailable);
+        Assert.Equal(RouteMaps.Key(0x11), Psk(rig, Rosenpass)); // the provider decides again: its key, and strict refuses Plain
+        Assert.Null(rig.Engine.Connections!.Find(Plain));
+        Assert.Equal("refused: strict: no Rosenpass", rig.Recorder.Snapshot().Peers.Single(p => p.PublicKey == Plain.ToBase64()).Reason);
+    }
+
+    [Fact]
+    public async Task A_permissive_provider_that_fails_to_start_lets_peers_in_with_the_account_psk_until_it_can()
+    {
+        var provider = new FakeProvider { FailToStart = "the state directory is read-only" };
+        await using var rig = Rig(provider);
+        await rig.Engine.EnsureInterfaceAsync(Login, CancellationToken.None);
+
+        await rig.Engine.ApplyMapAsync(Map(accountRosenpass: true, permissive: true), CancellationToken.None);
+
+        Assert.Equal("requested by the account, not available: the PSK provider rosenpass could not start: the state directory is read-only; peers get the account PSK until it can",
+            rig.Recorder.Snapshot().Features.Unavailable["rosenpass"]);
+        Assert.Equal(AccountPsk, Psk(rig, Plain));
     }
 
     [Fact]
@@ -313,11 +370,11 @@ public sealed class PresharedKeyEngineTests
     private static AgentEngineTests.EngineRig Rig(FakeProvider provider, Func<AgentConfig, AgentConfig>? configure = null)
         => new((_, _) => ValueTask.CompletedTask, configure: configure, pskProviders: new Dictionary<string, IPresharedKeyProviderFactory> { ["rosenpass"] = provider });
 
-    /// <summary>Peer 2 runs Rosenpass (fingerprint ab00.., address 100.64.0.2:9999), peer 3 does not; the account sets a PSK.</summary>
-    private static NetworkMap Map(bool accountRosenpass)
+    /// <summary>Peer 2 runs Rosenpass (fingerprint ab00.., address 100.64.0.2:9999), peer 3 does not; the account sets a PSK (and strict unless <paramref name="permissive"/>).</summary>
+    private static NetworkMap Map(bool accountRosenpass, bool permissive = false)
     {
         var map = new NetworkMap { Serial = 1, AccountPsk = ByteString.CopyFrom(AccountPsk.ToArray()) };
-        map.Settings = new AccountSettings { Rosenpass = new RosenpassSettings { Enabled = accountRosenpass, Permissive = false } };
+        map.Settings = new AccountSettings { Rosenpass = new RosenpassSettings { Enabled = accountRosenpass, Permissive = permissive } };
         var fingerprint = new byte[32];
         fingerprint[0] = 0xab;
         map.RemotePeers.Add(new RemotePeer
