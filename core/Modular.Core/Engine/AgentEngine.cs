@@ -122,8 +122,10 @@ public sealed class AgentEngine
             try
             {
                 // A local "on" starts flow logging before any map: its sinks run (and status says so) with no traffic yet.
+                // Rosenpass, by contrast, starts with the first map: until then status says it is pending (or missing).
                 await _flows.ApplyAsync(null, stop.Token);
-                _recorder.UpdateFeatures(_ => FeatureStatusBuilder.Build(_options.Config, _options.Switches.LazyConnections, AccountFeatures.None, _flows.NotAvailable));
+                _recorder.UpdateFeatures(_ => FeatureStatusBuilder.Build(_options.Config, _options.Switches.LazyConnections, AccountFeatures.None,
+                    FeatureStatusBuilder.Merge(_flows.NotAvailable, RosenpassAvailability.BeforeFirstMap(_options.Config, _options.PskProviderFactories.Keys))));
                 _recorder.SetFlows(_flows.Status());
             }
             catch (OperationCanceledException) when (stop.IsCancellationRequested)

@@ -24,6 +24,12 @@ namespace Modular.Core.Engine;
 /// to start, or it runs and reports a problem through <see cref="IPresharedKeyProviderStatus"/>), <see cref="NotAvailable"/>
 /// says why, and status shows Rosenpass as not available, the way <see cref="FlowSwitch"/> does for flow logging.
 /// </para>
+/// <para>
+/// Fail closed: strict Rosenpass (not permissive) that this host cannot provide (no provider loaded by that name, or it
+/// failed to start) refuses every peer, as a strict provider refuses every peer without Rosenpass: strict means no
+/// tunnel without a post-quantum key, and an agent lacking the plugin must not quietly fall back to the account PSK.
+/// Permissive falls back to the account PSK (or none), which is what permissive allows.
+/// </para>
 /// </summary>
 /// <remarks>
 /// Threading: <see cref="ApplyAsync"/>, <see cref="DecideAsync"/> and <see cref="DisposeAsync"/> run under the map applier's gate (one at a
@@ -47,6 +53,16 @@ internal sealed class PresharedKeys : IAsyncDisposable
     // Why the host has no provider in force while Rosenpass is asked for (none loaded, it failed to start); null
     // otherwise. Written under the applier's gate, read by status.
     private volatile string? _missing;
+
+    // True when _missing is a provider that failed to start (the next map tries it again).
+    private volatile bool _missingRetried;
+
+    // Whether the last map's Rosenpass is permissive; written under the applier's gate, read by status.
+    private volatile bool _permissive;
+
+    // Set while strict Rosenpass is asked for and _missing says why no provider gives its keys: every peer is refused
+    // with this reason (fail closed). Written under the applier's gate.
+    private string? _refuseAll;
 
     private int _changed;
 
@@ -75,14 +91,16 @@ internal sealed class PresharedKeys : IAsyncDisposable
 
     /// <summary>
     /// "rosenpass" and why, while Rosenpass is asked for (by the last map applied) but no provider gives its keys: none
-    /// loaded by the configured name, it failed to start, or it reports a problem; else empty. For
-    /// <see cref="FeatureStatusBuilder.Build"/>.
+    /// loaded by the configured name, it failed to start (with what follows: permissive, peers get the account PSK;
+    /// strict, every peer is refused), or it reports a problem; else empty. For <see cref="FeatureStatusBuilder.Build"/>.
     /// </summary>
     public IReadOnlyDictionary<string, string> NotAvailable
     {
         get
         {
-            var why = _missing ?? (_provider is IPresharedKeyProviderStatus { Problem: { Length: > 0 } problem } ? $"{_config.Rosenpass.Provider}: {problem}" : null);
+            var why = _missing is { } missing
+                ? $"{missing}; {(_permissive ? "peers get the account PSK" : "strict: every peer is refused")}{(_missingRetried ? " until it can" : "")}"
+                : _provider is IPresharedKeyProviderStatus { Problem: { Length: > 0 } problem } ? $"{_config.Rosenpass.Provider}: {problem}" : null;
             return why is null ? NoReasons : new Dictionary<string, string>(StringComparer.Ordinal) { ["rosenpass"] = why };
         }
     }
@@ -100,17 +118,38 @@ internal sealed class PresharedKeys : IAsyncDisposable
 
     /// <summary>
     /// Resolves Rosenpass for <paramref name="map"/> (the local flag or key over the account's setting) and starts or
-    /// ends the provider to match; <see cref="NotAvailable"/> then says why, when it is asked for but not in force.
+    /// ends the provider to match; <see cref="NotAvailable"/> then says why, when it is asked for but not in force, and
+    /// strict Rosenpass without a provider makes <see cref="DecideAsync"/> refuse every peer (fail closed).
     /// Called before status is built for the map and before <see cref="DecideAsync"/>.
     /// </summary>
     public async Task ApplyAsync(NetworkMap map, CancellationToken cancellationToken)
-        => await EnsureProviderAsync(FeatureStatusBuilder.Rosenpass(_config, AccountFeatures.Of(map.Settings)).Enabled, cancellationToken);
+    {
+        var account = AccountFeatures.Of(map.Settings);
+        var rosenpass = FeatureStatusBuilder.Rosenpass(_config, account);
+        _permissive = FeatureStatusBuilder.RosenpassPermissive(_config, account);
+        var provider = await EnsureProviderAsync(rosenpass.Enabled, cancellationToken);
+        var refuseAll = rosenpass.Enabled && provider is null && !_permissive && _missing is { } missing
+            ? $"strict Rosenpass is required ({rosenpass.Source}) and this agent cannot provide it: {missing}"
+            : null;
+        if (refuseAll is not null && _refuseAll is null)
+        {
+            _logger.LogWarning("Strict Rosenpass is required ({Source}), but this agent cannot provide it: {Missing}; every peer is refused (no tunnel without a post-quantum key) until it can",
+                rosenpass.Source, _missing);
+        }
+        else if (refuseAll is null && _refuseAll is not null)
+        {
+            _logger.LogInformation("Strict Rosenpass without a PSK provider ended: peers are decided again");
+        }
+
+        _refuseAll = refuseAll;
+    }
 
     /// <summary>
     /// The peers of <paramref name="map"/> as the PSK provider decides them (the one <see cref="ApplyAsync"/> put in force): allowed ones with its PSK (and whether that
-    /// is post-quantum), refused ones left out. Without a provider (Rosenpass off) the peers go unchanged, with the
-    /// account PSK the map gave them. A provider that throws refuses that peer: failing closed is the strict choice,
-    /// and a permissive provider never throws for a peer without Rosenpass.
+    /// is post-quantum), refused ones left out. Without a provider the peers go unchanged, with the account PSK the map
+    /// gave them (Rosenpass off, or permissive), or, strict Rosenpass without a provider, every one is refused (fail
+    /// closed). A provider that throws refuses that peer: failing closed is the strict choice, and a permissive provider
+    /// never throws for a peer without Rosenpass.
     /// </summary>
     /// <param name="isIdle">Whether a peer is Idle (lazy): it is not asked (no exchange runs for it) and keeps the decision it had.</param>
     public async Task<IReadOnlyList<RemotePeerInfo>> DecideAsync(NetworkMap map, IReadOnlyList<RemotePeerInfo> peers, CancellationToken cancellationToken, Func<WgKey, bool>? isIdle = null)
@@ -118,6 +157,19 @@ internal sealed class PresharedKeys : IAsyncDisposable
         var account = AccountFeatures.Of(map.Settings);
         if (_provider is not { } provider)
         {
+            if (_refuseAll is { } why)
+            {
+                // Fail closed (see the class remarks); one warning said so for all of them (ApplyAsync).
+                var all = new Dictionary<WgKey, string>(peers.Count);
+                foreach (var peer in peers)
+                {
+                    all[peer.PublicKey] = why;
+                }
+
+                Refuse(all);
+                return [];
+            }
+
             _refused = [];
             return peers;
         }
@@ -184,13 +236,19 @@ internal sealed class PresharedKeys : IAsyncDisposable
             allowed.Add(peer with { PresharedKey = decision.PresharedKey, QuantumResistantSince = decision.QuantumResistantSince });
         }
 
+        Refuse(refused);
+        return allowed;
+    }
+
+    /// <summary>Makes <paramref name="refused"/> the refused peers; one refused before and not now leaves status (it is allowed, or gone).</summary>
+    private void Refuse(Dictionary<WgKey, string> refused)
+    {
         foreach (var gone in _refused.Keys.Where(k => !refused.ContainsKey(k)))
         {
             _recorder.RemovePeer(gone.ToBase64());
         }
 
         _refused = refused;
-        return allowed;
     }
 
     /// <summary>
@@ -260,6 +318,7 @@ internal sealed class PresharedKeys : IAsyncDisposable
         if (!enabled)
         {
             _missing = null;
+            _missingRetried = false;
             if (_provider is not null)
             {
                 _logger.LogInformation("Rosenpass off: the PSK provider {Provider} stops; peers get the account PSK", _config.Rosenpass.Provider);
@@ -278,12 +337,13 @@ internal sealed class PresharedKeys : IAsyncDisposable
         if (!_factories.TryGetValue(name, out var factory))
         {
             // The daemon checked a locally enabled provider at start; the account can turn Rosenpass on later.
-            var available = _factories.Count == 0 ? "(none)" : string.Join(", ", _factories.Keys.Order(StringComparer.Ordinal));
-            _missing = $"no PSK provider plugin named \"{name}\" is loaded (available: {available}); peers get the account PSK";
+            _missing = RosenpassAvailability.MissingProvider(name, _factories.Keys);
+            _missingRetried = false;
             if (!_missingWarned)
             {
                 _missingWarned = true;
-                _logger.LogWarning("Rosenpass is on, but {Missing}", _missing);
+                // Strict: ApplyAsync's warning says what follows (every peer refused).
+                _logger.LogWarning("Rosenpass is on, but {Missing}{Effect}", _missing, _permissive ? "; peers get the account PSK (permissive)" : "");
             }
 
             return null;
@@ -298,10 +358,12 @@ internal sealed class PresharedKeys : IAsyncDisposable
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
-            // A map must still apply: peers get the account PSK, and the next map tries the provider again.
+            // A map must still apply: permissive peers get the account PSK, strict ones are refused (ApplyAsync), and
+            // the next map tries the provider again.
             await TellRunningAsync(false, cancellationToken);
-            _missing = $"the PSK provider {name} could not start: {e.Message}; peers get the account PSK until it can";
-            _logger.LogError("The PSK provider {Provider} could not be created: {Problem}; peers get the account PSK until it can", name, e.Message);
+            _missing = $"the PSK provider {name} could not start: {e.Message}";
+            _missingRetried = true;
+            _logger.LogError("The PSK provider {Provider} could not be created: {Problem}; the next network map tries again", name, e.Message);
             return null;
         }
         catch
@@ -313,6 +375,7 @@ internal sealed class PresharedKeys : IAsyncDisposable
         provider.KeyChanged += OnKeyChanged;
         _provider = provider;
         _missing = null;
+        _missingRetried = false;
         _logger.LogInformation("Rosenpass on: every peer's PSK comes from the PSK provider {Provider}", name);
         return provider;
     }

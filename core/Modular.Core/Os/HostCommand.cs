@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Modular.WireGuard.Interface;
 
 namespace Modular.Core.Os;
 
@@ -35,9 +36,8 @@ public static class HostCommand
         }
 
         using var process = Process.Start(psi) ?? throw new IOException($"cannot start {file}");
-        // Process.Dispose leaves the pipes of streams the caller read (StandardOutput, StandardError, StandardInput)
-        // open until the finalizer runs: the daemon's descriptor count would follow the GC, not the commands.
-        using var pipes = new Pipes(process, input is not null);
+        // Closes the redirected pipes now, not when the finalizer runs (see ProcessPipes).
+        using var pipes = new ProcessPipes(process, input is not null);
         using var timer = new CancellationTokenSource(timeout ?? DefaultTimeout, time ?? TimeProvider.System);
         using var bounded = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timer.Token);
         var output = process.StandardOutput.ReadToEndAsync(bounded.Token);
@@ -70,28 +70,6 @@ public static class HostCommand
             }
 
             return new CommandResult(-1, "", $"{file} timed out");
-        }
-    }
-
-    /// <summary>Closes a started process's redirected pipes when disposed, whether or not they were read to the end.</summary>
-    private readonly struct Pipes(Process process, bool input) : IDisposable
-    {
-        public void Dispose()
-        {
-            if (input)
-            {
-                try
-                {
-                    process.StandardInput.Dispose();
-                }
-                catch (IOException)
-                {
-                    // The process exited before reading its input (a broken pipe on the final flush).
-                }
-            }
-
-            process.StandardOutput.Dispose();
-            process.StandardError.Dispose();
         }
     }
 

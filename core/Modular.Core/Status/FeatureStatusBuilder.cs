@@ -24,7 +24,8 @@ public static class FeatureStatusBuilder
 {
     /// <param name="notAvailable">
     /// Features built but not available in this run, with why (by their status name, e.g. "netflow": no flow sink
-    /// could be created; "rosenpass": no PSK provider gives its keys; see <see cref="Merge"/>). A feature listed here is off in status and, while asked for, listed under
+    /// could be created; "rosenpass": no PSK provider gives its keys, or it waits for the first network map, see
+    /// <see cref="RosenpassAvailability"/>; see <see cref="Merge"/>). A feature listed here is off in status and, while asked for, listed under
     /// <c>unavailable</c> as "requested by the account, not available: why" (asked for by the account) or "why".
     /// </param>
     public static FeatureStatus Build(AgentConfig config, bool? uiLazyConnections, AccountFeatures account, IReadOnlyDictionary<string, string>? notAvailable = null)
@@ -85,7 +86,9 @@ public static class FeatureStatusBuilder
         {
             if (decisions.TryGetValue(feature, out var decision) && decision.Enabled && !result.ContainsKey(feature))
             {
-                result = result.SetItem(feature, decision.Source == FeatureSource.Account ? $"requested by the account, not available: {why}" : why);
+                // A reason that only waits for the first map is no "not available" (and the account has not spoken then).
+                var accountAsked = decision.Source == FeatureSource.Account && !RosenpassAvailability.IsPending(why);
+                result = result.SetItem(feature, accountAsked ? $"requested by the account, not available: {why}" : why);
             }
         }
 

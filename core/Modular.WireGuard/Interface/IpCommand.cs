@@ -33,7 +33,7 @@ internal static class IpCommand
     internal static (int ExitCode, string Output, string Error) RunBounded(string file, string arguments, TimeSpan timeout)
     {
         using var process = Start(file, arguments);
-        using var pipes = new Pipes(process);
+        using var pipes = new ProcessPipes(process);
         // Both pipes are read in the background: reading one to its end first would wait on a hung process
         // before the timeout even starts.
         var output = process.StandardOutput.ReadToEndAsync();
@@ -51,7 +51,7 @@ internal static class IpCommand
     internal static async Task RunBoundedAsync(string file, string arguments, TimeSpan timeout, CancellationToken cancellationToken)
     {
         using var process = Start(file, arguments);
-        using var pipes = new Pipes(process);
+        using var pipes = new ProcessPipes(process);
         using var bounded = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         bounded.CancelAfter(timeout);
         var error = process.StandardError.ReadToEndAsync(bounded.Token);
@@ -85,20 +85,6 @@ internal static class IpCommand
     {
         var psi = new ProcessStartInfo(file, arguments) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
         return Process.Start(psi) ?? throw new IOException($"cannot start {file}");
-    }
-
-    /// <summary>
-    /// Closes a started process's stdout and stderr pipes when disposed. Process.Dispose leaves the pipes of streams
-    /// the caller read open until the finalizer runs, so the daemon's descriptor count would follow the GC, not the
-    /// commands (issue 17's cancellation test counts them exactly).
-    /// </summary>
-    private readonly struct Pipes(Process process) : IDisposable
-    {
-        public void Dispose()
-        {
-            process.StandardOutput.Dispose();
-            process.StandardError.Dispose();
-        }
     }
 
     private static void Kill(Process process)

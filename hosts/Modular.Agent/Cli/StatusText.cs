@@ -160,11 +160,12 @@ internal static class StatusText
 
     /// <summary>
     /// "requested, not available: why" when the feature was asked for but cannot be in effect (a reason that says who
-    /// asked, "requested by the account, not available: why", as it is), else <paramref name="state"/>.
+    /// asked, "requested by the account, not available: why", or one that only waits for the first network map,
+    /// "pending first network map (…)", as it is), else <paramref name="state"/>.
     /// </summary>
     private static string Feature(FeatureStatus features, string name, string state)
         => features.Unavailable.TryGetValue(name, out var reason)
-            ? (reason.StartsWith("requested by the account, not available: ", StringComparison.Ordinal) ? reason : $"requested, not available: {reason}")
+            ? (reason.StartsWith("requested by the account, not available: ", StringComparison.Ordinal) || RosenpassAvailability.IsPending(reason) ? reason : $"requested, not available: {reason}")
             : state;
 
     /// <summary>"on, to netflow: 12 recorded, 10 sent, 10 acknowledged, 0 dropped, 0 exported" (counts summed over the sinks that report them), and the first sink's error.</summary>

@@ -148,9 +148,11 @@ internal static class AgentDaemon
             logger.Information("WireGuard public key {PublicKey} (key file in {StateDir})", publicKey.ToBase64(), config.StateDir);
         }
 
+        // Before the first network map a locally enabled Rosenpass is pending, not on: its provider starts with the map.
+        var beforeFirstMap = RosenpassAvailability.BeforeFirstMap(config, catalog.NamesOf<Modular.Abstractions.Security.IPresharedKeyProviderFactory>());
         var recorder = new StatusRecorder(
             new InterfaceStatus(config.Interface.Name, config.Interface.Mode.ToString().ToLowerInvariant(), config.Interface.Port, config.Interface.Mtu),
-            FeatureStatusBuilder.Build(config, null, AccountFeatures.None),
+            FeatureStatusBuilder.Build(config, null, AccountFeatures.None, beforeFirstMap),
             publicKey.ToBase64(),
             new ServiceStatus(config.ManagementUrls.Count > 0 ? config.ManagementUrls[0].ToString() : "", false, "connecting"),
             new ServiceStatus("", false, "not connected: the signal address comes from the management login"));
@@ -164,7 +166,7 @@ internal static class AgentDaemon
                 if (uiSettings.LoadLazyConnections() is { } saved)
                 {
                     switches.SetLazyConnections(saved);
-                    recorder.UpdateFeatures(_ => FeatureStatusBuilder.Build(config, saved, AccountFeatures.None));
+                    recorder.UpdateFeatures(_ => FeatureStatusBuilder.Build(config, saved, AccountFeatures.None, beforeFirstMap));
                     logger.Information("Lazy connections {State}, as last switched in the local UI ({Path})", saved ? "on" : "off", uiSettings.Path);
                 }
             }

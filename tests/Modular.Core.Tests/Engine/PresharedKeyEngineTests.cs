@@ -7,6 +7,7 @@ using Modular.Abstractions.WireGuard;
 using Modular.Control.Management;
 using Modular.Core.Config;
 using Modular.Core.Tests.Routing;
+using Modular.Testing;
 
 namespace Modular.Core.Tests.Engine;
 
@@ -59,12 +60,12 @@ public sealed class PresharedKeyEngineTests
     }
 
     [Fact]
-    public async Task Without_a_provider_plugin_the_account_asking_for_Rosenpass_shows_it_not_available_with_why_and_peers_get_the_account_psk()
+    public async Task Without_a_provider_plugin_the_account_asking_for_permissive_Rosenpass_shows_it_not_available_with_why_and_peers_get_the_account_psk()
     {
         await using var rig = new AgentEngineTests.EngineRig((_, _) => ValueTask.CompletedTask);
         await rig.Engine.EnsureInterfaceAsync(Login, CancellationToken.None);
 
-        await rig.Engine.ApplyMapAsync(Map(accountRosenpass: true), CancellationToken.None);
+        await rig.Engine.ApplyMapAsync(Map(accountRosenpass: true, permissive: true), CancellationToken.None);
 
         var features = rig.Recorder.Snapshot().Features;
         Assert.False(features.Rosenpass);
@@ -83,7 +84,45 @@ public sealed class PresharedKeyEngineTests
     }
 
     [Fact]
-    public async Task A_provider_that_fails_to_start_shows_Rosenpass_not_available_with_its_error_and_a_later_map_that_starts_it_clears_it()
+    public async Task Without_a_provider_plugin_strict_Rosenpass_from_the_account_fails_closed_every_peer_is_refused_and_status_says_why()
+    {
+        var log = new ListLogger();
+        await using var rig = new AgentEngineTests.EngineRig((_, _) => ValueTask.CompletedTask, logs: new ListLoggerFactory(log));
+        await rig.Engine.EnsureInterfaceAsync(Login, CancellationToken.None);
+
+        await rig.Engine.ApplyMapAsync(Map(accountRosenpass: true), CancellationToken.None);
+
+        // No peer reaches WireGuard: the account PSK is no post-quantum key, and strict allows no tunnel without one.
+        Assert.Null(rig.Engine.Connections!.Find(Rosenpass));
+        Assert.Null(rig.Engine.Connections!.Find(Plain));
+        Assert.Empty(Assert.Single(rig.Interfaces).Peers);
+        var features = rig.Recorder.Snapshot().Features;
+        Assert.False(features.Rosenpass);
+        Assert.Equal("requested by the account, not available: no PSK provider plugin named \"rosenpass\" is loaded (available: (none)); strict: every peer is refused",
+            features.Unavailable["rosenpass"]);
+        Assert.All(rig.Recorder.Snapshot().Peers, peer =>
+        {
+            Assert.Equal(PeerConnectionState.Idle, peer.State);
+            Assert.Equal("refused: strict Rosenpass is required (account) and this agent cannot provide it: no PSK provider plugin named \"rosenpass\" is loaded (available: (none))", peer.Reason);
+        });
+        Assert.Equal(2, rig.Recorder.Snapshot().Peers.Count);
+        // One warning says it for every peer, and a second map does not repeat it.
+        var again = Map(accountRosenpass: true);
+        again.Serial = 2;
+        await rig.Engine.ApplyMapAsync(again, CancellationToken.None);
+        Assert.Single(log.Warnings, m => m.Contains("Strict Rosenpass is required (account), but this agent cannot provide it", StringComparison.Ordinal));
+
+        // The account making it permissive lets them in with the account PSK.
+        var permissive = Map(accountRosenpass: true, permissive: true);
+        permissive.Serial = 3;
+        await rig.Engine.ApplyMapAsync(permissive, CancellationToken.None);
+        Assert.Equal(AccountPsk, Psk(rig, Rosenpass));
+        Assert.Equal(AccountPsk, Psk(rig, Plain));
+        Assert.DoesNotContain(rig.Recorder.Snapshot().Peers, peer => peer.Reason?.StartsWith("refused", StringComparison.Ordinal) == true);
+    }
+
+    [Fact]
+    public async Task A_provider_that_fails_to_start_shows_Rosenpass_not_available_with_its_error_strict_refuses_meanwhile_and_a_later_map_that_starts_it_clears_it()
     {
         var provider = new FakeProvider { FailToStart = "the state directory is read-only" };
         await using var rig = Rig(provider);
@@ -94,9 +133,10 @@ public sealed class PresharedKeyEngineTests
 
         var features = rig.Recorder.Snapshot().Features;
         Assert.False(features.Rosenpass);
-        Assert.Equal("requested by the account, not available: the PSK provider rosenpass could not start: the state directory is read-only; peers get the account PSK until it can",
+        Assert.Equal("requested by the account, not available: the PSK provider rosenpass could not start: the state directory is read-only; strict: every peer is refused until it can",
             features.Unavailable["rosenpass"]);
-        Assert.Equal(AccountPsk, Psk(rig, Plain));
+        Assert.Null(rig.Engine.Connections!.Find(Rosenpass));
+        Assert.Null(rig.Engine.Connections!.Find(Plain));
 
         provider.FailToStart = null;
         var next = Map(accountRosenpass: true);
@@ -104,6 +144,23 @@ public sealed class PresharedKeyEngineTests
         await rig.Engine.ApplyMapAsync(next, CancellationToken.None);
         Assert.True(rig.Recorder.Snapshot().Features.Rosenpass);
         Assert.Empty(rig.Recorder.Snapshot().Features.Unavailable);
+        Assert.Equal(RouteMaps.Key(0x11), Psk(rig, Rosenpass)); // the provider decides again: its key, and strict refuses Plain
+        Assert.Null(rig.Engine.Connections!.Find(Plain));
+        Assert.Equal("refused: strict: no Rosenpass", rig.Recorder.Snapshot().Peers.Single(p => p.PublicKey == Plain.ToBase64()).Reason);
+    }
+
+    [Fact]
+    public async Task A_permissive_provider_that_fails_to_start_lets_peers_in_with_the_account_psk_until_it_can()
+    {
+        var provider = new FakeProvider { FailToStart = "the state directory is read-only" };
+        await using var rig = Rig(provider);
+        await rig.Engine.EnsureInterfaceAsync(Login, CancellationToken.None);
+
+        await rig.Engine.ApplyMapAsync(Map(accountRosenpass: true, permissive: true), CancellationToken.None);
+
+        Assert.Equal("requested by the account, not available: the PSK provider rosenpass could not start: the state directory is read-only; peers get the account PSK until it can",
+            rig.Recorder.Snapshot().Features.Unavailable["rosenpass"]);
+        Assert.Equal(AccountPsk, Psk(rig, Plain));
     }
 
     [Fact]
@@ -123,6 +180,50 @@ public sealed class PresharedKeyEngineTests
         Assert.Equal("rosenpass: no exchange address (settings address=, port=0); the exchange does not run", features.Unavailable["rosenpass"]);
         Assert.Null(rig.Engine.Connections!.Find(Plain)); // the provider stays in force: strict still refuses
         Assert.Equal(RouteMaps.Key(0x11), Psk(rig, Rosenpass));
+    }
+
+    [Fact]
+    public async Task Before_the_first_map_a_locally_enabled_Rosenpass_is_pending_not_on_and_the_first_map_puts_it_in_effect()
+    {
+        var provider = new FakeProvider();
+        var before = await FeaturesAtLogin(provider, permissive: true);
+
+        // The provider starts only with a map: until then status must not say Rosenpass (or permissive) is on.
+        Assert.False(before.Rosenpass);
+        Assert.False(before.RosenpassPermissive);
+        Assert.Equal("config", before.RosenpassSource);
+        Assert.Equal("pending first network map (the PSK provider \"rosenpass\" starts with it)", before.Unavailable["rosenpass"]);
+        Assert.Equal(0, provider.Created);
+
+        await using var rig = Rig(provider, LocalRosenpass(permissive: true));
+        await rig.Engine.EnsureInterfaceAsync(Login, CancellationToken.None);
+        provider.Keys[Rosenpass] = RouteMaps.Key(0x11);
+        await rig.Engine.ApplyMapAsync(Map(accountRosenpass: false), CancellationToken.None);
+        var after = rig.Recorder.Snapshot().Features;
+        Assert.True(after.Rosenpass);
+        Assert.Equal("config", after.RosenpassSource);
+        Assert.False(after.Unavailable.ContainsKey("rosenpass"));
+    }
+
+    [Fact]
+    public async Task Before_the_first_map_a_locally_enabled_Rosenpass_without_its_provider_plugin_is_not_available_and_says_why()
+    {
+        var before = await FeaturesAtLogin(provider: null, permissive: false);
+
+        Assert.False(before.Rosenpass);
+        Assert.Equal("config", before.RosenpassSource);
+        // Asked for by this machine (the account has not spoken), so the reason does not name the account.
+        Assert.Equal("no PSK provider plugin named \"rosenpass\" is loaded (available: (none))", before.Unavailable["rosenpass"]);
+    }
+
+    [Fact]
+    public async Task Before_the_first_map_without_a_local_setting_Rosenpass_is_off_and_nothing_is_pending()
+    {
+        var before = await FeaturesAtLogin(new FakeProvider(), permissive: null);
+
+        Assert.False(before.Rosenpass);
+        Assert.Equal("default", before.RosenpassSource);
+        Assert.False(before.Unavailable.ContainsKey("rosenpass"), "the account decides once its first map comes; nothing is asked for before");
     }
 
     [Fact]
@@ -230,17 +331,50 @@ public sealed class PresharedKeyEngineTests
         Assert.True(provider.Asked.ContainsKey(Rosenpass));
     }
 
+    /// <summary>
+    /// The features status shows when the engine starts, before any login or map: the run loop builds them first, and the
+    /// login step (where the test stops it) comes right after. <paramref name="permissive"/> null: no local Rosenpass key.
+    /// </summary>
+    private static async Task<Modular.Core.Status.FeatureStatus> FeaturesAtLogin(FakeProvider? provider, bool? permissive)
+    {
+        using var stop = new CancellationTokenSource();
+        Modular.Core.Status.FeatureStatus? seen = null;
+        AgentEngineTests.EngineRig? rig = null;
+        rig = new AgentEngineTests.EngineRig(
+            (step, _) =>
+            {
+                if (step == Modular.Core.Engine.EngineStep.Login && seen is null)
+                {
+                    seen = rig!.Recorder.Snapshot().Features;
+                    stop.Cancel();
+                }
+
+                return ValueTask.CompletedTask;
+            },
+            configure: permissive is { } p ? LocalRosenpass(p) : null,
+            pskProviders: provider is null ? null : new Dictionary<string, IPresharedKeyProviderFactory> { ["rosenpass"] = provider });
+        await using (rig)
+        {
+            await rig.RunAsync(stop.Token);
+        }
+
+        return seen ?? throw new InvalidOperationException("the engine never reached its login step");
+    }
+
+    private static Func<AgentConfig, AgentConfig> LocalRosenpass(bool permissive)
+        => c => c with { Rosenpass = new Modular.Core.Config.RosenpassConfig { Enabled = new LocalToggle(Config: true), Permissive = permissive } };
+
     private static WgKey? Psk(AgentEngineTests.EngineRig rig, WgKey peer)
         => (rig.Engine.Connections!.Find(peer) ?? throw new InvalidOperationException("no connection for the peer")).Peer.PresharedKey;
 
     private static AgentEngineTests.EngineRig Rig(FakeProvider provider, Func<AgentConfig, AgentConfig>? configure = null)
         => new((_, _) => ValueTask.CompletedTask, configure: configure, pskProviders: new Dictionary<string, IPresharedKeyProviderFactory> { ["rosenpass"] = provider });
 
-    /// <summary>Peer 2 runs Rosenpass (fingerprint ab00.., address 100.64.0.2:9999), peer 3 does not; the account sets a PSK.</summary>
-    private static NetworkMap Map(bool accountRosenpass)
+    /// <summary>Peer 2 runs Rosenpass (fingerprint ab00.., address 100.64.0.2:9999), peer 3 does not; the account sets a PSK (and strict unless <paramref name="permissive"/>).</summary>
+    private static NetworkMap Map(bool accountRosenpass, bool permissive = false)
     {
         var map = new NetworkMap { Serial = 1, AccountPsk = ByteString.CopyFrom(AccountPsk.ToArray()) };
-        map.Settings = new AccountSettings { Rosenpass = new RosenpassSettings { Enabled = accountRosenpass, Permissive = false } };
+        map.Settings = new AccountSettings { Rosenpass = new RosenpassSettings { Enabled = accountRosenpass, Permissive = permissive } };
         var fingerprint = new byte[32];
         fingerprint[0] = 0xab;
         map.RemotePeers.Add(new RemotePeer
