@@ -188,36 +188,34 @@ public sealed class UdpProxyTests : IAsyncLifetime
     /// Issue 16: a redirect (a relayed peer switched to its direct endpoint, the proxy kept) hands relay datagrams to
     /// WireGuard as from that endpoint AND at the local address a packet from there would arrive on, as a real WireGuard
     /// bound to all addresses sees it (at 127.0.0.1 it would answer the direct endpoint from 127.0.0.1, which cannot
-    /// leave lo); redirected back to the proxy's own endpoint, they come from it again, to 127.0.0.1.
+    /// leave lo); redirected back to the proxy's own endpoint, they come from it again, to 127.0.0.1. It runs in a
+    /// namespace of its own whose default route leaves through a veth pair inside it, so it depends on none of the host's routes.
     /// </summary>
     [SkippableFact]
     public async Task RedirectAs_makes_relay_datagrams_come_from_the_given_endpoint_to_the_address_it_is_reached_on()
     {
         Prerequisites.RequireRoot();
+        using var rig = NamespacedWireGuard.Create("ur");
+        rig.Namespace.Exec("ip link add ur0 type veth peer name ur1");
+        rig.Namespace.Exec("ip addr add 198.18.6.2/24 dev ur0");
+        rig.Namespace.Exec("ip link set ur0 up");
+        rig.Namespace.Exec("ip link set ur1 up");
+        rig.Namespace.Exec("ip route add default via 198.18.6.1 dev ur0");
+        var reachedOn = IPAddress.Parse("198.18.6.2");
         var asPeer = new IPEndPoint(IPAddress.Parse("198.18.7.7"), 40123);
-        // Where a packet from asPeer arrives: the address the routing table picks towards it (a connected socket sends nothing).
-        IPAddress? reachedOn = null;
-        using (var probe = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp))
-        {
-            try
-            {
-                probe.Connect(asPeer);
-                reachedOn = ((IPEndPoint)probe.LocalEndPoint!).Address;
-            }
-            catch (SocketException)
-            {
-            }
-        }
 
-        Prerequisites.Require(reachedOn is not null, $"needs a route to {asPeer.Address} (a default route)");
-
-        // A WireGuard bound to every address, as kernel WireGuard and wireguard-go are; it reports each datagram's destination.
-        using var wireGuard = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        // The stand-in for WireGuard is bound to every address, as kernel WireGuard and wireguard-go are; it reports each datagram's destination.
+        var wireGuard = rig.WireGuard;
         wireGuard.SetSocketOption(SocketOptionLevel.IP, SocketOptionName.PacketInformation, true);
-        wireGuard.Bind(new IPEndPoint(IPAddress.Any, 0));
         var relay = new InMemoryRelayedConnection();
         await using var proxy = new UdpProxy(((IPEndPoint)wireGuard.LocalEndPoint!).Port, NullLogger.Instance);
-        await proxy.AddRelayedConnAsync(relay, Peer, CancellationToken.None);
+
+        // The shared socket opens with the first relayed connection: in the namespace, next to the stand-in.
+        rig.Run(() =>
+        {
+            proxy.AddRelayedConnAsync(relay, Peer, CancellationToken.None).AsTask().GetAwaiter().GetResult();
+            return 0;
+        });
         proxy.Work();
 
         async Task<(byte[] Data, IPEndPoint From, IPAddress To)> ReceiveAsync()
@@ -227,15 +225,23 @@ public sealed class UdpProxyTests : IAsyncLifetime
             return (buffer[..result.ReceivedBytes], (IPEndPoint)result.RemoteEndPoint, result.PacketInformation.Address);
         }
 
-        proxy.RedirectAs(asPeer);
+        // The redirect opens its raw socket, and looks up its route, in the namespace.
+        rig.Run(() =>
+        {
+            proxy.RedirectAs(asPeer);
+            return 0;
+        });
         await relay.FromRelay.Writer.WriteAsync(WgFrames.Transport(5, 6, 7));
         var (data, from, to) = await ReceiveAsync();
         Assert.Equal(WgFrames.Transport(5, 6, 7), data);
         Assert.Equal(asPeer, from);
         Assert.Equal(reachedOn, to);
-        Assert.NotEqual(IPAddress.Loopback, to);
 
-        proxy.RedirectAs(proxy.EndpointAddr);
+        rig.Run(() =>
+        {
+            proxy.RedirectAs(proxy.EndpointAddr);
+            return 0;
+        });
         await relay.FromRelay.Writer.WriteAsync(WgFrames.Transport(8));
         (data, from, to) = await ReceiveAsync();
         Assert.Equal(WgFrames.Transport(8), data);
