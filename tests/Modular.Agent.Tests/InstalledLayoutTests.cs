@@ -47,6 +47,11 @@ public sealed class InstalledLayoutTests : IDisposable
 
         // exec, not a child: the pid a service manager started is the daemon's.
         Assert.Equal("modulard", File.ReadAllText($"/proc/{daemon.Process.Id}/comm").Trim());
+        // ...started with glibc's malloc capped at two arenas (MallocArenas), unless the caller set its own cap.
+        if (Environment.GetEnvironmentVariable("MALLOC_ARENA_MAX") is not { Length: > 0 })
+        {
+            Assert.Contains("MALLOC_ARENA_MAX=2", File.ReadAllText($"/proc/{daemon.Process.Id}/environ").Split('\0'));
+        }
 
         var status = AgentHarness.Run($"status -d --socket {_agent.SocketPath}");
         Assert.True(status.ExitCode == 0, status.Error + status.Output);

@@ -1,6 +1,7 @@
 using System.Collections.Immutable;
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime;
 using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.Time.Testing;
@@ -66,6 +67,51 @@ public sealed class MetricsTests : IDisposable
     }
 
     [Fact]
+    public async Task Ten_thousand_peers_make_as_many_series_as_two()
+    {
+        async Task<string> ScrapeWith(int peers)
+        {
+            var recorder = NewRecorder();
+            for (var i = 0; i < peers; i++)
+            {
+                var key = Convert.ToBase64String(BitConverter.GetBytes(i).Concat(new byte[28]).ToArray());
+                var (state, type, proxy) = (i % 3) switch
+                {
+                    0 => (PeerConnectionState.Connected, (ConnectionType?)ConnectionType.P2P, (string?)null),
+                    1 => (PeerConnectionState.Connected, ConnectionType.Relayed, i % 2 == 0 ? "udp" : "bind"),
+                    _ => (PeerConnectionState.Idle, null, null),
+                };
+                recorder.SetPeer(new PeerStatus($"peer-{i}", "100.64.0.2", key, state, null, type, null, null, null, proxy, Start, Start, i, i, null, false, null));
+            }
+
+            return await ScrapeAsync(new AgentMetrics(recorder, new FakeTimeProvider(Start)));
+        }
+
+        static string[] Series(string text) => text.Split('\n').Where(l => l.Length > 0 && !l.StartsWith('#')).Select(l => l[..l.LastIndexOf(' ')]).Order(StringComparer.Ordinal).ToArray();
+
+        var two = await ScrapeWith(2);
+        var many = await ScrapeWith(10_000);
+        Assert.Equal(6667, Value(many, "modular_peers{state=\"Connected\"}"));
+        Assert.Equal(Series(two).Except(["modular_relayed_peers{proxy=\"udp\"}"]), Series(many).Except(["modular_relayed_peers{proxy=\"udp\"}"]));
+    }
+
+    [Fact]
+    public async Task The_process_and_its_garbage_collector_are_exported_beside_the_agents_own_metrics()
+    {
+        var metrics = new AgentMetrics(NewRecorder(), new FakeTimeProvider(Start));
+        GC.Collect(); // the heap "after the last collection" needs one to have happened
+
+        var text = await ScrapeAsync(metrics);
+        Assert.True(Value(text, "dotnet_gc_heap_size_bytes") > 0, text);
+        Assert.True(Value(text, "dotnet_gc_committed_bytes") > 0, text);
+        Assert.Equal(GCSettings.IsServerGC ? 1 : 0, Value(text, "dotnet_gc_server"));
+        Assert.True(Value(text, "dotnet_collection_count_total{generation=\"2\"}") >= 1, text);
+        Assert.True(Value(text, "process_working_set_bytes") > 0, text);
+        Assert.True(Value(text, "process_open_handles") > 0, text);
+        Assert.True(Value(text, "process_num_threads") > 0, text);
+    }
+
+    [Fact]
     public async Task A_daemon_serves_metrics_and_status_says_so()
     {
         var listen = $"127.0.0.1:{FreeLoopbackPort()}";
@@ -77,6 +123,8 @@ public sealed class MetricsTests : IDisposable
         Assert.Equal(0, Value(text, "modular_management_connected"));
         Assert.Equal(0, Value(text, "modular_engine_restarts_total"));
         Assert.Equal(1, Value(text, "modular_proxy_kind_info{kind=\"auto\"}"));
+        Assert.Equal(0, Value(text, "dotnet_gc_server")); // the daemon runs the workstation GC (Modular.Agent.csproj says why)
+        Assert.True(Value(text, "process_open_handles") > 0, text);
 
         using var status = JsonDocument.Parse(AgentHarness.Run($"status --json --socket {_agent.SocketPath}").Output);
         var metrics = status.RootElement.GetProperty("metrics");

@@ -55,6 +55,7 @@ public sealed class ServiceTests : IDisposable
         // The agent keeps what it manages the network with; the server only binds ports.
         Assert.Equal("CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE CAP_BPF", Setting(agent, "CapabilityBoundingSet"));
         Assert.Equal("/dev/net/tun rw", Setting(agent, "DeviceAllow"));
+        Assert.Equal("MALLOC_ARENA_MAX=2", Setting(agent, "Environment")); // capped before the runtime's first thread
         Assert.StartsWith("/usr/lib/modular/modulard up ", Setting(agent, "ExecStart"), StringComparison.Ordinal);
         Assert.Equal("CAP_NET_BIND_SERVICE", Setting(server, "CapabilityBoundingSet"));
     }

@@ -79,6 +79,10 @@ public sealed class FaultSoakTests(ITestOutputHelper output)
                 samples.Add((clock.Elapsed, sample));
                 rig.Log(string.Create(CultureInfo.InvariantCulture, $"cycle {cycle} at {clock.Elapsed.TotalMinutes:F1} min: ")
                         + string.Join("; ", sample.Select(s => $"{s.Key} fds {s.Value.Fds} rss {s.Value.RssKb} kB")));
+                // What the RSS is made of (not asserted): the managed heap after the last GC and what the GC holds
+                // committed (the agent's metrics), anonymous and file-backed resident memory (/proc). A heap that grows
+                // is a leak; a flat heap under a growing RSS is the runtime keeping memory.
+                rig.Log("  " + string.Join("; ", names.Select(n => $"{n} {Breakdown(rig[n])}")));
             }
 
             var measured = samples.Where(s => s.At >= settle).ToList();
@@ -109,6 +113,21 @@ public sealed class FaultSoakTests(ITestOutputHelper output)
     private static bool AllIdle(MeshRig.Agent agent)
         => agent.Status() is { } s && s.GetProperty("peers").GetArrayLength() == 2
            && s.GetProperty("peers").EnumerateArray().All(p => p.GetProperty("state").GetString() == "Idle");
+
+    /// <summary>
+    /// The agent's managed heap after the last GC and the GC's committed memory (its metrics endpoint), and its RSS by
+    /// kind (/proc: anonymous, file-backed, shared — the runtime's double-mapped JIT code), in kB.
+    /// </summary>
+    private static string Breakdown(MeshRig.Agent agent)
+    {
+        var metrics = agent.Namespace.TryExec("curl -sS --max-time 10 http://127.0.0.1:9090/metrics", TimeSpan.FromSeconds(20)).Output;
+        string Kb(string series) => metrics.Contains(series + " ", StringComparison.Ordinal)
+            ? (PrometheusText.Value(metrics, series) / 1024).ToString("F0", CultureInfo.InvariantCulture)
+            : "?";
+        var status = File.ReadLines($"/proc/{agent.Process!.Id}/status").ToList();
+        string Field(string key) => status.FirstOrDefault(l => l.StartsWith(key + ":", StringComparison.Ordinal))?.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[1] ?? "?";
+        return $"heap {Kb("dotnet_gc_heap_size_bytes")} committed {Kb("dotnet_gc_committed_bytes")} anon {Field("RssAnon")} file {Field("RssFile")} shmem {Field("RssShmem")} kB, threads {Field("Threads")}";
+    }
 
     /// <summary>A daemon's open file descriptors and resident memory, from /proc.</summary>
     private static (int Fds, long RssKb) Measure(int pid)

@@ -41,6 +41,7 @@ internal static class ManagedAgent
             }
 
             Console.Out.Flush();
+            Daemon.MallocArenas.ExportForExec(); // modulard's runtime starts with the cap (see MallocArenas)
             var result = Execv(path, argv); // returns only on failure
             Console.Error.WriteLine($"could not start {path} (execv returned {result}): {Marshal.GetLastPInvokeErrorMessage()}");
             return ExitCodes.Error;

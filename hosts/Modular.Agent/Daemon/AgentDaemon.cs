@@ -28,6 +28,7 @@ internal static class AgentDaemon
 {
     public static async Task<int> RunAsync(UpOptions options, CancellationToken cancellationToken)
     {
+        MallocArenas.Limit(); // first: before the daemon's threads take arenas of their own
         var configPath = AgentPaths.ConfigPath(options.ConfigPath);
         AgentConfig config;
         try

@@ -73,6 +73,7 @@ internal sealed class AgentMetrics
         _peersByType.WithLabels("p2p");
         _peersByType.WithLabels("relayed");
         Registry.AddBeforeCollectCallback(Collect);
+        RuntimeMetrics.Register(Registry);
     }
 
     /// <summary>What the endpoint exports.</summary>
