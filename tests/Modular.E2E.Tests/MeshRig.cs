@@ -193,15 +193,17 @@ public sealed class MeshRig : IDisposable
 
     public void Dispose()
     {
+        // Each step runs even when one before it failed: a `down` that cannot start (the agent binary removed under a
+        // running test) once left the test's namespaces behind. Deleting a namespace kills what still runs in it.
         foreach (var agent in _agents.Values)
         {
-            agent.Stop();
+            BestEffort(agent.Stop, agent.Kill);
         }
 
-        KillServer();
+        BestEffort(KillServer);
         foreach (var ns in Enumerable.Reverse(_namespaces))
         {
-            ns.Dispose();
+            BestEffort(ns.Dispose);
         }
 
         try
@@ -210,6 +212,22 @@ public sealed class MeshRig : IDisposable
         }
         catch (IOException)
         {
+        }
+    }
+
+    private static void BestEffort(Action step, Action? instead = null)
+    {
+        try
+        {
+            step();
+        }
+        catch (Exception e) when (e is System.ComponentModel.Win32Exception or InvalidOperationException or IOException or UnauthorizedAccessException)
+        {
+            Console.Error.WriteLine($"MeshRig clean-up: {e.GetType().Name}: {e.Message}");
+            if (instead is not null)
+            {
+                BestEffort(instead);
+            }
         }
     }
 
