@@ -73,6 +73,9 @@ public sealed partial class FaultTests(ITestOutputHelper output)
             var restarted = Stopwatch.StartNew();
             rig.Log($"{component}: started again");
             Assert.True(run.Process.WaitForExit(30_000), $"the iperf3 run across the {component} restart ends");
+            // It has exited: this waits for its redirected output to be read to the end. WaitForExit with a timeout does
+            // not, and a JSON report read half-way once parsed as no intervals at all (CI, with all six > 0 in the message).
+            run.Process.WaitForExit();
             var intervals = IntervalBytes(run.Output);
             rig.Log($"{component}: P2P iperf3 bytes per second across the restart: {string.Join(' ', intervals)}");
             Assert.True(intervals.Count >= 5 && intervals.All(bytes => bytes > 0),

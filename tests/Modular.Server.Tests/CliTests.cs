@@ -169,6 +169,7 @@ public sealed class CliTests : IAsyncLifetime
 
         Shell.Run("kill", $"-TERM {server.Process.Id}");
         Assert.True(server.Process.WaitForExit(20_000), "the server did not stop on SIGTERM");
+        server.Process.WaitForExit(); // it has exited: this only waits for its output to be read to the end
         Assert.Equal(0, server.Process.ExitCode);
         Assert.DoesNotContain(key, server.Output, StringComparison.Ordinal);
         Assert.DoesNotContain("wrong-key-marker", server.Output, StringComparison.Ordinal);
