@@ -116,6 +116,8 @@ public sealed class RelayProxyTests(ITestOutputHelper output)
         a.UseKernelMode();
         a.Start(disable is null ? null : new Dictionary<string, string> { ["NB_DISABLE_EBPF_WG_PROXY"] = disable });
         rig.WaitUntil(() => a.Process is null or { HasExited: true }, TimeSpan.FromSeconds(120), $"{a.Name} gave up", () => a.Output);
+        // Exited is not read to the end: the error's last lines may still be in the pipe (the asserts below say if not).
+        _ = a.WaitForOutputEnd(TimeSpan.FromSeconds(30));
         Assert.NotEqual(0, a.Process!.ExitCode);
         Assert.Contains($"{a.ConfigPath}:", a.Output, StringComparison.Ordinal);
         Assert.Contains(": proxy.kind: the eBPF proxy", a.Output, StringComparison.Ordinal);
