@@ -9,8 +9,9 @@ namespace Modular.Plugins.ProxyEbpf;
 /// <summary>
 /// The "ebpf" proxy: kernel/external WireGuard only (Linux 6.6+ for tcx, root). One <see cref="EbpfDataPath"/> per
 /// WireGuard listen port, loaded and attached by the first proxy created and detached when the last one closes (the
-/// engine holds one from start to stop when <c>kind = "ebpf"</c> is explicit, so a load failure stops start-up). A
-/// failing load throws from <see cref="CreateAsync"/> with the reason; automatic selection then uses udp.
+/// engine holds one from start to stop, so a load failure stops start-up). Used only when <c>kind = "ebpf"</c> is
+/// explicit: automatic selection picks udp in kernel mode (README, "Relay proxies"). A failing load throws from
+/// <see cref="CreateAsync"/> with the reason.
 /// </summary>
 /// <remarks>
 /// Setting <c>[plugins.ebpf] object</c>: the compiled program (default: bpf/wgproxy.o next to this assembly, built

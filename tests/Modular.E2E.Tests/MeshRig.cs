@@ -255,6 +255,9 @@ public sealed class MeshRig : IDisposable
 
         public string Output => _process?.Output ?? "";
 
+        /// <summary>Waits (bounded) until the agent's stdout and stderr have ended, so <see cref="Output"/> is complete after it exited.</summary>
+        public bool WaitForOutputEnd(TimeSpan timeout) => _process?.WaitForOutputEnd(timeout) ?? true;
+
         /// <summary>Writes the agent's TOML; <paramref name="logLevel"/> is "debug" for tests, "info" for benchmarks (Debug logging costs throughput).</summary>
         /// <param name="pluginsDir">The plugins folder; default the installed agent's own.</param>
         public void WriteConfig(string setupKey, string extra = "", string? pluginsDir = null, string logLevel = "debug")

@@ -151,6 +151,8 @@ public static class Shell
     public sealed class BackgroundProcess : IDisposable
     {
         private readonly System.Text.StringBuilder _output = new();
+        private readonly TaskCompletionSource _ended = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private int _openStreams = 2;
 
         internal BackgroundProcess(Process process)
         {
@@ -174,10 +176,22 @@ public static class Shell
             }
         }
 
+        /// <summary>
+        /// Waits until stdout and stderr have both ended, so <see cref="Output"/> holds everything the process wrote:
+        /// Process.HasExited can turn true before the last lines have been read.
+        /// </summary>
+        public bool WaitForOutputEnd(TimeSpan timeout) => _ended.Task.Wait(timeout);
+
         private void Append(string? line)
         {
             if (line is null)
             {
+                // A null line is a stream's end.
+                if (Interlocked.Decrement(ref _openStreams) == 0)
+                {
+                    _ended.TrySetResult();
+                }
+
                 return;
             }
 

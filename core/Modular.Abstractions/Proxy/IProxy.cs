@@ -100,8 +100,8 @@ public readonly record struct ProxyCapability(bool CanProxy, string? Reason)
 
 /// <summary>
 /// Creates proxies of one kind. Export with <c>[Export(typeof(IProxyFactory))]</c> and
-/// <c>[PluginName("udp")]</c>. Selection: the TOML name, else automatically bind for a
-/// userspace interface, ebpf then udp for a kernel one.
+/// <c>[PluginName("udp")]</c>. Selection: the TOML name, else automatically bind (then udp) for a
+/// userspace interface and udp for a kernel one (ebpf only when named).
 /// </summary>
 /// <remarks>
 /// Implement <see cref="CanProxy(IWgInterfaceView, ProxyEnvironment)"/> and
@@ -134,7 +134,8 @@ public interface IProxyFactory : IPluginFactory
 #pragma warning restore CS0618
 
     /// <summary>
-    /// Creates a proxy for one peer. May fail (e.g. an eBPF load); the caller then falls back. Called from
+    /// Creates a proxy for one peer. May fail (e.g. an eBPF load); the relayed connect then fails with the reason
+    /// (a factory that cannot serve should say so in CanProxy, which lets automatic selection try the next). Called from
     /// any thread, possibly concurrently for different peers; <paramref name="context"/> is this plugin's.
     /// </summary>
     ValueTask<IProxy> CreateAsync(IWgInterfaceView iface, IPluginContext context, CancellationToken cancellationToken)

@@ -144,8 +144,7 @@ internal sealed class EngineAssembly
                 _config.Proxy.Kind,
                 _options.ProxyFactories,
                 new ProxyEnvironment(_config.Proxy.EbpfDisabled, Environment.UserName == "root"),
-                PluginContext,
-                _logger);
+                PluginContext);
             try
             {
                 // An explicit ebpf is loaded and attached now, not at the first relayed connect: failing stops start-up.
