@@ -104,6 +104,8 @@ public sealed class MetricsTests : IDisposable
         var text = await ScrapeAsync(metrics);
         Assert.True(Value(text, "dotnet_gc_heap_size_bytes") > 0, text);
         Assert.True(Value(text, "dotnet_gc_committed_bytes") > 0, text);
+        Assert.True(Value(text, "dotnet_gc_live_bytes") > 0, text); // GC.Collect() is a full blocking collection
+        Assert.True(Value(text, "dotnet_gc_fragmented_bytes") >= 0, text);
         Assert.Equal(GCSettings.IsServerGC ? 1 : 0, Value(text, "dotnet_gc_server"));
         Assert.True(Value(text, "dotnet_collection_count_total{generation=\"2\"}") >= 1, text);
         Assert.True(Value(text, "process_working_set_bytes") > 0, text);

@@ -16,11 +16,7 @@ public sealed partial class WgDevice
     private void ReceiveLoop(ReceiveFunc receive)
     {
         var batch = Math.Max(1, _bind.BatchSize);
-        var buffers = new byte[batch][];
-        for (var i = 0; i < batch; i++)
-        {
-            buffers[i] = new byte[PacketBuffers.MaxSegmentSize];
-        }
+        var buffers = PacketBuffers.AllocateBatch(batch);
 
         var sizes = new int[batch];
         var endpoints = new WgEndpoint[batch];

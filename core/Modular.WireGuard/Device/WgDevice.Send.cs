@@ -18,11 +18,7 @@ public sealed partial class WgDevice
     private void TunReadLoop()
     {
         var batch = Math.Max(1, _tun.BatchSize);
-        var buffers = new byte[batch][];
-        for (var i = 0; i < batch; i++)
-        {
-            buffers[i] = new byte[PacketBuffers.MaxSegmentSize];
-        }
+        var buffers = PacketBuffers.AllocateBatch(batch);
 
         var sizes = new int[batch];
         var groupBuffers = new byte[batch][];

@@ -240,6 +240,7 @@ internal static class AgentDaemon
             await using var metrics = await Modular.Agent.Metrics.MetricsEndpoint.StartAsync(config.Metrics, recorder, TimeProvider.System, logger, cancellationToken);
             using var engineStop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             var engineRun = supervisor.RunAsync(engineStop.Token);
+            var heapTrimming = new HeapTrimmer(new RuntimeFullCollector(), TimeProvider.System).RunAsync(engineStop.Token);
             var shutdown = app.WaitForShutdownAsync(cancellationToken);
             if (await Task.WhenAny(firstEngineStarted.Task, engineRun, shutdown) == firstEngineStarted.Task)
             {
@@ -272,6 +273,7 @@ internal static class AgentDaemon
             }
 
             await shutdown;
+            await heapTrimming;
         }
         finally
         {
