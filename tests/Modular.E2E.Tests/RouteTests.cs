@@ -289,6 +289,53 @@ public sealed class RouteTests(ITestOutputHelper output)
         Assert.Contains("nothing received for", rig["hc"].Log, StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// Issue 17: with lazy connections on, a peer serving a route this client installed is never parked. Before the
+    /// route exists both of the client's peers are Idle; once it is installed the routing peer connects with no traffic
+    /// for it, the routed subnet answers the very first TCP connection, and it stays Connected past the inactivity
+    /// timeout that parks the other peer again after a ping woke it.
+    /// </summary>
+    [SkippableFact]
+    public void With_lazy_connections_a_routing_peer_is_never_parked_and_its_subnet_answers_the_first_connection()
+    {
+        RequirePrerequisites("userspace");
+        using var rig = new MeshRig(output, "lz");
+        rig.StartServer();
+        var key = rig.CreateSetupKey();
+        string[] names = ["lc", "lr", "lp"];
+        foreach (var name in names)
+        {
+            rig.AddAgent(name).WriteConfig(key, "[features]\nlazy_connections = true\ninactivity_timeout = \"5s\"");
+            rig[name].Start();
+        }
+
+        var lan = rig.AddNetworkBehind(rig["lr"], "lan", "10.77.0.1/24", "10.77.0.10/24");
+        rig.WaitUntil(() => names.All(n => rig[n].OverlayIp is not null), ConnectTimeout, "every agent logged in", () => MeshTests.Diagnostics(rig, names));
+        string State(string peer) => rig["lc"].Peer(peer) is { } p ? p.GetProperty("state").GetString() ?? "" : "";
+        string Diagnostics() => MeshTests.Diagnostics(rig, names) + "\n--- lc:\n" + rig["lc"].StatusText();
+        rig.WaitUntil(() => State("lr") == "Idle" && State("lp") == "Idle", MapTimeout, "lc parks both peers before any route", Diagnostics);
+
+        rig.ServerCli("resources create lan --address 10.77.0.0/24 --routing-peer lr");
+        rig.ServerCli("policies create lan-web --source All --destination-resource lan --protocol tcp --ports 80");
+        rig.WaitUntil(() => RouteEntry(rig["lc"], "10.77.0.0/24") is { } r && r.GetProperty("installed").GetBoolean() && State("lr") == "Connected",
+            ConnectTimeout, "lc installs the lan route and connects its routing peer with no traffic for it", Diagnostics);
+        Assert.Equal("Idle", State("lp")); // lazy connections are still in effect for the peer that serves nothing
+
+        using var cancel = new CancellationTokenSource(TimeSpan.FromMinutes(3));
+        var lanHost = IPAddress.Parse("10.77.0.10");
+        using var web = Probes.ListenAndTellSource(lan.Name, lanHost, 80, cancel.Token);
+        Assert.True(Probes.TryTcp(rig["lc"].Namespace.Name, lanHost, 80, out var reply), "the first TCP connection to the routed subnet was not answered\n" + Diagnostics());
+        Assert.Equal("from 10.77.0.1", reply);
+
+        // A ping wakes lp; the inactivity timeout parks it again. lr carried nothing all that time and is still Connected.
+        var ping = rig["lc"].Namespace.TryExec($"ping -c 1 -W 15 {rig["lp"].OverlayIp}", TimeSpan.FromSeconds(30));
+        Assert.True(ping.ExitCode == 0, "the ping that wakes lp was not answered\n" + ping.Output);
+        rig.WaitUntil(() => State("lp") == "Idle", TimeSpan.FromSeconds(60), "lp parked again after 5 s without traffic", Diagnostics);
+        Assert.Equal("Connected", State("lr"));
+        Assert.True(Probes.TryTcp(rig["lc"].Namespace.Name, lanHost, 80, out reply), "the routed subnet after lp was parked\n" + Diagnostics());
+        cancel.Cancel();
+    }
+
     /// <summary>The status entry of a route, by its network (the first such) or its name.</summary>
     private static JsonElement? RouteEntry(MeshRig.Agent agent, string networkOrName)
         => agent.Status() is { } status && status.TryGetProperty("routes", out var routes)

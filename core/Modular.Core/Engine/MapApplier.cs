@@ -203,10 +203,10 @@ internal sealed class MapApplier
         await parts.PresharedKeys.ApplyAsync(map, cancellationToken);
         LazySwitch.Apply(parts.Manager, map, _options.Config, _options.Switches, _recorder, _logger,
             FeatureStatusBuilder.Merge(_flows?.NotAvailable, parts.PresharedKeys.NotAvailable));
-        if (!parts.Manager.Lazy.RoutingPeers.SetEquals(plan.RoutingPeers))
+        if (!parts.Manager.Lazy.RoutePeers.SetEquals(plan.RoutePeers))
         {
             // Before the peer diff, which opens a parked peer that became a routing peer (and never parks a new one).
-            parts.Manager.Lazy = parts.Manager.Lazy with { RoutingPeers = plan.RoutingPeers };
+            parts.Manager.Lazy = parts.Manager.Lazy with { RoutePeers = plan.RoutePeers };
         }
 
         var peers = plan.MergeAllowedIps(ToPeers(map, _logger));

@@ -16,12 +16,13 @@ public sealed record LazyOptions(bool Enabled, TimeSpan InactivityTimeout, IRead
     public static LazyOptions Off { get; } = new(false, TimeSpan.FromMinutes(15), []);
 
     /// <summary>
-    /// Peers serving (or standing by for) a route or exit node this client installed: never idle, like
-    /// <see cref="AlwaysConnected"/>. A parked router would cost the routed subnet's first packets a wake-up, and
-    /// route failover would see a parked standby as "not connected" and pick by that (the map applier sets them from
-    /// each <see cref="Routing.RoutePlan.RoutingPeers"/>).
+    /// Peers serving (or standing by for) a route or exit node this client installed, and on a routing peer the peers
+    /// its routes let in: never idle, like <see cref="AlwaysConnected"/>. A parked router would cost the routed
+    /// subnet's first packets a wake-up, route failover would see a parked standby as "not connected" and pick by
+    /// that, and a router that parked its client would drop the client's routed traffic until the client's next
+    /// handshake (the map applier sets them from each <see cref="Routing.RoutePlan.RoutePeers"/>).
     /// </summary>
-    public IReadOnlySet<WgKey> RoutingPeers { get; init; } = new HashSet<WgKey>();
+    public IReadOnlySet<WgKey> RoutePeers { get; init; } = new HashSet<WgKey>();
 
     /// <summary>
     /// A lazy peer still connecting this long after it woke goes back to Idle (an offline peer holds no attempt
@@ -37,7 +38,7 @@ public sealed record LazyOptions(bool Enabled, TimeSpan InactivityTimeout, IRead
     /// <summary>True when <paramref name="peer"/> waits Idle for traffic instead of connecting at once.</summary>
     public bool MayIdle(RemotePeerInfo peer)
     {
-        if (!Enabled || RoutingPeers.Contains(peer.PublicKey))
+        if (!Enabled || RoutePeers.Contains(peer.PublicKey))
         {
             return false;
         }

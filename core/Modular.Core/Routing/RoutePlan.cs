@@ -61,11 +61,14 @@ public sealed record RoutePlan(IReadOnlyList<ClientRoute> Client, IReadOnlyList<
     public IReadOnlySet<WgKey> ConnectedContenders { get; init; } = EmptyKeys;
 
     /// <summary>
-    /// Every peer that carries, or stands by for, a network this plan routes through a peer (exit node included). Lazy
-    /// connections never park them (<see cref="Lazy.LazyOptions.RoutingPeers"/>): a routed subnet works from its first
-    /// packet, and failover compares live connections, not a parked standby that merely looks "not connected".
+    /// The peers at the other end of a route. As a client: every peer that carries, or stands by for, a network this
+    /// plan routes through a peer (exit node included). As a routing peer: every peer an accepting forward rule of the
+    /// networks served here lets in. Lazy connections never park them (<see cref="Lazy.LazyOptions.RoutePeers"/>): a
+    /// routed subnet works from its first packet, failover compares live connections, not a parked standby that merely
+    /// looks "not connected", and a routing peer does not park a client that still counts it as connected (the client
+    /// never parks its router, so nothing would wake the router's end before the client's next handshake).
     /// </summary>
-    public IReadOnlySet<WgKey> RoutingPeers { get; init; } = EmptyKeys;
+    public IReadOnlySet<WgKey> RoutePeers { get; init; } = EmptyKeys;
 
     /// <summary>True when a contender's connection came up or went down since this plan was made.</summary>
     public bool IsStale(Func<WgKey, bool> isConnected) => Contenders.Any(peer => isConnected(peer) != ConnectedContenders.Contains(peer));
@@ -135,7 +138,7 @@ public sealed record RoutePlan(IReadOnlyList<ClientRoute> Client, IReadOnlyList<
         var client = new List<ClientRoute>();
         var contenders = new HashSet<WgKey>();
         var connectedContenders = new HashSet<WgKey>();
-        var routingPeers = new HashSet<WgKey>();
+        var routePeers = new HashSet<WgKey>();
         foreach (var group in candidates.GroupBy(r => r.Network))
         {
             var servedHere = served.Any(s => s.Network.Equals(group.Key));
@@ -144,7 +147,7 @@ public sealed record RoutePlan(IReadOnlyList<ClientRoute> Client, IReadOnlyList<
             if (!servedHere)
             {
                 client.Add(ranked[0]);
-                routingPeers.UnionWith(connected.Keys);
+                routePeers.UnionWith(connected.Keys);
                 if (isConnected is not null && connected.Count > 1)
                 {
                     contenders.UnionWith(connected.Keys);
@@ -165,6 +168,8 @@ public sealed record RoutePlan(IReadOnlyList<ClientRoute> Client, IReadOnlyList<
         var forward = served.Count == 0
             ? []
             : FirewallRuleMapper.Map(map.FirewallRules.Where(r => r.Destination.Length > 0)).Rules.Where(r => r.IsRouted && r.Direction == RuleDirection.Inbound).ToList();
+        routePeers.UnionWith(RouteClients(map, forward));
+
         var distinctServed = served.DistinctBy(s => s.Network).ToList();
         foreach (var duplicate in served.Except(distinctServed))
         {
@@ -172,7 +177,26 @@ public sealed record RoutePlan(IReadOnlyList<ClientRoute> Client, IReadOnlyList<
             unused.Add(new UnusedRoute(duplicate.Network.ToString(), self, duplicate.Id, duplicate.Name, duplicate.Metric, duplicate.Masquerade, $"same network as route {first.Name}, which this peer serves"));
         }
 
-        return new RoutePlan(client, distinctServed, forward) { Unused = unused, Contenders = contenders, ConnectedContenders = connectedContenders, RoutingPeers = routingPeers };
+        return new RoutePlan(client, distinctServed, forward) { Unused = unused, Contenders = contenders, ConnectedContenders = connectedContenders, RoutePeers = routePeers };
+    }
+
+    // The peers whose overlay address an accepting forward rule lets in (each peer's first allowed IP is its own).
+    private static IEnumerable<WgKey> RouteClients(NetworkMap map, IReadOnlyList<FirewallRule> forward)
+    {
+        var accepting = forward.Where(rule => rule.Action == RuleAction.Accept).Select(rule => rule.Remote).ToList();
+        if (accepting.Count == 0)
+        {
+            yield break;
+        }
+
+        foreach (var peer in map.RemotePeers)
+        {
+            if (peer.WgPubKey.Length == WgKey.Size && peer.AllowedIps.Count > 0 && IPNetwork.TryParse(peer.AllowedIps[0], out var own)
+                && accepting.Any(remote => remote.Contains(IpPrefix128.ToUInt128(own.BaseAddress))))
+            {
+                yield return new WgKey(peer.WgPubKey.Span);
+            }
+        }
     }
 
     /// <summary>The resources this plan uses or serves, for the firewall's flow events (none inside <paramref name="overlay"/>); the exit nodes it uses are marked.</summary>

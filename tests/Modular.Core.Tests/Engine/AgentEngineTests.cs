@@ -314,6 +314,11 @@ public sealed class AgentEngineTests
                 FlowSinkFactories = flowSinks ?? new Dictionary<string, Abstractions.Flows.IFlowSinkFactory>(),
                 PskProviderFactories = pskProviders ?? new Dictionary<string, Modular.Abstractions.Security.IPresharedKeyProviderFactory>(),
             };
+            using (var identity = Modular.Control.Crypto.X25519KeyPair.FromPrivateKey(options.PrivateKey))
+            {
+                PublicKey = identity.PublicKey;
+            }
+
             Recorder = new StatusRecorder(new InterfaceStatus("mdl-test", "kernel", 51820, 1280), new FeatureStatus(false, "15m", [], false, "auto", false, false, false), "k", new ServiceStatus("", false, null), new ServiceStatus("", false, null));
             var seams = new EngineSeams
             {
@@ -335,6 +340,9 @@ public sealed class AgentEngineTests
         }
 
         public AgentEngine Engine { get; }
+
+        /// <summary>The engine's own public key (what a map names it by).</summary>
+        public WgKey PublicKey { get; }
 
         /// <summary>The clock the engine runs on; it moves only when the test moves it.</summary>
         public FakeTimeProvider Time => _time;

@@ -68,8 +68,8 @@ public sealed class LazyRoutingPeerTests
             RouteMaps.Route("mine", "10.2.0.0/24", self), RouteMaps.Route("also-mine", "10.2.0.0/24", Plain));
         var plan = RoutePlan.From(map, self, System.Net.IPNetwork.Parse("100.64.0.0/10"), isConnected: _ => false);
 
-        Assert.Equal([RouteMaps.RouterA, RouteMaps.RouterB], plan.RoutingPeers.OrderBy(k => k.ToArray()[0]));
-        Assert.Empty(RoutePlan.Empty.RoutingPeers);
+        Assert.Equal([RouteMaps.RouterA, RouteMaps.RouterB], plan.RoutePeers.OrderBy(k => k.ToArray()[0]));
+        Assert.Empty(RoutePlan.Empty.RoutePeers);
     }
 
     [Fact]
@@ -78,7 +78,50 @@ public sealed class LazyRoutingPeerTests
         var router = new Modular.Core.Peers.RemotePeerInfo(RouteMaps.RouterA, "router", "100.64.0.2", [System.Net.IPNetwork.Parse("100.64.0.2/32")], null);
         var lazy = new Modular.Core.Lazy.LazyOptions(true, TimeSpan.FromMinutes(15), []);
         Assert.True(lazy.MayIdle(router));
-        Assert.False((lazy with { RoutingPeers = new HashSet<WgKey> { RouteMaps.RouterA } }).MayIdle(router));
-        Assert.True((lazy with { RoutingPeers = new HashSet<WgKey> { RouteMaps.RouterB } }).MayIdle(router));
+        Assert.False((lazy with { RoutePeers = new HashSet<WgKey> { RouteMaps.RouterA } }).MayIdle(router));
+        Assert.True((lazy with { RoutePeers = new HashSet<WgKey> { RouteMaps.RouterB } }).MayIdle(router));
+    }
+
+    /// <summary>
+    /// The routing peer's end: with lazy connections on there too, it parked its client after the inactivity timeout
+    /// while the client (which never parks its router) still counted it connected and kept sending on the old session,
+    /// so the routed subnet went dark until the client's next handshake (found by the E2E test in RouteTests).
+    /// </summary>
+    [Fact]
+    public async Task A_routing_peer_keeps_the_peers_its_routes_let_in_and_parks_the_others()
+    {
+        await using var rig = LazyRig();
+        await rig.Engine.EnsureInterfaceAsync(Login, CancellationToken.None);
+
+        await rig.Engine.ApplyMapAsync(ServingMap(rig.PublicKey), CancellationToken.None);
+        Assert.False(Parked(rig, Plain), "the peer the served route lets in is never parked");
+        Assert.True(Parked(rig, RouteMaps.RouterA), "a peer only a drop rule names parks");
+        Assert.True(Parked(rig, RouteMaps.RouterB), "a peer no forward rule names parks");
+    }
+
+    [Fact]
+    public void The_plan_of_a_routing_peer_names_the_peers_an_accepting_forward_rule_lets_in()
+    {
+        var overlay = System.Net.IPNetwork.Parse("100.64.0.0/10");
+        Assert.Equal([Plain], RoutePlan.From(ServingMap(RouteMaps.Self), RouteMaps.Self, overlay).RoutePeers);
+
+        // The same rules on a peer that serves nothing name no one; a rule for the whole overlay names every peer.
+        var notServing = ServingMap(RouteMaps.Self);
+        notServing.Routes.Clear();
+        Assert.Empty(RoutePlan.From(notServing, RouteMaps.Self, overlay).RoutePeers);
+        var everyone = ServingMap(RouteMaps.Self);
+        everyone.FirewallRules.Add(new FirewallRule { RuleId = "all", PeerIp = "100.64.0.0/10", Direction = "in", Action = "accept", Protocol = "all", Destination = "10.9.0.0/24" });
+        Assert.Equal(3, RoutePlan.From(everyone, RouteMaps.Self, overlay).RoutePeers.Count);
+    }
+
+    // This peer (self) serves 10.9.0.0/24: peer 7 (100.64.0.7) may reach it, router A (100.64.0.2) is named only by a drop rule,
+    // and a rule without a destination (this peer's own traffic) names router B (100.64.0.3).
+    private static NetworkMap ServingMap(WgKey self)
+    {
+        var map = RouteMaps.Map(RouteMaps.Route("mine", "10.9.0.0/24", self));
+        map.FirewallRules.Add(new FirewallRule { RuleId = "web", PeerIp = "100.64.0.7/32", Direction = "in", Action = "accept", Protocol = "tcp", Destination = "10.9.0.0/24", PortRanges = { new PortRange { Start = 80, End = 80 } } });
+        map.FirewallRules.Add(new FirewallRule { RuleId = "deny", PeerIp = "100.64.0.2/32", Direction = "in", Action = "drop", Protocol = "all", Destination = "10.9.0.0/24" });
+        map.FirewallRules.Add(new FirewallRule { RuleId = "own", PeerIp = "100.64.0.3/32", Direction = "in", Action = "accept", Protocol = "all" });
+        return map;
     }
 }
