@@ -45,12 +45,12 @@ internal static class Probes
         return listener;
     }
 
-    /// <summary>Connects from a namespace (bounded by <see cref="DropProbe"/>) and reads the listener's answer.</summary>
-    public static bool TryTcp(string namespaceName, IPAddress address, int port, out string reply)
+    /// <summary>Connects from a namespace (bounded by <paramref name="within"/>, default <see cref="DropProbe"/>) and reads the listener's answer.</summary>
+    public static bool TryTcp(string namespaceName, IPAddress address, int port, out string reply, TimeSpan? within = null)
     {
         reply = "";
         using var socket = NamespaceSocket.Create(namespaceName, AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        using var timeout = new CancellationTokenSource(DropProbe);
+        using var timeout = new CancellationTokenSource(within ?? DropProbe);
         try
         {
             socket.ConnectAsync(new IPEndPoint(address, port), timeout.Token).AsTask().GetAwaiter().GetResult();
