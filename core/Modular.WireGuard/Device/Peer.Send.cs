@@ -1,5 +1,7 @@
 using System.Buffers;
 using Microsoft.Extensions.Logging;
+using Modular.Abstractions.WireGuard;
+using Modular.WireGuard.Conn;
 using Modular.WireGuard.Noise;
 
 namespace Modular.WireGuard.Device;
@@ -129,6 +131,28 @@ internal sealed partial class Peer
         }
     }
 
+    /// <summary>
+    /// Crossing initiations: when both ends send one at once, each consumes the other's (which discards its own) and
+    /// drops the response to its own, so neither can send until REKEY_TIMEOUT's retry, 5 s later (seen in ~40 % of
+    /// connections through a routing peer that both ends open at once). The end with the greater public key keeps
+    /// its own initiation and ignores the other's: the other end consumes ours, as WireGuard always does, and its
+    /// response completes the handshake. Only while ours is pending, under REKEY_TIMEOUT old and sent to the very
+    /// endpoint the other's came from: one sent to a lazy stand-in or a stale path must not hold off an initiation
+    /// that can complete. A peer without this rule (kernel WireGuard, wireguard-go) is no worse off than before.
+    /// </summary>
+    internal bool KeepsOwnInitiationAgainst(WgEndpoint source, ReadOnlySpan<byte> localPublicKey)
+    {
+        Span<byte> remote = stackalloc byte[WgKey.Size];
+        PublicKey.CopyTo(remote);
+        lock (Handshake.Lock)
+        {
+            return Handshake.Stage == HandshakeStage.InitiationCreated
+                && _lastInitiationSent is { } last && _time.GetElapsedTime(last) < ProtocolTimings.RekeyTimeout
+                && _lastInitiationSentTo == source
+                && localPublicKey.SequenceCompareTo(remote) > 0;
+        }
+    }
+
     /// <summary>Builds and sends an initiation, at most once per REKEY_TIMEOUT unless it is a retry.</summary>
     public void SendHandshakeInitiation(bool isRetry)
     {
@@ -152,6 +176,7 @@ internal sealed partial class Peer
             }
 
             _lastInitiationSent = _time.GetTimestamp();
+            _lastInitiationSentTo = endpoint;
             var identity = _device.Identity;
             if (identity is null || endpoint.IsEmpty)
             {

@@ -28,6 +28,7 @@ internal sealed partial class Peer : IDisposable
     private long _txBytes;
     private long _lastHandshakeUnixTicks;
     private long? _lastInitiationSent;
+    private WgEndpoint _lastInitiationSentTo; // guarded by Handshake.Lock, with _lastInitiationSent
     private int _handshakeAttempts;
     private bool _needAnotherKeepalive;
     private bool _sentLastMinuteHandshake;

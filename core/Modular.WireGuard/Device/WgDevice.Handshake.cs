@@ -122,16 +122,23 @@ public sealed partial class WgDevice
         }
 
         Peer? peer = null;
+        var keptOwn = false;
         var handshake = NoiseProtocol.ConsumeInitiation(
             message,
             identity,
             remoteStatic =>
             {
                 peer = _peers.GetValueOrDefault(new WgKey(remoteStatic.Span));
-                return peer is { IsRunning: true } ? peer.Handshake : null;
+                keptOwn = peer is { IsRunning: true } && peer.KeepsOwnInitiationAgainst(source, identity.PublicKey);
+                return peer is { IsRunning: true } && !keptOwn ? peer.Handshake : null;
             },
             _time,
             ProtocolTimings.HandshakeInitiationRate);
+        if (keptOwn && _logger.IsEnabled(LogLevel.Debug))
+        {
+            _logger.LogDebug("Peer {Peer}: crossing handshake initiations; keeping ours (the greater key), the peer answers it", peer!.PublicKey.ToShortString());
+        }
+
         if (handshake is null || peer is null)
         {
             CountDrop();
